@@ -129,7 +129,10 @@ mod tests {
             "reporunner.agents.resolver.v1.ResolverService",
             "reporunner.agents.tester.v1.TesterService",
         ] {
-            assert!(services.iter().any(|s| s == name), "{name} missing from {services:?}");
+            assert!(
+                services.iter().any(|s| s == name),
+                "{name} missing from {services:?}"
+            );
         }
     }
 }

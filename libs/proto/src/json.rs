@@ -19,7 +19,9 @@ pub enum JsonError {
 
 fn descriptor<M: Name>() -> Result<prost_reflect::MessageDescriptor, JsonError> {
     let name = M::full_name();
-    pool().get_message_by_name(&name).ok_or(JsonError::UnknownMessage(name))
+    pool()
+        .get_message_by_name(&name)
+        .ok_or(JsonError::UnknownMessage(name))
 }
 
 /// Renders `msg` as a JSON value in the canonical mapping: lowerCamelCase
@@ -59,9 +61,20 @@ mod tests {
     fn renders_canonical_names_and_enums_and_round_trips() {
         let env = Environment {
             platform: Platform::Kubernetes as i32,
-            host: Some(HostInfo { memory_total_bytes: 8 << 30, cpus: 4, ..Default::default() }),
-            toolchains: vec![Toolchain { name: "uv".into(), version: "0.5.1".into(), path: "/usr/bin/uv".into() }],
-            detected_at: Some(prost_types::Timestamp { seconds: 1_700_000_000, nanos: 0 }),
+            host: Some(HostInfo {
+                memory_total_bytes: 8 << 30,
+                cpus: 4,
+                ..Default::default()
+            }),
+            toolchains: vec![Toolchain {
+                name: "uv".into(),
+                version: "0.5.1".into(),
+                path: "/usr/bin/uv".into(),
+            }],
+            detected_at: Some(prost_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 0,
+            }),
             ..Default::default()
         };
         let value = to_value(&env).unwrap();

@@ -1,1 +1,22 @@
+//! The bootstrap every Repo Runner service shares.
+//!
+//! - [`GrpcServer`]: a tonic server hosting one or more services on one
+//!   listener, with `grpc.health.v1`, server reflection (v1 and v1alpha),
+//!   per-RPC metrics and tracing spans, and graceful shutdown that first
+//!   reports NOT_SERVING so that balancers drain.
+//! - [`metrics`]: the Prometheus recorder, every metric name, and the
+//!   `/metrics` HTTP endpoint.
+//! - [`config`]: layered configuration, defaults < file < `REPORUNNER_*` env <
+//!   flags.
+//! - [`telemetry`]: tracing subscriber setup.
+//! - [`shutdown`]: SIGINT/SIGTERM as a cancellation token.
+#![forbid(unsafe_code)]
 
+pub mod config;
+mod grpc;
+pub mod metrics;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use grpc::{GrpcServer, Health, ServeError};
+pub use tokio_util::sync::CancellationToken;

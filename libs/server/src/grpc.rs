@@ -1,0 +1,191 @@
+//! [`GrpcServer`]: one listener, any number of services, and the standard
+//! health, reflection, metrics and shutdown behaviour around them.
+
+use std::{convert::Infallible, net::SocketAddr, time::Duration};
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{
+    body::Body,
+    server::NamedService,
+    service::{Routes, RoutesBuilder},
+    transport::Server,
+};
+use tonic_health::{ServingStatus, server::HealthReporter};
+use tower::Service;
+
+use crate::metrics::GrpcMetricsLayer;
+
+/// Why a server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Sets the health of the services of one server. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Health {
+    reporter: HealthReporter,
+    services: Vec<&'static str>,
+}
+
+impl Health {
+    /// Marks one service (by its full name) as serving or not.
+    pub async fn set(&self, service: &str, serving: bool) {
+        let status = if serving {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        self.reporter.set_service_status(service, status).await;
+    }
+
+    /// Marks every service of the server, and the server itself (the empty
+    /// service name), as serving or not.
+    pub async fn set_all(&self, serving: bool) {
+        self.set("", serving).await;
+        for service in &self.services {
+            self.set(service, serving).await;
+        }
+    }
+
+    /// The full names of the services this server hosts.
+    pub fn services(&self) -> &[&'static str] {
+        &self.services
+    }
+}
+
+/// A tonic server for one or more Repo Runner services.
+///
+/// ```no_run
+/// # async fn run(svc: impl tonic::server::NamedService + Clone + Send + Sync + 'static
+/// #     + tower::Service<http::Request<tonic::body::Body>, Response = http::Response<tonic::body::Body>,
+/// #       Error = std::convert::Infallible, Future: Send>) {
+/// use reporunner_server::{CancellationToken, GrpcServer};
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+/// let server = GrpcServer::new().add_service(svc);
+/// server.serve(listener, CancellationToken::new()).await.unwrap();
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct GrpcServer {
+    routes: RoutesBuilder,
+    health: Health,
+    health_service: tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
+    drain_grace: Duration,
+}
+
+impl Default for GrpcServer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl GrpcServer {
+    pub fn new() -> Self {
+        let reporter = HealthReporter::new();
+        let health_service = tonic_health::pb::health_server::HealthServer::new(
+            tonic_health::server::HealthService::from_health_reporter(reporter.clone()),
+        );
+        Self {
+            routes: RoutesBuilder::default(),
+            health: Health {
+                reporter,
+                services: Vec::new(),
+            },
+            health_service,
+            drain_grace: Duration::from_millis(0),
+        }
+    }
+
+    /// Hosts `service` on this server; it is reported SERVING once the server
+    /// starts.
+    pub fn add_service<S>(mut self, service: S) -> Self
+    where
+        S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.health.services.push(S::NAME);
+        self.routes.add_service(service);
+        self
+    }
+
+    /// How long to keep serving after reporting NOT_SERVING on shutdown, so
+    /// that clients watching health move away before connections close.
+    pub fn drain_grace(mut self, grace: Duration) -> Self {
+        self.drain_grace = grace;
+        self
+    }
+
+    /// The health handle of this server, for tests and for services that
+    /// report their own readiness.
+    pub fn health(&self) -> Health {
+        self.health.clone()
+    }
+
+    fn routes(self) -> Result<(Routes, Health), ServeError> {
+        let mut reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(reporunner_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name("grpc.health.v1.Health")
+            .with_service_name("grpc.reflection.v1.ServerReflection")
+            .with_service_name("grpc.reflection.v1alpha.ServerReflection");
+        let mut reflection_alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(reporunner_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .with_service_name("grpc.health.v1.Health")
+            .with_service_name("grpc.reflection.v1.ServerReflection")
+            .with_service_name("grpc.reflection.v1alpha.ServerReflection");
+        for name in &self.health.services {
+            reflection = reflection.with_service_name(*name);
+            reflection_alpha = reflection_alpha.with_service_name(*name);
+        }
+        let mut routes = self.routes;
+        routes
+            .add_service(self.health_service)
+            .add_service(reflection.build_v1()?)
+            .add_service(reflection_alpha.build_v1alpha()?);
+        Ok((routes.routes(), self.health))
+    }
+
+    /// Serves until `shutdown` is cancelled: then reports NOT_SERVING, waits
+    /// the drain grace, stops accepting, and finishes in-flight calls.
+    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> Result<(), ServeError> {
+        let addr: Option<SocketAddr> = listener.local_addr().ok();
+        let drain_grace = self.drain_grace;
+        let (routes, health) = self.routes()?;
+        health.set_all(true).await;
+        tracing::info!(?addr, services = ?health.services(), "grpc server listening");
+
+        let stop = {
+            let health = health.clone();
+            async move {
+                shutdown.cancelled().await;
+                health.set_all(false).await;
+                if !drain_grace.is_zero() {
+                    tokio::time::sleep(drain_grace).await;
+                }
+                tracing::info!(?addr, "grpc server stopping");
+            }
+        };
+        Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(20)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .trace_fn(|request| tracing::info_span!("grpc", rpc = %request.uri().path()))
+            .layer(GrpcMetricsLayer)
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)
+            .await?;
+        Ok(())
+    }
+}
