@@ -1,1 +1,39 @@
-//! client
+//! The client stack every Repo Runner caller shares.
+//!
+//! A [`ServiceChannel`] is a `tower::Service` that generated tonic clients
+//! wrap (`EnvDetectorServiceClient::new(channel)`). Around each call it gives:
+//!
+//! - a connect timeout and HTTP/2 keep-alive per endpoint, so an endpoint that
+//!   stops answering is noticed;
+//! - a per-call deadline (the caller's `grpc-timeout`, else the default),
+//!   enforced locally and sent to the server, so no call hangs;
+//! - retries with exponential backoff (tower's backoff) only for methods the
+//!   contract marks `NO_SIDE_EFFECTS` or `IDEMPOTENT`, and only on
+//!   UNAVAILABLE or a transport failure;
+//! - round-robin balancing over the endpoints whose `grpc.health.v1` Watch
+//!   says SERVING. An endpoint that reports NOT_SERVING, whose watch breaks,
+//!   or whose call fails at the transport level leaves the pool until its
+//!   watch says SERVING again. With no healthy endpoint a call fails at once
+//!   with UNAVAILABLE naming each endpoint's state.
+#![forbid(unsafe_code)]
+
+mod channel;
+mod config;
+mod pool;
+
+pub use channel::{ServiceChannel, connect};
+pub use config::ClientConfig;
+pub use pool::EndpointState;
+
+/// Why a channel could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("service {service} has no endpoints configured")]
+    NoEndpoints { service: String },
+    #[error("endpoint `{endpoint}` of service {service} is not a valid URI: {reason}")]
+    InvalidEndpoint {
+        service: String,
+        endpoint: String,
+        reason: String,
+    },
+}

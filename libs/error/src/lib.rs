@@ -6,8 +6,8 @@
 //! [`tonic::Code`] in exactly one place, [`ErrorKind::code`].
 //!
 //! Client mistakes carry the error's own message, which must be something a
-//! user can act on. Internal and unavailable errors are logged in full and
-//! reach the client as a generic message, so internal details never leak.
+//! user can act on. Internal errors are logged in full and reach the client
+//! as a generic message, so internal details never leak.
 #![forbid(unsafe_code)]
 
 use std::time::Duration;
@@ -74,8 +74,9 @@ impl ErrorKind {
             | Self::FailedPrecondition
             | Self::Aborted
             | Self::DeadlineExceeded
+            | Self::Unavailable
             | Self::Unimplemented => true,
-            Self::Unavailable | Self::Internal => false,
+            Self::Internal => false,
         }
     }
 }
@@ -100,17 +101,8 @@ pub fn to_status<E: ServiceError + ?Sized>(err: &E) -> Status {
     let mut status = if kind.message_is_public() {
         Status::new(kind.code(), err.to_string())
     } else {
-        let detail = error_chain(err);
-        match kind {
-            Kind::Unavailable => {
-                tracing::warn!(error = %detail, "dependency unavailable");
-                Status::unavailable("a service this call depends on is unavailable; try again shortly")
-            }
-            _ => {
-                tracing::error!(error = %detail, "internal error");
-                Status::internal("internal error; the server log has the details")
-            }
-        }
+        tracing::error!(error = %error_chain(err), "internal error");
+        Status::new(kind.code(), "internal error; the server log has the details")
     };
     if let ErrorKind::ResourceExhausted {
         retry_after: Some(after),
@@ -124,8 +116,6 @@ pub fn to_status<E: ServiceError + ?Sized>(err: &E) -> Status {
     }
     status
 }
-
-use ErrorKind as Kind;
 
 /// `err` and its sources, joined with ": ".
 pub fn error_chain<E: std::error::Error + ?Sized>(err: &E) -> String {

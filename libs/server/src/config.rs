@@ -147,7 +147,7 @@ mod tests {
             let err =
                 load_with_env::<Settings, _>(None, &Flags::default(), Env::prefixed("TESTRR_").split("__"))
                     .unwrap_err();
-            assert!(err.to_string().contains("timeout_ms"), "{err}");
+            assert!(err.to_string().to_lowercase().contains("timeout_ms"), "{err}");
             Ok(())
         });
     }

@@ -77,6 +77,7 @@ pub struct GrpcServer {
     health: Health,
     health_service: tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
     drain_grace: Duration,
+    stop_timeout: Duration,
 }
 
 impl Default for GrpcServer {
@@ -99,6 +100,7 @@ impl GrpcServer {
             },
             health_service,
             drain_grace: Duration::from_millis(0),
+            stop_timeout: Duration::from_secs(10),
         }
     }
 
@@ -123,6 +125,13 @@ impl GrpcServer {
     /// that clients watching health move away before connections close.
     pub fn drain_grace(mut self, grace: Duration) -> Self {
         self.drain_grace = grace;
+        self
+    }
+
+    /// How long in-flight calls may take to finish once the server stops
+    /// accepting; long-lived streams (health watches) are cut after it.
+    pub fn stop_timeout(mut self, timeout: Duration) -> Self {
+        self.stop_timeout = timeout;
         self
     }
 
@@ -163,12 +172,15 @@ impl GrpcServer {
     pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> Result<(), ServeError> {
         let addr: Option<SocketAddr> = listener.local_addr().ok();
         let drain_grace = self.drain_grace;
+        let stop_timeout = self.stop_timeout;
+        let stopping = CancellationToken::new();
         let (routes, health) = self.routes()?;
         health.set_all(true).await;
         tracing::info!(?addr, services = ?health.services(), "grpc server listening");
 
         let stop = {
             let health = health.clone();
+            let stopping = stopping.clone();
             async move {
                 shutdown.cancelled().await;
                 health.set_all(false).await;
@@ -176,16 +188,22 @@ impl GrpcServer {
                     tokio::time::sleep(drain_grace).await;
                 }
                 tracing::info!(?addr, "grpc server stopping");
+                stopping.cancel();
             }
         };
-        Server::builder()
+        let server = Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(20)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .trace_fn(|request| tracing::info_span!("grpc", rpc = %request.uri().path()))
             .layer(GrpcMetricsLayer)
             .add_routes(routes)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)
-            .await?;
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop);
+        tokio::select! {
+            result = server => result?,
+            _ = async { stopping.cancelled().await; tokio::time::sleep(stop_timeout).await } => {
+                tracing::warn!(?addr, ?stop_timeout, "in-flight calls did not finish in time; closing");
+            }
+        }
         Ok(())
     }
 }

@@ -1,0 +1,222 @@
+//! `reporunner`: run every Repo Runner service in one process, or one of them,
+//! and talk to them from the command line.
+#![forbid(unsafe_code)]
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use reporunner::{ServiceName, Settings, output, start_node};
+use reporunner_env_detector::{DetectOptions, Detector, EnvDetector as _, platform::parse_platform_name};
+use reporunner_proto::{
+    agents::env_detector::v1::DetectResponse,
+    common::v1::Platform,
+    orchestrator::v1::{
+        GetEnvironmentRequest, GetRecommendationsRequest,
+        orchestrator_service_client::OrchestratorServiceClient,
+    },
+};
+use serde::Serialize;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "reporunner",
+    version,
+    about = "Take any repository and get it running, with no human in the loop."
+)]
+struct Cli {
+    /// A TOML settings file (lowest precedence after defaults; then REPORUNNER_* env, then flags).
+    #[arg(long, global = true, env = "REPORUNNER_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Host services: all of them (embedded, the default) or the ones named with --service.
+    Serve(ServeArgs),
+    /// Detect this host's platform, hardware, toolchains and registries.
+    Env(EnvArgs),
+}
+
+#[derive(clap::Args, Debug, Serialize)]
+struct ServeArgs {
+    /// gRPC address [env: REPORUNNER_LISTEN] [default: 127.0.0.1:50051]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listen: Option<SocketAddr>,
+    /// Prometheus /metrics address [env: REPORUNNER_METRICS_LISTEN] [default: 127.0.0.1:9464]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics_listen: Option<SocketAddr>,
+    /// Where all state lives [env: REPORUNNER_DATA_DIR]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_dir: Option<PathBuf>,
+    /// Host only this service (repeatable); the others are reached at `endpoints.*`.
+    #[arg(long = "service", value_name = "NAME")]
+    #[serde(skip)]
+    services: Vec<ServiceName>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum OutputFormat {
+    Table,
+    Json,
+}
+
+#[derive(clap::Args, Debug)]
+struct EnvArgs {
+    /// `table` for people, `json` for the proto3 JSON mapping of DetectResponse.
+    #[arg(long, short, value_enum, default_value = "table")]
+    output: OutputFormat,
+    /// Report this platform instead of the detected one: local, container, kubernetes, colab, aws, gcp, azure.
+    #[arg(long)]
+    platform: Option<String>,
+    /// Do not probe package registries.
+    #[arg(long)]
+    skip_registries: bool,
+    /// Ask a running server's orchestrator (e.g. http://127.0.0.1:50051) instead of detecting in-process.
+    #[arg(long, env = "REPORUNNER_SERVER")]
+    server: Option<String>,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(cli.config, args).await,
+        Command::Env(args) => env(cli.config, args).await,
+    }
+}
+
+async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
+    let settings: Settings = reporunner_server::config::load(config.as_deref(), &args)?;
+    reporunner_server::telemetry::init(&settings.log);
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("cannot create the data directory {}", settings.data_dir.display()))?;
+    let services = if args.services.is_empty() {
+        ServiceName::ALL.to_vec()
+    } else {
+        args.services.clone()
+    };
+    let shutdown = reporunner_server::shutdown::on_signal();
+
+    let metrics = match settings.metrics_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+            reporunner_server::metrics::recorder();
+            Some(tokio::spawn(reporunner_server::metrics::serve_metrics(
+                listener,
+                shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let node = start_node(&settings, &services, listener, shutdown).await?;
+    let names: Vec<&str> = node.services.iter().map(|s| s.as_str()).collect();
+    tracing::info!(addr = %node.addr, data_dir = %settings.data_dir.display(), services = ?names, "reporunner serving");
+    node.wait().await?;
+    if let Some(metrics) = metrics {
+        metrics
+            .await
+            .context("metrics task panicked")?
+            .context("metrics endpoint failed")?;
+    }
+    Ok(())
+}
+
+async fn env(config: Option<PathBuf>, args: EnvArgs) -> anyhow::Result<()> {
+    let platform = match &args.platform {
+        Some(name) => parse_platform_name(name).map_err(|e| anyhow::anyhow!("{e}"))?,
+        None => Platform::Unspecified,
+    };
+    let response = match &args.server {
+        Some(server) => {
+            let channel = reporunner_client::connect(
+                reporunner_proto::orchestrator::v1::orchestrator_service_server::SERVICE_NAME,
+                std::slice::from_ref(server),
+                &Default::default(),
+            )?;
+            channel
+                .ready_within(Duration::from_secs(5))
+                .await
+                .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+            let mut client = OrchestratorServiceClient::new(channel);
+            let environment = client
+                .get_environment(GetEnvironmentRequest {
+                    platform_override: platform as i32,
+                    skip_registries: args.skip_registries,
+                    refresh: false,
+                })
+                .await
+                .map_err(|s| anyhow::anyhow!("GetEnvironment: {}", s.message()))?
+                .into_inner()
+                .environment;
+            let recommendations = client
+                .get_recommendations(GetRecommendationsRequest {
+                    platform_override: platform as i32,
+                })
+                .await
+                .map_err(|s| anyhow::anyhow!("GetRecommendations: {}", s.message()))?
+                .into_inner()
+                .recommendations;
+            DetectResponse {
+                environment,
+                recommendations,
+            }
+        }
+        None => {
+            #[derive(Serialize)]
+            struct NoFlags {}
+            let settings: Settings = reporunner_server::config::load(config.as_deref(), &NoFlags {})?;
+            let detector = Arc::new(Detector::new(settings.env_detector));
+            let options = DetectOptions {
+                platform_override: (platform != Platform::Unspecified).then_some(platform),
+                skip_registries: args.skip_registries,
+                refresh: false,
+            };
+            let (environment, recommendations) = detector
+                .detect(options)
+                .await
+                .map_err(|e| anyhow::anyhow!("detection failed: {e}"))?;
+            DetectResponse {
+                environment: Some(environment),
+                recommendations: Some(recommendations),
+            }
+        }
+    };
+    match args.output {
+        OutputFormat::Json => println!("{}", reporunner_proto::json::to_string_pretty(&response)?),
+        OutputFormat::Table => print!(
+            "{}",
+            output::environment(
+                &response.environment.unwrap_or_default(),
+                response.recommendations.as_ref()
+            )
+        ),
+    }
+    Ok(())
+}

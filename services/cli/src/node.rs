@@ -1,0 +1,156 @@
+//! A node: one gRPC listener hosting any set of services, wired to the
+//! services it does not host through the shared client stack.
+
+use std::{fmt, net::SocketAddr, str::FromStr, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use reporunner_env_detector::{Detector, grpc::EnvDetectorGrpc};
+use reporunner_orchestrator::{Agents, OrchestratorImpl, grpc::OrchestratorGrpc};
+use reporunner_proto::agents::env_detector::v1::env_detector_service_server;
+use reporunner_server::{CancellationToken, GrpcServer, Health, ServeError};
+use tokio::{net::TcpListener, task::JoinHandle};
+
+use crate::Settings;
+
+/// The services a node can host, in start order (agents before callers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ServiceName {
+    EnvDetector,
+    Orchestrator,
+}
+
+impl ServiceName {
+    pub const ALL: [ServiceName; 2] = [ServiceName::EnvDetector, ServiceName::Orchestrator];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EnvDetector => "env-detector",
+            Self::Orchestrator => "orchestrator",
+        }
+    }
+}
+
+impl fmt::Display for ServiceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ServiceName {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name).ok_or_else(|| {
+            let known: Vec<&str> = Self::ALL.iter().map(|s| s.as_str()).collect();
+            format!("unknown service `{name}`; known services: {}", known.join(", "))
+        })
+    }
+}
+
+/// A running node.
+#[derive(Debug)]
+pub struct Node {
+    pub addr: SocketAddr,
+    pub services: Vec<ServiceName>,
+    pub health: Health,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), ServeError>>,
+}
+
+impl Node {
+    /// Stops the node and waits for it.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+
+    /// Waits until the node stops (its shutdown token was cancelled).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task
+            .await
+            .context("server task panicked")?
+            .context("server failed")
+    }
+}
+
+fn loopback_uri(addr: SocketAddr) -> String {
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        addr.ip().to_string()
+    };
+    if host.contains(':') {
+        format!("http://[{host}]:{}", addr.port())
+    } else {
+        format!("http://{host}:{}", addr.port())
+    }
+}
+
+/// Starts `services` on `listener`. Services hosted here call each other over
+/// this node's own address (through the same client stack as remote ones);
+/// the others are reached at `settings.endpoints`.
+pub async fn start_node(
+    settings: &Settings,
+    services: &[ServiceName],
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Node> {
+    let addr = listener.local_addr().context("listener has no local address")?;
+    let own = loopback_uri(addr);
+    let mut services: Vec<ServiceName> = services.to_vec();
+    services.sort();
+    services.dedup();
+    anyhow::ensure!(!services.is_empty(), "a node must host at least one service");
+    let hosts = |s: ServiceName| services.contains(&s);
+    let endpoints_of = |s: ServiceName, configured: &Vec<String>, key: &str| -> anyhow::Result<Vec<String>> {
+        if hosts(s) {
+            Ok(vec![own.clone()])
+        } else if configured.is_empty() {
+            anyhow::bail!(
+                "this node needs the {s} service but does not host it: set endpoints.{key} \
+                 (REPORUNNER_ENDPOINTS__{}) or host it with --service {s}",
+                key.to_uppercase()
+            )
+        } else {
+            Ok(configured.clone())
+        }
+    };
+
+    let mut server = GrpcServer::new().drain_grace(Duration::from_millis(0));
+    for service in &services {
+        server = match service {
+            ServiceName::EnvDetector => {
+                settings
+                    .env_detector
+                    .validate()
+                    .map_err(|e| anyhow::anyhow!("invalid env_detector settings: {e}"))?;
+                let detector = Arc::new(Detector::new(settings.env_detector.clone()));
+                server.add_service(EnvDetectorGrpc::new(detector).into_server())
+            }
+            ServiceName::Orchestrator => {
+                let env_detector = reporunner_client::connect(
+                    env_detector_service_server::SERVICE_NAME,
+                    &endpoints_of(
+                        ServiceName::EnvDetector,
+                        &settings.endpoints.env_detector,
+                        "env_detector",
+                    )?,
+                    &settings.client,
+                )?;
+                let orchestrator =
+                    OrchestratorImpl::new(settings.orchestrator.clone(), Agents { env_detector });
+                server.add_service(OrchestratorGrpc::new(Arc::new(orchestrator)).into_server())
+            }
+        };
+    }
+    let health = server.health();
+    let token = shutdown.clone();
+    let task = tokio::spawn(server.serve(listener, token));
+    Ok(Node {
+        addr,
+        services,
+        health,
+        shutdown,
+        task,
+    })
+}

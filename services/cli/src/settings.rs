@@ -1,0 +1,107 @@
+//! Settings of one `reporunner` process: defaults < `--config` file <
+//! `REPORUNNER_*` env < flags.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use reporunner_client::ClientConfig;
+use reporunner_env_detector::EnvDetectorConfig;
+use reporunner_orchestrator::OrchestratorConfig;
+use reporunner_server::telemetry::LogConfig;
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Everything one process needs to host its services.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// The gRPC address (`REPORUNNER_LISTEN`).
+    pub listen: SocketAddr,
+    /// The Prometheus `/metrics` address (`REPORUNNER_METRICS_LISTEN`);
+    /// absent disables it.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Where all state lives (`REPORUNNER_DATA_DIR`).
+    pub data_dir: PathBuf,
+    pub log: LogConfig,
+    /// The client stack used for every service-to-service call.
+    pub client: ClientConfig,
+    /// Where the services this process does not host are reached.
+    pub endpoints: Endpoints,
+    pub env_detector: EnvDetectorConfig,
+    pub orchestrator: OrchestratorConfig,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+            data_dir: default_data_dir(),
+            log: LogConfig::default(),
+            client: ClientConfig::default(),
+            endpoints: Endpoints::default(),
+            env_detector: EnvDetectorConfig::default(),
+            orchestrator: OrchestratorConfig::default(),
+        }
+    }
+}
+
+/// `$XDG_DATA_HOME/reporunner`, else `~/.local/share/reporunner`, else `./.reporunner`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("reporunner");
+    }
+    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".local/share/reporunner"),
+        None => PathBuf::from(".reporunner"),
+    }
+}
+
+/// Endpoints of remote services, each a list of `http://host:port`. In the
+/// environment a comma-separated list works too:
+/// `REPORUNNER_ENDPOINTS__ENV_DETECTOR=http://10.0.0.5:50051,http://10.0.0.6:50051`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Endpoints {
+    #[serde(deserialize_with = "list_or_csv")]
+    pub env_detector: Vec<String>,
+    #[serde(deserialize_with = "list_or_csv")]
+    pub orchestrator: Vec<String>,
+}
+
+fn list_or_csv<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrCsv {
+        List(Vec<String>),
+        Csv(String),
+    }
+    Ok(match ListOrCsv::deserialize(deserializer)? {
+        ListOrCsv::List(list) => list,
+        ListOrCsv::Csv(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_accept_a_list_or_comma_separated_text() {
+        let endpoints: Endpoints = serde_json::from_str(
+            r#"{"env_detector": "http://a:1, http://b:2", "orchestrator": ["http://c:3"]}"#,
+        )
+        .unwrap();
+        assert_eq!(endpoints.env_detector, vec!["http://a:1", "http://b:2"]);
+        assert_eq!(endpoints.orchestrator, vec!["http://c:3"]);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        let err = serde_json::from_str::<Settings>(r#"{"listne": "127.0.0.1:1"}"#).unwrap_err();
+        assert!(err.to_string().contains("listne"), "{err}");
+    }
+}
