@@ -1,1 +1,167 @@
+//! The mesh sandbox: starts any set of services in-process, each node on its
+//! own `127.0.0.1:0` listener, wired together exactly as `reporunner serve`
+//! wires them, and hands back generated clients.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use reporunner::ServiceName;
+//! use reporunner_tests::Sandbox;
+//! let mesh = Sandbox::builder().replicas(ServiceName::EnvDetector, 2).with(ServiceName::Orchestrator).start().await?;
+//! let mut orchestrator = mesh.orchestrator();
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
 
+use std::{collections::BTreeMap, time::Duration};
+
+use reporunner::{Node, ServiceName, Settings, start_node};
+use reporunner_proto::orchestrator::v1::orchestrator_service_client::OrchestratorServiceClient;
+use reporunner_server::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+
+/// Builds a [`Sandbox`].
+#[derive(Debug)]
+pub struct SandboxBuilder {
+    replicas: BTreeMap<ServiceName, usize>,
+    settings: Settings,
+}
+
+impl SandboxBuilder {
+    /// Hosts one replica of `service`.
+    pub fn with(self, service: ServiceName) -> Self {
+        self.replicas(service, 1)
+    }
+
+    /// Hosts `count` replicas of `service`, each its own node.
+    pub fn replicas(mut self, service: ServiceName, count: usize) -> Self {
+        self.replicas.insert(service, count);
+        self
+    }
+
+    /// Adjusts the settings every node starts with.
+    pub fn settings(mut self, edit: impl FnOnce(&mut Settings)) -> Self {
+        edit(&mut self.settings);
+        self
+    }
+
+    /// Starts agents first, then the services that call them, each pointed at
+    /// every replica of what it needs.
+    pub async fn start(self) -> anyhow::Result<Sandbox> {
+        let mut settings = self.settings;
+        let mut nodes: Vec<SandboxNode> = Vec::new();
+        for (service, count) in self.replicas {
+            for replica in 0..count {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+                let shutdown = CancellationToken::new();
+                let node = start_node(&settings, &[service], listener, shutdown).await?;
+                let uri = format!("http://{}", node.addr);
+                match service {
+                    ServiceName::EnvDetector => settings.endpoints.env_detector.push(uri),
+                    ServiceName::Orchestrator => settings.endpoints.orchestrator.push(uri),
+                }
+                nodes.push(SandboxNode {
+                    service,
+                    replica,
+                    node: Some(node),
+                });
+            }
+        }
+        Ok(Sandbox { nodes })
+    }
+}
+
+/// One node of the sandbox.
+#[derive(Debug)]
+pub struct SandboxNode {
+    pub service: ServiceName,
+    pub replica: usize,
+    node: Option<Node>,
+}
+
+impl SandboxNode {
+    fn node(&self) -> &Node {
+        // Only `stop` takes the node, and it consumes the sandbox's slot.
+        self.node.as_ref().expect("node is running")
+    }
+
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.node().addr
+    }
+
+    /// Reports the node's services SERVING or NOT_SERVING over grpc.health.v1.
+    pub async fn set_serving(&self, serving: bool) {
+        self.node().health.set_all(serving).await;
+    }
+
+    /// Stops the node and waits for it to finish.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        match self.node.take() {
+            Some(node) => node.stop().await,
+            None => Ok(()),
+        }
+    }
+}
+
+/// A running in-process mesh.
+#[derive(Debug)]
+pub struct Sandbox {
+    nodes: Vec<SandboxNode>,
+}
+
+impl Sandbox {
+    pub fn builder() -> SandboxBuilder {
+        let settings = Settings {
+            listen: "127.0.0.1:0".parse().expect("static address"),
+            metrics_listen: None,
+            ..Settings::default()
+        };
+        let mut builder = SandboxBuilder {
+            replicas: BTreeMap::new(),
+            settings,
+        };
+        // Keep tests hermetic and quick: no registry probes, short timeouts.
+        builder.settings.env_detector.registries.clear();
+        builder.settings.stop_timeout_ms = 200;
+        builder.settings.client.connect_timeout_ms = 1_000;
+        builder.settings.client.default_deadline_ms = 10_000;
+        builder.settings.client.keepalive_interval_ms = 1_000;
+        builder.settings.client.keepalive_timeout_ms = 1_000;
+        builder.settings.client.health_retry_max_ms = 200;
+        builder
+    }
+
+    /// The nodes hosting `service`, by replica.
+    pub fn nodes(&mut self, service: ServiceName) -> Vec<&mut SandboxNode> {
+        self.nodes.iter_mut().filter(|n| n.service == service).collect()
+    }
+
+    /// The address of the first replica of `service`.
+    pub fn addr(&self, service: ServiceName) -> Option<std::net::SocketAddr> {
+        self.nodes
+            .iter()
+            .find(|n| n.service == service && n.node.is_some())
+            .map(SandboxNode::addr)
+    }
+
+    /// A plain channel to the first replica of `service`.
+    pub fn channel(&self, service: ServiceName) -> Channel {
+        let addr = self.addr(service).expect("service is hosted in this sandbox");
+        Endpoint::from_shared(format!("http://{addr}"))
+            .expect("valid uri")
+            .connect_timeout(Duration::from_secs(2))
+            .connect_lazy()
+    }
+
+    /// A generated client of the first orchestrator.
+    pub fn orchestrator(&self) -> OrchestratorServiceClient<Channel> {
+        OrchestratorServiceClient::new(self.channel(ServiceName::Orchestrator))
+    }
+
+    /// Stops every node.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        for node in &mut self.nodes {
+            node.stop().await?;
+        }
+        Ok(())
+    }
+}

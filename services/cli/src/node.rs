@@ -116,7 +116,9 @@ pub async fn start_node(
         }
     };
 
-    let mut server = GrpcServer::new().drain_grace(Duration::from_millis(0));
+    let mut server = GrpcServer::new()
+        .drain_grace(Duration::from_millis(0))
+        .stop_timeout(Duration::from_millis(settings.stop_timeout_ms));
     for service in &services {
         server = match service {
             ServiceName::EnvDetector => {

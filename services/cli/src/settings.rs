@@ -20,6 +20,8 @@ pub struct Settings {
     pub metrics_listen: Option<SocketAddr>,
     /// Where all state lives (`REPORUNNER_DATA_DIR`).
     pub data_dir: PathBuf,
+    /// How long in-flight calls may run on shutdown before connections are cut.
+    pub stop_timeout_ms: u64,
     pub log: LogConfig,
     /// The client stack used for every service-to-service call.
     pub client: ClientConfig,
@@ -35,6 +37,7 @@ impl Default for Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
             data_dir: default_data_dir(),
+            stop_timeout_ms: 10_000,
             log: LogConfig::default(),
             client: ClientConfig::default(),
             endpoints: Endpoints::default(),

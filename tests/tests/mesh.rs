@@ -1,0 +1,179 @@
+//! The whole mesh in-process, driven through generated clients.
+
+use std::time::{Duration, Instant};
+
+use reporunner::ServiceName;
+use reporunner_proto::orchestrator::v1::{GetEnvironmentRequest, GetRecommendationsRequest};
+use reporunner_tests::Sandbox;
+use tonic::Code;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+fn env_request() -> GetEnvironmentRequest {
+    GetEnvironmentRequest {
+        skip_registries: true,
+        ..Default::default()
+    }
+}
+
+/// Calls until `check` holds for the outcome or `within` passes.
+async fn eventually<F>(mesh: &Sandbox, within: Duration, mut check: F) -> Result<(), tonic::Status>
+where
+    F: FnMut(&Result<(), tonic::Status>) -> bool,
+{
+    let started = Instant::now();
+    loop {
+        let outcome = mesh
+            .orchestrator()
+            .get_environment(env_request())
+            .await
+            .map(|_| ());
+        if check(&outcome) || started.elapsed() > within {
+            return outcome;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orchestrator_fails_over_between_env_detector_replicas() {
+    let mut mesh = Sandbox::builder()
+        .replicas(ServiceName::EnvDetector, 2)
+        .with(ServiceName::Orchestrator)
+        .start()
+        .await
+        .unwrap();
+
+    // Both healthy: calls succeed.
+    for _ in 0..4 {
+        let env = mesh
+            .orchestrator()
+            .get_environment(env_request())
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(env.environment.unwrap().host.unwrap().cpus > 0);
+    }
+
+    // Replica 0 reports NOT_SERVING: it still answers Detect, but must leave
+    // the pool. Calls keep succeeding through replica 1.
+    mesh.nodes(ServiceName::EnvDetector)[0].set_serving(false).await;
+    for _ in 0..6 {
+        mesh.orchestrator()
+            .get_environment(env_request())
+            .await
+            .expect("replica 1 still serves");
+    }
+
+    // Replica 1 stops. None is healthy now (replica 0 still answers but says
+    // NOT_SERVING), so a call fails fast and clearly: UNAVAILABLE, no hang.
+    mesh.nodes(ServiceName::EnvDetector)[1].stop().await.unwrap();
+    let outcome = eventually(&mesh, Duration::from_secs(10), |r| r.is_err()).await;
+    let started = Instant::now();
+    let status = mesh
+        .orchestrator()
+        .get_environment(env_request())
+        .await
+        .unwrap_err();
+    let elapsed = started.elapsed();
+    assert!(outcome.is_err());
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("env-detector"),
+        "names the agent: {}",
+        status.message()
+    );
+    assert!(
+        elapsed < Duration::from_secs(3),
+        "UNAVAILABLE must come fast, took {elapsed:?}"
+    );
+
+    // Replica 0 recovers: it rejoins the pool and calls succeed again.
+    mesh.nodes(ServiceName::EnvDetector)[0].set_serving(true).await;
+    eventually(&mesh, Duration::from_secs(10), |r| r.is_ok())
+        .await
+        .expect("replica 0 rejoined");
+    mesh.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_hosted_service_reports_serving_and_recommendations_come_through() {
+    let mesh = Sandbox::builder()
+        .with(ServiceName::EnvDetector)
+        .with(ServiceName::Orchestrator)
+        .start()
+        .await
+        .unwrap();
+    for (service, name) in [
+        (
+            ServiceName::EnvDetector,
+            "reporunner.agents.env_detector.v1.EnvDetectorService",
+        ),
+        (
+            ServiceName::Orchestrator,
+            "reporunner.orchestrator.v1.OrchestratorService",
+        ),
+    ] {
+        let mut health = HealthClient::new(mesh.channel(service));
+        let status = health
+            .check(HealthCheckRequest { service: name.into() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(status.status(), ServingStatus::Serving, "{name}");
+    }
+    let response = mesh
+        .orchestrator()
+        .get_recommendations(GetRecommendationsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let recommendations = response.recommendations.unwrap();
+    assert!(recommendations.parallelism >= 1);
+    assert!(
+        !response.allowed_index_modes.is_empty(),
+        "text search is always allowed"
+    );
+    assert!(!recommendations.vector_index_reason.is_empty());
+
+    // Bad input is named, with the right code.
+    let status = mesh
+        .orchestrator()
+        .get_environment(GetEnvironmentRequest {
+            platform_override: 99,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("99"), "{}", status.message());
+    mesh.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orchestrator_without_any_live_env_detector_says_unavailable() {
+    // Nothing listens on the configured endpoint.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let mesh = Sandbox::builder()
+        .settings(|s| s.endpoints.env_detector = vec![dead.clone()])
+        .with(ServiceName::Orchestrator)
+        .start()
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let status = mesh
+        .orchestrator()
+        .get_environment(env_request())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    mesh.stop().await.unwrap();
+}
