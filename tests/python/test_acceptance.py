@@ -21,7 +21,8 @@ import urllib.request
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-BINARY = pathlib.Path(os.environ.get("REPORUNNER_BIN", ROOT / "target" / "debug" / "reporunner"))
+TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
+BINARY = pathlib.Path(os.environ.get("REPORUNNER_BIN") or TARGET / "debug" / "reporunner")
 GRPCURL = shutil.which("grpcurl") or str(pathlib.Path(sys.executable).parent / "grpcurl")
 
 SERVICES = [

@@ -177,3 +177,51 @@ async fn an_orchestrator_without_any_live_env_detector_says_unavailable() {
     );
     mesh.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_that_accepts_but_never_answers_leaves_the_pool() {
+    // A listener that accepts connections and then says nothing: the health
+    // watch cannot complete, so the endpoint must be taken out, and calls
+    // must go to the live replica instead of hanging.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_uri = format!("http://{}", silent.local_addr().unwrap());
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let mut detector = Sandbox::builder()
+        .with(ServiceName::EnvDetector)
+        .start()
+        .await
+        .unwrap();
+    let live_uri = format!("http://{}", detector.addr(ServiceName::EnvDetector).unwrap());
+    let mesh = Sandbox::builder()
+        .settings(|s| s.endpoints.env_detector = vec![silent_uri.clone(), live_uri.clone()])
+        .with(ServiceName::Orchestrator)
+        .start()
+        .await
+        .unwrap();
+    for _ in 0..6 {
+        let started = Instant::now();
+        mesh.orchestrator()
+            .get_environment(env_request())
+            .await
+            .expect("the live replica answers");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+
+    // With the live replica gone, only the silent one is left: UNAVAILABLE,
+    // within the connect timeout, not a hang.
+    detector.nodes(ServiceName::EnvDetector)[0].stop().await.unwrap();
+    let outcome = eventually(&mesh, Duration::from_secs(10), |r| r.is_err()).await;
+    let status = outcome.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    mesh.stop().await.unwrap();
+    hold.abort();
+}
