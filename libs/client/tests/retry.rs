@@ -1,0 +1,205 @@
+//! The retry policy against real servers on loopback: idempotent methods are
+//! retried on UNAVAILABLE (landing on another endpoint), others never are.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicUsize, Ordering},
+};
+
+use reporunner_client::{ClientConfig, connect};
+use reporunner_proto::agents::{
+    env_detector::v1::{
+        DetectRequest, DetectResponse,
+        env_detector_service_client::EnvDetectorServiceClient,
+        env_detector_service_server::{self, EnvDetectorService, EnvDetectorServiceServer},
+    },
+    source::v1::{
+        FetchRequest, FetchResponse, UploadArchiveRequest, UploadArchiveResponse,
+        source_service_client::SourceServiceClient,
+        source_service_server::{self, SourceService, SourceServiceServer},
+    },
+};
+use reporunner_server::{CancellationToken, GrpcServer};
+use tonic::{Code, Request, Response, Status, Streaming};
+
+/// A server whose every call fails with UNAVAILABLE (or succeeds), counting calls.
+#[derive(Clone)]
+struct Fake {
+    fail: bool,
+    calls: Arc<AtomicUsize>,
+}
+
+impl Fake {
+    fn answer<T: Default>(&self) -> Result<Response<T>, Status> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.fail {
+            Err(Status::unavailable("overloaded"))
+        } else {
+            Ok(Response::new(T::default()))
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl EnvDetectorService for Fake {
+    async fn detect(&self, _: Request<DetectRequest>) -> Result<Response<DetectResponse>, Status> {
+        self.answer()
+    }
+}
+
+#[tonic::async_trait]
+impl SourceService for Fake {
+    async fn fetch(&self, _: Request<FetchRequest>) -> Result<Response<FetchResponse>, Status> {
+        self.answer()
+    }
+    async fn upload_archive(
+        &self,
+        _: Request<Streaming<UploadArchiveRequest>>,
+    ) -> Result<Response<UploadArchiveResponse>, Status> {
+        self.answer()
+    }
+}
+
+async fn start(fake: Fake, shutdown: &CancellationToken) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = GrpcServer::new()
+        .add_service(EnvDetectorServiceServer::new(fake.clone()))
+        .add_service(SourceServiceServer::new(fake));
+    tokio::spawn(server.serve(listener, shutdown.clone()));
+    format!("http://{addr}")
+}
+
+fn config() -> ClientConfig {
+    ClientConfig {
+        max_attempts: 3,
+        initial_backoff_ms: 5,
+        max_backoff_ms: 20,
+        ..ClientConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn idempotent_calls_retry_onto_a_healthy_endpoint() {
+    let shutdown = CancellationToken::new();
+    let bad = Fake {
+        fail: true,
+        calls: Arc::default(),
+    };
+    let good = Fake {
+        fail: false,
+        calls: Arc::default(),
+    };
+    let endpoints = vec![
+        start(bad.clone(), &shutdown).await,
+        start(good.clone(), &shutdown).await,
+    ];
+    let channel = connect(env_detector_service_server::SERVICE_NAME, &endpoints, &config()).unwrap();
+    channel
+        .ready_within(std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+    // Wait until both endpoints are in the pool, so round robin visits the bad one.
+    for _ in 0..100 {
+        if channel
+            .endpoint_states()
+            .iter()
+            .all(|(_, s)| *s == reporunner_client::EndpointState::Serving)
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let mut client = EnvDetectorServiceClient::new(channel);
+    for _ in 0..10 {
+        client
+            .detect(DetectRequest::default())
+            .await
+            .expect("retried onto the good endpoint");
+    }
+    assert!(
+        bad.calls.load(Ordering::SeqCst) >= 1,
+        "round robin reached the failing endpoint"
+    );
+    assert_eq!(
+        good.calls.load(Ordering::SeqCst),
+        10,
+        "every call ended on the good endpoint"
+    );
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn non_idempotent_calls_are_sent_once() {
+    let shutdown = CancellationToken::new();
+    let bad = Fake {
+        fail: true,
+        calls: Arc::default(),
+    };
+    let endpoints = vec![start(bad.clone(), &shutdown).await];
+    let channel = connect(source_service_server::SERVICE_NAME, &endpoints, &config()).unwrap();
+    let mut client = SourceServiceClient::new(channel);
+    let status = client.fetch(FetchRequest::default()).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    assert_eq!(
+        bad.calls.load(Ordering::SeqCst),
+        1,
+        "Fetch is not idempotent: no retry"
+    );
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn an_idempotent_call_gives_up_after_max_attempts() {
+    let shutdown = CancellationToken::new();
+    let bad = Fake {
+        fail: true,
+        calls: Arc::default(),
+    };
+    let endpoints = vec![start(bad.clone(), &shutdown).await];
+    let channel = connect(env_detector_service_server::SERVICE_NAME, &endpoints, &config()).unwrap();
+    let mut client = EnvDetectorServiceClient::new(channel);
+    let status = client.detect(DetectRequest::default()).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    assert_eq!(bad.calls.load(Ordering::SeqCst), 3, "max_attempts = 3");
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_slow_call_hits_its_deadline() {
+    #[derive(Clone)]
+    struct Slow;
+    #[tonic::async_trait]
+    impl EnvDetectorService for Slow {
+        async fn detect(&self, _: Request<DetectRequest>) -> Result<Response<DetectResponse>, Status> {
+            tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+            Ok(Response::new(DetectResponse::default()))
+        }
+    }
+    let shutdown = CancellationToken::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let uri = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(
+        GrpcServer::new()
+            .stop_timeout(std::time::Duration::from_millis(10))
+            .add_service(EnvDetectorServiceServer::new(Slow))
+            .serve(listener, shutdown.clone()),
+    );
+    let config = ClientConfig {
+        default_deadline_ms: 300,
+        ..config()
+    };
+    let channel = connect(env_detector_service_server::SERVICE_NAME, &[uri], &config).unwrap();
+    let started = std::time::Instant::now();
+    let status = EnvDetectorServiceClient::new(channel)
+        .detect(DetectRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    shutdown.cancel();
+}
