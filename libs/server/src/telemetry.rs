@@ -1,6 +1,8 @@
 //! Tracing setup: human-readable or JSON lines on stderr, filtered by
 //! `RUST_LOG` or the configured level.
 
+use std::io::IsTerminal;
+
 use serde::{Deserialize, Serialize};
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
