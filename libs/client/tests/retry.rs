@@ -61,8 +61,10 @@ impl SourceService for Fake {
 }
 
 async fn start(fake: Fake, shutdown: &CancellationToken) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("bound address");
     let server = GrpcServer::new()
         .add_service(EnvDetectorServiceServer::new(fake.clone()))
         .add_service(SourceServiceServer::new(fake));

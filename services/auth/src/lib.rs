@@ -1,0 +1,32 @@
+//! The auth service's domain: users and the single admin, tier policy,
+//! password hashing, access and refresh tokens, rate limits, usage and the
+//! audit log, stored through sea-orm on SQLite or PostgreSQL.
+//!
+//! This crate holds the domain only; the gRPC adapter sits on top of it.
+#![forbid(unsafe_code)]
+
+pub mod config;
+mod entity;
+pub mod error;
+pub mod migration;
+pub mod password;
+pub mod store;
+pub mod tier;
+pub mod token;
+
+pub use config::{AuthConfig, TierPolicyConfig};
+pub use error::{AuthError, Result};
+pub use password::{PasswordHasher, check_password_policy};
+
+pub use store::{
+    AuditEntry, AuditRecord, AuthStore, NewUser, QuotaOutcome, RefreshTokenRecord, UsageCount, UserRecord,
+};
+pub use token::{AccessClaims, IssuedAccessToken, IssuedRefreshToken, TokenIssuer};
+
+/// Milliseconds since the Unix epoch, the time unit of every stored timestamp.
+pub fn now_ms() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
+}
