@@ -2,14 +2,16 @@
 //! password hashing, access and refresh tokens, rate limits, usage and the
 //! audit log, stored through sea-orm on SQLite or PostgreSQL.
 //!
-//! This crate holds the domain only; the gRPC adapter sits on top of it.
+//! The domain lives in [`service::Auth`]; [`grpc`] adapts it to tonic.
 #![forbid(unsafe_code)]
 
 pub mod config;
 mod entity;
 pub mod error;
+pub mod grpc;
 pub mod migration;
 pub mod password;
+pub mod service;
 pub mod store;
 pub mod tier;
 pub mod token;
@@ -18,6 +20,7 @@ pub use config::{AuthConfig, TierPolicyConfig};
 pub use error::{AuthError, Result};
 pub use password::{PasswordHasher, check_password_policy};
 
+pub use service::Auth;
 pub use store::{
     AuditEntry, AuditRecord, AuthStore, NewUser, QuotaOutcome, RefreshTokenRecord, UsageCount, UserRecord,
 };

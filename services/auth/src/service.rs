@@ -1,0 +1,526 @@
+//! The auth service's use cases on top of the store, the hasher and the
+//! token issuer. The gRPC adapter (`crate::grpc`) only converts messages.
+
+use std::time::Duration;
+
+use reporunner_proto::{
+    auth::v1::UsageKind,
+    common::v1::{Principal, Tier},
+};
+
+use crate::{
+    AuthConfig, AuthError, AuthStore, NewUser, PasswordHasher, Result, TierPolicyConfig, TokenIssuer,
+    UserRecord, check_password_policy, now_ms,
+    store::{AuditEntry, AuditRecord, QuotaOutcome, UsageCount},
+    tier::tier_name,
+    token::{IssuedAccessToken, hash_refresh_token, new_refresh_token},
+};
+
+/// The rolling window of rate limits and login failures.
+pub const HOUR: Duration = Duration::from_secs(3600);
+/// Failed logins per username and hour after which Login is refused outright.
+pub const MAX_LOGIN_FAILURES_PER_HOUR: u64 = 100;
+/// The delay added per recent failure before a failed login is answered.
+pub const FAILURE_DELAY_STEP: Duration = Duration::from_millis(50);
+/// The longest delay before a failed login is answered.
+pub const MAX_FAILURE_DELAY: Duration = Duration::from_secs(2);
+/// The shortest username, in characters.
+pub const MIN_USERNAME_CHARS: usize = 3;
+/// The longest username, in characters.
+pub const MAX_USERNAME_CHARS: usize = 64;
+
+/// An access token and a refresh token, as handed to a client.
+#[derive(Clone, Debug)]
+pub struct IssuedTokens {
+    pub access: IssuedAccessToken,
+    /// The opaque refresh secret (only its hash is stored).
+    pub refresh_token: String,
+    /// Unix milliseconds.
+    pub refresh_expires_at_ms: i64,
+}
+
+/// Usage of one user, as reported by [`Auth::get_usage`].
+#[derive(Clone, Debug)]
+pub struct UsageReport {
+    pub user_id: String,
+    pub counters: Vec<UsageCount>,
+    pub metered_limit_per_hour: u32,
+    pub metered_remaining: u32,
+}
+
+/// The auth service's domain: users, tokens, tiers, quota, usage and audit.
+#[derive(Debug)]
+pub struct Auth {
+    store: AuthStore,
+    hasher: PasswordHasher,
+    tokens: TokenIssuer,
+    config: AuthConfig,
+    /// A hash of a random password, verified against for unknown users so
+    /// that they take as long as a wrong password (no user enumeration).
+    dummy_hash: String,
+}
+
+/// Checks a username: 3 to 64 characters of `[A-Za-z0-9_.-]`.
+pub fn validate_username(username: &str) -> Result<()> {
+    let chars = username.chars().count();
+    if !(MIN_USERNAME_CHARS..=MAX_USERNAME_CHARS).contains(&chars) {
+        return Err(AuthError::InvalidArgument(format!(
+            "a username has {MIN_USERNAME_CHARS} to {MAX_USERNAME_CHARS} characters; this one has {chars}"
+        )));
+    }
+    if !username
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    {
+        return Err(AuthError::InvalidArgument(
+            "a username may hold the letters A-Z and a-z, digits and _ . - only".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The delay before answering a failed login after `failures` recent ones.
+pub fn failure_delay(failures: u64) -> Duration {
+    let step = u32::try_from(failures).unwrap_or(u32::MAX);
+    FAILURE_DELAY_STEP
+        .checked_mul(step)
+        .unwrap_or(MAX_FAILURE_DELAY)
+        .min(MAX_FAILURE_DELAY)
+}
+
+impl Auth {
+    /// Builds the service over a migrated store. `signing_key` is the HS256
+    /// key (see [`AuthConfig::signing_key`]).
+    pub async fn new(store: AuthStore, config: AuthConfig, signing_key: &[u8]) -> Result<Self> {
+        config.validate()?;
+        let hasher = PasswordHasher::new(config.max_concurrent_hashes);
+        let tokens = TokenIssuer::new(
+            signing_key,
+            &config.jwt_issuer,
+            &config.jwt_audience,
+            config.access_ttl(),
+        );
+        let dummy_hash = hasher.hash(&new_refresh_token().token).await?;
+        Ok(Self {
+            store,
+            hasher,
+            tokens,
+            config,
+            dummy_hash,
+        })
+    }
+
+    pub fn store(&self) -> &AuthStore {
+        &self.store
+    }
+
+    pub fn config(&self) -> &AuthConfig {
+        &self.config
+    }
+
+    /// The policy of `tier`.
+    pub fn policy(&self, tier: Tier) -> Result<&TierPolicyConfig> {
+        self.config
+            .policy(tier)
+            .ok_or_else(|| AuthError::InvalidConfig(format!("no policy for tier {}", tier_name(tier))))
+    }
+
+    async fn audit(
+        &self,
+        actor: Option<&str>,
+        target: Option<&str>,
+        action: &str,
+        detail: String,
+    ) -> Result<()> {
+        self.store
+            .record_audit(AuditEntry {
+                actor_id: actor.map(str::to_owned),
+                target_id: target.map(str::to_owned),
+                action: action.to_owned(),
+                detail,
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn new_user(&self, username: &str, password: &str, tier: Tier) -> Result<UserRecord> {
+        let username = username.trim();
+        validate_username(username)?;
+        check_password_policy(username, password)?;
+        let password_hash = self.hasher.hash(password).await?;
+        self.store
+            .create_user(NewUser {
+                username: username.to_owned(),
+                password_hash,
+                tier,
+            })
+            .await
+    }
+
+    /// Creates a Free user.
+    pub async fn register(&self, username: &str, password: &str) -> Result<UserRecord> {
+        let user = self.new_user(username, password, Tier::Free).await?;
+        self.audit(Some(&user.id), Some(&user.id), "user.registered", String::new())
+            .await?;
+        Ok(user)
+    }
+
+    async fn issue_tokens(&self, user: &UserRecord) -> Result<IssuedTokens> {
+        let access = self.tokens.issue(&user.id, user.tier)?;
+        let refresh = new_refresh_token();
+        let ttl_ms = i64::try_from(self.config.refresh_ttl().as_millis()).unwrap_or(i64::MAX);
+        let refresh_expires_at_ms = now_ms().saturating_add(ttl_ms);
+        self.store
+            .store_refresh_token(&user.id, &refresh.hash, refresh_expires_at_ms)
+            .await?;
+        Ok(IssuedTokens {
+            access,
+            refresh_token: refresh.token,
+            refresh_expires_at_ms,
+        })
+    }
+
+    /// Checks a username and password and issues tokens. A wrong password
+    /// and an unknown user are the same [`AuthError::BadCredentials`].
+    pub async fn login(&self, username: &str, password: &str) -> Result<(UserRecord, IssuedTokens)> {
+        let username = username.trim();
+        let failures = self.store.count_login_failures(username, HOUR).await?;
+        if failures >= MAX_LOGIN_FAILURES_PER_HOUR {
+            tracing::warn!(%username, failures, "login refused: too many recent failures");
+            return Err(AuthError::LimitReached {
+                what: "failed logins",
+                limit: u32::try_from(MAX_LOGIN_FAILURES_PER_HOUR).unwrap_or(u32::MAX),
+                retry_after: HOUR,
+            });
+        }
+        let user = self.store.find_user_by_username(username).await?;
+        let hash = user
+            .as_ref()
+            .map_or(self.dummy_hash.as_str(), |u| u.password_hash.as_str());
+        let matches = self.hasher.verify(password, hash).await?;
+        let user = match user {
+            Some(user) if matches => user,
+            user => {
+                let user_id = user.as_ref().map(|u| u.id.as_str());
+                self.store.record_login_failure(username, user_id).await?;
+                self.audit(None, user_id, "login.failed", format!("username `{username}`"))
+                    .await?;
+                tokio::time::sleep(failure_delay(failures + 1)).await;
+                return Err(AuthError::BadCredentials);
+            }
+        };
+        if user.blocked {
+            return Err(AuthError::Blocked);
+        }
+        self.store.clear_login_failures(username).await?;
+        let tokens = self.issue_tokens(&user).await?;
+        Ok((user, tokens))
+    }
+
+    /// Spends a refresh token and issues a new pair (reuse of a spent token
+    /// revokes all of the user's tokens; the store does that).
+    pub async fn refresh(&self, refresh_token: &str) -> Result<IssuedTokens> {
+        let new = new_refresh_token();
+        let ttl_ms = i64::try_from(self.config.refresh_ttl().as_millis()).unwrap_or(i64::MAX);
+        let refresh_expires_at_ms = now_ms().saturating_add(ttl_ms);
+        let record = self
+            .store
+            .rotate_refresh_token(
+                &hash_refresh_token(refresh_token),
+                &new.hash,
+                refresh_expires_at_ms,
+            )
+            .await?;
+        let user = self
+            .store
+            .find_user(&record.user_id)
+            .await?
+            .ok_or(AuthError::InvalidToken)?;
+        if user.blocked {
+            self.store.revoke_all_refresh_tokens(&user.id).await?;
+            return Err(AuthError::Blocked);
+        }
+        let access = self.tokens.issue(&user.id, user.tier)?;
+        Ok(IssuedTokens {
+            access,
+            refresh_token: new.token,
+            refresh_expires_at_ms,
+        })
+    }
+
+    /// Revokes one of the caller's refresh tokens, or all of them. Someone
+    /// else's token is left alone (and not reported, to leak nothing).
+    pub async fn logout(&self, caller: &Principal, refresh_token: &str, all: bool) -> Result<()> {
+        if all {
+            self.store.revoke_all_refresh_tokens(&caller.user_id).await?;
+            return Ok(());
+        }
+        if refresh_token.is_empty() {
+            return Err(AuthError::InvalidArgument(
+                "name the refresh token to revoke, or set `all`".into(),
+            ));
+        }
+        let hash = hash_refresh_token(refresh_token);
+        if let Some(token) = self.store.find_refresh_token(&hash).await?
+            && token.user_id == caller.user_id
+        {
+            self.store.revoke_refresh_token(&hash).await?;
+        }
+        Ok(())
+    }
+
+    /// Checks an access token and re-reads its user, so that a block, a
+    /// deletion or a tier change takes effect on the very next call.
+    pub async fn authorize(&self, access_token: &str) -> Result<(Principal, TierPolicyConfig)> {
+        let claims = self.tokens.verify(access_token)?;
+        let user = self
+            .store
+            .find_user(&claims.sub)
+            .await?
+            .ok_or(AuthError::InvalidToken)?;
+        if user.blocked {
+            return Err(AuthError::Blocked);
+        }
+        let policy = self.policy(user.tier)?.clone();
+        Ok((user.principal(), policy))
+    }
+
+    /// The current record of the caller.
+    pub async fn whoami(&self, caller: &Principal) -> Result<UserRecord> {
+        self.store
+            .find_user(&caller.user_id)
+            .await?
+            .ok_or(AuthError::InvalidToken)
+    }
+
+    /// Consumes one unit of `kind` for `user_id`. Metered requests are
+    /// limited by the user's tier; other kinds are only counted.
+    pub async fn consume_quota(&self, user_id: &str, kind: UsageKind, rpc: &str) -> Result<QuotaOutcome> {
+        let user = self
+            .store
+            .find_user(user_id)
+            .await?
+            .ok_or_else(|| AuthError::UserNotFound(user_id.to_owned()))?;
+        if user.blocked {
+            return Err(AuthError::Blocked);
+        }
+        let limit = match kind {
+            UsageKind::MeteredRequest => self.policy(user.tier)?.metered_requests_per_hour,
+            UsageKind::Unspecified => return Err(AuthError::InvalidArgument("name a usage kind".into())),
+            UsageKind::RunCreated | UsageKind::AgentCall | UsageKind::Search | UsageKind::Index => u32::MAX,
+        };
+        let outcome = self.store.consume_quota(&user.id, kind, rpc, limit, HOUR).await?;
+        if !outcome.allowed {
+            return Err(AuthError::LimitReached {
+                what: "metered requests",
+                limit,
+                retry_after: outcome.retry_after.unwrap_or(Duration::from_secs(1)),
+            });
+        }
+        Ok(outcome)
+    }
+
+    /// Usage of `user_id` (empty: the caller). Only the admin may read
+    /// someone else's.
+    pub async fn get_usage(&self, caller: &Principal, user_id: &str) -> Result<UsageReport> {
+        let user_id = if user_id.is_empty() {
+            caller.user_id.as_str()
+        } else {
+            user_id
+        };
+        if user_id != caller.user_id && caller.tier() != Tier::Admin {
+            return Err(AuthError::PermissionDenied(
+                "only the admin may read another user's usage".into(),
+            ));
+        }
+        let user = self
+            .store
+            .find_user(user_id)
+            .await?
+            .ok_or_else(|| AuthError::UserNotFound(user_id.to_owned()))?;
+        let counters = self.store.usage(&user.id, HOUR).await?;
+        let limit = self.policy(user.tier)?.metered_requests_per_hour;
+        let used = counters
+            .iter()
+            .find(|c| c.kind == UsageKind::MeteredRequest)
+            .map_or(0, |c| c.last_window);
+        let remaining = u32::try_from(u64::from(limit).saturating_sub(used)).unwrap_or(0);
+        Ok(UsageReport {
+            user_id: user.id,
+            counters,
+            metered_limit_per_hour: limit,
+            metered_remaining: remaining,
+        })
+    }
+
+    // ---- the admin ----
+
+    /// Refuses anyone but the admin (checked against the database).
+    async fn ensure_caller_is_admin(&self, caller: &Principal) -> Result<()> {
+        let user = self.store.find_user(&caller.user_id).await?;
+        match user {
+            Some(user) if user.is_admin() && !user.blocked => Ok(()),
+            _ => Err(AuthError::PermissionDenied(
+                "only the admin may manage users".into(),
+            )),
+        }
+    }
+
+    /// Creates the single admin on first start; a no-op when this admin
+    /// exists already; [`AuthError::AdminExists`] when another one does.
+    /// The password is never logged.
+    pub async fn ensure_admin(&self, username: &str, password: &str) -> Result<UserRecord> {
+        let username = username.trim();
+        if let Some(admin) = self.store.find_admin().await? {
+            return if admin.username == username {
+                Ok(admin)
+            } else {
+                Err(AuthError::AdminExists)
+            };
+        }
+        let admin = self.new_user(username, password, Tier::Admin).await?;
+        self.audit(Some(&admin.id), Some(&admin.id), "admin.created", String::new())
+            .await?;
+        tracing::info!(username = %admin.username, "created the admin");
+        Ok(admin)
+    }
+
+    /// Creates a user of any tier but admin (unspecified means Free).
+    pub async fn create_user(
+        &self,
+        caller: &Principal,
+        username: &str,
+        password: &str,
+        tier: Tier,
+    ) -> Result<UserRecord> {
+        self.ensure_caller_is_admin(caller).await?;
+        let tier = match tier {
+            Tier::Admin => return Err(AuthError::AdminExists),
+            Tier::Unspecified => Tier::Free,
+            tier @ (Tier::Free | Tier::Tester | Tier::Advanced | Tier::Premium) => tier,
+        };
+        let user = self.new_user(username, password, tier).await?;
+        self.audit(
+            Some(&caller.user_id),
+            Some(&user.id),
+            "user.created",
+            format!("`{}` as {}", user.username, tier_name(tier)),
+        )
+        .await?;
+        Ok(user)
+    }
+
+    pub async fn list_users(
+        &self,
+        caller: &Principal,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<(Vec<UserRecord>, String)> {
+        self.ensure_caller_is_admin(caller).await?;
+        self.store.list_users(page_size, page_token).await
+    }
+
+    /// Blocks a user and revokes their refresh tokens; their access tokens
+    /// are refused from the next call on.
+    pub async fn block_user(&self, caller: &Principal, user_id: &str, reason: &str) -> Result<UserRecord> {
+        self.ensure_caller_is_admin(caller).await?;
+        let user = self.store.set_blocked(user_id, true).await?;
+        self.store.revoke_all_refresh_tokens(user_id).await?;
+        self.audit(
+            Some(&caller.user_id),
+            Some(user_id),
+            "user.blocked",
+            reason.to_owned(),
+        )
+        .await?;
+        Ok(user)
+    }
+
+    pub async fn unblock_user(&self, caller: &Principal, user_id: &str) -> Result<UserRecord> {
+        self.ensure_caller_is_admin(caller).await?;
+        let user = self.store.set_blocked(user_id, false).await?;
+        self.audit(
+            Some(&caller.user_id),
+            Some(user_id),
+            "user.unblocked",
+            String::new(),
+        )
+        .await?;
+        Ok(user)
+    }
+
+    pub async fn delete_user(&self, caller: &Principal, user_id: &str) -> Result<()> {
+        self.ensure_caller_is_admin(caller).await?;
+        let user = self
+            .store
+            .find_user(user_id)
+            .await?
+            .ok_or_else(|| AuthError::UserNotFound(user_id.to_owned()))?;
+        self.store.delete_user(user_id).await?;
+        self.audit(
+            Some(&caller.user_id),
+            Some(user_id),
+            "user.deleted",
+            format!("`{}`", user.username),
+        )
+        .await
+    }
+
+    /// Upgrades or downgrades a user (never to or from admin).
+    pub async fn set_tier(&self, caller: &Principal, user_id: &str, tier: Tier) -> Result<UserRecord> {
+        self.ensure_caller_is_admin(caller).await?;
+        let before = self
+            .store
+            .find_user(user_id)
+            .await?
+            .ok_or_else(|| AuthError::UserNotFound(user_id.to_owned()))?;
+        let user = self.store.set_tier(user_id, tier).await?;
+        self.audit(
+            Some(&caller.user_id),
+            Some(user_id),
+            "tier.changed",
+            format!("{} -> {}", tier_name(before.tier), tier_name(user.tier)),
+        )
+        .await?;
+        Ok(user)
+    }
+
+    pub async fn list_audit_events(
+        &self,
+        caller: &Principal,
+        target_id: Option<&str>,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<(Vec<AuditRecord>, String)> {
+        self.ensure_caller_is_admin(caller).await?;
+        self.store
+            .list_audit_events(target_id, page_size, page_token)
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames() {
+        assert!(validate_username("alice").is_ok());
+        assert!(validate_username("a.b-c_9").is_ok());
+        assert!(validate_username("ab").is_err());
+        assert!(validate_username(&"a".repeat(65)).is_err());
+        assert!(validate_username(&"a".repeat(64)).is_ok());
+        assert!(validate_username("al ice").is_err());
+        assert!(validate_username("alice@x").is_err());
+        assert!(validate_username("älice").is_err());
+    }
+
+    #[test]
+    fn failure_delay_grows_and_is_capped() {
+        assert_eq!(failure_delay(0), Duration::ZERO);
+        assert_eq!(failure_delay(1), Duration::from_millis(50));
+        assert_eq!(failure_delay(10), Duration::from_millis(500));
+        assert_eq!(failure_delay(99), MAX_FAILURE_DELAY);
+        assert_eq!(failure_delay(u64::MAX), MAX_FAILURE_DELAY);
+    }
+}

@@ -1,0 +1,500 @@
+//! Both gRPC services hosted on loopback over SQLite (a temporary file) and
+//! the real PostgreSQL (`DATABASE_URL`; each test creates and drops its own
+//! database; `REPORUNNER_SKIP_PG=1` skips that half), called by real tonic
+//! clients.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use reporunner_auth::{
+    Auth, AuthConfig, AuthStore,
+    grpc::{AdminGrpc, AuthGrpc},
+};
+use reporunner_error::RETRY_AFTER;
+use reporunner_proto::{
+    auth::v1::{
+        BlockUserRequest, ConsumeQuotaRequest, CreateUserRequest, GetUsageRequest, ListUsersRequest,
+        LoginRequest, RefreshRequest, RegisterRequest, SetTierRequest, UsageKind, WhoAmIRequest,
+        admin_service_client::AdminServiceClient, auth_service_client::AuthServiceClient,
+    },
+    common::v1::Tier,
+};
+use reporunner_server::{CancellationToken, GrpcServer};
+use sea_orm::{ConnectionTrait, Database};
+use tonic::{Code, Request, transport::Channel};
+
+const ADMIN: &str = "admin";
+const ADMIN_PASSWORD: &str = "correct horse battery staple 93";
+const PASSWORD: &str = "violet-umbrella-orbit-42";
+
+struct TestDb {
+    url: String,
+    _sqlite_dir: Option<tempfile::TempDir>,
+    pg_drop: Option<PgDrop>,
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some(pg) = self.pg_drop.take() {
+            pg.drop_database();
+        }
+    }
+}
+
+fn sqlite() -> TestDb {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("auth.db").display());
+    TestDb {
+        url,
+        _sqlite_dir: Some(dir),
+        pg_drop: None,
+    }
+}
+
+fn pg_base() -> String {
+    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let (scheme, rest) = url.split_once("://").expect("DATABASE_URL needs a scheme");
+    let host = rest.split(['/', '?']).next().unwrap_or(rest);
+    format!("{scheme}://{host}")
+}
+
+struct PgDrop {
+    admin_url: String,
+    name: String,
+}
+
+impl PgDrop {
+    fn drop_database(self) {
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(db) = Database::connect(&self.admin_url).await {
+                    let _ = db
+                        .execute_unprepared(&format!(
+                            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                            self.name
+                        ))
+                        .await;
+                    let _ = db.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+async fn postgres() -> Option<TestDb> {
+    if std::env::var("REPORUNNER_SKIP_PG").is_ok_and(|v| v == "1") {
+        eprintln!("REPORUNNER_SKIP_PG=1: skipping the PostgreSQL test");
+        return None;
+    }
+    let base = pg_base();
+    let admin_url = format!("{base}/test");
+    let name = format!("auth_test_{}", uuid::Uuid::new_v4().simple());
+    let admin = Database::connect(&admin_url)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {admin_url} is needed (or REPORUNNER_SKIP_PG=1): {e}"));
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+        .await
+        .unwrap();
+    admin.close().await.unwrap();
+    Some(TestDb {
+        url: format!("{base}/{name}"),
+        _sqlite_dir: None,
+        pg_drop: Some(PgDrop { admin_url, name }),
+    })
+}
+
+/// Both services on loopback, with the admin created.
+struct Harness {
+    auth: AuthServiceClient<Channel>,
+    admin: AdminServiceClient<Channel>,
+    service: Arc<Auth>,
+    admin_token: String,
+    shutdown: CancellationToken,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl Harness {
+    async fn start(db: &TestDb) -> Self {
+        let store = AuthStore::connect(&db.url).await.unwrap();
+        let config = AuthConfig {
+            jwt_secret: Some("0123456789abcdef0123456789abcdef-grpc-test".into()),
+            ..AuthConfig::default()
+        };
+        let key = config.jwt_secret.clone().unwrap();
+        let service = Arc::new(Auth::new(store, config, key.as_bytes()).await.unwrap());
+        service.ensure_admin(ADMIN, ADMIN_PASSWORD).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let server = GrpcServer::new()
+            .add_service(AuthGrpc::new(service.clone()).into_server())
+            .add_service(AdminGrpc::new(service.clone()).into_server());
+        tokio::spawn(server.serve(listener, shutdown.clone()));
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut harness = Self {
+            auth: AuthServiceClient::new(channel.clone()),
+            admin: AdminServiceClient::new(channel),
+            service,
+            admin_token: String::new(),
+            shutdown,
+        };
+        harness.admin_token = harness.login(ADMIN, ADMIN_PASSWORD).await.0;
+        harness
+    }
+
+    /// Logs in; returns (access token, refresh token, user id).
+    async fn login(&mut self, username: &str, password: &str) -> (String, String, String) {
+        let response = self
+            .auth
+            .login(LoginRequest {
+                username: username.into(),
+                password: password.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let tokens = response.tokens.unwrap();
+        (
+            tokens.access_token,
+            tokens.refresh_token,
+            response.user.unwrap().id,
+        )
+    }
+
+    /// Registers and logs in a Free user; returns (access token, refresh token, user id).
+    async fn user(&mut self, username: &str) -> (String, String, String) {
+        self.auth
+            .register(RegisterRequest {
+                username: username.into(),
+                password: PASSWORD.into(),
+            })
+            .await
+            .unwrap();
+        self.login(username, PASSWORD).await
+    }
+}
+
+fn authed<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+async fn register_login_whoami(db: &TestDb) {
+    let mut h = Harness::start(db).await;
+    let (token, _, id) = h.user("alice").await;
+    let me = h
+        .auth
+        .who_am_i(authed(WhoAmIRequest {}, &token))
+        .await
+        .unwrap()
+        .into_inner();
+    let user = me.user.unwrap();
+    assert_eq!(user.id, id);
+    assert_eq!(user.username, "alice");
+    assert_eq!(user.tier(), Tier::Free);
+    assert_eq!(me.policy.unwrap().metered_requests_per_hour, 10);
+
+    let missing = h.auth.who_am_i(WhoAmIRequest {}).await.unwrap_err();
+    assert_eq!(missing.code(), Code::Unauthenticated);
+    let tampered = h
+        .auth
+        .who_am_i(authed(WhoAmIRequest {}, &format!("{token}x")))
+        .await
+        .unwrap_err();
+    assert_eq!(tampered.code(), Code::Unauthenticated);
+    let taken = h
+        .auth
+        .register(RegisterRequest {
+            username: "alice".into(),
+            password: PASSWORD.into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(taken.code(), Code::AlreadyExists);
+}
+
+async fn wrong_password_and_unknown_user_look_the_same(db: &TestDb) {
+    let mut h = Harness::start(db).await;
+    h.user("bob").await;
+    let wrong = h
+        .auth
+        .login(LoginRequest {
+            username: "bob".into(),
+            password: "not-the-password-at-all".into(),
+        })
+        .await
+        .unwrap_err();
+    let unknown = h
+        .auth
+        .login(LoginRequest {
+            username: "nobody".into(),
+            password: "not-the-password-at-all".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.code(), Code::Unauthenticated);
+    assert_eq!(unknown.code(), Code::Unauthenticated);
+    assert_eq!(wrong.message(), unknown.message());
+}
+
+async fn blocked_users_live_token_is_refused(db: &TestDb) {
+    let mut h = Harness::start(db).await;
+    let (token, _, id) = h.user("carol").await;
+    h.auth.who_am_i(authed(WhoAmIRequest {}, &token)).await.unwrap();
+    h.admin
+        .block_user(authed(
+            BlockUserRequest {
+                user_id: id.clone(),
+                reason: "test".into(),
+            },
+            &h.admin_token,
+        ))
+        .await
+        .unwrap();
+    let refused = h
+        .auth
+        .who_am_i(authed(WhoAmIRequest {}, &token))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    let login = h
+        .auth
+        .login(LoginRequest {
+            username: "carol".into(),
+            password: PASSWORD.into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(login.code(), Code::PermissionDenied);
+}
+
+async fn tier_change_applies_to_a_live_token(db: &TestDb) {
+    let mut h = Harness::start(db).await;
+    let (token, _, id) = h.user("dave").await;
+    h.admin
+        .set_tier(authed(
+            SetTierRequest {
+                user_id: id,
+                tier: Tier::Premium.into(),
+            },
+            &h.admin_token,
+        ))
+        .await
+        .unwrap();
+    let me = h
+        .auth
+        .who_am_i(authed(WhoAmIRequest {}, &token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(me.user.unwrap().tier(), Tier::Premium);
+    assert_eq!(me.policy.unwrap().metered_requests_per_hour, 200);
+}
+
+async fn second_admin_refused(db: &TestDb) {
+    let mut h = Harness::start(db).await;
+    // The same admin again is a no-op; another one is refused.
+    h.service.ensure_admin(ADMIN, ADMIN_PASSWORD).await.unwrap();
+    assert!(h.service.ensure_admin("root", ADMIN_PASSWORD).await.is_err());
+    let refused = h
+        .admin
+        .create_user(authed(
+            CreateUserRequest {
+                username: "admin2".into(),
+                password: PASSWORD.into(),
+                tier: Tier::Admin.into(),
+            },
+            &h.admin_token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::AlreadyExists);
+}
+
+async fn non_admin_cannot_call_admin_rpcs(db: &TestDb) {
+    let mut h = Harness::start(db).await;
+    let (token, _, id) = h.user("eve").await;
+    let list = h
+        .admin
+        .list_users(authed(ListUsersRequest::default(), &token))
+        .await
+        .unwrap_err();
+    assert_eq!(list.code(), Code::PermissionDenied);
+    let upgrade = h
+        .admin
+        .set_tier(authed(
+            SetTierRequest {
+                user_id: id,
+                tier: Tier::Premium.into(),
+            },
+            &token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(upgrade.code(), Code::PermissionDenied);
+    let anonymous = h.admin.list_users(ListUsersRequest::default()).await.unwrap_err();
+    assert_eq!(anonymous.code(), Code::Unauthenticated);
+    let users = h
+        .admin
+        .list_users(authed(ListUsersRequest::default(), &h.admin_token))
+        .await
+        .unwrap()
+        .into_inner()
+        .users;
+    assert_eq!(users.len(), 2);
+}
+
+async fn eleventh_metered_request_of_a_free_user_is_refused(db: &TestDb) {
+    let mut h = Harness::start(db).await;
+    let (token, _, id) = h.user("frank").await;
+    let request = || ConsumeQuotaRequest {
+        user_id: id.clone(),
+        kind: UsageKind::MeteredRequest.into(),
+        rpc: "test".into(),
+    };
+    for i in 0..10 {
+        let ok = h
+            .auth
+            .consume_quota(authed(request(), &token))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(ok.limit, 10);
+        assert_eq!(ok.remaining, 9 - i);
+    }
+    let refused = h.auth.consume_quota(authed(request(), &token)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    let retry_after: u64 = refused
+        .metadata()
+        .get(RETRY_AFTER)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=3600).contains(&retry_after), "{retry_after}");
+    let usage = h
+        .auth
+        .get_usage(authed(GetUsageRequest::default(), &token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(usage.metered_remaining, 0);
+}
+
+async fn usage_is_private_but_not_to_the_admin(db: &TestDb) {
+    let mut h = Harness::start(db).await;
+    let (a, _, _) = h.user("usera").await;
+    let (_, _, b_id) = h.user("userb").await;
+    let refused = h
+        .auth
+        .get_usage(authed(
+            GetUsageRequest {
+                user_id: b_id.clone(),
+            },
+            &a,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    let usage = h
+        .auth
+        .get_usage(authed(
+            GetUsageRequest {
+                user_id: b_id.clone(),
+            },
+            &h.admin_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(usage.user_id, b_id);
+    assert_eq!(usage.metered_limit_per_hour, 10);
+}
+
+async fn refresh_tokens_rotate(db: &TestDb) {
+    let mut h = Harness::start(db).await;
+    let (_, refresh, _) = h.user("grace").await;
+    let pair = h
+        .auth
+        .refresh(RefreshRequest {
+            refresh_token: refresh.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens
+        .unwrap();
+    assert_ne!(pair.refresh_token, refresh);
+    h.auth
+        .who_am_i(authed(WhoAmIRequest {}, &pair.access_token))
+        .await
+        .unwrap();
+    let reused = h
+        .auth
+        .refresh(RefreshRequest {
+            refresh_token: refresh,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reused.code(), Code::Unauthenticated);
+    // Reuse of a spent token revoked the whole family.
+    let family = h
+        .auth
+        .refresh(RefreshRequest {
+            refresh_token: pair.refresh_token,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(family.code(), Code::Unauthenticated);
+}
+
+/// Runs each scenario once on SQLite and once on PostgreSQL.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let db = super::sqlite();
+                super::$name(&db).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(db) = super::postgres().await {
+                    super::$name(&db).await;
+                }
+            }
+        }
+    )*};
+}
+
+on_both!(
+    register_login_whoami,
+    wrong_password_and_unknown_user_look_the_same,
+    blocked_users_live_token_is_refused,
+    tier_change_applies_to_a_live_token,
+    second_admin_refused,
+    non_admin_cannot_call_admin_rpcs,
+    eleventh_metered_request_of_a_free_user_is_refused,
+    usage_is_private_but_not_to_the_admin,
+    refresh_tokens_rotate,
+);
