@@ -26,9 +26,14 @@ BINARY = pathlib.Path(os.environ.get("REPORUNNER_BIN") or TARGET / "debug" / "re
 GRPCURL = shutil.which("grpcurl") or str(pathlib.Path(sys.executable).parent / "grpcurl")
 
 SERVICES = [
+    "reporunner.auth.v1.AuthService",
+    "reporunner.auth.v1.AdminService",
     "reporunner.agents.env_detector.v1.EnvDetectorService",
     "reporunner.orchestrator.v1.OrchestratorService",
 ]
+
+
+ADMIN_PASSWORD = "plover-quince-47-ravine"
 
 
 def free_port():
@@ -44,6 +49,8 @@ def server(tmp_path_factory):
     env = dict(os.environ)
     # Hermetic: no registry probes from the env-detector.
     env["REPORUNNER_ENV_DETECTOR__REGISTRIES"] = "[]"
+    env["REPORUNNER_ADMIN__USERNAME"] = "admin"
+    env["REPORUNNER_ADMIN__PASSWORD"] = ADMIN_PASSWORD
     proc = subprocess.Popen(
         [
             str(BINARY), "serve",
@@ -75,7 +82,10 @@ def server(tmp_path_factory):
     except subprocess.TimeoutExpired:
         proc.kill()
         pytest.fail("reporunner serve did not stop within 15 s of SIGTERM")
-    assert proc.returncode == 0, proc.stderr.read()
+    log = proc.stderr.read()
+    assert proc.returncode == 0, log
+    assert ADMIN_PASSWORD not in log, "the admin password must never be logged"
+    assert (data_dir / "auth.db").exists() or any(data_dir.iterdir()), "auth state lives in the data dir"
 
 
 def grpcurl(*args):
@@ -89,7 +99,7 @@ def test_reflection_lists_every_service_with_health_and_reflection(server):
     for name in SERVICES + ["grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"]:
         assert name in listed, listed
     # Services not hosted yet are not advertised.
-    assert "reporunner.auth.v1.AuthService" not in listed
+    assert "reporunner.index.v1.IndexService" not in listed
 
 
 def test_describe_works_for_services_and_messages(server):
@@ -130,31 +140,63 @@ def test_metrics_count_requests_with_rpc_kind_status_labels(server):
     assert "reporunner_grpc_request_duration_seconds_bucket" in body
 
 
-def test_a_python_client_generated_from_proto_calls_the_orchestrator(server, tmp_path):
-    import grpc
+@pytest.fixture(scope="module")
+def stubs(tmp_path_factory):
     from grpc_tools import protoc
 
+    out = tmp_path_factory.mktemp("stubs")
     proto_root = ROOT / "proto"
     files = [str(p.relative_to(proto_root)) for p in proto_root.rglob("*.proto")]
     include = pathlib.Path(protoc.__file__).parent / "_proto"
-    rc = protoc.main(["protoc", f"-I{proto_root}", f"-I{include}", f"--python_out={tmp_path}",
-                      f"--grpc_python_out={tmp_path}", *files])
+    rc = protoc.main(["protoc", f"-I{proto_root}", f"-I{include}", f"--python_out={out}",
+                      f"--grpc_python_out={out}", *files])
     assert rc == 0
-    sys.path.insert(0, str(tmp_path))
-    try:
-        pb = importlib.import_module("reporunner.orchestrator.v1.orchestrator_pb2")
-        stubs = importlib.import_module("reporunner.orchestrator.v1.orchestrator_pb2_grpc")
-        env_pb = importlib.import_module("reporunner.common.v1.environment_pb2")
-        with grpc.insecure_channel(server["grpc"]) as channel:
-            client = stubs.OrchestratorServiceStub(channel)
-            reply = client.GetEnvironment(pb.GetEnvironmentRequest(skip_registries=True), timeout=30)
-            assert reply.environment.host.cpus >= 1
-            assert any(t.name == "python3" or t.name.startswith("python3.") for t in reply.environment.toolchains)
-            rec = client.GetRecommendations(pb.GetRecommendationsRequest(), timeout=30)
-            assert rec.recommendations.parallelism >= 1
-            with pytest.raises(grpc.RpcError) as err:
-                client.GetEnvironment(pb.GetEnvironmentRequest(platform_override=99), timeout=30)
-            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-            assert env_pb.PLATFORM_AWS == 5
-    finally:
-        sys.path.remove(str(tmp_path))
+    sys.path.insert(0, str(out))
+    yield out
+    sys.path.remove(str(out))
+
+
+def test_a_python_client_registers_logs_in_and_the_admin_lists_users(server, stubs):
+    import grpc
+
+    pb = importlib.import_module("reporunner.auth.v1.auth_pb2")
+    rpc = importlib.import_module("reporunner.auth.v1.auth_pb2_grpc")
+    tier = importlib.import_module("reporunner.common.v1.tier_pb2")
+    with grpc.insecure_channel(server["grpc"]) as channel:
+        auth = rpc.AuthServiceStub(channel)
+        admin = rpc.AdminServiceStub(channel)
+        auth.Register(pb.RegisterRequest(username="pyuser", password="tangerine-orbit-93-lake"), timeout=30)
+        with pytest.raises(grpc.RpcError) as err:
+            auth.Register(pb.RegisterRequest(username="weak", password="password"), timeout=30)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        login = auth.Login(pb.LoginRequest(username="pyuser", password="tangerine-orbit-93-lake"), timeout=30)
+        bearer = [("authorization", f"Bearer {login.tokens.access_token}")]
+        me = auth.WhoAmI(pb.WhoAmIRequest(), metadata=bearer, timeout=30)
+        assert me.user.username == "pyuser" and me.user.tier == tier.TIER_FREE
+        assert me.policy.metered_requests_per_hour == 10
+        with pytest.raises(grpc.RpcError) as err:
+            admin.ListUsers(pb.ListUsersRequest(), metadata=bearer, timeout=30)
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        root = auth.Login(pb.LoginRequest(username="admin", password=ADMIN_PASSWORD), timeout=30)
+        root_bearer = [("authorization", f"Bearer {root.tokens.access_token}")]
+        users = admin.ListUsers(pb.ListUsersRequest(), metadata=root_bearer, timeout=30)
+        assert {"admin", "pyuser"} <= {u.username for u in users.users}
+
+
+def test_a_python_client_generated_from_proto_calls_the_orchestrator(server, stubs):
+    import grpc
+
+    pb = importlib.import_module("reporunner.orchestrator.v1.orchestrator_pb2")
+    rpc = importlib.import_module("reporunner.orchestrator.v1.orchestrator_pb2_grpc")
+    env_pb = importlib.import_module("reporunner.common.v1.environment_pb2")
+    with grpc.insecure_channel(server["grpc"]) as channel:
+        client = rpc.OrchestratorServiceStub(channel)
+        reply = client.GetEnvironment(pb.GetEnvironmentRequest(skip_registries=True), timeout=30)
+        assert reply.environment.host.cpus >= 1
+        assert any(t.name == "python3" or t.name.startswith("python3.") for t in reply.environment.toolchains)
+        rec = client.GetRecommendations(pb.GetRecommendationsRequest(), timeout=30)
+        assert rec.recommendations.parallelism >= 1
+        with pytest.raises(grpc.RpcError) as err:
+            client.GetEnvironment(pb.GetEnvironmentRequest(platform_override=99), timeout=30)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert env_pb.PLATFORM_AWS == 5

@@ -24,6 +24,7 @@ use tonic::transport::{Channel, Endpoint};
 pub struct SandboxBuilder {
     replicas: BTreeMap<ServiceName, usize>,
     settings: Settings,
+    data_dir: tempfile::TempDir,
 }
 
 impl SandboxBuilder {
@@ -56,6 +57,7 @@ impl SandboxBuilder {
                 let node = start_node(&settings, &[service], listener, shutdown).await?;
                 let uri = format!("http://{}", node.addr);
                 match service {
+                    ServiceName::Auth => {}
                     ServiceName::EnvDetector => settings.endpoints.env_detector.push(uri),
                     ServiceName::Orchestrator => settings.endpoints.orchestrator.push(uri),
                 }
@@ -66,7 +68,10 @@ impl SandboxBuilder {
                 });
             }
         }
-        Ok(Sandbox { nodes })
+        Ok(Sandbox {
+            nodes,
+            _data_dir: self.data_dir,
+        })
     }
 }
 
@@ -106,18 +111,23 @@ impl SandboxNode {
 #[derive(Debug)]
 pub struct Sandbox {
     nodes: Vec<SandboxNode>,
+    /// Every node's data (auth database, keys) lives here and goes with the sandbox.
+    _data_dir: tempfile::TempDir,
 }
 
 impl Sandbox {
     pub fn builder() -> SandboxBuilder {
+        let data_dir = tempfile::tempdir().expect("a temporary data directory");
         let settings = Settings {
             listen: "127.0.0.1:0".parse().expect("static address"),
             metrics_listen: None,
+            data_dir: data_dir.path().to_path_buf(),
             ..Settings::default()
         };
         let mut builder = SandboxBuilder {
             replicas: BTreeMap::new(),
             settings,
+            data_dir,
         };
         // Keep tests hermetic and quick: no registry probes, short timeouts.
         builder.settings.env_detector.registries.clear();

@@ -100,12 +100,15 @@ async fn orchestrator_fails_over_between_env_detector_replicas() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_hosted_service_reports_serving_and_recommendations_come_through() {
     let mesh = Sandbox::builder()
+        .with(ServiceName::Auth)
         .with(ServiceName::EnvDetector)
         .with(ServiceName::Orchestrator)
         .start()
         .await
         .unwrap();
     for (service, name) in [
+        (ServiceName::Auth, "reporunner.auth.v1.AuthService"),
+        (ServiceName::Auth, "reporunner.auth.v1.AdminService"),
         (
             ServiceName::EnvDetector,
             "reporunner.agents.env_detector.v1.EnvDetectorService",

@@ -4,6 +4,10 @@
 use std::{fmt, net::SocketAddr, str::FromStr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
+use reporunner_auth::{
+    Auth, AuthStore,
+    grpc::{AdminGrpc, AuthGrpc},
+};
 use reporunner_env_detector::{Detector, grpc::EnvDetectorGrpc};
 use reporunner_orchestrator::{Agents, OrchestratorImpl, grpc::OrchestratorGrpc};
 use reporunner_proto::agents::env_detector::v1::env_detector_service_server;
@@ -15,15 +19,21 @@ use crate::Settings;
 /// The services a node can host, in start order (agents before callers).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ServiceName {
+    Auth,
     EnvDetector,
     Orchestrator,
 }
 
 impl ServiceName {
-    pub const ALL: [ServiceName; 2] = [ServiceName::EnvDetector, ServiceName::Orchestrator];
+    pub const ALL: [ServiceName; 3] = [
+        ServiceName::Auth,
+        ServiceName::EnvDetector,
+        ServiceName::Orchestrator,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Auth => "auth",
             Self::EnvDetector => "env-detector",
             Self::Orchestrator => "orchestrator",
         }
@@ -121,6 +131,12 @@ pub async fn start_node(
         .stop_timeout(Duration::from_millis(settings.stop_timeout_ms));
     for service in &services {
         server = match service {
+            ServiceName::Auth => {
+                let auth = start_auth(settings).await?;
+                server
+                    .add_service(AuthGrpc::new(auth.clone()).into_server())
+                    .add_service(AdminGrpc::new(auth).into_server())
+            }
             ServiceName::EnvDetector => {
                 settings
                     .env_detector
@@ -155,4 +171,37 @@ pub async fn start_node(
         shutdown,
         task,
     })
+}
+
+/// Opens the auth store (SQLite under the data directory unless
+/// `auth.database_url` names PostgreSQL), loads the signing key, and creates
+/// the configured admin on first start.
+async fn start_auth(settings: &Settings) -> anyhow::Result<Arc<Auth>> {
+    settings
+        .auth
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid auth settings: {e}"))?;
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("cannot create the data directory {}", settings.data_dir.display()))?;
+    let url = settings.auth.database_url(&settings.data_dir);
+    let store = AuthStore::connect(&url)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot open the auth database: {e}"))?;
+    let key = settings
+        .auth
+        .signing_key(&settings.data_dir)
+        .map_err(|e| anyhow::anyhow!("cannot load the token signing key: {e}"))?;
+    let auth = Arc::new(
+        Auth::new(store, settings.auth.clone(), &key)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot start the auth service: {e}"))?,
+    );
+    if let Some((username, password)) = settings.admin.credentials()? {
+        let admin = auth
+            .ensure_admin(&username, &password)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot create the admin `{username}`: {e}"))?;
+        tracing::info!(admin = %admin.username, "admin account ready");
+    }
+    Ok(auth)
 }

@@ -3,6 +3,7 @@
 
 use std::{net::SocketAddr, path::PathBuf};
 
+use reporunner_auth::AuthConfig;
 use reporunner_client::ClientConfig;
 use reporunner_env_detector::EnvDetectorConfig;
 use reporunner_orchestrator::OrchestratorConfig;
@@ -29,6 +30,50 @@ pub struct Settings {
     pub endpoints: Endpoints,
     pub env_detector: EnvDetectorConfig,
     pub orchestrator: OrchestratorConfig,
+    pub auth: AuthConfig,
+    /// The single admin, created on first start when none exists.
+    pub admin: AdminBootstrap,
+}
+
+/// How the single admin is created on first start. The password is read from
+/// `password` (`REPORUNNER_ADMIN__PASSWORD`, e.g. from a Kubernetes secret) or
+/// `password_file`, and is never printed or logged.
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminBootstrap {
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub password_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for AdminBootstrap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminBootstrap")
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("password_file", &self.password_file)
+            .finish()
+    }
+}
+
+impl AdminBootstrap {
+    /// The admin's username and password, when configured.
+    pub fn credentials(&self) -> anyhow::Result<Option<(String, String)>> {
+        let Some(username) = self.username.clone() else {
+            return Ok(None);
+        };
+        let password = match (&self.password, &self.password_file) {
+            (Some(password), _) => password.clone(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read admin.password_file {}: {e}", path.display()))?
+                .trim_end_matches(['\n', '\r'])
+                .to_owned(),
+            (None, None) => {
+                anyhow::bail!("admin.username is set but neither admin.password nor admin.password_file is")
+            }
+        };
+        Ok(Some((username, password)))
+    }
 }
 
 impl Default for Settings {
@@ -43,6 +88,8 @@ impl Default for Settings {
             endpoints: Endpoints::default(),
             env_detector: EnvDetectorConfig::default(),
             orchestrator: OrchestratorConfig::default(),
+            auth: AuthConfig::default(),
+            admin: AdminBootstrap::default(),
         }
     }
 }
@@ -100,6 +147,32 @@ mod tests {
         .unwrap();
         assert_eq!(endpoints.env_detector, vec!["http://a:1", "http://b:2"]);
         assert_eq!(endpoints.orchestrator, vec!["http://c:3"]);
+    }
+
+    #[test]
+    fn the_admin_password_never_shows_in_debug_output() {
+        let admin = AdminBootstrap {
+            username: Some("root".into()),
+            password: Some("correct horse battery".into()),
+            password_file: None,
+        };
+        let text = format!("{admin:?}");
+        assert!(!text.contains("horse"), "{text}");
+        assert_eq!(
+            admin.credentials().unwrap(),
+            Some(("root".into(), "correct horse battery".into()))
+        );
+        let missing = AdminBootstrap {
+            username: Some("root".into()),
+            ..Default::default()
+        };
+        assert!(
+            missing
+                .credentials()
+                .unwrap_err()
+                .to_string()
+                .contains("admin.password")
+        );
     }
 
     #[test]
