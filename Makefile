@@ -41,6 +41,7 @@ test-python: $(VENV)/.installed
 
 bench:
 	$(CARGO) bench -p reporunner-tests --bench mesh
+	$(CARGO) bench -p reporunner-auth --bench auth
 
 clean-venv:
 	rm -rf $(VENV)

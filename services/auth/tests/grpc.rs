@@ -4,17 +4,19 @@
 //! clients.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use reporunner_auth::{
-    Auth, AuthConfig, AuthStore,
+    AccessClaims, Auth, AuthConfig, AuthStore, TokenIssuer,
     grpc::{AdminGrpc, AuthGrpc},
 };
 use reporunner_error::RETRY_AFTER;
 use reporunner_proto::{
     auth::v1::{
-        BlockUserRequest, ConsumeQuotaRequest, CreateUserRequest, GetUsageRequest, ListUsersRequest,
-        LoginRequest, RefreshRequest, RegisterRequest, SetTierRequest, UsageKind, WhoAmIRequest,
+        BlockUserRequest, ConsumeQuotaRequest, CreateUserRequest, DeleteUserRequest, GetUsageRequest,
+        ListAuditEventsRequest, ListUsersRequest, LoginRequest, LogoutRequest, RefreshRequest,
+        RegisterRequest, SetTierRequest, UnblockUserRequest, UsageKind, WhoAmIRequest,
         admin_service_client::AdminServiceClient, auth_service_client::AuthServiceClient,
     },
     common::v1::Tier,
@@ -26,6 +28,7 @@ use tonic::{Code, Request, transport::Channel};
 const ADMIN: &str = "admin";
 const ADMIN_PASSWORD: &str = "correct horse battery staple 93";
 const PASSWORD: &str = "violet-umbrella-orbit-42";
+const KEY: &str = "0123456789abcdef0123456789abcdef-grpc-test";
 
 struct TestDb {
     url: String,
@@ -128,7 +131,7 @@ impl Harness {
     async fn start(db: &TestDb) -> Self {
         let store = AuthStore::connect(&db.url).await.unwrap();
         let config = AuthConfig {
-            jwt_secret: Some("0123456789abcdef0123456789abcdef-grpc-test".into()),
+            jwt_secret: Some(KEY.into()),
             ..AuthConfig::default()
         };
         let key = config.jwt_secret.clone().unwrap();
@@ -467,6 +470,230 @@ async fn refresh_tokens_rotate(db: &TestDb) {
     assert_eq!(family.code(), Code::Unauthenticated);
 }
 
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn b64(value: &serde_json::Value) -> String {
+    URL_SAFE_NO_PAD.encode(value.to_string())
+}
+
+async fn assert_unauthenticated(h: &mut Harness, token: &str, what: &str) {
+    let refused = h
+        .auth
+        .who_am_i(authed(WhoAmIRequest {}, token))
+        .await
+        .expect_err(what);
+    assert_eq!(refused.code(), Code::Unauthenticated, "{what}: {refused:?}");
+}
+
+async fn bad_access_tokens_are_unauthenticated(db: &TestDb) {
+    let mut h = Harness::start(db).await;
+    let (token, _, id) = h.user("mallory").await;
+    h.auth.who_am_i(authed(WhoAmIRequest {}, &token)).await.unwrap();
+    let issuer = h.service.config().jwt_issuer.clone();
+    let audience = h.service.config().jwt_audience.clone();
+
+    // Expired: the right key, issuer and audience, exp well past the leeway.
+    let long_ago = unix_now() - 3600;
+    let claims = AccessClaims {
+        sub: id.clone(),
+        tier: "free".into(),
+        iss: issuer.clone(),
+        aud: audience.clone(),
+        iat: long_ago - 900,
+        nbf: long_ago - 900,
+        exp: long_ago,
+        jti: "expired".into(),
+    };
+    let expired = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(KEY.as_bytes()),
+    )
+    .unwrap();
+    assert_unauthenticated(&mut h, &expired, "expired").await;
+
+    // alg: none, unsigned, claiming the admin tier.
+    let now = unix_now();
+    let payload = serde_json::json!({
+        "sub": id, "tier": "admin", "iss": issuer, "aud": audience,
+        "iat": now, "nbf": now, "exp": now + 900, "jti": "none",
+    });
+    for header in [
+        serde_json::json!({"alg": "none"}),
+        serde_json::json!({"alg": "none", "typ": "JWT"}),
+    ] {
+        let none = format!("{}.{}.", b64(&header), b64(&payload));
+        assert_unauthenticated(&mut h, &none, "alg none").await;
+    }
+
+    // Wrong audience: the same key and issuer.
+    let other = TokenIssuer::new(KEY.as_bytes(), &issuer, "someone-else", Duration::from_secs(900));
+    let wrong_aud = other
+        .issue(&id, reporunner_proto::common::v1::Tier::Free)
+        .unwrap()
+        .token;
+    assert_unauthenticated(&mut h, &wrong_aud, "wrong audience").await;
+
+    // Tampered: the payload edited (tier admin), the original signature kept.
+    let parts: Vec<&str> = token.split('.').collect();
+    let mut edited: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    edited["tier"] = "admin".into();
+    let tampered = format!("{}.{}.{}", parts[0], b64(&edited), parts[2]);
+    assert_unauthenticated(&mut h, &tampered, "tampered payload").await;
+    // Tampered signature.
+    let mut sig = parts[2].to_owned().into_bytes();
+    sig[0] = if sig[0] == b'A' { b'B' } else { b'A' };
+    let bad_sig = format!("{}.{}.{}", parts[0], parts[1], String::from_utf8(sig).unwrap());
+    assert_unauthenticated(&mut h, &bad_sig, "tampered signature").await;
+
+    // The real token still works.
+    h.auth.who_am_i(authed(WhoAmIRequest {}, &token)).await.unwrap();
+}
+
+async fn logout_then_refresh_is_unauthenticated(db: &TestDb) {
+    let mut h = Harness::start(db).await;
+    let (token, refresh, _) = h.user("oscar").await;
+    h.auth
+        .logout(authed(
+            LogoutRequest {
+                refresh_token: refresh.clone(),
+                all: false,
+            },
+            &token,
+        ))
+        .await
+        .unwrap();
+    let refused = h
+        .auth
+        .refresh(RefreshRequest {
+            refresh_token: refresh,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated);
+
+    // Logout of all tokens revokes a second login's refresh token too.
+    let (token2, refresh2, _) = h.login("oscar", PASSWORD).await;
+    h.auth
+        .logout(authed(
+            LogoutRequest {
+                refresh_token: String::new(),
+                all: true,
+            },
+            &token2,
+        ))
+        .await
+        .unwrap();
+    let refused = h
+        .auth
+        .refresh(RefreshRequest {
+            refresh_token: refresh2,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated);
+}
+
+async fn deleted_users_live_token_is_unauthenticated(db: &TestDb) {
+    let mut h = Harness::start(db).await;
+    let (token, refresh, id) = h.user("peggy").await;
+    h.auth.who_am_i(authed(WhoAmIRequest {}, &token)).await.unwrap();
+    h.admin
+        .delete_user(authed(DeleteUserRequest { user_id: id }, &h.admin_token))
+        .await
+        .unwrap();
+    assert_unauthenticated(&mut h, &token, "deleted user's token").await;
+    let refused = h
+        .auth
+        .refresh(RefreshRequest {
+            refresh_token: refresh,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated);
+}
+
+async fn unblock_restores_access_and_the_block_is_audited(db: &TestDb) {
+    let mut h = Harness::start(db).await;
+    let (token, _, id) = h.user("trent").await;
+    let admin_id = h
+        .auth
+        .who_am_i(authed(WhoAmIRequest {}, &h.admin_token))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap()
+        .id;
+    h.admin
+        .block_user(authed(
+            BlockUserRequest {
+                user_id: id.clone(),
+                reason: "suspicious".into(),
+            },
+            &h.admin_token,
+        ))
+        .await
+        .unwrap();
+    let blocked = h
+        .auth
+        .who_am_i(authed(WhoAmIRequest {}, &token))
+        .await
+        .unwrap_err();
+    assert_eq!(blocked.code(), Code::PermissionDenied);
+
+    let user = h
+        .admin
+        .unblock_user(authed(UnblockUserRequest { user_id: id.clone() }, &h.admin_token))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert!(!user.blocked);
+    // The live access token works again, and so does a login.
+    h.auth.who_am_i(authed(WhoAmIRequest {}, &token)).await.unwrap();
+    h.login("trent", PASSWORD).await;
+
+    let events = h
+        .admin
+        .list_audit_events(authed(
+            ListAuditEventsRequest {
+                page_size: 100,
+                page_token: String::new(),
+                target_id: id.clone(),
+            },
+            &h.admin_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let block = events
+        .iter()
+        .find(|e| e.action == "user.blocked")
+        .unwrap_or_else(|| panic!("no block in {events:?}"));
+    assert_eq!(block.actor_id, admin_id);
+    assert_eq!(block.target_id, id);
+    assert_eq!(block.detail, "suspicious");
+    assert!(block.time.is_some());
+    assert!(events.iter().any(|e| e.action == "user.unblocked"));
+    assert!(events.iter().all(|e| e.target_id == id));
+
+    let refused = h
+        .admin
+        .list_audit_events(authed(ListAuditEventsRequest::default(), &token))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+}
+
 /// Runs each scenario once on SQLite and once on PostgreSQL.
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {$(
@@ -497,4 +724,8 @@ on_both!(
     eleventh_metered_request_of_a_free_user_is_refused,
     usage_is_private_but_not_to_the_admin,
     refresh_tokens_rotate,
+    bad_access_tokens_are_unauthenticated,
+    logout_then_refresh_is_unauthenticated,
+    deleted_users_live_token_is_unauthenticated,
+    unblock_restores_access_and_the_block_is_audited,
 );

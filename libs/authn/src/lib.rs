@@ -1,0 +1,215 @@
+//! Authentication and metering of incoming calls, as a tower layer.
+//!
+//! ```text
+//! GrpcServer::new().add_service(AuthLayer::new(authorizer).metered(PATH, UsageKind::MeteredRequest).layer(svc))
+//! ```
+//!
+//! Every call except `grpc.health.v1` and reflection must carry
+//! `authorization: Bearer <access token>`. The layer asks the auth service's
+//! `Authorize` (which re-reads the user, so a block, delete or tier change
+//! takes effect on the very next call), then puts an [`Authorized`] into the
+//! request extensions; handlers read it with [`authorized`]. For metered RPCs
+//! it spends one unit with `ConsumeQuota`, and a refusal reaches the caller
+//! as RESOURCE_EXHAUSTED with the auth service's `retry-after` metadata.
+#![forbid(unsafe_code)]
+
+use std::{
+    collections::HashMap,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use reporunner_client::ServiceChannel;
+use reporunner_proto::{
+    auth::v1::{
+        AuthorizeRequest, ConsumeQuotaRequest, TierPolicy, UsageKind, auth_service_client::AuthServiceClient,
+    },
+    common::v1::Principal,
+};
+use tonic::{Status, metadata::MetadataValue, server::NamedService};
+use tower::{Layer, Service};
+
+/// The caller of a request, as the auth service established it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Authorized {
+    pub principal: Principal,
+    pub policy: TierPolicy,
+    /// The caller's own access token, for calls made on their behalf.
+    pub access_token: String,
+}
+
+/// The caller of `request`, put there by [`AuthLayer`]. UNAUTHENTICATED when
+/// the service was not wrapped (a wiring defect, reported rather than panicked).
+pub fn authorized<T>(request: &tonic::Request<T>) -> Result<&Authorized, Status> {
+    request
+        .extensions()
+        .get::<Authorized>()
+        .ok_or_else(|| Status::unauthenticated("no authenticated caller"))
+}
+
+/// Asks the auth service who a token belongs to, and spends quota.
+#[derive(Clone, Debug)]
+pub struct Authorizer {
+    client: AuthServiceClient<ServiceChannel>,
+}
+
+impl Authorizer {
+    pub fn new(auth: ServiceChannel) -> Self {
+        Self {
+            client: AuthServiceClient::new(auth),
+        }
+    }
+
+    /// The principal and tier policy behind `access_token`.
+    pub async fn authorize(&self, access_token: &str) -> Result<Authorized, Status> {
+        let response = self
+            .client
+            .clone()
+            .authorize(AuthorizeRequest {
+                access_token: access_token.to_owned(),
+            })
+            .await?
+            .into_inner();
+        let principal = response
+            .principal
+            .ok_or_else(|| Status::internal("auth service returned no principal"))?;
+        let policy = response
+            .policy
+            .ok_or_else(|| Status::internal("auth service returned no tier policy"))?;
+        Ok(Authorized {
+            principal,
+            policy,
+            access_token: access_token.to_owned(),
+        })
+    }
+
+    /// Spends one unit of `kind` for the caller of `authorized`.
+    pub async fn consume(&self, authorized: &Authorized, kind: UsageKind, rpc: &str) -> Result<(), Status> {
+        let mut request = tonic::Request::new(ConsumeQuotaRequest {
+            user_id: authorized.principal.user_id.clone(),
+            kind: kind as i32,
+            rpc: rpc.to_owned(),
+        });
+        let bearer = MetadataValue::try_from(format!("Bearer {}", authorized.access_token))
+            .map_err(|_| Status::unauthenticated("the access token is not valid metadata"))?;
+        request.metadata_mut().insert("authorization", bearer);
+        self.client.clone().consume_quota(request).await.map(|_| ())
+    }
+}
+
+/// See the crate docs.
+#[derive(Clone, Debug)]
+pub struct AuthLayer {
+    authorizer: Authorizer,
+    metered: Arc<HashMap<String, UsageKind>>,
+}
+
+impl AuthLayer {
+    pub fn new(authorizer: Authorizer) -> Self {
+        Self {
+            authorizer,
+            metered: Arc::default(),
+        }
+    }
+
+    /// Meters calls to `path` (`/package.Service/Method`) as `kind`.
+    pub fn metered(mut self, path: &str, kind: UsageKind) -> Self {
+        Arc::make_mut(&mut self.metered).insert(path.to_owned(), kind);
+        self
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = Authenticated<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Authenticated {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// A service wrapped by [`AuthLayer`].
+#[derive(Clone, Debug)]
+pub struct Authenticated<S> {
+    inner: S,
+    layer: AuthLayer,
+}
+
+impl<S: NamedService> NamedService for Authenticated<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+fn exempt(path: &str) -> bool {
+    path.starts_with("/grpc.health.v1.") || path.starts_with("/grpc.reflection.")
+}
+
+fn bearer(headers: &http::HeaderMap) -> Result<String, Status> {
+    let value = headers
+        .get(http::header::AUTHORIZATION)
+        .ok_or_else(|| Status::unauthenticated("missing `authorization: Bearer <token>`; log in first"))?;
+    let text = value
+        .to_str()
+        .map_err(|_| Status::unauthenticated("the authorization header is not text"))?;
+    let token = text
+        .strip_prefix("Bearer ")
+        .or_else(|| text.strip_prefix("bearer "))
+        .ok_or_else(|| Status::unauthenticated("the authorization header must be `Bearer <token>`"))?;
+    if token.is_empty() || token.len() > 8192 {
+        return Err(Status::unauthenticated("the bearer token is empty or too long"));
+    }
+    Ok(token.to_owned())
+}
+
+impl<S, B, R> Service<http::Request<B>> for Authenticated<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Send + 'static,
+    R: Default + Send + 'static,
+{
+    type Response = http::Response<R>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        // The clone is not ready; swap so the ready one serves this call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let layer = self.layer.clone();
+        Box::pin(async move {
+            let path = request.uri().path().to_owned();
+            if exempt(&path) {
+                return inner.call(request).await;
+            }
+            let token = bearer(request.headers());
+            let outcome = async {
+                let token = token?;
+                let authorized = layer.authorizer.authorize(&token).await?;
+                if let Some(kind) = layer.metered.get(&path) {
+                    layer
+                        .authorizer
+                        .consume(&authorized, *kind, path.trim_start_matches('/'))
+                        .await?;
+                }
+                Ok::<_, Status>(authorized)
+            }
+            .await;
+            match outcome {
+                Ok(authorized) => {
+                    tracing::Span::current().record("user_id", authorized.principal.user_id.as_str());
+                    request.extensions_mut().insert(authorized);
+                    inner.call(request).await
+                }
+                Err(status) => Ok(status.into_http()),
+            }
+        })
+    }
+}

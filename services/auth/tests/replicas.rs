@@ -1,0 +1,201 @@
+//! The acceptance test of the rate limit across replicas: two independent
+//! auth services (each with its own connection pool, the same signing key)
+//! on one PostgreSQL database (`DATABASE_URL`; a fresh `auth_test_<uuid>`
+//! database, dropped afterwards; `REPORUNNER_SKIP_PG=1` skips it). 3x a Free
+//! user's limit fired in parallel, alternating between the replicas: exactly
+//! the limit succeeds, every refusal is RESOURCE_EXHAUSTED with retry-after.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use reporunner_auth::{
+    Auth, AuthConfig, AuthStore,
+    grpc::{AdminGrpc, AuthGrpc},
+};
+use reporunner_error::RETRY_AFTER;
+use reporunner_proto::auth::v1::{
+    ConsumeQuotaRequest, LoginRequest, RegisterRequest, UsageKind, auth_service_client::AuthServiceClient,
+};
+use reporunner_server::{CancellationToken, GrpcServer};
+use sea_orm::{ConnectionTrait, Database};
+use tonic::{Code, Request, transport::Channel};
+
+const KEY: &str = "0123456789abcdef0123456789abcdef-replica-test";
+const PASSWORD: &str = "violet-umbrella-orbit-42";
+const FREE_LIMIT: usize = 10;
+
+fn pg_base() -> String {
+    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let (scheme, rest) = url.split_once("://").expect("DATABASE_URL needs a scheme");
+    let host = rest.split(['/', '?']).next().unwrap_or(rest);
+    format!("{scheme}://{host}")
+}
+
+/// A fresh PostgreSQL database, dropped (with FORCE) when this goes away.
+struct PgDb {
+    url: String,
+    admin_url: String,
+    name: String,
+}
+
+impl PgDb {
+    async fn create() -> Option<Self> {
+        if std::env::var("REPORUNNER_SKIP_PG").is_ok_and(|v| v == "1") {
+            eprintln!("REPORUNNER_SKIP_PG=1: skipping the PostgreSQL test");
+            return None;
+        }
+        let base = pg_base();
+        let admin_url = format!("{base}/test");
+        let name = format!("auth_test_{}", uuid::Uuid::new_v4().simple());
+        let admin = Database::connect(&admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {admin_url} is needed (or REPORUNNER_SKIP_PG=1): {e}"));
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .unwrap();
+        admin.close().await.unwrap();
+        Some(Self {
+            url: format!("{base}/{name}"),
+            admin_url,
+            name,
+        })
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
+        // Drop runs outside async; use a private runtime on its own thread.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(db) = Database::connect(&admin_url).await {
+                    let _ = db
+                        .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                        .await;
+                    let _ = db.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// One replica: its own pool, its own `Auth`, its own server and client.
+struct Replica {
+    client: AuthServiceClient<Channel>,
+    shutdown: CancellationToken,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl Replica {
+    async fn start(url: &str) -> Self {
+        let store = AuthStore::connect(url).await.unwrap();
+        let config = AuthConfig {
+            jwt_secret: Some(KEY.into()),
+            ..AuthConfig::default()
+        };
+        let service = Arc::new(Auth::new(store, config, KEY.as_bytes()).await.unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let server = GrpcServer::new()
+            .add_service(AuthGrpc::new(service.clone()).into_server())
+            .add_service(AdminGrpc::new(service).into_server());
+        tokio::spawn(server.serve(listener, shutdown.clone()));
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        Self {
+            client: AuthServiceClient::new(channel),
+            shutdown,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_times_the_limit_through_two_replicas_lets_exactly_the_limit_through() {
+    let Some(db) = PgDb::create().await else {
+        return;
+    };
+    // The first replica migrates the fresh database; the second finds it done.
+    let mut a = Replica::start(&db.url).await;
+    let b = Replica::start(&db.url).await;
+
+    a.client
+        .register(RegisterRequest {
+            username: "racer".into(),
+            password: PASSWORD.into(),
+        })
+        .await
+        .unwrap();
+    let login = a
+        .client
+        .login(LoginRequest {
+            username: "racer".into(),
+            password: PASSWORD.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let user_id = login.user.unwrap().id;
+    let token = login.tokens.unwrap().access_token;
+
+    let calls = (0..3 * FREE_LIMIT).map(|i| {
+        let mut client = if i % 2 == 0 {
+            a.client.clone()
+        } else {
+            b.client.clone()
+        };
+        let mut request = Request::new(ConsumeQuotaRequest {
+            user_id: user_id.clone(),
+            kind: UsageKind::MeteredRequest.into(),
+            rpc: "replica-race".into(),
+        });
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        tokio::spawn(async move { client.consume_quota(request).await })
+    });
+    let results = futures::future::join_all(calls).await;
+
+    let mut allowed = 0;
+    let mut refused = 0;
+    for result in results {
+        match result.unwrap() {
+            Ok(response) => {
+                assert_eq!(response.into_inner().limit, 10);
+                allowed += 1;
+            }
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                let retry_after: u64 = status
+                    .metadata()
+                    .get(RETRY_AFTER)
+                    .expect("a refusal carries retry-after")
+                    .to_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert!((1..=3600).contains(&retry_after), "{retry_after}");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(allowed, FREE_LIMIT, "exactly the limit succeeds");
+    assert_eq!(refused, 2 * FREE_LIMIT);
+    drop((a, b));
+    drop(db);
+}
