@@ -75,7 +75,12 @@ def server(tmp_path_factory):
     else:
         proc.kill()
         pytest.fail("reporunner serve did not listen within 30 s")
-    yield {"grpc": f"127.0.0.1:{grpc_port}", "metrics": f"http://127.0.0.1:{metrics_port}/metrics"}
+    addr = f"127.0.0.1:{grpc_port}"
+    login = json.loads(grpcurl("-d", json.dumps({"username": "admin", "password": ADMIN_PASSWORD}), addr,
+                               "reporunner.auth.v1.AuthService/Login"))
+    bearer = f"authorization: Bearer {login['tokens']['accessToken']}"
+    yield {"grpc": addr, "metrics": f"http://127.0.0.1:{metrics_port}/metrics", "bearer": bearer,
+           "token": login["tokens"]["accessToken"]}
     proc.terminate()
     try:
         proc.wait(timeout=15)
@@ -117,8 +122,16 @@ def test_health_check_is_serving(server, service):
     assert json.loads(out)["status"] == "SERVING"
 
 
+def test_the_orchestrator_refuses_a_call_without_a_token(server):
+    out = subprocess.run([GRPCURL, "-plaintext", "-d", "{}", server["grpc"],
+                          "reporunner.orchestrator.v1.OrchestratorService/GetEnvironment"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0
+    assert "Unauthenticated" in out.stderr, out.stderr
+
+
 def test_grpcurl_calls_the_orchestrator_with_proto3_json(server):
-    out = grpcurl("-d", '{"skipRegistries": true}', server["grpc"],
+    out = grpcurl("-H", server["bearer"], "-d", '{"skipRegistries": true}', server["grpc"],
                   "reporunner.orchestrator.v1.OrchestratorService/GetEnvironment")
     env = json.loads(out)["environment"]
     assert env["platform"].startswith("PLATFORM_")
@@ -127,7 +140,7 @@ def test_grpcurl_calls_the_orchestrator_with_proto3_json(server):
 
 def test_metrics_count_requests_with_rpc_kind_status_labels(server):
     for _ in range(3):
-        grpcurl("-d", '{"skipRegistries": true}', server["grpc"],
+        grpcurl("-H", server["bearer"], "-d", '{"skipRegistries": true}', server["grpc"],
                 "reporunner.orchestrator.v1.OrchestratorService/GetEnvironment")
     body = urllib.request.urlopen(server["metrics"], timeout=10).read().decode()
     lines = [l for l in body.splitlines() if l.startswith("reporunner_grpc_requests_total{")]
@@ -191,12 +204,13 @@ def test_a_python_client_generated_from_proto_calls_the_orchestrator(server, stu
     env_pb = importlib.import_module("reporunner.common.v1.environment_pb2")
     with grpc.insecure_channel(server["grpc"]) as channel:
         client = rpc.OrchestratorServiceStub(channel)
-        reply = client.GetEnvironment(pb.GetEnvironmentRequest(skip_registries=True), timeout=30)
+        bearer = [("authorization", f"Bearer {server['token']}")]
+        reply = client.GetEnvironment(pb.GetEnvironmentRequest(skip_registries=True), metadata=bearer, timeout=30)
         assert reply.environment.host.cpus >= 1
         assert any(t.name == "python3" or t.name.startswith("python3.") for t in reply.environment.toolchains)
-        rec = client.GetRecommendations(pb.GetRecommendationsRequest(), timeout=30)
+        rec = client.GetRecommendations(pb.GetRecommendationsRequest(), metadata=bearer, timeout=30)
         assert rec.recommendations.parallelism >= 1
         with pytest.raises(grpc.RpcError) as err:
-            client.GetEnvironment(pb.GetEnvironmentRequest(platform_override=99), timeout=30)
+            client.GetEnvironment(pb.GetEnvironmentRequest(platform_override=99), metadata=bearer, timeout=30)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert env_pb.PLATFORM_AWS == 5

@@ -57,7 +57,7 @@ impl SandboxBuilder {
                 let node = start_node(&settings, &[service], listener, shutdown).await?;
                 let uri = format!("http://{}", node.addr);
                 match service {
-                    ServiceName::Auth => {}
+                    ServiceName::Auth => settings.endpoints.auth.push(uri),
                     ServiceName::EnvDetector => settings.endpoints.env_detector.push(uri),
                     ServiceName::Orchestrator => settings.endpoints.orchestrator.push(uri),
                 }
@@ -68,10 +68,15 @@ impl SandboxBuilder {
                 });
             }
         }
-        Ok(Sandbox {
+        let mut sandbox = Sandbox {
             nodes,
             _data_dir: self.data_dir,
-        })
+            token: None,
+        };
+        if sandbox.addr(ServiceName::Auth).is_some() {
+            sandbox.token = Some(sandbox.register_and_login("sandbox-user").await?);
+        }
+        Ok(sandbox)
     }
 }
 
@@ -113,7 +118,12 @@ pub struct Sandbox {
     nodes: Vec<SandboxNode>,
     /// Every node's data (auth database, keys) lives here and goes with the sandbox.
     _data_dir: tempfile::TempDir,
+    /// The access token of a Free user registered at start, when auth is hosted.
+    token: Option<String>,
 }
+
+/// The password of users the sandbox registers.
+pub const SANDBOX_PASSWORD: &str = "lantern-meadow-copper-72";
 
 impl Sandbox {
     pub fn builder() -> SandboxBuilder {
@@ -165,6 +175,39 @@ impl Sandbox {
     /// A generated client of the first orchestrator.
     pub fn orchestrator(&self) -> OrchestratorServiceClient<Channel> {
         OrchestratorServiceClient::new(self.channel(ServiceName::Orchestrator))
+    }
+
+    /// Registers a Free user and returns their access token.
+    pub async fn register_and_login(&self, username: &str) -> anyhow::Result<String> {
+        use reporunner_proto::auth::v1::{
+            LoginRequest, RegisterRequest, auth_service_client::AuthServiceClient,
+        };
+        let mut auth = AuthServiceClient::new(self.channel(ServiceName::Auth));
+        auth.register(RegisterRequest {
+            username: username.into(),
+            password: SANDBOX_PASSWORD.into(),
+        })
+        .await?;
+        let login = auth
+            .login(LoginRequest {
+                username: username.into(),
+                password: SANDBOX_PASSWORD.into(),
+            })
+            .await?;
+        let tokens = login
+            .into_inner()
+            .tokens
+            .ok_or_else(|| anyhow::anyhow!("login returned no tokens"))?;
+        Ok(tokens.access_token)
+    }
+
+    /// `message` as a request carrying the sandbox user's bearer token.
+    pub fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(Ok(value)) = self.token.as_ref().map(|token| format!("Bearer {token}").parse()) {
+            request.metadata_mut().insert("authorization", value);
+        }
+        request
     }
 
     /// Stops every node.

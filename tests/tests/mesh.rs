@@ -26,7 +26,7 @@ where
     loop {
         let outcome = mesh
             .orchestrator()
-            .get_environment(env_request())
+            .get_environment(mesh.request(env_request()))
             .await
             .map(|_| ());
         if check(&outcome) || started.elapsed() > within {
@@ -39,6 +39,7 @@ where
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orchestrator_fails_over_between_env_detector_replicas() {
     let mut mesh = Sandbox::builder()
+        .with(ServiceName::Auth)
         .replicas(ServiceName::EnvDetector, 2)
         .with(ServiceName::Orchestrator)
         .start()
@@ -49,7 +50,7 @@ async fn orchestrator_fails_over_between_env_detector_replicas() {
     for _ in 0..4 {
         let env = mesh
             .orchestrator()
-            .get_environment(env_request())
+            .get_environment(mesh.request(env_request()))
             .await
             .unwrap()
             .into_inner();
@@ -61,7 +62,7 @@ async fn orchestrator_fails_over_between_env_detector_replicas() {
     mesh.nodes(ServiceName::EnvDetector)[0].set_serving(false).await;
     for _ in 0..6 {
         mesh.orchestrator()
-            .get_environment(env_request())
+            .get_environment(mesh.request(env_request()))
             .await
             .expect("replica 1 still serves");
     }
@@ -73,7 +74,7 @@ async fn orchestrator_fails_over_between_env_detector_replicas() {
     let started = Instant::now();
     let status = mesh
         .orchestrator()
-        .get_environment(env_request())
+        .get_environment(mesh.request(env_request()))
         .await
         .unwrap_err();
     let elapsed = started.elapsed();
@@ -128,7 +129,7 @@ async fn every_hosted_service_reports_serving_and_recommendations_come_through()
     }
     let response = mesh
         .orchestrator()
-        .get_recommendations(GetRecommendationsRequest::default())
+        .get_recommendations(mesh.request(GetRecommendationsRequest::default()))
         .await
         .unwrap()
         .into_inner();
@@ -143,10 +144,10 @@ async fn every_hosted_service_reports_serving_and_recommendations_come_through()
     // Bad input is named, with the right code.
     let status = mesh
         .orchestrator()
-        .get_environment(GetEnvironmentRequest {
+        .get_environment(mesh.request(GetEnvironmentRequest {
             platform_override: 99,
             ..Default::default()
-        })
+        }))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
@@ -162,6 +163,7 @@ async fn an_orchestrator_without_any_live_env_detector_says_unavailable() {
     drop(listener);
     let mesh = Sandbox::builder()
         .settings(|s| s.endpoints.env_detector = vec![dead.clone()])
+        .with(ServiceName::Auth)
         .with(ServiceName::Orchestrator)
         .start()
         .await
@@ -169,7 +171,7 @@ async fn an_orchestrator_without_any_live_env_detector_says_unavailable() {
     let started = Instant::now();
     let status = mesh
         .orchestrator()
-        .get_environment(env_request())
+        .get_environment(mesh.request(env_request()))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
@@ -202,6 +204,7 @@ async fn an_endpoint_that_accepts_but_never_answers_leaves_the_pool() {
     let live_uri = format!("http://{}", detector.addr(ServiceName::EnvDetector).unwrap());
     let mesh = Sandbox::builder()
         .settings(|s| s.endpoints.env_detector = vec![silent_uri.clone(), live_uri.clone()])
+        .with(ServiceName::Auth)
         .with(ServiceName::Orchestrator)
         .start()
         .await
@@ -209,7 +212,7 @@ async fn an_endpoint_that_accepts_but_never_answers_leaves_the_pool() {
     for _ in 0..6 {
         let started = Instant::now();
         mesh.orchestrator()
-            .get_environment(env_request())
+            .get_environment(mesh.request(env_request()))
             .await
             .expect("the live replica answers");
         assert!(
@@ -227,4 +230,47 @@ async fn an_endpoint_that_accepts_but_never_answers_leaves_the_pool() {
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     mesh.stop().await.unwrap();
     hold.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_orchestrator_refuses_calls_without_a_valid_token_and_narrows_modes_by_tier() {
+    let mesh = Sandbox::builder()
+        .with(ServiceName::Auth)
+        .with(ServiceName::EnvDetector)
+        .with(ServiceName::Orchestrator)
+        .start()
+        .await
+        .unwrap();
+    let status = mesh
+        .orchestrator()
+        .get_environment(env_request())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    let mut forged = tonic::Request::new(env_request());
+    forged.metadata_mut().insert(
+        "authorization",
+        "Bearer eyJhbGciOiJub25lIn0.e30.".parse().unwrap(),
+    );
+    assert_eq!(
+        mesh.orchestrator()
+            .get_environment(forged)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::Unauthenticated
+    );
+
+    // The sandbox user is Free: text search only, whatever the host affords.
+    let response = mesh
+        .orchestrator()
+        .get_recommendations(mesh.request(GetRecommendationsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        response.allowed_index_modes,
+        vec![reporunner_proto::common::v1::IndexMode::Text as i32]
+    );
+    mesh.stop().await.unwrap();
 }

@@ -80,6 +80,21 @@ struct EnvArgs {
     /// Ask a running server's orchestrator (e.g. http://127.0.0.1:50051) instead of detecting in-process.
     #[arg(long, env = "REPORUNNER_SERVER")]
     server: Option<String>,
+    /// The access token for --server (from AuthService/Login).
+    #[arg(long, env = "REPORUNNER_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+/// `message` with `authorization: Bearer <token>` when a token is given.
+fn with_token<T>(message: T, token: Option<&str>) -> anyhow::Result<tonic::Request<T>> {
+    let mut request = tonic::Request::new(message);
+    if let Some(token) = token {
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| anyhow::anyhow!("the token is not valid metadata"))?;
+        request.metadata_mut().insert("authorization", value);
+    }
+    Ok(request)
 }
 
 fn main() -> std::process::ExitCode {
@@ -166,19 +181,25 @@ async fn env(config: Option<PathBuf>, args: EnvArgs) -> anyhow::Result<()> {
                 .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
             let mut client = OrchestratorServiceClient::new(channel);
             let environment = client
-                .get_environment(GetEnvironmentRequest {
-                    platform_override: platform as i32,
-                    skip_registries: args.skip_registries,
-                    refresh: false,
-                })
+                .get_environment(with_token(
+                    GetEnvironmentRequest {
+                        platform_override: platform as i32,
+                        skip_registries: args.skip_registries,
+                        refresh: false,
+                    },
+                    args.token.as_deref(),
+                )?)
                 .await
                 .map_err(|s| anyhow::anyhow!("GetEnvironment: {}", s.message()))?
                 .into_inner()
                 .environment;
             let recommendations = client
-                .get_recommendations(GetRecommendationsRequest {
-                    platform_override: platform as i32,
-                })
+                .get_recommendations(with_token(
+                    GetRecommendationsRequest {
+                        platform_override: platform as i32,
+                    },
+                    args.token.as_deref(),
+                )?)
                 .await
                 .map_err(|s| anyhow::anyhow!("GetRecommendations: {}", s.message()))?
                 .into_inner()

@@ -8,11 +8,16 @@ use reporunner_auth::{
     Auth, AuthStore,
     grpc::{AdminGrpc, AuthGrpc},
 };
+use reporunner_authn::{AuthLayer, Authorizer};
 use reporunner_env_detector::{Detector, grpc::EnvDetectorGrpc};
 use reporunner_orchestrator::{Agents, OrchestratorImpl, grpc::OrchestratorGrpc};
-use reporunner_proto::agents::env_detector::v1::env_detector_service_server;
+use reporunner_proto::{
+    agents::env_detector::v1::env_detector_service_server,
+    auth::v1::{UsageKind, auth_service_server},
+};
 use reporunner_server::{CancellationToken, GrpcServer, Health, ServeError};
 use tokio::{net::TcpListener, task::JoinHandle};
+use tower::Layer as _;
 
 use crate::Settings;
 
@@ -56,6 +61,13 @@ impl FromStr for ServiceName {
         })
     }
 }
+
+/// Orchestrator RPCs that start work, and so spend the caller's hourly quota.
+const METERED: [&str; 3] = [
+    "/reporunner.orchestrator.v1.OrchestratorService/CreateRun",
+    "/reporunner.orchestrator.v1.OrchestratorService/IndexWorkspace",
+    "/reporunner.orchestrator.v1.OrchestratorService/Search",
+];
 
 /// A running node.
 #[derive(Debug)]
@@ -155,9 +167,19 @@ pub async fn start_node(
                     )?,
                     &settings.client,
                 )?;
+                let auth = reporunner_client::connect(
+                    auth_service_server::SERVICE_NAME,
+                    &endpoints_of(ServiceName::Auth, &settings.endpoints.auth, "auth")?,
+                    &settings.client,
+                )?;
+                let layer = METERED
+                    .iter()
+                    .fold(AuthLayer::new(Authorizer::new(auth)), |layer, path| {
+                        layer.metered(path, UsageKind::MeteredRequest)
+                    });
                 let orchestrator =
                     OrchestratorImpl::new(settings.orchestrator.clone(), Agents { env_detector });
-                server.add_service(OrchestratorGrpc::new(Arc::new(orchestrator)).into_server())
+                server.add_service(layer.layer(OrchestratorGrpc::new(Arc::new(orchestrator)).into_server()))
             }
         };
     }

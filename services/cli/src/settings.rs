@@ -112,6 +112,8 @@ pub fn default_data_dir() -> PathBuf {
 #[serde(default, deny_unknown_fields)]
 pub struct Endpoints {
     #[serde(deserialize_with = "list_or_csv")]
+    pub auth: Vec<String>,
+    #[serde(deserialize_with = "list_or_csv")]
     pub env_detector: Vec<String>,
     #[serde(deserialize_with = "list_or_csv")]
     pub orchestrator: Vec<String>,
