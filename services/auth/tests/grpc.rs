@@ -4,6 +4,8 @@
 //! clients.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::{sync::Arc, time::Duration};
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
@@ -22,7 +24,6 @@ use reporunner_proto::{
     common::v1::Tier,
 };
 use reporunner_server::{CancellationToken, GrpcServer};
-use sea_orm::{ConnectionTrait, Database};
 use tonic::{Code, Request, transport::Channel};
 
 const ADMIN: &str = "admin";
@@ -30,87 +31,7 @@ const ADMIN_PASSWORD: &str = "correct horse battery staple 93";
 const PASSWORD: &str = "violet-umbrella-orbit-42";
 const KEY: &str = "0123456789abcdef0123456789abcdef-grpc-test";
 
-struct TestDb {
-    url: String,
-    _sqlite_dir: Option<tempfile::TempDir>,
-    pg_drop: Option<PgDrop>,
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        if let Some(pg) = self.pg_drop.take() {
-            pg.drop_database();
-        }
-    }
-}
-
-fn sqlite() -> TestDb {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("auth.db").display());
-    TestDb {
-        url,
-        _sqlite_dir: Some(dir),
-        pg_drop: None,
-    }
-}
-
-fn pg_base() -> String {
-    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
-    let (scheme, rest) = url.split_once("://").expect("DATABASE_URL needs a scheme");
-    let host = rest.split(['/', '?']).next().unwrap_or(rest);
-    format!("{scheme}://{host}")
-}
-
-struct PgDrop {
-    admin_url: String,
-    name: String,
-}
-
-impl PgDrop {
-    fn drop_database(self) {
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(db) = Database::connect(&self.admin_url).await {
-                    let _ = db
-                        .execute_unprepared(&format!(
-                            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-                            self.name
-                        ))
-                        .await;
-                    let _ = db.close().await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
-async fn postgres() -> Option<TestDb> {
-    if std::env::var("REPORUNNER_SKIP_PG").is_ok_and(|v| v == "1") {
-        eprintln!("REPORUNNER_SKIP_PG=1: skipping the PostgreSQL test");
-        return None;
-    }
-    let base = pg_base();
-    let admin_url = format!("{base}/test");
-    let name = format!("auth_test_{}", uuid::Uuid::new_v4().simple());
-    let admin = Database::connect(&admin_url)
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL at {admin_url} is needed (or REPORUNNER_SKIP_PG=1): {e}"));
-    admin
-        .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
-        .await
-        .unwrap();
-    admin.close().await.unwrap();
-    Some(TestDb {
-        url: format!("{base}/{name}"),
-        _sqlite_dir: None,
-        pg_drop: Some(PgDrop { admin_url, name }),
-    })
-}
+use common::{TestDb, postgres, sqlite};
 
 /// Both services on loopback, with the admin created.
 struct Harness {

@@ -6,6 +6,8 @@
 //! the limit succeeds, every refusal is RESOURCE_EXHAUSTED with retry-after.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::sync::Arc;
 
 use reporunner_auth::{
@@ -17,74 +19,11 @@ use reporunner_proto::auth::v1::{
     ConsumeQuotaRequest, LoginRequest, RegisterRequest, UsageKind, auth_service_client::AuthServiceClient,
 };
 use reporunner_server::{CancellationToken, GrpcServer};
-use sea_orm::{ConnectionTrait, Database};
 use tonic::{Code, Request, transport::Channel};
 
 const KEY: &str = "0123456789abcdef0123456789abcdef-replica-test";
 const PASSWORD: &str = "violet-umbrella-orbit-42";
 const FREE_LIMIT: usize = 10;
-
-fn pg_base() -> String {
-    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
-    let (scheme, rest) = url.split_once("://").expect("DATABASE_URL needs a scheme");
-    let host = rest.split(['/', '?']).next().unwrap_or(rest);
-    format!("{scheme}://{host}")
-}
-
-/// A fresh PostgreSQL database, dropped (with FORCE) when this goes away.
-struct PgDb {
-    url: String,
-    admin_url: String,
-    name: String,
-}
-
-impl PgDb {
-    async fn create() -> Option<Self> {
-        if std::env::var("REPORUNNER_SKIP_PG").is_ok_and(|v| v == "1") {
-            eprintln!("REPORUNNER_SKIP_PG=1: skipping the PostgreSQL test");
-            return None;
-        }
-        let base = pg_base();
-        let admin_url = format!("{base}/test");
-        let name = format!("auth_test_{}", uuid::Uuid::new_v4().simple());
-        let admin = Database::connect(&admin_url)
-            .await
-            .unwrap_or_else(|e| panic!("PostgreSQL at {admin_url} is needed (or REPORUNNER_SKIP_PG=1): {e}"));
-        admin
-            .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
-            .await
-            .unwrap();
-        admin.close().await.unwrap();
-        Some(Self {
-            url: format!("{base}/{name}"),
-            admin_url,
-            name,
-        })
-    }
-}
-
-impl Drop for PgDb {
-    fn drop(&mut self) {
-        let admin_url = self.admin_url.clone();
-        let name = self.name.clone();
-        // Drop runs outside async; use a private runtime on its own thread.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(db) = Database::connect(&admin_url).await {
-                    let _ = db
-                        .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                        .await;
-                    let _ = db.close().await;
-                }
-            });
-        })
-        .join();
-    }
-}
 
 /// One replica: its own pool, its own `Auth`, its own server and client.
 struct Replica {
@@ -127,7 +66,7 @@ impl Replica {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_times_the_limit_through_two_replicas_lets_exactly_the_limit_through() {
-    let Some(db) = PgDb::create().await else {
+    let Some(db) = common::postgres().await else {
         return;
     };
     // The first replica migrates the fresh database; the second finds it done.

@@ -4,19 +4,19 @@
 //! the PostgreSQL half where no server runs.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::time::Duration;
 
 use reporunner_auth::{AuthError, AuthStore, NewUser, store::AuditEntry, token};
 use reporunner_proto::{auth::v1::UsageKind, common::v1::Tier};
-use sea_orm::{ConnectionTrait, Database};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
 struct TestDb {
     url: String,
     store: AuthStore,
-    _sqlite_dir: Option<tempfile::TempDir>,
-    pg_drop: Option<PgDrop>,
+    _db: common::TestDb,
 }
 
 impl TestDb {
@@ -27,97 +27,23 @@ impl TestDb {
     }
 }
 
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        if let Some(pg) = self.pg_drop.take() {
-            pg.drop_database();
-        }
+async fn open(db: common::TestDb) -> TestDb {
+    let store = AuthStore::connect(&db.url)
+        .await
+        .unwrap_or_else(|e| panic!("migrating {}: {e:?}", db.url));
+    TestDb {
+        url: db.url.clone(),
+        store,
+        _db: db,
     }
 }
 
 async fn sqlite() -> TestDb {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("auth.db").display());
-    let store = AuthStore::connect(&url).await.unwrap();
-    TestDb {
-        url,
-        store,
-        _sqlite_dir: Some(dir),
-        pg_drop: None,
-    }
-}
-
-fn pg_base() -> String {
-    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
-    // Keep scheme, credentials and host; drop any database name and options.
-    let (scheme, rest) = url.split_once("://").expect("DATABASE_URL needs a scheme");
-    let host = rest.split(['/', '?']).next().unwrap_or(rest);
-    format!("{scheme}://{host}")
-}
-
-struct PgDrop {
-    admin_url: String,
-    name: String,
-}
-
-impl PgDrop {
-    fn drop_database(self) {
-        // Drop runs outside async; use a private runtime on its own thread.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(db) = Database::connect(&self.admin_url).await {
-                    let _ = db
-                        .execute_unprepared(&format!(
-                            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-                            self.name
-                        ))
-                        .await;
-                    let _ = db.close().await;
-                }
-            });
-        })
-        .join();
-    }
+    open(common::sqlite()).await
 }
 
 async fn postgres() -> Option<TestDb> {
-    if std::env::var("REPORUNNER_SKIP_PG").is_ok_and(|v| v == "1") {
-        eprintln!("REPORUNNER_SKIP_PG=1: skipping the PostgreSQL test");
-        return None;
-    }
-    let base = pg_base();
-    let admin_url = format!("{base}/test");
-    let name = format!("auth_test_{}", uuid::Uuid::new_v4().simple());
-    let admin = Database::connect(&admin_url)
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL at {admin_url} is needed (or REPORUNNER_SKIP_PG=1): {e}"));
-    admin
-        .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
-        .await
-        .unwrap();
-    admin.close().await.unwrap();
-    let pg_drop = PgDrop {
-        admin_url,
-        name: name.clone(),
-    };
-    let url = format!("{base}/{name}");
-    let store = match AuthStore::connect(&url).await {
-        Ok(store) => store,
-        Err(e) => {
-            pg_drop.drop_database();
-            panic!("migrating {url}: {e:?}");
-        }
-    };
-    Some(TestDb {
-        url,
-        store,
-        _sqlite_dir: None,
-        pg_drop: Some(pg_drop),
-    })
+    Some(open(common::postgres().await?).await)
 }
 
 /// Runs `$body(&TestDb)` once on SQLite and once on PostgreSQL.
