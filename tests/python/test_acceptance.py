@@ -46,6 +46,8 @@ def free_port():
 def server(tmp_path_factory):
     grpc_port, metrics_port = free_port(), free_port()
     data_dir = tmp_path_factory.mktemp("data")
+    # A file, not a pipe: a pipe nobody reads fills up and stalls the server.
+    log_file = open(tmp_path_factory.mktemp("log") / "serve.log", "w+")
     env = dict(os.environ)
     # Hermetic: no registry probes from the env-detector.
     env["REPORUNNER_ENV_DETECTOR__REGISTRIES"] = "[]"
@@ -60,7 +62,7 @@ def server(tmp_path_factory):
         ],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log_file,
         text=True,
     )
     deadline = time.time() + 30
@@ -70,7 +72,8 @@ def server(tmp_path_factory):
             break
         except OSError:
             if proc.poll() is not None:
-                pytest.fail(f"reporunner serve exited: {proc.stderr.read()}")
+                log_file.seek(0)
+                pytest.fail(f"reporunner serve exited: {log_file.read()}")
             time.sleep(0.1)
     else:
         proc.kill()
@@ -87,7 +90,9 @@ def server(tmp_path_factory):
     except subprocess.TimeoutExpired:
         proc.kill()
         pytest.fail("reporunner serve did not stop within 15 s of SIGTERM")
-    log = proc.stderr.read()
+    log_file.seek(0)
+    log = log_file.read()
+    log_file.close()
     assert proc.returncode == 0, log
     assert ADMIN_PASSWORD not in log, "the admin password must never be logged"
     assert (data_dir / "auth.db").exists() or any(data_dir.iterdir()), "auth state lives in the data dir"
@@ -214,3 +219,114 @@ def test_a_python_client_generated_from_proto_calls_the_orchestrator(server, stu
             client.GetEnvironment(pb.GetEnvironmentRequest(platform_override=99), metadata=bearer, timeout=30)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert env_pb.PLATFORM_AWS == 5
+
+
+def cli(*args, creds, server_addr=None, stdin=None, check=True):
+    """Runs the reporunner CLI with its own stored-login file."""
+    env = dict(os.environ)
+    env["REPORUNNER_CREDENTIALS"] = str(creds)
+    env.pop("REPORUNNER_SERVER", None)
+    if server_addr:
+        env["REPORUNNER_SERVER"] = server_addr
+    out = subprocess.run([str(BINARY), *args], input=stdin, capture_output=True, text=True, timeout=60,
+                         env=env, stdin=None if stdin is not None else subprocess.DEVNULL)
+    if check:
+        assert out.returncode == 0, f"{args}: {out.stderr}"
+    return out
+
+
+def test_cli_accounts_register_login_refresh_and_logout(server, tmp_path):
+    creds = tmp_path / "cfg" / "credentials.json"
+    addr = server["grpc"]
+    password = "saffron-kettle-58-dune"
+    weak = cli("register", "cliweak", "--password-stdin", creds=creds, server_addr=addr, stdin="password\n",
+               check=False)
+    assert weak.returncode != 0 and "InvalidArgument" in weak.stderr, weak.stderr
+    out = cli("register", "clia", "--password-stdin", creds=creds, server_addr=addr, stdin=password + "\n")
+    assert "registered clia (free)" in out.stdout
+    assert oct(creds.stat().st_mode & 0o777) == "0o600"
+    assert oct(creds.parent.stat().st_mode & 0o777) == "0o700"
+    stored = json.loads(creds.read_text())
+    assert password not in creds.read_text() and stored["username"] == "clia"
+
+    # The stored login names its server, so later commands need no --server.
+    assert "clia (free)" in cli("whoami", creds=creds).stdout
+    limits = json.loads(cli("limits", "-o", "json", creds=creds).stdout)
+    assert limits["meteredRequestsPerHour"] == 10 and limits["tier"] == "TIER_FREE"
+    assert "of 10" in cli("usage", creds=creds).stdout
+    tiers = json.loads(cli("limits", "--all", "-o", "json", creds=tmp_path / "none.json", server_addr=addr).stdout)
+    assert [p["meteredRequestsPerHour"] for p in tiers["policies"]] == [10, 100, 50, 200, 1000]
+
+    # An expired access token is refreshed with the (rotated) refresh token.
+    stored["access_expires_at"] = 1
+    creds.write_text(json.dumps(stored))
+    creds.chmod(0o600)
+    assert "clia" in cli("whoami", creds=creds).stdout
+    refreshed = json.loads(creds.read_text())
+    assert refreshed["refresh_token"] != stored["refresh_token"]
+    assert refreshed["access_expires_at"] > 1
+
+    wrong = cli("login", "clia", "--password-stdin", creds=creds, stdin="not-the-password\n", check=False)
+    assert wrong.returncode != 0 and "Unauthenticated" in wrong.stderr, wrong.stderr
+    assert "logged in to" in cli("login", "clia", "--password-stdin", creds=creds, stdin=password + "\n").stdout
+
+    # `env --server` calls the orchestrator with the stored login.
+    env_reply = json.loads(cli("env", "--server", addr, "--skip-registries", "-o", "json", creds=creds).stdout)
+    assert env_reply["environment"]["host"]["cpus"] >= 1
+
+    denied = cli("admin", "users", "list", creds=creds, check=False)
+    assert denied.returncode != 0 and "PermissionDenied" in denied.stderr, denied.stderr
+    nosy = cli("usage", "--user", "admin", creds=creds, check=False)
+    assert nosy.returncode != 0, nosy.stdout
+
+    assert "logged out" in cli("logout", creds=creds).stdout
+    assert not creds.exists()
+    gone = cli("whoami", creds=creds, server_addr=addr, check=False)
+    assert gone.returncode != 0 and "reporunner login" in gone.stderr, gone.stderr
+
+
+def test_cli_admin_manages_users_and_reads_the_audit_log(server, tmp_path):
+    root, bob = tmp_path / "root.json", tmp_path / "bob.json"
+    addr = server["grpc"]
+    cli("login", "admin", "--password-stdin", creds=root, server_addr=addr, stdin=ADMIN_PASSWORD + "\n")
+    bob_password = "juniper-anchor-72-mesa"
+    out = cli("admin", "users", "create", "clibob", "--tier", "tester", "--password-stdin", creds=root,
+              stdin=bob_password + "\n")
+    assert "created: clibob" in out.stdout and "tester" in out.stdout
+    users = json.loads(cli("admin", "users", "list", "-o", "json", creds=root).stdout)["users"]
+    assert any(u["username"] == "clibob" and u["tier"] == "TIER_TESTER" for u in users)
+    assert "premium" in cli("admin", "users", "upgrade", "clibob", "--tier", "premium", creds=root).stdout
+    assert "free" in cli("admin", "users", "downgrade", "clibob", "--tier", "free", creds=root).stdout
+
+    cli("login", "clibob", "--password-stdin", creds=bob, server_addr=addr, stdin=bob_password + "\n")
+    assert "clibob (free)" in cli("whoami", creds=bob).stdout
+    assert "of 10" in cli("usage", "--user", "clibob", creds=root).stdout
+
+    assert "blocked" in cli("admin", "users", "block", "clibob", "--reason", "test", creds=root).stdout
+    blocked = cli("whoami", creds=bob, check=False)
+    assert blocked.returncode != 0, "a blocked user's live token must stop working"
+    cli("admin", "users", "unblock", "clibob", creds=root)
+    cli("login", "clibob", "--password-stdin", creds=bob, stdin=bob_password + "\n")
+    assert "clibob" in cli("whoami", creds=bob).stdout
+
+    refused = cli("admin", "users", "block", "admin", creds=root, check=False)
+    assert refused.returncode != 0, "the admin cannot be blocked"
+    assert "deleted clibob" in cli("admin", "users", "delete", "clibob", creds=root).stdout
+    assert cli("whoami", creds=bob, check=False).returncode != 0
+    audit = cli("admin", "audit", creds=root).stdout
+    assert "block" in audit and "tier" in audit, audit
+
+
+def test_admin_init_creates_the_single_admin_without_echoing_the_password(tmp_path):
+    data_dir, creds = tmp_path / "data", tmp_path / "creds.json"
+    password = "marigold-vessel-31-fjord"
+    weak = cli("admin", "init", "--data-dir", str(data_dir), "--password-stdin", creds=creds,
+               stdin="12345678\n", check=False)
+    assert weak.returncode != 0, weak.stdout
+    out = cli("admin", "init", "--username", "root", "--data-dir", str(data_dir), "--password-stdin",
+              creds=creds, stdin=password + "\n")
+    assert "created the admin `root`" in out.stdout
+    assert password not in out.stdout + out.stderr
+    again = cli("admin", "init", "--username", "other", "--data-dir", str(data_dir), "--password-stdin",
+                creds=creds, stdin=password + "\n", check=False)
+    assert again.returncode != 0 and "already exists" in again.stderr, again.stderr

@@ -16,16 +16,18 @@
 use std::{
     collections::HashMap,
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, Mutex},
     task::{Context, Poll},
+    time::{Duration, Instant},
 };
 
 use reporunner_client::ServiceChannel;
 use reporunner_proto::{
     auth::v1::{
-        AuthorizeRequest, ConsumeQuotaRequest, TierPolicy, UsageKind, auth_service_client::AuthServiceClient,
+        AuthorizeRequest, ConsumeQuotaRequest, ListTierPoliciesRequest, TierPolicy, UsageKind,
+        auth_service_client::AuthServiceClient,
     },
-    common::v1::Principal,
+    common::v1::{Principal, Tier},
 };
 use tonic::{Status, metadata::MetadataValue, server::NamedService};
 use tower::{Layer, Service};
@@ -48,17 +50,67 @@ pub fn authorized<T>(request: &tonic::Request<T>) -> Result<&Authorized, Status>
         .ok_or_else(|| Status::unauthenticated("no authenticated caller"))
 }
 
-/// Asks the auth service who a token belongs to, and spends quota.
+/// How long the tier table is trusted before it is read again.
+const TIER_TABLE_TTL: Duration = Duration::from_secs(60);
+
+type TierTable = Arc<Vec<TierPolicy>>;
+
+/// Asks the auth service who a token belongs to, spends quota, and checks
+/// tier-restricted features.
 #[derive(Clone, Debug)]
 pub struct Authorizer {
     client: AuthServiceClient<ServiceChannel>,
+    tiers: Arc<Mutex<Option<(Instant, TierTable)>>>,
 }
 
 impl Authorizer {
     pub fn new(auth: ServiceChannel) -> Self {
         Self {
             client: AuthServiceClient::new(auth),
+            tiers: Arc::default(),
         }
+    }
+
+    /// Every tier's policy, lowest first, cached for a minute.
+    pub async fn tier_policies(&self) -> Result<TierTable, Status> {
+        if let Ok(cache) = self.tiers.lock()
+            && let Some((at, table)) = cache.as_ref()
+            && at.elapsed() < TIER_TABLE_TTL
+        {
+            return Ok(table.clone());
+        }
+        let policies = self
+            .client
+            .clone()
+            .list_tier_policies(ListTierPoliciesRequest {})
+            .await?
+            .into_inner()
+            .policies;
+        let table = Arc::new(policies);
+        if let Ok(mut cache) = self.tiers.lock() {
+            *cache = Some((Instant::now(), table.clone()));
+        }
+        Ok(table)
+    }
+
+    /// Refuses a tier-restricted feature with PERMISSION_DENIED naming the
+    /// lowest tier whose policy `allows` it (or saying no tier does).
+    /// `feature` is what the user asked for, e.g. "vector search".
+    pub async fn require(
+        &self,
+        authorized: &Authorized,
+        feature: &str,
+        allows: impl Fn(&TierPolicy) -> bool,
+    ) -> Result<(), Status> {
+        if allows(&authorized.policy) {
+            return Ok(());
+        }
+        let table = self.tier_policies().await?;
+        Err(Status::permission_denied(denial(
+            feature,
+            tier_of(&authorized.policy),
+            table.iter().find(|p| allows(p)).map(tier_of),
+        )))
     }
 
     /// The principal and tier policy behind `access_token`.
@@ -95,6 +147,33 @@ impl Authorizer {
             .map_err(|_| Status::unauthenticated("the access token is not valid metadata"))?;
         request.metadata_mut().insert("authorization", bearer);
         self.client.clone().consume_quota(request).await.map(|_| ())
+    }
+}
+
+fn tier_of(policy: &TierPolicy) -> Tier {
+    Tier::try_from(policy.tier).unwrap_or(Tier::Unspecified)
+}
+
+fn tier_label(tier: Tier) -> &'static str {
+    match tier {
+        Tier::Unspecified => "no",
+        Tier::Free => "Free",
+        Tier::Tester => "Tester",
+        Tier::Advanced => "Advanced",
+        Tier::Premium => "Premium",
+        Tier::Admin => "Admin",
+    }
+}
+
+/// The PERMISSION_DENIED message for a feature the caller's tier lacks.
+fn denial(feature: &str, current: Tier, required: Option<Tier>) -> String {
+    match required {
+        Some(required) => format!(
+            "{feature} needs the {} tier or higher; you are on the {} tier",
+            tier_label(required),
+            tier_label(current)
+        ),
+        None => format!("{feature} is not available on any tier"),
     }
 }
 

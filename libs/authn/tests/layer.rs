@@ -11,7 +11,7 @@ use reporunner_proto::{
         env_detector_service_server::{EnvDetectorService, EnvDetectorServiceServer},
     },
     auth::v1::{UsageKind, auth_service_server},
-    common::v1::{Environment, HostInfo, Principal},
+    common::v1::{Environment, HostInfo, IndexMode, Principal, Tier},
 };
 use reporunner_server::{CancellationToken, GrpcServer};
 use tonic::{Code, Request, Response, Status, transport::Channel};
@@ -59,6 +59,7 @@ mod tonic_health_probe {
 
 struct Harness {
     auth: Arc<Auth>,
+    authorizer: Authorizer,
     channel: Channel,
     shutdown: CancellationToken,
     _dir: tempfile::TempDir,
@@ -93,7 +94,8 @@ async fn start() -> Harness {
         &Default::default(),
     )
     .expect("connect");
-    let layer = AuthLayer::new(Authorizer::new(channel)).metered(DETECT, UsageKind::MeteredRequest);
+    let authorizer = Authorizer::new(channel);
+    let layer = AuthLayer::new(authorizer.clone()).metered(DETECT, UsageKind::MeteredRequest);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let uri = format!("http://{}", listener.local_addr().expect("addr"));
     tokio::spawn(
@@ -107,6 +109,7 @@ async fn start() -> Harness {
         .connect_lazy();
     Harness {
         auth,
+        authorizer,
         channel,
         shutdown,
         _dir: dir,
@@ -197,5 +200,53 @@ async fn missing_bad_and_blocked_tokens_are_refused_but_health_is_exempt() {
         Code::PermissionDenied,
         "a blocked user's live token stops working at once: {status:?}"
     );
+    harness.shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_feature_beyond_the_callers_tier_is_refused_naming_the_tier_it_needs() {
+    let harness = start().await;
+    let (user_id, token) = user_token(&harness, "carol").await;
+    let vector =
+        |p: &reporunner_proto::auth::v1::TierPolicy| p.index_modes.contains(&(IndexMode::Vector as i32));
+
+    let carol = harness.authorizer.authorize(&token).await.expect("carol");
+    let status = harness
+        .authorizer
+        .require(&carol, "vector search", vector)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert_eq!(
+        status.message(),
+        "vector search needs the Advanced tier or higher; you are on the Free tier"
+    );
+    let status = harness
+        .authorizer
+        .require(&carol, "teleportation", |_| false)
+        .await
+        .unwrap_err();
+    assert!(
+        status.message().contains("not available on any tier"),
+        "{status:?}"
+    );
+
+    let (_, admin_tokens) = harness.auth.login(ADMIN, ADMIN_PASSWORD).await.expect("admin");
+    let (admin, _) = harness
+        .auth
+        .authorize(&admin_tokens.access.token)
+        .await
+        .expect("admin principal");
+    harness
+        .auth
+        .set_tier(&admin, &user_id, Tier::Advanced)
+        .await
+        .expect("upgrade");
+    let carol = harness.authorizer.authorize(&token).await.expect("carol again");
+    harness
+        .authorizer
+        .require(&carol, "vector search", vector)
+        .await
+        .expect("an Advanced user may search by vector");
     harness.shutdown.cancel();
 }

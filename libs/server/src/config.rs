@@ -15,6 +15,10 @@ use serde::{Serialize, de::DeserializeOwned};
 /// The prefix of every configuration environment variable.
 pub const ENV_PREFIX: &str = "REPORUNNER_";
 
+/// `REPORUNNER_*` variables that belong to the command line (which file,
+/// which server, which login), not to service settings; the loader skips them.
+pub const CLI_ENV_KEYS: &[&str] = &["CONFIG", "SERVER", "TOKEN", "CREDENTIALS"];
+
 /// Why configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -32,7 +36,11 @@ where
     T: DeserializeOwned + Serialize + Default,
     F: Serialize,
 {
-    load_with_env(file, flags, Env::prefixed(ENV_PREFIX).split("__"))
+    load_with_env(
+        file,
+        flags,
+        Env::prefixed(ENV_PREFIX).ignore(CLI_ENV_KEYS).split("__"),
+    )
 }
 
 fn load_with_env<T, F>(file: Option<&Path>, flags: &F, env: Env) -> Result<T, ConfigError>
@@ -63,7 +71,7 @@ mod tests {
     use serde::Deserialize;
 
     #[derive(Debug, Serialize, Deserialize, PartialEq)]
-    #[serde(default)]
+    #[serde(default, deny_unknown_fields)]
     struct Settings {
         listen: String,
         data_dir: String,
@@ -124,6 +132,18 @@ mod tests {
             assert_eq!(settings.data_dir, "/from-env", "env beats the file");
             assert_eq!(settings.nested.timeout_ms, 7, "nested env keys split on __");
             assert_eq!(settings.nested.name, "file", "the file beats defaults");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn command_line_variables_are_not_settings() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("REPORUNNER_SERVER", "http://127.0.0.1:1");
+            jail.set_env("REPORUNNER_CREDENTIALS", "/tmp/c.json");
+            jail.set_env("REPORUNNER_DATA_DIR", "/from-env");
+            let settings: Settings = load(None, &Flags::default()).unwrap();
+            assert_eq!(settings.data_dir, "/from-env");
             Ok(())
         });
     }

@@ -20,7 +20,7 @@ pub struct LogConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
-            level: "info".to_owned(),
+            level: "info,sqlx=warn".to_owned(),
             json: false,
         }
     }

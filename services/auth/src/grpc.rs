@@ -9,10 +9,10 @@ use reporunner_proto::{
         AuditEvent, AuthorizeRequest, AuthorizeResponse, BlockUserRequest, BlockUserResponse,
         ConsumeQuotaRequest, ConsumeQuotaResponse, CreateUserRequest, CreateUserResponse, DeleteUserRequest,
         DeleteUserResponse, GetUsageRequest, GetUsageResponse, ListAuditEventsRequest,
-        ListAuditEventsResponse, ListUsersRequest, ListUsersResponse, LoginRequest, LoginResponse,
-        LogoutRequest, LogoutResponse, RefreshRequest, RefreshResponse, RegisterRequest, RegisterResponse,
-        SetTierRequest, SetTierResponse, TokenPair, UnblockUserRequest, UnblockUserResponse, UsageCounter,
-        User, WhoAmIRequest, WhoAmIResponse,
+        ListAuditEventsResponse, ListTierPoliciesRequest, ListTierPoliciesResponse, ListUsersRequest,
+        ListUsersResponse, LoginRequest, LoginResponse, LogoutRequest, LogoutResponse, RefreshRequest,
+        RefreshResponse, RegisterRequest, RegisterResponse, SetTierRequest, SetTierResponse, TokenPair,
+        UnblockUserRequest, UnblockUserResponse, UsageCounter, User, WhoAmIRequest, WhoAmIResponse,
         admin_service_server::{AdminService, AdminServiceServer},
         auth_service_server::{AuthService, AuthServiceServer},
     },
@@ -174,6 +174,18 @@ impl AuthService for AuthGrpc {
             user: Some(user_to_proto(&user)),
             policy: Some(policy.to_proto()),
         }))
+    }
+
+    async fn list_tier_policies(
+        &self,
+        _request: Request<ListTierPoliciesRequest>,
+    ) -> Result<Response<ListTierPoliciesResponse>, Status> {
+        let policies = crate::tier::ALL_TIERS
+            .into_iter()
+            .map(|tier| self.auth.policy(tier).map(TierPolicyConfig::to_proto))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(status)?;
+        Ok(Response::new(ListTierPoliciesResponse { policies }))
     }
 
     async fn authorize(

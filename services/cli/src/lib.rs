@@ -3,8 +3,11 @@
 //! (`tests/`) starts nodes through the same code as `reporunner serve`.
 #![forbid(unsafe_code)]
 
+pub mod account;
+pub mod credentials;
 pub mod node;
 pub mod output;
+pub mod session;
 pub mod settings;
 
 pub use node::{Node, ServiceName, start_node};

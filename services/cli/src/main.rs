@@ -2,11 +2,15 @@
 //! and talk to them from the command line.
 #![forbid(unsafe_code)]
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
-use reporunner::{ServiceName, Settings, output, start_node};
+use reporunner::{
+    ServiceName, Settings,
+    account::{self, ClientArgs, PasswordArgs, UsersCommand},
+    output, start_node,
+};
 use reporunner_env_detector::{DetectOptions, Detector, EnvDetector as _, platform::parse_platform_name};
 use reporunner_proto::{
     agents::env_detector::v1::DetectResponse,
@@ -38,6 +42,88 @@ enum Command {
     Serve(ServeArgs),
     /// Detect this host's platform, hardware, toolchains and registries.
     Env(EnvArgs),
+    /// Create an account on a server and log in.
+    Register {
+        username: String,
+        #[command(flatten)]
+        password: PasswordArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Log in and store the tokens (mode 0600) in your config directory.
+    Login {
+        username: String,
+        #[command(flatten)]
+        password: PasswordArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Revoke the stored login and forget it.
+    Logout {
+        /// Revoke every login of this account, on every machine.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Who the stored login is.
+    Whoami {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Metered requests, runs, agent calls and searches: yours, or (admin) anyone's.
+    Usage {
+        /// A username or id (admin only).
+        #[arg(long)]
+        user: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// What your tier allows; with --all, what every tier allows.
+    Limits {
+        /// Every tier's limits (needs no login).
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Administration: the single admin, users and the audit log.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AdminCommand {
+    /// Create the single admin in this host's data directory (no server needed).
+    /// The password is prompted for (or read with --password-stdin) and never printed.
+    Init {
+        #[arg(long, default_value = "admin")]
+        username: String,
+        /// Where all state lives [env: REPORUNNER_DATA_DIR]
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        password: PasswordArgs,
+    },
+    /// Manage users (admin only).
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Admin actions and security events, newest first (admin only).
+    Audit {
+        /// Only events about this username or id.
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 #[derive(clap::Args, Debug, Serialize)]
@@ -119,7 +205,70 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(cli.config, args).await,
         Command::Env(args) => env(cli.config, args).await,
+        Command::Register {
+            username,
+            password,
+            client,
+        } => account::register(&client, &username, &password).await,
+        Command::Login {
+            username,
+            password,
+            client,
+        } => account::login(&client, &username, &password).await,
+        Command::Logout { all, client } => account::logout(&client, all).await,
+        Command::Whoami { client } => account::whoami(&client).await,
+        Command::Usage { user, client } => account::usage(&client, user.as_deref()).await,
+        Command::Limits { all, client } => account::limits(&client, all).await,
+        Command::Admin { command } => match command {
+            AdminCommand::Init {
+                username,
+                data_dir,
+                password,
+            } => admin_init(cli.config, username, data_dir, password).await,
+            AdminCommand::Users { command, client } => account::admin_users(&client, command).await,
+            AdminCommand::Audit { user, limit, client } => {
+                account::admin_audit(&client, user.as_deref(), limit).await
+            }
+        },
     }
+}
+
+/// `reporunner admin init`: creates the admin in the configured auth store.
+async fn admin_init(
+    config: Option<PathBuf>,
+    username: String,
+    data_dir: Option<PathBuf>,
+    password: PasswordArgs,
+) -> anyhow::Result<()> {
+    #[derive(Serialize)]
+    struct Flags {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        data_dir: Option<PathBuf>,
+    }
+    let settings: Settings = reporunner_server::config::load(config.as_deref(), &Flags { data_dir })?;
+    let auth = reporunner::node::open_auth(&settings).await?;
+    if let Some(admin) = auth
+        .store()
+        .find_admin()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot read the auth database: {e}"))?
+    {
+        anyhow::bail!(
+            "the admin already exists (`{}`); there is exactly one admin",
+            admin.username
+        );
+    }
+    let password = account::read_password(&password, "Admin password: ", true)?;
+    let admin = auth
+        .ensure_admin(&username, &password)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot create the admin `{username}`: {e}"))?;
+    println!(
+        "created the admin `{}` in {}",
+        admin.username,
+        settings.data_dir.display()
+    );
+    Ok(())
 }
 
 async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
@@ -170,16 +319,16 @@ async fn env(config: Option<PathBuf>, args: EnvArgs) -> anyhow::Result<()> {
     };
     let response = match &args.server {
         Some(server) => {
-            let channel = reporunner_client::connect(
-                reporunner_proto::orchestrator::v1::orchestrator_service_server::SERVICE_NAME,
-                std::slice::from_ref(server),
-                &Default::default(),
-            )?;
-            channel
-                .ready_within(Duration::from_secs(5))
-                .await
-                .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+            let mut session = reporunner::session::Session::open(Some(server.clone()))?;
+            let token = match &args.token {
+                Some(token) => token.clone(),
+                None => session.access_token().await?,
+            };
+            let channel = session
+                .channel(reporunner_proto::orchestrator::v1::orchestrator_service_server::SERVICE_NAME)
+                .await?;
             let mut client = OrchestratorServiceClient::new(channel);
+            let token = Some(token);
             let environment = client
                 .get_environment(with_token(
                     GetEnvironmentRequest {
@@ -187,7 +336,7 @@ async fn env(config: Option<PathBuf>, args: EnvArgs) -> anyhow::Result<()> {
                         skip_registries: args.skip_registries,
                         refresh: false,
                     },
-                    args.token.as_deref(),
+                    token.as_deref(),
                 )?)
                 .await
                 .map_err(|s| anyhow::anyhow!("GetEnvironment: {}", s.message()))?
@@ -198,7 +347,7 @@ async fn env(config: Option<PathBuf>, args: EnvArgs) -> anyhow::Result<()> {
                     GetRecommendationsRequest {
                         platform_override: platform as i32,
                     },
-                    args.token.as_deref(),
+                    token.as_deref(),
                 )?)
                 .await
                 .map_err(|s| anyhow::anyhow!("GetRecommendations: {}", s.message()))?

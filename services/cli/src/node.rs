@@ -199,6 +199,20 @@ pub async fn start_node(
 /// `auth.database_url` names PostgreSQL), loads the signing key, and creates
 /// the configured admin on first start.
 async fn start_auth(settings: &Settings) -> anyhow::Result<Arc<Auth>> {
+    let auth = open_auth(settings).await?;
+    if let Some((username, password)) = settings.admin.credentials()? {
+        let admin = auth
+            .ensure_admin(&username, &password)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot create the admin `{username}`: {e}"))?;
+        tracing::info!(admin = %admin.username, "admin account ready");
+    }
+    Ok(auth)
+}
+
+/// Opens the auth service over the configured store, running migrations;
+/// `reporunner admin init` uses it without serving.
+pub async fn open_auth(settings: &Settings) -> anyhow::Result<Arc<Auth>> {
     settings
         .auth
         .validate()
@@ -218,12 +232,5 @@ async fn start_auth(settings: &Settings) -> anyhow::Result<Arc<Auth>> {
             .await
             .map_err(|e| anyhow::anyhow!("cannot start the auth service: {e}"))?,
     );
-    if let Some((username, password)) = settings.admin.credentials()? {
-        let admin = auth
-            .ensure_admin(&username, &password)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot create the admin `{username}`: {e}"))?;
-        tracing::info!(admin = %admin.username, "admin account ready");
-    }
     Ok(auth)
 }
