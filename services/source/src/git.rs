@@ -113,6 +113,9 @@ impl Git {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
+            // Its own process group, so that helpers git starts
+            // (remote-https, index-pack, upload-pack) die with it.
+            .process_group(0)
             .kill_on_drop(true);
         if std::env::var_os("GIT_SSH_COMMAND").is_none() {
             cmd.env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes");
@@ -132,6 +135,7 @@ impl Git {
             program: program.clone(),
             source,
         })?;
+        let pid = child.id();
         let stderr = child.stderr.take();
         let out = child.stdout.take();
         let work = async move {
@@ -155,9 +159,18 @@ impl Git {
             (err, out, status)
         };
         let left = self.deadline.saturating_duration_since(Instant::now());
-        let (err, out, status) = tokio::time::timeout(left, work)
-            .await
-            .map_err(|_| SourceError::Timeout(self.timeout_secs))?;
+        let mut work = std::pin::pin!(work);
+        let (err, out, status) = tokio::select! {
+            done = &mut work => done,
+            () = tokio::time::sleep(left) => {
+                // Git is not reaped yet (its wait is pending in `work`), so
+                // its group id is still ours. Dropping `work` then kills git.
+                if let Some(pid) = pid {
+                    kill_group(pid).await;
+                }
+                return Err(SourceError::Timeout(self.timeout_secs));
+            }
+        };
         let status = status.map_err(|source| SourceError::Spawn { program, source })?;
         if status.success() {
             Ok(Ok(String::from_utf8_lossy(&out).trim().to_owned()))
@@ -225,6 +238,20 @@ impl Git {
             )));
         }
         Ok(commit)
+    }
+}
+
+/// Kills process group `pgid` without `unsafe`, by running `kill`.
+async fn kill_group(pgid: u32) {
+    let result = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{pgid}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await;
+    if let Err(err) = result {
+        tracing::warn!(pgid, error = %err, "cannot kill a timed-out git process group");
     }
 }
 

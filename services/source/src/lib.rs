@@ -12,6 +12,7 @@ mod extract;
 pub mod git;
 pub mod grpc;
 pub mod local;
+pub mod metrics;
 mod source;
 mod tree;
 pub mod workspace;

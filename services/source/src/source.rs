@@ -17,7 +17,7 @@ use crate::{
     config::{Limits, SourceConfig},
     digest::{TreeSummary, scan},
     error::{Result, SourceError},
-    extract, git, local,
+    extract, git, local, metrics,
     tree::{GIT_DIR, TreeWriter},
     workspace::{STAGING_DIR, Staging, created_at, validate_owner_id},
 };
@@ -54,6 +54,7 @@ impl Source {
                 }
             })
             .collect();
+        remove_stale_staging(&staging_root, config.max_limits.timeout_seconds);
         let permits = Arc::new(Semaphore::new(config.max_concurrent_fetches));
         Ok(Self {
             config,
@@ -145,6 +146,41 @@ impl Source {
     }
 }
 
+/// Removes staging leftovers of crashed processes: anything older than the
+/// longest possible fetch (plus a margin), so replicas sharing the root never
+/// lose work in progress. Best effort.
+fn remove_stale_staging(staging_root: &Path, max_timeout_secs: u32) {
+    let Ok(entries) = fs::read_dir(staging_root) else {
+        return;
+    };
+    let max_age = std::time::Duration::from_secs(u64::from(max_timeout_secs) + 600);
+    for entry in entries.flatten().take(100_000) {
+        let path = entry.path();
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let age = meta
+            .modified()
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .unwrap_or_default();
+        if age < max_age {
+            continue;
+        }
+        let removed = if meta.is_dir() {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        };
+        match removed {
+            Ok(()) => tracing::info!(path = %path.display(), "removed a stale staging entry"),
+            Err(err) => {
+                tracing::warn!(path = %path.display(), error = %err, "cannot remove a stale staging entry")
+            }
+        }
+    }
+}
+
 /// Moves a scanned tree into place and describes it.
 fn finish(
     staging: Staging,
@@ -185,6 +221,27 @@ fn finish(
 
 impl SourceAgent for Source {
     async fn fetch(&self, request: FetchSpec) -> Result<Fetched> {
+        let kind = match request.source {
+            SourceSpec::Git { .. } => "git",
+            SourceSpec::Local { .. } => "local",
+        };
+        let result = self.do_fetch(request).await;
+        metrics::record(kind, &result);
+        result
+    }
+
+    async fn upload<S>(&self, header: UploadSpec, chunks: S) -> Result<Fetched>
+    where
+        S: Stream<Item = Result<Vec<u8>>> + Send,
+    {
+        let result = self.do_upload(header, chunks).await;
+        metrics::record("upload", &result);
+        result
+    }
+}
+
+impl Source {
+    async fn do_fetch(&self, request: FetchSpec) -> Result<Fetched> {
         validate_owner_id(&request.owner_id)?;
         let limits = self.config.effective_limits(request.limits.as_ref());
         let deadline = Instant::now() + limits.timeout;
@@ -198,7 +255,7 @@ impl SourceAgent for Source {
         }
     }
 
-    async fn upload<S>(&self, header: UploadSpec, chunks: S) -> Result<Fetched>
+    async fn do_upload<S>(&self, header: UploadSpec, chunks: S) -> Result<Fetched>
     where
         S: Stream<Item = Result<Vec<u8>>> + Send,
     {

@@ -431,4 +431,33 @@ mod tests {
         assert!(!symlink_target_is_inside(3, ""));
         assert!(!symlink_target_is_inside(3, "C:/x"));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn accepted_names_stay_below_the_root(name in "[a-zA-Z./\\\\:-]{0,24}") {
+            if let Ok(Some(parts)) = parse_entry_path(&name) {
+                for part in &parts {
+                    proptest::prop_assert!(!part.is_empty() && part != "." && part != "..");
+                    proptest::prop_assert!(!part.contains('/') && !part.contains('\\'));
+                }
+                proptest::prop_assert!(!is_drive_prefix(&parts[0]));
+            }
+        }
+
+        #[test]
+        fn accepted_symlinks_resolve_inside(depth in 0usize..4, target in "[a./]{0,16}") {
+            if symlink_target_is_inside(depth, &target) {
+                // Resolve lexically from a directory `depth` levels down.
+                let mut level = depth as i64;
+                for part in target.split('/') {
+                    match part {
+                        "" | "." => {}
+                        ".." => level -= 1,
+                        _ => level += 1,
+                    }
+                    proptest::prop_assert!(level >= 0, "{target} from depth {depth}");
+                }
+            }
+        }
+    }
 }
