@@ -151,6 +151,8 @@ fn extract_tar<R: Read>(reader: R, writer: &mut TreeWriter, max_files: u64) -> R
             Err(reason) => return Err(writer.refuse(&name, reason)),
         };
         match kind {
+            // Old tars mark directories only by a trailing slash.
+            EntryType::Regular if name.ends_with('/') => writer.dir(&name, &rel)?,
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
                 let executable = entry.header().mode().map(|m| m & 0o111 != 0).unwrap_or(false);
                 writer.file(&name, &rel, &mut entry, executable)?;

@@ -61,7 +61,7 @@ impl<S: SourceAgent> SourceService for SourceGrpc<S> {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(agent = "source", rpc = "upload_archive"))]
+    #[tracing::instrument(skip_all, fields(agent = "source", rpc = "upload_archive", user_id = tracing::field::Empty))]
     async fn upload_archive(
         &self,
         request: Request<Streaming<UploadArchiveRequest>>,

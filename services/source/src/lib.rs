@@ -4,6 +4,7 @@
 //! The domain lives behind [`SourceAgent`] (implemented by [`Source`]);
 //! [`grpc`] is a thin adapter. Workspaces live at
 //! `<root>/<owner_id>/<hex digest>` and are built in `<root>/.staging` first.
+#![forbid(unsafe_code)]
 
 pub mod config;
 pub mod digest;

@@ -22,8 +22,8 @@ pub const SKIPPED_DIRS: &[&str] = &[GIT_DIR, "node_modules", "target", ".venv", 
 
 /// Resolves and checks the path a client asked to copy.
 ///
-/// `allowed` and `workspace_root` must be canonical.
-pub(crate) fn resolve(path: &Path, allowed: &[PathBuf], workspace_root: &Path) -> Result<PathBuf> {
+/// `allowed` (`None`: any path) and `workspace_root` must be canonical.
+pub(crate) fn resolve(path: &Path, allowed: Option<&[PathBuf]>, workspace_root: &Path) -> Result<PathBuf> {
     if path.as_os_str().is_empty() {
         return Err(SourceError::invalid("local path is empty"));
     }
@@ -63,7 +63,9 @@ pub(crate) fn resolve(path: &Path, allowed: &[PathBuf], workspace_root: &Path) -
             reason: "it lies inside the workspace root".into(),
         });
     }
-    if !allowed.is_empty() && !allowed.iter().any(|root| canonical.starts_with(root)) {
+    if let Some(allowed) = allowed
+        && !allowed.iter().any(|root| canonical.starts_with(root))
+    {
         return Err(SourceError::PathNotAllowed {
             path: path.to_path_buf(),
             reason: "it is outside every allowed local root".into(),

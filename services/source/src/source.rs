@@ -30,8 +30,9 @@ pub struct Source {
     /// `config.root`, canonical.
     root: PathBuf,
     staging_root: PathBuf,
-    /// `config.allowed_local_roots`, canonical (missing ones left out).
-    allowed: Vec<PathBuf>,
+    /// `config.allowed_local_roots`, canonical (missing ones left out);
+    /// `None` when the configuration allows any path.
+    allowed: Option<Vec<PathBuf>>,
     permits: Arc<Semaphore>,
 }
 
@@ -43,7 +44,7 @@ impl Source {
         let root = fs::canonicalize(&config.root).map_err(|e| SourceError::io("resolve", &config.root, e))?;
         let staging_root = root.join(STAGING_DIR);
         fs::create_dir_all(&staging_root).map_err(|e| SourceError::io("create", &staging_root, e))?;
-        let allowed = config
+        let allowed: Vec<PathBuf> = config
             .allowed_local_roots
             .iter()
             .filter_map(|p| match fs::canonicalize(p) {
@@ -54,6 +55,8 @@ impl Source {
                 }
             })
             .collect();
+        // Roots that do not resolve allow nothing; they never widen access.
+        let allowed = (!config.allowed_local_roots.is_empty()).then_some(allowed);
         remove_stale_staging(&staging_root, config.max_limits.timeout_seconds);
         let permits = Arc::new(Semaphore::new(config.max_concurrent_fetches));
         Ok(Self {
@@ -134,7 +137,7 @@ impl Source {
         let allowed = self.allowed.clone();
         let staging_root = self.staging_root.clone();
         tokio::task::spawn_blocking(move || {
-            let source = local::resolve(&path, &allowed, &root)?;
+            let source = local::resolve(&path, allowed.as_deref(), &root)?;
             let staging = Staging::create(&staging_root)?;
             let mut writer = TreeWriter::new(staging.path().to_path_buf(), "file", limits, deadline, None);
             local::copy_tree(&source, &root, &mut writer)?;

@@ -302,6 +302,10 @@ async fn a_good_archive_is_extracted_and_reused() {
             ..RawEntry::file("proj/run.sh", b"#!/bin/sh\necho hi\n")
         },
         RawEntry::file("proj/.git/config", b"[core]"),
+        RawEntry {
+            kind: EntryType::Regular,
+            ..RawEntry::dir("proj/old-style-dir/")
+        },
         RawEntry::link("proj/latest", EntryType::Symlink, "run.sh"),
     ]));
     let first = env
@@ -325,6 +329,7 @@ async fn a_good_archive_is_extracted_and_reused() {
         std::path::Path::new("run.sh")
     );
     assert!(!path.join("proj/.git").exists());
+    assert!(path.join("proj/old-style-dir").is_dir());
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(path.join("proj/run.sh"))
         .unwrap()
@@ -372,4 +377,18 @@ async fn unknown_formats_and_bad_owners_are_refused() {
     .unwrap_err();
     assert_eq!(err.to_status().code(), Code::InvalidArgument);
     assert!(err.to_string().contains("owner_id"), "{err}");
+}
+
+#[tokio::test]
+async fn uploads_with_too_many_messages_are_refused() {
+    let env = Env::with(|c| c.max_upload_messages = 3);
+    // 30 KB of tar in 7000-byte chunks: 5 chunks plus the header.
+    let archive = tar(&[RawEntry::file("a.bin", &[1u8; 20_000])]);
+    let err = env
+        .upload("chatty.tar", ArchiveFormat::Tar, archive, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_status().code(), Code::InvalidArgument);
+    assert!(err.to_string().contains("more than 3 messages"), "{err}");
+    env.assert_nothing_escaped(&[]);
 }

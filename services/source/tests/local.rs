@@ -134,6 +134,15 @@ async fn missing_disallowed_and_inside_root_paths_are_refused() {
     fs::write(inside.join("a.txt"), "a").unwrap();
     env.source.fetch(spec("alice", &inside)).await.unwrap();
 
+    // A configured root that does not exist allows nothing (not everything).
+    let env_missing = Env::with(|c| c.allowed_local_roots = vec!["/no/such/root".into()]);
+    let err = env_missing
+        .source
+        .fetch(spec("alice", &inside))
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_status().code(), Code::PermissionDenied, "{err}");
+
     let err = env.source.fetch(spec("a/b", &inside)).await.unwrap_err();
     assert_eq!(err.to_status().code(), Code::InvalidArgument, "{err}");
     env.assert_nothing_escaped(&["alice"]);
