@@ -1,0 +1,246 @@
+//! Env vars: templates (.env.example, .env.sample, ...), getenv calls in
+//! code (os.environ/os.getenv, process.env.X, std::env::var, os.Getenv,
+//! System.getenv), and the backing services env names and dependency
+//! names imply.
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+use reporunner_proto::common::v1::EnvVar;
+
+use super::{line_of, source_files, weight};
+use crate::{
+    draft::{Draft, backing_from_dep, backing_from_env, ev, is_secret_name},
+    index::{RepoIndex, join},
+};
+
+const TEMPLATES: &[&str] = &[
+    ".env.example",
+    ".env.sample",
+    ".env.template",
+    ".env.dist",
+    "env.example",
+    ".env.local.example",
+    ".env.development.example",
+    "example.env",
+    "sample.env",
+    ".env.defaults",
+];
+
+static PY_GET: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    Regex::new(r#"(?:os\.environ\.get|os\.getenv|environ\.get|env\.str|env\.int|env\.bool|config)\(\s*['"]([A-Z][A-Z0-9_]*)['"]\s*(?:,\s*(?:default\s*=\s*)?(?:['"]([^'"]*)['"]|(\d+)|(True|False)))?"#).ok()
+});
+static PY_INDEX: LazyLock<Option<Regex>> =
+    LazyLock::new(|| Regex::new(r#"os\.environ\[\s*['"]([A-Z][A-Z0-9_]*)['"]\s*\]"#).ok());
+static JS_ENV: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    Regex::new(r#"process\.env(?:\.([A-Z][A-Z0-9_]*)|\[\s*['"]([A-Z][A-Z0-9_]*)['"]\s*\])(?:\s*(?:\|\||\?\?)\s*(?:['"`]([^'"`]*)['"`]|(\d+)))?"#).ok()
+});
+static RS_ENV: LazyLock<Option<Regex>> =
+    LazyLock::new(|| Regex::new(r#"env::var(?:_os)?\(\s*"([A-Z][A-Z0-9_]*)"\s*\)"#).ok());
+static GO_ENV: LazyLock<Option<Regex>> =
+    LazyLock::new(|| Regex::new(r#"os\.(?:Getenv|LookupEnv)\(\s*"([A-Z][A-Z0-9_]*)"\s*\)"#).ok());
+static JAVA_ENV: LazyLock<Option<Regex>> =
+    LazyLock::new(|| Regex::new(r#"System\.getenv\(\s*"([A-Z][A-Z0-9_]*)"\s*\)"#).ok());
+
+/// Placeholder values in templates mean "supply your own".
+fn is_placeholder(v: &str) -> bool {
+    let l = v.to_ascii_lowercase();
+    l.is_empty()
+        || l.starts_with('<') && l.ends_with('>')
+        || l.contains("your")
+        || l.contains("changeme")
+        || l.contains("change_me")
+        || l.contains("replace")
+        || l.contains("xxxx")
+        || l == "..."
+        || l == "todo"
+        || l.starts_with("sk-...")
+}
+
+/// Ignored names: set by the runner or the shell, not by the user.
+fn ignored(name: &str) -> bool {
+    matches!(
+        name,
+        "PATH" | "HOME" | "USER" | "PWD" | "SHELL" | "TERM" | "CI" | "LANG" | "TZ" | "HOSTNAME"
+    )
+}
+
+pub fn apply(idx: &RepoIndex, d: &mut Draft) {
+    let dir = d.dir().to_owned();
+    // Templates in the component's directory; the root's apply to a root
+    // component, or to every component when none sits at the root.
+    let mut dirs = vec![dir.clone()];
+    if !dir.is_empty() {
+        dirs.push(String::new());
+    }
+    for (n, base) in dirs.iter().enumerate() {
+        for t in TEMPLATES {
+            let file = join(base, t);
+            let Some(text) = idx.read(&file) else { continue };
+            for (i, raw) in text.lines().enumerate().take(2000) {
+                let line = raw.trim().trim_start_matches("export ").trim();
+                if line.starts_with('#') || line.is_empty() {
+                    continue;
+                }
+                let Some((k, v)) = line.split_once('=') else {
+                    continue;
+                };
+                let k = k.trim();
+                if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    continue;
+                }
+                let v = v.split(" #").next().unwrap_or(v).trim().trim_matches(['"', '\'']);
+                let placeholder = is_placeholder(v);
+                if let Some(kind) = backing_from_env(k, v) {
+                    d.add_backing(
+                        kind,
+                        "",
+                        ev(
+                            "backing_service",
+                            &file,
+                            i as u32 + 1,
+                            format!("{k}={v}"),
+                            weight::MANIFEST * 0.9,
+                        ),
+                    );
+                }
+                d.add_env(EnvVar {
+                    name: k.to_owned(),
+                    default_value: if placeholder { String::new() } else { v.to_owned() },
+                    required: placeholder && k != "PORT",
+                    secret: is_secret_name(k),
+                    source: format!("{file}:{}", i + 1),
+                });
+            }
+            d.note(ev("env", &file, 0, "env template", weight::MANIFEST));
+            break;
+        }
+        if n == 0 && d.c.env.iter().any(|e| e.source.starts_with(&join(&dir, ".env"))) && !dir.is_empty() {
+            break;
+        }
+    }
+
+    // Code reads.
+    let exts: &[&str] = match d.c.language.as_str() {
+        "python" => &[".py"],
+        "javascript" | "typescript" => &[".js", ".ts", ".mjs", ".cjs", ".jsx", ".tsx"],
+        "rust" => &[".rs"],
+        "go" => &[".go"],
+        "java" | "kotlin" => &[".java", ".kt"],
+        _ => &[],
+    };
+    if !exts.is_empty() && !idx.expired() {
+        let preferred = [
+            "settings.py",
+            "config.py",
+            "main.py",
+            "app.py",
+            "config.ts",
+            "config.js",
+            "index.ts",
+            "index.js",
+            "server.js",
+            "main.rs",
+            "main.go",
+            "config.go",
+        ];
+        for f in source_files(idx, &dir, exts, &preferred, 40)
+            .into_iter()
+            .filter(|f| !f.ends_with("build.rs"))
+        {
+            let Some(text) = idx.read_source(&f) else { continue };
+            scan_code(d, &f, &text);
+        }
+    }
+
+    // Dependency names.
+    let deps: Vec<String> = d.deps.iter().cloned().collect();
+    for dep in deps {
+        if let Some(kind) = backing_from_dep(&dep) {
+            // "redis" as a dependency name is ambiguous only in name, never in meaning.
+            d.add_backing(
+                kind,
+                "",
+                ev(
+                    "backing_service",
+                    d.dir(),
+                    0,
+                    format!("dependency {dep}"),
+                    weight::MANIFEST * 0.8,
+                ),
+            );
+        }
+    }
+}
+
+fn scan_code(d: &mut Draft, file: &str, text: &str) {
+    // name, default, has_default, line, required (a read that fails without it)
+    let mut found: Vec<(String, String, bool, u32, bool)> = Vec::new();
+    let mut push = |name: &str, default: Option<&str>, pos: usize, required: bool| {
+        found.push((
+            name.to_owned(),
+            default.unwrap_or_default().to_owned(),
+            default.is_some(),
+            line_of(text, pos),
+            required,
+        ));
+    };
+    if let Some(re) = PY_GET.as_ref() {
+        for c in re.captures_iter(text).take(200) {
+            if let Some(n) = c.get(1) {
+                let def = c
+                    .get(2)
+                    .or_else(|| c.get(3))
+                    .or_else(|| c.get(4))
+                    .map(|m| m.as_str());
+                push(n.as_str(), def, n.start(), false);
+            }
+        }
+    }
+    for (re, required) in [
+        (PY_INDEX.as_ref(), true),
+        (RS_ENV.as_ref(), false),
+        (GO_ENV.as_ref(), false),
+        (JAVA_ENV.as_ref(), false),
+    ] {
+        let Some(re) = re else { continue };
+        for c in re.captures_iter(text).take(200) {
+            if let Some(n) = c.get(1) {
+                push(n.as_str(), None, n.start(), required);
+            }
+        }
+    }
+    if let Some(re) = JS_ENV.as_ref() {
+        for c in re.captures_iter(text).take(200) {
+            if let Some(n) = c.get(1).or_else(|| c.get(2)) {
+                let def = c.get(3).or_else(|| c.get(4)).map(|m| m.as_str());
+                push(n.as_str(), def, n.start(), false);
+            }
+        }
+    }
+    for (name, default, has_default, line, required) in found {
+        if ignored(&name) || name.starts_with("CARGO_") || name == "OUT_DIR" {
+            continue;
+        }
+        if let Some(kind) = backing_from_env(&name, &default) {
+            d.add_backing(
+                kind,
+                "",
+                ev(
+                    "backing_service",
+                    file,
+                    line,
+                    format!("reads {name}"),
+                    weight::FRAMEWORK_GUESS,
+                ),
+            );
+        }
+        d.add_env(EnvVar {
+            name: name.clone(),
+            required: required && !has_default && name != "PORT",
+            secret: is_secret_name(&name),
+            default_value: default,
+            source: format!("{file}:{line}"),
+        });
+    }
+}

@@ -1,0 +1,1166 @@
+//! Python: requirements files, PEP 621, Poetry, uv, Pipenv, setup.py/cfg and
+//! conda manifests; interpreter versions; Flask, FastAPI/Starlette, Django,
+//! Streamlit and Gradio entry points; console scripts; pytest/unittest/tox.
+
+use std::{str::FromStr, sync::LazyLock};
+
+use regex::Regex;
+use reporunner_proto::common::v1::ComponentKind;
+
+use super::{default_name, find_line, line_of, rel_to, source_files, weight};
+use crate::{
+    draft::{Draft, cmd, ev},
+    index::{RepoIndex, join},
+};
+
+static FASTAPI_APP: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    Regex::new(r"(?m)^([A-Za-z_]\w*)\s*(?::\s*[\w.\[\]]+\s*)?=\s*(?:fastapi\.|starlette\.applications\.)?(FastAPI|Starlette)\(").ok()
+});
+static FLASK_APP: LazyLock<Option<Regex>> =
+    LazyLock::new(|| Regex::new(r"(?m)^([A-Za-z_]\w*)\s*=\s*(?:flask\.)?(Flask|APIFlask|Quart)\(").ok());
+static FACTORY: LazyLock<Option<Regex>> =
+    LazyLock::new(|| Regex::new(r"(?m)^(?:async\s+)?def\s+(create_app|make_app)\s*\(").ok());
+static MAIN_GUARD: LazyLock<Option<Regex>> =
+    LazyLock::new(|| Regex::new(r#"(?m)^if\s+__name__\s*==\s*['"]__main__['"]"#).ok());
+static RUN_PORT: LazyLock<Option<Regex>> =
+    LazyLock::new(|| Regex::new(r"(?:uvicorn\.run|\.run)\([^)]*port\s*=\s*(\d{2,5})").ok());
+static SETTINGS_MODULE: LazyLock<Option<Regex>> =
+    LazyLock::new(|| Regex::new(r#"DJANGO_SETTINGS_MODULE['"]\s*,\s*['"]([\w.]+)['"]"#).ok());
+static STREAMLIT: LazyLock<Option<Regex>> =
+    LazyLock::new(|| Regex::new(r"(?m)^\s*(?:import streamlit|from streamlit)").ok());
+static GRADIO: LazyLock<Option<Regex>> =
+    LazyLock::new(|| Regex::new(r"(?m)^\s*(?:import gradio|from gradio)").ok());
+static NAME_RE: LazyLock<Option<Regex>> =
+    LazyLock::new(|| Regex::new(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)").ok());
+static SETUP_PY_REQ: LazyLock<Option<Regex>> =
+    LazyLock::new(|| Regex::new(r#"python_requires\s*=\s*['"]([^'"]+)['"]"#).ok());
+static QUOTED: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new(r#"['"]([^'"]+)['"]"#).ok());
+static CLASSIFIER: LazyLock<Option<Regex>> =
+    LazyLock::new(|| Regex::new(r"Programming Language :: Python :: (3\.\d+)").ok());
+
+/// Normalised distribution name (PEP 503).
+pub fn normalize(name: &str) -> String {
+    name.trim().to_ascii_lowercase().replace(['_', '.'], "-")
+}
+
+/// The distribution name of a requirement line, if it is one.
+pub fn requirement_name(line: &str) -> Option<String> {
+    let line = line.split(" #").next().unwrap_or(line).trim();
+    if line.is_empty()
+        || line.starts_with('#')
+        || line.starts_with('-')
+        || line.contains("://") && !line.contains('@')
+    {
+        return None;
+    }
+    if let Ok(req) = pep508_rs::Requirement::<pep508_rs::VerbatimUrl>::from_str(line) {
+        return Some(normalize(req.name.as_ref()));
+    }
+    let re = NAME_RE.as_ref()?;
+    re.captures(line)
+        .and_then(|c| c.get(1))
+        .map(|m| normalize(m.as_str()))
+}
+
+/// A version constraint with its origin.
+#[derive(Clone, Debug)]
+struct VersionPin {
+    file: String,
+    line: u32,
+    constraint: String,
+    /// A concrete version (from .python-version, runtime.txt) to check
+    /// against ranges.
+    exact: Option<String>,
+    weight: f64,
+}
+
+pub fn detect(idx: &RepoIndex, dir: &str) -> Vec<Draft> {
+    let mut d = Draft::new(&default_name(idx, dir), dir, "python");
+    let p = |name: &str| join(dir, name);
+    let mut pins: Vec<VersionPin> = Vec::new();
+    let mut scripts: Vec<(String, String)> = Vec::new();
+    let mut installable = false;
+    let mut pytest_configured = false;
+
+    // pyproject.toml
+    let pyproject_path = p("pyproject.toml");
+    let mut is_poetry = false;
+    let mut poetry_deps: Vec<(String, String)> = Vec::new();
+    let mut poetry_package_mode = true;
+    if let Some(text) = idx.read(&pyproject_path) {
+        match toml::from_str::<toml::Table>(&text) {
+            Ok(doc) => {
+                if let Some(project) = doc.get("project").and_then(|v| v.as_table()) {
+                    installable = true;
+                    if let Some(name) = project.get("name").and_then(|v| v.as_str()) {
+                        d.c.name = name.to_owned();
+                    }
+                    for dep in str_array(project.get("dependencies")) {
+                        if let Some(n) = requirement_name(&dep) {
+                            d.deps.insert(n);
+                        }
+                    }
+                    if let Some(opt) = project.get("optional-dependencies").and_then(|v| v.as_table()) {
+                        for (_, list) in opt {
+                            for dep in str_array(Some(list)) {
+                                if let Some(n) = requirement_name(&dep) {
+                                    d.deps.insert(n);
+                                }
+                            }
+                        }
+                    }
+                    if let Some(rp) = project.get("requires-python").and_then(|v| v.as_str()) {
+                        pins.push(VersionPin {
+                            file: pyproject_path.clone(),
+                            line: find_line(&text, "requires-python"),
+                            constraint: rp.trim().to_owned(),
+                            exact: None,
+                            weight: weight::MANIFEST * 0.9,
+                        });
+                    }
+                    classifier_pin(&text, &pyproject_path, &mut pins);
+                    if let Some(s) = project.get("scripts").and_then(|v| v.as_table()) {
+                        for (k, v) in s {
+                            scripts.push((k.clone(), v.as_str().unwrap_or_default().to_owned()));
+                        }
+                    }
+                }
+                if let Some(groups) = doc.get("dependency-groups").and_then(|v| v.as_table()) {
+                    for (_, list) in groups {
+                        for dep in str_array(Some(list)) {
+                            if let Some(n) = requirement_name(&dep) {
+                                d.deps.insert(n);
+                            }
+                        }
+                    }
+                }
+                let tool = doc.get("tool").and_then(|v| v.as_table());
+                if let Some(poetry) = tool.and_then(|t| t.get("poetry")).and_then(|v| v.as_table()) {
+                    is_poetry = true;
+                    if let Some(name) = poetry.get("name").and_then(|v| v.as_str()) {
+                        d.c.name = name.to_owned();
+                    }
+                    poetry_package_mode = poetry
+                        .get("package-mode")
+                        .and_then(|v| v.as_bool())
+                        .unwrap_or(true);
+                    let mut tables = vec![poetry.get("dependencies"), poetry.get("dev-dependencies")];
+                    if let Some(groups) = poetry.get("group").and_then(|v| v.as_table()) {
+                        for (_, g) in groups {
+                            tables.push(g.get("dependencies"));
+                        }
+                    }
+                    for (i, t) in tables.into_iter().enumerate() {
+                        let Some(t) = t.and_then(|v| v.as_table()) else {
+                            continue;
+                        };
+                        for (k, v) in t {
+                            let spec = match v {
+                                toml::Value::String(s) => s.clone(),
+                                toml::Value::Table(t) => t
+                                    .get("version")
+                                    .and_then(|v| v.as_str())
+                                    .unwrap_or("*")
+                                    .to_owned(),
+                                _ => "*".into(),
+                            };
+                            if k == "python" {
+                                pins.push(VersionPin {
+                                    file: pyproject_path.clone(),
+                                    line: find_line(&text, "python ="),
+                                    constraint: poetry_to_pep440(&spec),
+                                    exact: None,
+                                    weight: weight::MANIFEST * 0.9,
+                                });
+                                continue;
+                            }
+                            d.deps.insert(normalize(k));
+                            if i == 0 {
+                                poetry_deps.push((k.clone(), spec));
+                            }
+                        }
+                    }
+                    if let Some(s) = poetry.get("scripts").and_then(|v| v.as_table()) {
+                        for (k, v) in s {
+                            scripts.push((k.clone(), v.as_str().unwrap_or_default().to_owned()));
+                        }
+                    }
+                    classifier_pin(&text, &pyproject_path, &mut pins);
+                }
+                if tool.is_some_and(|t| t.contains_key("pytest")) {
+                    pytest_configured = true;
+                }
+                if doc.get("build-system").is_some() {
+                    installable = installable || !is_poetry || poetry_package_mode;
+                }
+            }
+            Err(e) => idx.warn(format!(
+                "{pyproject_path} is not valid TOML: {}",
+                first_line(&e.to_string())
+            )),
+        }
+    }
+
+    // requirements*.txt
+    let req_files: Vec<String> = idx
+        .child_files(dir)
+        .filter(|f| {
+            let n = crate::index::file_name(f);
+            n.starts_with("requirements") && n.ends_with(".txt")
+        })
+        .cloned()
+        .collect();
+    let req_dir_files: Vec<String> = idx
+        .files_under(&p("requirements"))
+        .filter(|f| f.ends_with(".txt") && crate::index::depth_below(dir, f) == 2)
+        .cloned()
+        .collect();
+    for f in req_files.iter().chain(req_dir_files.iter()) {
+        if let Some(text) = idx.read(f) {
+            for line in text.lines().take(2000) {
+                if let Some(n) = requirement_name(line) {
+                    d.deps.insert(n);
+                }
+            }
+        }
+    }
+    let main_requirements = if idx.has(&p("requirements.txt")) {
+        Some("requirements.txt".to_owned())
+    } else {
+        [
+            "requirements/base.txt",
+            "requirements/prod.txt",
+            "requirements/production.txt",
+            "requirements/common.txt",
+        ]
+        .iter()
+        .find(|r| idx.has(&p(r)))
+        .map(|r| (*r).to_owned())
+    };
+
+    // Pipfile
+    let pipfile = p("Pipfile");
+    let mut pipenv_packages: Vec<(String, String)> = Vec::new();
+    if let Some(text) = idx.read(&pipfile) {
+        match toml::from_str::<toml::Table>(&text) {
+            Ok(doc) => {
+                for (i, section) in ["packages", "dev-packages"].iter().enumerate() {
+                    if let Some(t) = doc.get(*section).and_then(|v| v.as_table()) {
+                        for (k, v) in t {
+                            d.deps.insert(normalize(k));
+                            if i == 0 {
+                                let spec = v.as_str().unwrap_or("*").to_owned();
+                                pipenv_packages.push((k.clone(), spec));
+                            }
+                        }
+                    }
+                }
+                if let Some(v) = doc
+                    .get("requires")
+                    .and_then(|r| r.get("python_version").or_else(|| r.get("python_full_version")))
+                    .and_then(|v| v.as_str())
+                {
+                    pins.push(VersionPin {
+                        file: pipfile.clone(),
+                        line: find_line(&text, "python_"),
+                        constraint: exact_constraint(v),
+                        exact: Some(v.to_owned()),
+                        weight: weight::MANIFEST * 0.9,
+                    });
+                }
+            }
+            Err(e) => idx.warn(format!(
+                "{pipfile} is not valid TOML: {}",
+                first_line(&e.to_string())
+            )),
+        }
+    }
+
+    // setup.py / setup.cfg
+    let setup_py = p("setup.py");
+    if let Some(text) = idx.read(&setup_py) {
+        installable = true;
+        if let Some(c) = SETUP_PY_REQ.as_ref().and_then(|re| re.captures(&text))
+            && let Some(m) = c.get(1)
+        {
+            pins.push(VersionPin {
+                file: setup_py.clone(),
+                line: line_of(&text, m.start()),
+                constraint: m.as_str().to_owned(),
+                exact: None,
+                weight: weight::MANIFEST * 0.85,
+            });
+        }
+        if let Some(start) = text.find("install_requires") {
+            let rest = &text[start..];
+            let end = rest.find(']').unwrap_or(rest.len());
+            if let Some(re) = QUOTED.as_ref() {
+                for c in re.captures_iter(&rest[..end]) {
+                    if let Some(n) = c.get(1).and_then(|m| requirement_name(m.as_str())) {
+                        d.deps.insert(n);
+                    }
+                }
+            }
+        }
+        classifier_pin(&text, &setup_py, &mut pins);
+    }
+    let setup_cfg = p("setup.cfg");
+    if let Some(text) = idx.read(&setup_cfg) {
+        let mut in_requires = false;
+        for (i, line) in text.lines().enumerate().take(5000) {
+            let trimmed = line.trim();
+            if trimmed.starts_with("[tool:pytest]") {
+                pytest_configured = true;
+            }
+            if trimmed.starts_with("[metadata]") || trimmed.starts_with("[options]") {
+                installable = true;
+            }
+            if let Some(v) = trimmed.strip_prefix("python_requires") {
+                let v = v.trim_start_matches([' ', '=']).trim();
+                pins.push(VersionPin {
+                    file: setup_cfg.clone(),
+                    line: i as u32 + 1,
+                    constraint: v.to_owned(),
+                    exact: None,
+                    weight: weight::MANIFEST * 0.85,
+                });
+            }
+            if trimmed.starts_with("install_requires") {
+                in_requires = true;
+                continue;
+            }
+            if in_requires {
+                if line.starts_with([' ', '\t']) && !trimmed.is_empty() {
+                    if let Some(n) = requirement_name(trimmed) {
+                        d.deps.insert(n);
+                    }
+                } else if !trimmed.is_empty() {
+                    in_requires = false;
+                }
+            }
+        }
+    }
+
+    // conda
+    let mut conda_file = None;
+    let mut conda_pip: Vec<String> = Vec::new();
+    let mut conda_pkgs: Vec<String> = Vec::new();
+    for name in ["environment.yml", "environment.yaml"] {
+        let f = p(name);
+        let Some(text) = idx.read(&f) else { continue };
+        conda_file = Some(name.to_owned());
+        match serde_norway::from_str::<serde_norway::Value>(&text) {
+            Ok(doc) => {
+                if let Some(list) = doc.get("dependencies").and_then(|v| v.as_sequence()) {
+                    for item in list.iter().take(500) {
+                        if let Some(s) = item.as_str() {
+                            let (name, ver) = s.split_once('=').map_or((s, ""), |(n, v)| (n, v));
+                            let name = name.trim().trim_end_matches(['<', '>', '!', '~']);
+                            if name == "python" {
+                                let ver = ver.trim_start_matches('=');
+                                if !ver.is_empty() {
+                                    pins.push(VersionPin {
+                                        file: f.clone(),
+                                        line: find_line(&text, s),
+                                        constraint: exact_constraint(ver),
+                                        exact: Some(ver.trim_end_matches(".*").to_owned()),
+                                        weight: weight::MANIFEST * 0.9,
+                                    });
+                                }
+                            } else if name != "pip" {
+                                d.deps.insert(normalize(name));
+                                conda_pkgs.push(s.to_owned());
+                            }
+                        } else if let Some(pip) = item.get("pip").and_then(|v| v.as_sequence()) {
+                            for dep in pip.iter().filter_map(|v| v.as_str()).take(500) {
+                                if let Some(n) = requirement_name(dep) {
+                                    d.deps.insert(n);
+                                }
+                                conda_pip.push(dep.to_owned());
+                            }
+                        }
+                    }
+                }
+            }
+            Err(e) => idx.warn(format!("{f} is not valid YAML: {}", first_line(&e.to_string()))),
+        }
+        break;
+    }
+
+    // Interpreter version files.
+    let pv = p(".python-version");
+    if let Some(text) = idx.read(&pv)
+        && let Some((i, v)) = text
+            .lines()
+            .enumerate()
+            .map(|(i, l)| (i, l.trim()))
+            .find(|(_, l)| l.starts_with(|c: char| c.is_ascii_digit()))
+    {
+        pins.push(VersionPin {
+            file: pv.clone(),
+            line: i as u32 + 1,
+            constraint: exact_constraint(v),
+            exact: Some(v.to_owned()),
+            weight: 0.9,
+        });
+    }
+    let rt = p("runtime.txt");
+    if let Some(text) = idx.read(&rt) {
+        let v = text
+            .trim()
+            .trim_start_matches("python-")
+            .trim_start_matches("python");
+        if v.starts_with(|c: char| c.is_ascii_digit()) {
+            pins.push(VersionPin {
+                file: rt.clone(),
+                line: 1,
+                constraint: exact_constraint(v),
+                exact: Some(v.to_owned()),
+                weight: 0.85,
+            });
+        }
+    }
+    decide_version(&mut d, &pins);
+
+    // Package manager and install.
+    let uv_lock = idx.has(&p("uv.lock"));
+    let poetry_lock = idx.has(&p("poetry.lock"));
+    let (pm, pm_file, install) = if uv_lock {
+        let install = match (&main_requirements, installable) {
+            (_, true) => "pip install -e .".to_owned(),
+            (Some(r), false) => format!("pip install -r {r}"),
+            (None, false) => "pip install .".to_owned(),
+        };
+        ("uv", "uv.lock", install)
+    } else if is_poetry || poetry_lock {
+        let install = if poetry_package_mode && installable {
+            "pip install -e .".to_owned()
+        } else if let Some(r) = &main_requirements {
+            format!("pip install -r {r}")
+        } else if !poetry_deps.is_empty() {
+            format!("pip install {}", quoted_specs(&poetry_deps, poetry_to_pep440))
+        } else {
+            "pip install -e .".to_owned()
+        };
+        (
+            "poetry",
+            if poetry_lock {
+                "poetry.lock"
+            } else {
+                "pyproject.toml"
+            },
+            install,
+        )
+    } else if idx.has(&pipfile) {
+        let install = if pipenv_packages.is_empty() {
+            "pip install pipenv && pipenv install --dev --system".to_owned()
+        } else {
+            format!(
+                "pip install {}",
+                quoted_specs(&pipenv_packages, |s| if s == "*" {
+                    String::new()
+                } else {
+                    s.to_owned()
+                })
+            )
+        };
+        ("pipenv", "Pipfile", install)
+    } else if let Some(r) = &main_requirements {
+        let mut install = format!("pip install -r {r}");
+        if installable && idx.has(&p("setup.py")) {
+            install.push_str(" && pip install -e .");
+        }
+        ("pip", "requirements.txt", install)
+    } else if installable {
+        (
+            "pip",
+            if idx.has(&pyproject_path) {
+                "pyproject.toml"
+            } else {
+                "setup.py"
+            },
+            "pip install -e .".to_owned(),
+        )
+    } else if let Some(cf) = &conda_file {
+        let mut pkgs: Vec<String> = conda_pkgs.iter().map(|s| conda_to_pip(s)).collect();
+        pkgs.extend(conda_pip.iter().map(|s| shell_quote(s)));
+        let install = if pkgs.is_empty() {
+            String::new()
+        } else {
+            format!("pip install {}", pkgs.join(" "))
+        };
+        ("conda", cf.as_str(), install)
+    } else {
+        ("pip", "", String::new())
+    };
+    if !install.is_empty() {
+        let file = if pm_file.is_empty() {
+            dir.to_owned()
+        } else {
+            p(pm_file)
+        };
+        if d.offer(ev(
+            "install",
+            &file,
+            0,
+            format!("{pm}: {install}"),
+            weight::MANIFEST,
+        )) {
+            d.c.install = cmd(install);
+        }
+    }
+    if conda_file.is_some() && pm != "conda" {
+        d.note(ev(
+            "package_manager",
+            &p(conda_file.as_deref().unwrap_or_default()),
+            0,
+            "conda environment also present",
+            0.2,
+        ));
+    }
+    d.c.package_manager = pm.to_owned();
+    if !pm_file.is_empty() {
+        d.note(ev("package_manager", &p(pm_file), 0, pm, weight::MANIFEST));
+    }
+
+    // Entry points.
+    entry_point(idx, &mut d, dir, &scripts);
+
+    // Tests.
+    if pytest_configured
+        || d.has_any_dep(&["pytest", "pytest-django", "pytest-asyncio"])
+        || idx.has(&p("pytest.ini"))
+        || idx.has(&p("conftest.py"))
+    {
+        let f = if idx.has(&p("pytest.ini")) {
+            p("pytest.ini")
+        } else {
+            pyproject_or(idx, dir)
+        };
+        if d.offer(ev("test", &f, 0, "pytest", weight::MANIFEST)) {
+            d.c.test = cmd("python -m pytest");
+        }
+    } else if idx.has(&p("tox.ini")) {
+        if d.offer(ev("test", &p("tox.ini"), 0, "tox", weight::MANIFEST * 0.9)) {
+            d.c.test = cmd("tox");
+        }
+    } else if d.has_framework("django") {
+        // set by the Django branch
+    } else if idx
+        .files_under(&p("tests"))
+        .any(|f| crate::index::file_name(f).starts_with("test"))
+        && d.offer(ev(
+            "test",
+            &p("tests"),
+            0,
+            "tests/test_*.py, unittest discovery",
+            weight::CONVENTION,
+        ))
+    {
+        d.c.test = cmd("python -m unittest discover -s tests");
+    }
+    vec![d]
+}
+
+fn pyproject_or(idx: &RepoIndex, dir: &str) -> String {
+    let f = join(dir, "pyproject.toml");
+    if idx.has(&f) {
+        f
+    } else {
+        join(dir, "requirements.txt")
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}
+
+fn str_array(v: Option<&toml::Value>) -> Vec<String> {
+    v.and_then(|v| v.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .take(1000)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn classifier_pin(text: &str, file: &str, pins: &mut Vec<VersionPin>) {
+    let Some(re) = CLASSIFIER.as_ref() else { return };
+    let mut versions: Vec<(u32, u32)> = re
+        .captures_iter(text)
+        .filter_map(|c| c.get(1))
+        .filter_map(|m| {
+            let (a, b) = m.as_str().split_once('.')?;
+            Some((a.parse().ok()?, b.parse().ok()?))
+        })
+        .collect();
+    versions.sort();
+    if let Some((a, b)) = versions.first() {
+        pins.push(VersionPin {
+            file: file.to_owned(),
+            line: find_line(text, "Programming Language :: Python :: 3."),
+            constraint: format!(">={a}.{b}"),
+            exact: None,
+            weight: 0.3,
+        });
+    }
+}
+
+/// `3.11` → `==3.11.*`, `3.11.4` → `==3.11.4`.
+fn exact_constraint(v: &str) -> String {
+    let v = v.trim().trim_end_matches(".*");
+    if v.split('.').count() >= 3 {
+        format!("=={v}")
+    } else {
+        format!("=={v}.*")
+    }
+}
+
+/// Poetry's `^3.10` / `~3.10` / `>=3.8,<4` to PEP 440.
+pub fn poetry_to_pep440(spec: &str) -> String {
+    let spec = spec.trim();
+    if spec == "*" || spec.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = spec
+        .split(',')
+        .map(|part| {
+            let part = part.trim();
+            if let Some(v) = part.strip_prefix('^') {
+                let nums: Vec<u64> = v.split('.').filter_map(|n| n.parse().ok()).collect();
+                let upper = match nums.as_slice() {
+                    [0, 0, p, ..] => format!("0.0.{}", p + 1),
+                    [0, m, ..] => format!("0.{}", m + 1),
+                    [maj, ..] => format!("{}", maj + 1),
+                    [] => return format!(">={v}"),
+                };
+                format!(">={v},<{upper}")
+            } else if let Some(v) = part.strip_prefix('~').filter(|v| !v.starts_with('=')) {
+                let nums: Vec<u64> = v.split('.').filter_map(|n| n.parse().ok()).collect();
+                let upper = match nums.as_slice() {
+                    [maj] => format!("{}", maj + 1),
+                    [maj, min, ..] => format!("{maj}.{}", min + 1),
+                    [] => return format!(">={v}"),
+                };
+                format!(">={v},<{upper}")
+            } else if part.starts_with(|c: char| c.is_ascii_digit()) {
+                format!("=={part}")
+            } else {
+                part.to_owned()
+            }
+        })
+        .collect();
+    parts.join(",")
+}
+
+fn quoted_specs(deps: &[(String, String)], conv: impl Fn(&str) -> String) -> String {
+    deps.iter()
+        .take(200)
+        .map(|(name, spec)| shell_quote(&format!("{name}{}", conv(spec))))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn conda_to_pip(s: &str) -> String {
+    let s = s.trim();
+    let out = match s.split_once('=') {
+        Some((n, v)) if !v.starts_with('=') && !n.ends_with(['<', '>', '!']) => {
+            format!("{n}=={}", v.trim_end_matches(".*").split('=').next().unwrap_or(v))
+        }
+        _ => s.to_owned(),
+    };
+    shell_quote(&out)
+}
+
+pub fn shell_quote(s: &str) -> String {
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_./=:@+".contains(c))
+    {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// Picks the interpreter constraint; a pin outside a declared range is a
+/// conflict: the range wins (installs would fail otherwise) and a warning says so.
+fn decide_version(d: &mut Draft, pins: &[VersionPin]) {
+    let ranges: Vec<&VersionPin> = pins
+        .iter()
+        .filter(|p| p.exact.is_none() && p.weight >= 0.5)
+        .collect();
+    let mut chosen: Option<&VersionPin> = None;
+    let mut sorted: Vec<&VersionPin> = pins.iter().collect();
+    sorted.sort_by(|a, b| b.weight.total_cmp(&a.weight));
+    for pin in &sorted {
+        if let Some(exact) = &pin.exact {
+            let conflicting = ranges.iter().find(|r| {
+                let specs = pep440_rs::VersionSpecifiers::from_str(&r.constraint);
+                let version = pep440_rs::Version::from_str(exact.trim_end_matches(".*"));
+                matches!((specs, version), (Ok(s), Ok(v)) if !s.contains(&v))
+            });
+            if let Some(r) = conflicting {
+                d.warnings.push(format!(
+                    "{} pins Python {exact} but {} requires {}; using {}",
+                    pin.file, r.file, r.constraint, r.constraint
+                ));
+                continue;
+            }
+            if let Some(c) = chosen
+                && c.exact
+                    .as_deref()
+                    .is_some_and(|e| !e.starts_with(exact.as_str()) && !exact.starts_with(e))
+            {
+                d.warnings.push(format!(
+                    "{} pins Python {} but {} pins {exact}",
+                    c.file,
+                    c.exact.as_deref().unwrap_or_default(),
+                    pin.file
+                ));
+            }
+        }
+        if chosen.is_none() {
+            chosen = Some(pin);
+        }
+    }
+    for pin in &sorted {
+        let wins = chosen.is_some_and(|c| std::ptr::eq(c, *pin));
+        let e = ev(
+            "runtime",
+            &pin.file,
+            pin.line,
+            format!("python {}", pin.constraint),
+            pin.weight,
+        );
+        if wins {
+            d.set_runtime(e, "python", &pin.constraint);
+        } else {
+            d.note(e);
+        }
+    }
+    if d.c.runtime.is_none() {
+        d.c.runtime = Some(reporunner_proto::common::v1::Runtime {
+            name: "python".into(),
+            version_constraint: String::new(),
+        });
+    }
+}
+
+/// A module path from a file path: `app/main.py` → `app.main`.
+fn module_of(rel: &str) -> String {
+    let m = rel.trim_end_matches(".py");
+    let m = m.strip_suffix("/__init__").unwrap_or(m);
+    m.replace('/', ".")
+}
+
+fn entry_point(idx: &RepoIndex, d: &mut Draft, dir: &str, scripts: &[(String, String)]) {
+    // Django first: manage.py is unambiguous.
+    let manage = idx
+        .files_under(dir)
+        .filter(|f| crate::index::file_name(f) == "manage.py" && crate::index::depth_below(dir, f) <= 3)
+        .min_by_key(|f| crate::index::depth_below(dir, f))
+        .cloned();
+    if let Some(manage) = manage
+        && (d.has_dep("django")
+            || d.deps.is_empty()
+            || idx.read(&manage).is_some_and(|t| t.contains("django")))
+    {
+        d.add_framework("django");
+        let text = idx.read(&manage).unwrap_or_default();
+        let rel = rel_to(dir, &manage).to_owned();
+        d.set_start(
+            ev(
+                "start",
+                &manage,
+                0,
+                format!("Django: python {rel} runserver"),
+                weight::FRAMEWORK,
+            ),
+            cmd(format!("python {rel} runserver")),
+            8000,
+            "django-runserver",
+        );
+        d.set_kind(ComponentKind::Web);
+        d.c.health_paths = vec!["/".into(), "/admin/".into()];
+        if let Some(m) = SETTINGS_MODULE
+            .as_ref()
+            .and_then(|re| re.captures(&text))
+            .and_then(|c| c.get(1))
+        {
+            let settings = m.as_str().to_owned();
+            d.note(ev(
+                "framework",
+                &manage,
+                line_of(&text, m.start()),
+                format!("DJANGO_SETTINGS_MODULE={settings}"),
+                weight::FRAMEWORK,
+            ));
+            d.add_env(reporunner_proto::common::v1::EnvVar {
+                name: "DJANGO_SETTINGS_MODULE".into(),
+                default_value: settings.clone(),
+                required: false,
+                secret: false,
+                source: format!("{manage}:{}", line_of(&text, m.start())),
+            });
+            let base = crate::index::parent_of(&manage);
+            let path = settings.replace('.', "/");
+            for cand in [
+                join(base, &format!("{path}.py")),
+                join(base, &format!("{path}/__init__.py")),
+                join(base, &format!("{path}/base.py")),
+            ] {
+                if let Some(st) = idx.read(&cand) {
+                    for (needle, kind) in [
+                        (
+                            "django.db.backends.postgresql",
+                            reporunner_proto::common::v1::BackingServiceKind::Postgresql,
+                        ),
+                        (
+                            "django.db.backends.mysql",
+                            reporunner_proto::common::v1::BackingServiceKind::Mysql,
+                        ),
+                        (
+                            "django_redis",
+                            reporunner_proto::common::v1::BackingServiceKind::Redis,
+                        ),
+                    ] {
+                        let line = find_line(&st, needle);
+                        if line > 0 {
+                            d.add_backing(
+                                kind,
+                                "",
+                                ev("backing_service", &cand, line, needle, weight::MANIFEST),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        let has_migrations = idx
+            .files_under(dir)
+            .any(|f| f.contains("/migrations/") && f.ends_with(".py"));
+        if has_migrations {
+            d.offer(ev(
+                "setup",
+                &manage,
+                0,
+                "migrations/ present: migrate before start",
+                weight::FRAMEWORK,
+            ));
+            d.c.setup.push(reporunner_proto::common::v1::Command {
+                run: format!("python {rel} migrate"),
+                working_dir: String::new(),
+                watch_mode: false,
+            });
+        }
+        if !d.has_any_dep(&["pytest", "pytest-django"])
+            && d.offer(ev("test", &manage, 0, "Django test runner", weight::FRAMEWORK))
+        {
+            d.c.test = cmd(format!("python {rel} test"));
+        }
+        return;
+    }
+
+    let preferred = [
+        "main.py",
+        "app.py",
+        "server.py",
+        "api.py",
+        "asgi.py",
+        "wsgi.py",
+        "application.py",
+        "run.py",
+        "__init__.py",
+        "streamlit_app.py",
+        "Home.py",
+        "ui.py",
+    ];
+    let files = source_files(idx, dir, &[".py"], &preferred, 80);
+    let mut fastapi: Option<(String, String, u32, String)> = None;
+    let mut flask: Option<(String, u32, String)> = None;
+    let mut factory: Option<(String, u32, String)> = None;
+    let mut streamlit: Option<String> = None;
+    let mut gradio: Option<String> = None;
+    let mut main_script: Option<String> = None;
+    let mut run_port: Option<u32> = None;
+    // .flaskenv
+    let flaskenv = join(dir, ".flaskenv");
+    let mut flask_app_env: Option<(String, u32)> = None;
+    if let Some(text) = idx.read(&flaskenv) {
+        for (i, line) in text.lines().enumerate() {
+            if let Some(v) = line.trim().strip_prefix("FLASK_APP=") {
+                flask_app_env = Some((v.trim().trim_matches(['"', '\'']).to_owned(), i as u32 + 1));
+            }
+        }
+    }
+    for f in &files {
+        let Some(text) = idx.read_source(f) else { continue };
+        let rel = rel_to(dir, f).to_owned();
+        if fastapi.is_none()
+            && let Some(c) = FASTAPI_APP.as_ref().and_then(|re| re.captures(&text))
+            && let (Some(var), Some(kind)) = (c.get(1), c.get(2))
+        {
+            fastapi = Some((
+                rel.clone(),
+                var.as_str().to_owned(),
+                line_of(&text, var.start()),
+                kind.as_str().to_owned(),
+            ));
+        }
+        if flask.is_none()
+            && let Some(c) = FLASK_APP.as_ref().and_then(|re| re.captures(&text))
+            && let Some(var) = c.get(1)
+        {
+            flask = Some((rel.clone(), line_of(&text, var.start()), var.as_str().to_owned()));
+        }
+        if factory.is_none()
+            && let Some(c) = FACTORY.as_ref().and_then(|re| re.captures(&text))
+            && let Some(m) = c.get(1)
+            && (text.contains("Flask(") || text.contains("FastAPI(") || text.contains("Quart("))
+        {
+            factory = Some((rel.clone(), line_of(&text, m.start()), m.as_str().to_owned()));
+        }
+        if streamlit.is_none() && STREAMLIT.as_ref().is_some_and(|re| re.is_match(&text)) {
+            streamlit = Some(rel.clone());
+        }
+        if gradio.is_none()
+            && GRADIO.as_ref().is_some_and(|re| re.is_match(&text))
+            && text.contains(".launch(")
+        {
+            gradio = Some(rel.clone());
+        }
+        if main_script.is_none()
+            && crate::index::depth_below(dir, f) == 1
+            && MAIN_GUARD.as_ref().is_some_and(|re| re.is_match(&text))
+            && preferred.contains(&crate::index::file_name(f))
+        {
+            main_script = Some(rel.clone());
+        }
+        if run_port.is_none()
+            && let Some(p) = RUN_PORT
+                .as_ref()
+                .and_then(|re| re.captures(&text))
+                .and_then(|c| c.get(1))
+        {
+            run_port = p.as_str().parse().ok();
+        }
+    }
+
+    let src_layout = |rel: &str| -> (String, String) {
+        match rel.strip_prefix("src/") {
+            Some(rest) => (module_of(rest), " --app-dir src".to_owned()),
+            None => (module_of(rel), String::new()),
+        }
+    };
+    if let Some((rel, var, line, kind)) = &fastapi {
+        let fw = if kind == "Starlette" {
+            "starlette"
+        } else {
+            "fastapi"
+        };
+        d.add_framework(fw);
+        let (module, app_dir) = src_layout(rel);
+        let run = format!("uvicorn {module}:{var} --host 0.0.0.0{app_dir}");
+        let file = join(dir, rel);
+        if d.set_start(
+            ev(
+                "start",
+                &file,
+                *line,
+                format!("{var} = {kind}(...)"),
+                weight::FRAMEWORK,
+            ),
+            cmd(run),
+            8000,
+            "flag:--port",
+        ) {
+            d.set_kind(ComponentKind::Web);
+            d.c.health_paths = vec!["/health".into(), "/docs".into(), "/".into()];
+        }
+        if !d.has_dep("uvicorn") && !d.has_dep("fastapi") {
+            d.warnings.push("uvicorn is not a declared dependency".into());
+        }
+        return;
+    }
+    if d.has_any_dep(&["fastapi"])
+        && let Some((rel, line, fname)) = &factory
+    {
+        d.add_framework("fastapi");
+        let (module, app_dir) = src_layout(rel);
+        let run = format!("uvicorn {module}:{fname} --factory --host 0.0.0.0{app_dir}");
+        if d.set_start(
+            ev(
+                "start",
+                &join(dir, rel),
+                *line,
+                format!("app factory {fname}()"),
+                weight::FRAMEWORK,
+            ),
+            cmd(run),
+            8000,
+            "flag:--port",
+        ) {
+            d.set_kind(ComponentKind::Web);
+        }
+        return;
+    }
+    if d.has_any_dep(&["flask", "quart", "apiflask"]) || flask.is_some() || flask_app_env.is_some() {
+        d.add_framework(if d.has_dep("quart") { "quart" } else { "flask" });
+        let chosen: Option<(String, String, u32, String)> = if let Some((app, line)) = &flask_app_env {
+            Some((app.clone(), flaskenv.clone(), *line, format!("FLASK_APP={app}")))
+        } else if let Some((rel, line, fname)) = &factory {
+            let module = src_layout(rel).0;
+            Some((module, join(dir, rel), *line, format!("app factory {fname}()")))
+        } else {
+            flask.as_ref().map(|(rel, line, var)| {
+                let module = src_layout(rel).0;
+                let target = if var == "app" || var == "application" {
+                    module
+                } else {
+                    format!("{module}:{var}")
+                };
+                (target, join(dir, rel), *line, format!("{var} = Flask(...)"))
+            })
+        };
+        let port = run_port.unwrap_or(5000);
+        if let Some((target, file, line, detail)) = chosen {
+            let run = format!("flask --app {target} run --host 0.0.0.0");
+            if d.set_start(
+                ev("start", &file, line, detail, weight::FRAMEWORK),
+                cmd(run),
+                5000,
+                "flag:--port",
+            ) {
+                d.set_kind(ComponentKind::Web);
+            }
+        } else if let Some(main) = &main_script {
+            d.set_start(
+                ev(
+                    "start",
+                    &join(dir, main),
+                    0,
+                    "Flask app run as a script",
+                    weight::FRAMEWORK_GUESS,
+                ),
+                cmd(format!("python {main}")),
+                port,
+                "",
+            );
+            d.set_kind(ComponentKind::Web);
+        }
+        return;
+    }
+    if let Some(rel) = &streamlit {
+        d.add_framework("streamlit");
+        d.set_start(
+            ev(
+                "start",
+                &join(dir, rel),
+                0,
+                "imports streamlit",
+                weight::FRAMEWORK,
+            ),
+            cmd(format!(
+                "streamlit run {rel} --server.address 0.0.0.0 --server.headless true"
+            )),
+            8501,
+            "flag:--server.port",
+        );
+        d.set_kind(ComponentKind::Web);
+        d.c.health_paths = vec!["/_stcore/health".into(), "/".into()];
+        return;
+    }
+    if let Some(rel) = &gradio {
+        d.add_framework("gradio");
+        d.set_start(
+            ev(
+                "start",
+                &join(dir, rel),
+                0,
+                "gradio app with .launch()",
+                weight::FRAMEWORK,
+            ),
+            cmd(format!("python {rel}")),
+            7860,
+            "env:GRADIO_SERVER_PORT",
+        );
+        d.set_kind(ComponentKind::Web);
+        d.add_env(reporunner_proto::common::v1::EnvVar {
+            name: "GRADIO_SERVER_NAME".into(),
+            default_value: "0.0.0.0".into(),
+            required: false,
+            secret: false,
+            source: join(dir, rel),
+        });
+        return;
+    }
+    if let Some(main) = &main_script {
+        let port = run_port.unwrap_or(0);
+        d.set_start(
+            ev(
+                "start",
+                &join(dir, main),
+                0,
+                "__main__ guard in a conventional entry file",
+                weight::CONVENTION,
+            ),
+            cmd(format!("python {main}")),
+            port,
+            "",
+        );
+        return;
+    }
+    if let Some((name, target)) = scripts.first() {
+        let file = pyproject_or(idx, dir);
+        d.set_start(
+            ev(
+                "start",
+                &file,
+                find_line(&idx.read(&file).unwrap_or_default(), name),
+                format!("console script {name} = {target}"),
+                weight::MANIFEST * 0.8,
+            ),
+            cmd(name.clone()),
+            0,
+            "",
+        );
+        d.set_kind(ComponentKind::Cli);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requirement_names_are_normalised() {
+        assert_eq!(
+            requirement_name("Flask_SQLAlchemy>=3.0 ; python_version>'3.8'").as_deref(),
+            Some("flask-sqlalchemy")
+        );
+        assert_eq!(
+            requirement_name("psycopg2-binary==2.9.9").as_deref(),
+            Some("psycopg2-binary")
+        );
+        assert_eq!(requirement_name("-r base.txt"), None);
+        assert_eq!(requirement_name("# comment"), None);
+        assert_eq!(requirement_name("uvicorn[standard]").as_deref(), Some("uvicorn"));
+    }
+
+    #[test]
+    fn poetry_carets_become_pep440_ranges() {
+        assert_eq!(poetry_to_pep440("^3.10"), ">=3.10,<4");
+        assert_eq!(poetry_to_pep440("^0.4.1"), ">=0.4.1,<0.5");
+        assert_eq!(poetry_to_pep440("~2.1"), ">=2.1,<2.2");
+        assert_eq!(poetry_to_pep440(">=3.8,<3.12"), ">=3.8,<3.12");
+        assert_eq!(poetry_to_pep440("*"), "");
+    }
+
+    #[test]
+    fn modules_from_paths() {
+        assert_eq!(module_of("app/main.py"), "app.main");
+        assert_eq!(module_of("pkg/__init__.py"), "pkg");
+    }
+}

@@ -1,0 +1,185 @@
+//! README shell blocks: a last resort, ranked below every structured source.
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+use reporunner_proto::common::v1::{Command, ComponentKind};
+
+use super::weight;
+use crate::{
+    draft::{Draft, ev},
+    index::{RepoIndex, join},
+};
+
+static START: LazyLock<Vec<Regex>> = LazyLock::new(|| {
+    [
+        r"^python3? manage\.py runserver",
+        r"^(?:uvicorn|gunicorn|hypercorn|daphne) \S+",
+        r"^(?:flask (?:--app \S+ )?run|streamlit run \S+)",
+        r"^(?:uv run |poetry run |pipenv run )?python3? (?:-m \w[\w.]*|\S+\.py)(?: .*)?$",
+        r"^(?:npm (?:run )?(?:start|dev|serve)|yarn (?:start|dev|serve)|pnpm (?:run )?(?:start|dev)|bun (?:run )?(?:start|dev)|node \S+\.m?js)",
+        r"^cargo run",
+        r"^go run",
+        r"^(?:\./mvnw|mvn) spring-boot:run|^(?:\./gradlew|gradle) bootRun|^java -jar \S+",
+        r"^make (?:run|serve|start|dev)",
+    ]
+    .iter()
+    .filter_map(|p| Regex::new(p).ok())
+    .collect()
+});
+static INSTALL: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    Regex::new(r"^(?:pip3? install (?:-r \S+|-e \.|\.)|poetry install|uv sync|pipenv install|npm (?:install|ci)|yarn(?: install)?$|pnpm install|bun install)").ok()
+});
+static LOCALHOST: LazyLock<Option<Regex>> =
+    LazyLock::new(|| Regex::new(r"(?:localhost|127\.0\.0\.1|0\.0\.0\.0):(\d{2,5})").ok());
+
+/// (line, command) of shell lines in fenced blocks.
+fn shell_lines(text: &str) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    let mut in_block = false;
+    let mut shell = false;
+    for (i, raw) in text.lines().enumerate().take(5000) {
+        let t = raw.trim();
+        if let Some(lang) = t.strip_prefix("```").or_else(|| t.strip_prefix("~~~")) {
+            if in_block {
+                in_block = false;
+            } else {
+                in_block = true;
+                let lang = lang.trim().to_ascii_lowercase();
+                shell = matches!(
+                    lang.as_str(),
+                    "" | "sh"
+                        | "bash"
+                        | "shell"
+                        | "console"
+                        | "zsh"
+                        | "shell-session"
+                        | "shellsession"
+                        | "terminal"
+                        | "cmd"
+                        | "powershell"
+                );
+            }
+            continue;
+        }
+        if let Some(rst) = t.strip_prefix("$ ") {
+            out.push((i as u32 + 1, rst.trim().to_owned()));
+            continue;
+        }
+        if in_block && shell && !t.is_empty() && !t.starts_with('#') {
+            let t = t.split(" #").next().unwrap_or(t).trim();
+            out.push((i as u32 + 1, t.trim_start_matches("> ").to_owned()));
+        }
+    }
+    out
+}
+
+pub fn apply(idx: &RepoIndex, drafts: &mut Vec<Draft>) {
+    let names = [
+        "README.md",
+        "README.rst",
+        "README",
+        "README.txt",
+        "readme.md",
+        "Readme.md",
+    ];
+    let mut dirs: Vec<String> = drafts.iter().map(|d| d.dir().to_owned()).collect();
+    if !dirs.iter().any(|d| d.is_empty()) {
+        dirs.push(String::new());
+    }
+    for dir in dirs {
+        let Some(file) = names.iter().map(|n| join(&dir, n)).find(|f| idx.has(f)) else {
+            continue;
+        };
+        let Some(text) = idx.read(&file) else { continue };
+        let lines = shell_lines(&text);
+        let start = lines.iter().find_map(|(l, c)| {
+            START
+                .iter()
+                .position(|re| re.is_match(c))
+                .map(|rank| (rank, *l, c.clone()))
+        });
+        let install = lines
+            .iter()
+            .find(|(_, c)| INSTALL.as_ref().is_some_and(|re| re.is_match(c)))
+            .cloned();
+        let port = LOCALHOST
+            .as_ref()
+            .and_then(|re| re.captures(&text))
+            .and_then(|c| c.get(1))
+            .and_then(|m| m.as_str().parse::<u32>().ok());
+        let pos = drafts
+            .iter()
+            .position(|d| d.dir() == dir)
+            .or_else(|| (dir.is_empty() && drafts.len() == 1).then_some(0));
+        let d = match pos {
+            Some(p) => &mut drafts[p],
+            None if dir.is_empty() && drafts.is_empty() && start.is_some() => {
+                let cmd_text = start.as_ref().map(|s| s.2.clone()).unwrap_or_default();
+                let language = super::procfile::language_of(&cmd_text);
+                let name = super::default_name(idx, "");
+                let mut d = Draft::new(&name, "", if language.is_empty() { "shell" } else { language });
+                d.from_readme = true;
+                d.c.runtime = Some(reporunner_proto::common::v1::Runtime {
+                    name: super::procfile::runtime_of(language).into(),
+                    version_constraint: String::new(),
+                });
+                drafts.push(d);
+                let last = drafts.len() - 1;
+                &mut drafts[last]
+            }
+            None => continue,
+        };
+        if let Some((_, line, c)) = start {
+            let uses_port = c.contains("$PORT");
+            let p = if d.c.port != 0 {
+                d.c.port
+            } else {
+                port.or_else(|| super::procfile::port_in(&c)).unwrap_or(0)
+            };
+            if d.set_start(
+                ev("start", &file, line, c.clone(), weight::README),
+                Some(Command {
+                    run: c.clone(),
+                    working_dir: String::new(),
+                    watch_mode: crate::detect::node::is_watch(&c),
+                }),
+                p,
+                if uses_port { "env:PORT" } else { "" },
+            ) {
+                d.c.port = p;
+                if p != 0 && d.kind() == ComponentKind::Unspecified {
+                    d.set_kind(ComponentKind::Web);
+                }
+                if c.contains("runserver") {
+                    d.c.port_binding = "django-runserver".into();
+                    d.c.port = 8000;
+                }
+            }
+        }
+        if let Some((line, c)) = install
+            && d.offer(ev("install", &file, line, c.clone(), weight::README))
+        {
+            d.c.install = Some(Command {
+                run: c,
+                working_dir: String::new(),
+                watch_mode: false,
+            });
+        }
+        if let Some(p) = port
+            && d.c.port == 0
+            && d.c.start.is_some()
+        {
+            d.set_port(
+                ev(
+                    "port",
+                    &file,
+                    0,
+                    format!("README mentions localhost:{p}"),
+                    weight::README,
+                ),
+                p,
+            );
+        }
+    }
+}

@@ -1,0 +1,450 @@
+//! Rust: Cargo packages and workspaces, bins and examples (a server that is
+//! an example runs with `cargo run --example`), axum/actix/rocket/warp,
+//! rust-toolchain(.toml) and rust-version.
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+use reporunner_proto::common::v1::{BackingServiceKind, ComponentKind};
+
+use super::{default_name, find_line, line_of, rel_to, weight};
+use crate::{
+    draft::{Draft, cmd, ev},
+    index::{RepoIndex, file_name, join, parent_of},
+};
+
+static ADDR: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    Regex::new(r#"["'](?:0\.0\.0\.0|127\.0\.0\.1|localhost|\[::\])?:(\d{2,5})["']|\(\s*\[\s*(?:0|127)\s*,\s*0\s*,\s*0\s*,\s*[01]\s*\]\s*,\s*(\d{2,5})\s*\)|\(\s*"[\w.]+"\s*,\s*(\d{2,5})\s*\)"#).ok()
+});
+
+const SERVERS: &[&str] = &[
+    "axum",
+    "actix-web",
+    "rocket",
+    "warp",
+    "poem",
+    "salvo",
+    "tide",
+    "hyper",
+    "tower-http",
+    "loco-rs",
+];
+
+/// One Cargo package of the component.
+struct Pkg {
+    name: String,
+    dir: String,
+    deps: Vec<String>,
+    bins: Vec<(String, String)>,
+    examples: Vec<(String, String)>,
+    default_run: Option<String>,
+    rust_version: Option<String>,
+    sqlx_features: Vec<String>,
+}
+
+fn parse_pkg(idx: &RepoIndex, dir: &str) -> Option<(Pkg, toml::Table)> {
+    let f = join(dir, "Cargo.toml");
+    let text = idx.read(&f)?;
+    let doc = match toml::from_str::<toml::Table>(&text) {
+        Ok(doc) => doc,
+        Err(e) => {
+            idx.warn(format!(
+                "{f} is not valid TOML: {}",
+                e.to_string().lines().next().unwrap_or_default()
+            ));
+            return None;
+        }
+    };
+    let package = doc.get("package").and_then(|p| p.as_table());
+    let name = package
+        .and_then(|p| p.get("name"))
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let mut deps = Vec::new();
+    let mut sqlx_features = Vec::new();
+    for key in ["dependencies", "dev-dependencies"] {
+        if let Some(t) = doc.get(key).and_then(|v| v.as_table()) {
+            for (k, v) in t.iter().take(500) {
+                deps.push(k.clone());
+                if let Some(features) = v.get("features").and_then(|f| f.as_array()) {
+                    for feat in features.iter().filter_map(|f| f.as_str()) {
+                        sqlx_features.push(format!("{k}/{feat}"));
+                    }
+                }
+            }
+        }
+    }
+    let mut bins = Vec::new();
+    if package.is_some() && idx.has(&join(dir, "src/main.rs")) {
+        bins.push((name.clone(), join(dir, "src/main.rs")));
+    }
+    if let Some(list) = doc.get("bin").and_then(|b| b.as_array()) {
+        for b in list.iter().take(100) {
+            if let Some(n) = b.get("name").and_then(|v| v.as_str()) {
+                let path = b
+                    .get("path")
+                    .and_then(|v| v.as_str())
+                    .map_or_else(|| join(dir, &format!("src/bin/{n}.rs")), |p| join(dir, p));
+                if !bins.iter().any(|(b, _)| b == n) {
+                    bins.push((n.to_owned(), path));
+                }
+            }
+        }
+    }
+    let bin_dir = join(dir, "src/bin");
+    for f in idx.child_files(&bin_dir) {
+        if let Some(n) = file_name(f).strip_suffix(".rs")
+            && !bins.iter().any(|(b, _)| b == n)
+        {
+            bins.push((n.to_owned(), f.clone()));
+        }
+    }
+    for d in idx.child_dirs(&bin_dir) {
+        let main = join(d, "main.rs");
+        if idx.has(&main) {
+            bins.push((file_name(d).to_owned(), main));
+        }
+    }
+    let mut examples = Vec::new();
+    let ex_dir = join(dir, "examples");
+    for f in idx.child_files(&ex_dir) {
+        if let Some(n) = file_name(f).strip_suffix(".rs") {
+            examples.push((n.to_owned(), f.clone()));
+        }
+    }
+    for d in idx.child_dirs(&ex_dir) {
+        let main = join(d, "main.rs");
+        if idx.has(&main) {
+            examples.push((file_name(d).to_owned(), main));
+        }
+    }
+    if let Some(list) = doc.get("example").and_then(|b| b.as_array()) {
+        for b in list.iter().take(200) {
+            if let (Some(n), Some(p)) = (
+                b.get("name").and_then(|v| v.as_str()),
+                b.get("path").and_then(|v| v.as_str()),
+            ) && !examples.iter().any(|(e, _)| e == n)
+            {
+                examples.push((n.to_owned(), join(dir, p)));
+            }
+        }
+    }
+    let default_run = package
+        .and_then(|p| p.get("default-run"))
+        .and_then(|v| v.as_str())
+        .map(str::to_owned);
+    let rust_version = package
+        .and_then(|p| p.get("rust-version"))
+        .and_then(|v| v.as_str())
+        .map(str::to_owned);
+    Some((
+        Pkg {
+            name,
+            dir: dir.to_owned(),
+            deps,
+            bins,
+            examples,
+            default_run,
+            rust_version,
+            sqlx_features,
+        },
+        doc,
+    ))
+}
+
+fn is_server_source(text: &str) -> bool {
+    [
+        "axum::serve",
+        "axum::Server",
+        "HttpServer::new",
+        "#[launch]",
+        "rocket::build",
+        "warp::serve",
+        "TcpListener::bind",
+        "Server::bind",
+        "poem::Server",
+        "salvo::Server",
+    ]
+    .iter()
+    .any(|n| text.contains(n))
+}
+
+pub fn detect(idx: &RepoIndex, dir: &str) -> Vec<Draft> {
+    let mut d = Draft::new(&default_name(idx, dir), dir, "rust");
+    d.c.package_manager = "cargo".into();
+    let manifest = join(dir, "Cargo.toml");
+    let Some((root, doc)) = parse_pkg(idx, dir) else {
+        d.offer(ev("install", &manifest, 0, "Cargo.toml (unparsed)", 0.4));
+        d.c.install = cmd("cargo fetch");
+        d.c.build = cmd("cargo build");
+        return vec![d];
+    };
+    if !root.name.is_empty() {
+        d.c.name = root.name.clone();
+    }
+    let mut pkgs = vec![root];
+    let mut is_workspace = false;
+    if let Some(ws) = doc.get("workspace").and_then(|w| w.as_table()) {
+        is_workspace = true;
+        let members: Vec<String> = ws
+            .get("members")
+            .and_then(|m| m.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .take(200)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let excluded: Vec<String> = ws
+            .get("exclude")
+            .and_then(|m| m.as_array())
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default();
+        let mut member_dirs: Vec<String> = Vec::new();
+        for m in &members {
+            if m.contains('*') {
+                for f in idx.files_under(dir).filter(|f| file_name(f) == "Cargo.toml") {
+                    let md = parent_of(f);
+                    if md != dir && super::node::glob_match(m, rel_to(dir, md)) {
+                        member_dirs.push(md.to_owned());
+                    }
+                }
+            } else {
+                member_dirs.push(join(dir, m));
+            }
+        }
+        member_dirs.retain(|m| !excluded.iter().any(|e| join(dir, e) == *m));
+        member_dirs.sort();
+        member_dirs.dedup();
+        for m in member_dirs.iter().take(100) {
+            if let Some((p, _)) = parse_pkg(idx, m) {
+                pkgs.push(p);
+            }
+        }
+        if d.c.name.is_empty() || pkgs[0].name.is_empty() {
+            d.c.name = default_name(idx, dir);
+        }
+    }
+    d.note(ev(
+        "package_manager",
+        &manifest,
+        0,
+        if is_workspace {
+            "cargo workspace"
+        } else {
+            "cargo package"
+        },
+        weight::MANIFEST,
+    ));
+    for p in &pkgs {
+        d.deps.extend(p.deps.iter().cloned());
+        for f in &p.sqlx_features {
+            let kind = if f.ends_with("/postgres")
+                || f.ends_with("/sqlx-postgres")
+                || f.ends_with("/runtime-tokio-postgres")
+            {
+                Some(BackingServiceKind::Postgresql)
+            } else if f.ends_with("/mysql") || f.ends_with("/sqlx-mysql") {
+                Some(BackingServiceKind::Mysql)
+            } else {
+                None
+            };
+            if let Some(kind) = kind
+                && (f.starts_with("sqlx/") || f.starts_with("sea-orm/") || f.starts_with("diesel/"))
+            {
+                d.add_backing(
+                    kind,
+                    "",
+                    ev(
+                        "backing_service",
+                        &join(&p.dir, "Cargo.toml"),
+                        0,
+                        format!("feature {f}"),
+                        weight::MANIFEST,
+                    ),
+                );
+            }
+        }
+    }
+    for fw in SERVERS {
+        if d.deps.contains(*fw) {
+            d.add_framework(fw);
+        }
+    }
+    d.offer(ev("install", &manifest, 0, "cargo fetch", weight::MANIFEST));
+    d.c.install = cmd("cargo fetch");
+    d.c.build = cmd(if is_workspace {
+        "cargo build --workspace"
+    } else {
+        "cargo build"
+    });
+    d.c.test = cmd(if is_workspace {
+        "cargo test --workspace"
+    } else {
+        "cargo test"
+    });
+    d.offer(ev("test", &manifest, 0, "cargo test", weight::MANIFEST));
+
+    // Toolchain.
+    for f in ["rust-toolchain.toml", "rust-toolchain"] {
+        let path = join(dir, f);
+        if let Some(text) = idx.read(&path) {
+            let channel = toml::from_str::<toml::Table>(&text)
+                .ok()
+                .and_then(|t| {
+                    t.get("toolchain")
+                        .and_then(|tc| tc.get("channel"))
+                        .and_then(|c| c.as_str())
+                        .map(str::to_owned)
+                })
+                .or_else(|| {
+                    text.lines()
+                        .map(str::trim)
+                        .find(|l| !l.is_empty() && !l.starts_with('[') && !l.contains('='))
+                        .map(str::to_owned)
+                });
+            if let Some(c) = channel {
+                d.set_runtime(
+                    ev(
+                        "runtime",
+                        &path,
+                        find_line(&text, "channel").max(1),
+                        format!("toolchain {c}"),
+                        0.9,
+                    ),
+                    "rust",
+                    &c,
+                );
+            }
+            break;
+        }
+    }
+    if let Some(v) = pkgs.iter().find_map(|p| p.rust_version.clone()) {
+        d.set_runtime(
+            ev(
+                "runtime",
+                &manifest,
+                0,
+                format!("rust-version {v}"),
+                weight::MANIFEST,
+            ),
+            "rust",
+            &format!(">={v}"),
+        );
+    }
+    if d.c.runtime.is_none() {
+        d.c.runtime = Some(reporunner_proto::common::v1::Runtime {
+            name: "rust".into(),
+            version_constraint: String::new(),
+        });
+    }
+
+    // What to run: a bin of a server package, else a server example, else the only bin.
+    let multi = pkgs.iter().filter(|p| !p.bins.is_empty()).count() > 1 || is_workspace;
+    let mut best: Option<(f64, String, String, String)> = None; // weight, run, file, detail
+    let mut server_file: Option<String> = None;
+    for p in &pkgs {
+        let pkg_flag = if multi && !p.name.is_empty() {
+            format!(" -p {}", p.name)
+        } else {
+            String::new()
+        };
+        let is_server_pkg = p.deps.iter().any(|d| SERVERS.contains(&d.as_str()));
+        for (bin, file) in &p.bins {
+            let text = idx.read_source(file).unwrap_or_default();
+            let server = is_server_source(&text) || (is_server_pkg && text.contains("main"));
+            let many_bins = p.bins.len() > 1;
+            let bin_flag = if many_bins && p.default_run.as_deref() != Some(bin) {
+                format!(" --bin {bin}")
+            } else {
+                String::new()
+            };
+            let w = if server {
+                weight::FRAMEWORK
+            } else {
+                weight::MANIFEST * 0.9
+            } - if many_bins && p.default_run.as_deref() != Some(bin) && bin != &p.name {
+                0.1
+            } else {
+                0.0
+            };
+            let run = format!("cargo run{pkg_flag}{bin_flag}");
+            if best.as_ref().is_none_or(|b| w > b.0) {
+                best = Some((
+                    w,
+                    run,
+                    file.clone(),
+                    format!("bin {bin}{}", if server { " (server)" } else { "" }),
+                ));
+                if server {
+                    server_file = Some(file.clone());
+                }
+            }
+        }
+    }
+    let best_is_server = best.as_ref().is_some_and(|b| b.0 >= weight::FRAMEWORK - 0.05);
+    if !best_is_server {
+        for p in &pkgs {
+            let pkg_flag = if multi && !p.name.is_empty() {
+                format!(" -p {}", p.name)
+            } else {
+                String::new()
+            };
+            for (ex, file) in &p.examples {
+                let text = idx.read_source(file).unwrap_or_default();
+                if is_server_source(&text) {
+                    let w = weight::FRAMEWORK - 0.05;
+                    if best.as_ref().is_none_or(|b| w > b.0) {
+                        best = Some((
+                            w,
+                            format!("cargo run{pkg_flag} --example {ex}"),
+                            file.clone(),
+                            format!("example {ex} serves"),
+                        ));
+                        server_file = Some(file.clone());
+                    }
+                    break;
+                }
+            }
+        }
+    }
+    if let Some((w, run, file, detail)) = best {
+        let mut port = 0;
+        let mut binding = String::new();
+        if let Some(sf) = &server_file
+            && let Some(text) = idx.read_source(sf)
+        {
+            if let Some(c) = ADDR.as_ref().and_then(|re| re.captures(&text))
+                && let Some(m) = c.get(1).or_else(|| c.get(2)).or_else(|| c.get(3))
+            {
+                {
+                    port = m.as_str().parse().unwrap_or(0);
+                    d.note(ev(
+                        "port",
+                        sf,
+                        line_of(&text, m.start()),
+                        format!("binds port {port}"),
+                        weight::FRAMEWORK,
+                    ));
+                }
+            }
+            if text.contains("\"PORT\"") {
+                binding = "env:PORT".into();
+                if port == 0 {
+                    port = 3000;
+                }
+            }
+        }
+        d.set_start(ev("start", &file, 0, detail, w), cmd(run), port, &binding);
+        d.set_kind(if server_file.is_some() {
+            ComponentKind::Web
+        } else {
+            ComponentKind::Cli
+        });
+    } else {
+        d.set_kind(ComponentKind::Library);
+    }
+    vec![d]
+}
