@@ -1,4 +1,6 @@
-use reporunner_error::{ErrorKind, ServiceError};
+use std::time::Duration;
+
+use reporunner_error::{ErrorKind, RETRY_AFTER, ServiceError};
 use tonic::{Code, Status};
 
 /// What can go wrong in the orchestrator.
@@ -22,6 +24,36 @@ pub enum OrchestratorError {
         rpc: &'static str,
         feature: &'static str,
     },
+    /// A request field is missing or malformed; the message says which.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The run does not exist, or belongs to someone else (the two are not
+    /// told apart, so that run ids do not leak).
+    #[error("no run `{0}`")]
+    RunNotFound(String),
+    /// No run of the caller fetched this workspace.
+    #[error("no workspace `{0}` of yours; fetch it with a git URL or local path first")]
+    WorkspaceNotFound(String),
+    #[error(
+        "you have {active} active run(s); the {tier} tier allows {limit} at once. \
+         Wait for one to finish or stop one with StopRun"
+    )]
+    ConcurrentRuns {
+        active: u64,
+        limit: u32,
+        tier: &'static str,
+    },
+    #[error("the page_token is not one this orchestrator issued; start again without it")]
+    InvalidPageToken,
+    /// The auth service refused or failed (quota, tier, blocked user).
+    #[error("{}", .0.message())]
+    Auth(Box<Status>),
+    #[error("invalid orchestrator settings: {0}")]
+    InvalidConfig(String),
+    #[error("run store: {0}")]
+    Store(#[from] sea_orm::DbErr),
+    #[error("run store holds undecodable data: {0}")]
+    Corrupt(String),
 }
 
 pub type Result<T, E = OrchestratorError> = std::result::Result<T, E>;
@@ -53,6 +85,38 @@ impl OrchestratorError {
     }
 }
 
+/// The class of a status from the auth service, keeping its `retry-after`.
+fn auth_kind(status: &Status) -> ErrorKind {
+    match status.code() {
+        Code::InvalidArgument | Code::OutOfRange => ErrorKind::InvalidArgument,
+        Code::NotFound => ErrorKind::NotFound,
+        Code::AlreadyExists => ErrorKind::AlreadyExists,
+        Code::Unauthenticated => ErrorKind::Unauthenticated,
+        Code::PermissionDenied => ErrorKind::PermissionDenied,
+        Code::ResourceExhausted => ErrorKind::ResourceExhausted {
+            retry_after: status
+                .metadata()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .map(Duration::from_secs),
+        },
+        Code::FailedPrecondition => ErrorKind::FailedPrecondition,
+        Code::Aborted => ErrorKind::Aborted,
+        Code::DeadlineExceeded | Code::Cancelled => ErrorKind::DeadlineExceeded,
+        Code::Unavailable => ErrorKind::Unavailable,
+        Code::Unimplemented | Code::Ok | Code::Unknown | Code::Internal | Code::DataLoss => {
+            ErrorKind::Internal
+        }
+    }
+}
+
+impl From<prost::DecodeError> for OrchestratorError {
+    fn from(err: prost::DecodeError) -> Self {
+        Self::Corrupt(err.to_string())
+    }
+}
+
 impl ServiceError for OrchestratorError {
     fn kind(&self) -> ErrorKind {
         match self {
@@ -61,6 +125,42 @@ impl ServiceError for OrchestratorError {
             Self::AgentRejected { .. } => ErrorKind::InvalidArgument,
             Self::AgentFailed { .. } | Self::AgentIncomplete { .. } => ErrorKind::Internal,
             Self::NotServed { .. } => ErrorKind::Unimplemented,
+            Self::InvalidArgument(_) | Self::InvalidPageToken => ErrorKind::InvalidArgument,
+            Self::RunNotFound(_) | Self::WorkspaceNotFound(_) => ErrorKind::NotFound,
+            Self::ConcurrentRuns { .. } => ErrorKind::ResourceExhausted { retry_after: None },
+            Self::Auth(status) => auth_kind(status),
+            Self::InvalidConfig(_) | Self::Store(_) | Self::Corrupt(_) => ErrorKind::Internal,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_refusals_keep_their_code_message_and_retry_after() {
+        let mut status = Status::resource_exhausted("10 metered requests per hour");
+        status
+            .metadata_mut()
+            .insert(RETRY_AFTER, "42".parse().expect("ascii"));
+        let err = OrchestratorError::Auth(Box::new(status));
+        let out = err.to_status();
+        assert_eq!(out.code(), Code::ResourceExhausted);
+        assert_eq!(out.message(), "10 metered requests per hour");
+        assert_eq!(
+            out.metadata().get(RETRY_AFTER).and_then(|v| v.to_str().ok()),
+            Some("42")
+        );
+        let denied = OrchestratorError::Auth(Box::new(Status::permission_denied("needs Advanced")));
+        assert_eq!(denied.to_status().code(), Code::PermissionDenied);
+    }
+
+    #[test]
+    fn store_errors_do_not_leak() {
+        let err = OrchestratorError::Store(sea_orm::DbErr::Custom("secret table detail".into()));
+        let status = err.to_status();
+        assert_eq!(status.code(), Code::Internal);
+        assert!(!status.message().contains("secret"));
     }
 }

@@ -2,12 +2,13 @@
 
 use std::{pin::Pin, sync::Arc};
 
+use reporunner_authn::authorized;
 use reporunner_error::ServiceError;
 use reporunner_proto::orchestrator::v1::{
     self as pb,
     orchestrator_service_server::{OrchestratorService, OrchestratorServiceServer},
 };
-use tokio_stream::Stream;
+use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status};
 
 use crate::{Orchestrator, OrchestratorError};
@@ -82,37 +83,81 @@ impl<O: Orchestrator> OrchestratorService for OrchestratorGrpc<O> {
 
     async fn create_run(
         &self,
-        _request: Request<pb::CreateRunRequest>,
+        request: Request<pb::CreateRunRequest>,
     ) -> Result<Response<pb::CreateRunResponse>, Status> {
-        Err(not_served("CreateRun", "run pipeline"))
+        let caller = authorized(&request)?.clone();
+        let run = self
+            .inner
+            .create_run(&caller, request.into_inner())
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(pb::CreateRunResponse { run: Some(run) }))
     }
 
     async fn get_run(
         &self,
-        _request: Request<pb::GetRunRequest>,
+        request: Request<pb::GetRunRequest>,
     ) -> Result<Response<pb::GetRunResponse>, Status> {
-        Err(not_served("GetRun", "run pipeline"))
+        let caller = authorized(&request)?.principal.clone();
+        let run = self
+            .inner
+            .get_run(&caller, &request.get_ref().run_id)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(pb::GetRunResponse { run: Some(run) }))
     }
 
     async fn list_runs(
         &self,
-        _request: Request<pb::ListRunsRequest>,
+        request: Request<pb::ListRunsRequest>,
     ) -> Result<Response<pb::ListRunsResponse>, Status> {
-        Err(not_served("ListRuns", "run pipeline"))
+        let caller = authorized(&request)?.principal.clone();
+        let (runs, next_page_token) = self
+            .inner
+            .list_runs(&caller, request.into_inner())
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(pb::ListRunsResponse {
+            runs,
+            next_page_token,
+        }))
     }
 
     async fn watch_run(
         &self,
-        _request: Request<pb::WatchRunRequest>,
+        request: Request<pb::WatchRunRequest>,
     ) -> Result<Response<Self::WatchRunStream>, Status> {
-        Err(not_served("WatchRun", "run pipeline"))
+        let caller = authorized(&request)?.principal.clone();
+        let request = request.into_inner();
+        let events = self
+            .inner
+            .watch_run(
+                &caller,
+                &request.run_id,
+                request.after_sequence,
+                request.without_logs,
+            )
+            .await
+            .map_err(|e| e.to_status())?;
+        let stream = events.map(|event| {
+            event
+                .map(|event| pb::WatchRunResponse { event: Some(event) })
+                .map_err(|e| e.to_status())
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn stop_run(
         &self,
-        _request: Request<pb::StopRunRequest>,
+        request: Request<pb::StopRunRequest>,
     ) -> Result<Response<pb::StopRunResponse>, Status> {
-        Err(not_served("StopRun", "run pipeline"))
+        let caller = authorized(&request)?.principal.clone();
+        let run = self
+            .inner
+            .stop_run(&caller, &request.get_ref().run_id)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(pb::StopRunResponse { run: Some(run) }))
     }
 
     async fn get_run_logs(

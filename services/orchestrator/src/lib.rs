@@ -1,16 +1,32 @@
-//! The orchestrator: the single public entry point. It calls one agent per
-//! step over health-checked channels (`reporunner-client`).
+//! The orchestrator: the single public entry point. It drives runs through
+//! a [`Pipeline`] of steps, one agent call per step over health-checked
+//! channels (`reporunner-client`), and keeps runs and their events in a
+//! [`RunStore`] (sea-orm on SQLite or PostgreSQL).
 //!
-//! This first slice serves `GetEnvironment` and `GetRecommendations` through
-//! the env-detector agent. The run pipeline, search and authentication arrive
-//! with their own services.
+//! Served: `GetEnvironment` and `GetRecommendations` (env-detector), and the
+//! run lifecycle for goal ANALYZE: `CreateRun` (fetch → detect → analyze →
+//! SUCCEEDED, in a background task), `GetRun`, `ListRuns`, `WatchRun`
+//! (replay, then follow, without gaps or duplicates) and `StopRun`. Other
+//! goals, `GetRunLogs`, indexing and search answer UNIMPLEMENTED naming the
+//! feature that brings them.
+//!
+//! Every call arrives through `reporunner-authn`'s layer; handlers read the
+//! caller from the request. Another user's run is NOT_FOUND; the admin sees
+//! every run.
 #![forbid(unsafe_code)]
 
 pub mod config;
+mod entity;
 pub mod error;
 pub mod grpc;
+mod live;
+mod migration;
+pub mod pipeline;
 mod service;
+pub mod store;
 
 pub use config::OrchestratorConfig;
 pub use error::{OrchestratorError, Result};
-pub use service::{Agents, Orchestrator, OrchestratorImpl};
+pub use pipeline::{Pipeline, Step};
+pub use service::{Agents, Orchestrator, OrchestratorImpl, RunEvents};
+pub use store::RunStore;

@@ -1,16 +1,39 @@
+use std::{path::Path, sync::Arc, time::Duration};
+
+use reporunner_authn::{Authorized, Authorizer};
 use reporunner_client::ServiceChannel;
 use reporunner_proto::{
-    agents::env_detector::v1::{DetectRequest, env_detector_service_client::EnvDetectorServiceClient},
-    common::v1::{Environment, IndexMode, Platform, Recommendations},
+    agents::{
+        env_detector::v1::{DetectRequest, env_detector_service_client::EnvDetectorServiceClient},
+        source::v1::FetchLimits,
+    },
+    auth::v1::UsageKind,
+    common::v1::{Environment, IndexMode, Platform, Principal, Recommendations, Tier},
+    orchestrator::v1::{
+        CreateRunRequest, ListRunsRequest, Run, RunEvent, RunGoal, RunState, repo_source, run_event,
+    },
 };
+use tokio::sync::{Semaphore, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tracing::Instrument as _;
 
-use crate::{OrchestratorConfig, OrchestratorError, Result};
+use crate::{
+    OrchestratorConfig, OrchestratorError, Result,
+    live::{LiveRuns, Recorder},
+    pipeline::{ENV_DETECTOR, Pipeline, RunContext, Runner},
+    store::{Created, NewRun, RunChange, RunStore, is_terminal},
+};
 
 /// Channels to the agents the orchestrator calls.
 #[derive(Clone, Debug)]
 pub struct Agents {
     pub env_detector: ServiceChannel,
+    pub source: ServiceChannel,
+    pub analyzer: ServiceChannel,
 }
+
+/// A run's events, replayed then followed; ends after the terminal state.
+pub type RunEvents = ReceiverStream<Result<RunEvent>>;
 
 /// The orchestrator's domain.
 pub trait Orchestrator: Send + Sync + 'static {
@@ -27,20 +50,119 @@ pub trait Orchestrator: Send + Sync + 'static {
         &self,
         platform_override: Platform,
     ) -> impl Future<Output = Result<(Recommendations, Vec<IndexMode>)>> + Send;
+
+    /// Validates and stores a PENDING run for the caller and starts its
+    /// pipeline in the background.
+    fn create_run(
+        &self,
+        caller: &Authorized,
+        request: CreateRunRequest,
+    ) -> impl Future<Output = Result<Run>> + Send;
+
+    /// The run, if the caller may see it (theirs, or any for the admin).
+    fn get_run(&self, caller: &Principal, run_id: &str) -> impl Future<Output = Result<Run>> + Send;
+
+    /// One page of runs, newest first, and the next page's token.
+    fn list_runs(
+        &self,
+        caller: &Principal,
+        request: ListRunsRequest,
+    ) -> impl Future<Output = Result<(Vec<Run>, String)>> + Send;
+
+    /// The run's events after `after_sequence`, then new ones until it ends.
+    fn watch_run(
+        &self,
+        caller: &Principal,
+        run_id: &str,
+        after_sequence: u64,
+        without_logs: bool,
+    ) -> impl Future<Output = Result<RunEvents>> + Send;
+
+    /// Stops the run; a run that is over already is returned unchanged.
+    fn stop_run(&self, caller: &Principal, run_id: &str) -> impl Future<Output = Result<Run>> + Send;
 }
 
-/// The orchestrator over real agent channels.
+/// The orchestrator over real agent channels and a run store.
 #[derive(Clone, Debug)]
 pub struct OrchestratorImpl {
-    config: OrchestratorConfig,
+    config: Arc<OrchestratorConfig>,
     agents: Agents,
+    store: RunStore,
+    authorizer: Authorizer,
+    recorder: Recorder,
+    runner: Runner,
 }
 
-const ENV_DETECTOR: &str = "env-detector";
+/// How many stored events one read of a watcher's replay takes.
+const REPLAY_BATCH: u64 = 256;
+/// The longest accepted git URL or local path, in bytes.
+const MAX_SOURCE_LEN: usize = 4096;
 
 impl OrchestratorImpl {
-    pub fn new(config: OrchestratorConfig, agents: Agents) -> Self {
-        Self { config, agents }
+    /// Validates `config` and marks the runs a previous process left
+    /// unfinished as INTERRUPTED (their pipelines cannot be resumed).
+    ///
+    /// With several replicas on one PostgreSQL store, a starting replica
+    /// interrupts the runs of the others too: run one orchestrator per store
+    /// until runs are leased.
+    pub async fn new(
+        config: OrchestratorConfig,
+        agents: Agents,
+        store: RunStore,
+        authorizer: Authorizer,
+    ) -> Result<Self> {
+        config.validate()?;
+        let interrupted = store.interrupt_unfinished().await?;
+        if !interrupted.is_empty() {
+            tracing::warn!(
+                runs = interrupted.len(),
+                "runs left unfinished by a previous process are now interrupted"
+            );
+        }
+        let config = Arc::new(config);
+        let recorder = Recorder {
+            store: store.clone(),
+            live: Arc::new(LiveRuns::new(config.watch_buffer)),
+        };
+        let runner = Runner {
+            config: config.clone(),
+            agents: agents.clone(),
+            recorder: recorder.clone(),
+            permits: Arc::new(Semaphore::new(config.max_concurrent_pipelines)),
+        };
+        Ok(Self {
+            config,
+            agents,
+            store,
+            authorizer,
+            recorder,
+            runner,
+        })
+    }
+
+    /// Opens the run store `config` names (SQLite under `data_dir` unless
+    /// `database_url` is set), creating the directory when needed.
+    pub async fn open_store(config: &OrchestratorConfig, data_dir: &Path) -> Result<RunStore> {
+        if config.database_url.as_deref().is_none_or(|u| u.trim().is_empty()) {
+            std::fs::create_dir_all(data_dir).map_err(|e| {
+                OrchestratorError::InvalidConfig(format!(
+                    "cannot create the data directory {}: {e}",
+                    data_dir.display()
+                ))
+            })?;
+        }
+        RunStore::connect(&config.database_url(data_dir)).await
+    }
+
+    /// The run store.
+    pub fn store(&self) -> &RunStore {
+        &self.store
+    }
+
+    /// Cancels every pipeline running here (their runs stay as they are and
+    /// become INTERRUPTED on the next start).
+    pub fn shutdown(&self) {
+        self.recorder.live.cancel_all();
     }
 
     async fn detect(&self, request: DetectRequest) -> Result<(Environment, Recommendations)> {
@@ -64,6 +186,35 @@ impl OrchestratorImpl {
             })?;
         Ok((environment, recommendations))
     }
+
+    /// The run, or NOT_FOUND when it does not exist or is not the caller's.
+    async fn visible_run(&self, caller: &Principal, run_id: &str) -> Result<Run> {
+        let not_found = || OrchestratorError::RunNotFound(run_id.to_owned());
+        if run_id.is_empty() || run_id.len() > 64 {
+            return Err(OrchestratorError::InvalidArgument("run_id is required".into()));
+        }
+        let run = self.store.get_run(run_id).await?.ok_or_else(not_found)?;
+        if is_admin(caller) || run.owner_id == caller.user_id {
+            Ok(run)
+        } else {
+            Err(not_found())
+        }
+    }
+}
+
+fn is_admin(caller: &Principal) -> bool {
+    caller.tier == i32::from(Tier::Admin)
+}
+
+fn tier_label(tier: i32) -> &'static str {
+    match Tier::try_from(tier).unwrap_or(Tier::Unspecified) {
+        Tier::Unspecified => "unknown",
+        Tier::Free => "Free",
+        Tier::Tester => "Tester",
+        Tier::Advanced => "Advanced",
+        Tier::Premium => "Premium",
+        Tier::Admin => "Admin",
+    }
 }
 
 /// The index modes this host supports. The caller's tier narrows this further
@@ -74,6 +225,105 @@ pub(crate) fn host_index_modes(recommendations: &Recommendations) -> Vec<IndexMo
     } else {
         vec![IndexMode::Text]
     }
+}
+
+/// A URL without its user information, for messages.
+fn redact(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.split('/').next().and_then(|host| host.rsplit_once('@')) {
+            Some((_, host_after)) => {
+                let path = &rest[rest.find('/').unwrap_or(rest.len())..];
+                format!("{scheme}://{host_after}{path}")
+            }
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+/// Checks a git URL's shape; the source agent checks the rest.
+fn validate_git_url(url: &str) -> Result<()> {
+    let invalid = |why: &str| Err(OrchestratorError::InvalidArgument(why.to_owned()));
+    if url.is_empty() {
+        return invalid("source.git_url is empty; give a URL such as https://github.com/owner/repo.git");
+    }
+    if url.len() > MAX_SOURCE_LEN {
+        return invalid("source.git_url is too long");
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) || url.starts_with('-') {
+        return invalid("source.git_url must not contain spaces or control characters, nor start with '-'");
+    }
+    let with_scheme = ["https://", "http://", "ssh://", "git://", "file://"]
+        .iter()
+        .find_map(|scheme| url.strip_prefix(scheme));
+    let plausible = match with_scheme {
+        Some(rest) => (!rest.is_empty() && !rest.starts_with('/')) || url.starts_with("file:///"),
+        // scp-like: user@host:path
+        None => url
+            .split_once(':')
+            .is_some_and(|(host, path)| host.contains('@') && !host.contains('/') && !path.is_empty()),
+    };
+    if plausible {
+        Ok(())
+    } else {
+        Err(OrchestratorError::InvalidArgument(format!(
+            "source.git_url `{}` is not a git URL; use https://host/owner/repo.git, ssh://host/repo or git@host:owner/repo",
+            redact(url)
+        )))
+    }
+}
+
+fn validate_local_path(path: &str) -> Result<()> {
+    if path.is_empty() || path.len() > MAX_SOURCE_LEN || path.contains('\0') {
+        return Err(OrchestratorError::InvalidArgument(
+            "source.local_path must be an absolute path on the orchestrator's host".into(),
+        ));
+    }
+    if !Path::new(path).is_absolute() {
+        return Err(OrchestratorError::InvalidArgument(format!(
+            "source.local_path `{path}` is relative; give an absolute path on the orchestrator's host"
+        )));
+    }
+    Ok(())
+}
+
+fn validate_workspace_id(id: &str) -> Result<()> {
+    let ok = id.strip_prefix("sha256:").is_some_and(|hex| {
+        hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(OrchestratorError::InvalidArgument(
+            "source.workspace_id must be `sha256:` followed by 64 lowercase hex digits, as a run's workspace.id shows"
+                .into(),
+        ))
+    }
+}
+
+fn parse_goal(goal: i32) -> Result<RunGoal> {
+    match RunGoal::try_from(goal) {
+        Ok(RunGoal::Unspecified) => Ok(RunGoal::Analyze),
+        Ok(goal) => Ok(goal),
+        Err(_) => Err(OrchestratorError::InvalidArgument(format!(
+            "goal {goal} is not a known RunGoal"
+        ))),
+    }
+}
+
+fn parse_states(states: &[i32]) -> Result<Vec<RunState>> {
+    states
+        .iter()
+        .map(|&s| match RunState::try_from(s) {
+            Ok(RunState::Unspecified) | Err(_) => Err(OrchestratorError::InvalidArgument(format!(
+                "states: {s} is not a known RunState"
+            ))),
+            Ok(state) => Ok(state),
+        })
+        .collect()
 }
 
 impl Orchestrator for OrchestratorImpl {
@@ -103,6 +353,282 @@ impl Orchestrator for OrchestratorImpl {
         let modes = host_index_modes(&recommendations);
         Ok((recommendations, modes))
     }
+
+    async fn create_run(&self, caller: &Authorized, request: CreateRunRequest) -> Result<Run> {
+        let owner_id = caller.principal.user_id.clone();
+        let goal = parse_goal(request.goal)?;
+        let pipeline = Pipeline::for_goal(goal)?;
+        let platform_override = Platform::try_from(request.platform_override).map_err(|_| {
+            OrchestratorError::InvalidArgument(format!(
+                "platform_override {} is not a known Platform",
+                request.platform_override
+            ))
+        })?;
+        let source = request.source.clone().ok_or_else(|| {
+            OrchestratorError::InvalidArgument(
+                "a run needs a source: git_url, local_path or workspace_id".into(),
+            )
+        })?;
+        let workspace = match &source.source {
+            Some(repo_source::Source::GitUrl(url)) => {
+                validate_git_url(url)?;
+                None
+            }
+            Some(repo_source::Source::LocalPath(path)) => {
+                validate_local_path(path)?;
+                None
+            }
+            Some(repo_source::Source::WorkspaceId(id)) => {
+                validate_workspace_id(id)?;
+                // Only a workspace the caller fetched: another user's is
+                // NOT_FOUND, like a missing one.
+                Some(
+                    self.store
+                        .find_workspace(&owner_id, id)
+                        .await?
+                        .ok_or_else(|| OrchestratorError::WorkspaceNotFound(id.clone()))?,
+                )
+            }
+            None => {
+                return Err(OrchestratorError::InvalidArgument(
+                    "a run needs a source: git_url, local_path or workspace_id".into(),
+                ));
+            }
+        };
+        if request.index {
+            if !request.embedding_model.is_empty() {
+                self.authorizer
+                    .require(caller, "indexing with embeddings", |p| {
+                        p.index_modes.contains(&(IndexMode::Vector as i32))
+                    })
+                    .await
+                    .map_err(|s| OrchestratorError::Auth(Box::new(s)))?;
+            }
+            return Err(OrchestratorError::NotServed {
+                rpc: "CreateRun with index",
+                feature: "indexing service",
+            });
+        }
+        let limit = caller.policy.concurrent_runs;
+        let at_limit = |active| OrchestratorError::ConcurrentRuns {
+            active,
+            limit,
+            tier: tier_label(caller.policy.tier),
+        };
+        // A cheap early refusal; the store checks again atomically.
+        let active = self.store.count_active(&owner_id).await?;
+        if active >= u64::from(limit) {
+            return Err(at_limit(active));
+        }
+        self.authorizer
+            .consume(caller, UsageKind::RunCreated, "CreateRun")
+            .await
+            .map_err(|s| OrchestratorError::Auth(Box::new(s)))?;
+        let new = NewRun {
+            owner_id: owner_id.clone(),
+            goal,
+            source: source.clone(),
+            workspace: workspace.clone(),
+        };
+        let (run, _) = match self.store.create_run(new, limit).await? {
+            Created::Run(run, event) => (run, event),
+            Created::AtLimit { active } => return Err(at_limit(active)),
+        };
+        let live = self.recorder.live.start(&run.id);
+        let ctx = RunContext {
+            run_id: run.id.clone(),
+            owner_id: owner_id.clone(),
+            source,
+            limits: FetchLimits {
+                max_total_bytes: caller.policy.max_workspace_bytes,
+                timeout_seconds: self.config.fetch_timeout_seconds,
+                ..FetchLimits::default()
+            },
+            platform_override,
+            skip_agents: request.skip_agents,
+            workspace,
+            environment: None,
+            plan: None,
+            run_deadline: (caller.policy.max_run_seconds > 0)
+                .then(|| Duration::from_secs(u64::from(caller.policy.max_run_seconds))),
+        };
+        let span = tracing::info_span!("run", run_id = %run.id, user_id = %owner_id);
+        tracing::info!(parent: &span, goal = goal.as_str_name(), "run created");
+        tokio::spawn(self.runner.clone().drive(pipeline, ctx, live).instrument(span));
+        Ok(run)
+    }
+
+    async fn get_run(&self, caller: &Principal, run_id: &str) -> Result<Run> {
+        self.visible_run(caller, run_id).await
+    }
+
+    async fn list_runs(&self, caller: &Principal, request: ListRunsRequest) -> Result<(Vec<Run>, String)> {
+        let states = parse_states(&request.states)?;
+        let owner = (!is_admin(caller)).then_some(caller.user_id.as_str());
+        self.store
+            .list_runs(owner, &states, request.page_size, &request.page_token)
+            .await
+    }
+
+    async fn watch_run(
+        &self,
+        caller: &Principal,
+        run_id: &str,
+        after_sequence: u64,
+        without_logs: bool,
+    ) -> Result<RunEvents> {
+        // Subscribe before the replay is read: an event stored in between is
+        // then both replayed and received, and the receiver drops the copy.
+        let live = self.recorder.live.get(run_id).map(|l| l.events.subscribe());
+        self.visible_run(caller, run_id).await?;
+        let (tx, rx) = mpsc::channel(64);
+        let watcher = Watcher {
+            store: self.store.clone(),
+            run_id: run_id.to_owned(),
+            last: after_sequence,
+            without_logs,
+            poll: self.config.watch_poll(),
+            tx,
+        };
+        tokio::spawn(watcher.run(live));
+        Ok(ReceiverStream::new(rx))
+    }
+
+    async fn stop_run(&self, caller: &Principal, run_id: &str) -> Result<Run> {
+        let run = self.visible_run(caller, run_id).await?;
+        if is_terminal(run.state()) {
+            return Ok(run);
+        }
+        if let Some(live) = self.recorder.live.get(run_id) {
+            live.cancel.cancel();
+        }
+        let change = RunChange {
+            error: Some(format!("stopped by {}", caller.username)),
+            ..RunChange::default()
+        };
+        match self
+            .recorder
+            .transition(run_id, RunState::Stopped, change)
+            .await?
+        {
+            Some((run, _)) => {
+                tracing::info!(run_id, user_id = %caller.user_id, "run stopped");
+                Ok(run)
+            }
+            // It ended on its own meanwhile.
+            None => self.visible_run(caller, run_id).await,
+        }
+    }
+}
+
+/// Feeds one WatchRun stream.
+struct Watcher {
+    store: RunStore,
+    run_id: String,
+    /// The sequence of the last event sent (or skipped).
+    last: u64,
+    without_logs: bool,
+    poll: Duration,
+    tx: mpsc::Sender<Result<RunEvent>>,
+}
+
+/// Whether this event ends a run's history.
+fn ends_run(event: &RunEvent) -> bool {
+    matches!(
+        event.event,
+        Some(run_event::Event::State(s)) if RunState::try_from(s).is_ok_and(is_terminal)
+    )
+}
+
+enum Flow {
+    Continue,
+    Done,
+}
+
+impl Watcher {
+    async fn run(mut self, mut live: Option<tokio::sync::broadcast::Receiver<RunEvent>>) {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            let flow = match live.as_mut() {
+                None => {
+                    let flow = self.catch_up().await;
+                    if matches!(flow, Flow::Continue) {
+                        tokio::select! {
+                            () = self.tx.closed() => return,
+                            () = tokio::time::sleep(self.poll) => {}
+                        }
+                    }
+                    flow
+                }
+                Some(rx) => {
+                    let received = tokio::select! {
+                        () = self.tx.closed() => return,
+                        received = tokio::time::timeout(self.poll, rx.recv()) => received,
+                    };
+                    match received {
+                        Ok(Ok(event)) if event.sequence <= self.last => Flow::Continue,
+                        Ok(Ok(event)) if event.sequence == self.last + 1 => self.send(event).await,
+                        // A gap (the replay is still behind) or a lag: the
+                        // store has everything, in order.
+                        Ok(Ok(_) | Err(RecvError::Lagged(_))) | Err(_) => self.catch_up().await,
+                        Ok(Err(RecvError::Closed)) => {
+                            live = None;
+                            self.catch_up().await
+                        }
+                    }
+                }
+            };
+            if matches!(flow, Flow::Done) {
+                return;
+            }
+        }
+    }
+
+    /// Sends what the store has after `last`; `Done` once the run's terminal
+    /// state was sent (or the run was over before and nothing is left).
+    async fn catch_up(&mut self) -> Flow {
+        // Read the state first: when it is terminal, every event up to the
+        // terminal one is stored by now and the read below sees them.
+        let over = match self.store.get_run(&self.run_id).await {
+            Ok(run) => run.is_none_or(|r| is_terminal(r.state())),
+            Err(err) => return self.fail(err).await,
+        };
+        loop {
+            let events = match self
+                .store
+                .events_after(&self.run_id, self.last, REPLAY_BATCH)
+                .await
+            {
+                Ok(events) => events,
+                Err(err) => return self.fail(err).await,
+            };
+            let full = events.len() as u64 == REPLAY_BATCH;
+            for event in events {
+                if let Flow::Done = self.send(event).await {
+                    return Flow::Done;
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        if over { Flow::Done } else { Flow::Continue }
+    }
+
+    async fn send(&mut self, event: RunEvent) -> Flow {
+        self.last = event.sequence;
+        let end = ends_run(&event);
+        let is_log = matches!(event.event, Some(run_event::Event::Log(_)));
+        if !(self.without_logs && is_log) && self.tx.send(Ok(event)).await.is_err() {
+            return Flow::Done;
+        }
+        if end { Flow::Done } else { Flow::Continue }
+    }
+
+    async fn fail(&mut self, err: OrchestratorError) -> Flow {
+        let _ = self.tx.send(Err(err)).await;
+        Flow::Done
+    }
 }
 
 #[cfg(test)]
@@ -118,5 +644,62 @@ mod tests {
             host_index_modes(&rec),
             vec![IndexMode::Text, IndexMode::Vector, IndexMode::Hybrid]
         );
+    }
+
+    #[test]
+    fn git_urls_of_every_usual_shape_pass_and_nonsense_is_refused() {
+        for good in [
+            "https://github.com/pallets/flask.git",
+            "http://git.internal/x",
+            "ssh://git@github.com/o/r.git",
+            "git@github.com:o/r.git",
+            "git://host/r",
+            "file:///srv/repos/app",
+        ] {
+            validate_git_url(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+        for bad in [
+            "",
+            "not a url",
+            "github.com/o/r",
+            "-uhttps://x",
+            "https://",
+            "ftp://host/r",
+        ] {
+            assert!(validate_git_url(bad).is_err(), "{bad}");
+        }
+        let message = validate_git_url("ftp://user:secret@host/x")
+            .unwrap_err()
+            .to_string();
+        assert!(!message.contains("secret"), "{message}");
+    }
+
+    #[test]
+    fn credentials_are_redacted_from_urls() {
+        assert_eq!(redact("https://u:p@host/r.git"), "https://host/r.git");
+        assert_eq!(redact("https://host/r.git"), "https://host/r.git");
+    }
+
+    #[test]
+    fn local_paths_must_be_absolute_and_workspace_ids_digests() {
+        validate_local_path("/srv/app").expect("absolute");
+        assert!(
+            validate_local_path("app")
+                .unwrap_err()
+                .to_string()
+                .contains("relative")
+        );
+        validate_workspace_id(&format!("sha256:{}", "ab".repeat(32))).expect("digest");
+        for bad in ["sha256:xyz", "abc", &format!("sha256:{}", "AB".repeat(32))] {
+            assert!(validate_workspace_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn unspecified_goal_means_analyze_and_unknown_values_are_refused() {
+        assert_eq!(parse_goal(0).expect("default"), RunGoal::Analyze);
+        assert!(parse_goal(99).is_err());
+        assert!(parse_states(&[0]).is_err());
+        assert_eq!(parse_states(&[12]).expect("known"), vec![RunState::Succeeded]);
     }
 }

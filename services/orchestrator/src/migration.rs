@@ -1,0 +1,135 @@
+//! The run store's schema, as sea-orm migrations. The same migrations run on
+//! SQLite and PostgreSQL.
+
+use sea_orm_migration::prelude::*;
+
+/// All migrations of the run store, in order.
+#[derive(Debug)]
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(M0001Runs)]
+    }
+
+    fn migration_table_name() -> DynIden {
+        "orchestrator_migrations".into_iden()
+    }
+}
+
+#[derive(DeriveIden)]
+enum Runs {
+    Table,
+    Id,
+    OwnerId,
+    State,
+    Goal,
+    Source,
+    WorkspaceId,
+    Workspace,
+    Plan,
+    Error,
+    Attempts,
+    CreatedAt,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum RunEvents {
+    Table,
+    RunId,
+    Sequence,
+    At,
+    Event,
+}
+
+#[derive(DeriveMigrationName)]
+struct M0001Runs;
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0001Runs {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // Timestamps are Unix milliseconds in BIGINT columns; messages are
+        // prost bytes (BLOB / BYTEA), so the proto stays the one schema of
+        // what a run holds.
+        manager
+            .create_table(
+                Table::create()
+                    .table(Runs::Table)
+                    .col(ColumnDef::new(Runs::Id).string().not_null().primary_key())
+                    .col(ColumnDef::new(Runs::OwnerId).string().not_null())
+                    .col(ColumnDef::new(Runs::State).string().not_null())
+                    .col(ColumnDef::new(Runs::Goal).string().not_null())
+                    .col(ColumnDef::new(Runs::Source).binary().not_null())
+                    .col(ColumnDef::new(Runs::WorkspaceId).string().null())
+                    .col(ColumnDef::new(Runs::Workspace).binary().null())
+                    .col(ColumnDef::new(Runs::Plan).binary().null())
+                    .col(ColumnDef::new(Runs::Error).text().not_null())
+                    .col(ColumnDef::new(Runs::Attempts).integer().not_null().default(0))
+                    .col(ColumnDef::new(Runs::CreatedAt).big_integer().not_null())
+                    .col(ColumnDef::new(Runs::UpdatedAt).big_integer().not_null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("runs_by_owner_created")
+                    .table(Runs::Table)
+                    .col(Runs::OwnerId)
+                    .col(Runs::CreatedAt)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("runs_by_owner_workspace")
+                    .table(Runs::Table)
+                    .col(Runs::OwnerId)
+                    .col(Runs::WorkspaceId)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("runs_by_state")
+                    .table(Runs::Table)
+                    .col(Runs::State)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(RunEvents::Table)
+                    .col(ColumnDef::new(RunEvents::RunId).string().not_null())
+                    .col(ColumnDef::new(RunEvents::Sequence).big_integer().not_null())
+                    .col(ColumnDef::new(RunEvents::At).big_integer().not_null())
+                    .col(ColumnDef::new(RunEvents::Event).binary().not_null())
+                    // The key makes a duplicate sequence fail instead of
+                    // forking a run's history.
+                    .primary_key(Index::create().col(RunEvents::RunId).col(RunEvents::Sequence))
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("run_events_run")
+                            .from(RunEvents::Table, RunEvents::RunId)
+                            .to(Runs::Table, Runs::Id)
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(RunEvents::Table).to_owned())
+            .await?;
+        manager
+            .drop_table(Table::drop().table(Runs::Table).to_owned())
+            .await
+    }
+}

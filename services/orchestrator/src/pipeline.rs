@@ -1,0 +1,507 @@
+//! The run pipeline: an ordered list of [`Step`]s, each calling one agent
+//! under its own deadline, raced against the run's cancellation.
+//!
+//! Every step leaves a trail of events: the run's state as the step starts
+//! (when the step has one), then a [`StepEvent`] `started`, and `finished`,
+//! `failed` or `skipped` with its duration and a detail. A failed step fails
+//! the run with the agent's message in `Run.error`. New steps (provision,
+//! install, build, start, probe, test) are new [`Step`] variants with an
+//! arm in [`Step::execute`], listed by [`Pipeline::for_goal`].
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use reporunner_proto::{
+    agents::{
+        analyzer::v1::{AnalyzeRequest, analyzer_service_client::AnalyzerServiceClient},
+        env_detector::v1::{DetectRequest, env_detector_service_client::EnvDetectorServiceClient},
+        source::v1::{
+            FetchLimits, FetchRequest, GitSource, LocalSource, fetch_request,
+            source_service_client::SourceServiceClient,
+        },
+    },
+    common::v1::{Environment, Platform, RunPlan, Workspace},
+    orchestrator::v1::{RepoSource, RunGoal, RunState, StepEvent, repo_source, run_event},
+};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    Agents, OrchestratorConfig, OrchestratorError, Result,
+    live::{LiveRun, Recorder},
+    store::RunChange,
+};
+
+pub(crate) const ENV_DETECTOR: &str = "env-detector";
+pub(crate) const SOURCE: &str = "source";
+pub(crate) const ANALYZER: &str = "analyzer";
+
+/// One step of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Clone or copy the repository into a workspace (source agent).
+    Fetch,
+    /// Detect the host (env-detector).
+    Detect,
+    /// Decide how to run the workspace (analyzer).
+    Analyze,
+}
+
+impl Step {
+    /// The name in [`StepEvent::step`].
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Fetch => "fetch",
+            Self::Detect => "detect",
+            Self::Analyze => "analyze",
+        }
+    }
+
+    /// The run's state while this step runs.
+    pub fn state(self) -> RunState {
+        match self {
+            Self::Fetch => RunState::Fetching,
+            Self::Detect => RunState::Detecting,
+            Self::Analyze => RunState::Analyzing,
+        }
+    }
+
+    /// The agent it calls, as named in `CreateRunRequest.skip_agents`.
+    pub fn agent(self) -> &'static str {
+        match self {
+            Self::Fetch => SOURCE,
+            Self::Detect => ENV_DETECTOR,
+            Self::Analyze => ANALYZER,
+        }
+    }
+
+    /// Whether the user may skip it: the others produce what later steps need.
+    fn skippable(self) -> bool {
+        match self {
+            Self::Detect => true,
+            Self::Fetch | Self::Analyze => false,
+        }
+    }
+
+    pub fn deadline(self, config: &OrchestratorConfig) -> Duration {
+        match self {
+            Self::Fetch => config.fetch_deadline(),
+            Self::Detect => config.detect_deadline(),
+            Self::Analyze => config.analyze_deadline(),
+        }
+    }
+}
+
+/// The steps of one run, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pipeline {
+    steps: Vec<Step>,
+}
+
+impl Pipeline {
+    /// The steps that achieve `goal`. Goals beyond analysis are refused until
+    /// the setup-and-run pipeline arrives.
+    pub fn for_goal(goal: RunGoal) -> Result<Self> {
+        let not_served = |rpc| OrchestratorError::NotServed {
+            rpc,
+            feature: "setup-and-run pipeline (provision, install, build, start, probe, test)",
+        };
+        match goal {
+            RunGoal::Unspecified | RunGoal::Analyze => Ok(Self {
+                steps: vec![Step::Fetch, Step::Detect, Step::Analyze],
+            }),
+            RunGoal::Start => Err(not_served("CreateRun with goal RUN_GOAL_START")),
+            RunGoal::Test => Err(not_served("CreateRun with goal RUN_GOAL_TEST")),
+            RunGoal::StartAndTest => Err(not_served("CreateRun with goal RUN_GOAL_START_AND_TEST")),
+        }
+    }
+
+    pub fn steps(&self) -> &[Step] {
+        &self.steps
+    }
+}
+
+/// What a run carries from step to step.
+#[derive(Clone, Debug)]
+pub struct RunContext {
+    pub run_id: String,
+    pub owner_id: String,
+    pub source: RepoSource,
+    pub limits: FetchLimits,
+    pub platform_override: Platform,
+    pub skip_agents: Vec<String>,
+    /// Set by fetch, or up front when the run re-analyzes a workspace.
+    pub workspace: Option<Workspace>,
+    pub environment: Option<Environment>,
+    pub plan: Option<RunPlan>,
+    /// The whole run's limit, from the caller's tier; `None` for none.
+    pub run_deadline: Option<Duration>,
+}
+
+/// How a step ended.
+#[derive(Debug)]
+enum Outcome {
+    Finished { detail: String, change: RunChange },
+    Skipped { detail: String },
+}
+
+impl Step {
+    async fn execute(
+        self,
+        agents: &Agents,
+        config: &OrchestratorConfig,
+        ctx: &mut RunContext,
+    ) -> Result<Outcome> {
+        if self.skippable() && ctx.skip_agents.iter().any(|a| a == self.agent()) {
+            return Ok(Outcome::Skipped {
+                detail: format!("the {} agent was skipped on request", self.agent()),
+            });
+        }
+        match self {
+            Self::Fetch => fetch(agents, config, ctx).await,
+            Self::Detect => detect(agents, config, ctx).await,
+            Self::Analyze => analyze(agents, config, ctx).await,
+        }
+    }
+}
+
+async fn fetch(agents: &Agents, config: &OrchestratorConfig, ctx: &mut RunContext) -> Result<Outcome> {
+    if let Some(ws) = &ctx.workspace {
+        return Ok(Outcome::Skipped {
+            detail: format!("reusing workspace {} fetched earlier", ws.id),
+        });
+    }
+    let source = match ctx.source.source.clone() {
+        Some(repo_source::Source::GitUrl(url)) => fetch_request::Source::Git(GitSource {
+            url,
+            r#ref: ctx.source.r#ref.clone(),
+        }),
+        Some(repo_source::Source::LocalPath(path)) => fetch_request::Source::Local(LocalSource { path }),
+        Some(repo_source::Source::WorkspaceId(id)) => return Err(OrchestratorError::WorkspaceNotFound(id)),
+        None => return Err(OrchestratorError::InvalidArgument("the run has no source".into())),
+    };
+    let mut request = tonic::Request::new(FetchRequest {
+        owner_id: ctx.owner_id.clone(),
+        source: Some(source),
+        limits: Some(ctx.limits),
+    });
+    request.set_timeout(Step::Fetch.deadline(config));
+    let response = SourceServiceClient::new(agents.source.clone())
+        .fetch(request)
+        .await
+        .map_err(|status| OrchestratorError::from_agent(SOURCE, status))?
+        .into_inner();
+    let workspace = response.workspace.ok_or(OrchestratorError::AgentIncomplete {
+        agent: SOURCE,
+        what: "workspace",
+    })?;
+    let detail = format!(
+        "{} workspace {} ({} files, {} bytes){}",
+        if response.reused { "reused" } else { "fetched" },
+        workspace.id,
+        workspace.file_count,
+        workspace.size_bytes,
+        if workspace.commit.is_empty() {
+            String::new()
+        } else {
+            format!(" at commit {}", workspace.commit)
+        }
+    );
+    ctx.workspace = Some(workspace.clone());
+    Ok(Outcome::Finished {
+        detail,
+        change: RunChange {
+            workspace: Some(workspace),
+            ..RunChange::default()
+        },
+    })
+}
+
+async fn detect(agents: &Agents, config: &OrchestratorConfig, ctx: &mut RunContext) -> Result<Outcome> {
+    let mut request = tonic::Request::new(DetectRequest {
+        platform_override: ctx.platform_override.into(),
+        skip_registries: config.detect_skip_registries,
+        refresh: false,
+    });
+    request.set_timeout(Step::Detect.deadline(config));
+    let response = EnvDetectorServiceClient::new(agents.env_detector.clone())
+        .detect(request)
+        .await
+        .map_err(|status| OrchestratorError::from_agent(ENV_DETECTOR, status))?
+        .into_inner();
+    let environment = response.environment.ok_or(OrchestratorError::AgentIncomplete {
+        agent: ENV_DETECTOR,
+        what: "environment",
+    })?;
+    let detail = format!("{} toolchain(s) found", environment.toolchains.len());
+    ctx.environment = Some(environment);
+    Ok(Outcome::Finished {
+        detail,
+        change: RunChange::default(),
+    })
+}
+
+async fn analyze(agents: &Agents, config: &OrchestratorConfig, ctx: &mut RunContext) -> Result<Outcome> {
+    let workspace = ctx.workspace.clone().ok_or(OrchestratorError::AgentIncomplete {
+        agent: SOURCE,
+        what: "workspace",
+    })?;
+    let mut request = tonic::Request::new(AnalyzeRequest {
+        workspace_id: workspace.id.clone(),
+        workspace_path: workspace.path.clone(),
+        environment: ctx.environment.clone(),
+    });
+    request.set_timeout(Step::Analyze.deadline(config));
+    let response = AnalyzerServiceClient::new(agents.analyzer.clone())
+        .analyze(request)
+        .await
+        .map_err(|status| OrchestratorError::from_agent(ANALYZER, status))?
+        .into_inner();
+    let plan = response.plan.ok_or(OrchestratorError::AgentIncomplete {
+        agent: ANALYZER,
+        what: "plan",
+    })?;
+    let names: Vec<&str> = plan.components.iter().map(|c| c.name.as_str()).collect();
+    let detail = match names.len() {
+        0 => "no runnable component found".to_owned(),
+        n => format!("{n} component(s): {}", names.join(", ")),
+    };
+    ctx.plan = Some(plan.clone());
+    Ok(Outcome::Finished {
+        detail,
+        change: RunChange {
+            plan: Some(plan),
+            ..RunChange::default()
+        },
+    })
+}
+
+/// The message a failed step leaves in `Run.error`: the agent's own words
+/// where it gave some.
+fn failure_message(step: Step, err: &OrchestratorError) -> String {
+    let what = match err {
+        OrchestratorError::AgentFailed { agent, status } => {
+            format!("the {agent} agent failed: {}", status.message())
+        }
+        other => other.to_string(),
+    };
+    format!("{} failed: {what}", step.name())
+}
+
+fn millis(elapsed: Duration) -> u32 {
+    u32::try_from(elapsed.as_millis()).unwrap_or(u32::MAX)
+}
+
+fn step_event(step: Step, status: &str, detail: String, duration: Duration) -> run_event::Event {
+    run_event::Event::Step(StepEvent {
+        step: step.name().to_owned(),
+        status: status.to_owned(),
+        detail,
+        duration_ms: millis(duration),
+    })
+}
+
+/// Drives runs: one task per run, bounded by a semaphore.
+#[derive(Clone, Debug)]
+pub(crate) struct Runner {
+    pub config: Arc<OrchestratorConfig>,
+    pub agents: Agents,
+    pub recorder: Recorder,
+    pub permits: Arc<Semaphore>,
+}
+
+/// Why a pipeline stopped writing.
+enum Ended {
+    /// It wrote a terminal state.
+    Done,
+    /// The run was stopped (or ended) by someone else.
+    Taken,
+}
+
+impl Runner {
+    /// Runs `pipeline` for the run in `ctx` to its end. Spawn it.
+    pub async fn drive(self, pipeline: Pipeline, mut ctx: RunContext, live: Arc<LiveRun>) {
+        let run_id = ctx.run_id.clone();
+        let permit = tokio::select! {
+            () = live.cancel.cancelled() => None,
+            permit = self.permits.clone().acquire_owned() => permit.ok(),
+        };
+        if permit.is_some() {
+            let started = Instant::now();
+            let deadline = ctx.run_deadline;
+            let steps = self.run_steps(&pipeline, &mut ctx, &live.cancel);
+            let outcome = match deadline {
+                Some(limit) => tokio::time::timeout(limit, steps).await.map_err(|_| limit),
+                None => Ok(steps.await),
+            };
+            let outcome = match outcome {
+                Ok(outcome) => outcome,
+                Err(limit) => {
+                    let message = format!(
+                        "the run exceeded your tier's limit of {} s per run",
+                        limit.as_secs()
+                    );
+                    self.fail(&run_id, message).await
+                }
+            };
+            match outcome {
+                Ok(Ended::Done | Ended::Taken) => {
+                    tracing::info!(elapsed_ms = millis(started.elapsed()), "run pipeline ended");
+                }
+                Err(err) => {
+                    tracing::error!(error = %reporunner_error::error_chain(&err), "run pipeline could not record its progress");
+                    // Best effort: the store may be back for this one.
+                    let _ = self
+                        .fail(
+                            &run_id,
+                            "the orchestrator could not record the run's progress".into(),
+                        )
+                        .await;
+                }
+            }
+        }
+        self.recorder.live.finish(&run_id);
+    }
+
+    async fn fail(&self, run_id: &str, message: String) -> Result<Ended> {
+        let change = RunChange {
+            error: Some(message),
+            ..RunChange::default()
+        };
+        self.recorder.transition(run_id, RunState::Failed, change).await?;
+        Ok(Ended::Done)
+    }
+
+    async fn run_steps(
+        &self,
+        pipeline: &Pipeline,
+        ctx: &mut RunContext,
+        cancel: &CancellationToken,
+    ) -> Result<Ended> {
+        let run_id = ctx.run_id.clone();
+        let mut first = true;
+        for &step in pipeline.steps() {
+            if cancel.is_cancelled() {
+                return Ok(Ended::Taken);
+            }
+            let change = RunChange {
+                attempts: first.then_some(1),
+                ..RunChange::default()
+            };
+            first = false;
+            if self
+                .recorder
+                .transition(&run_id, step.state(), change)
+                .await?
+                .is_none()
+            {
+                return Ok(Ended::Taken);
+            }
+            let started = Instant::now();
+            let began = step_event(step, "started", String::new(), Duration::ZERO);
+            if self
+                .recorder
+                .record(&run_id, RunChange::default(), began)
+                .await?
+                .is_none()
+            {
+                return Ok(Ended::Taken);
+            }
+            let deadline = step.deadline(&self.config);
+            let result = tokio::select! {
+                () = cancel.cancelled() => return Ok(Ended::Taken),
+                result = tokio::time::timeout(deadline, step.execute(&self.agents, &self.config, ctx)) => result,
+            };
+            let result = result.unwrap_or_else(|_| {
+                Err(OrchestratorError::AgentDeadline {
+                    agent: step.agent(),
+                    detail: format!(
+                        "{} did not finish within {} ms",
+                        step.name(),
+                        deadline.as_millis()
+                    ),
+                })
+            });
+            let elapsed = started.elapsed();
+            let (change, event) = match result {
+                Ok(Outcome::Finished { detail, change }) => {
+                    (change, step_event(step, "finished", detail, elapsed))
+                }
+                Ok(Outcome::Skipped { detail }) => {
+                    (RunChange::default(), step_event(step, "skipped", detail, elapsed))
+                }
+                Err(err) => {
+                    let message = failure_message(step, &err);
+                    tracing::info!(step = step.name(), error = %message, "run step failed");
+                    let event = step_event(step, "failed", message.clone(), elapsed);
+                    if self
+                        .recorder
+                        .record(&run_id, RunChange::default(), event)
+                        .await?
+                        .is_none()
+                    {
+                        return Ok(Ended::Taken);
+                    }
+                    return self.fail(&run_id, message).await;
+                }
+            };
+            if self.recorder.record(&run_id, change, event).await?.is_none() {
+                return Ok(Ended::Taken);
+            }
+        }
+        self.recorder
+            .transition(&run_id, RunState::Succeeded, RunChange::default())
+            .await?;
+        Ok(Ended::Done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn analyze_goal_fetches_detects_and_analyzes_and_the_others_wait() {
+        let pipeline = Pipeline::for_goal(RunGoal::Analyze).expect("served");
+        assert_eq!(pipeline.steps(), &[Step::Fetch, Step::Detect, Step::Analyze]);
+        assert_eq!(
+            Pipeline::for_goal(RunGoal::Unspecified).expect("served"),
+            pipeline
+        );
+        for goal in [RunGoal::Start, RunGoal::Test, RunGoal::StartAndTest] {
+            let message = Pipeline::for_goal(goal).unwrap_err().to_string();
+            assert!(message.contains("setup-and-run pipeline"), "{message}");
+            assert!(message.contains(goal.as_str_name()), "{message}");
+        }
+    }
+
+    #[test]
+    fn steps_run_in_their_states_under_their_deadlines() {
+        let config = OrchestratorConfig {
+            analyze_deadline_ms: 1_234,
+            ..OrchestratorConfig::default()
+        };
+        assert_eq!(Step::Analyze.deadline(&config), Duration::from_millis(1_234));
+        assert_eq!(Step::Fetch.state(), RunState::Fetching);
+        assert_eq!(Step::Detect.state(), RunState::Detecting);
+        assert!(Step::Detect.skippable() && !Step::Fetch.skippable());
+    }
+
+    #[test]
+    fn a_failed_step_names_the_step_and_keeps_the_agents_words() {
+        let err = OrchestratorError::from_agent(
+            SOURCE,
+            tonic::Status::invalid_argument("cannot clone https://example.invalid/x.git: not found"),
+        );
+        let message = failure_message(Step::Fetch, &err);
+        assert!(message.starts_with("fetch failed:"), "{message}");
+        assert!(message.contains("https://example.invalid/x.git"), "{message}");
+        let err = OrchestratorError::from_agent(ANALYZER, tonic::Status::internal("boom"));
+        assert_eq!(
+            failure_message(Step::Analyze, &err),
+            "analyze failed: the analyzer agent failed: boom"
+        );
+    }
+}
