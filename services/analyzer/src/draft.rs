@@ -140,6 +140,9 @@ impl Draft {
     }
 
     pub fn set_port(&mut self, evidence: Evidence, port: u32) -> bool {
+        if port == 0 || port > 65535 {
+            return false;
+        }
         if self.offer(evidence) {
             self.c.port = port;
             true

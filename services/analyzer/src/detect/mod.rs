@@ -381,6 +381,9 @@ fn finish(d: &mut Draft, environment: Option<&Environment>, warnings: &mut Vec<S
     for w in d.warnings.drain(..) {
         warnings.push(format!("{name}: {w}"));
     }
+    if d.c.port > 65535 {
+        d.c.port = 0;
+    }
     if d.kind() == ComponentKind::Unspecified {
         let kind = if d.c.start.is_none() {
             ComponentKind::Library
