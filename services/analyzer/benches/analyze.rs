@@ -23,14 +23,20 @@ fn generate(root: &Path, files: usize) -> std::io::Result<usize> {
         written += 1;
         Ok(())
     };
-    write("package.json".into(), r#"{"name":"mono","private":true,"workspaces":["apps/*","packages/*"]}"#)?;
+    write(
+        "package.json".into(),
+        r#"{"name":"mono","private":true,"workspaces":["apps/*","packages/*"]}"#,
+    )?;
     write("package-lock.json".into(), "{}")?;
     write(".gitignore".into(), "node_modules/\n*.log\n")?;
     write(
         "docker-compose.yml".into(),
         "services:\n  db:\n    image: postgres:16\n  cache:\n    image: redis:7\n",
     )?;
-    write("README.md".into(), "# mono\n\n```sh\nnpm install\nnpm run dev\n```\n")?;
+    write(
+        "README.md".into(),
+        "# mono\n\n```sh\nnpm install\nnpm run dev\n```\n",
+    )?;
     let per_project = 100;
     let projects = files / per_project;
     for p in 0..projects {
@@ -42,19 +48,37 @@ fn generate(root: &Path, files: usize) -> std::io::Result<usize> {
         };
         match kind {
             "node" => {
-                write(format!("{base}/package.json"), r#"{"name":"web","scripts":{"dev":"vite","build":"vite build","test":"vitest run"},"dependencies":{"react":"18"},"devDependencies":{"vite":"5"}}"#)?;
-                write(format!("{base}/.env.example"), "VITE_API_URL=http://localhost:8000\n")?;
+                write(
+                    format!("{base}/package.json"),
+                    r#"{"name":"web","scripts":{"dev":"vite","build":"vite build","test":"vitest run"},"dependencies":{"react":"18"},"devDependencies":{"vite":"5"}}"#,
+                )?;
+                write(
+                    format!("{base}/.env.example"),
+                    "VITE_API_URL=http://localhost:8000\n",
+                )?;
             }
             "node-lib" => {
-                write(format!("{base}/package.json"), r#"{"name":"lib","main":"index.js","scripts":{"test":"vitest run"}}"#)?;
+                write(
+                    format!("{base}/package.json"),
+                    r#"{"name":"lib","main":"index.js","scripts":{"test":"vitest run"}}"#,
+                )?;
             }
             "python" => {
-                write(format!("{base}/requirements.txt"), "fastapi\nuvicorn\npsycopg2-binary\nredis\n")?;
-                write(format!("{base}/app/main.py"), "import os\nfrom fastapi import FastAPI\nDB = os.environ.get('DATABASE_URL', 'postgresql://localhost/db')\napp = FastAPI()\n")?;
+                write(
+                    format!("{base}/requirements.txt"),
+                    "fastapi\nuvicorn\npsycopg2-binary\nredis\n",
+                )?;
+                write(
+                    format!("{base}/app/main.py"),
+                    "import os\nfrom fastapi import FastAPI\nDB = os.environ.get('DATABASE_URL', 'postgresql://localhost/db')\napp = FastAPI()\n",
+                )?;
             }
             _ => {
                 write(format!("{base}/go.mod"), "module example.com/svc\n\ngo 1.22\n")?;
-                write(format!("{base}/cmd/server/main.go"), "package main\n\nimport \"net/http\"\n\nfunc main() { http.ListenAndServe(\":8080\", nil) }\n")?;
+                write(
+                    format!("{base}/cmd/server/main.go"),
+                    "package main\n\nimport \"net/http\"\n\nfunc main() { http.ListenAndServe(\":8080\", nil) }\n",
+                )?;
             }
         }
         let ext = match kind {
@@ -68,7 +92,10 @@ fn generate(root: &Path, files: usize) -> std::io::Result<usize> {
                 1 => "src/components",
                 _ => "tests",
             };
-            write(format!("{base}/{dir}/file{i}.{ext}"), "// generated source\nexport const x = 1;\n")?;
+            write(
+                format!("{base}/{dir}/file{i}.{ext}"),
+                "// generated source\nexport const x = 1;\n",
+            )?;
         }
     }
     Ok(written)
@@ -88,7 +115,10 @@ fn time<T>(runs: usize, mut f: impl FnMut() -> T) -> (Duration, T) {
 
 fn walk(root: &Path, config: &AnalyzerConfig) -> usize {
     let skip = config.skip_dirs.iter().cloned().collect();
-    walk_builder(root, config.max_depth, skip).build().filter_map(Result::ok).count()
+    walk_builder(root, config.max_depth, skip)
+        .build()
+        .filter_map(Result::ok)
+        .count()
 }
 
 fn row(label: &str, root: &Path) {

@@ -19,6 +19,8 @@ pub struct Draft {
     pub warnings: Vec<String>,
     /// True when the component was found only through a README.
     pub from_readme: bool,
+    /// package.json script names, to check README commands against.
+    pub scripts: BTreeSet<String>,
 }
 
 /// Evidence for `field` from `file` at `line` (0 = whole file).
@@ -115,8 +117,15 @@ impl Draft {
         port: u32,
         binding: &str,
     ) -> bool {
+        let port = if port > 65535 { 0 } else { port };
+        let weight = evidence.weight;
         if self.offer(evidence) {
             self.c.start = command;
+            if port != 0 {
+                // The start command's own port outranks weaker port hints.
+                let w = self.weight("port").max(weight);
+                self.weights.insert("port", w);
+            }
             if port != 0 || !binding.is_empty() {
                 self.c.port = port;
                 self.c.port_binding = binding.to_owned();

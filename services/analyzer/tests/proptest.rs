@@ -8,13 +8,59 @@ use proptest::prelude::*;
 use reporunner_analyzer::{AnalyzerConfig, ExportFormat, analyze_dir, export_plan};
 
 const NAMES: &[&str] = &[
-    "package.json", "pyproject.toml", "Cargo.toml", "docker-compose.yml", "compose.yaml", "Procfile", "requirements.txt",
-    "setup.py", "setup.cfg", "Pipfile", "environment.yml", "go.mod", "pom.xml", "build.gradle", "Makefile", "CMakeLists.txt",
-    "Dockerfile", ".env.example", "README.md", "manage.py", "main.py", "app.py", "index.js", "server.js", "main.go",
-    "pnpm-workspace.yaml", ".python-version", ".nvmrc", "rust-toolchain.toml", "index.html", ".flaskenv", "runtime.txt",
-    ".devcontainer.json", "uv.lock", "poetry.lock", "yarn.lock", "main.rs", ".gitignore",
+    "package.json",
+    "pyproject.toml",
+    "Cargo.toml",
+    "docker-compose.yml",
+    "compose.yaml",
+    "Procfile",
+    "requirements.txt",
+    "setup.py",
+    "setup.cfg",
+    "Pipfile",
+    "environment.yml",
+    "go.mod",
+    "pom.xml",
+    "build.gradle",
+    "Makefile",
+    "CMakeLists.txt",
+    "Dockerfile",
+    ".env.example",
+    "README.md",
+    "manage.py",
+    "main.py",
+    "app.py",
+    "index.js",
+    "server.js",
+    "main.go",
+    "pnpm-workspace.yaml",
+    ".python-version",
+    ".nvmrc",
+    "rust-toolchain.toml",
+    "index.html",
+    ".flaskenv",
+    "runtime.txt",
+    ".devcontainer.json",
+    "uv.lock",
+    "poetry.lock",
+    "yarn.lock",
+    "main.rs",
+    ".gitignore",
 ];
-const DIRS: &[&str] = &["src", "app", "apps", "packages", "cmd", "examples", "api", "web", "node_modules", "a", "ü", "x y"];
+const DIRS: &[&str] = &[
+    "src",
+    "app",
+    "apps",
+    "packages",
+    "cmd",
+    "examples",
+    "api",
+    "web",
+    "node_modules",
+    "a",
+    "ü",
+    "x y",
+];
 
 /// Fragments that make garbage look enough like a manifest to reach deep paths.
 const SNIPPETS: &[&str] = &[
@@ -37,19 +83,32 @@ const SNIPPETS: &[&str] = &[
 fn content() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         proptest::collection::vec(any::<u8>(), 0..300),
-        (0..SNIPPETS.len(), proptest::collection::vec(any::<u8>(), 0..40), 0usize..200).prop_map(|(i, noise, cut)| {
-            let mut s = SNIPPETS[i].as_bytes().to_vec();
-            let at = cut.min(s.len());
-            s.splice(at..at, noise);
-            s
-        }),
-        (0..SNIPPETS.len(), 0..SNIPPETS.len()).prop_map(|(a, b)| format!("{}{}", SNIPPETS[a], SNIPPETS[b]).into_bytes()),
+        (
+            0..SNIPPETS.len(),
+            proptest::collection::vec(any::<u8>(), 0..40),
+            0usize..200
+        )
+            .prop_map(|(i, noise, cut)| {
+                let mut s = SNIPPETS[i].as_bytes().to_vec();
+                let at = cut.min(s.len());
+                s.splice(at..at, noise);
+                s
+            }),
+        (0..SNIPPETS.len(), 0..SNIPPETS.len())
+            .prop_map(|(a, b)| format!("{}{}", SNIPPETS[a], SNIPPETS[b]).into_bytes()),
         ".{0,200}".prop_map(String::into_bytes),
     ]
 }
 
 fn tree() -> impl Strategy<Value = Vec<(Vec<usize>, usize, Vec<u8>)>> {
-    proptest::collection::vec((proptest::collection::vec(0..DIRS.len(), 0..4), 0..NAMES.len(), content()), 1..40)
+    proptest::collection::vec(
+        (
+            proptest::collection::vec(0..DIRS.len(), 0..4),
+            0..NAMES.len(),
+            content(),
+        ),
+        1..40,
+    )
 }
 
 proptest! {
@@ -98,9 +157,16 @@ fn the_entry_bound_stops_the_walk_with_a_warning() {
         std::fs::write(dir.path().join(format!("f{i}.txt")), "x").unwrap();
     }
     std::fs::write(dir.path().join("package.json"), "{}").unwrap();
-    let config = AnalyzerConfig { max_entries: 50, ..AnalyzerConfig::default() };
+    let config = AnalyzerConfig {
+        max_entries: 50,
+        ..AnalyzerConfig::default()
+    };
     let plan = analyze_dir(dir.path(), None, &config).unwrap();
-    assert!(plan.warnings.iter().any(|w| w.contains("more than 50 entries")), "{:?}", plan.warnings);
+    assert!(
+        plan.warnings.iter().any(|w| w.contains("more than 50 entries")),
+        "{:?}",
+        plan.warnings
+    );
 }
 
 #[test]
@@ -110,7 +176,11 @@ fn large_files_are_read_only_up_to_the_cap() {
     big.push_str(&"# padding\n".repeat(300_000));
     big.push_str("django\n");
     std::fs::write(dir.path().join("requirements.txt"), big).unwrap();
-    std::fs::write(dir.path().join("app.py"), "from flask import Flask\napp = Flask(__name__)\n").unwrap();
+    std::fs::write(
+        dir.path().join("app.py"),
+        "from flask import Flask\napp = Flask(__name__)\n",
+    )
+    .unwrap();
     let plan = analyze_dir(dir.path(), None, &AnalyzerConfig::default()).unwrap();
     let c = &plan.components[0];
     assert_eq!(c.frameworks, ["flask"], "django lies past the 1 MiB cap");

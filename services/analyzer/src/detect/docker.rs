@@ -150,13 +150,7 @@ pub fn apply(idx: &RepoIndex, drafts: &mut [Draft]) {
             if !workdir.is_empty() {
                 run = run.replace(&format!("{workdir}/"), "");
             }
-            let uses_port = run.contains("$PORT") || run.contains("${PORT");
-            let port = if uses_port {
-                d.c.port.max(8000)
-            } else {
-                super::procfile::port_in(&run).unwrap_or(d.c.port)
-            };
-            let binding = if uses_port { "env:PORT" } else { "" };
+            let (port, binding) = super::procfile::command_port(&run, d.c.port);
             d.set_start(
                 ev("start", &file, line, format!("CMD {run}"), weight::DOCKER),
                 Some(Command {

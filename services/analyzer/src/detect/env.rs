@@ -25,6 +25,7 @@ const TEMPLATES: &[&str] = &[
     "example.env",
     "sample.env",
     ".env.defaults",
+    ".env",
 ];
 
 static PY_GET: LazyLock<Option<Regex>> = LazyLock::new(|| {
@@ -237,7 +238,7 @@ fn scan_code(d: &mut Draft, file: &str, text: &str) {
         }
         d.add_env(EnvVar {
             name: name.clone(),
-            required: required && !has_default && name != "PORT",
+            required: required && !has_default && name != "PORT" && !file.contains("prod"),
             secret: is_secret_name(&name),
             default_value: default,
             source: format!("{file}:{line}"),

@@ -191,9 +191,24 @@ pub fn detect(idx: &RepoIndex, dir: &str) -> Vec<Draft> {
         }
         let server = server
             || port != 0
-            || texts
+            || texts.iter().any(|(_, t)| {
+                [
+                    "ListenAndServe",
+                    ".Run(\"",
+                    "gin.Default",
+                    "gin.New",
+                    "echo.New",
+                    "fiber.New",
+                    "http.Server",
+                ]
                 .iter()
-                .any(|(_, t)| t.contains("ListenAndServe") || t.contains(".Run(\""));
+                .any(|n| t.contains(n))
+            });
+        if server && port == 0 && texts.iter().any(|(_, t)| t.contains(".Run()")) {
+            // gin's Run() with no address listens on $PORT or :8080.
+            port = 8080;
+            binding = "env:PORT".into();
+        }
         if mains.len() > 1 {
             d.note(ev(
                 "start",

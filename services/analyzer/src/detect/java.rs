@@ -250,7 +250,7 @@ pub fn detect(idx: &RepoIndex, dir: &str) -> Vec<Draft> {
                     .take_while(|c| c.is_ascii_digit())
                     .collect();
                 if let Ok(p) = digits.parse::<u32>() {
-                    d.set_port(ev("port", &path, i as u32 + 1, l, weight::FRAMEWORK), p);
+                    d.set_port(ev("port", &path, i as u32 + 1, l, weight::PROCFILE), p);
                 }
             }
             if let Some(re) = PLACEHOLDER.as_ref() {

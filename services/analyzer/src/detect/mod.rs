@@ -224,6 +224,7 @@ fn component_roots(idx: &RepoIndex) -> Vec<(String, Eco)> {
             .collect()
     };
     let node_members = node::workspace_members(idx, &dirs_of(Eco::Node));
+    let (uv_roots, uv_members) = python::uv_workspaces(idx, &dirs_of(Eco::Python));
     let mut roots = Vec::new();
     let all: BTreeSet<String> = found.iter().map(|(d, _)| d.clone()).collect();
     for (dir, eco) in &found {
@@ -232,7 +233,14 @@ fn component_roots(idx: &RepoIndex) -> Vec<(String, Eco)> {
         let keep = match eco {
             // A nested package.json is its own component (frontend/, apps/web).
             Eco::Node => node::is_component(idx, dir, &all, &node_members),
-            Eco::Python | Eco::Rust | Eco::Go | Eco::Java => !under_same,
+            Eco::Python => {
+                if uv_roots.contains(dir) {
+                    false
+                } else {
+                    uv_members.contains(dir) || !under_same
+                }
+            }
+            Eco::Rust | Eco::Go | Eco::Java => !under_same,
             Eco::Native => {
                 !under_same
                     && !found.iter().any(|(d, e)| d == dir && *e != Eco::Native)
@@ -383,6 +391,24 @@ fn finish(d: &mut Draft, environment: Option<&Environment>, warnings: &mut Vec<S
     }
     if d.c.port > 65535 {
         d.c.port = 0;
+    }
+    if d.c.port == 0 && d.c.port_binding == "env:PORT" {
+        d.c.port = match d.c.language.as_str() {
+            "javascript" | "typescript" => 3000,
+            "python" => 8000,
+            _ => 8080,
+        };
+    }
+    if d.c.start.is_some() && d.c.port_binding.is_empty() && d.c.env.iter().any(|e| e.name == "PORT") {
+        d.c.port_binding = "env:PORT".into();
+        if d.c.port == 0 {
+            d.c.port =
+                d.c.env
+                    .iter()
+                    .find(|e| e.name == "PORT")
+                    .and_then(|e| e.default_value.parse().ok())
+                    .unwrap_or(3000);
+        }
     }
     if d.kind() == ComponentKind::Unspecified {
         let kind = if d.c.start.is_none() {

@@ -115,6 +115,40 @@ pub fn detect(idx: &RepoIndex, dir: &str) -> Vec<Draft> {
             d.offer(ev("test", &mk, l, t, weight::MANIFEST));
             d.c.test = cmd(t);
         }
+        // The default goal's program, when the Makefile builds one binary.
+        if let Some((goal, line)) = targets.first() {
+            let program = if goal == "all" {
+                text.lines()
+                    .find_map(|l| l.strip_prefix("all:"))
+                    .and_then(|deps| deps.split_whitespace().next())
+                    .map(str::to_owned)
+            } else {
+                Some(goal.clone())
+            };
+            if let Some(p) = program
+                && has(&p).is_some()
+                && !p.contains('.')
+                && !matches!(
+                    p.as_str(),
+                    "build" | "clean" | "install" | "test" | "check" | "deps" | "lint" | "fmt" | "help"
+                )
+                && text.contains(&format!("-o {p}"))
+            {
+                d.set_start(
+                    ev(
+                        "start",
+                        &mk,
+                        *line,
+                        format!("default goal builds ./{p}"),
+                        weight::CONVENTION,
+                    ),
+                    cmd(format!("./{p}")),
+                    0,
+                    "",
+                );
+                d.set_kind(ComponentKind::Cli);
+            }
+        }
         for t in ["run", "serve", "start", "dev"] {
             if let Some(l) = has(t) {
                 d.set_start(

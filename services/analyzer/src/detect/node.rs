@@ -18,7 +18,7 @@ use crate::{
 };
 
 static LISTEN_PORT: LazyLock<Option<Regex>> = LazyLock::new(|| {
-    Regex::new(r"(?:\.listen\(\s*(?:\{\s*port:\s*)?|PORT\s*(?:=|\|\||\?\?|:)\s*(?:process\.env\.PORT\s*(?:\|\||\?\?)\s*)?|process\.env\.PORT\s*(?:\|\||\?\?)\s*)['\x22]?(\d{2,5})\b").ok()
+    Regex::new(r"(?:\.listen\(\s*(?:\{\s*port:\s*)?|PORT\s*(?:=|\|\||\?\?|:)\s*(?:process\.env\.PORT\s*(?:\|\||\?\?)\s*)?|process\.env\.PORT\)?\s*(?:\|\||\?\?)\s*)['\x22]?(\d{2,5})\b").ok()
 });
 
 /// Reads and parses a package.json, warning on malformed JSON.
@@ -191,8 +191,32 @@ pub fn is_component(
     true
 }
 
+/// A `dev` script that only rebuilds a library on change.
+fn is_build_watcher(script: &str) -> bool {
+    let first = script.split_whitespace().next().unwrap_or_default();
+    matches!(
+        first,
+        "tsc"
+            | "tsup"
+            | "tsdown"
+            | "rollup"
+            | "unbuild"
+            | "babel"
+            | "esbuild"
+            | "swc"
+            | "microbundle"
+            | "pkgroll"
+    ) || script.contains("vite build --watch")
+        || script.starts_with("git clean")
+}
+
 fn is_delegating(script: &str) -> bool {
     [
+        "--cwd",
+        "--prefix",
+        "--filter",
+        "--workspace",
+        " -w ",
         "turbo ",
         "nx ",
         "lerna ",
@@ -483,9 +507,12 @@ pub fn detect(idx: &RepoIndex, dir: &str) -> Vec<Draft> {
         ("serve", weight::SCRIPT * 0.85),
         ("start:dev", weight::SCRIPT * 0.8),
     ];
-    let chosen = candidates
-        .iter()
-        .find(|(name, _)| scripts.get(*name).is_some_and(|s| !s.trim().is_empty()));
+    d.scripts = scripts.keys().cloned().collect();
+    let chosen = candidates.iter().find(|(name, _)| {
+        scripts
+            .get(*name)
+            .is_some_and(|s| !(s.trim().is_empty() || *name != "start" && is_build_watcher(s)))
+    });
     let is_next = d.has_framework("next");
     if let Some((name, w)) = chosen {
         let script = scripts.get(*name).cloned().unwrap_or_default();
@@ -718,6 +745,9 @@ fn script_port(script: &str) -> (u32, String) {
         let port = if s.contains("astro") { 4321 } else { 5173 };
         return (explicit.unwrap_or(port), "flag:--port".into());
     }
+    if s.contains("webpack serve") || s.contains("webpack-dev-server") {
+        return (explicit.unwrap_or(8080), "flag:--port".into());
+    }
     if s.contains("ng serve") {
         return (explicit.unwrap_or(4200), "flag:--port".into());
     }
@@ -810,7 +840,7 @@ fn scan_file(idx: &RepoIndex, path: &str) -> (u32, String, Option<(String, u32, 
     if port == 0 && !uses_env {
         return (0, String::new(), None);
     }
-    let port = if port == 0 { 3000 } else { port };
+    // With no literal the port is whatever $PORT says; finish() picks a default.
     (
         port,
         binding,

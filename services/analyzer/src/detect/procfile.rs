@@ -41,15 +41,7 @@ pub fn apply(idx: &RepoIndex, drafts: &mut Vec<Draft>) {
             );
             match name {
                 "web" => {
-                    let uses_port = command.contains("$PORT") || command.contains("${PORT");
-                    let binding = if uses_port { "env:PORT" } else { "" };
-                    let port = if d.c.port != 0 {
-                        d.c.port
-                    } else if uses_port {
-                        5000
-                    } else {
-                        port_in(command).unwrap_or(0)
-                    };
+                    let (port, binding) = command_port(command, d.c.port);
                     let run = command.to_owned();
                     if d.set_start(
                         e,
@@ -68,7 +60,11 @@ pub fn apply(idx: &RepoIndex, drafts: &mut Vec<Draft>) {
                 }
                 "release" => {
                     d.offer(e);
-                    d.c.setup.retain(|c| c.run != command);
+                    // The same migration spelled differently replaces the framework's.
+                    d.c.setup.retain(|c| {
+                        c.run != command
+                            && !(c.run.contains("manage.py migrate") && command.contains("manage.py migrate"))
+                    });
                     d.c.setup.push(Command {
                         run: command.to_owned(),
                         working_dir: String::new(),
@@ -78,6 +74,33 @@ pub fn apply(idx: &RepoIndex, drafts: &mut Vec<Draft>) {
                 _ => d.note(ev("worker", &file, i as u32 + 1, line, weight::PROCFILE)),
             }
         }
+    }
+}
+
+/// The port and binding a start command implies: `$PORT` in it, or a
+/// server that reads `PORT` itself (gunicorn), or an explicit bind.
+pub fn command_port(command: &str, current: u32) -> (u32, &'static str) {
+    let uses_port = command.contains("$PORT") || command.contains("${PORT");
+    let explicit = port_in(command);
+    let gunicorn = command.contains("gunicorn");
+    if uses_port {
+        (
+            if current != 0 {
+                current
+            } else if gunicorn {
+                8000
+            } else {
+                5000
+            },
+            "env:PORT",
+        )
+    } else if let Some(p) = explicit {
+        (p, "")
+    } else if gunicorn {
+        // gunicorn binds $PORT when set, else 127.0.0.1:8000.
+        (8000, "env:PORT")
+    } else {
+        (current, "")
     }
 }
 

@@ -26,6 +26,8 @@ static RUN_PORT: LazyLock<Option<Regex>> =
     LazyLock::new(|| Regex::new(r"(?:uvicorn\.run|\.run)\([^)]*port\s*=\s*(\d{2,5})").ok());
 static SETTINGS_MODULE: LazyLock<Option<Regex>> =
     LazyLock::new(|| Regex::new(r#"DJANGO_SETTINGS_MODULE['"]\s*,\s*['"]([\w.]+)['"]"#).ok());
+static APP_ASSIGN: LazyLock<Option<Regex>> =
+    LazyLock::new(|| Regex::new(r"(?m)^(app|application|api)\s*(?::\s*\w+\s*)?=\s*[A-Za-z_][\w.]*\(").ok());
 static STREAMLIT: LazyLock<Option<Regex>> =
     LazyLock::new(|| Regex::new(r"(?m)^\s*(?:import streamlit|from streamlit)").ok());
 static GRADIO: LazyLock<Option<Regex>> =
@@ -60,6 +62,52 @@ pub fn requirement_name(line: &str) -> Option<String> {
     re.captures(line)
         .and_then(|c| c.get(1))
         .map(|m| normalize(m.as_str()))
+}
+
+/// uv workspaces: (roots that are only a workspace, member directories).
+pub fn uv_workspaces(
+    idx: &RepoIndex,
+    python_dirs: &std::collections::BTreeSet<String>,
+) -> (
+    std::collections::BTreeSet<String>,
+    std::collections::BTreeSet<String>,
+) {
+    let mut roots = std::collections::BTreeSet::new();
+    let mut members = std::collections::BTreeSet::new();
+    for dir in python_dirs {
+        let Some(text) = idx.read(&join(dir, "pyproject.toml")) else {
+            continue;
+        };
+        let Ok(doc) = toml::from_str::<toml::Table>(&text) else {
+            continue;
+        };
+        let Some(globs) = doc
+            .get("tool")
+            .and_then(|t| t.get("uv"))
+            .and_then(|u| u.get("workspace"))
+            .and_then(|w| w.get("members"))
+            .and_then(|m| m.as_array())
+        else {
+            continue;
+        };
+        let globs: Vec<&str> = globs.iter().filter_map(|g| g.as_str()).take(100).collect();
+        let mut found = false;
+        for other in python_dirs {
+            if other != dir
+                && (dir.is_empty() || other.starts_with(&format!("{dir}/")))
+                && globs
+                    .iter()
+                    .any(|g| super::node::glob_match(g, rel_to(dir, other)))
+            {
+                members.insert(other.clone());
+                found = true;
+            }
+        }
+        if found && doc.get("project").and_then(|p| p.get("dependencies")).is_none() {
+            roots.insert(dir.clone());
+        }
+    }
+    (roots, members)
 }
 
 /// A version constraint with its origin.
@@ -423,7 +471,7 @@ pub fn detect(idx: &RepoIndex, dir: &str) -> Vec<Draft> {
     decide_version(&mut d, &pins);
 
     // Package manager and install.
-    let uv_lock = idx.has(&p("uv.lock"));
+    let uv_lock = idx.has(&p("uv.lock")) || ancestors(dir).any(|a| idx.has(&join(a, "uv.lock")));
     let poetry_lock = idx.has(&p("poetry.lock"));
     let (pm, pm_file, install) = if uv_lock {
         let install = match (&main_requirements, installable) {
@@ -525,6 +573,15 @@ pub fn detect(idx: &RepoIndex, dir: &str) -> Vec<Draft> {
 
     // Entry points.
     entry_point(idx, &mut d, dir, &scripts);
+    let alembic = p("alembic.ini");
+    if idx.has(&alembic) && !d.has_framework("django") {
+        d.offer(ev("setup", &alembic, 0, "alembic migrations", weight::MANIFEST));
+        d.c.setup.push(reporunner_proto::common::v1::Command {
+            run: "alembic upgrade head".into(),
+            working_dir: String::new(),
+            watch_mode: false,
+        });
+    }
 
     // Tests.
     if pytest_configured
@@ -560,6 +617,18 @@ pub fn detect(idx: &RepoIndex, dir: &str) -> Vec<Draft> {
         d.c.test = cmd("python -m unittest discover -s tests");
     }
     vec![d]
+}
+
+/// The directories above `dir`, nearest first, ending with the root ("").
+fn ancestors(dir: &str) -> impl Iterator<Item = &str> {
+    let mut cur = if dir.is_empty() { None } else { Some(dir) };
+    std::iter::from_fn(move || {
+        let d = cur?;
+        let parent = crate::index::parent_of(d);
+        cur = if parent.is_empty() { None } else { Some(parent) };
+        Some(parent)
+    })
+    .take(16)
 }
 
 fn pyproject_or(idx: &RepoIndex, dir: &str) -> String {
@@ -879,6 +948,7 @@ fn entry_point(idx: &RepoIndex, d: &mut Draft, dir: &str, scripts: &[(String, St
     ];
     let files = source_files(idx, dir, &[".py"], &preferred, 80);
     let mut fastapi: Option<(String, String, u32, String)> = None;
+    let mut fastapi_built: Option<(String, String, u32, String)> = None;
     let mut flask: Option<(String, u32, String)> = None;
     let mut factory: Option<(String, u32, String)> = None;
     let mut streamlit: Option<String> = None;
@@ -907,6 +977,21 @@ fn entry_point(idx: &RepoIndex, d: &mut Draft, dir: &str, scripts: &[(String, St
                 var.as_str().to_owned(),
                 line_of(&text, var.start()),
                 kind.as_str().to_owned(),
+            ));
+        }
+        // `app = get_application()` in a module that builds a FastAPI app.
+        if fastapi_built.is_none()
+            && text.contains("FastAPI(")
+            && let Some(m) = APP_ASSIGN
+                .as_ref()
+                .and_then(|re| re.captures(&text))
+                .and_then(|c| c.get(1))
+        {
+            fastapi_built = Some((
+                rel.clone(),
+                m.as_str().to_owned(),
+                line_of(&text, m.start()),
+                "FastAPI".to_owned(),
             ));
         }
         if flask.is_none()
@@ -954,6 +1039,7 @@ fn entry_point(idx: &RepoIndex, d: &mut Draft, dir: &str, scripts: &[(String, St
             None => (module_of(rel), String::new()),
         }
     };
+    let fastapi = fastapi.or(fastapi_built);
     if let Some((rel, var, line, kind)) = &fastapi {
         let fw = if kind == "Starlette" {
             "starlette"

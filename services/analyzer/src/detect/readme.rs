@@ -93,6 +93,30 @@ pub fn apply(idx: &RepoIndex, drafts: &mut Vec<Draft>) {
         };
         let Some(text) = idx.read(&file) else { continue };
         let lines = shell_lines(&text);
+        let scripts: Option<std::collections::BTreeSet<String>> = drafts
+            .iter()
+            .find(|d| d.dir() == dir)
+            .map(|d| d.scripts.clone())
+            .filter(|s| !s.is_empty());
+        let script_exists = |c: &str| -> bool {
+            let words: Vec<&str> = c.split_whitespace().collect();
+            let name = match words.as_slice() {
+                ["npm", "start", ..] | ["yarn", "start", ..] => Some("start"),
+                ["npm" | "pnpm" | "bun", "run", s, ..] => Some(*s),
+                ["yarn" | "pnpm", s, ..]
+                    if !matches!(*s, "install" | "add" | "i" | "dlx" | "exec" | "create") =>
+                {
+                    Some(*s)
+                }
+                _ => None,
+            };
+            match (name, &scripts) {
+                (Some(n), Some(s)) => s.contains(n),
+                (Some(_), None) => drafts.iter().all(|d| d.dir() != dir),
+                _ => true,
+            }
+        };
+        let lines: Vec<(u32, String)> = lines.into_iter().filter(|(_, c)| script_exists(c)).collect();
         let start = lines.iter().find_map(|(l, c)| {
             START
                 .iter()

@@ -9,13 +9,16 @@ use reporunner_proto::common::v1::{BackingServiceKind, ComponentKind};
 
 use super::{default_name, find_line, line_of, rel_to, weight};
 use crate::{
-    draft::{Draft, cmd, ev},
+    draft::{Draft, cmd, cmd_in, ev},
     index::{RepoIndex, file_name, join, parent_of},
 };
 
 static ADDR: LazyLock<Option<Regex>> = LazyLock::new(|| {
     Regex::new(r#"["'](?:0\.0\.0\.0|127\.0\.0\.1|localhost|\[::\])?:(\d{2,5})["']|\(\s*\[\s*(?:0|127)\s*,\s*0\s*,\s*0\s*,\s*[01]\s*\]\s*,\s*(\d{2,5})\s*\)|\(\s*"[\w.]+"\s*,\s*(\d{2,5})\s*\)"#).ok()
 });
+
+/// Ports of databases that appear in connection strings, never a server's own.
+const DB_PORTS: &[&str] = &["5432", "3306", "6379", "27017", "5672", "9200", "11211"];
 
 const SERVERS: &[&str] = &[
     "axum",
@@ -413,12 +416,27 @@ pub fn detect(idx: &RepoIndex, dir: &str) -> Vec<Draft> {
     if let Some((w, run, file, detail)) = best {
         let mut port = 0;
         let mut binding = String::new();
-        if let Some(sf) = &server_file
-            && let Some(text) = idx.read_source(sf)
-        {
-            if let Some(c) = ADDR.as_ref().and_then(|re| re.captures(&text))
-                && let Some(m) = c.get(1).or_else(|| c.get(2)).or_else(|| c.get(3))
-            {
+        let mut scan: Vec<String> = server_file.iter().cloned().collect();
+        if let Some(sf) = &server_file {
+            let src_dir = parent_of(sf).to_owned();
+            scan.extend(
+                idx.files_under(&src_dir)
+                    .filter(|f| f.ends_with(".rs") && Some(*f) != server_file.as_ref())
+                    .take(30)
+                    .cloned(),
+            );
+        }
+        for sf in &scan {
+            if port != 0 {
+                break;
+            }
+            let Some(text) = idx.read_source(sf) else { continue };
+            let found = ADDR.as_ref().and_then(|re| {
+                re.captures_iter(&text)
+                    .filter_map(|c| c.get(1).or_else(|| c.get(2)).or_else(|| c.get(3)))
+                    .find(|m| !DB_PORTS.contains(&m.as_str()))
+            });
+            if let Some(m) = found {
                 {
                     port = m.as_str().parse().unwrap_or(0);
                     d.note(ev(
@@ -443,8 +461,69 @@ pub fn detect(idx: &RepoIndex, dir: &str) -> Vec<Draft> {
         } else {
             ComponentKind::Cli
         });
+    } else if let Some((run, file)) = examples_workspace_server(idx, dir) {
+        // A library whose runnable servers live in a separate examples workspace.
+        d.set_start(
+            ev(
+                "start",
+                &file,
+                0,
+                "server in the examples workspace",
+                weight::FRAMEWORK_GUESS,
+            ),
+            cmd_in(run, &join(dir, "examples")),
+            0,
+            "",
+        );
+        d.set_kind(ComponentKind::Web);
+        if let Some(text) = idx.read_source(&file)
+            && let Some(m) = ADDR
+                .as_ref()
+                .and_then(|re| re.captures(&text))
+                .and_then(|c| c.get(1).or_else(|| c.get(2)).or_else(|| c.get(3)))
+        {
+            d.c.port = m.as_str().parse().unwrap_or(0);
+        }
     } else {
         d.set_kind(ComponentKind::Library);
     }
     vec![d]
+}
+
+/// `examples/Cargo.toml` with its own `[workspace]`: the simplest server
+/// package there (hello-world first).
+fn examples_workspace_server(idx: &RepoIndex, dir: &str) -> Option<(String, String)> {
+    let ex = join(dir, "examples");
+    let text = idx.read(&join(&ex, "Cargo.toml"))?;
+    if !text.contains("[workspace]") {
+        return None;
+    }
+    let mut best: Option<(i32, String, String)> = None;
+    for member in idx.child_dirs(&ex).take(200) {
+        let main = join(member, "src/main.rs");
+        if !idx.has(&main) {
+            continue;
+        }
+        let Some((pkg, _)) = parse_pkg(idx, member) else {
+            continue;
+        };
+        let name = file_name(member);
+        let score = if name.contains("hello") {
+            3
+        } else if name.contains("basic") || name.contains("simple") {
+            2
+        } else {
+            0
+        };
+        if best.as_ref().is_some_and(|b| b.0 >= score) {
+            continue;
+        }
+        let Some(src) = idx.read_source(&main) else {
+            continue;
+        };
+        if is_server_source(&src) && !pkg.name.is_empty() {
+            best = Some((score, format!("cargo run -p {}", pkg.name), main));
+        }
+    }
+    best.map(|(_, run, file)| (run, file))
 }
