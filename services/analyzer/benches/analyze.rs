@@ -110,7 +110,7 @@ fn time<T>(runs: usize, mut f: impl FnMut() -> T) -> (Duration, T) {
         best = best.min(started.elapsed());
         last = Some(out);
     }
-    (best, last.unwrap_or_else(|| f()))
+    (best, last.unwrap_or_else(f))
 }
 
 fn walk(root: &Path, config: &AnalyzerConfig) -> usize {
