@@ -214,6 +214,10 @@ pub fn apply(idx: &RepoIndex, drafts: &mut [Draft]) {
                 for d in drafts
                     .iter_mut()
                     .filter(|d| !matches!(d.kind(), ComponentKind::Static | ComponentKind::Library))
+                    .filter(|d| {
+                        !d.has_dep("com.h2database:h2")
+                            || !matches!(kind, BackingServiceKind::Postgresql | BackingServiceKind::Mysql)
+                    })
                 {
                     d.add_backing(*kind, version, e.clone());
                 }

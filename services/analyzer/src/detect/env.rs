@@ -74,7 +74,27 @@ pub fn apply(idx: &RepoIndex, d: &mut Draft) {
     if !dir.is_empty() {
         dirs.push(String::new());
     }
+    // A browser-only app or a library does not connect to databases itself.
+    let browser_only = ["vite", "create-react-app", "angular", "vue", "svelte", "react"]
+        .iter()
+        .any(|f| d.has_framework(f))
+        && ![
+            "next",
+            "nuxt",
+            "remix",
+            "express",
+            "fastify",
+            "koa",
+            "hono",
+            "nest",
+            "sveltekit",
+            "astro",
+        ]
+        .iter()
+        .any(|f| d.has_framework(f));
+    let server_side = d.c.start.is_some() && !browser_only;
     for (n, base) in dirs.iter().enumerate() {
+        let own = n == 0;
         for t in TEMPLATES {
             let file = join(base, t);
             let Some(text) = idx.read(&file) else { continue };
@@ -92,7 +112,7 @@ pub fn apply(idx: &RepoIndex, d: &mut Draft) {
                 }
                 let v = v.split(" #").next().unwrap_or(v).trim().trim_matches(['"', '\'']);
                 let placeholder = is_placeholder(v);
-                if let Some(kind) = backing_from_env(k, v) {
+                if let Some(kind) = backing_from_env(k, v).filter(|_| own || server_side) {
                     d.add_backing(
                         kind,
                         "",

@@ -209,6 +209,10 @@ pub fn detect(idx: &RepoIndex, dir: &str) -> Vec<Draft> {
             port = 8080;
             binding = "env:PORT".into();
         }
+        let file = &texts
+            .iter()
+            .find(|(_, t)| t.contains("func main("))
+            .map_or_else(|| file.clone(), |(f, _)| f.clone());
         if mains.len() > 1 {
             d.note(ev(
                 "start",

@@ -69,10 +69,24 @@ pub fn detect(idx: &RepoIndex, dir: &str) -> Vec<Draft> {
             d.deps.insert(dep.to_owned());
         }
     }
-    if all_text.contains("org.postgresql") {
+    if all_text.contains("com.h2database") {
+        // An embedded database is the default; compose databases are optional.
+        d.deps.insert("com.h2database:h2".into());
+    }
+    let embedded_db = all_text.contains("com.h2database");
+    if embedded_db {
+        d.note(ev(
+            "backing_service",
+            &file,
+            find_line(&all_text, "com.h2database"),
+            "H2 embedded database is the default; PostgreSQL/MySQL drivers are optional profiles",
+            weight::MANIFEST,
+        ));
+    }
+    if all_text.contains("org.postgresql") && !embedded_db {
         d.deps.insert("org.postgresql:postgresql".into());
     }
-    if all_text.contains("mysql-connector") {
+    if all_text.contains("mysql-connector") && !embedded_db {
         d.deps.insert("com.mysql:mysql-connector-j".into());
     }
     if maven {
