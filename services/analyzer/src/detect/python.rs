@@ -135,11 +135,18 @@ pub fn detect(idx: &RepoIndex, dir: &str) -> Vec<Draft> {
     let mut is_poetry = false;
     let mut poetry_deps: Vec<(String, String)> = Vec::new();
     let mut poetry_package_mode = true;
+    let mut project_deps: Vec<String> = Vec::new();
     if let Some(text) = idx.read(&pyproject_path) {
         match toml::from_str::<toml::Table>(&text) {
             Ok(doc) => {
                 if let Some(project) = doc.get("project").and_then(|v| v.as_table()) {
-                    installable = true;
+                    // Without [build-system] a project is "virtual" (uv's
+                    // default): its dependencies are installed, not itself.
+                    if doc.get("build-system").is_some() {
+                        installable = true;
+                    } else {
+                        project_deps = str_array(project.get("dependencies"));
+                    }
                     if let Some(name) = project.get("name").and_then(|v| v.as_str()) {
                         d.c.name = name.to_owned();
                     }
@@ -477,7 +484,7 @@ pub fn detect(idx: &RepoIndex, dir: &str) -> Vec<Draft> {
         let install = match (&main_requirements, installable) {
             (_, true) => "pip install -e .".to_owned(),
             (Some(r), false) => format!("pip install -r {r}"),
-            (None, false) => "pip install .".to_owned(),
+            (None, false) => pip_install_list(&project_deps),
         };
         ("uv", "uv.lock", install)
     } else if is_poetry || poetry_lock {
@@ -519,6 +526,8 @@ pub fn detect(idx: &RepoIndex, dir: &str) -> Vec<Draft> {
             install.push_str(" && pip install -e .");
         }
         ("pip", "requirements.txt", install)
+    } else if !installable && !project_deps.is_empty() {
+        ("pip", "pyproject.toml", pip_install_list(&project_deps))
     } else if installable {
         (
             "pip",
@@ -722,6 +731,15 @@ pub fn poetry_to_pep440(spec: &str) -> String {
         })
         .collect();
     parts.join(",")
+}
+
+/// `pip install 'a==1' 'b>=2'` for requirement strings (empty for none).
+fn pip_install_list(reqs: &[String]) -> String {
+    if reqs.is_empty() {
+        return String::new();
+    }
+    let quoted: Vec<String> = reqs.iter().take(300).map(|r| shell_quote(r.trim())).collect();
+    format!("pip install {}", quoted.join(" "))
 }
 
 fn quoted_specs(deps: &[(String, String)], conv: impl Fn(&str) -> String) -> String {

@@ -116,7 +116,24 @@ pub fn apply(idx: &RepoIndex, drafts: &mut Vec<Draft>) {
                 _ => true,
             }
         };
-        let lines: Vec<(u32, String)> = lines.into_iter().filter(|(_, c)| script_exists(c)).collect();
+        // A command for another language is about another part of the repository.
+        let language = drafts
+            .iter()
+            .find(|d| d.dir() == dir)
+            .map(|d| d.c.language.clone())
+            .unwrap_or_default();
+        let same_language = |c: &str| -> bool {
+            let l = super::procfile::language_of(c);
+            l.is_empty()
+                || language.is_empty()
+                || l == language
+                || (l == "javascript" && language == "typescript")
+                || (l == "python" && language == "html")
+        };
+        let lines: Vec<(u32, String)> = lines
+            .into_iter()
+            .filter(|(_, c)| script_exists(c) && same_language(c))
+            .collect();
         let start = lines.iter().find_map(|(l, c)| {
             START
                 .iter()

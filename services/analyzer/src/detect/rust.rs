@@ -373,6 +373,18 @@ pub fn detect(idx: &RepoIndex, dir: &str) -> Vec<Draft> {
             } else {
                 0.0
             };
+            // Among equals, the simplest-looking program in the shallowest package.
+            let named = |words: &[&str]| words.iter().any(|n| p.name.contains(n) || bin.contains(n));
+            let hint = if named(&["hello"]) {
+                0.03
+            } else if named(&["basic", "simple", "minimal"]) {
+                0.02
+            } else if named(&["server", "api", "web"]) {
+                0.01
+            } else {
+                0.0
+            };
+            let w = w + hint - 0.001 * p.dir.matches('/').count() as f64;
             let run = format!("cargo run{pkg_flag}{bin_flag}");
             if best.as_ref().is_none_or(|b| w > b.0) {
                 best = Some((
@@ -455,7 +467,12 @@ pub fn detect(idx: &RepoIndex, dir: &str) -> Vec<Draft> {
                 }
             }
         }
-        d.set_start(ev("start", &file, 0, detail, w), cmd(run), port, &binding);
+        d.set_start(
+            ev("start", &file, 0, detail, w.min(weight::FRAMEWORK)),
+            cmd(run),
+            port,
+            &binding,
+        );
         d.set_kind(if server_file.is_some() {
             ComponentKind::Web
         } else {
