@@ -42,6 +42,7 @@ test-python: $(VENV)/.installed
 bench:
 	$(CARGO) bench -p reporunner-tests --bench mesh
 	$(CARGO) bench -p reporunner-auth --bench auth
+	$(CARGO) bench -p reporunner-analyzer --bench analyze
 
 clean-venv:
 	rm -rf $(VENV)

@@ -29,6 +29,8 @@ SERVICES = [
     "reporunner.auth.v1.AuthService",
     "reporunner.auth.v1.AdminService",
     "reporunner.agents.env_detector.v1.EnvDetectorService",
+    "reporunner.agents.source.v1.SourceService",
+    "reporunner.agents.analyzer.v1.AnalyzerService",
     "reporunner.orchestrator.v1.OrchestratorService",
 ]
 
@@ -330,3 +332,56 @@ def test_admin_init_creates_the_single_admin_without_echoing_the_password(tmp_pa
     again = cli("admin", "init", "--username", "other", "--data-dir", str(data_dir), "--password-stdin",
                 creds=creds, stdin=password + "\n", check=False)
     assert again.returncode != 0 and "already exists" in again.stderr, again.stderr
+
+
+FIXTURES = ROOT / "tests" / "fixtures"
+
+
+def analyze(*args, check=True):
+    out = subprocess.run([str(BINARY), "analyze", *args, "--no-host"], capture_output=True, text=True,
+                         timeout=120, stdin=subprocess.DEVNULL)
+    if check:
+        assert out.returncode == 0, out.stderr
+    return out
+
+
+def web_component(plan):
+    return next(c for c in plan["components"] if c.get("kind") == "COMPONENT_KIND_WEB")
+
+
+def test_analyze_prints_a_run_plan_offline_from_a_directory():
+    plan = json.loads(analyze(str(FIXTURES / "procfile-override"), "-o", "json").stdout)
+    web = web_component(plan)
+    assert web["start"]["run"] == "gunicorn app:app --bind 0.0.0.0:$PORT --workers 2"
+    assert any(e["file"] == "Procfile" and e["field"] == "start" for e in web["evidence"])
+    table = analyze(str(FIXTURES / "procfile-override")).stdout
+    assert "gunicorn app:app" in table and "Procfile:1" in table
+    dockerfile = analyze(str(FIXTURES / "procfile-override"), "--export", "dockerfile").stdout
+    assert dockerfile.startswith("FROM ") or "\nFROM " in dockerfile
+    assert "gunicorn" in dockerfile
+    procfile = analyze(str(FIXTURES / "procfile-override"), "--export", "procfile").stdout
+    assert any(line.startswith("web: gunicorn app:app") for line in procfile.splitlines()), procfile
+
+
+def test_analyze_fetches_archives_and_git_urls_through_the_source_agent(tmp_path):
+    import tarfile
+
+    archive = tmp_path / "repo.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(FIXTURES / "procfile-override", arcname=".")
+    plan = json.loads(analyze(str(archive), "-o", "json").stdout)
+    assert plan["workspaceId"].startswith("sha256:")
+    assert web_component(plan)["start"]["run"].startswith("gunicorn app:app")
+
+    repo = tmp_path / "git-repo"
+    shutil.copytree(FIXTURES / "procfile-override", repo)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "-C", str(repo)]
+    for cmd in (["init", "-q", "-b", "main"], ["add", "."], ["commit", "-q", "-m", "init"], ["tag", "v1"]):
+        subprocess.run(git + cmd, check=True, capture_output=True)
+    plan = json.loads(analyze(f"file://{repo}", "--ref", "v1", "-o", "json").stdout)
+    assert web_component(plan)["start"]["run"].startswith("gunicorn app:app")
+
+    missing = analyze(str(tmp_path / "nowhere"), check=False)
+    assert missing.returncode != 0 and "nowhere" in missing.stderr
+    bad_ref = analyze(f"file://{repo}", "--ref", "no-such-ref", check=False)
+    assert bad_ref.returncode != 0 and "no-such-ref" in bad_ref.stderr, bad_ref.stderr

@@ -6,7 +6,13 @@
 //! # async fn demo() -> anyhow::Result<()> {
 //! use reporunner::ServiceName;
 //! use reporunner_tests::Sandbox;
-//! let mesh = Sandbox::builder().replicas(ServiceName::EnvDetector, 2).with(ServiceName::Orchestrator).start().await?;
+//! let mesh = Sandbox::builder()
+//!     .replicas(ServiceName::EnvDetector, 2)
+//!     .with(ServiceName::Source)
+//!     .with(ServiceName::Analyzer)
+//!     .with(ServiceName::Orchestrator)
+//!     .start()
+//!     .await?;
 //! let mut orchestrator = mesh.orchestrator();
 //! # Ok(()) }
 //! ```
@@ -59,6 +65,8 @@ impl SandboxBuilder {
                 match service {
                     ServiceName::Auth => settings.endpoints.auth.push(uri),
                     ServiceName::EnvDetector => settings.endpoints.env_detector.push(uri),
+                    ServiceName::Source => settings.endpoints.source.push(uri),
+                    ServiceName::Analyzer => settings.endpoints.analyzer.push(uri),
                     ServiceName::Orchestrator => settings.endpoints.orchestrator.push(uri),
                 }
                 nodes.push(SandboxNode {

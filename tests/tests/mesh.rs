@@ -41,6 +41,8 @@ async fn orchestrator_fails_over_between_env_detector_replicas() {
     let mut mesh = Sandbox::builder()
         .with(ServiceName::Auth)
         .replicas(ServiceName::EnvDetector, 2)
+        .with(ServiceName::Source)
+        .with(ServiceName::Analyzer)
         .with(ServiceName::Orchestrator)
         .start()
         .await
@@ -103,6 +105,8 @@ async fn every_hosted_service_reports_serving_and_recommendations_come_through()
     let mesh = Sandbox::builder()
         .with(ServiceName::Auth)
         .with(ServiceName::EnvDetector)
+        .with(ServiceName::Source)
+        .with(ServiceName::Analyzer)
         .with(ServiceName::Orchestrator)
         .start()
         .await
@@ -164,6 +168,8 @@ async fn an_orchestrator_without_any_live_env_detector_says_unavailable() {
     let mesh = Sandbox::builder()
         .settings(|s| s.endpoints.env_detector = vec![dead.clone()])
         .with(ServiceName::Auth)
+        .with(ServiceName::Source)
+        .with(ServiceName::Analyzer)
         .with(ServiceName::Orchestrator)
         .start()
         .await
@@ -205,6 +211,8 @@ async fn an_endpoint_that_accepts_but_never_answers_leaves_the_pool() {
     let mesh = Sandbox::builder()
         .settings(|s| s.endpoints.env_detector = vec![silent_uri.clone(), live_uri.clone()])
         .with(ServiceName::Auth)
+        .with(ServiceName::Source)
+        .with(ServiceName::Analyzer)
         .with(ServiceName::Orchestrator)
         .start()
         .await
@@ -237,6 +245,8 @@ async fn the_orchestrator_refuses_calls_without_a_valid_token_and_narrows_modes_
     let mesh = Sandbox::builder()
         .with(ServiceName::Auth)
         .with(ServiceName::EnvDetector)
+        .with(ServiceName::Source)
+        .with(ServiceName::Analyzer)
         .with(ServiceName::Orchestrator)
         .start()
         .await

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod account;
+pub mod analyze;
 pub mod credentials;
 pub mod node;
 pub mod output;

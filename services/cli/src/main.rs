@@ -42,6 +42,9 @@ enum Command {
     Serve(ServeArgs),
     /// Detect this host's platform, hardware, toolchains and registries.
     Env(EnvArgs),
+    /// Decide how to run a repository (offline, in this process): a directory,
+    /// an archive (.tar, .tar.gz, .zip) or a git URL.
+    Analyze(AnalyzeArgs),
     /// Create an account on a server and log in.
     Register {
         username: String,
@@ -92,6 +95,24 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+}
+
+#[derive(clap::Args, Debug)]
+struct AnalyzeArgs {
+    /// A directory, an archive file or a git URL.
+    repo: String,
+    /// For a git URL: a branch, tag or commit.
+    #[arg(long = "ref")]
+    reference: Option<String>,
+    /// `table` shows components, commands and evidence; `json` prints the RunPlan (proto3 JSON).
+    #[arg(long, short, value_enum, default_value = "table")]
+    output: OutputFormat,
+    /// Print the plan as a dockerfile, devcontainer (devcontainer.json), procfile or json instead.
+    #[arg(long, value_name = "FORMAT")]
+    export: Option<String>,
+    /// Do not look at this host's toolchains (versions then come from the repository alone).
+    #[arg(long)]
+    no_host: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -205,6 +226,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(cli.config, args).await,
         Command::Env(args) => env(cli.config, args).await,
+        Command::Analyze(args) => analyze(cli.config, args).await,
         Command::Register {
             username,
             password,
@@ -231,6 +253,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         },
     }
+}
+
+/// `reporunner analyze`.
+async fn analyze(config: Option<PathBuf>, args: AnalyzeArgs) -> anyhow::Result<()> {
+    #[derive(Serialize)]
+    struct NoFlags {}
+    let settings: Settings = reporunner_server::config::load(config.as_deref(), &NoFlags {})?;
+    let export = args
+        .export
+        .as_deref()
+        .map(reporunner::analyze::export_format)
+        .transpose()?;
+    let target = reporunner::analyze::parse_target(&args.repo, args.reference.as_deref())?;
+    let plan = reporunner::analyze::analyze(&settings, target, !args.no_host).await?;
+    if let Some(format) = export {
+        let file = reporunner_analyzer::export_plan(&plan, format).map_err(|e| anyhow::anyhow!("{e}"))?;
+        print!("{}", file.content);
+        if !file.content.ends_with('\n') {
+            println!();
+        }
+        return Ok(());
+    }
+    match args.output {
+        OutputFormat::Json => println!("{}", reporunner_proto::json::to_string_pretty(&plan)?),
+        OutputFormat::Table => print!("{}", output::plan(&plan)),
+    }
+    Ok(())
 }
 
 /// `reporunner admin init`: creates the admin in the configured auth store.

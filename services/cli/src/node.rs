@@ -4,6 +4,7 @@
 use std::{fmt, net::SocketAddr, str::FromStr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
+use reporunner_analyzer::{RepoAnalyzer, grpc::AnalyzerGrpc};
 use reporunner_auth::{
     Auth, AuthStore,
     grpc::{AdminGrpc, AuthGrpc},
@@ -16,6 +17,7 @@ use reporunner_proto::{
     auth::v1::{UsageKind, auth_service_server},
 };
 use reporunner_server::{CancellationToken, GrpcServer, Health, ServeError};
+use reporunner_source::{Source, SourceGrpc};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tower::Layer as _;
 
@@ -26,13 +28,17 @@ use crate::Settings;
 pub enum ServiceName {
     Auth,
     EnvDetector,
+    Source,
+    Analyzer,
     Orchestrator,
 }
 
 impl ServiceName {
-    pub const ALL: [ServiceName; 3] = [
+    pub const ALL: [ServiceName; 5] = [
         ServiceName::Auth,
         ServiceName::EnvDetector,
+        ServiceName::Source,
+        ServiceName::Analyzer,
         ServiceName::Orchestrator,
     ];
 
@@ -40,6 +46,8 @@ impl ServiceName {
         match self {
             Self::Auth => "auth",
             Self::EnvDetector => "env-detector",
+            Self::Source => "source",
+            Self::Analyzer => "analyzer",
             Self::Orchestrator => "orchestrator",
         }
     }
@@ -157,6 +165,16 @@ pub async fn start_node(
                 let detector = Arc::new(Detector::new(settings.env_detector.clone()));
                 server.add_service(EnvDetectorGrpc::new(detector).into_server())
             }
+            ServiceName::Source => {
+                let source = Source::new(settings.source_config())
+                    .map_err(|e| anyhow::anyhow!("invalid source settings: {e}"))?;
+                server.add_service(SourceGrpc::new(Arc::new(source)).into_server())
+            }
+            ServiceName::Analyzer => {
+                let analyzer = RepoAnalyzer::new(settings.analyzer.clone())
+                    .map_err(|e| anyhow::anyhow!("invalid analyzer settings: {e}"))?;
+                server.add_service(AnalyzerGrpc::new(Arc::new(analyzer)).into_server())
+            }
             ServiceName::Orchestrator => {
                 let env_detector = reporunner_client::connect(
                     env_detector_service_server::SERVICE_NAME,
@@ -174,11 +192,34 @@ pub async fn start_node(
                 )?;
                 let layer = METERED
                     .iter()
-                    .fold(AuthLayer::new(Authorizer::new(auth)), |layer, path| {
+                    .fold(AuthLayer::new(Authorizer::new(auth.clone())), |layer, path| {
                         layer.metered(path, UsageKind::MeteredRequest)
                     });
-                let orchestrator =
-                    OrchestratorImpl::new(settings.orchestrator.clone(), Agents { env_detector });
+                let source = reporunner_client::connect(
+                    reporunner_proto::agents::source::v1::source_service_server::SERVICE_NAME,
+                    &endpoints_of(ServiceName::Source, &settings.endpoints.source, "source")?,
+                    &settings.client,
+                )?;
+                let analyzer = reporunner_client::connect(
+                    reporunner_proto::agents::analyzer::v1::analyzer_service_server::SERVICE_NAME,
+                    &endpoints_of(ServiceName::Analyzer, &settings.endpoints.analyzer, "analyzer")?,
+                    &settings.client,
+                )?;
+                let store = OrchestratorImpl::open_store(&settings.orchestrator, &settings.data_dir)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot open the run store: {e}"))?;
+                let orchestrator = OrchestratorImpl::new(
+                    settings.orchestrator.clone(),
+                    Agents {
+                        env_detector,
+                        source,
+                        analyzer,
+                    },
+                    store,
+                    Authorizer::new(auth.clone()),
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot start the orchestrator: {e}"))?;
                 server.add_service(layer.layer(OrchestratorGrpc::new(Arc::new(orchestrator)).into_server()))
             }
         };

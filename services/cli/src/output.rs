@@ -3,7 +3,10 @@
 
 use std::fmt::Write as _;
 
-use reporunner_proto::common::v1::{Environment, Platform, Recommendations, WheelVariant};
+use reporunner_proto::common::v1::{
+    BackingServiceKind, Command, Component, ComponentKind, Environment, Platform, Recommendations, RunPlan,
+    WheelVariant,
+};
 
 fn gib(bytes: u64) -> String {
     format!("{:.1} GiB", bytes as f64 / f64::from(1u32 << 30))
@@ -150,6 +153,145 @@ pub fn environment(env: &Environment, rec: Option<&Recommendations>) -> String {
         for note in &rec.notes {
             let _ = writeln!(out, "  note          {note}");
         }
+    }
+    out
+}
+
+fn component_kind(kind: i32) -> &'static str {
+    match ComponentKind::try_from(kind).unwrap_or(ComponentKind::Unspecified) {
+        ComponentKind::Unspecified => "unknown",
+        ComponentKind::Web => "web",
+        ComponentKind::Worker => "worker",
+        ComponentKind::Library => "library",
+        ComponentKind::Cli => "cli",
+        ComponentKind::Static => "static",
+    }
+}
+
+fn backing_kind(kind: i32) -> &'static str {
+    match BackingServiceKind::try_from(kind).unwrap_or(BackingServiceKind::Unspecified) {
+        BackingServiceKind::Unspecified => "unknown",
+        BackingServiceKind::Postgresql => "postgresql",
+        BackingServiceKind::Mysql => "mysql",
+        BackingServiceKind::Redis => "redis",
+        BackingServiceKind::Mongodb => "mongodb",
+        BackingServiceKind::Rabbitmq => "rabbitmq",
+    }
+}
+
+fn command_line(label: &str, command: Option<&Command>, out: &mut String) {
+    let Some(command) = command.filter(|c| !c.run.is_empty()) else {
+        return;
+    };
+    let dir = if command.working_dir.is_empty() {
+        String::new()
+    } else {
+        format!("  (in {})", command.working_dir)
+    };
+    let watch = if command.watch_mode { "  [watch mode]" } else { "" };
+    let _ = writeln!(out, "    {label:<9}{}{dir}{watch}", command.run);
+}
+
+fn component(component: &Component, out: &mut String) {
+    let runtime = component.runtime.clone().unwrap_or_default();
+    let version = if runtime.version_constraint.is_empty() {
+        String::new()
+    } else {
+        format!(" {}", runtime.version_constraint)
+    };
+    let _ = writeln!(
+        out,
+        "{} ({}, {}) at {}  confidence {:.2}",
+        component.name,
+        component_kind(component.kind),
+        component.language,
+        component.path,
+        component.confidence
+    );
+    let _ = writeln!(out, "    runtime  {}{version}", runtime.name);
+    if !component.package_manager.is_empty() {
+        let _ = writeln!(out, "    manager  {}", component.package_manager);
+    }
+    if !component.frameworks.is_empty() {
+        let _ = writeln!(out, "    uses     {}", component.frameworks.join(", "));
+    }
+    command_line("install", component.install.as_ref(), out);
+    command_line("build", component.build.as_ref(), out);
+    for setup in &component.setup {
+        command_line("setup", Some(setup), out);
+    }
+    command_line("start", component.start.as_ref(), out);
+    command_line("test", component.test.as_ref(), out);
+    if component.port != 0 || !component.port_binding.is_empty() {
+        let binding = if component.port_binding.is_empty() {
+            String::new()
+        } else {
+            format!(" via {}", component.port_binding)
+        };
+        let _ = writeln!(out, "    port     {}{binding}", component.port);
+    }
+    if !component.health_paths.is_empty() {
+        let _ = writeln!(out, "    health   {}", component.health_paths.join(", "));
+    }
+    for service in &component.backing_services {
+        let version = if service.version.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", service.version)
+        };
+        let vars = if service.env_vars.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", service.env_vars.join(", "))
+        };
+        let _ = writeln!(out, "    needs    {}{version}{vars}", backing_kind(service.kind));
+    }
+    if !component.env.is_empty() {
+        let vars: Vec<String> = component
+            .env
+            .iter()
+            .map(|v| {
+                if v.secret || v.default_value.is_empty() {
+                    format!("{}{}", v.name, if v.required { "!" } else { "" })
+                } else {
+                    format!("{}={}", v.name, v.default_value)
+                }
+            })
+            .collect();
+        let _ = writeln!(out, "    env      {}", vars.join(" "));
+    }
+    if !component.evidence.is_empty() {
+        let _ = writeln!(out, "    evidence");
+        let rows: Vec<Vec<String>> = component
+            .evidence
+            .iter()
+            .map(|e| {
+                let at = if e.line == 0 {
+                    e.file.clone()
+                } else {
+                    format!("{}:{}", e.file, e.line)
+                };
+                vec![format!("  {}", e.field), at, e.detail.chars().take(70).collect()]
+            })
+            .collect();
+        out.push_str(&table(&["  FIELD", "FILE", "SAID"], &rows));
+    }
+}
+
+/// The `reporunner analyze` view: components, commands and evidence.
+pub fn plan(plan: &RunPlan) -> String {
+    let mut out = String::new();
+    if plan.components.is_empty() {
+        out.push_str("no runnable component found\n");
+    }
+    for (i, c) in plan.components.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        component(c, &mut out);
+    }
+    for warning in &plan.warnings {
+        let _ = writeln!(out, "warning: {warning}");
     }
     out
 }

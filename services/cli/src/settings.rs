@@ -3,11 +3,13 @@
 
 use std::{net::SocketAddr, path::PathBuf};
 
+use reporunner_analyzer::AnalyzerConfig;
 use reporunner_auth::AuthConfig;
 use reporunner_client::ClientConfig;
 use reporunner_env_detector::EnvDetectorConfig;
 use reporunner_orchestrator::OrchestratorConfig;
 use reporunner_server::telemetry::LogConfig;
+use reporunner_source::SourceConfig;
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// Everything one process needs to host its services.
@@ -29,6 +31,9 @@ pub struct Settings {
     /// Where the services this process does not host are reached.
     pub endpoints: Endpoints,
     pub env_detector: EnvDetectorConfig,
+    /// The source agent; a relative `source.root` is under the data directory.
+    pub source: SourceConfig,
+    pub analyzer: AnalyzerConfig,
     pub orchestrator: OrchestratorConfig,
     pub auth: AuthConfig,
     /// The single admin, created on first start when none exists.
@@ -87,6 +92,11 @@ impl Default for Settings {
             client: ClientConfig::default(),
             endpoints: Endpoints::default(),
             env_detector: EnvDetectorConfig::default(),
+            source: SourceConfig {
+                root: PathBuf::from("workspaces"),
+                ..SourceConfig::default()
+            },
+            analyzer: AnalyzerConfig::default(),
             orchestrator: OrchestratorConfig::default(),
             auth: AuthConfig::default(),
             admin: AdminBootstrap::default(),
@@ -116,7 +126,23 @@ pub struct Endpoints {
     #[serde(deserialize_with = "list_or_csv")]
     pub env_detector: Vec<String>,
     #[serde(deserialize_with = "list_or_csv")]
+    pub source: Vec<String>,
+    #[serde(deserialize_with = "list_or_csv")]
+    pub analyzer: Vec<String>,
+    #[serde(deserialize_with = "list_or_csv")]
     pub orchestrator: Vec<String>,
+}
+
+impl Settings {
+    /// The source agent's settings with its root resolved against the data
+    /// directory.
+    pub fn source_config(&self) -> SourceConfig {
+        let mut config = self.source.clone();
+        if config.root.is_relative() {
+            config.root = self.data_dir.join(&config.root);
+        }
+        config
+    }
 }
 
 fn list_or_csv<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
