@@ -706,3 +706,39 @@ fn environment_prefers_host_versions() {
         p.warnings
     );
 }
+
+#[test]
+fn uv_workspace_member_with_an_app_factory_call_and_alembic() {
+    let p = plan("uv-workspace-factory");
+    let c = only(&p);
+    assert_eq!(c.path, "services/api");
+    assert_eq!(c.package_manager, "uv", "uv.lock at the workspace root");
+    assert_eq!(start(c), "uvicorn app.main:app --host 0.0.0.0");
+    assert_eq!(start_file(c), "services/api/app/main.py");
+    assert_eq!(
+        c.setup.iter().map(|s| s.run.as_str()).collect::<Vec<_>>(),
+        ["alembic upgrade head"]
+    );
+    assert_eq!(runtime(c), ("python", ">=3.11"));
+    assert_eq!(kinds(c), [B::Postgresql]);
+}
+
+#[test]
+fn library_whose_servers_live_in_an_examples_workspace() {
+    let c = only(&plan("rust-examples-workspace")).clone();
+    assert_eq!(start(&c), "cargo run -p example-hello-world");
+    assert_eq!(c.start.as_ref().unwrap().working_dir, "examples");
+    assert_eq!(c.port, 3000);
+}
+
+#[test]
+fn a_build_watcher_dev_script_is_not_a_start_command() {
+    let c = only(&plan("node-lib-dev-watcher")).clone();
+    assert_eq!(c.kind, K::Library as i32);
+    assert!(
+        c.start.is_none(),
+        "tsc --watch rebuilds a library; README `npm start` names no script"
+    );
+    assert_eq!(c.package_manager, "pnpm");
+    assert_eq!(test_cmd(&c), "pnpm run test");
+}
