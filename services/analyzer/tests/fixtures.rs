@@ -742,3 +742,12 @@ fn a_build_watcher_dev_script_is_not_a_start_command() {
     assert_eq!(c.package_manager, "pnpm");
     assert_eq!(test_cmd(&c), "pnpm run test");
 }
+
+#[test]
+fn go_framework_runs_its_base_example_with_the_readme_subcommand() {
+    let c = only(&plan("go-framework-example")).clone();
+    assert_eq!(start(&c), "go run ./examples/base serve");
+    assert_eq!(start_file(&c), "examples/base/main.go");
+    assert!(c.confidence < 0.6, "{}", c.confidence);
+    assert_eq!(runtime(&c), ("go", ">=1.23"));
+}

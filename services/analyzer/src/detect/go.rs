@@ -248,8 +248,62 @@ pub fn detect(idx: &RepoIndex, dir: &str) -> Vec<Draft> {
         } else {
             ComponentKind::Cli
         });
+    } else if let Some((rel, file)) = example_main(idx, dir) {
+        // A framework whose runnable program is an example (pocketbase's
+        // examples/base); the README may name the subcommand to run.
+        let args = idx
+            .read(&join(dir, "README.md"))
+            .and_then(|t| {
+                GO_RUN_ARGS
+                    .as_ref()
+                    .and_then(|re| re.captures(&t))
+                    .and_then(|c| c.get(1))
+                    .map(|m| format!(" {}", m.as_str()))
+            })
+            .unwrap_or_default();
+        d.set_start(
+            ev(
+                "start",
+                &file,
+                0,
+                format!("main package in {rel}"),
+                weight::FRAMEWORK_GUESS * 0.8,
+            ),
+            cmd(format!("go run ./{rel}{args}")),
+            0,
+            "",
+        );
+        d.set_kind(ComponentKind::Cli);
     } else {
         d.set_kind(ComponentKind::Library);
     }
     vec![d]
+}
+
+static GO_RUN_ARGS: LazyLock<Option<Regex>> =
+    LazyLock::new(|| Regex::new(r"go run (?:main\.go|\.)\s+([a-z][\w-]*)").ok());
+
+/// `examples/NAME/main.go` declaring `package main`, simplest name first.
+fn example_main(idx: &RepoIndex, dir: &str) -> Option<(String, String)> {
+    let mut found: Vec<(u8, String, String)> = Vec::new();
+    for sub in ["examples", "example", "_examples"] {
+        let ex = join(dir, sub);
+        for d in idx.child_dirs(&ex).take(100) {
+            let main = join(d, "main.go");
+            let Some(text) = idx.read_source(&main) else {
+                continue;
+            };
+            if !text.contains("package main") {
+                continue;
+            }
+            let name = file_name(d);
+            let rank = ["base", "basic", "hello", "simple", "minimal", "server"]
+                .iter()
+                .position(|n| name.contains(n))
+                .map_or(9, |p| p as u8);
+            found.push((rank, rel_to(dir, d).to_owned(), main));
+        }
+    }
+    found.sort();
+    found.into_iter().next().map(|(_, rel, file)| (rel, file))
 }
