@@ -143,7 +143,7 @@ pub struct RunContext {
 /// How a step ended.
 #[derive(Debug)]
 enum Outcome {
-    Finished { detail: String, change: RunChange },
+    Finished { detail: String, change: Box<RunChange> },
     Skipped { detail: String },
 }
 
@@ -212,10 +212,10 @@ async fn fetch(agents: &Agents, config: &OrchestratorConfig, ctx: &mut RunContex
     ctx.workspace = Some(workspace.clone());
     Ok(Outcome::Finished {
         detail,
-        change: RunChange {
+        change: Box::new(RunChange {
             workspace: Some(workspace),
             ..RunChange::default()
-        },
+        }),
     })
 }
 
@@ -239,7 +239,7 @@ async fn detect(agents: &Agents, config: &OrchestratorConfig, ctx: &mut RunConte
     ctx.environment = Some(environment);
     Ok(Outcome::Finished {
         detail,
-        change: RunChange::default(),
+        change: Box::default(),
     })
 }
 
@@ -271,10 +271,10 @@ async fn analyze(agents: &Agents, config: &OrchestratorConfig, ctx: &mut RunCont
     ctx.plan = Some(plan.clone());
     Ok(Outcome::Finished {
         detail,
-        change: RunChange {
+        change: Box::new(RunChange {
             plan: Some(plan),
             ..RunChange::default()
-        },
+        }),
     })
 }
 
@@ -427,7 +427,7 @@ impl Runner {
             let elapsed = started.elapsed();
             let (change, event) = match result {
                 Ok(Outcome::Finished { detail, change }) => {
-                    (change, step_event(step, "finished", detail, elapsed))
+                    (*change, step_event(step, "finished", detail, elapsed))
                 }
                 Ok(Outcome::Skipped { detail }) => {
                     (RunChange::default(), step_event(step, "skipped", detail, elapsed))

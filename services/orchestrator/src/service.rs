@@ -430,8 +430,8 @@ impl Orchestrator for OrchestratorImpl {
             source: source.clone(),
             workspace: workspace.clone(),
         };
-        let (run, _) = match self.store.create_run(new, limit).await? {
-            Created::Run(run, event) => (run, event),
+        let run = match self.store.create_run(new, limit).await? {
+            Created::Run(run, _) => *run,
             Created::AtLimit { active } => return Err(at_limit(active)),
         };
         let live = self.recorder.live.start(&run.id);

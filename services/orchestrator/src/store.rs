@@ -78,7 +78,7 @@ pub struct NewRun {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Created {
     /// The run, PENDING, and its first event.
-    Run(Run, RunEvent),
+    Run(Box<Run>, Box<RunEvent>),
     /// Nothing: the owner already has `active` runs and the limit allows no more.
     AtLimit { active: u64 },
 }
@@ -155,14 +155,11 @@ impl RunStore {
         })
         .exec_without_returning(&txn)
         .await?;
-        let active = u64::try_from(
-            runs::Entity::find()
-                .filter(runs::Column::OwnerId.eq(new.owner_id.as_str()))
-                .filter(runs::Column::State.is_not_in(terminal_names()))
-                .count(&txn)
-                .await?,
-        )
-        .unwrap_or(u64::MAX);
+        let active = runs::Entity::find()
+            .filter(runs::Column::OwnerId.eq(new.owner_id.as_str()))
+            .filter(runs::Column::State.is_not_in(terminal_names()))
+            .count(&txn)
+            .await?;
         if active > u64::from(limit) {
             txn.rollback().await?;
             return Ok(Created::AtLimit { active: active - 1 });
@@ -179,7 +176,7 @@ impl RunStore {
             .await?
             .ok_or_else(|| OrchestratorError::Corrupt(format!("run {id} vanished while created")))?;
         txn.commit().await?;
-        Ok(Created::Run(run, event))
+        Ok(Created::Run(Box::new(run), Box::new(event)))
     }
 
     /// The run `id`, whoever owns it.
@@ -189,12 +186,11 @@ impl RunStore {
 
     /// Runs of `owner_id` that are not over.
     pub async fn count_active(&self, owner_id: &str) -> Result<u64> {
-        let n = runs::Entity::find()
+        Ok(runs::Entity::find()
             .filter(runs::Column::OwnerId.eq(owner_id))
             .filter(runs::Column::State.is_not_in(terminal_names()))
             .count(&self.db)
-            .await?;
-        Ok(u64::try_from(n).unwrap_or(u64::MAX))
+            .await?)
     }
 
     /// The workspace `workspace_id` as a run of `owner_id` fetched it, newest

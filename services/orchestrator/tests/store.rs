@@ -1,0 +1,353 @@
+//! The run store on SQLite and PostgreSQL: the same behaviour on both.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashSet;
+
+use common::TestDb;
+use reporunner_orchestrator::{
+    OrchestratorError, RunStore,
+    store::{Created, NewRun, RunChange},
+};
+use reporunner_proto::{
+    common::v1::{Command, Component, RunPlan, Workspace},
+    orchestrator::v1::{RepoSource, Run, RunGoal, RunState, StepEvent, repo_source, run_event},
+};
+
+/// Runs `$test(db)` once on SQLite and once on a fresh PostgreSQL database.
+macro_rules! on_both_databases {
+    ($($test:ident),* $(,)?) => {$(
+        mod $test {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$test(super::common::sqlite()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(db) = super::common::postgres().await {
+                    super::$test(db).await;
+                }
+            }
+        }
+    )*};
+}
+
+on_both_databases!(
+    sequences_are_gap_free_under_concurrent_writers,
+    nothing_is_written_after_a_terminal_state,
+    the_concurrent_run_limit_holds_under_concurrent_creations,
+    listing_pages_newest_first_by_owner_and_state,
+    workspaces_are_found_only_for_the_user_who_fetched_them,
+    unfinished_runs_become_interrupted,
+    runs_round_trip_their_messages,
+);
+
+fn new_run(owner: &str) -> NewRun {
+    NewRun {
+        owner_id: owner.to_owned(),
+        goal: RunGoal::Analyze,
+        source: RepoSource {
+            source: Some(repo_source::Source::GitUrl(
+                "https://example.invalid/app.git".into(),
+            )),
+            r#ref: "main".into(),
+        },
+        workspace: None,
+    }
+}
+
+async fn create(store: &RunStore, owner: &str) -> Run {
+    match store.create_run(new_run(owner), 1_000).await.unwrap() {
+        Created::Run(run, event) => {
+            assert_eq!(event.sequence, 1);
+            assert_eq!(
+                event.event,
+                Some(run_event::Event::State(RunState::Pending.into()))
+            );
+            *run
+        }
+        Created::AtLimit { .. } => panic!("no limit here"),
+    }
+}
+
+fn step(name: &str) -> run_event::Event {
+    run_event::Event::Step(StepEvent {
+        step: name.to_owned(),
+        status: "started".into(),
+        detail: String::new(),
+        duration_ms: 0,
+    })
+}
+
+async fn sequences_are_gap_free_under_concurrent_writers(db: TestDb) {
+    let store = RunStore::connect(&db.url).await.unwrap();
+    let run = create(&store, "alice").await;
+    let writers: Vec<_> = (0..16)
+        .map(|i| {
+            let store = store.clone();
+            let id = run.id.clone();
+            tokio::spawn(async move {
+                store
+                    .append(&id, RunChange::default(), step(&format!("s{i}")))
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .1
+                    .sequence
+            })
+        })
+        .collect();
+    let mut got = Vec::new();
+    for writer in writers {
+        got.push(writer.await.unwrap());
+    }
+    got.sort_unstable();
+    assert_eq!(
+        got,
+        (2..=17).collect::<Vec<u64>>(),
+        "each writer got its own next number"
+    );
+    let events = store.events_after(&run.id, 0, 100).await.unwrap();
+    let sequences: Vec<u64> = events.iter().map(|e| e.sequence).collect();
+    assert_eq!(sequences, (1..=17).collect::<Vec<u64>>());
+    assert!(events.iter().all(|e| e.run_id == run.id && e.time.is_some()));
+    let tail = store.events_after(&run.id, 15, 100).await.unwrap();
+    assert_eq!(tail.iter().map(|e| e.sequence).collect::<Vec<_>>(), vec![16, 17]);
+}
+
+async fn nothing_is_written_after_a_terminal_state(db: TestDb) {
+    let store = RunStore::connect(&db.url).await.unwrap();
+    let run = create(&store, "alice").await;
+    let (stopped, event) = store
+        .transition(&run.id, RunState::Stopped, RunChange::default())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stopped.state(), RunState::Stopped);
+    assert_eq!(event.sequence, 2);
+    assert!(
+        store
+            .append(&run.id, RunChange::default(), step("late"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .transition(&run.id, RunState::Succeeded, RunChange::default())
+            .await
+            .unwrap()
+            .is_none(),
+        "a stopped run cannot succeed afterwards"
+    );
+    assert_eq!(
+        store.get_run(&run.id).await.unwrap().unwrap().state(),
+        RunState::Stopped
+    );
+    assert_eq!(store.events_after(&run.id, 0, 10).await.unwrap().len(), 2);
+    assert!(
+        store
+            .append("no-such-run", RunChange::default(), step("x"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn the_concurrent_run_limit_holds_under_concurrent_creations(db: TestDb) {
+    let store = RunStore::connect(&db.url).await.unwrap();
+    let attempts: Vec<_> = (0..6)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.create_run(new_run("alice"), 2).await.unwrap() })
+        })
+        .collect();
+    let mut created = 0;
+    for attempt in attempts {
+        match attempt.await.unwrap() {
+            Created::Run(..) => created += 1,
+            Created::AtLimit { active } => assert_eq!(active, 2),
+        }
+    }
+    assert_eq!(created, 2, "exactly the limit");
+    assert_eq!(store.count_active("alice").await.unwrap(), 2);
+    // Another owner has their own count; a finished run frees a slot.
+    assert!(matches!(
+        store.create_run(new_run("bob"), 2).await.unwrap(),
+        Created::Run(..)
+    ));
+    let (runs, _) = store.list_runs(Some("alice"), &[], 10, "").await.unwrap();
+    store
+        .transition(&runs[0].id, RunState::Failed, RunChange::default())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        store.create_run(new_run("alice"), 2).await.unwrap(),
+        Created::Run(..)
+    ));
+}
+
+async fn listing_pages_newest_first_by_owner_and_state(db: TestDb) {
+    let store = RunStore::connect(&db.url).await.unwrap();
+    let mut alice = Vec::new();
+    for _ in 0..7 {
+        alice.push(create(&store, "alice").await.id);
+        // Distinct creation times for most; equal ones are ordered by id.
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    for _ in 0..2 {
+        create(&store, "bob").await;
+    }
+    store
+        .transition(&alice[1], RunState::Succeeded, RunChange::default())
+        .await
+        .unwrap()
+        .unwrap();
+
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    let mut pages = Vec::new();
+    loop {
+        let (runs, next) = store.list_runs(Some("alice"), &[], 3, &token).await.unwrap();
+        pages.push(runs.len());
+        seen.extend(runs.into_iter().map(|r| r.id));
+        if next.is_empty() {
+            break;
+        }
+        token = next;
+    }
+    assert_eq!(pages, vec![3, 3, 1]);
+    let newest_first: Vec<String> = alice.iter().rev().cloned().collect();
+    assert_eq!(seen, newest_first, "every run once, newest first");
+
+    let (all, next) = store.list_runs(None, &[], 0, "").await.unwrap();
+    assert_eq!(
+        (all.len(), next.as_str()),
+        (9, ""),
+        "everyone's runs for the admin"
+    );
+    let (done, _) = store
+        .list_runs(Some("alice"), &[RunState::Succeeded], 0, "")
+        .await
+        .unwrap();
+    assert_eq!(
+        done.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        vec![alice[1].as_str()]
+    );
+    assert!(matches!(
+        store.list_runs(None, &[], 3, "bm90LW91cnM").await,
+        Err(OrchestratorError::InvalidPageToken)
+    ));
+    let distinct: HashSet<&String> = seen.iter().collect();
+    assert_eq!(distinct.len(), seen.len());
+}
+
+fn workspace(id: &str, owner: &str) -> Workspace {
+    Workspace {
+        id: id.to_owned(),
+        owner_id: owner.to_owned(),
+        path: format!("/srv/workspaces/{owner}/{id}"),
+        origin: "https://example.invalid/app.git".into(),
+        commit: "0123abcd".into(),
+        size_bytes: 42,
+        file_count: 3,
+        created_at: None,
+    }
+}
+
+async fn workspaces_are_found_only_for_the_user_who_fetched_them(db: TestDb) {
+    let store = RunStore::connect(&db.url).await.unwrap();
+    let id = format!("sha256:{}", "ab".repeat(32));
+    let run = create(&store, "alice").await;
+    let change = RunChange {
+        workspace: Some(workspace(&id, "alice")),
+        ..RunChange::default()
+    };
+    store
+        .append(&run.id, change, step("fetch"))
+        .await
+        .unwrap()
+        .unwrap();
+    let found = store.find_workspace("alice", &id).await.unwrap().unwrap();
+    assert_eq!(found, workspace(&id, "alice"));
+    assert_eq!(store.find_workspace("bob", &id).await.unwrap(), None);
+    assert_eq!(store.find_workspace("alice", "sha256:other").await.unwrap(), None);
+}
+
+async fn unfinished_runs_become_interrupted(db: TestDb) {
+    let store = RunStore::connect(&db.url).await.unwrap();
+    let pending = create(&store, "alice").await;
+    let fetching = create(&store, "alice").await;
+    store
+        .transition(&fetching.id, RunState::Fetching, RunChange::default())
+        .await
+        .unwrap()
+        .unwrap();
+    let done = create(&store, "alice").await;
+    store
+        .transition(&done.id, RunState::Succeeded, RunChange::default())
+        .await
+        .unwrap()
+        .unwrap();
+
+    let mut interrupted = store.interrupt_unfinished().await.unwrap();
+    interrupted.sort();
+    let mut expected = vec![pending.id.clone(), fetching.id.clone()];
+    expected.sort();
+    assert_eq!(interrupted, expected);
+    for id in [&pending.id, &fetching.id] {
+        let run = store.get_run(id).await.unwrap().unwrap();
+        assert_eq!(run.state(), RunState::Interrupted);
+        assert!(run.error.contains("restarted"), "{}", run.error);
+        let last = store.events_after(id, 0, 10).await.unwrap().pop().unwrap();
+        assert_eq!(
+            last.event,
+            Some(run_event::Event::State(RunState::Interrupted.into()))
+        );
+    }
+    assert_eq!(
+        store.get_run(&done.id).await.unwrap().unwrap().state(),
+        RunState::Succeeded
+    );
+    assert!(store.interrupt_unfinished().await.unwrap().is_empty());
+}
+
+async fn runs_round_trip_their_messages(db: TestDb) {
+    let store = RunStore::connect(&db.url).await.unwrap();
+    let run = create(&store, "alice").await;
+    assert_eq!(run.state(), RunState::Pending);
+    assert_eq!(run.goal(), RunGoal::Analyze);
+    assert_eq!(run.source, Some(new_run("alice").source));
+    let plan = RunPlan {
+        workspace_id: "sha256:x".into(),
+        components: vec![Component {
+            name: "web".into(),
+            start: Some(Command {
+                run: "flask --app app run".into(),
+                ..Command::default()
+            }),
+            ..Component::default()
+        }],
+        ..RunPlan::default()
+    };
+    let change = RunChange {
+        plan: Some(plan.clone()),
+        error: Some("analyze failed: nothing".into()),
+        attempts: Some(1),
+        ..RunChange::default()
+    };
+    let (after, _) = store
+        .transition(&run.id, RunState::Failed, change)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after.plan, Some(plan));
+    assert_eq!(after.attempts, 1);
+    assert_eq!(after.error, "analyze failed: nothing");
+    assert_eq!(after.created_at, run.created_at);
+    assert_eq!(store.get_run(&run.id).await.unwrap().unwrap(), after);
+    assert_eq!(store.get_run("missing").await.unwrap(), None);
+}
