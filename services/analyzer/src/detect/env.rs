@@ -165,7 +165,7 @@ pub fn apply(idx: &RepoIndex, d: &mut Draft) {
             "main.go",
             "config.go",
         ];
-        for f in source_files(idx, &dir, exts, &preferred, 40)
+        for f in source_files(idx, &dir, exts, &preferred, 24)
             .into_iter()
             .filter(|f| !f.ends_with("build.rs"))
         {

@@ -434,7 +434,7 @@ pub fn detect(idx: &RepoIndex, dir: &str) -> Vec<Draft> {
             scan.extend(
                 idx.files_under(&src_dir)
                     .filter(|f| f.ends_with(".rs") && Some(*f) != server_file.as_ref())
-                    .take(30)
+                    .take(12)
                     .cloned(),
             );
         }
