@@ -217,6 +217,49 @@ impl Auth {
         Ok((user, tokens))
     }
 
+    /// The embedded single-user principal: the owner of this machine, who
+    /// already holds the data directory, gets tokens without a password.
+    /// `username` is created on first use with a random password nobody
+    /// knows, as the admin when there is none yet (else Premium). This is a
+    /// library call for `reporunner run` in one process; no RPC reaches it.
+    pub async fn local_session(&self, username: &str) -> Result<(UserRecord, IssuedTokens)> {
+        let username = username.trim();
+        validate_username(username)?;
+        let user = match self.store.find_user_by_username(username).await? {
+            Some(user) => user,
+            None => {
+                let tier = if self.store.find_admin().await?.is_none() {
+                    Tier::Admin
+                } else {
+                    Tier::Premium
+                };
+                let password_hash = self.hasher.hash(&new_refresh_token().token).await?;
+                let created = self
+                    .store
+                    .create_user(NewUser {
+                        username: username.to_owned(),
+                        password_hash,
+                        tier,
+                    })
+                    .await;
+                match created {
+                    Ok(user) => {
+                        self.audit(Some(&user.id), Some(&user.id), "local.created", String::new())
+                            .await?;
+                        user
+                    }
+                    // Another process created it at the same moment.
+                    Err(err) => self.store.find_user_by_username(username).await?.ok_or(err)?,
+                }
+            }
+        };
+        if user.blocked {
+            return Err(AuthError::Blocked);
+        }
+        let tokens = self.issue_tokens(&user).await?;
+        Ok((user, tokens))
+    }
+
     /// Spends a refresh token and issues a new pair (reuse of a spent token
     /// revokes all of the user's tokens; the store does that).
     pub async fn refresh(&self, refresh_token: &str) -> Result<IssuedTokens> {

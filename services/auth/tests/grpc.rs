@@ -615,6 +615,58 @@ async fn unblock_restores_access_and_the_block_is_audited(db: &TestDb) {
     assert_eq!(refused.code(), Code::PermissionDenied);
 }
 
+async fn local_session_is_in_process_only_and_premium_beside_an_admin(db: &TestDb) {
+    let mut h = Harness::start(db).await;
+    let (user, tokens) = h.service.local_session("local").await.unwrap();
+    assert_eq!(user.tier, Tier::Premium, "the admin exists already");
+    let me = h
+        .auth
+        .who_am_i(authed(WhoAmIRequest {}, &tokens.access.token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(me.user.unwrap().username, "local");
+    let (again, _) = h.service.local_session("local").await.unwrap();
+    assert_eq!(again.id, user.id, "the same principal every time");
+    // Nobody knows its password: Login cannot reach it.
+    let refused = h
+        .auth
+        .login(LoginRequest {
+            username: "local".into(),
+            password: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    h.admin
+        .block_user(authed(
+            BlockUserRequest {
+                user_id: user.id.clone(),
+                reason: "test".into(),
+            },
+            &h.admin_token,
+        ))
+        .await
+        .unwrap();
+    assert!(
+        h.service.local_session("local").await.is_err(),
+        "a blocked local user stays blocked"
+    );
+}
+
+async fn local_session_is_the_admin_on_a_fresh_install(db: &TestDb) {
+    let store = AuthStore::connect(&db.url).await.unwrap();
+    let service = Auth::new(store, AuthConfig::default(), KEY.as_bytes())
+        .await
+        .unwrap();
+    let (user, _) = service.local_session("owner").await.unwrap();
+    assert_eq!(user.tier, Tier::Admin);
+    assert!(
+        service.ensure_admin("other", ADMIN_PASSWORD).await.is_err(),
+        "the local owner is the single admin"
+    );
+}
+
 /// Runs each scenario once on SQLite and once on PostgreSQL.
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {$(
@@ -649,4 +701,6 @@ on_both!(
     logout_then_refresh_is_unauthenticated,
     deleted_users_live_token_is_unauthenticated,
     unblock_restores_access_and_the_block_is_audited,
+    local_session_is_in_process_only_and_premium_beside_an_admin,
+    local_session_is_the_admin_on_a_fresh_install,
 );
