@@ -7,6 +7,7 @@ mod common;
 use std::{collections::HashSet, time::Duration};
 
 use common::{Mesh, User, as_user, test_config};
+use reporunner_proto::auth::v1::UsageKind;
 use reporunner_proto::{
     common::v1::Tier,
     orchestrator::v1::{
@@ -579,4 +580,76 @@ async fn an_analyze_run_succeeds_on_postgresql_too() {
             .as_ref()
             .is_some_and(|s| s.run.starts_with("flask --app app run"))
     }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tiers_workspace_size_and_run_time_limits_reach_the_pipeline() {
+    let db = common::sqlite();
+    let mut tiers = reporunner_auth::config::default_tiers();
+    for policy in &mut tiers {
+        if policy.tier == Tier::Free {
+            policy.max_workspace_bytes = 64;
+            policy.max_run_seconds = 1;
+        }
+    }
+    let mesh = Mesh::start_with_tiers(&db, test_config(), tiers).await;
+    let gina = mesh.user("gina").await;
+
+    // The Flask fixture is well above 64 bytes: the source agent refuses it.
+    let big = local(&mesh, &gina, "big").await;
+    let big = mesh.finished(&gina, &big.id).await;
+    assert_eq!(big.state(), RunState::Failed);
+    assert!(big.error.starts_with("fetch failed:"), "{}", big.error);
+    assert!(big.error.contains("64"), "the limit is named: {}", big.error);
+
+    // A fetch that never ends is cut at the tier's run time.
+    let slow = mesh
+        .create(&gina, Source::GitUrl(silent_git_url().await))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let slow = mesh.finished(&gina, &slow.id).await;
+    assert_eq!(slow.state(), RunState::Failed);
+    assert_eq!(slow.error, "the run exceeded your tier's limit of 1 s per run");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_created_run_spends_one_run_created_unit_and_refusals_spend_none() {
+    let db = common::sqlite();
+    let mesh = Mesh::start(&db, test_config()).await;
+    let hank = mesh.user("hank").await;
+    let run = local(&mesh, &hank, "one").await;
+    mesh.finished(&hank, &run.id).await;
+    assert_eq!(mesh.spent(&hank, UsageKind::RunCreated).await, 1);
+    let status = mesh
+        .create(&hank, Source::LocalPath("relative".into()))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let status = mesh
+        .create_with(
+            &hank,
+            CreateRunRequest {
+                source: Some(RepoSource {
+                    source: Some(Source::LocalPath(mesh.flask_fixture("two"))),
+                    r#ref: String::new(),
+                }),
+                goal: RunGoal::Start.into(),
+                ..CreateRunRequest::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unimplemented);
+    assert_eq!(
+        mesh.spent(&hank, UsageKind::RunCreated).await,
+        1,
+        "refused requests create no run and spend no run unit"
+    );
+    assert_eq!(
+        mesh.spent(&hank, UsageKind::MeteredRequest).await,
+        3,
+        "the layer meters every CreateRun"
+    );
 }

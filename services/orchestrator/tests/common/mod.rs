@@ -199,14 +199,24 @@ pub fn test_config() -> OrchestratorConfig {
 }
 
 impl Mesh {
-    /// Starts auth, the agents and an orchestrator over `db`.
+    /// Starts auth (default tiers), the agents and an orchestrator over `db`.
     pub async fn start(db: &TestDb, config: OrchestratorConfig) -> Mesh {
+        Self::start_with_tiers(db, config, reporunner_auth::config::default_tiers()).await
+    }
+
+    /// Starts the mesh with the auth service's tier table replaced.
+    pub async fn start_with_tiers(
+        db: &TestDb,
+        config: OrchestratorConfig,
+        tiers: Vec<reporunner_auth::TierPolicyConfig>,
+    ) -> Mesh {
         let dir = tempfile::tempdir().unwrap();
         let shutdown = CancellationToken::new();
 
         // Auth on SQLite, with an admin.
         let auth_config = AuthConfig {
             jwt_secret: Some("a-test-signing-key-of-enough-length-000".into()),
+            tiers,
             ..AuthConfig::default()
         };
         let key = auth_config.jwt_secret.clone().unwrap();
@@ -314,6 +324,21 @@ impl Mesh {
             name: ADMIN.to_owned(),
             token: tokens.access.token,
         }
+    }
+
+    /// How many units of `kind` the user has spent.
+    pub async fn spent(&self, user: &User, kind: UsageKind) -> u64 {
+        let principal = Principal {
+            user_id: user.id.clone(),
+            username: user.name.clone(),
+            tier: Tier::Free.into(),
+        };
+        let report = self.auth.get_usage(&principal, "").await.unwrap();
+        report
+            .counters
+            .iter()
+            .find(|c| c.kind == kind)
+            .map_or(0, |c| c.total)
     }
 
     /// Moves `user` to `tier`, as the admin.
