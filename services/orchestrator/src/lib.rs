@@ -20,6 +20,7 @@ mod entity;
 pub mod error;
 pub mod grpc;
 mod live;
+pub mod metrics;
 mod migration;
 pub mod pipeline;
 mod service;

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     Result,
-    store::{RunChange, RunStore},
+    store::{RunChange, RunStore, is_terminal},
 };
 
 /// A run whose pipeline runs in this process.
@@ -94,14 +94,20 @@ impl Recorder {
         change: RunChange,
         event: run_event::Event,
     ) -> Result<Option<(Run, RunEvent)>> {
-        let Some(live) = self.live.get(run_id) else {
-            return self.store.append(run_id, change, event).await;
+        let live = self.live.get(run_id);
+        let _order = match &live {
+            Some(live) => Some(live.writer.lock().await),
+            None => None,
         };
-        let _order = live.writer.lock().await;
         let written = self.store.append(run_id, change, event).await?;
-        if let Some((_, event)) = &written {
-            // No receiver is fine: nobody watches.
-            let _ = live.events.send(event.clone());
+        if let Some((run, event)) = &written {
+            if is_terminal(run.state()) {
+                crate::metrics::run_ended(run.state());
+            }
+            if let Some(live) = &live {
+                // No receiver is fine: nobody watches.
+                let _ = live.events.send(event.clone());
+            }
         }
         Ok(written)
     }

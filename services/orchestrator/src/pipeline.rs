@@ -329,6 +329,7 @@ impl Runner {
             permit = self.permits.clone().acquire_owned() => permit.ok(),
         };
         if permit.is_some() {
+            let _gauge = crate::metrics::PipelineGauge::start();
             let started = Instant::now();
             let deadline = ctx.run_deadline;
             let steps = self.run_steps(&pipeline, &mut ctx, &live.cancel);
@@ -425,6 +426,12 @@ impl Runner {
                 })
             });
             let elapsed = started.elapsed();
+            let status = match &result {
+                Ok(Outcome::Finished { .. }) => "finished",
+                Ok(Outcome::Skipped { .. }) => "skipped",
+                Err(_) => "failed",
+            };
+            crate::metrics::step(step.name(), status, elapsed);
             let (change, event) = match result {
                 Ok(Outcome::Finished { detail, change }) => {
                     (*change, step_event(step, "finished", detail, elapsed))

@@ -112,7 +112,11 @@ impl OrchestratorImpl {
         authorizer: Authorizer,
     ) -> Result<Self> {
         config.validate()?;
+        crate::metrics::describe();
         let interrupted = store.interrupt_unfinished().await?;
+        for _ in &interrupted {
+            crate::metrics::run_ended(RunState::Interrupted);
+        }
         if !interrupted.is_empty() {
             tracing::warn!(
                 runs = interrupted.len(),
@@ -454,6 +458,7 @@ impl Orchestrator for OrchestratorImpl {
         };
         let span = tracing::info_span!("run", run_id = %run.id, user_id = %owner_id);
         tracing::info!(parent: &span, goal = goal.as_str_name(), "run created");
+        crate::metrics::run_created(goal);
         tokio::spawn(self.runner.clone().drive(pipeline, ctx, live).instrument(span));
         Ok(run)
     }

@@ -653,3 +653,64 @@ async fn each_created_run_spends_one_run_created_unit_and_refusals_spend_none() 
         "the layer meters every CreateRun"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_driven_by_another_process_is_watched_and_stopped_through_the_store() {
+    use reporunner_orchestrator::store::{Created, NewRun, RunChange};
+    let db = common::sqlite();
+    let mesh = Mesh::start(&db, test_config()).await;
+    let alice = mesh.user("alice").await;
+    // Another replica's runs: written straight to the shared store, with no
+    // live feed in this orchestrator.
+    let elsewhere = |_: ()| NewRun {
+        owner_id: alice.id.clone(),
+        goal: RunGoal::Analyze,
+        source: RepoSource {
+            source: Some(Source::GitUrl("https://example.invalid/app.git".into())),
+            r#ref: String::new(),
+        },
+        workspace: None,
+    };
+    let Created::Run(run, _) = mesh.store.create_run(elsewhere(()), 10).await.unwrap() else {
+        panic!("under the limit");
+    };
+    let writer = async {
+        for step in ["fetch", "detect", "analyze"] {
+            tokio::time::sleep(Duration::from_millis(120)).await;
+            let event = run_event::Event::Step(StepEvent {
+                step: step.into(),
+                status: "finished".into(),
+                detail: String::new(),
+                duration_ms: 1,
+            });
+            mesh.store
+                .append(&run.id, RunChange::default(), event)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        mesh.store
+            .transition(&run.id, RunState::Succeeded, RunChange::default())
+            .await
+            .unwrap()
+            .unwrap();
+    };
+    let (events, ()) = tokio::join!(mesh.watch(&alice, &run.id, 1), writer);
+    let events = events.unwrap();
+    assert_gap_free(&events, 2);
+    assert_eq!(states(&events), vec![RunState::Succeeded]);
+    assert_eq!(steps(&events).len(), 3);
+
+    let Created::Run(other, _) = mesh.store.create_run(elsewhere(()), 10).await.unwrap() else {
+        panic!("under the limit");
+    };
+    let (events, stopped) = tokio::join!(mesh.watch(&alice, &other.id, 0), async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        stop(&mesh, &alice, &other.id).await.unwrap()
+    });
+    assert_eq!(stopped.state(), RunState::Stopped);
+    assert_eq!(
+        states(&events.unwrap()),
+        vec![RunState::Pending, RunState::Stopped]
+    );
+}
