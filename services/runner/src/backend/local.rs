@@ -1,0 +1,573 @@
+//! Host processes: one process group each, rlimits through `prlimit`, a
+//! per-process cgroup v2 where one can be made, and bubblewrap where it works.
+//!
+//! The command line of a process is, outside in:
+//!
+//! ```text
+//! [sh -c 'echo $$ > CGROUP/cgroup.procs && exec "$@"']   when a cgroup is used
+//! [prlimit --data=.. --nofile=.. --nproc=.. --cpu=..]     when a limit is set
+//! [bwrap --ro-bind / / ... --]                            when sandboxed
+//! sh -c COMMAND
+//! ```
+//!
+//! Every wrapper `exec`s the next, so the group leader is the outermost
+//! program and everything shares its process group.
+
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::Arc,
+    time::Duration,
+};
+
+use nix::{
+    sys::signal::{Signal, kill, killpg},
+    unistd::Pid,
+};
+use tokio::{process::Command, sync::OnceCell};
+
+use super::{
+    BackendProcess, Isolation, LaunchSpec, Limits, OutputStream, ProcessBackend, Spawned, StopSignal,
+};
+use crate::{
+    config::{RunnerConfig, SandboxMode},
+    error::{Result, RunnerError},
+};
+
+/// Runs processes on this host.
+#[derive(Debug)]
+pub struct LocalBackend {
+    config: Arc<RunnerConfig>,
+    /// `Ok(path)` of a working bwrap, or why there is none.
+    bwrap: OnceCell<Result<PathBuf, String>>,
+    /// `Ok(parent)` of usable cgroups, or why there are none.
+    cgroups: OnceCell<Result<PathBuf, String>>,
+}
+
+impl LocalBackend {
+    pub fn new(config: Arc<RunnerConfig>) -> Self {
+        Self {
+            config,
+            bwrap: OnceCell::new(),
+            cgroups: OnceCell::new(),
+        }
+    }
+
+    /// Whether bubblewrap can be used (checked once, with a self-test), and
+    /// why not when it cannot.
+    pub async fn sandbox_available(&self) -> Result<PathBuf, String> {
+        if self.config.sandbox == SandboxMode::Off {
+            return Err("the sandbox is turned off in the runner configuration".into());
+        }
+        self.bwrap
+            .get_or_init(|| bwrap_self_test(self.config.bwrap_binary.clone()))
+            .await
+            .clone()
+    }
+
+    async fn cgroup_parent(&self) -> Result<PathBuf, String> {
+        let Some(parent) = self.config.cgroup_parent.clone() else {
+            return Err("no cgroup_parent is configured".into());
+        };
+        self.cgroups
+            .get_or_init(|| async move {
+                tokio::task::spawn_blocking(move || prepare_cgroup_parent(&parent))
+                    .await
+                    .unwrap_or_else(|e| Err(format!("the cgroup check did not finish: {e}")))
+            })
+            .await
+            .clone()
+    }
+}
+
+/// Finds `program` on `PATH` (or checks it, when it names a path).
+fn which(program: &Path) -> Option<PathBuf> {
+    if program.components().count() > 1 {
+        return program.is_file().then(|| program.to_path_buf());
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+}
+
+async fn bwrap_self_test(binary: PathBuf) -> Result<PathBuf, String> {
+    let Some(path) = which(&binary) else {
+        return Err(format!(
+            "bubblewrap ({}) is not installed; running without a sandbox",
+            binary.display()
+        ));
+    };
+    let mut command = Command::new(&path);
+    command
+        .args([
+            "--ro-bind",
+            "/",
+            "/",
+            "--dev",
+            "/dev",
+            "--proc",
+            "/proc",
+            "--tmpfs",
+            "/tmp",
+        ])
+        .args([
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--die-with-parent",
+            "--",
+            "true",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    match tokio::time::timeout(Duration::from_secs(10), command.output()).await {
+        Ok(Ok(output)) if output.status.success() => Ok(path),
+        Ok(Ok(output)) => {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let first = stderr
+                .lines()
+                .next()
+                .unwrap_or("no message")
+                .chars()
+                .take(200)
+                .collect::<String>();
+            Err(format!(
+                "bubblewrap failed its self-test ({first}); running without a sandbox"
+            ))
+        }
+        Ok(Err(err)) => Err(format!(
+            "bubblewrap cannot be run ({err}); running without a sandbox"
+        )),
+        Err(_) => Err("bubblewrap's self-test did not finish in 10 s; running without a sandbox".into()),
+    }
+}
+
+/// Checks that `parent` is (or can be made) a cgroup v2 directory with the
+/// memory, cpu and pids controllers enabled for its children.
+fn prepare_cgroup_parent(parent: &Path) -> Result<PathBuf, String> {
+    let unavailable = |why: String| Err(format!("cgroup v2 limits unavailable ({why}); rlimits only"));
+    let Some(grandparent) = parent.parent() else {
+        return unavailable("cgroup_parent has no parent".into());
+    };
+    // Never create directories outside a cgroup2 tree.
+    if !grandparent.join("cgroup.controllers").is_file() {
+        return unavailable(format!("{} is not a cgroup v2 directory", grandparent.display()));
+    }
+    if !parent.is_dir()
+        && let Err(err) = std::fs::create_dir(parent)
+    {
+        return unavailable(format!("cannot create {}: {err}", parent.display()));
+    }
+    let controllers = std::fs::read_to_string(parent.join("cgroup.controllers")).unwrap_or_default();
+    let missing: Vec<&str> = ["memory", "cpu", "pids"]
+        .into_iter()
+        .filter(|c| !controllers.split_whitespace().any(|have| have == *c))
+        .collect();
+    if !missing.is_empty() {
+        return unavailable(format!(
+            "controllers {} are not delegated to {}",
+            missing.join(", "),
+            parent.display()
+        ));
+    }
+    if let Err(err) = std::fs::write(parent.join("cgroup.subtree_control"), "+memory +cpu +pids") {
+        return unavailable(format!(
+            "cannot enable controllers in {}: {err}",
+            parent.display()
+        ));
+    }
+    Ok(parent.to_path_buf())
+}
+
+/// Makes `<parent>/<name>` with the limits written into it.
+fn make_cgroup(parent: &Path, name: &str, limits: &Limits) -> std::io::Result<PathBuf> {
+    let dir = parent.join(name);
+    std::fs::create_dir(&dir)?;
+    let write = |file: &str, value: String| std::fs::write(dir.join(file), value);
+    let result = (|| {
+        if limits.memory_bytes > 0 {
+            write("memory.max", limits.memory_bytes.to_string())?;
+            // Where swap accounting exists, no swapping around the limit.
+            let _ = write("memory.swap.max", "0".into());
+        }
+        if limits.max_processes > 0 {
+            write("pids.max", limits.max_processes.to_string())?;
+        }
+        if limits.cpu_millis > 0 {
+            write(
+                "cpu.max",
+                format!("{} 100000", u64::from(limits.cpu_millis) * 100),
+            )?;
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => Ok(dir),
+        Err(err) => {
+            let _ = std::fs::remove_dir(&dir);
+            Err(err)
+        }
+    }
+}
+
+/// Kills everything in a cgroup and removes it (waits up to a second for it
+/// to empty).
+async fn remove_cgroup(dir: &Path) {
+    let _ = tokio::fs::write(dir.join("cgroup.kill"), "1").await;
+    for _ in 0..20 {
+        if tokio::fs::remove_dir(dir).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tracing::warn!(cgroup = %dir.display(), "cannot remove a process cgroup");
+}
+
+/// The `prlimit` options for `limits` (`--nproc` only when no cgroup bounds
+/// the processes: RLIMIT_NPROC counts every process of the user).
+fn rlimit_args(limits: &Limits, pids_in_cgroup: bool) -> Vec<String> {
+    let mut args = Vec::new();
+    if limits.memory_bytes > 0 {
+        args.push(format!("--data={}", limits.memory_bytes));
+    }
+    if limits.max_open_files > 0 {
+        args.push(format!("--nofile={}", limits.max_open_files));
+    }
+    if limits.max_processes > 0 && !pids_in_cgroup {
+        args.push(format!("--nproc={}", limits.max_processes));
+    }
+    if limits.cpu_millis > 0 && limits.max_runtime_seconds > 0 {
+        // The CPU time the process could use at its share for its whole run.
+        let seconds = (u64::from(limits.max_runtime_seconds) * u64::from(limits.cpu_millis)).div_ceil(1000);
+        args.push(format!("--cpu={}", seconds.max(1)));
+    }
+    args
+}
+
+/// The bubblewrap arguments for `spec`: a read-only root, fresh /dev,
+/// /proc and /tmp, the hidden paths under empty tmpfs, then the workspace
+/// and the run's tmp dir bound back writable. The network is shared.
+pub(crate) fn bwrap_args(spec: &LaunchSpec, config: &RunnerConfig) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--ro-bind",
+        "/",
+        "/",
+        "--dev",
+        "/dev",
+        "--proc",
+        "/proc",
+        "--tmpfs",
+        "/tmp",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut hidden: Vec<&Path> = config.hidden_paths.iter().map(PathBuf::as_path).collect();
+    hidden.extend([config.log_dir.as_path(), config.tmp_dir.as_path()]);
+    if let Some(parent) = spec.workspace.parent()
+        && parent.parent().is_some()
+    {
+        hidden.push(parent);
+    }
+    hidden.retain(|p| p.is_absolute() && p.parent().is_some() && p.is_dir());
+    hidden.sort_by_key(|p| p.components().count());
+    hidden.dedup();
+    for path in hidden {
+        let path = path.display().to_string();
+        args.extend(["--tmpfs".into(), path]);
+    }
+    for writable in [&spec.workspace, &spec.tmp_dir] {
+        let path = writable.display().to_string();
+        args.extend(["--bind".into(), path.clone(), path]);
+    }
+    args.extend(["--chdir".into(), spec.working_dir.display().to_string()]);
+    args.extend(
+        [
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--unshare-uts",
+            "--die-with-parent",
+            "--",
+        ]
+        .map(String::from),
+    );
+    args
+}
+
+impl ProcessBackend for LocalBackend {
+    type Process = LocalProcess;
+
+    async fn spawn(&self, spec: &LaunchSpec) -> Result<Spawned<LocalProcess>> {
+        let mut notes: Vec<String> = Vec::new();
+        let sandbox = match self.sandbox_available().await {
+            Ok(bwrap) => Some(bwrap),
+            Err(why) if self.config.sandbox == SandboxMode::Required => {
+                return Err(RunnerError::SandboxUnavailable(why));
+            }
+            Err(why) => {
+                notes.push(why);
+                None
+            }
+        };
+        let cgroup = match self.cgroup_parent().await {
+            Ok(parent) => match make_cgroup(&parent, &spec.process_id, &spec.limits) {
+                Ok(dir) => Some(dir),
+                Err(err) => {
+                    notes.push(format!("cannot create a cgroup ({err}); rlimits only"));
+                    None
+                }
+            },
+            Err(why) => {
+                notes.push(why);
+                None
+            }
+        };
+
+        let mut argv: Vec<String> = Vec::new();
+        if let Some(dir) = &cgroup {
+            argv.extend(["sh".into(), "-c".into(), r#"echo $$ > "$0" && exec "$@""#.into()]);
+            argv.push(dir.join("cgroup.procs").display().to_string());
+        }
+        let rlimits = rlimit_args(&spec.limits, cgroup.is_some());
+        if !rlimits.is_empty() {
+            match which(&self.config.prlimit_binary) {
+                Some(prlimit) => {
+                    argv.push(prlimit.display().to_string());
+                    argv.extend(rlimits);
+                }
+                None => notes.push(format!(
+                    "{} is not installed; rlimits not applied",
+                    self.config.prlimit_binary.display()
+                )),
+            }
+        }
+        if let Some(bwrap) = &sandbox {
+            argv.push(bwrap.display().to_string());
+            argv.extend(bwrap_args(spec, &self.config));
+        }
+        argv.extend(["sh".into(), "-c".into(), spec.command.clone()]);
+
+        let mut command = Command::new(&argv[0]);
+        command
+            .args(&argv[1..])
+            .current_dir(&spec.working_dir)
+            .env_clear()
+            .envs(&spec.env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let spawned = command.spawn();
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(source) => {
+                if let Some(dir) = &cgroup {
+                    remove_cgroup(dir).await;
+                }
+                return Err(RunnerError::Spawn {
+                    program: argv[0].clone(),
+                    source,
+                });
+            }
+        };
+        let pid = child.id().unwrap_or_default();
+        let stdout = child.stdout.take().map(|s| OutputStream(Box::new(s)));
+        let stderr = child.stderr.take().map(|s| OutputStream(Box::new(s)));
+        let mut note = String::new();
+        for (i, part) in notes.iter().enumerate() {
+            let _ = write!(note, "{}{part}", if i > 0 { "; " } else { "" });
+        }
+        Ok(Spawned {
+            process: LocalProcess {
+                child,
+                pgid: i32::try_from(pid).unwrap_or_default(),
+                sandboxed: sandbox.is_some(),
+                cgroup,
+                done: false,
+            },
+            pid,
+            stdout,
+            stderr,
+            isolation: Isolation {
+                sandboxed: sandbox.is_some(),
+                note,
+            },
+        })
+    }
+}
+
+/// A process group on this host.
+#[derive(Debug)]
+pub struct LocalProcess {
+    child: tokio::process::Child,
+    pgid: i32,
+    sandboxed: bool,
+    cgroup: Option<PathBuf>,
+    done: bool,
+}
+
+/// The live (not zombie) members of process group `pgid`, from `/proc`.
+pub fn group_members(pgid: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            // pid (comm) state ppid pgrp ...; comm may contain spaces.
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            let mut fields = rest.split_whitespace();
+            let state = fields.next();
+            let group = fields.nth(1).and_then(|g| g.parse::<i32>().ok());
+            group == Some(pgid) && state != Some("Z") && state != Some("X")
+        })
+        .collect()
+}
+
+impl LocalProcess {
+    fn kill_group(&self) {
+        if self.pgid > 0 {
+            let _ = killpg(Pid::from_raw(self.pgid), Signal::SIGKILL);
+        }
+        if let Some(dir) = &self.cgroup {
+            let _ = std::fs::write(dir.join("cgroup.kill"), "1");
+        }
+    }
+}
+
+impl BackendProcess for LocalProcess {
+    async fn wait(&mut self) -> Result<i32> {
+        use std::os::unix::process::ExitStatusExt;
+        let status = self
+            .child
+            .wait()
+            .await
+            .map_err(|source| RunnerError::io("wait for", "a child process", source))?;
+        Ok(status
+            .code()
+            .or_else(|| status.signal().map(|s| 128 + s))
+            .unwrap_or(-1))
+    }
+
+    fn signal(&self, signal: StopSignal) {
+        if self.pgid <= 0 {
+            return;
+        }
+        match signal {
+            StopSignal::Kill => self.kill_group(),
+            // bwrap ends on SIGTERM and takes its pid namespace with it, so
+            // the sandbox's processes get SIGTERM directly, bwrap none.
+            StopSignal::Terminate if self.sandboxed => {
+                for pid in group_members(self.pgid) {
+                    if pid != self.pgid {
+                        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+                    }
+                }
+            }
+            StopSignal::Terminate => {
+                let _ = killpg(Pid::from_raw(self.pgid), Signal::SIGTERM);
+            }
+        }
+    }
+
+    fn group_alive(&self) -> bool {
+        self.pgid > 0 && !group_members(self.pgid).is_empty()
+    }
+
+    async fn cleanup(&mut self) {
+        // Killed processes take a moment to go (a pid namespace's init
+        // first waits for its children); wait for that, bounded.
+        for _ in 0..100 {
+            self.kill_group();
+            if !self.group_alive() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Some(dir) = self.cgroup.take() {
+            remove_cgroup(&dir).await;
+        }
+        self.done = true;
+    }
+}
+
+impl Drop for LocalProcess {
+    fn drop(&mut self) {
+        if !self.done {
+            self.kill_group();
+            if let Some(dir) = &self.cgroup {
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn spec() -> LaunchSpec {
+        LaunchSpec {
+            process_id: "p1".into(),
+            run_id: "r1".into(),
+            component: "api".into(),
+            command: "true".into(),
+            workspace: "/nonexistent-ws-root/alice/ws1".into(),
+            working_dir: "/nonexistent-ws-root/alice/ws1/api".into(),
+            env: BTreeMap::new(),
+            limits: Limits::default(),
+            tmp_dir: "/nonexistent-tmp/r1".into(),
+        }
+    }
+
+    #[test]
+    fn rlimits_map_to_prlimit_options() {
+        let limits = Limits {
+            memory_bytes: 1 << 20,
+            cpu_millis: 500,
+            max_processes: 10,
+            max_open_files: 64,
+            max_runtime_seconds: 9,
+        };
+        assert_eq!(
+            rlimit_args(&limits, false),
+            ["--data=1048576", "--nofile=64", "--nproc=10", "--cpu=5"]
+        );
+        assert_eq!(
+            rlimit_args(&limits, true),
+            ["--data=1048576", "--nofile=64", "--cpu=5"]
+        );
+        assert!(rlimit_args(&Limits::default(), false).is_empty());
+    }
+
+    #[test]
+    fn the_sandbox_binds_the_workspace_after_hiding_its_parent() {
+        let config = RunnerConfig::default().resolve(Path::new("/srv/data"));
+        let args = bwrap_args(&spec(), &config).join(" ");
+        assert!(
+            args.starts_with("--ro-bind / / --dev /dev --proc /proc --tmpfs /tmp"),
+            "{args}"
+        );
+        assert!(args.contains("--bind /nonexistent-ws-root/alice/ws1 /nonexistent-ws-root/alice/ws1"));
+        assert!(args.contains("--chdir /nonexistent-ws-root/alice/ws1/api"));
+        assert!(args.contains("--die-with-parent"));
+        assert!(!args.contains("--unshare-net") && !args.contains("--unshare-all"));
+        assert!(args.ends_with("--"));
+    }
+
+    #[test]
+    fn this_process_is_a_member_of_its_group() {
+        let me = i32::try_from(std::process::id()).unwrap();
+        let group = nix::unistd::getpgrp().as_raw();
+        assert!(group_members(group).contains(&me));
+    }
+}

@@ -1,0 +1,282 @@
+//! The runner agent's settings.
+
+use std::{path::PathBuf, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, RunnerError};
+
+/// Whether processes run inside bubblewrap.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxMode {
+    /// Use bubblewrap when it is installed and passes its self-test; run
+    /// unsandboxed otherwise (and say why in the status).
+    #[default]
+    Auto,
+    /// Never sandbox.
+    Off,
+    /// Refuse to start a process that cannot be sandboxed.
+    Required,
+}
+
+/// Resource limits used where a request leaves a field at zero. Zero here
+/// means "no limit".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DefaultLimits {
+    pub memory_bytes: u64,
+    pub cpu_millis: u32,
+    pub max_processes: u32,
+    pub max_open_files: u32,
+    pub max_runtime_seconds: u32,
+}
+
+/// Settings of the runner agent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunnerConfig {
+    /// Where log files go: `<log_dir>/<run_id>/<component>.log`. A relative
+    /// path is relative to the service's data directory: the integrator
+    /// resolves it with [`RunnerConfig::resolve`] before [`validate`](Self::validate).
+    pub log_dir: PathBuf,
+    /// Per-run scratch space (`TMPDIR`, writable in the sandbox):
+    /// `<tmp_dir>/<run_id>`. Relative paths resolve like `log_dir`.
+    pub tmp_dir: PathBuf,
+    /// Paths hidden from sandboxed processes (an empty tmpfs over each), e.g.
+    /// the workspace root and the service's data directory. The parent of the
+    /// process's own workspace, `log_dir` and `tmp_dir` are always hidden.
+    pub hidden_paths: Vec<PathBuf>,
+    /// Lines kept in memory per process (the `Logs` backlog).
+    pub log_buffer_lines: usize,
+    /// Longer lines are cut there (bytes), with a marker.
+    pub max_line_bytes: usize,
+    /// A log file that reaches this size is rotated to `<component>.log.1`
+    /// (one old file is kept).
+    pub max_log_file_bytes: u64,
+    /// First port of the range ports are allocated from; 0 (with
+    /// `port_range_end` 0) lets the OS choose any free port.
+    pub port_range_start: u16,
+    /// Last port of the range, inclusive.
+    pub port_range_end: u16,
+    /// Rewrite `--host 0.0.0.0` (and `--hostname`) in start commands to the
+    /// bind host.
+    pub force_bind_host: bool,
+    /// bubblewrap use.
+    pub sandbox: SandboxMode,
+    /// The bubblewrap executable.
+    pub bwrap_binary: PathBuf,
+    /// The util-linux `prlimit` executable, used to apply rlimits.
+    pub prlimit_binary: PathBuf,
+    /// The cgroup v2 directory under which each process gets its own cgroup
+    /// (`memory.max`, `cpu.max`, `pids.max`). Used when it exists (or can be
+    /// created) and has those controllers; otherwise only rlimits apply.
+    pub cgroup_parent: Option<PathBuf>,
+    /// Environment variables of the service passed on to processes (only
+    /// those that are set). Everything else comes from the plan and request.
+    pub pass_env: Vec<String>,
+    /// Processes not yet in a terminal state, at most.
+    pub max_live_processes: usize,
+    /// Processes remembered after they ended (for Status and Logs); the
+    /// oldest ended ones are forgotten first.
+    pub max_retained_processes: usize,
+    /// Restarts allowed when a request gives 0.
+    pub default_max_restarts: u32,
+    /// Restarts no request can raise.
+    pub max_restarts_cap: u32,
+    /// First delay before a restart; it doubles with every restart.
+    pub restart_backoff_initial_ms: u64,
+    /// The longest delay before a restart.
+    pub restart_backoff_max_ms: u64,
+    /// Time between SIGTERM and SIGKILL when a request gives 0.
+    pub default_grace_seconds: u32,
+    /// The longest grace a request may ask for.
+    pub max_grace_seconds: u32,
+    /// Limits where the request leaves a field at 0.
+    pub default_limits: DefaultLimits,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        Self {
+            log_dir: PathBuf::from("runner/logs"),
+            tmp_dir: PathBuf::from("runner/tmp"),
+            hidden_paths: Vec::new(),
+            log_buffer_lines: 10_000,
+            max_line_bytes: 16 * 1024,
+            max_log_file_bytes: 64 * 1024 * 1024,
+            port_range_start: 0,
+            port_range_end: 0,
+            force_bind_host: true,
+            sandbox: SandboxMode::Auto,
+            bwrap_binary: PathBuf::from("bwrap"),
+            prlimit_binary: PathBuf::from("prlimit"),
+            cgroup_parent: Some(PathBuf::from("/sys/fs/cgroup/reporunner-runner")),
+            pass_env: [
+                "PATH",
+                "HOME",
+                "LANG",
+                "LC_ALL",
+                "TZ",
+                "USER",
+                "LOGNAME",
+                "PYENV_ROOT",
+                "NVM_DIR",
+                "JAVA_HOME",
+                "GOPATH",
+                "CARGO_HOME",
+                "RUSTUP_HOME",
+            ]
+            .map(String::from)
+            .to_vec(),
+            max_live_processes: 256,
+            max_retained_processes: 1024,
+            default_max_restarts: 3,
+            max_restarts_cap: 100,
+            restart_backoff_initial_ms: 500,
+            restart_backoff_max_ms: 30_000,
+            default_grace_seconds: 10,
+            max_grace_seconds: 120,
+            default_limits: DefaultLimits {
+                max_open_files: 4096,
+                ..DefaultLimits::default()
+            },
+        }
+    }
+}
+
+impl RunnerConfig {
+    /// Resolves relative `log_dir`, `tmp_dir` and `hidden_paths` against the
+    /// service's data directory (and hides the data directory itself).
+    pub fn resolve(mut self, data_dir: &std::path::Path) -> Self {
+        if self.log_dir.is_relative() {
+            self.log_dir = data_dir.join(&self.log_dir);
+        }
+        if self.tmp_dir.is_relative() {
+            self.tmp_dir = data_dir.join(&self.tmp_dir);
+        }
+        for path in &mut self.hidden_paths {
+            if path.is_relative() {
+                *path = data_dir.join(&*path);
+            }
+        }
+        if data_dir.is_absolute() && !self.hidden_paths.iter().any(|p| p == data_dir) {
+            self.hidden_paths.push(data_dir.to_path_buf());
+        }
+        self
+    }
+
+    /// The delay before restart number `restart` (1-based).
+    pub fn backoff(&self, restart: u32) -> Duration {
+        let factor = 1u64
+            .checked_shl(restart.saturating_sub(1).min(32))
+            .unwrap_or(u64::MAX);
+        Duration::from_millis(
+            self.restart_backoff_initial_ms
+                .saturating_mul(factor)
+                .min(self.restart_backoff_max_ms),
+        )
+    }
+
+    /// Checks what serde cannot.
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |msg: String| Err(RunnerError::InvalidConfig(msg));
+        for (name, path) in [("log_dir", &self.log_dir), ("tmp_dir", &self.tmp_dir)] {
+            if !path.is_absolute() {
+                return invalid(format!(
+                    "{name} `{}` must be absolute (resolve it against the data directory first)",
+                    path.display()
+                ));
+            }
+        }
+        if let Some(bad) = self
+            .hidden_paths
+            .iter()
+            .find(|p| !p.is_absolute() || p.parent().is_none())
+        {
+            return invalid(format!(
+                "hidden_paths entry `{}` must be an absolute path other than /",
+                bad.display()
+            ));
+        }
+        if self.log_buffer_lines == 0 || self.log_buffer_lines > 10_000_000 {
+            return invalid("log_buffer_lines must be between 1 and 10000000".into());
+        }
+        if self.max_line_bytes < 80 || self.max_line_bytes > 1024 * 1024 {
+            return invalid("max_line_bytes must be between 80 and 1048576".into());
+        }
+        if self.max_log_file_bytes < 4096 {
+            return invalid("max_log_file_bytes must be at least 4096".into());
+        }
+        if self.port_range_start > self.port_range_end
+            || (self.port_range_start == 0) != (self.port_range_end == 0)
+        {
+            return invalid("port_range_start..=port_range_end must be a non-empty range, or both 0".into());
+        }
+        if self.max_live_processes == 0 || self.max_retained_processes == 0 {
+            return invalid("max_live_processes and max_retained_processes must be at least 1".into());
+        }
+        if self.default_max_restarts > self.max_restarts_cap {
+            return invalid("default_max_restarts must not exceed max_restarts_cap".into());
+        }
+        if self.restart_backoff_initial_ms == 0
+            || self.restart_backoff_initial_ms > self.restart_backoff_max_ms
+        {
+            return invalid("restart_backoff_initial_ms must be between 1 and restart_backoff_max_ms".into());
+        }
+        if self.default_grace_seconds == 0 || self.default_grace_seconds > self.max_grace_seconds {
+            return invalid("default_grace_seconds must be between 1 and max_grace_seconds".into());
+        }
+        if let Some(parent) = &self.cgroup_parent
+            && !parent.is_absolute()
+        {
+            return invalid(format!("cgroup_parent `{}` must be absolute", parent.display()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_resolved_against_a_data_dir_are_valid() {
+        let config = RunnerConfig::default().resolve(std::path::Path::new("/srv/data"));
+        config.validate().unwrap();
+        assert_eq!(config.log_dir, PathBuf::from("/srv/data/runner/logs"));
+        assert!(config.hidden_paths.contains(&PathBuf::from("/srv/data")));
+        assert!(config.force_bind_host);
+    }
+
+    #[test]
+    fn unresolved_relative_log_dirs_are_refused() {
+        let err = RunnerConfig::default().validate().unwrap_err();
+        assert!(err.to_string().contains("log_dir"), "{err}");
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let config = RunnerConfig::default();
+        assert_eq!(config.backoff(1), Duration::from_millis(500));
+        assert_eq!(config.backoff(2), Duration::from_millis(1000));
+        assert_eq!(config.backoff(3), Duration::from_millis(2000));
+        assert_eq!(config.backoff(60), Duration::from_millis(30_000));
+    }
+
+    #[test]
+    fn half_open_port_ranges_are_refused() {
+        let config = RunnerConfig {
+            port_range_start: 4000,
+            ..RunnerConfig::default().resolve(std::path::Path::new("/d"))
+        };
+        assert!(config.validate().unwrap_err().to_string().contains("port_range"));
+    }
+
+    #[test]
+    fn sandbox_modes_read_lowercase() {
+        let config: RunnerConfig = serde_json::from_str(r#"{"sandbox": "required"}"#).unwrap();
+        assert_eq!(config.sandbox, SandboxMode::Required);
+        assert_eq!(config.log_buffer_lines, 10_000);
+    }
+}

@@ -1,0 +1,119 @@
+//! bubblewrap: a process sees and writes only its own workspace. These tests
+//! need `bwrap`; without it they check that the status says so.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{SERVER_PY, component, http_get, python, script, serve, serve_with, start_request};
+use reporunner_proto::agents::runner::v1::ProcessState;
+use reporunner_runner::SandboxMode;
+use tonic::Code;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn bwrap_installed() -> bool {
+    std::process::Command::new("bwrap")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[tokio::test]
+async fn a_sandboxed_process_writes_only_its_workspace_and_sees_no_sibling() {
+    let mut served = serve().await;
+    let outside = served.tmp.path().canonicalize().unwrap().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let var_tmp = format!("/var/tmp/reporunner-runner-escape-{}", std::process::id());
+    let run = format!(
+        r#"echo inside > inside.txt && echo wrote-inside
+echo x > {outside}/escape.txt || echo outside-refused
+echo x > {var_tmp} || echo root-refused
+echo x > "$TMPDIR/scratch" && echo tmp-ok
+cat {sibling}/secret.txt || echo sibling-hidden
+ls {data} | grep -q . && echo data-visible || echo data-hidden"#,
+        outside = outside.display(),
+        sibling = served.sibling.display(),
+        data = served.data.display(),
+    );
+    let status = served
+        .start(start_request(&served, component("box", &run, "")))
+        .await;
+    let ended = served.wait_ended(&status.process_id, WAIT).await;
+    let text = served.log_text(&status.process_id).await;
+    if !bwrap_installed() {
+        assert!(!status.sandboxed);
+        assert!(
+            status.sandbox_note.contains("not installed"),
+            "{}",
+            status.sandbox_note
+        );
+        return;
+    }
+    assert!(status.sandboxed, "{}", status.sandbox_note);
+    assert_eq!(ended.state(), ProcessState::Exited, "{text}");
+    assert!(text.contains("wrote-inside"), "{text}");
+    assert_eq!(
+        std::fs::read_to_string(served.workspace.join("inside.txt")).unwrap(),
+        "inside\n"
+    );
+    assert!(text.contains("outside-refused"), "{text}");
+    assert!(!outside.join("escape.txt").exists());
+    assert!(text.contains("root-refused"), "{text}");
+    assert!(!std::path::Path::new(&var_tmp).exists());
+    assert!(text.contains("tmp-ok"), "{text}");
+    assert!(
+        text.contains("sibling-hidden") && !text.contains("sibling secret"),
+        "{text}"
+    );
+    assert!(text.contains("data-hidden"), "{text}");
+}
+
+#[tokio::test]
+async fn a_sandboxed_server_is_reachable_on_its_port() {
+    let mut served = serve().await;
+    script(&served.workspace, "server.py", SERVER_PY);
+    let run = format!("{} server.py", python());
+    let status = served
+        .start(start_request(&served, component("web", &run, "env:PORT")))
+        .await;
+    assert_eq!(status.sandboxed, bwrap_installed(), "{}", status.sandbox_note);
+    let body = http_get(&status.url, WAIT);
+    assert!(body.contains("200 OK"), "{body}");
+    let stopped = served.stop(&status.process_id, 5).await;
+    assert_eq!(stopped.state(), ProcessState::Stopped);
+    // The server got SIGTERM itself and ended within the grace, so it
+    // was not SIGKILLed: python reports SIGTERM as 128 + 15 through sh.
+    assert!(reporunner_runner::backend::group_members(i32::try_from(status.pid).unwrap()).is_empty());
+}
+
+#[tokio::test]
+async fn sandbox_off_runs_unsandboxed_and_says_so() {
+    let mut served = serve_with(|c| c.sandbox = SandboxMode::Off).await;
+    let status = served
+        .start(start_request(&served, component("plain", "true", "")))
+        .await;
+    assert!(!status.sandboxed);
+    assert!(
+        status.sandbox_note.contains("turned off"),
+        "{}",
+        status.sandbox_note
+    );
+}
+
+#[tokio::test]
+async fn sandbox_required_without_bwrap_refuses_to_start() {
+    let mut served = serve_with(|c| {
+        c.sandbox = SandboxMode::Required;
+        c.bwrap_binary = "/nonexistent/bwrap".into();
+    })
+    .await;
+    let err = served
+        .client
+        .start(start_request(&served, component("plain", "true", "")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("not installed"), "{}", err.message());
+}
