@@ -8,6 +8,7 @@ pub mod analyze;
 pub mod credentials;
 pub mod node;
 pub mod output;
+pub mod run;
 pub mod session;
 pub mod settings;
 

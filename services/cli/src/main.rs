@@ -42,6 +42,8 @@ enum Command {
     Serve(ServeArgs),
     /// Detect this host's platform, hardware, toolchains and registries.
     Env(EnvArgs),
+    /// Take a repository to a running, health-checked app (embedded unless --server).
+    Run(reporunner::run::RunArgs),
     /// Decide how to run a repository (offline, in this process): a directory,
     /// an archive (.tar, .tar.gz, .zip) or a git URL.
     Analyze(AnalyzeArgs),
@@ -227,6 +229,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve(cli.config, args).await,
         Command::Env(args) => env(cli.config, args).await,
         Command::Analyze(args) => analyze(cli.config, args).await,
+        Command::Run(args) => run_command(cli.config, args).await,
         Command::Register {
             username,
             password,
@@ -252,6 +255,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 account::admin_audit(&client, user.as_deref(), limit).await
             }
         },
+    }
+}
+
+/// `reporunner run`: fails (exit code 1) unless the run reached its goal.
+async fn run_command(config: Option<PathBuf>, args: reporunner::run::RunArgs) -> anyhow::Result<()> {
+    #[derive(Serialize)]
+    struct NoFlags {}
+    let settings: Settings = reporunner_server::config::load(config.as_deref(), &NoFlags {})?;
+    if args.server.is_none() {
+        // Embedded: the services log to stderr only when asked (RUST_LOG).
+        reporunner_server::telemetry::init(&reporunner_server::telemetry::LogConfig {
+            level: "error".into(),
+            ..settings.log.clone()
+        });
+    }
+    if reporunner::run::run(&settings, args).await? {
+        Ok(())
+    } else {
+        anyhow::bail!("the run did not reach its goal")
     }
 }
 

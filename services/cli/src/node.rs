@@ -83,6 +83,9 @@ pub struct Node {
     pub addr: SocketAddr,
     pub services: Vec<ServiceName>,
     pub health: Health,
+    /// The auth service, when this node hosts it (for the embedded
+    /// single-user principal).
+    pub auth: Option<Arc<Auth>>,
     shutdown: CancellationToken,
     task: JoinHandle<Result<(), ServeError>>,
 }
@@ -149,10 +152,12 @@ pub async fn start_node(
     let mut server = GrpcServer::new()
         .drain_grace(Duration::from_millis(0))
         .stop_timeout(Duration::from_millis(settings.stop_timeout_ms));
+    let mut auth_handle = None;
     for service in &services {
         server = match service {
             ServiceName::Auth => {
                 let auth = start_auth(settings).await?;
+                auth_handle = Some(auth.clone());
                 server
                     .add_service(AuthGrpc::new(auth.clone()).into_server())
                     .add_service(AdminGrpc::new(auth).into_server())
@@ -231,6 +236,7 @@ pub async fn start_node(
         addr,
         services,
         health,
+        auth: auth_handle,
         shutdown,
         task,
     })
