@@ -44,6 +44,13 @@ enum Command {
     Env(EnvArgs),
     /// Take a repository to a running, health-checked app (embedded unless --server).
     Run(reporunner::run::RunArgs),
+    /// List, inspect, follow and stop runs (embedded unless --server).
+    Runs {
+        #[command(subcommand)]
+        command: reporunner::run::RunsCommand,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Decide how to run a repository (offline, in this process): a directory,
     /// an archive (.tar, .tar.gz, .zip) or a git URL.
     Analyze(AnalyzeArgs),
@@ -230,6 +237,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Env(args) => env(cli.config, args).await,
         Command::Analyze(args) => analyze(cli.config, args).await,
         Command::Run(args) => run_command(cli.config, args).await,
+        Command::Runs { command, client } => {
+            #[derive(Serialize)]
+            struct NoFlags {}
+            let settings: Settings = reporunner_server::config::load(cli.config.as_deref(), &NoFlags {})?;
+            if client.server.is_none() {
+                reporunner_server::telemetry::init(&reporunner_server::telemetry::LogConfig {
+                    level: "error".into(),
+                    ..settings.log.clone()
+                });
+            }
+            reporunner::run::runs(&settings, client.server, client.output, command).await
+        }
         Command::Register {
             username,
             password,

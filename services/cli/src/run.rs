@@ -564,3 +564,198 @@ mod tests {
         assert!(!goal_reached(&run(RunGoal::Test, RunState::Failed)));
     }
 }
+
+/// `reporunner runs ...`.
+#[derive(clap::Subcommand, Debug)]
+pub enum RunsCommand {
+    /// Your runs, newest first (everyone's for the admin).
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// One run: state, components, plan, and its events so far.
+    Show { run_id: String },
+    /// A run's captured output.
+    Logs {
+        run_id: String,
+        /// Only this component or step.
+        #[arg(long)]
+        source: Option<String>,
+        /// Keep following new lines.
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// Stop every component of a run.
+    Stop { run_id: String },
+}
+
+/// Runs a `reporunner runs` command.
+pub async fn runs(
+    settings: &Settings,
+    server: Option<String>,
+    output: Output,
+    command: RunsCommand,
+) -> anyhow::Result<()> {
+    use reporunner_proto::orchestrator::v1::{GetRunLogsRequest, ListRunsRequest};
+
+    let mut connection = Connection::open(settings, server).await?;
+    let json = matches!(output, Output::Json);
+    match command {
+        RunsCommand::List { limit } => {
+            let request = connection
+                .request(ListRunsRequest {
+                    page_size: limit.clamp(1, 500),
+                    page_token: String::new(),
+                    states: Vec::new(),
+                })
+                .await?;
+            let response = connection
+                .client
+                .list_runs(request)
+                .await
+                .map_err(describe)?
+                .into_inner();
+            if json {
+                println!("{}", reporunner_proto::json::to_string_pretty(&response)?);
+            } else {
+                let rows: Vec<Vec<String>> = response
+                    .runs
+                    .iter()
+                    .map(|run| {
+                        vec![
+                            run.id.clone(),
+                            state_name(run.state),
+                            RunGoal::try_from(run.goal)
+                                .unwrap_or(RunGoal::Unspecified)
+                                .as_str_name()
+                                .trim_start_matches("RUN_GOAL_")
+                                .to_ascii_lowercase(),
+                            source_label(run.source.as_ref()),
+                            run.created_at.map(|t| t.to_string()).unwrap_or_default(),
+                        ]
+                    })
+                    .collect();
+                print!(
+                    "{}",
+                    crate::output::table(&["ID", "STATE", "GOAL", "SOURCE", "CREATED"], &rows)
+                );
+            }
+        }
+        RunsCommand::Show { run_id } => {
+            let run = get_run(&mut connection, &run_id).await?;
+            let request = connection
+                .request(WatchRunRequest {
+                    run_id: run_id.clone(),
+                    after_sequence: 0,
+                    without_logs: true,
+                })
+                .await?;
+            let mut stream = connection
+                .client
+                .watch_run(request)
+                .await
+                .map_err(describe)?
+                .into_inner();
+            // The replay arrives at once; a live run would follow forever.
+            let mut events = Vec::new();
+            while let Ok(Some(message)) =
+                tokio::time::timeout(Duration::from_millis(500), stream.next()).await
+            {
+                events.push(message.map_err(describe)?.event.unwrap_or_default());
+                if events.len() >= 10_000 {
+                    break;
+                }
+            }
+            if json {
+                println!("{}", reporunner_proto::json::to_string_pretty(&run)?);
+                for event in &events {
+                    println!("{}", reporunner_proto::json::to_string(event)?);
+                }
+            } else {
+                print!("{}", summary(&run));
+                println!("source   {}", source_label(run.source.as_ref()));
+                if let Some(workspace) = &run.workspace {
+                    println!("workspace {} ({} files)", workspace.id, workspace.file_count);
+                }
+                if let Some(plan) = &run.plan {
+                    println!();
+                    print!("{}", crate::output::plan(plan));
+                }
+                println!("\nevents");
+                let mut progress = Progress::new();
+                progress.terminal = false;
+                for event in &events {
+                    if let Some(run_event::Event::State(state)) = event.event {
+                        println!("  state {}", state_name(state));
+                    } else {
+                        progress.event(event);
+                    }
+                }
+            }
+        }
+        RunsCommand::Logs {
+            run_id,
+            source,
+            follow,
+        } => {
+            let request = connection
+                .request(GetRunLogsRequest {
+                    run_id,
+                    source: source.unwrap_or_default(),
+                    follow,
+                    after_sequence: 0,
+                })
+                .await?;
+            let mut stream = connection
+                .client
+                .get_run_logs(request)
+                .await
+                .map_err(describe)?
+                .into_inner();
+            while let Some(message) = stream.next().await {
+                let Some(line) = message.map_err(describe)?.line else {
+                    continue;
+                };
+                if json {
+                    println!("{}", reporunner_proto::json::to_string(&line)?);
+                } else {
+                    println!("{} | {}", line.source, line.text);
+                }
+            }
+        }
+        RunsCommand::Stop { run_id } => {
+            let request = connection.request(StopRunRequest { run_id }).await?;
+            let run = connection
+                .client
+                .stop_run(request)
+                .await
+                .map_err(describe)?
+                .into_inner()
+                .run
+                .unwrap_or_default();
+            if json {
+                println!("{}", reporunner_proto::json::to_string_pretty(&run)?);
+            } else {
+                print!("{}", summary(&run));
+            }
+        }
+    }
+    connection.close().await
+}
+
+fn source_label(source: Option<&RepoSource>) -> String {
+    let Some(source) = source else {
+        return String::new();
+    };
+    let base = match &source.source {
+        Some(repo_source::Source::GitUrl(url)) => url.clone(),
+        Some(repo_source::Source::LocalPath(path)) => path.clone(),
+        Some(repo_source::Source::WorkspaceId(id)) => id.clone(),
+        None => String::new(),
+    };
+    if source.r#ref.is_empty() {
+        base
+    } else {
+        format!("{base}#{}", source.r#ref)
+    }
+}
