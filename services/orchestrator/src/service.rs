@@ -553,17 +553,20 @@ enum Flow {
 impl Watcher {
     async fn run(mut self, mut live: Option<tokio::sync::broadcast::Receiver<RunEvent>>) {
         use tokio::sync::broadcast::error::RecvError;
+        // The replay, read after subscribing: live events it already covers
+        // are dropped below by their sequence.
+        if let Flow::Done = self.catch_up().await {
+            return;
+        }
         loop {
             let flow = match live.as_mut() {
+                // Driven elsewhere (or over): poll the store.
                 None => {
-                    let flow = self.catch_up().await;
-                    if matches!(flow, Flow::Continue) {
-                        tokio::select! {
-                            () = self.tx.closed() => return,
-                            () = tokio::time::sleep(self.poll) => {}
-                        }
+                    tokio::select! {
+                        () = self.tx.closed() => return,
+                        () = tokio::time::sleep(self.poll) => {}
                     }
-                    flow
+                    self.catch_up().await
                 }
                 Some(rx) => {
                     let received = tokio::select! {

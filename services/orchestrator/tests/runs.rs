@@ -714,3 +714,59 @@ async fn a_run_driven_by_another_process_is_watched_and_stopped_through_the_stor
         vec![RunState::Pending, RunState::Stopped]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_gets_the_replay_at_once_and_live_events_without_polling() {
+    use reporunner_proto::orchestrator::v1::WatchRunRequest;
+    use tokio_stream::StreamExt as _;
+    let db = common::sqlite();
+    // Polling so slow that only the replay and the live feed can explain
+    // what the watcher sees within the test's time.
+    let config = reporunner_orchestrator::OrchestratorConfig {
+        watch_poll_ms: 60_000,
+        ..test_config()
+    };
+    let mesh = Mesh::start(&db, config).await;
+    let ivy = mesh.user("ivy").await;
+    let stuck = mesh
+        .create(&ivy, Source::GitUrl(silent_git_url().await))
+        .await
+        .unwrap();
+    until_state(&mesh, &ivy, &stuck.id, RunState::Fetching).await;
+    let mut stream = mesh
+        .client
+        .clone()
+        .watch_run(as_user(
+            &ivy,
+            WatchRunRequest {
+                run_id: stuck.id.clone(),
+                after_sequence: 0,
+                without_logs: true,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .expect("an event within seconds, not a poll interval")
+            .map(|item| item.unwrap().event.unwrap())
+    };
+    let replayed = vec![
+        next().await.unwrap(),
+        next().await.unwrap(),
+        next().await.unwrap(),
+    ];
+    assert_eq!(states(&replayed), vec![RunState::Pending, RunState::Fetching]);
+    assert_gap_free(&replayed, 1);
+
+    stop(&mesh, &ivy, &stuck.id).await.unwrap();
+    let live = next().await.unwrap();
+    assert_eq!(live.sequence, 4);
+    assert_eq!(
+        live.event,
+        Some(run_event::Event::State(RunState::Stopped.into()))
+    );
+    assert!(next().await.is_none(), "the stream ends with the run");
+}
