@@ -1,0 +1,414 @@
+//! Streamed, bounded, timed commands run in their own process group.
+//!
+//! Every command starts as the leader of a new process group
+//! (`process_group(0)`), so that a timeout, a disk limit or a cancelled
+//! request kills everything it started (pip's build subprocesses, npm's
+//! postinstall scripts) with one `kill -KILL -- -<pgid>`. The group is also
+//! killed after a normal exit, so no stray daemon outlives its install.
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    ffi::OsString,
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use reporunner_proto::{
+    agents::dependency::v1::{InstallResponse, install_response},
+    common::v1::{LogLine, LogStream},
+};
+use tokio::{io::AsyncReadExt as _, process::Command, sync::mpsc};
+
+/// Entries looked at when measuring a directory's size.
+const MAX_SIZE_ENTRIES: usize = 5_000_000;
+/// How long the output of a finished command is still read.
+const DRAIN: Duration = Duration::from_secs(2);
+
+/// Where an install's output goes: the response stream, with sequence
+/// numbers per source, and a tail kept for the result.
+#[derive(Debug)]
+pub struct LogSink {
+    tx: mpsc::Sender<InstallResponse>,
+    sequences: BTreeMap<String, u64>,
+    tail: VecDeque<String>,
+    tail_lines: usize,
+    max_line_bytes: usize,
+}
+
+impl LogSink {
+    pub fn new(tx: mpsc::Sender<InstallResponse>, tail_lines: usize, max_line_bytes: usize) -> Self {
+        Self {
+            tx,
+            sequences: BTreeMap::new(),
+            tail: VecDeque::with_capacity(tail_lines),
+            tail_lines,
+            max_line_bytes,
+        }
+    }
+
+    /// Sends one line (cut to the line bound) and keeps it in the tail.
+    pub async fn line(&mut self, source: &str, stream: LogStream, text: String) {
+        let text = bound_line(text, self.max_line_bytes);
+        let sequence = self.sequences.entry(source.to_owned()).or_insert(0);
+        *sequence += 1;
+        if self.tail_lines > 0 {
+            if self.tail.len() == self.tail_lines {
+                self.tail.pop_front();
+            }
+            self.tail.push_back(text.clone());
+        }
+        let line = LogLine {
+            time: Some(prost_types::Timestamp::from(std::time::SystemTime::now())),
+            stream: stream as i32,
+            source: source.to_owned(),
+            text,
+            sequence: *sequence,
+        };
+        // A gone receiver is noticed by `run` (it kills the command).
+        let _ = self
+            .tx
+            .send(InstallResponse {
+                event: Some(install_response::Event::Log(line)),
+            })
+            .await;
+    }
+
+    /// A line written by the agent itself.
+    pub async fn system(&mut self, source: &str, text: impl Into<String>) {
+        self.line(source, LogStream::System, text.into()).await;
+    }
+
+    /// The last lines, oldest first.
+    pub fn tail(&self) -> Vec<String> {
+        self.tail.iter().cloned().collect()
+    }
+
+    pub fn sender(&self) -> mpsc::Sender<InstallResponse> {
+        self.tx.clone()
+    }
+}
+
+/// Cuts a line to `max` bytes on a character boundary and marks the cut.
+fn bound_line(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str(" …[line cut]");
+    }
+    text
+}
+
+/// One command to run.
+#[derive(Clone, Debug)]
+pub struct Cmd {
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+    pub cwd: PathBuf,
+    /// Added to (and overriding) the agent's own environment.
+    pub env: BTreeMap<String, String>,
+    /// The log source: "install" or "build".
+    pub source: &'static str,
+}
+
+impl Cmd {
+    pub fn new(program: impl Into<PathBuf>, cwd: &Path, source: &'static str) -> Self {
+        Self {
+            program: program.into(),
+            args: Vec::new(),
+            cwd: cwd.to_owned(),
+            env: BTreeMap::new(),
+            source,
+        }
+    }
+
+    #[must_use]
+    pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    #[must_use]
+    pub fn args<I: IntoIterator<Item = S>, S: Into<OsString>>(mut self, args: I) -> Self {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    #[must_use]
+    pub fn envs(mut self, env: &BTreeMap<String, String>) -> Self {
+        self.env.extend(env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self
+    }
+
+    /// The command line as a user would type it.
+    pub fn display(&self) -> String {
+        let mut line = self.program.display().to_string();
+        for arg in &self.args {
+            line.push(' ');
+            line.push_str(&arg.to_string_lossy());
+        }
+        line
+    }
+}
+
+/// What bounds a command.
+#[derive(Clone, Debug)]
+pub struct Guard {
+    pub deadline: Instant,
+    /// 0: no limit.
+    pub max_disk_bytes: u64,
+    /// What counts against the disk limit.
+    pub disk_paths: Vec<PathBuf>,
+    pub disk_interval: Duration,
+}
+
+/// How a command ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// It exited; `-1` when killed by a signal.
+    Exited(i32),
+    /// The deadline passed; the group was killed.
+    TimedOut,
+    /// The disk limit was exceeded; the group was killed.
+    DiskExceeded { used: u64 },
+    /// The caller went away; the group was killed.
+    Cancelled,
+    /// It could not be started.
+    SpawnFailed(std::io::Error),
+}
+
+/// Runs `cmd`, streaming its output into `sink`, within `guard`.
+pub async fn run(cmd: &Cmd, sink: &mut LogSink, guard: &Guard) -> Outcome {
+    sink.system(cmd.source, format!("$ {}", cmd.display())).await;
+    let mut command = Command::new(&cmd.program);
+    command
+        .args(&cmd.args)
+        .current_dir(&cmd.cwd)
+        .envs(&cmd.env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) => return Outcome::SpawnFailed(e),
+    };
+    let pgid = child.id();
+    let (lines_tx, mut lines) = mpsc::channel::<(LogStream, String)>(256);
+    if let Some(out) = child.stdout.take() {
+        tokio::spawn(pump(
+            out,
+            LogStream::Stdout,
+            lines_tx.clone(),
+            sink.max_line_bytes,
+        ));
+    }
+    if let Some(err) = child.stderr.take() {
+        tokio::spawn(pump(
+            err,
+            LogStream::Stderr,
+            lines_tx.clone(),
+            sink.max_line_bytes,
+        ));
+    }
+    drop(lines_tx);
+    let receiver = sink.sender();
+    let deadline = tokio::time::sleep_until(guard.deadline.into());
+    tokio::pin!(deadline);
+    let mut disk_tick = tokio::time::interval(guard.disk_interval);
+    disk_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let check_disk = guard.max_disk_bytes > 0 && !guard.disk_paths.is_empty();
+    let outcome = loop {
+        tokio::select! {
+            biased;
+            Some((stream, text)) = lines.recv() => sink.line(cmd.source, stream, text).await,
+            status = child.wait() => {
+                break match status {
+                    Ok(status) => Outcome::Exited(status.code().unwrap_or(-1)),
+                    Err(e) => Outcome::SpawnFailed(e),
+                };
+            }
+            () = &mut deadline => break Outcome::TimedOut,
+            () = receiver.closed() => break Outcome::Cancelled,
+            _ = disk_tick.tick(), if check_disk => {
+                let used = dir_size(guard.disk_paths.clone()).await;
+                if used > guard.max_disk_bytes {
+                    break Outcome::DiskExceeded { used };
+                }
+            }
+        }
+    };
+    if let Some(pgid) = pgid {
+        kill_group(pgid).await;
+    }
+    let _ = child.start_kill();
+    let _ = tokio::time::timeout(DRAIN, child.wait()).await;
+    let drain_until = tokio::time::Instant::now() + DRAIN;
+    while let Ok(Some((stream, text))) = tokio::time::timeout_at(drain_until, lines.recv()).await {
+        sink.line(cmd.source, stream, text).await;
+    }
+    outcome
+}
+
+/// Kills every process of group `pgid` (`kill -KILL -- -<pgid>`); the
+/// workspace forbids `unsafe`, so the signal goes through kill(1).
+pub async fn kill_group(pgid: u32) {
+    let _ = Command::new("kill")
+        .args(["-s", "KILL", "--", &format!("-{pgid}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await;
+}
+
+/// Reads `reader` into lines of at most `max` bytes.
+async fn pump<R: tokio::io::AsyncRead + Unpin>(
+    mut reader: R,
+    stream: LogStream,
+    tx: mpsc::Sender<(LogStream, String)>,
+    max: usize,
+) {
+    let mut buffer = vec![0u8; 8 * 1024];
+    let mut line: Vec<u8> = Vec::new();
+    let mut cut = false;
+    let finish = |line: &mut Vec<u8>, cut: &mut bool| {
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        let mut text = String::from_utf8_lossy(line).into_owned();
+        if *cut {
+            text.push_str(" …[line cut]");
+        }
+        line.clear();
+        *cut = false;
+        text
+    };
+    loop {
+        let n = match reader.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        for &byte in &buffer[..n] {
+            if byte == b'\n' {
+                let text = finish(&mut line, &mut cut);
+                if tx.send((stream, text)).await.is_err() {
+                    return;
+                }
+            } else if line.len() < max {
+                line.push(byte);
+            } else {
+                cut = true;
+            }
+        }
+    }
+    if !line.is_empty() {
+        let text = finish(&mut line, &mut cut);
+        let _ = tx.send((stream, text)).await;
+    }
+}
+
+/// Runs a short command and returns its trimmed stdout when it exits 0
+/// within `timeout`.
+pub async fn capture(program: &Path, args: &[&str], cwd: &Path, timeout: Duration) -> Option<String> {
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let child = command.spawn().ok()?;
+    let pgid = child.id();
+    match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Ok(Ok(output)) if output.status.success() => {
+            let mut text = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+            if text.is_empty() {
+                // Some tools (old pip, python2) print their version on stderr.
+                text = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+            }
+            text.truncate(4 * 1024);
+            Some(text)
+        }
+        Ok(_) => None,
+        Err(_) => {
+            if let Some(pgid) = pgid {
+                kill_group(pgid).await;
+            }
+            None
+        }
+    }
+}
+
+/// The apparent size of the files under `paths` (symlinks not followed),
+/// walked on the blocking pool.
+pub async fn dir_size(paths: Vec<PathBuf>) -> u64 {
+    tokio::task::spawn_blocking(move || {
+        let mut total = 0u64;
+        let mut seen = 0usize;
+        let mut stack = paths;
+        while let Some(path) = stack.pop() {
+            seen += 1;
+            if seen > MAX_SIZE_ENTRIES {
+                break;
+            }
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if meta.is_dir() {
+                if let Ok(entries) = std::fs::read_dir(&path) {
+                    stack.extend(entries.flatten().map(|e| e.path()));
+                }
+            } else {
+                total = total.saturating_add(meta.len());
+            }
+        }
+        total
+    })
+    .await
+    .unwrap_or(0)
+}
+
+/// Looks `name` up on `path` (a PATH value).
+pub fn which(name: &str, path: &str) -> Option<PathBuf> {
+    std::env::split_paths(path)
+        .take(256)
+        .map(|dir| dir.join(name))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_lines_are_cut_on_a_char_boundary() {
+        let text = bound_line("é".repeat(100), 81);
+        assert!(text.ends_with("…[line cut]"));
+        assert!(text.len() <= 81 + " …[line cut]".len());
+        assert_eq!(bound_line("short".into(), 80), "short");
+    }
+
+    #[tokio::test]
+    async fn pump_splits_and_bounds_lines() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let input: &[u8] = b"one\r\ntwo\nxxxxxxxxxxxxxxxxxxxxxxxx\nlast";
+        pump(input, LogStream::Stdout, tx, 10).await;
+        let mut lines = Vec::new();
+        while let Some((_, line)) = rx.recv().await {
+            lines.push(line);
+        }
+        assert_eq!(lines, ["one", "two", "xxxxxxxxxx …[line cut]", "last"]);
+    }
+}

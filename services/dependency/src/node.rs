@@ -1,0 +1,505 @@
+//! Node installs with npm, pnpm, yarn or bun, as the component's
+//! `package_manager`, `package.json`'s `packageManager` or the lockfile says.
+//!
+//! A manager that is missing (or of another major than `packageManager`
+//! pins) is installed from the npm registry into the tools dir
+//! (`npm install --prefix <tools>/pnpm@9 pnpm@9`); corepack is never asked
+//! to download anything. `npm ci` runs only when package-lock.json matches
+//! package.json; pnpm's `--frozen-lockfile` only when pnpm-lock.yaml is
+//! current, falling back to an unfrozen install when it fails.
+//!
+//! `node_modules` is made in the component's directory, where Node looks for
+//! it; it is what counts against the disk limit. The result's `env` has
+//! `PATH` with `node_modules/.bin` and the manager's directory first, and
+//! the settings that stop pnpm and corepack from switching versions.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde_json::Value;
+
+use crate::{
+    Failure, Job, Report, Step,
+    exec::{self, Cmd, LogSink},
+};
+
+const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A Node package manager.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Manager {
+    Npm,
+    Pnpm,
+    /// Yarn 1.
+    YarnClassic,
+    /// Yarn 2 and later.
+    YarnBerry,
+    Bun,
+}
+
+impl Manager {
+    fn binary(self) -> &'static str {
+        match self {
+            Self::Npm => "npm",
+            Self::Pnpm => "pnpm",
+            Self::YarnClassic | Self::YarnBerry => "yarn",
+            Self::Bun => "bun",
+        }
+    }
+
+    /// The npm package that provides it.
+    fn package(self) -> &'static str {
+        match self {
+            Self::Npm => "npm",
+            Self::Pnpm => "pnpm",
+            Self::YarnClassic => "yarn",
+            Self::YarnBerry => "@yarnpkg/cli-dist",
+            Self::Bun => "bun",
+        }
+    }
+}
+
+/// Picks the manager and the version to install when it is missing.
+pub fn choose_manager(package_manager: &str, package: &Value, dir: &Path) -> (Manager, String) {
+    let field = package
+        .get("packageManager")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let (field_name, field_version) = field.split_once('@').unwrap_or((field, ""));
+    let field_version = field_version.split('+').next().unwrap_or("").to_owned();
+    let yarn_berry = || {
+        std::fs::read_to_string(dir.join("yarn.lock")).is_ok_and(|l| l.contains("__metadata:"))
+            || field_name == "yarn" && !field_version.starts_with('1')
+            || dir.join(".yarnrc.yml").is_file()
+    };
+    let name = if matches!(field_name, "npm" | "pnpm" | "yarn" | "bun") {
+        field_name
+    } else if matches!(package_manager, "npm" | "pnpm" | "yarn" | "bun") {
+        package_manager
+    } else if dir.join("pnpm-lock.yaml").is_file() {
+        "pnpm"
+    } else if dir.join("yarn.lock").is_file() {
+        "yarn"
+    } else if dir.join("bun.lockb").is_file() || dir.join("bun.lock").is_file() {
+        "bun"
+    } else {
+        "npm"
+    };
+    let manager = match name {
+        "pnpm" => Manager::Pnpm,
+        "yarn" if yarn_berry() => Manager::YarnBerry,
+        "yarn" => Manager::YarnClassic,
+        "bun" => Manager::Bun,
+        _ => Manager::Npm,
+    };
+    let version = if field_name == name && !field_version.is_empty() {
+        field_version
+    } else {
+        match manager {
+            Manager::Pnpm => pnpm_major_for_lock(dir).to_owned(),
+            Manager::YarnClassic => "1".into(),
+            Manager::YarnBerry => "4".into(),
+            Manager::Npm | Manager::Bun => "latest".into(),
+        }
+    };
+    (manager, version)
+}
+
+/// The pnpm major that writes the lockfile in `dir` (9 without one).
+fn pnpm_major_for_lock(dir: &Path) -> &'static str {
+    let lock = std::fs::read_to_string(dir.join("pnpm-lock.yaml")).unwrap_or_default();
+    let version = lock
+        .lines()
+        .find_map(|l| l.strip_prefix("lockfileVersion:"))
+        .map(|v| v.trim().trim_matches(['\'', '"']).to_owned())
+        .unwrap_or_default();
+    if version.starts_with("6.") {
+        "8"
+    } else if version.starts_with("5.") {
+        "7"
+    } else {
+        "9"
+    }
+}
+
+const SECTIONS: [&str; 3] = ["dependencies", "devDependencies", "optionalDependencies"];
+
+fn spec_map(value: Option<&Value>) -> BTreeMap<String, String> {
+    value
+        .and_then(Value::as_object)
+        .map(|o| {
+            o.iter()
+                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether package-lock.json (v2 or later) records exactly package.json's
+/// dependency specifiers, so that `npm ci` can work.
+pub fn npm_lock_matches(package: &Value, lock: &Value) -> bool {
+    let Some(root) = lock.get("packages").and_then(|p| p.get("")) else {
+        return false;
+    };
+    SECTIONS
+        .iter()
+        .all(|section| spec_map(package.get(section)) == spec_map(root.get(section)))
+}
+
+/// Whether pnpm-lock.yaml records package.json's specifiers for the root
+/// project (lockfile v6 and v9 layouts).
+pub fn pnpm_lock_current(package: &Value, lock: &serde_json::Value) -> bool {
+    let root = lock.get("importers").and_then(|i| i.get(".")).unwrap_or(lock);
+    SECTIONS.iter().all(|section| {
+        let locked: BTreeMap<String, String> = root
+            .get(section)
+            .and_then(Value::as_object)
+            .map(|o| {
+                o.iter()
+                    .filter_map(|(k, v)| {
+                        v.get("specifier")
+                            .and_then(Value::as_str)
+                            .map(|s| (k.clone(), s.to_owned()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        locked == spec_map(package.get(section))
+    })
+}
+
+/// A manager ready to run: the program, leading arguments and "pnpm 9.1.0".
+#[derive(Clone, Debug)]
+struct Ready {
+    program: PathBuf,
+    prefix: Vec<String>,
+    tool: String,
+    /// A directory to put first on PATH (the tools install's `.bin`).
+    bin_dir: Option<PathBuf>,
+}
+
+async fn version_of(program: &Path, prefix: &[String], env: &BTreeMap<String, String>) -> Option<String> {
+    let mut command = tokio::process::Command::new(program);
+    command
+        .args(prefix)
+        .arg("--version")
+        .current_dir("/")
+        .envs(env)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(PROBE_TIMEOUT, command.output())
+        .await
+        .ok()?
+        .ok()?;
+    let version = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    (output.status.success() && !version.is_empty() && version.len() < 64).then_some(version)
+}
+
+fn major_matches(version: &str, wanted: &str) -> bool {
+    wanted == "latest" || version.split('.').next() == wanted.split('.').next()
+}
+
+/// The manager from PATH, the repository's yarnPath, or the tools dir
+/// (installed there from the npm registry when missing).
+async fn ensure_manager(
+    job: &Job,
+    sink: &mut LogSink,
+    report: &Report,
+    manager: Manager,
+    wanted: &str,
+    env: &BTreeMap<String, String>,
+) -> Step<Ready> {
+    let name = manager.binary();
+    if manager == Manager::YarnBerry
+        && let Some(yarn_path) = yarn_path(&job.dir)
+    {
+        let node = exec::which("node", &job.base_path).unwrap_or_else(|| PathBuf::from("node"));
+        let prefix = vec![yarn_path.display().to_string()];
+        if let Some(version) = version_of(&node, &prefix, env).await {
+            return Ok(Ready {
+                program: node,
+                prefix,
+                tool: format!("yarn {version}"),
+                bin_dir: None,
+            });
+        }
+    }
+    if let Some(path) = exec::which(name, &job.base_path)
+        && let Some(version) = version_of(&path, &[], env).await
+        && (manager == Manager::Npm || major_matches(&version, wanted))
+    {
+        return Ok(Ready {
+            program: path,
+            prefix: Vec::new(),
+            tool: format!("{name} {version}"),
+            bin_dir: None,
+        });
+    }
+    let home = job.config.tools_dir.join(format!("{name}@{wanted}"));
+    let bin_dir = home.join("node_modules/.bin");
+    let binary = bin_dir.join(name);
+    let ready = |version: String| Ready {
+        program: binary.clone(),
+        prefix: Vec::new(),
+        tool: format!("{name} {version}"),
+        bin_dir: Some(bin_dir.clone()),
+    };
+    if let Some(version) = version_of(&binary, &[], env).await {
+        return Ok(ready(version));
+    }
+    let _lock = job.tool_lock.lock().await;
+    if let Some(version) = version_of(&binary, &[], env).await {
+        return Ok(ready(version));
+    }
+    let npm = exec::which("npm", &job.base_path).ok_or_else(|| {
+        Failure::new(format!(
+            "{name} is not installed and there is no npm to install it with"
+        ))
+    })?;
+    sink.system(
+        "install",
+        format!(
+            "{name} {wanted} is not installed; installing {}@{wanted} from the npm registry",
+            manager.package()
+        ),
+    )
+    .await;
+    let staging = job
+        .config
+        .tools_dir
+        .join(format!(".{name}-{}", std::process::id()));
+    let _ = tokio::fs::remove_dir_all(&staging).await;
+    tokio::fs::create_dir_all(&staging)
+        .await
+        .map_err(|e| Failure::new(format!("cannot create {}: {e}", staging.display())))?;
+    let cmd = Cmd::new(npm, &staging, "install")
+        .args(["install".as_ref(), "--prefix".as_ref(), staging.as_os_str()])
+        .arg(format!("{}@{wanted}", manager.package()))
+        .args(["--no-audit", "--no-fund", "--no-package-lock"])
+        .envs(env);
+    if let Err(failure) = job.step(sink, report, &cmd).await {
+        let _ = tokio::fs::remove_dir_all(&staging).await;
+        return Err(failure);
+    }
+    let _ = tokio::fs::remove_dir_all(&home).await;
+    tokio::fs::rename(&staging, &home)
+        .await
+        .map_err(|e| Failure::new(format!("cannot move {name} into the tools dir: {e}")))?;
+    let version = version_of(&binary, &[], env).await.ok_or_else(|| {
+        Failure::new(format!(
+            "{name} was installed from npm but `{name} --version` fails"
+        ))
+    })?;
+    Ok(ready(version))
+}
+
+/// `yarnPath` of `.yarnrc.yml`, when the file it names exists.
+fn yarn_path(dir: &Path) -> Option<PathBuf> {
+    let rc = std::fs::read_to_string(dir.join(".yarnrc.yml")).ok()?;
+    let value = rc.lines().find_map(|l| l.trim().strip_prefix("yarnPath:"))?;
+    let path = dir.join(value.trim().trim_matches(['\'', '"']));
+    path.is_file().then_some(path)
+}
+
+/// Installs the component's Node dependencies.
+pub(crate) async fn install(job: &Job, sink: &mut LogSink, report: &mut Report) -> Step {
+    let manifest = job.dir.join("package.json");
+    let text = tokio::fs::read_to_string(&manifest)
+        .await
+        .map_err(|_| Failure::new(format!("no package.json in {}", job.dir.display())))?;
+    let package: Value =
+        serde_json::from_str(&text).map_err(|e| Failure::new(format!("cannot parse package.json: {e}")))?;
+    let (manager, wanted) = choose_manager(&job.component.package_manager, &package, &job.dir);
+
+    let node_modules = job.dir.join("node_modules");
+    report.environment_path.clone_from(&node_modules);
+    report.disk_paths = vec![node_modules.clone()];
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    for (key, value) in [
+        ("npm_config_cache", job.cache("npm").display().to_string()),
+        (
+            "npm_config_store_dir",
+            job.cache("pnpm-store").display().to_string(),
+        ),
+        ("YARN_CACHE_FOLDER", job.cache("yarn").display().to_string()),
+        ("BUN_INSTALL_CACHE_DIR", job.cache("bun").display().to_string()),
+        ("npm_config_manage_package_manager_versions", "false".to_owned()),
+        ("npm_config_confirm_modules_purge", "false".to_owned()),
+        ("npm_config_audit", "false".to_owned()),
+        ("npm_config_fund", "false".to_owned()),
+        ("npm_config_update_notifier", "false".to_owned()),
+        ("COREPACK_ENABLE_STRICT", "0".to_owned()),
+        ("COREPACK_ENABLE_DOWNLOAD_PROMPT", "0".to_owned()),
+        ("YARN_ENABLE_IMMUTABLE_INSTALLS", "false".to_owned()),
+    ] {
+        env.insert(key.to_owned(), value);
+    }
+    let ready = ensure_manager(job, sink, report, manager, &wanted, &env).await?;
+    report.tool.clone_from(&ready.tool);
+    let mut path = format!("{}:", node_modules.join(".bin").display());
+    if let Some(bin) = &ready.bin_dir {
+        path.push_str(&format!("{}:", bin.display()));
+    }
+    path.push_str(&job.base_path);
+    env.insert("PATH".into(), path);
+    for key in [
+        "PATH",
+        "npm_config_manage_package_manager_versions",
+        "COREPACK_ENABLE_STRICT",
+        "COREPACK_ENABLE_DOWNLOAD_PROMPT",
+    ] {
+        if let Some(value) = env.get(key) {
+            report.env.insert(key.to_owned(), value.clone());
+        }
+    }
+
+    let dir = job
+        .command_dir(job.component.install.as_ref())
+        .max(job.dir.clone());
+    let run = |args: &[&str]| {
+        Cmd::new(&ready.program, &dir, "install")
+            .args(ready.prefix.iter().map(String::as_str))
+            .args(args.iter().copied())
+            .envs(&env)
+    };
+    match manager {
+        Manager::Npm => {
+            let lock = ["package-lock.json", "npm-shrinkwrap.json"]
+                .iter()
+                .find_map(|f| std::fs::read_to_string(job.dir.join(f)).ok())
+                .and_then(|t| serde_json::from_str::<Value>(&t).ok());
+            match lock {
+                Some(lock) if npm_lock_matches(&package, &lock) => {
+                    job.step(sink, report, &run(&["ci"])).await?
+                }
+                Some(_) => {
+                    sink.system(
+                        "install",
+                        "package-lock.json does not match package.json; running npm install",
+                    )
+                    .await;
+                    job.step(sink, report, &run(&["install"])).await?;
+                }
+                None => job.step(sink, report, &run(&["install"])).await?,
+            }
+        }
+        Manager::Pnpm => {
+            let lock = std::fs::read_to_string(job.dir.join("pnpm-lock.yaml"))
+                .ok()
+                .and_then(|t| serde_norway::from_str::<Value>(&t).ok());
+            let current = lock.as_ref().is_some_and(|l| pnpm_lock_current(&package, l));
+            if current {
+                match job
+                    .step(sink, report, &run(&["install", "--frozen-lockfile"]))
+                    .await
+                {
+                    Err(failure) if !failure.fatal => {
+                        sink.system(
+                            "install",
+                            format!(
+                                "frozen install failed ({}); retrying without --frozen-lockfile",
+                                failure.message
+                            ),
+                        )
+                        .await;
+                        job.step(sink, report, &run(&["install", "--no-frozen-lockfile"]))
+                            .await?;
+                    }
+                    other => other?,
+                }
+            } else {
+                if lock.is_some() {
+                    sink.system("install", "pnpm-lock.yaml is not current with package.json; installing without --frozen-lockfile")
+                        .await;
+                }
+                job.step(sink, report, &run(&["install", "--no-frozen-lockfile"]))
+                    .await?;
+            }
+        }
+        Manager::YarnClassic => {
+            job.step(
+                sink,
+                report,
+                &run(&["install", "--non-interactive", "--no-progress"]),
+            )
+            .await?;
+        }
+        Manager::YarnBerry | Manager::Bun => job.step(sink, report, &run(&["install"])).await?,
+    }
+    let mut build_report_env = std::mem::take(&mut report.env);
+    build_report_env.extend(env.clone());
+    let build_report = Report {
+        tool: String::new(),
+        environment_path: PathBuf::new(),
+        env: build_report_env,
+        disk_paths: report.disk_paths.clone(),
+    };
+    let built = job.build(sink, &build_report, None).await;
+    report.env = build_report
+        .env
+        .into_iter()
+        .filter(|(k, _)| {
+            matches!(
+                k.as_str(),
+                "PATH"
+                    | "npm_config_manage_package_manager_versions"
+                    | "COREPACK_ENABLE_STRICT"
+                    | "COREPACK_ENABLE_DOWNLOAD_PROMPT"
+            )
+        })
+        .collect();
+    built
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn npm_ci_needs_a_lock_that_records_package_json() {
+        let package = json!({"dependencies": {"left-pad": "^1.3.0"}});
+        let lock = json!({"lockfileVersion": 3, "packages": {"": {"dependencies": {"left-pad": "^1.3.0"}}}});
+        assert!(npm_lock_matches(&package, &lock));
+        let stale = json!({"lockfileVersion": 3, "packages": {"": {"dependencies": {"left-pad": "^1.1.0"}}}});
+        assert!(!npm_lock_matches(&package, &stale));
+        assert!(!npm_lock_matches(
+            &package,
+            &json!({"lockfileVersion": 1, "dependencies": {}})
+        ));
+    }
+
+    #[test]
+    fn pnpm_lock_is_current_when_specifiers_agree() {
+        let package = json!({"dependencies": {"is-odd": "^3.0.1"}});
+        let v9: Value = serde_norway::from_str(
+            "lockfileVersion: '9.0'\nimporters:\n  .:\n    dependencies:\n      is-odd:\n        specifier: ^3.0.1\n        version: 3.0.1\n",
+        )
+        .unwrap();
+        assert!(pnpm_lock_current(&package, &v9));
+        let other = json!({"dependencies": {"is-odd": "^2"}});
+        assert!(!pnpm_lock_current(&other, &v9));
+    }
+
+    #[test]
+    fn the_manager_comes_from_package_manager_then_the_plan_then_the_lock() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/next-pnpm");
+        let (manager, version) = choose_manager("", &json!({}), &dir);
+        assert_eq!((manager, version.as_str()), (Manager::Pnpm, "9"));
+        let (manager, version) =
+            choose_manager("", &json!({"packageManager": "pnpm@8.15.4+sha256.abc"}), &dir);
+        assert_eq!((manager, version.as_str()), (Manager::Pnpm, "8.15.4"));
+        let (manager, _) = choose_manager("yarn", &json!({}), Path::new("/nonexistent"));
+        assert_eq!(manager, Manager::YarnClassic);
+        assert_eq!(
+            choose_manager("", &json!({}), Path::new("/nonexistent")).0,
+            Manager::Npm
+        );
+    }
+}

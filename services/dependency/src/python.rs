@@ -1,0 +1,843 @@
+//! Python installs: an interpreter chosen from those installed, a fresh venv,
+//! and uv (or pip) fed with requirements translated from whatever the
+//! project uses.
+//!
+//! The venv is `<env_dir>/<run_id>/<component>/.venv`, outside the
+//! workspace (workspaces are content-addressed and shared between runs). The
+//! result's `env` gives `VIRTUAL_ENV` and a `PATH` with the venv's `bin`
+//! first.
+//!
+//! What is installed, by the first that applies:
+//! - Poetry (`[tool.poetry]` or `poetry.lock`): the main dependencies of
+//!   `[tool.poetry.dependencies]` (and `[project].dependencies`) as
+//!   requirements, every `poetry.lock` pin as a constraint, then the project
+//!   itself with `--no-deps -e .` when it is a package. Never
+//!   `poetry install` (it fails behind registry proxies).
+//! - Pipenv (`Pipfile`): `Pipfile.lock`'s default packages pinned, with their
+//!   markers; without a lock, `[packages]` of the Pipfile.
+//! - Otherwise requirements files (`requirements.txt`, or
+//!   `requirements/{prod,production,base,common}.txt`), plus the project:
+//!   `-e .` for a PEP 621 project with a `[build-system]` or a setup.py /
+//!   setup.cfg; a PEP 621 project without `[build-system]` gets its
+//!   `[project].dependencies` only.
+//!
+//! Fresh venvs get setuptools and wheel first (uv venvs have none, and old
+//! packages import `pkg_resources`).
+
+use std::{
+    path::{Path, PathBuf},
+    str::FromStr as _,
+    time::Duration,
+};
+
+use pep440_rs::{Version, VersionSpecifiers};
+use reporunner_proto::common::v1::Environment;
+
+use crate::{
+    Failure, Job, Report, Step,
+    exec::{self, Cmd, LogSink},
+};
+
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+const PROBE_SCRIPT: &str =
+    "import sys; print('%d.%d.%d' % tuple(sys.version_info[:3])); print(sys.executable)";
+/// Directories of `$PYENV_ROOT/versions` looked at.
+const MAX_PYENV_VERSIONS: usize = 64;
+
+/// An installed interpreter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Interpreter {
+    pub version: Version,
+    /// The real executable (a pyenv shim resolved to what it runs).
+    pub path: PathBuf,
+    /// Whether this is what `python3` runs.
+    pub default: bool,
+}
+
+/// The interpreters of the Environment (or, without one, `python3` and
+/// every `python3.N` on `path_var`), plus pyenv's installed versions, each
+/// checked by running it. Newest first.
+pub async fn interpreters(environment: Option<&Environment>, path_var: &str) -> Vec<Interpreter> {
+    let mut candidates: Vec<(PathBuf, bool)> = Vec::new();
+    if let Some(environment) = environment {
+        for tool in &environment.toolchains {
+            let name = tool.name.as_str();
+            let versioned = name
+                .strip_prefix("python3.")
+                .is_some_and(|m| m.parse::<u32>().is_ok());
+            if (name == "python3" || versioned) && !tool.path.is_empty() {
+                candidates.push((PathBuf::from(&tool.path), name == "python3"));
+            }
+        }
+    }
+    if candidates.is_empty() {
+        if let Some(path) = exec::which("python3", path_var) {
+            candidates.push((path, true));
+        }
+        for minor in 6..=20 {
+            if let Some(path) = exec::which(&format!("python3.{minor}"), path_var) {
+                candidates.push((path, false));
+            }
+        }
+    }
+    let pyenv_root = std::env::var_os("PYENV_ROOT")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".pyenv")));
+    if let Some(Ok(entries)) = pyenv_root.map(|r| std::fs::read_dir(r.join("versions"))) {
+        for entry in entries.flatten().take(MAX_PYENV_VERSIONS) {
+            let python = entry.path().join("bin/python3");
+            if python.is_file() {
+                candidates.push((python, false));
+            }
+        }
+    }
+    let probes = candidates.iter().map(|(path, default)| async move {
+        let out = exec::capture(path, &["-c", PROBE_SCRIPT], Path::new("/"), PROBE_TIMEOUT).await?;
+        let mut lines = out.lines();
+        let version = Version::from_str(lines.next()?.trim()).ok()?;
+        let executable = lines
+            .next()
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map_or_else(|| path.clone(), PathBuf::from);
+        Some(Interpreter {
+            version,
+            path: executable,
+            default: *default,
+        })
+    });
+    let mut found: Vec<Interpreter> = Vec::new();
+    for interpreter in futures::future::join_all(probes).await.into_iter().flatten() {
+        let real = interpreter
+            .path
+            .canonicalize()
+            .unwrap_or_else(|_| interpreter.path.clone());
+        if let Some(known) = found
+            .iter_mut()
+            .find(|k| k.path.canonicalize().unwrap_or_else(|_| k.path.clone()) == real)
+        {
+            known.default |= interpreter.default;
+        } else {
+            found.push(interpreter);
+        }
+    }
+    found.sort_by(|a, b| b.version.cmp(&a.version));
+    found
+}
+
+/// Reads a Python version constraint: PEP 440, or a bare version ("3.10"
+/// means 3.10.*), or Poetry's `^` and `~`.
+pub fn parse_constraint(constraint: &str) -> Result<VersionSpecifiers, String> {
+    let c = constraint.trim();
+    if let Ok(specs) = VersionSpecifiers::from_str(c) {
+        return Ok(specs);
+    }
+    let bare = c.trim_end_matches(".x").trim_end_matches(".*");
+    let translated = if !bare.is_empty() && bare.chars().all(|ch| ch.is_ascii_digit() || ch == '.') {
+        if bare.matches('.').count() >= 2 {
+            format!("=={bare}")
+        } else {
+            format!("=={bare}.*")
+        }
+    } else {
+        poetry_spec(c)
+    };
+    VersionSpecifiers::from_str(&translated)
+        .map_err(|e| format!("cannot read the Python version constraint {constraint:?}: {e}"))
+}
+
+/// The newest interpreter satisfying `constraint`; with none, what
+/// `python3` runs. The error names the constraint and what was found.
+pub fn choose<'a>(constraint: &str, found: &'a [Interpreter]) -> Result<&'a Interpreter, String> {
+    if constraint.trim().is_empty() {
+        return found
+            .iter()
+            .find(|i| i.default)
+            .or_else(|| found.first())
+            .ok_or_else(|| "no Python interpreter is installed on this host".to_owned());
+    }
+    let specs = parse_constraint(constraint)?;
+    found.iter().find(|i| specs.contains(&i.version)).ok_or_else(|| {
+        let list = if found.is_empty() {
+            "none".to_owned()
+        } else {
+            found
+                .iter()
+                .map(|i| format!("{} ({})", i.version, i.path.display()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        format!(
+            "no installed Python satisfies the constraint {constraint:?}; installed interpreters: {list}. \
+             Interpreters are never downloaded: install a matching one or relax the constraint"
+        )
+    })
+}
+
+/// What to install into the venv.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PyPlan {
+    /// What was read, for the log.
+    pub source: String,
+    /// Requirements files of the project (absolute).
+    pub requirement_files: Vec<PathBuf>,
+    /// Requirement lines made from the project's manifests.
+    pub requirements: Vec<String>,
+    /// Constraint lines (lock pins).
+    pub constraints: Vec<String>,
+    /// Install the project itself (`-e <dir>`).
+    pub project: Option<Project>,
+}
+
+/// How the project itself is installed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Project {
+    /// Its dependencies came from a lock already.
+    pub no_deps: bool,
+}
+
+fn read_toml(path: &Path) -> Result<Option<toml::Value>, String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => text
+            .parse::<toml::Value>()
+            .map(Some)
+            .map_err(|e| format!("cannot parse {}: {e}", path.display())),
+        Err(_) => Ok(None),
+    }
+}
+
+fn strings(value: Option<&toml::Value>) -> Vec<String> {
+    value
+        .and_then(toml::Value::as_array)
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+/// Decides what to install for the project in `dir`.
+pub fn plan(dir: &Path, package_manager: &str) -> Result<PyPlan, String> {
+    let pyproject = read_toml(&dir.join("pyproject.toml"))?;
+    let get = |path: &[&str]| -> Option<&toml::Value> {
+        let mut value = pyproject.as_ref()?;
+        for key in path {
+            value = value.get(key)?;
+        }
+        Some(value)
+    };
+    let has_build_system = get(&["build-system"]).is_some();
+    let project_deps = strings(get(&["project", "dependencies"]));
+    let mut plan = PyPlan::default();
+
+    let poetry_lock = dir.join("poetry.lock");
+    if get(&["tool", "poetry"]).is_some() || poetry_lock.is_file() || package_manager == "poetry" {
+        if let Some(deps) = get(&["tool", "poetry", "dependencies"]).and_then(toml::Value::as_table) {
+            plan.requirements.extend(
+                deps.iter()
+                    .filter(|(n, _)| *n != "python")
+                    .filter_map(|(n, v)| poetry_requirement(n, v, dir)),
+            );
+        }
+        plan.requirements.extend(project_deps);
+        let mut source = "pyproject.toml (poetry)".to_owned();
+        if let Some(lock) = read_toml(&poetry_lock)? {
+            plan.constraints = poetry_lock_constraints(&lock);
+            source = format!(
+                "pyproject.toml (poetry) with {} pins of poetry.lock as constraints",
+                plan.constraints.len()
+            );
+        }
+        plan.source = source;
+        let package_mode =
+            get(&["tool", "poetry", "package-mode"]).and_then(toml::Value::as_bool) != Some(false);
+        if has_build_system && package_mode {
+            plan.project = Some(Project { no_deps: true });
+        }
+        return Ok(plan);
+    }
+
+    let pipfile = dir.join("Pipfile");
+    if pipfile.is_file() || package_manager == "pipenv" {
+        let lock = dir.join("Pipfile.lock");
+        if let Ok(text) = std::fs::read_to_string(&lock) {
+            let json: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| format!("cannot parse {}: {e}", lock.display()))?;
+            plan.requirements = pipfile_lock_requirements(&json, dir);
+            plan.source = format!("Pipfile.lock ({} pinned packages)", plan.requirements.len());
+        } else if let Some(pipfile) = read_toml(&pipfile)? {
+            if let Some(packages) = pipfile.get("packages").and_then(toml::Value::as_table) {
+                plan.requirements = packages
+                    .iter()
+                    .filter_map(|(n, v)| pipfile_requirement(n, v, dir))
+                    .collect();
+            }
+            plan.source = "Pipfile [packages] (no Pipfile.lock)".into();
+        }
+        return Ok(plan);
+    }
+
+    let mut sources = Vec::new();
+    let files = ["requirements.txt"];
+    let nested = [
+        "requirements/prod.txt",
+        "requirements/production.txt",
+        "requirements/base.txt",
+        "requirements/common.txt",
+    ];
+    if let Some(file) = files
+        .iter()
+        .chain(nested.iter())
+        .map(|f| dir.join(f))
+        .find(|f| f.is_file())
+    {
+        sources.push(file.strip_prefix(dir).unwrap_or(&file).display().to_string());
+        plan.requirement_files.push(file);
+    }
+    if pyproject.is_some() && get(&["project"]).is_some() {
+        if has_build_system {
+            sources.push("pyproject.toml (the project, editable)".into());
+            plan.project = Some(Project { no_deps: false });
+        } else {
+            sources.push("pyproject.toml [project].dependencies (no build-system)".into());
+            plan.requirements = project_deps;
+        }
+    } else if dir.join("setup.py").is_file() || dir.join("setup.cfg").is_file() || has_build_system {
+        sources.push("setup.py (the project, editable)".into());
+        plan.project = Some(Project { no_deps: false });
+    }
+    plan.source = if sources.is_empty() {
+        "nothing: no requirements file or project manifest".into()
+    } else {
+        sources.join(" + ")
+    };
+    Ok(plan)
+}
+
+/// Translates a Poetry version constraint into PEP 440 (`^1.2` is
+/// `>=1.2,<2.0`, `~1.2.3` is `>=1.2.3,<1.3`, `1.2.3` is `==1.2.3`, `*` is
+/// no constraint). Of `a || b`, only `a` is kept.
+pub fn poetry_spec(spec: &str) -> String {
+    let spec = spec.split("||").next().unwrap_or_default().trim();
+    let mut out: Vec<String> = Vec::new();
+    for part in spec
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty() && *p != "*")
+    {
+        let part: String = part.chars().filter(|c| !c.is_whitespace()).collect();
+        if let Some(v) = part.strip_prefix('^') {
+            out.push(bounded(v, true));
+        } else if let Some(v) = part.strip_prefix('~').filter(|v| !v.starts_with('=')) {
+            out.push(bounded(v, false));
+        } else if part.starts_with(['>', '<', '=', '!', '~']) {
+            out.push(part);
+        } else {
+            out.push(format!("=={part}"));
+        }
+    }
+    out.join(",")
+}
+
+/// `>=v,<upper` for caret (`caret`) or tilde ranges.
+fn bounded(version: &str, caret: bool) -> String {
+    let parts: Vec<u64> = version.split('.').map_while(|p| p.parse().ok()).collect();
+    if parts.is_empty() {
+        return format!(">={version}");
+    }
+    let bump = if caret {
+        parts.iter().position(|&p| p != 0).unwrap_or(parts.len() - 1)
+    } else if parts.len() >= 2 {
+        1
+    } else {
+        0
+    };
+    let mut upper: Vec<u64> = parts[..=bump].to_vec();
+    upper[bump] += 1;
+    let upper = upper.iter().map(u64::to_string).collect::<Vec<_>>().join(".");
+    format!(">={version},<{upper}")
+}
+
+fn extras(value: Option<&toml::Value>) -> String {
+    let list = strings(value);
+    if list.is_empty() {
+        String::new()
+    } else {
+        format!("[{}]", list.join(","))
+    }
+}
+
+/// One `[tool.poetry.dependencies]` entry as a requirement line; optional
+/// dependencies (extras) are left out.
+pub fn poetry_requirement(name: &str, value: &toml::Value, dir: &Path) -> Option<String> {
+    let table = match value {
+        toml::Value::String(spec) => return Some(format!("{name}{}", poetry_spec(spec))),
+        toml::Value::Array(items) => {
+            return items
+                .first()
+                .and_then(|first| poetry_requirement(name, first, dir));
+        }
+        toml::Value::Table(table) => table,
+        _ => return None,
+    };
+    if table.get("optional").and_then(toml::Value::as_bool) == Some(true) {
+        return None;
+    }
+    let extras = extras(table.get("extras"));
+    let text = |key: &str| table.get(key).and_then(toml::Value::as_str);
+    let mut line = if let Some(git) = text("git") {
+        let reference = text("rev").or_else(|| text("tag")).or_else(|| text("branch"));
+        let mut line = format!("{name}{extras} @ git+{git}");
+        if let Some(reference) = reference {
+            line.push_str(&format!("@{reference}"));
+        }
+        if let Some(sub) = text("subdirectory") {
+            line.push_str(&format!("#subdirectory={sub}"));
+        }
+        line
+    } else if let Some(path) = text("path") {
+        let path = dir.join(path);
+        if table.get("develop").and_then(toml::Value::as_bool) == Some(true) {
+            return Some(format!("-e {}", path.display()));
+        }
+        format!("{name}{extras} @ file://{}", path.display())
+    } else if let Some(url) = text("url") {
+        format!("{name}{extras} @ {url}")
+    } else {
+        format!("{name}{extras}{}", poetry_spec(text("version").unwrap_or("*")))
+    };
+    if let Some(markers) = text("markers") {
+        line.push_str(&format!("; {markers}"));
+    }
+    Some(line)
+}
+
+/// Every registry package of `poetry.lock` as a `name==version` constraint
+/// (direct git, path and URL sources come from the requirements instead).
+pub fn poetry_lock_constraints(lock: &toml::Value) -> Vec<String> {
+    let Some(packages) = lock.get("package").and_then(toml::Value::as_array) else {
+        return Vec::new();
+    };
+    packages
+        .iter()
+        .filter(|p| {
+            p.get("source")
+                .and_then(|s| s.get("type"))
+                .and_then(toml::Value::as_str)
+                .is_none_or(|t| t == "legacy")
+        })
+        .filter_map(|p| {
+            let name = p.get("name")?.as_str()?;
+            let version = p.get("version")?.as_str()?;
+            Some(format!("{name}=={version}"))
+        })
+        .collect()
+}
+
+/// `Pipfile.lock`'s default packages, pinned, with their markers.
+pub fn pipfile_lock_requirements(lock: &serde_json::Value, dir: &Path) -> Vec<String> {
+    let Some(default) = lock.get("default").and_then(serde_json::Value::as_object) else {
+        return Vec::new();
+    };
+    default
+        .iter()
+        .map(|(name, entry)| {
+            let text = |key: &str| entry.get(key).and_then(serde_json::Value::as_str);
+            let extras = entry
+                .get("extras")
+                .and_then(serde_json::Value::as_array)
+                .map(|a| a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(","))
+                .filter(|e| !e.is_empty())
+                .map(|e| format!("[{e}]"))
+                .unwrap_or_default();
+            let mut line = if let Some(git) = text("git") {
+                let reference = text("ref").map(|r| format!("@{r}")).unwrap_or_default();
+                format!("{name}{extras} @ git+{git}{reference}")
+            } else if let Some(path) = text("path") {
+                let path = dir.join(path);
+                if entry.get("editable").and_then(serde_json::Value::as_bool) == Some(true) {
+                    return format!("-e {}", path.display());
+                }
+                path.display().to_string()
+            } else if let Some(file) = text("file") {
+                format!("{name}{extras} @ {file}")
+            } else {
+                format!("{name}{extras}{}", text("version").unwrap_or(""))
+            };
+            if let Some(markers) = text("markers") {
+                line.push_str(&format!("; {markers}"));
+            }
+            line
+        })
+        .collect()
+}
+
+/// One `[packages]` entry of a Pipfile.
+fn pipfile_requirement(name: &str, value: &toml::Value, dir: &Path) -> Option<String> {
+    match value {
+        toml::Value::String(spec) if spec.trim() == "*" => Some(name.to_owned()),
+        toml::Value::String(spec) => Some(format!("{name}{}", spec.trim())),
+        toml::Value::Table(table) => {
+            let text = |key: &str| table.get(key).and_then(toml::Value::as_str);
+            let extras = extras(table.get("extras"));
+            let mut line = if let Some(git) = text("git") {
+                let reference = text("ref").map(|r| format!("@{r}")).unwrap_or_default();
+                format!("{name}{extras} @ git+{git}{reference}")
+            } else if let Some(path) = text("path") {
+                let path = dir.join(path);
+                if table.get("editable").and_then(toml::Value::as_bool) == Some(true) {
+                    return Some(format!("-e {}", path.display()));
+                }
+                path.display().to_string()
+            } else {
+                let version = text("version").filter(|v| *v != "*").unwrap_or("");
+                format!("{name}{extras}{version}")
+            };
+            if let Some(markers) = text("markers") {
+                line.push_str(&format!("; {markers}"));
+            }
+            Some(line)
+        }
+        _ => None,
+    }
+}
+
+/// uv, found or installed.
+#[derive(Clone, Debug)]
+struct Uv {
+    path: PathBuf,
+    /// "uv 0.5.1".
+    version: String,
+}
+
+async fn uv_at(path: &Path) -> Option<Uv> {
+    let out = exec::capture(path, &["--version"], Path::new("/"), PROBE_TIMEOUT).await?;
+    let version = out.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+    version.starts_with("uv ").then(|| Uv {
+        path: path.to_owned(),
+        version,
+    })
+}
+
+/// uv from PATH, else from the tools dir, else installed there from PyPI.
+/// `None` when it cannot be had: pip is used instead.
+async fn ensure_uv(job: &Job, sink: &mut LogSink, report: &Report, python: &Path) -> Step<Option<Uv>> {
+    if let Some(path) = exec::which("uv", &job.base_path)
+        && let Some(uv) = uv_at(&path).await
+    {
+        return Ok(Some(uv));
+    }
+    let home = job.config.tools_dir.join("uv");
+    let binary = home.join("bin/uv");
+    if let Some(uv) = uv_at(&binary).await {
+        return Ok(Some(uv));
+    }
+    let _lock = job.tool_lock.lock().await;
+    if let Some(uv) = uv_at(&binary).await {
+        return Ok(Some(uv));
+    }
+    sink.system(
+        "install",
+        "uv is not installed; installing it from PyPI into the tools dir",
+    )
+    .await;
+    let staging = job.config.tools_dir.join(format!(".uv-{}", std::process::id()));
+    let _ = tokio::fs::remove_dir_all(&staging).await;
+    let venv = Cmd::new(python, &job.config.tools_dir, "install").args([
+        "-m".as_ref(),
+        "venv".as_ref(),
+        staging.as_os_str(),
+    ]);
+    let pip = Cmd::new(staging.join("bin/python"), &job.config.tools_dir, "install")
+        .args(["-m", "pip", "install", "--disable-pip-version-check", "uv"])
+        .envs(&[("PIP_CACHE_DIR".to_owned(), job.cache("pip").display().to_string())].into());
+    let installed = match job.step(sink, report, &venv).await {
+        Ok(()) => job.step(sink, report, &pip).await,
+        Err(e) => Err(e),
+    };
+    match installed {
+        Err(failure) if failure.fatal => Err(failure),
+        Err(failure) => {
+            sink.system(
+                "install",
+                format!("uv could not be installed ({}); using pip", failure.message),
+            )
+            .await;
+            let _ = tokio::fs::remove_dir_all(&staging).await;
+            Ok(None)
+        }
+        Ok(()) => {
+            let _ = tokio::fs::remove_dir_all(&home).await;
+            if let Err(e) = tokio::fs::rename(&staging, &home).await {
+                sink.system(
+                    "install",
+                    format!("uv could not be moved into the tools dir ({e}); using pip"),
+                )
+                .await;
+                return Ok(None);
+            }
+            Ok(uv_at(&binary).await)
+        }
+    }
+}
+
+/// Installs the component's Python dependencies.
+pub(crate) async fn install(job: &Job, sink: &mut LogSink, report: &mut Report) -> Step {
+    let constraint = job
+        .component
+        .runtime
+        .as_ref()
+        .map(|r| r.version_constraint.trim().to_owned())
+        .unwrap_or_default();
+    let found = interpreters(job.environment.as_ref(), &job.base_path).await;
+    let python = choose(&constraint, &found).map_err(Failure::new)?.clone();
+    let wanted = if constraint.is_empty() {
+        "none".to_owned()
+    } else {
+        constraint.clone()
+    };
+    sink.system(
+        "install",
+        format!(
+            "python {} at {} (constraint: {wanted})",
+            python.version,
+            python.path.display()
+        ),
+    )
+    .await;
+    let plan = plan(&job.dir, &job.component.package_manager).map_err(Failure::new)?;
+    sink.system("install", format!("dependencies from {}", plan.source))
+        .await;
+
+    let venv = job.env_root.join(".venv");
+    if tokio::fs::symlink_metadata(&venv).await.is_ok() {
+        tokio::fs::remove_dir_all(&venv)
+            .await
+            .map_err(|e| Failure::new(format!("cannot remove the old venv {}: {e}", venv.display())))?;
+    }
+    let bin = venv.join("bin");
+    report.environment_path.clone_from(&venv);
+    report.disk_paths = vec![venv.clone()];
+    report
+        .env
+        .insert("VIRTUAL_ENV".into(), venv.display().to_string());
+    report
+        .env
+        .insert("PATH".into(), format!("{}:{}", bin.display(), job.base_path));
+    let mut env = report.env.clone();
+    for (key, value) in [
+        ("UV_CACHE_DIR", job.cache("uv").display().to_string()),
+        ("UV_PYTHON_DOWNLOADS", "never".to_owned()),
+        ("UV_NO_PROGRESS", "1".to_owned()),
+        ("PIP_CACHE_DIR", job.cache("pip").display().to_string()),
+        ("PIP_DISABLE_PIP_VERSION_CHECK", "1".to_owned()),
+        ("PIP_NO_INPUT", "1".to_owned()),
+    ] {
+        env.insert(key.into(), value);
+    }
+
+    let uv = if job.config.use_uv {
+        ensure_uv(job, sink, report, &python.path).await?
+    } else {
+        None
+    };
+    let venv_python = bin.join("python");
+    let installer = |args: Vec<String>| match &uv {
+        Some(uv) => Cmd::new(&uv.path, &job.dir, "install")
+            .args([
+                "pip".as_ref(),
+                "install".as_ref(),
+                "--python".as_ref(),
+                venv_python.as_os_str(),
+            ])
+            .args(args)
+            .envs(&env),
+        None => Cmd::new(&venv_python, &job.dir, "install")
+            .args(["-m", "pip", "install"])
+            .args(args)
+            .envs(&env),
+    };
+    let create = match &uv {
+        Some(uv) => Cmd::new(&uv.path, &job.dir, "install")
+            .args([
+                "venv".as_ref(),
+                "-p".as_ref(),
+                python.path.as_os_str(),
+                venv.as_os_str(),
+            ])
+            .envs(&env),
+        None => Cmd::new(&python.path, &job.dir, "install")
+            .args(["-m".as_ref(), "venv".as_ref(), venv.as_os_str()])
+            .envs(&env),
+    };
+    job.step(sink, report, &create).await?;
+    report.tool = match &uv {
+        Some(uv) => uv.version.clone(),
+        None => exec::capture(&venv_python, &["-m", "pip", "--version"], &job.dir, PROBE_TIMEOUT)
+            .await
+            .map_or_else(
+                || "pip".to_owned(),
+                |v| v.split_whitespace().take(2).collect::<Vec<_>>().join(" "),
+            ),
+    };
+    job.step(
+        sink,
+        report,
+        &installer(vec!["setuptools".into(), "wheel".into()]),
+    )
+    .await?;
+
+    let mut args: Vec<String> = Vec::new();
+    for file in &plan.requirement_files {
+        args.extend(["-r".into(), file.display().to_string()]);
+    }
+    if !plan.requirements.is_empty() {
+        let file = job.env_root.join("requirements.generated.txt");
+        write_lines(&file, &plan.requirements).await?;
+        args.extend(["-r".into(), file.display().to_string()]);
+    }
+    if !plan.constraints.is_empty() && !args.is_empty() {
+        let file = job.env_root.join("constraints.generated.txt");
+        write_lines(&file, &plan.constraints).await?;
+        args.extend(["-c".into(), file.display().to_string()]);
+    }
+    let project_with_deps = plan.project.is_some_and(|p| !p.no_deps);
+    if project_with_deps {
+        args.extend(["-e".into(), job.dir.display().to_string()]);
+    }
+    if !args.is_empty() {
+        job.step(sink, report, &installer(args)).await?;
+    }
+    if plan.project.is_some_and(|p| p.no_deps) {
+        let args = vec!["--no-deps".into(), "-e".into(), job.dir.display().to_string()];
+        job.step(sink, report, &installer(args)).await?;
+    }
+    job.build(sink, report, None).await
+}
+
+async fn write_lines(file: &Path, lines: &[String]) -> Step {
+    let mut text = lines.join("\n");
+    text.push('\n');
+    tokio::fs::write(file, text)
+        .await
+        .map_err(|e| Failure::new(format!("cannot write {}: {e}", file.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn interp(version: &str, default: bool) -> Interpreter {
+        Interpreter {
+            version: Version::from_str(version).unwrap(),
+            path: PathBuf::from(format!("/usr/bin/python{version}")),
+            default,
+        }
+    }
+
+    #[test]
+    fn the_newest_matching_interpreter_wins_and_a_miss_names_everything() {
+        let found = [
+            interp("3.13.0", false),
+            interp("3.11.7", true),
+            interp("3.10.13", false),
+        ];
+        assert_eq!(
+            choose(">=3.10,<3.13", &found).unwrap().version.to_string(),
+            "3.11.7"
+        );
+        assert_eq!(choose("", &found).unwrap().version.to_string(), "3.11.7");
+        assert_eq!(choose("3.10", &found).unwrap().version.to_string(), "3.10.13");
+        assert_eq!(choose("^3.11", &found).unwrap().version.to_string(), "3.13.0");
+        let miss = choose("==3.8.*", &found).unwrap_err();
+        assert!(
+            miss.contains("\"==3.8.*\"") && miss.contains("3.13.0") && miss.contains("3.10.13"),
+            "{miss}"
+        );
+        assert!(choose("nonsense!", &found).unwrap_err().contains("cannot read"));
+    }
+
+    #[test]
+    fn poetry_constraints_become_pep440() {
+        assert_eq!(poetry_spec("^1.2.3"), ">=1.2.3,<2");
+        assert_eq!(poetry_spec("^0.2.3"), ">=0.2.3,<0.3");
+        assert_eq!(poetry_spec("^0.0.3"), ">=0.0.3,<0.0.4");
+        assert_eq!(poetry_spec("~1.2.3"), ">=1.2.3,<1.3");
+        assert_eq!(poetry_spec("~1"), ">=1,<2");
+        assert_eq!(poetry_spec("*"), "");
+        assert_eq!(poetry_spec("1.2.3"), "==1.2.3");
+        assert_eq!(poetry_spec(">= 1.2, < 2"), ">=1.2,<2");
+        assert_eq!(poetry_spec("^1 || ^2"), ">=1,<2");
+        assert_eq!(poetry_spec("~=1.4"), "~=1.4");
+    }
+
+    #[test]
+    fn poetry_tables_keep_extras_markers_and_sources_and_drop_optionals() {
+        let deps: toml::Value = toml::from_str(
+            r#"
+            uvicorn = {extras = ["standard"], version = "^0.29.0"}
+            colorama = {version = "*", markers = "sys_platform == 'win32'"}
+            lib = {git = "https://example.com/lib.git", rev = "abc"}
+            local = {path = "libs/local", develop = true}
+            extra = {version = "^1", optional = true}
+            "#,
+        )
+        .unwrap();
+        let dir = Path::new("/w");
+        let line = |n: &str| poetry_requirement(n, &deps[n], dir);
+        assert_eq!(line("uvicorn").unwrap(), "uvicorn[standard]>=0.29.0,<0.30");
+        assert_eq!(line("colorama").unwrap(), "colorama; sys_platform == 'win32'");
+        assert_eq!(line("lib").unwrap(), "lib @ git+https://example.com/lib.git@abc");
+        assert_eq!(line("local").unwrap(), "-e /w/libs/local");
+        assert_eq!(line("extra"), None);
+    }
+
+    #[test]
+    fn poetry_lock_pins_registry_packages() {
+        let lock: toml::Value = toml::from_str(
+            r#"
+            [[package]]
+            name = "anyio"
+            version = "4.3.0"
+            [[package]]
+            name = "mylib"
+            version = "0.1.0"
+            [package.source]
+            type = "git"
+            url = "https://example.com/mylib.git"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(poetry_lock_constraints(&lock), ["anyio==4.3.0"]);
+    }
+
+    #[test]
+    fn pipfile_lock_default_packages_are_pinned_with_markers() {
+        let lock = serde_json::json!({
+            "default": {
+                "flask": {"version": "==3.0.0", "hashes": []},
+                "colorama": {"version": "==0.4.6", "markers": "platform_system == 'Windows'"},
+                "app": {"editable": true, "path": "."}
+            },
+            "develop": {"pytest": {"version": "==8.0.0"}}
+        });
+        let lines = pipfile_lock_requirements(&lock, Path::new("/w"));
+        assert_eq!(lines.len(), 3);
+        assert!(lines.contains(&"flask==3.0.0".to_owned()));
+        assert!(lines.contains(&"colorama==0.4.6; platform_system == 'Windows'".to_owned()));
+        assert!(lines.contains(&"-e /w/.".to_owned()));
+    }
+
+    #[test]
+    fn the_repository_fixtures_are_planned_by_their_manager() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
+        let poetry = plan(&fixtures.join("poetry-fastapi"), "poetry").unwrap();
+        assert!(
+            poetry.requirements.iter().any(|r| r == "fastapi>=0.110.0,<0.111"),
+            "{poetry:?}"
+        );
+        assert!(!poetry.requirements.iter().any(|r| r.starts_with("pytest")));
+        assert_eq!(poetry.project, Some(Project { no_deps: true }));
+        let pipenv = plan(&fixtures.join("pipenv-flask"), "pipenv").unwrap();
+        assert_eq!(pipenv.requirements, ["flask", "redis>=4"]);
+        let setup = plan(&fixtures.join("setup-py-lib"), "pip").unwrap();
+        assert_eq!(setup.project, Some(Project { no_deps: false }));
+    }
+}
