@@ -140,25 +140,31 @@ pub struct RunContext {
     pub run_deadline: Option<Duration>,
 }
 
-/// How a step ended.
+/// What a finished step produced.
 #[derive(Debug)]
-enum Outcome {
-    Finished { detail: String, change: Box<RunChange> },
-    Skipped { detail: String },
+struct Outcome {
+    detail: String,
+    change: Box<RunChange>,
 }
 
 impl Step {
+    /// Why the step does not run in this run, when it does not.
+    fn skip_reason(self, ctx: &RunContext) -> Option<String> {
+        if self.skippable() && ctx.skip_agents.iter().any(|a| a == self.agent()) {
+            return Some(format!("the {} agent was skipped on request", self.agent()));
+        }
+        match (self, &ctx.workspace) {
+            (Self::Fetch, Some(ws)) => Some(format!("reusing workspace {} fetched earlier", ws.id)),
+            _ => None,
+        }
+    }
+
     async fn execute(
         self,
         agents: &Agents,
         config: &OrchestratorConfig,
         ctx: &mut RunContext,
     ) -> Result<Outcome> {
-        if self.skippable() && ctx.skip_agents.iter().any(|a| a == self.agent()) {
-            return Ok(Outcome::Skipped {
-                detail: format!("the {} agent was skipped on request", self.agent()),
-            });
-        }
         match self {
             Self::Fetch => fetch(agents, config, ctx).await,
             Self::Detect => detect(agents, config, ctx).await,
@@ -168,11 +174,6 @@ impl Step {
 }
 
 async fn fetch(agents: &Agents, config: &OrchestratorConfig, ctx: &mut RunContext) -> Result<Outcome> {
-    if let Some(ws) = &ctx.workspace {
-        return Ok(Outcome::Skipped {
-            detail: format!("reusing workspace {} fetched earlier", ws.id),
-        });
-    }
     let source = match ctx.source.source.clone() {
         Some(repo_source::Source::GitUrl(url)) => fetch_request::Source::Git(GitSource {
             url,
@@ -210,7 +211,7 @@ async fn fetch(agents: &Agents, config: &OrchestratorConfig, ctx: &mut RunContex
         }
     );
     ctx.workspace = Some(workspace.clone());
-    Ok(Outcome::Finished {
+    Ok(Outcome {
         detail,
         change: Box::new(RunChange {
             workspace: Some(workspace),
@@ -237,7 +238,7 @@ async fn detect(agents: &Agents, config: &OrchestratorConfig, ctx: &mut RunConte
     })?;
     let detail = format!("{} toolchain(s) found", environment.toolchains.len());
     ctx.environment = Some(environment);
-    Ok(Outcome::Finished {
+    Ok(Outcome {
         detail,
         change: Box::default(),
     })
@@ -269,7 +270,7 @@ async fn analyze(agents: &Agents, config: &OrchestratorConfig, ctx: &mut RunCont
         n => format!("{n} component(s): {}", names.join(", ")),
     };
     ctx.plan = Some(plan.clone());
-    Ok(Outcome::Finished {
+    Ok(Outcome {
         detail,
         change: Box::new(RunChange {
             plan: Some(plan),
@@ -387,6 +388,19 @@ impl Runner {
             if cancel.is_cancelled() {
                 return Ok(Ended::Taken);
             }
+            if let Some(reason) = step.skip_reason(ctx) {
+                crate::metrics::step(step.name(), "skipped", Duration::ZERO);
+                let event = step_event(step, "skipped", reason, Duration::ZERO);
+                if self
+                    .recorder
+                    .record(&run_id, RunChange::default(), event)
+                    .await?
+                    .is_none()
+                {
+                    return Ok(Ended::Taken);
+                }
+                continue;
+            }
             let change = RunChange {
                 attempts: first.then_some(1),
                 ..RunChange::default()
@@ -426,19 +440,10 @@ impl Runner {
                 })
             });
             let elapsed = started.elapsed();
-            let status = match &result {
-                Ok(Outcome::Finished { .. }) => "finished",
-                Ok(Outcome::Skipped { .. }) => "skipped",
-                Err(_) => "failed",
-            };
+            let status = if result.is_ok() { "finished" } else { "failed" };
             crate::metrics::step(step.name(), status, elapsed);
             let (change, event) = match result {
-                Ok(Outcome::Finished { detail, change }) => {
-                    (*change, step_event(step, "finished", detail, elapsed))
-                }
-                Ok(Outcome::Skipped { detail }) => {
-                    (RunChange::default(), step_event(step, "skipped", detail, elapsed))
-                }
+                Ok(Outcome { detail, change }) => (*change, step_event(step, "finished", detail, elapsed)),
                 Err(err) => {
                     let message = failure_message(step, &err);
                     tracing::info!(step = step.name(), error = %message, "run step failed");

@@ -129,8 +129,13 @@ async fn an_analyze_run_of_a_flask_app_fetches_detects_analyzes_and_succeeds() {
         .await
         .unwrap();
     let events = mesh.watch(&alice, &again.id, 0).await.unwrap();
-    let fetch = &steps(&events)[1];
+    let fetch = &steps(&events)[0];
     assert_eq!((fetch.step.as_str(), fetch.status.as_str()), ("fetch", "skipped"));
+    assert!(fetch.detail.contains(&workspace.id), "{}", fetch.detail);
+    assert!(
+        !states(&events).contains(&RunState::Fetching),
+        "a reused workspace is not fetched again"
+    );
     let again = mesh.get(&alice, &again.id).await.unwrap();
     assert_eq!(again.state(), RunState::Succeeded);
     assert_eq!(again.plan.unwrap().components.len(), plan.components.len());
@@ -769,4 +774,35 @@ async fn a_watcher_gets_the_replay_at_once_and_live_events_without_polling() {
         Some(run_event::Event::State(RunState::Stopped.into()))
     );
     assert!(next().await.is_none(), "the stream ends with the run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skipping_the_env_detector_still_analyzes() {
+    let db = common::sqlite();
+    let mesh = Mesh::start(&db, test_config()).await;
+    let jack = mesh.user("jack").await;
+    let run = mesh
+        .create_with(
+            &jack,
+            CreateRunRequest {
+                source: Some(RepoSource {
+                    source: Some(Source::LocalPath(mesh.flask_fixture("skip"))),
+                    r#ref: String::new(),
+                }),
+                skip_agents: vec!["env-detector".into()],
+                ..CreateRunRequest::default()
+            },
+        )
+        .await
+        .unwrap();
+    let events = mesh.watch(&jack, &run.id, 0).await.unwrap();
+    let detect: Vec<String> = steps(&events)
+        .iter()
+        .filter(|s| s.step == "detect")
+        .map(|s| s.status.clone())
+        .collect();
+    assert_eq!(detect, vec!["skipped"], "a skipped step never starts");
+    let run = mesh.get(&jack, &run.id).await.unwrap();
+    assert_eq!(run.state(), RunState::Succeeded);
+    assert!(!run.plan.unwrap().components.is_empty());
 }
