@@ -47,6 +47,10 @@ pub struct RunnerConfig {
     /// the workspace root and the service's data directory. The parent of the
     /// process's own workspace, `log_dir` and `tmp_dir` are always hidden.
     pub hidden_paths: Vec<PathBuf>,
+    /// Extra paths bound writable into the sandbox when they exist, e.g.
+    /// package-manager caches under `$HOME` (`~/.npm`, `~/.gradle`,
+    /// `~/.cache`); everything else outside the workspace is read-only.
+    pub writable_paths: Vec<PathBuf>,
     /// Lines kept in memory per process (the `Logs` backlog).
     pub log_buffer_lines: usize,
     /// Longer lines are cut there (bytes), with a marker.
@@ -102,6 +106,7 @@ impl Default for RunnerConfig {
             log_dir: PathBuf::from("runner/logs"),
             tmp_dir: PathBuf::from("runner/tmp"),
             hidden_paths: Vec::new(),
+            writable_paths: Vec::new(),
             log_buffer_lines: 10_000,
             max_line_bytes: 16 * 1024,
             max_log_file_bytes: 64 * 1024 * 1024,
@@ -196,6 +201,16 @@ impl RunnerConfig {
         {
             return invalid(format!(
                 "hidden_paths entry `{}` must be an absolute path other than /",
+                bad.display()
+            ));
+        }
+        if let Some(bad) = self
+            .writable_paths
+            .iter()
+            .find(|p| !p.is_absolute() || p.parent().is_none())
+        {
+            return invalid(format!(
+                "writable_paths entry `{}` must be an absolute path other than /",
                 bad.display()
             ));
         }

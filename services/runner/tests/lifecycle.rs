@@ -188,3 +188,35 @@ async fn memory_limit_is_enforced() {
     assert!(text.contains("MemoryError"), "{text}");
     assert!(!text.contains("\ngot it\n"), "{text}");
 }
+
+#[tokio::test]
+async fn dropping_the_runner_kills_its_process_groups() {
+    use reporunner_runner::{LocalRunner, Runner, RunnerConfig, StartSpec};
+    let served = serve().await;
+    let config = RunnerConfig {
+        cgroup_parent: None,
+        ..RunnerConfig::default()
+    }
+    .resolve(&served.data.join("second"));
+    let runner = LocalRunner::new(config).unwrap();
+    let status = runner
+        .start(StartSpec {
+            run_id: "run-9".into(),
+            workspace_path: served.workspace.clone(),
+            component: component("bg", "sleep 1000 & sleep 1000 & wait", ""),
+            env: Default::default(),
+            limits: None,
+            restart_policy: RestartPolicy::Never,
+            max_restarts: 0,
+            bind_host: String::new(),
+        })
+        .await
+        .unwrap();
+    wait_members(pgid(status.pid), 3).await;
+    drop(runner);
+    let end = Instant::now() + WAIT;
+    while !group_members(pgid(status.pid)).is_empty() {
+        assert!(Instant::now() < end, "{:?}", group_members(pgid(status.pid)));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -117,3 +117,48 @@ async fn sandbox_required_without_bwrap_refuses_to_start() {
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(err.message().contains("not installed"), "{}", err.message());
 }
+
+/// A server that ends cleanly on SIGTERM.
+const GRACEFUL_PY: &str = r#"
+import signal, sys, time
+def bye(*_):
+    print("graceful exit", flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, bye)
+print("ready", flush=True)
+while True:
+    time.sleep(0.05)
+"#;
+
+#[tokio::test]
+async fn stop_lets_the_program_end_gracefully_in_and_out_of_the_sandbox() {
+    for mode in [SandboxMode::Auto, SandboxMode::Off] {
+        let mut served = serve_with(|c| c.sandbox = mode).await;
+        script(&served.workspace, "graceful.py", GRACEFUL_PY);
+        let run = format!("{} graceful.py", python());
+        let status = served
+            .start(start_request(&served, component("g", &run, "")))
+            .await;
+        served.wait_for(&status.process_id, WAIT, |_| true).await;
+        // Wait until it handles signals.
+        let end = std::time::Instant::now() + WAIT;
+        while !served.log_text(&status.process_id).await.contains("\nready\n") {
+            assert!(std::time::Instant::now() < end);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let began = std::time::Instant::now();
+        let stopped = served.stop(&status.process_id, 10).await;
+        assert!(
+            began.elapsed() < Duration::from_secs(5),
+            "{mode:?}: waited for SIGKILL"
+        );
+        assert_eq!(stopped.state(), ProcessState::Stopped);
+        // (The exit code is the `sh -c` wrapper's, which SIGTERM ends at once.)
+        let text = served.log_text(&status.process_id).await;
+        assert!(
+            text.contains("graceful exit"),
+            "{mode:?} sandboxed={}: {text}",
+            status.sandboxed
+        );
+    }
+}

@@ -264,3 +264,29 @@ async fn a_component_runs_once_per_run() {
     assert_ne!(again.process_id, status.process_id);
     served.stop(&again.process_id, 1).await;
 }
+
+#[tokio::test]
+async fn ports_come_from_the_configured_range() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut served = common::serve_with(|c| {
+        c.port_range_start = free;
+        c.port_range_end = free;
+    })
+    .await;
+    let status = served
+        .start(start_request(&served, component("web", "sleep 30", "")))
+        .await;
+    assert_eq!(status.port, u32::from(free));
+    let mut other = start_request(&served, component("web2", "sleep 30", ""));
+    other.run_id = "run-2".into();
+    // The one port is free again (nothing listens), so it is handed out again;
+    // hold it to see the range run out.
+    let _held = std::net::TcpListener::bind(("127.0.0.1", free)).unwrap();
+    let err = served.client.start(other).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    served.stop(&status.process_id, 1).await;
+}

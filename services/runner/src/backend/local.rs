@@ -181,6 +181,18 @@ fn prepare_cgroup_parent(parent: &Path) -> Result<PathBuf, String> {
     Ok(parent.to_path_buf())
 }
 
+/// Put before every command: on SIGTERM the `sh -c` shell lets its current
+/// foreground command finish (that command got SIGTERM too) and then exits,
+/// instead of dying at once. In the sandbox that matters: when the shell
+/// ends, the pid namespace ends, and everything in it is killed. A caught
+/// signal is reset for the programs the shell starts, so they see SIGTERM as
+/// usual.
+const SHELL_PRELUDE: &str = "trap 'exit 143' TERM; ";
+
+/// Moves the shell into the cgroup whose `cgroup.procs` is `$0`, then
+/// becomes the rest of the command line (same pid, same group).
+const CGROUP_JOIN: &str = r#"echo $$ > "$0" && exec "$@""#;
+
 /// Makes `<parent>/<name>` with the limits written into it.
 fn make_cgroup(parent: &Path, name: &str, limits: &Limits) -> std::io::Result<PathBuf> {
     let dir = parent.join(name);
@@ -271,13 +283,14 @@ pub(crate) fn bwrap_args(spec: &LaunchSpec, config: &RunnerConfig) -> Vec<String
         hidden.push(parent);
     }
     hidden.retain(|p| p.is_absolute() && p.parent().is_some() && p.is_dir());
-    hidden.sort_by_key(|p| p.components().count());
+    hidden.sort_by_key(|p| (p.components().count(), *p));
     hidden.dedup();
     for path in hidden {
         let path = path.display().to_string();
         args.extend(["--tmpfs".into(), path]);
     }
-    for writable in [&spec.workspace, &spec.tmp_dir] {
+    let extra = config.writable_paths.iter().filter(|p| p.exists());
+    for writable in [&spec.workspace, &spec.tmp_dir].into_iter().chain(extra) {
         let path = writable.display().to_string();
         args.extend(["--bind".into(), path.clone(), path]);
     }
@@ -326,7 +339,7 @@ impl ProcessBackend for LocalBackend {
 
         let mut argv: Vec<String> = Vec::new();
         if let Some(dir) = &cgroup {
-            argv.extend(["sh".into(), "-c".into(), r#"echo $$ > "$0" && exec "$@""#.into()]);
+            argv.extend(["sh".into(), "-c".into(), CGROUP_JOIN.into()]);
             argv.push(dir.join("cgroup.procs").display().to_string());
         }
         let rlimits = rlimit_args(&spec.limits, cgroup.is_some());
@@ -346,7 +359,11 @@ impl ProcessBackend for LocalBackend {
             argv.push(bwrap.display().to_string());
             argv.extend(bwrap_args(spec, &self.config));
         }
-        argv.extend(["sh".into(), "-c".into(), spec.command.clone()]);
+        argv.extend([
+            "sh".into(),
+            "-c".into(),
+            format!("{SHELL_PRELUDE}{}", spec.command),
+        ]);
 
         let mut command = Command::new(&argv[0]);
         command
@@ -410,23 +427,28 @@ pub struct LocalProcess {
 
 /// The live (not zombie) members of process group `pgid`, from `/proc`.
 pub fn group_members(pgid: i32) -> Vec<i32> {
+    members_with_parents(pgid)
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// `(pid, parent pid)` of the live members of process group `pgid`.
+fn members_with_parents(pgid: i32) -> Vec<(i32, i32)> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     entries
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                return false;
-            };
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
             // pid (comm) state ppid pgrp ...; comm may contain spaces.
-            let Some((_, rest)) = stat.rsplit_once(')') else {
-                return false;
-            };
+            let (_, rest) = stat.rsplit_once(')')?;
             let mut fields = rest.split_whitespace();
-            let state = fields.next();
-            let group = fields.nth(1).and_then(|g| g.parse::<i32>().ok());
-            group == Some(pgid) && state != Some("Z") && state != Some("X")
+            let state = fields.next()?;
+            let parent = fields.next()?.parse::<i32>().ok()?;
+            let group = fields.next()?.parse::<i32>().ok()?;
+            (group == pgid && state != "Z" && state != "X").then_some((pid, parent))
         })
         .collect()
 }
@@ -462,11 +484,12 @@ impl BackendProcess for LocalProcess {
         }
         match signal {
             StopSignal::Kill => self.kill_group(),
-            // bwrap ends on SIGTERM and takes its pid namespace with it, so
-            // the sandbox's processes get SIGTERM directly, bwrap none.
+            // bwrap (the leader) ends on SIGTERM, and its pid-1 child (the
+            // namespace's init) takes the namespace down with it, so only
+            // the processes inside get SIGTERM.
             StopSignal::Terminate if self.sandboxed => {
-                for pid in group_members(self.pgid) {
-                    if pid != self.pgid {
+                for (pid, parent) in members_with_parents(self.pgid) {
+                    if pid != self.pgid && parent != self.pgid {
                         let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
                     }
                 }
@@ -562,6 +585,94 @@ mod tests {
         assert!(args.contains("--die-with-parent"));
         assert!(!args.contains("--unshare-net") && !args.contains("--unshare-all"));
         assert!(args.ends_with("--"));
+        assert!(
+            !args.contains("/srv/data"),
+            "hidden paths that do not exist are skipped: {args}"
+        );
+
+        // Existing hidden paths come first, shallow before deep; the
+        // workspace, tmp and extra writable paths are bound after them.
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        for dir in ["data/runner/logs", "data/runner/tmp/r1", "ws/alice/one", "cache"] {
+            std::fs::create_dir_all(root.join(dir)).unwrap();
+        }
+        let config = RunnerConfig {
+            writable_paths: vec![root.join("cache"), root.join("missing")],
+            ..RunnerConfig::default().resolve(&root.join("data"))
+        };
+        let spec = LaunchSpec {
+            workspace: root.join("ws/alice/one"),
+            working_dir: root.join("ws/alice/one"),
+            tmp_dir: root.join("data/runner/tmp/r1"),
+            ..spec()
+        };
+        let args = bwrap_args(&spec, &config);
+        let at = |what: &str, path: &str| {
+            let path = root.join(path).display().to_string();
+            args.windows(2)
+                .position(|w| w[0] == what && w[1] == path)
+                .unwrap_or_else(|| panic!("{what} {path} missing in {args:?}"))
+        };
+        let data = at("--tmpfs", "data");
+        let logs = at("--tmpfs", "data/runner/logs");
+        let parent = at("--tmpfs", "ws/alice");
+        let ws = at("--bind", "ws/alice/one");
+        let tmp = at("--bind", "data/runner/tmp/r1");
+        let cache = at("--bind", "cache");
+        assert!(
+            data < logs && logs.max(parent) < ws && ws < tmp && tmp < cache,
+            "{args:?}"
+        );
+        assert!(!args.iter().any(|a| a.ends_with("missing")));
+    }
+
+    #[test]
+    fn cgroups_get_the_limits_written() {
+        // A plain directory stands in for cgroupfs: the files are what the
+        // kernel would read.
+        let parent = tempfile::tempdir().unwrap();
+        let limits = Limits {
+            memory_bytes: 256 << 20,
+            cpu_millis: 500,
+            max_processes: 64,
+            ..Limits::default()
+        };
+        let dir = make_cgroup(parent.path(), "proc-1", &limits).unwrap();
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+        assert_eq!(read("memory.max"), "268435456");
+        assert_eq!(read("pids.max"), "64");
+        assert_eq!(read("cpu.max"), "50000 100000");
+        assert!(
+            make_cgroup(parent.path(), "proc-1", &limits).is_err(),
+            "names are unique"
+        );
+    }
+
+    #[test]
+    fn cgroup_parents_outside_cgroup2_are_refused_untouched() {
+        let root = tempfile::tempdir().unwrap();
+        let parent = root.path().join("reporunner");
+        let err = prepare_cgroup_parent(&parent).unwrap_err();
+        assert!(err.contains("not a cgroup v2 directory"), "{err}");
+        assert!(!parent.exists());
+    }
+
+    #[test]
+    fn the_cgroup_join_wrapper_keeps_the_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let procs = dir.path().join("cgroup.procs");
+        let out = std::process::Command::new("sh")
+            .args(["-c", CGROUP_JOIN])
+            .arg(&procs)
+            .args(["sh", "-c", "echo $$"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        assert_eq!(
+            std::fs::read_to_string(&procs).unwrap(),
+            String::from_utf8(out.stdout).unwrap()
+        );
     }
 
     #[test]
