@@ -48,25 +48,42 @@ impl LogBuffer {
         }
     }
 
-    /// Appends one line and wakes followers.
+    /// Appends one line and wakes followers. The log file gets it unless
+    /// its writer is behind (then the line is in memory only); output of
+    /// the process goes through [`LogBuffer::append`], which waits instead.
     pub fn push(&self, stream: LogStream, text: String) {
-        let sequence = {
+        if let (Some(file), Some(line)) = (&self.file, self.record(stream, text)) {
+            let _ = file.try_send(line);
+        }
+    }
+
+    /// Appends one line, waiting for room in the log file's queue (so a
+    /// process that writes faster than the disk is slowed down rather than
+    /// losing lines in the file).
+    pub async fn append(&self, stream: LogStream, text: String) {
+        if let (Some(file), Some(line)) = (&self.file, self.record(stream, text)) {
+            let _ = file.send(line).await;
+        }
+    }
+
+    /// Puts the line in the ring and wakes followers; returns the log file
+    /// line when there is a file.
+    fn record(&self, stream: LogStream, text: String) -> Option<String> {
+        let (sequence, file_line) = {
             let mut ring = self
                 .inner
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             let sequence = ring.next;
             ring.next += 1;
-            if let Some(file) = &self.file {
+            let file_line = self.file.as_ref().map(|_| {
                 let tag = match stream {
                     LogStream::Stdout => "out",
                     LogStream::Stderr => "err",
                     LogStream::System | LogStream::Unspecified => "sys",
                 };
-                // A full channel means the disk is slower than the process:
-                // the file loses the line, the ring keeps it.
-                let _ = file.try_send(format!("{sequence} {tag} {text}\n"));
-            }
+                format!("{sequence} {tag} {text}\n")
+            });
             if ring.lines.len() == self.capacity {
                 ring.lines.pop_front();
             }
@@ -77,9 +94,10 @@ impl LogBuffer {
                 text,
                 sequence,
             });
-            sequence
+            (sequence, file_line)
         };
         self.last.send_replace(sequence);
+        file_line
     }
 
     /// Up to `limit` lines after `after`, oldest first.
@@ -127,15 +145,15 @@ pub async fn capture<R: AsyncRead + Unpin>(
         dropped += (take.saturating_sub(room)) as u64;
         reader.consume(take + usize::from(newline));
         if newline {
-            emit(buffer, stream, &mut line, &mut dropped);
+            emit(buffer, stream, &mut line, &mut dropped).await;
         }
     }
     if !line.is_empty() || dropped > 0 {
-        emit(buffer, stream, &mut line, &mut dropped);
+        emit(buffer, stream, &mut line, &mut dropped).await;
     }
 }
 
-fn emit(buffer: &LogBuffer, stream: LogStream, line: &mut Vec<u8>, dropped: &mut u64) {
+async fn emit(buffer: &LogBuffer, stream: LogStream, line: &mut Vec<u8>, dropped: &mut u64) {
     if line.last() == Some(&b'\r') {
         line.pop();
     }
@@ -143,9 +161,9 @@ fn emit(buffer: &LogBuffer, stream: LogStream, line: &mut Vec<u8>, dropped: &mut
     if *dropped > 0 {
         text.push_str(&format!(" [line cut: {dropped} more bytes]"));
     }
-    buffer.push(stream, text);
     line.clear();
     *dropped = 0;
+    buffer.append(stream, text).await;
 }
 
 /// Appends lines to `path`, rotating it to `<path>.1` when it passes

@@ -290,3 +290,33 @@ async fn ports_come_from_the_configured_range() {
     assert_eq!(err.code(), Code::ResourceExhausted);
     served.stop(&status.process_id, 1).await;
 }
+
+#[tokio::test]
+async fn the_ring_keeps_the_newest_lines_and_the_file_keeps_them_all() {
+    let mut served = common::serve_with(|c| c.log_buffer_lines = 100).await;
+    let mut worker = component("chatty", "seq 1 20000", "");
+    worker.kind = ComponentKind::Worker.into();
+    let status = served.start(start_request(&served, worker)).await;
+    served.wait_ended(&status.process_id, WAIT).await;
+    let lines = served.logs(&status.process_id, 0, false).await;
+    assert_eq!(lines.len(), 100);
+    assert!(lines.windows(2).all(|w| w[1].sequence == w[0].sequence + 1));
+    let last_out = lines
+        .iter()
+        .rev()
+        .find(|l| l.stream() == LogStream::Stdout)
+        .unwrap();
+    assert_eq!(last_out.text, "20000");
+    // Everything reached the file (the writer flushes shortly after).
+    let end = std::time::Instant::now() + WAIT;
+    loop {
+        let file = std::fs::read_to_string(served.log_file("chatty")).unwrap_or_default();
+        let outs = file.lines().filter(|l| l.contains(" out ")).count();
+        if outs == 20000 {
+            assert!(file.contains(" out 1\n") && file.contains(" out 20000\n"));
+            break;
+        }
+        assert!(std::time::Instant::now() < end, "{outs} lines in the file");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
