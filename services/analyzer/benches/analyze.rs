@@ -125,8 +125,8 @@ fn row(label: &str, root: &Path) {
     let config = AnalyzerConfig::default();
     // Warm the page cache for both.
     let _ = walk(root, &config);
-    let (walk_time, entries) = time(5, || walk(root, &config));
-    let (analyze_time, plan) = time(5, || analyze_dir(root, None, &config));
+    let (walk_time, entries) = time(10, || walk(root, &config));
+    let (analyze_time, plan) = time(10, || analyze_dir(root, None, &config));
     let components = plan.map(|p| p.components.len()).unwrap_or(0);
     let ratio = analyze_time.as_secs_f64() / walk_time.as_secs_f64().max(1e-9);
     println!(

@@ -15,13 +15,15 @@ use crate::config::AnalyzerConfig;
 #[derive(Debug)]
 pub struct RepoIndex {
     root: PathBuf,
-    files: BTreeSet<String>,
-    dirs: BTreeSet<String>,
+    files: SortedPaths,
+    dirs: SortedPaths,
     max_file_bytes: u64,
     max_source_bytes: u64,
     deadline: Instant,
     source_reads_left: RefCell<usize>,
     considered: RefCell<BTreeSet<String>>,
+    /// Manifests already read (several detectors look at the same ones).
+    cache: RefCell<std::collections::HashMap<String, Option<std::rc::Rc<str>>>>,
     /// Warnings collected while walking and reading.
     pub warnings: RefCell<Vec<String>>,
     /// True when the walk stopped early (entry bound or time budget).
@@ -31,8 +33,8 @@ pub struct RepoIndex {
 impl RepoIndex {
     /// Walks `root` once, honouring .gitignore files and the bounds of `config`.
     pub fn build(root: &Path, config: &AnalyzerConfig, deadline: Instant) -> Self {
-        let mut files = BTreeSet::new();
-        let mut dirs = BTreeSet::new();
+        let mut files = Vec::new();
+        let mut dirs = Vec::new();
         let mut warnings = Vec::new();
         let mut truncated = false;
         let skip: BTreeSet<String> = config.skip_dirs.iter().cloned().collect();
@@ -62,26 +64,31 @@ impl RepoIndex {
                 continue;
             };
             let Some(rel) = rel.to_str() else { continue };
-            let rel = rel.replace('\\', "/");
+            let rel = if rel.contains('\\') {
+                rel.replace('\\', "/")
+            } else {
+                rel.to_owned()
+            };
             match entry.file_type() {
                 Some(t) if t.is_dir() => {
-                    dirs.insert(rel);
+                    dirs.push(rel);
                 }
                 Some(t) if t.is_file() => {
-                    files.insert(rel);
+                    files.push(rel);
                 }
                 _ => {}
             }
         }
         Self {
             root: root.to_path_buf(),
-            files,
-            dirs,
+            files: SortedPaths::new(files),
+            dirs: SortedPaths::new(dirs),
             max_file_bytes: config.max_file_bytes,
             max_source_bytes: config.max_source_bytes,
             deadline,
             source_reads_left: RefCell::new(config.max_source_files),
             considered: RefCell::new(BTreeSet::new()),
+            cache: RefCell::new(std::collections::HashMap::new()),
             warnings: RefCell::new(warnings),
             truncated,
         }
@@ -102,13 +109,14 @@ impl RepoIndex {
         }
         Self {
             root: PathBuf::from("/nonexistent"),
-            files,
-            dirs,
+            files: SortedPaths::new(files.into_iter().collect()),
+            dirs: SortedPaths::new(dirs.into_iter().collect()),
             max_file_bytes: 1024,
             max_source_bytes: 1024,
             deadline: Instant::now() + std::time::Duration::from_secs(60),
             source_reads_left: RefCell::new(10),
             considered: RefCell::new(BTreeSet::new()),
+            cache: RefCell::new(std::collections::HashMap::new()),
             warnings: RefCell::new(Vec::new()),
             truncated: false,
         }
@@ -142,7 +150,7 @@ impl RepoIndex {
             format!("{dir}/")
         };
         self.files
-            .range(prefix.clone()..)
+            .range_from(&prefix)
             .take_while(move |p| p.starts_with(&prefix))
     }
 
@@ -154,7 +162,7 @@ impl RepoIndex {
             format!("{dir}/")
         };
         self.dirs
-            .range(prefix.clone()..)
+            .range_from(&prefix)
             .take_while({
                 let prefix = prefix.clone();
                 move |p| p.starts_with(&prefix)
@@ -170,7 +178,7 @@ impl RepoIndex {
             format!("{dir}/")
         };
         self.files
-            .range(prefix.clone()..)
+            .range_from(&prefix)
             .take_while({
                 let prefix = prefix.clone();
                 move |p| p.starts_with(&prefix)
@@ -183,9 +191,17 @@ impl RepoIndex {
         if !self.has(rel) {
             return None;
         }
-        let text = self.read_capped(rel, self.max_file_bytes)?;
-        self.considered.borrow_mut().insert(rel.to_owned());
-        Some(text)
+        if let Some(hit) = self.cache.borrow().get(rel) {
+            return hit.as_ref().map(|t| t.to_string());
+        }
+        let text = self.read_capped(rel, self.max_file_bytes);
+        if text.is_some() {
+            self.considered.borrow_mut().insert(rel.to_owned());
+        }
+        self.cache
+            .borrow_mut()
+            .insert(rel.to_owned(), text.as_deref().map(std::rc::Rc::from));
+        text
     }
 
     /// Reads a source file for scanning, within the global source-read bound.
@@ -224,6 +240,37 @@ impl RepoIndex {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+}
+
+/// Paths sorted once after the walk: lookups are binary searches and a
+/// directory's descendants are one contiguous run.
+#[derive(Debug)]
+struct SortedPaths(Vec<String>);
+
+impl SortedPaths {
+    fn new(mut paths: Vec<String>) -> Self {
+        paths.sort_unstable();
+        paths.dedup();
+        Self(paths)
+    }
+
+    fn contains(&self, path: &str) -> bool {
+        self.0.binary_search_by(|p| p.as_str().cmp(path)).is_ok()
+    }
+
+    fn iter(&self) -> std::slice::Iter<'_, String> {
+        self.0.iter()
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Paths from the first one not less than `from`, in order.
+    fn range_from(&self, from: &str) -> std::slice::Iter<'_, String> {
+        let start = self.0.partition_point(|p| p.as_str() < from);
+        self.0[start..].iter()
     }
 }
 
