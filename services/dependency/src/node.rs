@@ -286,10 +286,19 @@ async fn ensure_manager(
         let _ = tokio::fs::remove_dir_all(&staging).await;
         return Err(failure);
     }
-    let _ = tokio::fs::remove_dir_all(&home).await;
-    tokio::fs::rename(&staging, &home)
-        .await
-        .map_err(|e| Failure::new(format!("cannot move {name} into the tools dir: {e}")))?;
+    // Another agent process may have finished first: keep a working copy,
+    // replace a broken one.
+    if tokio::fs::symlink_metadata(&home).await.is_ok() && version_of(&binary, &[], env).await.is_none() {
+        let _ = tokio::fs::remove_dir_all(&home).await;
+    }
+    if let Err(e) = tokio::fs::rename(&staging, &home).await {
+        let _ = tokio::fs::remove_dir_all(&staging).await;
+        if version_of(&binary, &[], env).await.is_none() {
+            return Err(Failure::new(format!(
+                "cannot move {name} into the tools dir: {e}"
+            )));
+        }
+    }
     let version = version_of(&binary, &[], env).await.ok_or_else(|| {
         Failure::new(format!(
             "{name} was installed from npm but `{name} --version` fails"

@@ -21,8 +21,8 @@
 //!   setup.cfg; a PEP 621 project without `[build-system]` gets its
 //!   `[project].dependencies` only.
 //!
-//! Fresh venvs get setuptools and wheel first (uv venvs have none, and old
-//! packages import `pkg_resources`).
+//! Fresh venvs get `setuptools<81` and wheel first (uv venvs have none, and
+//! old packages import `pkg_resources`, gone from setuptools 82).
 
 use std::{
     path::{Path, PathBuf},
@@ -41,6 +41,9 @@ use crate::{
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 const PROBE_SCRIPT: &str =
     "import sys; print('%d.%d.%d' % tuple(sys.version_info[:3])); print(sys.executable)";
+/// What fresh venvs get first: setuptools 81 deprecates and 82 removes `pkg_resources`, which
+/// old packages still import.
+const SETUPTOOLS: &str = "setuptools<81";
 /// Directories of `$PYENV_ROOT/versions` looked at.
 const MAX_PYENV_VERSIONS: usize = 64;
 
@@ -677,12 +680,8 @@ pub(crate) async fn install(job: &Job, sink: &mut LogSink, report: &mut Report) 
                 |v| v.split_whitespace().take(2).collect::<Vec<_>>().join(" "),
             ),
     };
-    job.step(
-        sink,
-        report,
-        &installer(vec!["setuptools".into(), "wheel".into()]),
-    )
-    .await?;
+    job.step(sink, report, &installer(vec![SETUPTOOLS.into(), "wheel".into()]))
+        .await?;
 
     let mut args: Vec<String> = Vec::new();
     for file in &plan.requirement_files {

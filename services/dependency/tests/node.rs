@@ -1,0 +1,151 @@
+//! Node installs from the npm registry, over loopback gRPC.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{agent, component, install, request, with_build, write};
+use reporunner_proto::agents::dependency::v1::InstallLimits;
+
+#[tokio::test]
+async fn a_pnpm_app_gets_pnpm_from_npm_and_its_node_modules() {
+    let mut agent = agent().await;
+    let workspace = tempfile::tempdir().unwrap();
+    write(
+        workspace.path(),
+        &[(
+            "package.json",
+            r#"{"name": "pn", "version": "1.0.0", "private": true, "dependencies": {"left-pad": "1.3.0"}}"#,
+        )],
+    );
+    let (lines, result) = install(
+        &mut agent,
+        request(
+            workspace.path(),
+            component("javascript", "node", "", "pnpm"),
+            None,
+        ),
+    )
+    .await;
+    assert!(result.success, "{result:?}");
+    assert!(result.tool.starts_with("pnpm 9."), "{}", result.tool);
+    assert!(
+        workspace
+            .path()
+            .join("node_modules/left-pad/package.json")
+            .exists()
+    );
+    assert!(lines.iter().any(|l| l.text.contains("--no-frozen-lockfile")));
+    // The runner can call pnpm itself (`pnpm start`) with the returned PATH.
+    let path = &result.env["PATH"];
+    assert!(
+        path.starts_with(&format!("{}/.bin:", result.environment_path)),
+        "{path}"
+    );
+    let pnpm = std::env::split_paths(path)
+        .map(|d| d.join("pnpm"))
+        .find(|p| p.exists());
+    assert!(pnpm.is_some(), "{path}");
+    assert_eq!(result.env["npm_config_manage_package_manager_versions"], "false");
+}
+
+#[tokio::test]
+async fn an_npm_app_with_a_stale_lock_falls_back_to_npm_install() {
+    let mut agent = agent().await;
+    let workspace = tempfile::tempdir().unwrap();
+    write(
+        workspace.path(),
+        &[
+            (
+                "package.json",
+                r#"{"name": "np", "version": "1.0.0", "dependencies": {"left-pad": "^1.3.0"}}"#,
+            ),
+            (
+                "package-lock.json",
+                r#"{"name": "np", "version": "1.0.0", "lockfileVersion": 3, "requires": true,
+  "packages": {"": {"name": "np", "version": "1.0.0", "dependencies": {"left-pad": "~1.1.0"}},
+    "node_modules/left-pad": {"version": "1.1.3",
+      "resolved": "https://registry.npmjs.org/left-pad/-/left-pad-1.1.3.tgz"}}}"#,
+            ),
+        ],
+    );
+    let (lines, result) = install(
+        &mut agent,
+        request(workspace.path(), component("javascript", "node", "", "npm"), None),
+    )
+    .await;
+    assert!(result.success, "{result:?}");
+    assert!(result.tool.starts_with("npm "), "{}", result.tool);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.text.contains("does not match package.json"))
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.text.starts_with("$ ") && l.text.ends_with("npm install"))
+    );
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.text.starts_with("$ ") && l.text.ends_with("npm ci"))
+    );
+    let installed =
+        std::fs::read_to_string(workspace.path().join("node_modules/left-pad/package.json")).unwrap();
+    assert!(installed.contains("\"version\": \"1.3."), "{installed}");
+}
+
+#[tokio::test]
+async fn a_timeout_kills_the_whole_process_group() {
+    let mut agent = agent().await;
+    let workspace = tempfile::tempdir().unwrap();
+    let pid_file = workspace.path().join("sleeper.pid");
+    write(
+        workspace.path(),
+        &[("package.json", r#"{"name": "slow", "version": "1.0.0"}"#)],
+    );
+    // The build starts a background sleeper and waits: only killing the
+    // group ends both.
+    let build = format!("sleep 300 & echo $! > {}; echo started; wait", pid_file.display());
+    let started = Instant::now();
+    let (lines, result) = install(
+        &mut agent,
+        request(
+            workspace.path(),
+            with_build(component("javascript", "node", "", "npm"), &build),
+            Some(InstallLimits {
+                timeout_seconds: 8,
+                max_disk_bytes: 0,
+            }),
+        ),
+    )
+    .await;
+    assert!(!result.success);
+    assert_eq!(result.exit_code, 124);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(lines.iter().any(|l| l.source == "build" && l.text == "started"));
+    assert!(
+        result
+            .log_tail
+            .iter()
+            .any(|l| l.contains("timed out after 8 s (timeout_seconds)"))
+    );
+    let pid = std::fs::read_to_string(&pid_file).unwrap().trim().to_owned();
+    let mut alive = true;
+    for _ in 0..50 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Gone, or a zombie waiting for its new parent to reap it.
+        if status.is_empty() || status.split_whitespace().nth(2) == Some("Z") {
+            alive = false;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!alive, "the background sleeper {pid} survived the timeout");
+}
