@@ -194,8 +194,11 @@ impl OrchestratorImpl {
     /// The run, or NOT_FOUND when it does not exist or is not the caller's.
     async fn visible_run(&self, caller: &Principal, run_id: &str) -> Result<Run> {
         let not_found = || OrchestratorError::RunNotFound(run_id.to_owned());
-        if run_id.is_empty() || run_id.len() > 64 {
+        if run_id.is_empty() {
             return Err(OrchestratorError::InvalidArgument("run_id is required".into()));
+        }
+        if run_id.len() > 64 {
+            return Err(not_found());
         }
         let run = self.store.get_run(run_id).await?.ok_or_else(not_found)?;
         if is_admin(caller) || run.owner_id == caller.user_id {
