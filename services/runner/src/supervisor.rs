@@ -118,6 +118,13 @@ impl Process {
         {
             task.abort();
         }
+        // Followers of the logs end.
+        self.update(|s| {
+            if !is_terminal(s.state()) {
+                s.state = ProcessState::Stopped.into();
+                s.pid = 0;
+            }
+        });
     }
 
     /// Asks the supervisor to stop the process and waits until it ended.
