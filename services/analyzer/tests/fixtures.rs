@@ -751,3 +751,28 @@ fn go_framework_runs_its_base_example_with_the_readme_subcommand() {
     assert!(c.confidence < 0.6, "{}", c.confidence);
     assert_eq!(runtime(&c), ("go", ">=1.23"));
 }
+
+#[test]
+fn evidence_files_in_fixture_trees_do_not_speak_for_the_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::write(root.join("go.mod"), "module example.com/svc\n\ngo 1.22\n").unwrap();
+    std::fs::write(
+        root.join("main.go"),
+        "package main\n\nimport \"net/http\"\n\nfunc main() { http.ListenAndServe(\":7070\", nil) }\n",
+    )
+    .unwrap();
+    let fixture = root.join("tests/fixtures/flask");
+    std::fs::create_dir_all(&fixture).unwrap();
+    std::fs::write(fixture.join("Procfile"), "web: gunicorn app:app\n").unwrap();
+    std::fs::write(
+        fixture.join("Dockerfile"),
+        "FROM python:3.12\nCMD [\"python\", \"app.py\"]\n",
+    )
+    .unwrap();
+    std::fs::write(fixture.join("requirements.txt"), "flask\n").unwrap();
+    let p = analyze_dir(root, None, &AnalyzerConfig::default()).unwrap();
+    let c = only(&p);
+    assert_eq!(start(c), "go run .");
+    assert_eq!(c.port, 7070);
+}

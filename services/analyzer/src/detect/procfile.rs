@@ -119,16 +119,8 @@ pub fn target_for<'a>(drafts: &'a mut Vec<Draft>, dir: &str, command: &str) -> O
     if dir.is_empty() && drafts.len() == 1 {
         return drafts.get_mut(0);
     }
-    if drafts
-        .iter()
-        .any(|d| d.dir().is_empty() || dir.starts_with(&format!("{}/", d.dir())))
-    {
-        let pos = drafts
-            .iter()
-            .rposition(|d| d.dir().is_empty() || dir.starts_with(&format!("{}/", d.dir())))?;
-        return drafts.get_mut(pos);
-    }
-    if !drafts.is_empty() {
+    // A Procfile elsewhere (a fixture, an example) speaks for no component.
+    if !drafts.is_empty() || !dir.is_empty() {
         return None;
     }
     let language = language_of(command);

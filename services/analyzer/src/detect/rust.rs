@@ -243,33 +243,6 @@ pub fn detect(idx: &RepoIndex, dir: &str) -> Vec<Draft> {
     ));
     for p in &pkgs {
         d.deps.extend(p.deps.iter().cloned());
-        for f in &p.sqlx_features {
-            let kind = if f.ends_with("/postgres")
-                || f.ends_with("/sqlx-postgres")
-                || f.ends_with("/runtime-tokio-postgres")
-            {
-                Some(BackingServiceKind::Postgresql)
-            } else if f.ends_with("/mysql") || f.ends_with("/sqlx-mysql") {
-                Some(BackingServiceKind::Mysql)
-            } else {
-                None
-            };
-            if let Some(kind) = kind
-                && (f.starts_with("sqlx/") || f.starts_with("sea-orm/") || f.starts_with("diesel/"))
-            {
-                d.add_backing(
-                    kind,
-                    "",
-                    ev(
-                        "backing_service",
-                        &join(&p.dir, "Cargo.toml"),
-                        0,
-                        format!("feature {f}"),
-                        weight::MANIFEST,
-                    ),
-                );
-            }
-        }
     }
     for fw in SERVERS {
         if d.deps.contains(*fw) {
@@ -425,6 +398,7 @@ pub fn detect(idx: &RepoIndex, dir: &str) -> Vec<Draft> {
             }
         }
     }
+    let chosen_file = best.as_ref().map(|b| b.2.clone());
     if let Some((w, run, file, detail)) = best {
         let mut port = 0;
         let mut binding = String::new();
@@ -504,7 +478,56 @@ pub fn detect(idx: &RepoIndex, dir: &str) -> Vec<Draft> {
     } else {
         d.set_kind(ComponentKind::Library);
     }
+    // In a workspace, the packages that run decide the backing services:
+    // the chosen one when a start was chosen, else all of them.
+    let chosen = chosen_file.as_ref().and_then(|f| {
+        pkgs.iter()
+            .filter(|p| p.dir.is_empty() || f.starts_with(&format!("{}/", p.dir)))
+            .max_by_key(|p| p.dir.len())
+    });
+    match chosen {
+        Some(p) if pkgs.len() > 1 => {
+            d.deps = p.deps.iter().cloned().collect();
+            sqlx_backing(&mut d, p);
+        }
+        _ => {
+            for p in &pkgs {
+                sqlx_backing(&mut d, p);
+            }
+        }
+    }
     vec![d]
+}
+
+/// Backing services from sqlx / sea-orm / diesel features of one package.
+fn sqlx_backing(d: &mut Draft, p: &Pkg) {
+    for f in &p.sqlx_features {
+        let kind = if f.ends_with("/postgres")
+            || f.ends_with("/sqlx-postgres")
+            || f.ends_with("/runtime-tokio-postgres")
+        {
+            Some(BackingServiceKind::Postgresql)
+        } else if f.ends_with("/mysql") || f.ends_with("/sqlx-mysql") {
+            Some(BackingServiceKind::Mysql)
+        } else {
+            None
+        };
+        if let Some(kind) = kind
+            && (f.starts_with("sqlx/") || f.starts_with("sea-orm/") || f.starts_with("diesel/"))
+        {
+            d.add_backing(
+                kind,
+                "",
+                ev(
+                    "backing_service",
+                    &join(&p.dir, "Cargo.toml"),
+                    0,
+                    format!("feature {f}"),
+                    weight::MANIFEST,
+                ),
+            );
+        }
+    }
 }
 
 /// `examples/Cargo.toml` with its own `[workspace]`: the simplest server
