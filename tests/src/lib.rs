@@ -67,6 +67,9 @@ impl SandboxBuilder {
                     ServiceName::EnvDetector => settings.endpoints.env_detector.push(uri),
                     ServiceName::Source => settings.endpoints.source.push(uri),
                     ServiceName::Analyzer => settings.endpoints.analyzer.push(uri),
+                    ServiceName::Dependency => settings.endpoints.dependency.push(uri),
+                    ServiceName::Runner => settings.endpoints.runner.push(uri),
+                    ServiceName::Health => settings.endpoints.health.push(uri),
                     ServiceName::Orchestrator => settings.endpoints.orchestrator.push(uri),
                 }
                 nodes.push(SandboxNode {

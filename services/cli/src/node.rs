@@ -10,12 +10,15 @@ use reporunner_auth::{
     grpc::{AdminGrpc, AuthGrpc},
 };
 use reporunner_authn::{AuthLayer, Authorizer};
+use reporunner_dependency::{LocalInstaller, grpc::DependencyGrpc};
 use reporunner_env_detector::{Detector, grpc::EnvDetectorGrpc};
+use reporunner_health::{HealthAgent, grpc::HealthGrpc};
 use reporunner_orchestrator::{Agents, OrchestratorImpl, grpc::OrchestratorGrpc};
 use reporunner_proto::{
     agents::env_detector::v1::env_detector_service_server,
     auth::v1::{UsageKind, auth_service_server},
 };
+use reporunner_runner::{LocalRunner, RunnerGrpc};
 use reporunner_server::{CancellationToken, GrpcServer, Health, ServeError};
 use reporunner_source::{Source, SourceGrpc};
 use tokio::{net::TcpListener, task::JoinHandle};
@@ -30,15 +33,21 @@ pub enum ServiceName {
     EnvDetector,
     Source,
     Analyzer,
+    Dependency,
+    Runner,
+    Health,
     Orchestrator,
 }
 
 impl ServiceName {
-    pub const ALL: [ServiceName; 5] = [
+    pub const ALL: [ServiceName; 8] = [
         ServiceName::Auth,
         ServiceName::EnvDetector,
         ServiceName::Source,
         ServiceName::Analyzer,
+        ServiceName::Dependency,
+        ServiceName::Runner,
+        ServiceName::Health,
         ServiceName::Orchestrator,
     ];
 
@@ -48,6 +57,9 @@ impl ServiceName {
             Self::EnvDetector => "env-detector",
             Self::Source => "source",
             Self::Analyzer => "analyzer",
+            Self::Dependency => "dependency",
+            Self::Runner => "runner",
+            Self::Health => "health",
             Self::Orchestrator => "orchestrator",
         }
     }
@@ -179,6 +191,34 @@ pub async fn start_node(
                 let analyzer = RepoAnalyzer::new(settings.analyzer.clone())
                     .map_err(|e| anyhow::anyhow!("invalid analyzer settings: {e}"))?;
                 server.add_service(AnalyzerGrpc::new(Arc::new(analyzer)).into_server())
+            }
+            ServiceName::Dependency => {
+                let installer = LocalInstaller::new(settings.dependency.clone().resolve(&settings.data_dir))
+                    .map_err(|e| anyhow::anyhow!("invalid dependency settings: {e}"))?;
+                server.add_service(DependencyGrpc::new(Arc::new(installer)).into_server())
+            }
+            ServiceName::Runner => {
+                let mut config = settings.runner.clone().resolve(&settings.data_dir);
+                // Sandboxed apps never see the service's state or other users' workspaces.
+                config.hidden_paths.push(settings.data_dir.clone());
+                config.hidden_paths.push(settings.source_config().root);
+                let runner =
+                    LocalRunner::new(config).map_err(|e| anyhow::anyhow!("invalid runner settings: {e}"))?;
+                server.add_service(RunnerGrpc::new(Arc::new(runner)).into_server())
+            }
+            ServiceName::Health => {
+                // Log probes read the runner's output; without a runner endpoint they are refused.
+                let runner = match endpoints_of(ServiceName::Runner, &settings.endpoints.runner, "runner") {
+                    Ok(endpoints) => Some(reporunner_client::connect(
+                        reporunner_proto::agents::runner::v1::runner_service_server::SERVICE_NAME,
+                        &endpoints,
+                        &settings.client,
+                    )?),
+                    Err(_) => None,
+                };
+                let agent = HealthAgent::new(settings.health.clone(), runner)
+                    .map_err(|e| anyhow::anyhow!("invalid health settings: {e}"))?;
+                server.add_service(HealthGrpc::new(Arc::new(agent)).into_server())
             }
             ServiceName::Orchestrator => {
                 let env_detector = reporunner_client::connect(

@@ -6,8 +6,11 @@ use std::{net::SocketAddr, path::PathBuf};
 use reporunner_analyzer::AnalyzerConfig;
 use reporunner_auth::AuthConfig;
 use reporunner_client::ClientConfig;
+use reporunner_dependency::DependencyConfig;
 use reporunner_env_detector::EnvDetectorConfig;
+use reporunner_health::HealthConfig;
 use reporunner_orchestrator::OrchestratorConfig;
+use reporunner_runner::RunnerConfig;
 use reporunner_server::telemetry::LogConfig;
 use reporunner_source::SourceConfig;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -34,6 +37,11 @@ pub struct Settings {
     /// The source agent; a relative `source.root` is under the data directory.
     pub source: SourceConfig,
     pub analyzer: AnalyzerConfig,
+    /// The dependency agent; relative directories are under the data directory.
+    pub dependency: DependencyConfig,
+    /// The runner agent; relative directories are under the data directory.
+    pub runner: RunnerConfig,
+    pub health: HealthConfig,
     pub orchestrator: OrchestratorConfig,
     pub auth: AuthConfig,
     /// The single admin, created on first start when none exists.
@@ -97,6 +105,9 @@ impl Default for Settings {
                 ..SourceConfig::default()
             },
             analyzer: AnalyzerConfig::default(),
+            dependency: DependencyConfig::default(),
+            runner: RunnerConfig::default(),
+            health: HealthConfig::default(),
             orchestrator: OrchestratorConfig::default(),
             auth: AuthConfig::default(),
             admin: AdminBootstrap::default(),
@@ -129,6 +140,12 @@ pub struct Endpoints {
     pub source: Vec<String>,
     #[serde(deserialize_with = "list_or_csv")]
     pub analyzer: Vec<String>,
+    #[serde(deserialize_with = "list_or_csv")]
+    pub dependency: Vec<String>,
+    #[serde(deserialize_with = "list_or_csv")]
+    pub runner: Vec<String>,
+    #[serde(deserialize_with = "list_or_csv")]
+    pub health: Vec<String>,
     #[serde(deserialize_with = "list_or_csv")]
     pub orchestrator: Vec<String>,
 }
