@@ -17,8 +17,8 @@ use reporunner_error::RETRY_AFTER;
 use reporunner_proto::{
     auth::v1::{
         BlockUserRequest, ConsumeQuotaRequest, CreateUserRequest, DeleteUserRequest, GetUsageRequest,
-        ListAuditEventsRequest, ListUsersRequest, LoginRequest, LogoutRequest, RefreshRequest,
-        RegisterRequest, SetTierRequest, UnblockUserRequest, UsageKind, WhoAmIRequest,
+        ListAuditEventsRequest, ListTierPoliciesRequest, ListUsersRequest, LoginRequest, LogoutRequest,
+        RefreshRequest, RegisterRequest, SetTierRequest, UnblockUserRequest, UsageKind, WhoAmIRequest,
         admin_service_client::AdminServiceClient, auth_service_client::AuthServiceClient,
     },
     common::v1::Tier,
@@ -615,6 +615,31 @@ async fn unblock_restores_access_and_the_block_is_audited(db: &TestDb) {
     assert_eq!(refused.code(), Code::PermissionDenied);
 }
 
+async fn tier_policies_are_listed_lowest_first_without_a_token(db: &TestDb) {
+    let mut h = Harness::start(db).await;
+    let policies = h
+        .auth
+        .list_tier_policies(ListTierPoliciesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .policies;
+    let tiers: Vec<i32> = policies.iter().map(|p| p.tier).collect();
+    assert_eq!(
+        tiers,
+        [
+            Tier::Free,
+            Tier::Tester,
+            Tier::Advanced,
+            Tier::Premium,
+            Tier::Admin
+        ]
+        .map(|t| t as i32)
+    );
+    let hourly: Vec<u32> = policies.iter().map(|p| p.metered_requests_per_hour).collect();
+    assert_eq!(hourly, [10, 100, 50, 200, 1000]);
+}
+
 async fn local_session_is_in_process_only_and_premium_beside_an_admin(db: &TestDb) {
     let mut h = Harness::start(db).await;
     let (user, tokens) = h.service.local_session("local").await.unwrap();
@@ -702,5 +727,6 @@ on_both!(
     deleted_users_live_token_is_unauthenticated,
     unblock_restores_access_and_the_block_is_audited,
     local_session_is_in_process_only_and_premium_beside_an_admin,
+    tier_policies_are_listed_lowest_first_without_a_token,
     local_session_is_the_admin_on_a_fresh_install,
 );
