@@ -254,6 +254,30 @@ pub async fn run(cmd: &Cmd, sink: &mut LogSink, guard: &Guard) -> Outcome {
     outcome
 }
 
+/// Runs `cmd` with its output discarded, until `deadline`; whether it
+/// exited 0. For attempts whose failure is expected and uninteresting.
+pub async fn run_quiet(cmd: &Cmd, deadline: Instant) -> bool {
+    let mut command = Command::new(&cmd.program);
+    command
+        .args(&cmd.args)
+        .current_dir(&cmd.cwd)
+        .envs(&cmd.env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .kill_on_drop(true);
+    let Ok(mut child) = command.spawn() else {
+        return false;
+    };
+    let pgid = child.id();
+    let status = tokio::time::timeout_at(deadline.into(), child.wait()).await;
+    if let Some(pgid) = pgid {
+        kill_group(pgid).await;
+    }
+    matches!(status, Ok(Ok(s)) if s.success())
+}
+
 /// Kills every process of group `pgid` (`kill -KILL -- -<pgid>`); the
 /// workspace forbids `unsafe`, so the signal goes through kill(1).
 pub async fn kill_group(pgid: u32) {

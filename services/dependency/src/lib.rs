@@ -66,6 +66,7 @@ pub struct LocalInstaller {
     config: Arc<DependencyConfig>,
     slots: Arc<Semaphore>,
     tool_lock: Arc<Mutex<()>>,
+    probes: Arc<python::ProbeCache>,
 }
 
 impl LocalInstaller {
@@ -80,6 +81,7 @@ impl LocalInstaller {
             slots: Arc::new(Semaphore::new(config.max_concurrent_installs)),
             config: Arc::new(config),
             tool_lock: Arc::new(Mutex::new(())),
+            probes: Arc::new(python::ProbeCache::new(std::time::Duration::from_secs(300))),
         })
     }
 
@@ -138,6 +140,7 @@ impl LocalInstaller {
             environment: request.environment,
             config: self.config.clone(),
             tool_lock: self.tool_lock.clone(),
+            probes: self.probes.clone(),
             base_path: std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
         })
     }
@@ -224,6 +227,8 @@ pub(crate) struct Job {
     pub config: Arc<DependencyConfig>,
     /// Held while a package manager is installed into the tools dir.
     pub tool_lock: Arc<Mutex<()>>,
+    /// Interpreter probes, kept for a few minutes.
+    pub probes: Arc<python::ProbeCache>,
     /// The agent's PATH.
     pub base_path: String,
 }

@@ -25,9 +25,10 @@
 //! old packages import `pkg_resources`, gone from setuptools 82).
 
 use std::{
+    collections::HashMap,
     path::{Path, PathBuf},
     str::FromStr as _,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use pep440_rs::{Version, VersionSpecifiers};
@@ -60,7 +61,11 @@ pub struct Interpreter {
 /// The interpreters of the Environment (or, without one, `python3` and
 /// every `python3.N` on `path_var`), plus pyenv's installed versions, each
 /// checked by running it. Newest first.
-pub async fn interpreters(environment: Option<&Environment>, path_var: &str) -> Vec<Interpreter> {
+pub async fn interpreters(
+    environment: Option<&Environment>,
+    path_var: &str,
+    cache: &ProbeCache,
+) -> Vec<Interpreter> {
     let mut candidates: Vec<(PathBuf, bool)> = Vec::new();
     if let Some(environment) = environment {
         for tool in &environment.toolchains {
@@ -77,8 +82,12 @@ pub async fn interpreters(environment: Option<&Environment>, path_var: &str) -> 
         if let Some(path) = exec::which("python3", path_var) {
             candidates.push((path, true));
         }
+        // pyenv's versioned shims fail unless their version is selected;
+        // the versions themselves are looked at below.
         for minor in 6..=20 {
-            if let Some(path) = exec::which(&format!("python3.{minor}"), path_var) {
+            if let Some(path) = exec::which(&format!("python3.{minor}"), path_var)
+                && !path.parent().is_some_and(|d| d.ends_with("shims"))
+            {
                 candidates.push((path, false));
             }
         }
@@ -95,18 +104,17 @@ pub async fn interpreters(environment: Option<&Environment>, path_var: &str) -> 
         }
     }
     let probes = candidates.iter().map(|(path, default)| async move {
-        let out = exec::capture(path, &["-c", PROBE_SCRIPT], Path::new("/"), PROBE_TIMEOUT).await?;
-        let mut lines = out.lines();
-        let version = Version::from_str(lines.next()?.trim()).ok()?;
-        let executable = lines
-            .next()
-            .map(str::trim)
-            .filter(|e| !e.is_empty())
-            .map_or_else(|| path.clone(), PathBuf::from);
-        Some(Interpreter {
-            version,
-            path: executable,
+        let probed = match cache.get(path) {
+            Some(probed) => probed,
+            None => {
+                let probed = probe(path).await;
+                cache.put(path, probed.clone());
+                probed
+            }
+        };
+        probed.map(|i| Interpreter {
             default: *default,
+            ..i
         })
     });
     let mut found: Vec<Interpreter> = Vec::new();
@@ -126,6 +134,55 @@ pub async fn interpreters(environment: Option<&Environment>, path_var: &str) -> 
     }
     found.sort_by(|a, b| b.version.cmp(&a.version));
     found
+}
+
+/// Runs `path` to learn its version and real executable.
+async fn probe(path: &Path) -> Option<Interpreter> {
+    let out = exec::capture(path, &["-c", PROBE_SCRIPT], Path::new("/"), PROBE_TIMEOUT).await?;
+    let mut lines = out.lines();
+    let version = Version::from_str(lines.next()?.trim()).ok()?;
+    let executable = lines
+        .next()
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map_or_else(|| path.to_owned(), PathBuf::from);
+    Some(Interpreter {
+        version,
+        path: executable,
+        default: false,
+    })
+}
+
+/// Interpreter probes of the last few minutes: running a dozen interpreters
+/// (pyenv shims are shell scripts) costs about a second.
+#[derive(Debug)]
+pub struct ProbeCache {
+    entries: std::sync::Mutex<HashMap<PathBuf, (Instant, Option<Interpreter>)>>,
+    ttl: Duration,
+}
+
+impl ProbeCache {
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            entries: std::sync::Mutex::new(HashMap::new()),
+            ttl,
+        }
+    }
+
+    fn get(&self, path: &Path) -> Option<Option<Interpreter>> {
+        let entries = self.entries.lock().ok()?;
+        let (at, probed) = entries.get(path)?;
+        (at.elapsed() < self.ttl).then(|| probed.clone())
+    }
+
+    fn put(&self, path: &Path, probed: Option<Interpreter>) {
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() > 1_024 {
+                entries.clear();
+            }
+            entries.insert(path.to_owned(), (Instant::now(), probed));
+        }
+    }
 }
 
 /// Reads a Python version constraint: PEP 440, or a bare version ("3.10"
@@ -190,6 +247,8 @@ pub struct PyPlan {
     pub constraints: Vec<String>,
     /// Install the project itself (`-e <dir>`).
     pub project: Option<Project>,
+    /// Whether the project's requirements name setuptools themselves.
+    pub names_setuptools: bool,
 }
 
 /// How the project itself is installed.
@@ -254,6 +313,7 @@ pub fn plan(dir: &Path, package_manager: &str) -> Result<PyPlan, String> {
         if has_build_system && package_mode {
             plan.project = Some(Project { no_deps: true });
         }
+        plan.names_setuptools = names_setuptools(&plan);
         return Ok(plan);
     }
 
@@ -274,6 +334,7 @@ pub fn plan(dir: &Path, package_manager: &str) -> Result<PyPlan, String> {
             }
             plan.source = "Pipfile [packages] (no Pipfile.lock)".into();
         }
+        plan.names_setuptools = names_setuptools(&plan);
         return Ok(plan);
     }
 
@@ -311,7 +372,18 @@ pub fn plan(dir: &Path, package_manager: &str) -> Result<PyPlan, String> {
     } else {
         sources.join(" + ")
     };
+    plan.names_setuptools = names_setuptools(&plan);
     Ok(plan)
+}
+
+/// Whether a requirement line or requirements file names setuptools.
+fn names_setuptools(plan: &PyPlan) -> bool {
+    let names = |text: &str| text.to_ascii_lowercase().contains("setuptools");
+    plan.requirements.iter().any(|r| names(r))
+        || plan
+            .requirement_files
+            .iter()
+            .any(|f| std::fs::read_to_string(f).is_ok_and(|t| names(&t)))
 }
 
 /// Translates a Poetry version constraint into PEP 440 (`^1.2` is
@@ -589,7 +661,7 @@ pub(crate) async fn install(job: &Job, sink: &mut LogSink, report: &mut Report) 
         .as_ref()
         .map(|r| r.version_constraint.trim().to_owned())
         .unwrap_or_default();
-    let found = interpreters(job.environment.as_ref(), &job.base_path).await;
+    let found = interpreters(job.environment.as_ref(), &job.base_path, &job.probes).await;
     let python = choose(&constraint, &found).map_err(Failure::new)?.clone();
     let wanted = if constraint.is_empty() {
         "none".to_owned()
@@ -680,10 +752,12 @@ pub(crate) async fn install(job: &Job, sink: &mut LogSink, report: &mut Report) 
                 |v| v.split_whitespace().take(2).collect::<Vec<_>>().join(" "),
             ),
     };
-    job.step(sink, report, &installer(vec![SETUPTOOLS.into(), "wheel".into()]))
-        .await?;
-
+    // setuptools and wheel go into the same resolution, unless the project
+    // asks for a setuptools of its own.
     let mut args: Vec<String> = Vec::new();
+    if !plan.names_setuptools {
+        args.extend([SETUPTOOLS.into(), "wheel".into()]);
+    }
     for file in &plan.requirement_files {
         args.extend(["-r".into(), file.display().to_string()]);
     }
@@ -692,20 +766,40 @@ pub(crate) async fn install(job: &Job, sink: &mut LogSink, report: &mut Report) 
         write_lines(&file, &plan.requirements).await?;
         args.extend(["-r".into(), file.display().to_string()]);
     }
-    if !plan.constraints.is_empty() && !args.is_empty() {
+    if !plan.constraints.is_empty() && args.iter().any(|a| a == "-r") {
         let file = job.env_root.join("constraints.generated.txt");
         write_lines(&file, &plan.constraints).await?;
         args.extend(["-c".into(), file.display().to_string()]);
     }
-    let project_with_deps = plan.project.is_some_and(|p| !p.no_deps);
-    if project_with_deps {
+    if plan.project.is_some_and(|p| !p.no_deps) {
         args.extend(["-e".into(), job.dir.display().to_string()]);
     }
-    if !args.is_empty() {
-        job.step(sink, report, &installer(args)).await?;
-    }
+    let mut batches = vec![args];
     if plan.project.is_some_and(|p| p.no_deps) {
-        let args = vec!["--no-deps".into(), "-e".into(), job.dir.display().to_string()];
+        batches.push(vec![
+            "--no-deps".into(),
+            "-e".into(),
+            job.dir.display().to_string(),
+        ]);
+    }
+    for args in batches.into_iter().filter(|a| !a.is_empty()) {
+        // With uv, the download cache is tried alone first: a warm install
+        // then needs no index round trips. A miss costs one quick, silent
+        // attempt, and the online install follows.
+        if uv.is_some() {
+            let offline = installer([vec!["--offline".to_owned()], args.clone()].concat());
+            if exec::run_quiet(&offline, job.deadline).await {
+                sink.system(
+                    "install",
+                    format!(
+                        "$ {} (everything came from the download cache)",
+                        offline.display()
+                    ),
+                )
+                .await;
+                continue;
+            }
+        }
         job.step(sink, report, &installer(args)).await?;
     }
     job.build(sink, report, None).await
