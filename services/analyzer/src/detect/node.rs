@@ -76,7 +76,9 @@ fn workspace_globs(idx: &RepoIndex, dir: &str) -> Vec<String> {
 /// directory relative to the workspace root.
 pub fn glob_match(pattern: &str, path: &str) -> bool {
     let pattern = pattern.trim().trim_start_matches("./").trim_end_matches('/');
-    let pat: Vec<&str> = pattern.split('/').filter(|s| !s.is_empty()).collect();
+    let mut pat: Vec<&str> = pattern.split('/').filter(|s| !s.is_empty()).take(32).collect();
+    // `**/**` is `**`; collapsing keeps the match linear in practice.
+    pat.dedup_by(|a, b| *a == "**" && *b == "**");
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     fn rec(p: &[&str], s: &[&str], depth: usize) -> bool {
         if depth > 64 {
