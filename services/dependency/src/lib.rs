@@ -338,6 +338,21 @@ impl Job {
             .unwrap_or_else(|| self.dir.clone())
     }
 
+    /// Runs the plan's install command when it is not a package manager's
+    /// (`make deps`, `./scripts/bootstrap.sh`): the agent does the managers'
+    /// work itself, from the manifests, and then runs such a script in the
+    /// prepared environment.
+    pub async fn custom_install(&self, sink: &mut LogSink, report: &Report) -> Step {
+        let install = self.component.install.as_ref();
+        let Some(line) = install.and_then(|c| custom_command(&c.run)) else {
+            return Ok(());
+        };
+        let cmd = Cmd::new("sh", &self.command_dir(install), "install")
+            .args(["-c", line])
+            .envs(&report.env);
+        self.step(sink, report, &cmd).await
+    }
+
     /// Runs the plan's build command, if it has one, with `env`.
     pub async fn build(&self, sink: &mut LogSink, report: &Report, default: Option<&str>) -> Step {
         let build = self.component.build.as_ref();
@@ -354,6 +369,21 @@ impl Job {
     pub fn cache(&self, name: &str) -> PathBuf {
         self.config.cache_dir.join(name)
     }
+}
+
+/// Commands of package managers, whose work the agent does itself.
+const MANAGER_COMMANDS: &[&str] = &[
+    "pip", "pip3", "uv", "poetry", "pipenv", "conda", "mamba", "npm", "pnpm", "yarn", "bun", "npx",
+    "corepack", "cargo",
+];
+
+/// `run` when it is a command of its own rather than a package manager's.
+fn custom_command(run: &str) -> Option<&str> {
+    let run = run.trim();
+    let first = run.split_whitespace().next()?;
+    let program = first.rsplit('/').next().unwrap_or(first);
+    let manager = MANAGER_COMMANDS.contains(&program) || program.starts_with("python");
+    (!manager).then_some(run)
 }
 
 fn short(text: &str, max: usize) -> String {
@@ -501,6 +531,22 @@ mod tests {
         assert_eq!(inside(&root, ".."), None);
         assert_eq!(inside(&root, "/etc"), None);
         assert_eq!(inside(&root, "no/such/dir"), None);
+    }
+
+    #[test]
+    fn only_commands_of_their_own_run_besides_the_managers_work() {
+        assert_eq!(custom_command("pip install -e ."), None);
+        assert_eq!(
+            custom_command("python3.11 -m pip install -r requirements.txt"),
+            None
+        );
+        assert_eq!(custom_command("/usr/bin/npm ci"), None);
+        assert_eq!(custom_command("  "), None);
+        assert_eq!(custom_command(" make deps "), Some("make deps"));
+        assert_eq!(
+            custom_command("./scripts/bootstrap.sh"),
+            Some("./scripts/bootstrap.sh")
+        );
     }
 
     #[test]

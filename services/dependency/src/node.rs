@@ -440,29 +440,17 @@ pub(crate) async fn install(job: &Job, sink: &mut LogSink, report: &mut Report) 
         }
         Manager::YarnBerry | Manager::Bun => job.step(sink, report, &run(&["install"])).await?,
     }
-    let mut build_report_env = std::mem::take(&mut report.env);
-    build_report_env.extend(env.clone());
-    let build_report = Report {
-        tool: String::new(),
-        environment_path: PathBuf::new(),
-        env: build_report_env,
+    // Later commands see the caches too; the result's env keeps what the
+    // runner needs.
+    let mut full = report.env.clone();
+    full.extend(env);
+    let scratch = Report {
+        env: full,
         disk_paths: report.disk_paths.clone(),
+        ..Report::default()
     };
-    let built = job.build(sink, &build_report, None).await;
-    report.env = build_report
-        .env
-        .into_iter()
-        .filter(|(k, _)| {
-            matches!(
-                k.as_str(),
-                "PATH"
-                    | "npm_config_manage_package_manager_versions"
-                    | "COREPACK_ENABLE_STRICT"
-                    | "COREPACK_ENABLE_DOWNLOAD_PROMPT"
-            )
-        })
-        .collect();
-    built
+    job.custom_install(sink, &scratch).await?;
+    job.build(sink, &scratch, None).await
 }
 
 #[cfg(test)]

@@ -802,6 +802,7 @@ pub(crate) async fn install(job: &Job, sink: &mut LogSink, report: &mut Report) 
         }
         job.step(sink, report, &installer(args)).await?;
     }
+    job.custom_install(sink, report).await?;
     job.build(sink, report, None).await
 }
 

@@ -56,6 +56,7 @@ pub(crate) async fn install(job: &Job, sink: &mut LogSink, report: &mut Report) 
         }
     };
     report.tool = version.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+    job.custom_install(sink, report).await?;
     job.build(sink, report, Some("cargo build")).await
 }
 

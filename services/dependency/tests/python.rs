@@ -54,6 +54,25 @@ async fn a_requirements_flask_app_gets_a_venv_where_flask_imports() {
 
     // The workspace stays clean: the venv lives under the agent's env dir.
     assert!(!workspace.path().join(".venv").exists());
+
+    // A second run of the same repository is served by the download cache.
+    let mut again = request(
+        workspace.path(),
+        component("python", "python", ">=3.8", "pip"),
+        None,
+    );
+    again.run_id = "run-2".into();
+    let (lines, second) = install(&mut agent, again).await;
+    assert!(second.success, "{second:?}");
+    assert_ne!(second.environment_path, result.environment_path);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.text.contains("everything came from the download cache")),
+        "{:?}",
+        lines.iter().map(|l| &l.text).collect::<Vec<_>>()
+    );
+    assert!(venv_python(&second, "import flask").status.success());
 }
 
 #[tokio::test]
@@ -240,4 +259,49 @@ async fn a_disk_limit_stops_the_install_and_names_the_limit() {
         tail.contains("disk limit exceeded") && tail.contains("1000000 bytes (max_disk_bytes)"),
         "{tail}"
     );
+}
+
+#[tokio::test]
+async fn a_pipfile_lock_is_installed_pinned_with_its_markers() {
+    let mut agent = agent().await;
+    let workspace = tempfile::tempdir().unwrap();
+    write(
+        workspace.path(),
+        &[
+            (
+                "Pipfile",
+                "[packages]\nitsdangerous = \"*\"\n\n[dev-packages]\nsix = \"*\"\n",
+            ),
+            (
+                "Pipfile.lock",
+                r#"{"_meta": {"requires": {"python_version": "3.11"}},
+  "default": {
+    "itsdangerous": {"hashes": [], "index": "pypi", "version": "==2.1.2"},
+    "pywin32": {"hashes": [], "markers": "sys_platform == 'win32'", "version": "==306"}
+  },
+  "develop": {"six": {"hashes": [], "version": "==1.16.0"}}}"#,
+            ),
+        ],
+    );
+    let (lines, result) = install(
+        &mut agent,
+        request(
+            workspace.path(),
+            component("python", "python", ">=3.8", "pipenv"),
+            None,
+        ),
+    )
+    .await;
+    assert!(result.success, "{result:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.text.contains("Pipfile.lock (2 pinned packages)"))
+    );
+    let out = venv_python(
+        &result,
+        "import importlib.metadata as m, importlib.util as u; \
+         print(m.version('itsdangerous'), u.find_spec('six') is None)",
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2.1.2 True");
 }
