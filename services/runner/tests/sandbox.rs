@@ -162,3 +162,48 @@ async fn stop_lets_the_program_end_gracefully_in_and_out_of_the_sandbox() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_sandboxed_process_uses_its_install_environment_from_the_data_dir() {
+    let mut served = serve().await;
+    // Where the dependency agent keeps venvs: under the (hidden) data dir.
+    let venv = served.data.join("dependency/envs/run-1/app/.venv");
+    std::fs::create_dir_all(venv.join("bin")).unwrap();
+    script(&venv.join("bin"), "hello-tool", "#!/bin/sh\necho tool-ran\n");
+    let mut perms = std::fs::metadata(venv.join("bin/hello-tool"))
+        .unwrap()
+        .permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(venv.join("bin/hello-tool"), perms).unwrap();
+    let other = served.data.join("dependency/envs/run-2/app/.venv");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("secret.txt"), "other run\n").unwrap();
+    let run = format!(
+        r#"hello-tool
+echo made > "$VIRTUAL_ENV/written.txt" && echo venv-writable
+cat {other}/secret.txt || echo other-env-hidden"#,
+        other = other.display()
+    );
+    let mut request = start_request(&served, component("app", &run, ""));
+    request
+        .env
+        .insert("VIRTUAL_ENV".into(), venv.display().to_string());
+    request.env.insert(
+        "PATH".into(),
+        format!("{}:/usr/local/bin:/usr/bin:/bin", venv.join("bin").display()),
+    );
+    let status = served.start(request).await;
+    let ended = served.wait_ended(&status.process_id, WAIT).await;
+    let text = served.log_text(&status.process_id).await;
+    assert_eq!(ended.state(), ProcessState::Exited, "{text}");
+    assert!(text.contains("tool-ran"), "{text}");
+    assert!(text.contains("venv-writable"), "{text}");
+    assert!(venv.join("written.txt").exists());
+    if bwrap_installed() {
+        assert!(status.sandboxed, "{}", status.sandbox_note);
+        assert!(
+            text.contains("other-env-hidden") && !text.contains("other run"),
+            "{text}"
+        );
+    }
+}

@@ -290,9 +290,18 @@ pub(crate) fn bwrap_args(spec: &LaunchSpec, config: &RunnerConfig) -> Vec<String
         args.extend(["--tmpfs".into(), path]);
     }
     let extra = config.writable_paths.iter().filter(|p| p.exists());
-    for writable in [&spec.workspace, &spec.tmp_dir].into_iter().chain(extra) {
+    let env_dirs = install_env_dirs(spec, config);
+    for writable in [&spec.workspace, &spec.tmp_dir]
+        .into_iter()
+        .chain(extra)
+        .chain(env_dirs.writable.iter())
+    {
         let path = writable.display().to_string();
         args.extend(["--bind".into(), path.clone(), path]);
+    }
+    for readable in &env_dirs.readable {
+        let path = readable.display().to_string();
+        args.extend(["--ro-bind".into(), path.clone(), path]);
     }
     args.extend(["--chdir".into(), spec.working_dir.display().to_string()]);
     args.extend(
@@ -306,6 +315,76 @@ pub(crate) fn bwrap_args(spec: &LaunchSpec, config: &RunnerConfig) -> Vec<String
         .map(String::from),
     );
     args
+}
+
+/// Variables naming the environment an install made for the process, bound
+/// writable into the sandbox when they lie in a hidden path (the dependency
+/// agent keeps venvs and target dirs under the data dir).
+pub(crate) const ENV_DIR_VARS: [&str; 2] = ["VIRTUAL_ENV", "CARGO_TARGET_DIR"];
+
+/// Install-produced directories a sandboxed process needs back.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct EnvDirs {
+    /// `VIRTUAL_ENV`, `CARGO_TARGET_DIR`: the process's own environment.
+    pub writable: Vec<PathBuf>,
+    /// Tool directories on `PATH` (e.g. a package manager the dependency
+    /// agent installed), read-only.
+    pub readable: Vec<PathBuf>,
+}
+
+/// The directories of `spec.env` that a hidden path would otherwise cover:
+/// only existing absolute directories strictly inside a hidden path (never a
+/// hidden path itself, nor an ancestor of one). A `PATH` entry is bound by
+/// its root (`<root>/bin`, `<root>/node_modules/.bin`), so that the links in
+/// it resolve.
+pub(crate) fn install_env_dirs(spec: &LaunchSpec, config: &RunnerConfig) -> EnvDirs {
+    let hidden: Vec<&Path> = config
+        .hidden_paths
+        .iter()
+        .map(PathBuf::as_path)
+        .chain([config.log_dir.as_path(), config.tmp_dir.as_path()])
+        .collect();
+    let eligible = |path: &Path| {
+        path.is_absolute()
+            && !path
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+            && path.is_dir()
+            && hidden.iter().any(|h| path.starts_with(h) && path != *h)
+            && !hidden.iter().any(|h| h.starts_with(path))
+            && !path.starts_with(&config.log_dir)
+            && !path.starts_with(&config.tmp_dir)
+    };
+    let mut dirs = EnvDirs::default();
+    for name in ENV_DIR_VARS {
+        if let Some(value) = spec.env.get(name) {
+            let path = PathBuf::from(value);
+            if eligible(&path) && !dirs.writable.contains(&path) {
+                dirs.writable.push(path);
+            }
+        }
+    }
+    if let Some(path_var) = spec.env.get("PATH") {
+        for entry in path_var.split(':').map(Path::new) {
+            let root = if entry.ends_with("node_modules/.bin") {
+                entry.parent().and_then(Path::parent)
+            } else if entry.ends_with("bin") {
+                entry.parent()
+            } else {
+                Some(entry)
+            };
+            let Some(root) = root.map(Path::to_path_buf) else {
+                continue;
+            };
+            if eligible(&root)
+                && !dirs.writable.iter().any(|w| root.starts_with(w))
+                && !dirs.readable.contains(&root)
+            {
+                dirs.readable.push(root);
+            }
+        }
+    }
+    dirs
 }
 
 impl ProcessBackend for LocalBackend {
@@ -625,6 +704,50 @@ mod tests {
             "{args:?}"
         );
         assert!(!args.iter().any(|a| a.ends_with("missing")));
+    }
+
+    #[test]
+    fn install_environments_in_hidden_paths_are_bound_back() {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        for dir in [
+            "data/dependency/envs/r1/api/.venv/bin",
+            "data/dependency/tools/pnpm@9/node_modules/.bin",
+            "elsewhere/bin",
+        ] {
+            std::fs::create_dir_all(root.join(dir)).unwrap();
+        }
+        let config = RunnerConfig::default().resolve(&root.join("data"));
+        let venv = root.join("data/dependency/envs/r1/api/.venv");
+        let tools = root.join("data/dependency/tools/pnpm@9");
+        let path = format!(
+            "{}:{}:{}:/usr/bin",
+            venv.join("bin").display(),
+            tools.join("node_modules/.bin").display(),
+            root.join("elsewhere/bin").display()
+        );
+        let mut spec = spec();
+        spec.env.insert("VIRTUAL_ENV".into(), venv.display().to_string());
+        spec.env.insert("PATH".into(), path);
+        // The data dir itself is never handed out, nor a path outside it.
+        spec.env
+            .insert("CARGO_TARGET_DIR".into(), root.join("data").display().to_string());
+        let dirs = install_env_dirs(&spec, &config);
+        assert_eq!(dirs.writable, vec![venv.clone()]);
+        assert_eq!(dirs.readable, vec![tools.clone()]);
+        let args = bwrap_args(&spec, &config);
+        let position = |what: &str, path: &Path| {
+            let path = path.display().to_string();
+            args.windows(3)
+                .position(|w| w[0] == what && w[1] == path && w[2] == path)
+                .unwrap_or_else(|| panic!("{what} {path} missing in {args:?}"))
+        };
+        let data = args
+            .windows(2)
+            .position(|w| w[0] == "--tmpfs" && w[1] == root.join("data").display().to_string())
+            .unwrap();
+        assert!(data < position("--bind", &venv));
+        assert!(data < position("--ro-bind", &tools));
     }
 
     #[test]
