@@ -776,3 +776,21 @@ fn evidence_files_in_fixture_trees_do_not_speak_for_the_root() {
     assert_eq!(start(c), "go run .");
     assert_eq!(c.port, 7070);
 }
+
+#[test]
+fn a_content_addressed_workspace_root_is_named_app_not_by_its_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let workspace = dir
+        .path()
+        .join("0b371b5110c5083ec3d48f441c4af275407530a2a51f5fcdebb75b3bd6dd3a4f");
+    std::fs::create_dir(&workspace).unwrap();
+    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/flask-factory");
+    for entry in std::fs::read_dir(&fixture).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), workspace.join(entry.file_name())).unwrap();
+        }
+    }
+    let plan = analyze_dir(&workspace, None, &AnalyzerConfig::default()).unwrap();
+    assert_eq!(only(&plan).name, "app");
+}

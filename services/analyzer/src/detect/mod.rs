@@ -531,6 +531,11 @@ fn unique_names(drafts: &mut [Draft]) {
     }
 }
 
+/// A hex digest such as a workspace directory's name.
+fn is_digest(name: &str) -> bool {
+    name.len() >= 32 && name.chars().all(|c| c.is_ascii_hexdigit())
+}
+
 fn sanitize_name(name: &str) -> String {
     let name = name.rsplit('/').next().unwrap_or(name);
     name.chars()
@@ -547,12 +552,14 @@ fn sanitize_name(name: &str) -> String {
 }
 
 /// The component's name when its manifest names none: the directory name,
-/// or "app" at the root.
+/// or "app" at the root when the root's name says nothing (a
+/// content-addressed workspace is named by its digest).
 pub fn default_name(idx: &RepoIndex, dir: &str) -> String {
     if dir.is_empty() {
         idx.root()
             .file_name()
             .and_then(|n| n.to_str())
+            .filter(|n| !is_digest(n))
             .unwrap_or("app")
             .to_owned()
     } else {
