@@ -222,16 +222,12 @@ pub async fn run(cmd: &Cmd, sink: &mut LogSink, guard: &Guard) -> Outcome {
     let mut disk_tick = tokio::time::interval(guard.disk_interval);
     disk_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let check_disk = guard.max_disk_bytes > 0 && !guard.disk_paths.is_empty();
+    // The deadline, a gone caller and the disk come first, so that a command
+    // flooding its output cannot starve them; a caller that stops reading
+    // cannot hold a line past the deadline either.
     let outcome = loop {
         tokio::select! {
             biased;
-            Some((stream, text)) = lines.recv() => sink.line(cmd.source, stream, text).await,
-            status = child.wait() => {
-                break match status {
-                    Ok(status) => Outcome::Exited(status.code().unwrap_or(-1)),
-                    Err(e) => Outcome::SpawnFailed(e),
-                };
-            }
             () = &mut deadline => break Outcome::TimedOut,
             () = receiver.closed() => break Outcome::Cancelled,
             _ = disk_tick.tick(), if check_disk => {
@@ -239,6 +235,18 @@ pub async fn run(cmd: &Cmd, sink: &mut LogSink, guard: &Guard) -> Outcome {
                 if used > guard.max_disk_bytes {
                     break Outcome::DiskExceeded { used };
                 }
+            }
+            Some((stream, text)) = lines.recv() => {
+                let sent = tokio::time::timeout_at(guard.deadline.into(), sink.line(cmd.source, stream, text));
+                if sent.await.is_err() {
+                    break Outcome::TimedOut;
+                }
+            }
+            status = child.wait() => {
+                break match status {
+                    Ok(status) => Outcome::Exited(status.code().unwrap_or(-1)),
+                    Err(e) => Outcome::SpawnFailed(e),
+                };
             }
         }
     };
@@ -249,7 +257,12 @@ pub async fn run(cmd: &Cmd, sink: &mut LogSink, guard: &Guard) -> Outcome {
     let _ = tokio::time::timeout(DRAIN, child.wait()).await;
     let drain_until = tokio::time::Instant::now() + DRAIN;
     while let Ok(Some((stream, text))) = tokio::time::timeout_at(drain_until, lines.recv()).await {
-        sink.line(cmd.source, stream, text).await;
+        if tokio::time::timeout_at(drain_until, sink.line(cmd.source, stream, text))
+            .await
+            .is_err()
+        {
+            break;
+        }
     }
     outcome
 }
@@ -422,6 +435,31 @@ mod tests {
         assert!(text.ends_with("…[line cut]"));
         assert!(text.len() <= 81 + " …[line cut]".len());
         assert_eq!(bound_line("short".into(), 80), "short");
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_output_cannot_outrun_the_deadline() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let reader = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        let mut sink = LogSink::new(tx, 10, 200);
+        let cmd = Cmd::new("sh", Path::new("/"), "install").args(["-c", "yes flood"]);
+        let started = Instant::now();
+        let guard = Guard {
+            deadline: started + Duration::from_millis(800),
+            max_disk_bytes: 0,
+            disk_paths: Vec::new(),
+            disk_interval: Duration::from_secs(1),
+        };
+        let outcome = run(&cmd, &mut sink, &guard).await;
+        assert!(matches!(outcome, Outcome::TimedOut), "{outcome:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(sink.tail().last().map(String::as_str), Some("flood"));
+        drop(sink);
+        reader.await.unwrap();
     }
 
     #[tokio::test]
