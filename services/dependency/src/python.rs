@@ -16,7 +16,8 @@
 //! - Pipenv (`Pipfile`): `Pipfile.lock`'s default packages pinned, with their
 //!   markers; without a lock, `[packages]` of the Pipfile.
 //! - Otherwise requirements files (`requirements.txt`, or
-//!   `requirements/{prod,production,base,common}.txt`), plus the project:
+//!   `requirements/{prod,production,base,common}.txt`), `uv.lock`'s pins as
+//!   constraints, plus the project:
 //!   `-e .` for a PEP 621 project with a `[build-system]` or a setup.py /
 //!   setup.cfg; a PEP 621 project without `[build-system]` gets its
 //!   `[project].dependencies` only.
@@ -356,6 +357,13 @@ pub fn plan(dir: &Path, package_manager: &str) -> Result<PyPlan, String> {
         plan.requirement_files.push(file);
     }
     if pyproject.is_some() && get(&["project"]).is_some() {
+        if let Some(lock) = read_toml(&dir.join("uv.lock"))? {
+            plan.constraints = uv_lock_constraints(&lock);
+            sources.push(format!(
+                "{} pins of uv.lock as constraints",
+                plan.constraints.len()
+            ));
+        }
         if has_build_system {
             sources.push("pyproject.toml (the project, editable)".into());
             plan.project = Some(Project { no_deps: false });
@@ -379,7 +387,10 @@ pub fn plan(dir: &Path, package_manager: &str) -> Result<PyPlan, String> {
 /// Whether a requirement line or requirements file names setuptools.
 fn names_setuptools(plan: &PyPlan) -> bool {
     let names = |text: &str| text.to_ascii_lowercase().contains("setuptools");
-    plan.requirements.iter().any(|r| names(r))
+    plan.requirements
+        .iter()
+        .chain(&plan.constraints)
+        .any(|r| names(r))
         || plan
             .requirement_files
             .iter()
@@ -487,22 +498,36 @@ pub fn poetry_requirement(name: &str, value: &toml::Value, dir: &Path) -> Option
 /// Every registry package of `poetry.lock` as a `name==version` constraint
 /// (direct git, path and URL sources come from the requirements instead).
 pub fn poetry_lock_constraints(lock: &toml::Value) -> Vec<String> {
+    lock_constraints(lock, |p| {
+        p.get("source")
+            .and_then(|s| s.get("type"))
+            .and_then(toml::Value::as_str)
+            .is_none_or(|t| t == "legacy")
+    })
+}
+
+/// Every registry package of `uv.lock` as a `name==version` constraint.
+pub fn uv_lock_constraints(lock: &toml::Value) -> Vec<String> {
+    lock_constraints(lock, |p| {
+        p.get("source").and_then(|s| s.get("registry")).is_some()
+    })
+}
+
+/// `name==version` of the lock's `[[package]]`s that `from_registry`
+/// accepts. A name locked at several versions (forks by marker) is left
+/// free: pinning one would conflict with the other.
+fn lock_constraints(lock: &toml::Value, from_registry: impl Fn(&toml::Value) -> bool) -> Vec<String> {
     let Some(packages) = lock.get("package").and_then(toml::Value::as_array) else {
         return Vec::new();
     };
-    packages
+    let pins: Vec<(&str, &str)> = packages
         .iter()
-        .filter(|p| {
-            p.get("source")
-                .and_then(|s| s.get("type"))
-                .and_then(toml::Value::as_str)
-                .is_none_or(|t| t == "legacy")
-        })
-        .filter_map(|p| {
-            let name = p.get("name")?.as_str()?;
-            let version = p.get("version")?.as_str()?;
-            Some(format!("{name}=={version}"))
-        })
+        .filter(|p| from_registry(p))
+        .filter_map(|p| Some((p.get("name")?.as_str()?, p.get("version")?.as_str()?)))
+        .collect();
+    pins.iter()
+        .filter(|(name, _)| pins.iter().filter(|(n, _)| n == name).count() == 1)
+        .map(|(name, version)| format!("{name}=={version}"))
         .collect()
 }
 
@@ -766,13 +791,13 @@ pub(crate) async fn install(job: &Job, sink: &mut LogSink, report: &mut Report) 
         write_lines(&file, &plan.requirements).await?;
         args.extend(["-r".into(), file.display().to_string()]);
     }
-    if !plan.constraints.is_empty() && args.iter().any(|a| a == "-r") {
+    if plan.project.is_some_and(|p| !p.no_deps) {
+        args.extend(["-e".into(), job.dir.display().to_string()]);
+    }
+    if !plan.constraints.is_empty() && !args.is_empty() {
         let file = job.env_root.join("constraints.generated.txt");
         write_lines(&file, &plan.constraints).await?;
         args.extend(["-c".into(), file.display().to_string()]);
-    }
-    if plan.project.is_some_and(|p| !p.no_deps) {
-        args.extend(["-e".into(), job.dir.display().to_string()]);
     }
     let mut batches = vec![args];
     if plan.project.is_some_and(|p| p.no_deps) {
@@ -903,6 +928,33 @@ mod tests {
     }
 
     #[test]
+    fn uv_lock_pins_registry_packages_locked_once() {
+        let lock: toml::Value = toml::from_str(
+            r#"
+            version = 1
+            [[package]]
+            name = "anyio"
+            version = "4.3.0"
+            source = { registry = "https://pypi.org/simple" }
+            [[package]]
+            name = "numpy"
+            version = "1.26.4"
+            source = { registry = "https://pypi.org/simple" }
+            [[package]]
+            name = "numpy"
+            version = "2.1.0"
+            source = { registry = "https://pypi.org/simple" }
+            [[package]]
+            name = "myapi"
+            version = "0.1.0"
+            source = { editable = "." }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(uv_lock_constraints(&lock), ["anyio==4.3.0"]);
+    }
+
+    #[test]
     fn pipfile_lock_default_packages_are_pinned_with_markers() {
         let lock = serde_json::json!({
             "default": {
@@ -931,6 +983,9 @@ mod tests {
         assert_eq!(poetry.project, Some(Project { no_deps: true }));
         let pipenv = plan(&fixtures.join("pipenv-flask"), "pipenv").unwrap();
         assert_eq!(pipenv.requirements, ["flask", "redis>=4"]);
+        let uv = plan(&fixtures.join("fastapi-src-uv"), "uv").unwrap();
+        assert_eq!(uv.project, Some(Project { no_deps: false }));
+        assert!(uv.source.contains("uv.lock"), "{uv:?}");
         let setup = plan(&fixtures.join("setup-py-lib"), "pip").unwrap();
         assert_eq!(setup.project, Some(Project { no_deps: false }));
     }
