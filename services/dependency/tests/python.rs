@@ -305,3 +305,42 @@ async fn a_pipfile_lock_is_installed_pinned_with_its_markers() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2.1.2 True");
 }
+
+#[tokio::test]
+async fn the_environment_names_the_interpreters_to_choose_from() {
+    use reporunner_proto::common::v1::{Environment, Toolchain};
+
+    let mut agent = agent().await;
+    let workspace = tempfile::tempdir().unwrap();
+    let python = std::process::Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .unwrap();
+    let python = String::from_utf8_lossy(&python.stdout).trim().to_owned();
+    let mut request = request(workspace.path(), component("python", "python", "", "pip"), None);
+    request.environment = Some(Environment {
+        toolchains: vec![
+            Toolchain {
+                name: "python3".into(),
+                version: String::new(),
+                path: python.clone(),
+            },
+            Toolchain {
+                name: "python3.99".into(),
+                version: "3.99.0".into(),
+                path: "/nonexistent/python3.99".into(),
+            },
+        ],
+        ..Environment::default()
+    });
+    let (lines, result) = install(&mut agent, request).await;
+    // No constraint: what python3 runs; the missing one is skipped.
+    assert!(result.success, "{result:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.text.starts_with("python 3.") && l.text.contains(&format!("at {python} "))),
+        "{:?}",
+        lines.iter().map(|l| &l.text).collect::<Vec<_>>()
+    );
+}

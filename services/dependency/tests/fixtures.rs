@@ -1,0 +1,85 @@
+//! The repository's own analyzer fixtures (`tests/fixtures/*`), installed
+//! for real with the components the analyzer plans for them. Slow and
+//! large (Next.js, Vite): run with
+//! `cargo nextest run -p reporunner-dependency --run-ignored only`.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+
+use common::{agent, component, install, request};
+
+/// Copies a fixture into a tempdir (installs write node_modules there).
+fn fixture(name: &str) -> tempfile::TempDir {
+    let from = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(name);
+    let to = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("cp")
+        .args([
+            "-a",
+            &format!("{}/.", from.display()),
+            &to.path().display().to_string(),
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    to
+}
+
+#[tokio::test]
+#[ignore = "installs a real FastAPI app with uvicorn[standard] and motor from PyPI"]
+async fn the_poetry_fastapi_fixture_installs_and_imports() {
+    let mut agent = agent().await;
+    let workspace = fixture("poetry-fastapi");
+    let (_, result) = install(
+        &mut agent,
+        request(
+            workspace.path(),
+            component("python", "python", ">=3.11,<4", "poetry"),
+            None,
+        ),
+    )
+    .await;
+    assert!(result.success, "{result:?}");
+    let out = common::venv_python(&result, "import fastapi, uvicorn, motor, shop");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test]
+#[ignore = "installs Vite and React from npm with yarn 1"]
+async fn the_vite_yarn_fixture_installs_with_yarn() {
+    let mut agent = agent().await;
+    let workspace = fixture("vite-yarn");
+    let (_, result) = install(
+        &mut agent,
+        request(
+            workspace.path(),
+            component("typescript", "node", "", "yarn"),
+            None,
+        ),
+    )
+    .await;
+    assert!(result.success, "{result:?}");
+    assert!(result.tool.starts_with("yarn 1."), "{}", result.tool);
+    assert!(workspace.path().join("node_modules/.bin/vite").exists());
+}
+
+#[tokio::test]
+#[ignore = "installs Next.js from npm with pnpm"]
+async fn the_next_pnpm_fixture_installs_with_pnpm() {
+    let mut agent = agent().await;
+    let workspace = fixture("next-pnpm");
+    let (_, result) = install(
+        &mut agent,
+        request(
+            workspace.path(),
+            component("typescript", "node", ">=18.17", "pnpm"),
+            None,
+        ),
+    )
+    .await;
+    assert!(result.success, "{result:?}");
+    assert!(workspace.path().join("node_modules/.bin/next").exists());
+}
