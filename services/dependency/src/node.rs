@@ -367,9 +367,7 @@ pub(crate) async fn install(job: &Job, sink: &mut LogSink, report: &mut Report) 
         }
     }
 
-    let dir = job
-        .command_dir(job.component.install.as_ref())
-        .max(job.dir.clone());
+    let dir = job.dir.clone();
     let run = |args: &[&str]| {
         Cmd::new(&ready.program, &dir, "install")
             .args(ready.prefix.iter().map(String::as_str))
