@@ -250,6 +250,21 @@ pub async fn start_node(
                     &endpoints_of(ServiceName::Analyzer, &settings.endpoints.analyzer, "analyzer")?,
                     &settings.client,
                 )?;
+                let dependency = reporunner_client::connect(
+                    reporunner_proto::agents::dependency::v1::dependency_service_server::SERVICE_NAME,
+                    &endpoints_of(ServiceName::Dependency, &settings.endpoints.dependency, "dependency")?,
+                    &settings.client,
+                )?;
+                let runner = reporunner_client::connect(
+                    reporunner_proto::agents::runner::v1::runner_service_server::SERVICE_NAME,
+                    &endpoints_of(ServiceName::Runner, &settings.endpoints.runner, "runner")?,
+                    &settings.client,
+                )?;
+                let health = reporunner_client::connect(
+                    reporunner_proto::agents::health::v1::health_service_server::SERVICE_NAME,
+                    &endpoints_of(ServiceName::Health, &settings.endpoints.health, "health")?,
+                    &settings.client,
+                )?;
                 let store = OrchestratorImpl::open_store(&settings.orchestrator, &settings.data_dir)
                     .await
                     .map_err(|e| anyhow::anyhow!("cannot open the run store: {e}"))?;
@@ -259,13 +274,25 @@ pub async fn start_node(
                         env_detector,
                         source,
                         analyzer,
+                        dependency,
+                        runner,
+                        health,
                     },
                     store,
                     Authorizer::new(auth.clone()),
                 )
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot start the orchestrator: {e}"))?;
-                server.add_service(layer.layer(OrchestratorGrpc::new(Arc::new(orchestrator)).into_server()))
+                let orchestrator = Arc::new(orchestrator);
+                // On shutdown the runs' tasks end here; RUNNING runs keep their
+                // processes for the next orchestrator to resume.
+                let stopping = orchestrator.clone();
+                let token = shutdown.clone();
+                tokio::spawn(async move {
+                    token.cancelled().await;
+                    stopping.shutdown();
+                });
+                server.add_service(layer.layer(OrchestratorGrpc::new(orchestrator).into_server()))
             }
         };
     }

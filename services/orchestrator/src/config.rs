@@ -37,6 +37,32 @@ pub struct OrchestratorConfig {
     /// How often a watcher re-reads the store when no live event arrives (a
     /// run driven by another replica has no live feed here).
     pub watch_poll_ms: u64,
+    /// The install time limit sent to the dependency agent
+    /// (`InstallLimits.timeout_seconds`); covers the build command too.
+    pub install_timeout_seconds: u32,
+    /// Deadline of one Install call (the whole stream); keep it above
+    /// `install_timeout_seconds` so that the agent's own limit fires first.
+    pub install_deadline_ms: u64,
+    /// Deadline of a Start, Stop or Status call to the runner agent.
+    pub runner_deadline_ms: u64,
+    /// Restarts the runner makes of a component that exits with a failure
+    /// (restart policy ON_FAILURE) before it fails for good.
+    pub max_restarts: u32,
+    /// How long a started component may take to answer its health probe
+    /// (`cargo run` compiles, `next dev` cold starts) before the run fails.
+    pub startup_grace_seconds: u32,
+    /// Interval of the health agent's probes of a component.
+    pub probe_interval_ms: u32,
+    /// Consecutive failed probes before a healthy component is unhealthy.
+    pub failure_threshold: u32,
+    /// How often a RUNNING run asks the runner whether its processes live.
+    pub status_poll_ms: u64,
+    /// SIGTERM → SIGKILL grace when a run's processes are stopped.
+    pub stop_grace_seconds: u32,
+    /// Deadline of a TEST run's test command.
+    pub test_deadline_ms: u64,
+    /// Lines of a component's output quoted in `Run.error` when it fails.
+    pub log_tail_lines: usize,
 }
 
 impl Default for OrchestratorConfig {
@@ -51,6 +77,17 @@ impl Default for OrchestratorConfig {
             max_concurrent_pipelines: 4,
             watch_buffer: 256,
             watch_poll_ms: 1_000,
+            install_timeout_seconds: 1_200,
+            install_deadline_ms: 1_260_000,
+            runner_deadline_ms: 30_000,
+            max_restarts: 2,
+            startup_grace_seconds: 180,
+            probe_interval_ms: 500,
+            failure_threshold: 3,
+            status_poll_ms: 2_000,
+            stop_grace_seconds: 5,
+            test_deadline_ms: 900_000,
+            log_tail_lines: 20,
         }
     }
 }
@@ -69,6 +106,27 @@ impl OrchestratorConfig {
 
     pub fn analyze_deadline(&self) -> Duration {
         Duration::from_millis(self.analyze_deadline_ms.max(1))
+    }
+
+    pub fn install_deadline(&self) -> Duration {
+        Duration::from_millis(self.install_deadline_ms.max(1))
+    }
+
+    pub fn runner_deadline(&self) -> Duration {
+        Duration::from_millis(self.runner_deadline_ms.max(1))
+    }
+
+    /// The start-up grace, plus time for the probes after it.
+    pub fn probe_deadline(&self) -> Duration {
+        Duration::from_secs(u64::from(self.startup_grace_seconds) + 30)
+    }
+
+    pub fn status_poll(&self) -> Duration {
+        Duration::from_millis(self.status_poll_ms.max(100))
+    }
+
+    pub fn test_deadline(&self) -> Duration {
+        Duration::from_millis(self.test_deadline_ms.max(1))
     }
 
     pub fn watch_poll(&self) -> Duration {
@@ -100,6 +158,10 @@ impl OrchestratorConfig {
             ("fetch_deadline_ms", self.fetch_deadline_ms),
             ("analyze_deadline_ms", self.analyze_deadline_ms),
             ("watch_poll_ms", self.watch_poll_ms),
+            ("install_deadline_ms", self.install_deadline_ms),
+            ("runner_deadline_ms", self.runner_deadline_ms),
+            ("status_poll_ms", self.status_poll_ms),
+            ("test_deadline_ms", self.test_deadline_ms),
         ] {
             if value == 0 {
                 return invalid(format!("{name} must be above zero"));
@@ -113,6 +175,20 @@ impl OrchestratorConfig {
                 "fetch_deadline_ms ({}) must exceed fetch_timeout_seconds ({} s), so that the \
                  source agent's own limit fires first",
                 self.fetch_deadline_ms, self.fetch_timeout_seconds
+            ));
+        }
+        if self.install_timeout_seconds == 0 || self.startup_grace_seconds == 0 || self.probe_interval_ms == 0
+        {
+            return invalid(
+                "install_timeout_seconds, startup_grace_seconds and probe_interval_ms must be above zero"
+                    .into(),
+            );
+        }
+        if self.install_deadline_ms <= u64::from(self.install_timeout_seconds) * 1_000 {
+            return invalid(format!(
+                "install_deadline_ms ({}) must exceed install_timeout_seconds ({} s), so that the \
+                 dependency agent's own limit fires first",
+                self.install_deadline_ms, self.install_timeout_seconds
             ));
         }
         if !(1..=1024).contains(&self.max_concurrent_pipelines) {

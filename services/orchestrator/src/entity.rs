@@ -28,6 +28,8 @@ pub mod runs {
         /// Unix milliseconds.
         pub created_at: i64,
         pub updated_at: i64,
+        /// A prost-encoded `StoredComponents`: the run's processes.
+        pub components: Option<Vec<u8>>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -162,9 +162,19 @@ impl<O: Orchestrator> OrchestratorService for OrchestratorGrpc<O> {
 
     async fn get_run_logs(
         &self,
-        _request: Request<pb::GetRunLogsRequest>,
+        request: Request<pb::GetRunLogsRequest>,
     ) -> Result<Response<Self::GetRunLogsStream>, Status> {
-        Err(not_served("GetRunLogs", "run pipeline"))
+        let caller = authorized(&request)?.principal.clone();
+        let lines = self
+            .inner
+            .run_logs(&caller, request.into_inner())
+            .await
+            .map_err(|e| e.to_status())?;
+        let stream = lines.map(|line| {
+            line.map(|line| pb::GetRunLogsResponse { line: Some(line) })
+                .map_err(|e| e.to_status())
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn index_workspace(

@@ -4,11 +4,12 @@
 //! [`RunStore`] (sea-orm on SQLite or PostgreSQL).
 //!
 //! Served: `GetEnvironment` and `GetRecommendations` (env-detector), and the
-//! run lifecycle for goal ANALYZE: `CreateRun` (fetch → detect → analyze →
-//! SUCCEEDED, in a background task), `GetRun`, `ListRuns`, `WatchRun`
-//! (replay, then follow, without gaps or duplicates) and `StopRun`. Other
-//! goals, `GetRunLogs`, indexing and search answer UNIMPLEMENTED naming the
-//! feature that brings them.
+//! run lifecycle: `CreateRun` (fetch → detect → analyze, then for goal START
+//! install → build → start → probe → RUNNING, for goal TEST install → build
+//! → test; in a background task), `GetRun`, `ListRuns`, `WatchRun` (replay,
+//! then follow, without gaps or duplicates), `StopRun` (stops every process
+//! of the run) and `GetRunLogs`. START_AND_TEST, indexing and search answer
+//! UNIMPLEMENTED naming the feature that brings them.
 //!
 //! Every call arrives through `reporunner-authn`'s layer; handlers read the
 //! caller from the request. Another user's run is NOT_FOUND; the admin sees
@@ -24,6 +25,7 @@ pub mod metrics;
 mod migration;
 pub mod pipeline;
 mod service;
+pub mod setup;
 pub mod store;
 
 pub use config::OrchestratorConfig;

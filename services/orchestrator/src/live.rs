@@ -22,6 +22,8 @@ pub(crate) struct LiveRun {
     pub events: broadcast::Sender<RunEvent>,
     /// Cancelled by StopRun.
     pub cancel: CancellationToken,
+    /// Cancelled once the run's task ended here (its processes stopped).
+    pub ended: CancellationToken,
     /// Held across "store, then publish", so that live events go out in
     /// sequence order even with two writers (the pipeline and StopRun).
     writer: tokio::sync::Mutex<()>,
@@ -48,6 +50,7 @@ impl LiveRuns {
         let live = Arc::new(LiveRun {
             events,
             cancel: CancellationToken::new(),
+            ended: CancellationToken::new(),
             writer: tokio::sync::Mutex::new(()),
         });
         if let Ok(mut runs) = self.runs.lock() {
@@ -63,8 +66,10 @@ impl LiveRuns {
     /// Forgets a run whose pipeline ended; its watchers see the feed close
     /// and read the rest from the store.
     pub fn finish(&self, run_id: &str) {
-        if let Ok(mut runs) = self.runs.lock() {
-            runs.remove(run_id);
+        if let Ok(mut runs) = self.runs.lock()
+            && let Some(live) = runs.remove(run_id)
+        {
+            live.ended.cancel();
         }
     }
 

@@ -10,7 +10,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Runs)]
+        vec![Box::new(M0001Runs), Box::new(M0002Components)]
     }
 
     fn migration_table_name() -> DynIden {
@@ -33,6 +33,7 @@ enum Runs {
     Attempts,
     CreatedAt,
     UpdatedAt,
+    Components,
 }
 
 #[derive(DeriveIden)]
@@ -130,6 +131,43 @@ impl MigrationTrait for M0001Runs {
             .await?;
         manager
             .drop_table(Table::drop().table(Runs::Table).to_owned())
+            .await
+    }
+}
+
+/// The processes a run started and their health (`Run.components`), so that
+/// StopRun and a restarted orchestrator find them.
+struct M0002Components;
+
+// Named by hand: the derive names a migration after its file, which M0001
+// already took.
+impl MigrationName for M0002Components {
+    fn name(&self) -> &str {
+        "m0002_components"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0002Components {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Runs::Table)
+                    .add_column(ColumnDef::new(Runs::Components).binary().null())
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Runs::Table)
+                    .drop_column(Runs::Components)
+                    .to_owned(),
+            )
             .await
     }
 }

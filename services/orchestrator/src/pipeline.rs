@@ -4,9 +4,9 @@
 //! Every step leaves a trail of events: the run's state as the step starts
 //! (when the step has one), then a [`StepEvent`] `started`, and `finished`,
 //! `failed` or `skipped` with its duration and a detail. A failed step fails
-//! the run with the agent's message in `Run.error`. New steps (provision,
-//! install, build, start, probe, test) are new [`Step`] variants with an
-//! arm in [`Step::execute`], listed by [`Pipeline::for_goal`].
+//! the run with the agent's message in `Run.error`. Fetch, detect and analyze
+//! are one agent call each ([`Step::execute`]); install, build, start, probe
+//! and test work per component and live in [`crate::setup`].
 
 use std::{
     sync::Arc,
@@ -31,12 +31,15 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     Agents, OrchestratorConfig, OrchestratorError, Result,
     live::{LiveRun, Recorder},
-    store::RunChange,
+    store::{RunChange, is_terminal},
 };
 
 pub(crate) const ENV_DETECTOR: &str = "env-detector";
 pub(crate) const SOURCE: &str = "source";
 pub(crate) const ANALYZER: &str = "analyzer";
+pub(crate) const DEPENDENCY: &str = "dependency";
+pub(crate) const RUNNER: &str = "runner";
+pub(crate) const HEALTH: &str = "health";
 
 /// One step of a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +50,17 @@ pub enum Step {
     Detect,
     /// Decide how to run the workspace (analyzer).
     Analyze,
+    /// Install each component's dependencies (dependency agent).
+    Install,
+    /// Run each component's build command (the dependency agent runs it
+    /// after the install; its lines have the source "build").
+    Build,
+    /// Start each startable component (runner agent).
+    Start,
+    /// Wait until each started component is healthy (health agent).
+    Probe,
+    /// Run each component's test command once (runner agent).
+    Test,
 }
 
 impl Step {
@@ -56,6 +70,11 @@ impl Step {
             Self::Fetch => "fetch",
             Self::Detect => "detect",
             Self::Analyze => "analyze",
+            Self::Install => "install",
+            Self::Build => "build",
+            Self::Start => "start",
+            Self::Probe => "probe",
+            Self::Test => "test",
         }
     }
 
@@ -65,6 +84,11 @@ impl Step {
             Self::Fetch => RunState::Fetching,
             Self::Detect => RunState::Detecting,
             Self::Analyze => RunState::Analyzing,
+            Self::Install => RunState::Installing,
+            Self::Build => RunState::Building,
+            Self::Start => RunState::Starting,
+            Self::Probe => RunState::Probing,
+            Self::Test => RunState::Testing,
         }
     }
 
@@ -74,14 +98,34 @@ impl Step {
             Self::Fetch => SOURCE,
             Self::Detect => ENV_DETECTOR,
             Self::Analyze => ANALYZER,
+            Self::Install | Self::Build => DEPENDENCY,
+            Self::Start | Self::Test => RUNNER,
+            Self::Probe => HEALTH,
         }
     }
 
-    /// Whether the user may skip it: the others produce what later steps need.
-    fn skippable(self) -> bool {
+    /// Whether the user may skip it: the others produce what later steps
+    /// need. Skipping "dependency" skips install and build (the component
+    /// runs with what the host has); skipping "health" counts a component
+    /// as running once its process runs.
+    pub(crate) fn skippable(self) -> bool {
         match self {
-            Self::Detect => true,
-            Self::Fetch | Self::Analyze => false,
+            Self::Detect | Self::Install | Self::Build | Self::Probe => true,
+            Self::Fetch | Self::Analyze | Self::Start | Self::Test => false,
+        }
+    }
+
+    /// Whether the user asked to skip it.
+    pub(crate) fn skipped_in(self, ctx: &RunContext) -> bool {
+        self.skippable() && ctx.skip_agents.iter().any(|a| a == self.agent())
+    }
+
+    /// Whether it works per component (see [`crate::setup`]) rather than as
+    /// one agent call.
+    fn per_component(self) -> bool {
+        match self {
+            Self::Install | Self::Build | Self::Start | Self::Probe | Self::Test => true,
+            Self::Fetch | Self::Detect | Self::Analyze => false,
         }
     }
 
@@ -90,6 +134,10 @@ impl Step {
             Self::Fetch => config.fetch_deadline(),
             Self::Detect => config.detect_deadline(),
             Self::Analyze => config.analyze_deadline(),
+            Self::Install | Self::Build => config.install_deadline(),
+            Self::Start => config.runner_deadline(),
+            Self::Probe => config.probe_deadline(),
+            Self::Test => config.test_deadline(),
         }
     }
 }
@@ -97,25 +145,42 @@ impl Step {
 /// The steps of one run, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pipeline {
+    goal: RunGoal,
     steps: Vec<Step>,
 }
 
 impl Pipeline {
-    /// The steps that achieve `goal`. Goals beyond analysis are refused until
-    /// the setup-and-run pipeline arrives.
+    /// The steps that achieve `goal`: ANALYZE stops after the plan, START
+    /// installs, builds, starts and probes every startable component, TEST
+    /// installs, builds and runs the test commands. START_AND_TEST is
+    /// refused until it is served.
     pub fn for_goal(goal: RunGoal) -> Result<Self> {
-        let not_served = |rpc| OrchestratorError::NotServed {
-            rpc,
-            feature: "setup-and-run pipeline (provision, install, build, start, probe, test)",
+        let analyze = [Step::Fetch, Step::Detect, Step::Analyze];
+        let steps = match goal {
+            RunGoal::Unspecified | RunGoal::Analyze => analyze.to_vec(),
+            RunGoal::Start => [
+                &analyze[..],
+                &[Step::Install, Step::Build, Step::Start, Step::Probe],
+            ]
+            .concat(),
+            RunGoal::Test => [&analyze[..], &[Step::Install, Step::Build, Step::Test]].concat(),
+            RunGoal::StartAndTest => {
+                return Err(OrchestratorError::NotServed {
+                    rpc: "CreateRun with goal RUN_GOAL_START_AND_TEST",
+                    feature: "start-and-test pipeline (goals START and TEST are served on their own)",
+                });
+            }
         };
-        match goal {
-            RunGoal::Unspecified | RunGoal::Analyze => Ok(Self {
-                steps: vec![Step::Fetch, Step::Detect, Step::Analyze],
-            }),
-            RunGoal::Start => Err(not_served("CreateRun with goal RUN_GOAL_START")),
-            RunGoal::Test => Err(not_served("CreateRun with goal RUN_GOAL_TEST")),
-            RunGoal::StartAndTest => Err(not_served("CreateRun with goal RUN_GOAL_START_AND_TEST")),
-        }
+        let goal = if goal == RunGoal::Unspecified {
+            RunGoal::Analyze
+        } else {
+            goal
+        };
+        Ok(Self { goal, steps })
+    }
+
+    pub fn goal(&self) -> RunGoal {
+        self.goal
     }
 
     pub fn steps(&self) -> &[Step] {
@@ -138,6 +203,13 @@ pub struct RunContext {
     pub plan: Option<RunPlan>,
     /// The whole run's limit, from the caller's tier; `None` for none.
     pub run_deadline: Option<Duration>,
+    /// `CreateRunRequest.env`: applied over the plan's and the install's env.
+    pub env: std::collections::BTreeMap<String, String>,
+    /// The caller's tier limit in seconds (0: none), for the runner.
+    pub max_run_seconds: u32,
+    /// Runner process ids this run started, in order, so that none is left
+    /// behind when the run ends.
+    pub started: Vec<String>,
 }
 
 /// What a finished step produced.
@@ -150,7 +222,7 @@ struct Outcome {
 impl Step {
     /// Why the step does not run in this run, when it does not.
     fn skip_reason(self, ctx: &RunContext) -> Option<String> {
-        if self.skippable() && ctx.skip_agents.iter().any(|a| a == self.agent()) {
+        if self.skipped_in(ctx) {
             return Some(format!("the {} agent was skipped on request", self.agent()));
         }
         match (self, &ctx.workspace) {
@@ -169,6 +241,12 @@ impl Step {
             Self::Fetch => fetch(agents, config, ctx).await,
             Self::Detect => detect(agents, config, ctx).await,
             Self::Analyze => analyze(agents, config, ctx).await,
+            Self::Install | Self::Build | Self::Start | Self::Probe | Self::Test => {
+                Err(OrchestratorError::InvalidArgument(format!(
+                    "the {} step works per component, not as one call",
+                    self.name()
+                )))
+            }
         }
     }
 }
@@ -281,7 +359,7 @@ async fn analyze(agents: &Agents, config: &OrchestratorConfig, ctx: &mut RunCont
 
 /// The message a failed step leaves in `Run.error`: the agent's own words
 /// where it gave some.
-fn failure_message(step: Step, err: &OrchestratorError) -> String {
+pub(crate) fn failure_message(step: Step, err: &OrchestratorError) -> String {
     let what = match err {
         OrchestratorError::AgentFailed { agent, status } => {
             format!("the {agent} agent failed: {}", status.message())
@@ -295,7 +373,7 @@ fn millis(elapsed: Duration) -> u32 {
     u32::try_from(elapsed.as_millis()).unwrap_or(u32::MAX)
 }
 
-fn step_event(step: Step, status: &str, detail: String, duration: Duration) -> run_event::Event {
+pub(crate) fn step_event(step: Step, status: &str, detail: String, duration: Duration) -> run_event::Event {
     run_event::Event::Step(StepEvent {
         step: step.name().to_owned(),
         status: status.to_owned(),
@@ -314,60 +392,106 @@ pub(crate) struct Runner {
 }
 
 /// Why a pipeline stopped writing.
-enum Ended {
+pub(crate) enum Ended {
     /// It wrote a terminal state.
     Done,
     /// The run was stopped (or ended) by someone else.
     Taken,
+    /// Its components are up: the run is RUNNING and is monitored.
+    Running(Box<crate::setup::Monitor>),
 }
 
 impl Runner {
-    /// Runs `pipeline` for the run in `ctx` to its end. Spawn it.
+    /// Runs `pipeline` for the run in `ctx` to its end: through its steps
+    /// under a pipeline permit, then, for a run that reached RUNNING, its
+    /// monitoring without the permit. A run that ends stops every process
+    /// it started; one left as it was (orchestrator shutdown) keeps them
+    /// for the next orchestrator to resume. Spawn it.
     pub async fn drive(self, pipeline: Pipeline, mut ctx: RunContext, live: Arc<LiveRun>) {
         let run_id = ctx.run_id.clone();
         let permit = tokio::select! {
             () = live.cancel.cancelled() => None,
             permit = self.permits.clone().acquire_owned() => permit.ok(),
         };
-        if permit.is_some() {
-            let _gauge = crate::metrics::PipelineGauge::start();
+        if let Some(permit) = permit {
+            let gauge = crate::metrics::PipelineGauge::start();
             let started = Instant::now();
-            let deadline = ctx.run_deadline;
+            let deadline = ctx.run_deadline.map(|limit| (started + limit, limit));
             let steps = self.run_steps(&pipeline, &mut ctx, &live.cancel);
-            let outcome = match deadline {
-                Some(limit) => tokio::time::timeout(limit, steps).await.map_err(|_| limit),
-                None => Ok(steps.await),
-            };
+            let outcome = self.within(&run_id, deadline, steps).await;
+            drop(gauge);
+            drop(permit);
             let outcome = match outcome {
-                Ok(outcome) => outcome,
-                Err(limit) => {
-                    let message = format!(
-                        "the run exceeded your tier's limit of {} s per run",
-                        limit.as_secs()
-                    );
-                    self.fail(&run_id, message).await
+                Ok(Ended::Running(monitor)) => {
+                    let monitoring = self.monitor(*monitor, &live.cancel);
+                    self.within(&run_id, deadline, monitoring).await
                 }
+                other => other,
             };
-            match outcome {
-                Ok(Ended::Done | Ended::Taken) => {
-                    tracing::info!(elapsed_ms = millis(started.elapsed()), "run pipeline ended");
-                }
-                Err(err) => {
-                    tracing::error!(error = %reporunner_error::error_chain(&err), "run pipeline could not record its progress");
-                    // Best effort: the store may be back for this one.
-                    let _ = self
-                        .fail(
-                            &run_id,
-                            "the orchestrator could not record the run's progress".into(),
-                        )
-                        .await;
-                }
-            }
+            self.log_end(&run_id, outcome, started).await;
+            self.release(&run_id, &ctx.started).await;
         }
         self.recorder.live.finish(&run_id);
     }
 
-    async fn fail(&self, run_id: &str, message: String) -> Result<Ended> {
+    /// Runs `work` under the run's tier deadline; past it the run fails
+    /// with a message naming the limit.
+    pub(crate) async fn within(
+        &self,
+        run_id: &str,
+        deadline: Option<(Instant, Duration)>,
+        work: impl Future<Output = Result<Ended>>,
+    ) -> Result<Ended> {
+        match deadline {
+            Some((at, limit)) => match tokio::time::timeout_at(at.into(), work).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    let message = format!(
+                        "the run exceeded your tier's limit of {} s per run",
+                        limit.as_secs()
+                    );
+                    self.fail(run_id, message).await
+                }
+            },
+            None => work.await,
+        }
+    }
+
+    pub(crate) async fn log_end(&self, run_id: &str, outcome: Result<Ended>, started: Instant) {
+        match outcome {
+            Ok(Ended::Done | Ended::Taken | Ended::Running(_)) => {
+                tracing::info!(elapsed_ms = millis(started.elapsed()), "run pipeline ended");
+            }
+            Err(err) => {
+                tracing::error!(error = %reporunner_error::error_chain(&err), "run pipeline could not record its progress");
+                // Best effort: the store may be back for this one.
+                let _ = self
+                    .fail(
+                        run_id,
+                        "the orchestrator could not record the run's progress".into(),
+                    )
+                    .await;
+            }
+        }
+    }
+
+    /// Stops `processes` when the run is over; leaves them to the next
+    /// orchestrator when it is not (this one is shutting down).
+    pub(crate) async fn release(&self, run_id: &str, processes: &[String]) {
+        if processes.is_empty() {
+            return;
+        }
+        let over = match self.recorder.store.get_run(run_id).await {
+            Ok(run) => run.is_none_or(|r| is_terminal(r.state())),
+            // Unknown: stopping leaves no orphan behind.
+            Err(_) => true,
+        };
+        if over {
+            self.stop_processes(processes).await;
+        }
+    }
+
+    pub(crate) async fn fail(&self, run_id: &str, message: String) -> Result<Ended> {
         let change = RunChange {
             error: Some(message),
             ..RunChange::default()
@@ -387,6 +511,9 @@ impl Runner {
         for &step in pipeline.steps() {
             if cancel.is_cancelled() {
                 return Ok(Ended::Taken);
+            }
+            if step.per_component() {
+                return self.setup(pipeline.goal(), ctx, cancel).await;
             }
             if let Some(reason) = step.skip_reason(ctx) {
                 crate::metrics::step(step.name(), "skipped", Duration::ZERO);
@@ -475,18 +602,49 @@ mod tests {
     use super::*;
 
     #[test]
-    fn analyze_goal_fetches_detects_and_analyzes_and_the_others_wait() {
+    fn each_goal_has_its_steps_and_start_and_test_waits() {
         let pipeline = Pipeline::for_goal(RunGoal::Analyze).expect("served");
         assert_eq!(pipeline.steps(), &[Step::Fetch, Step::Detect, Step::Analyze]);
         assert_eq!(
             Pipeline::for_goal(RunGoal::Unspecified).expect("served"),
             pipeline
         );
-        for goal in [RunGoal::Start, RunGoal::Test, RunGoal::StartAndTest] {
-            let message = Pipeline::for_goal(goal).unwrap_err().to_string();
-            assert!(message.contains("setup-and-run pipeline"), "{message}");
-            assert!(message.contains(goal.as_str_name()), "{message}");
-        }
+        let start = Pipeline::for_goal(RunGoal::Start).expect("served");
+        assert_eq!(
+            start.steps(),
+            &[
+                Step::Fetch,
+                Step::Detect,
+                Step::Analyze,
+                Step::Install,
+                Step::Build,
+                Step::Start,
+                Step::Probe
+            ]
+        );
+        assert_eq!(start.goal(), RunGoal::Start);
+        let test = Pipeline::for_goal(RunGoal::Test).expect("served");
+        assert_eq!(test.steps().last(), Some(&Step::Test));
+        assert!(!test.steps().contains(&Step::Start));
+        let message = Pipeline::for_goal(RunGoal::StartAndTest).unwrap_err().to_string();
+        assert!(message.contains("RUN_GOAL_START_AND_TEST"), "{message}");
+    }
+
+    #[test]
+    fn setup_steps_name_their_agents_and_only_some_are_skippable() {
+        assert_eq!(Step::Install.agent(), "dependency");
+        assert_eq!(Step::Build.state(), RunState::Building);
+        assert_eq!(Step::Start.agent(), "runner");
+        assert_eq!(Step::Probe.agent(), "health");
+        assert_eq!(Step::Test.state(), RunState::Testing);
+        assert!(Step::Probe.skippable() && Step::Install.skippable());
+        assert!(!Step::Start.skippable() && !Step::Test.skippable());
+        assert!(Step::Install.per_component() && !Step::Analyze.per_component());
+        let config = OrchestratorConfig {
+            startup_grace_seconds: 100,
+            ..OrchestratorConfig::default()
+        };
+        assert_eq!(Step::Probe.deadline(&config), Duration::from_secs(130));
     }
 
     #[test]

@@ -3,14 +3,16 @@ use std::{path::Path, sync::Arc, time::Duration};
 use reporunner_authn::{Authorized, Authorizer};
 use reporunner_client::ServiceChannel;
 use reporunner_proto::{
+    agents::runner::v1::{LogsRequest, runner_service_client::RunnerServiceClient},
     agents::{
         env_detector::v1::{DetectRequest, env_detector_service_client::EnvDetectorServiceClient},
         source::v1::FetchLimits,
     },
     auth::v1::UsageKind,
-    common::v1::{Environment, IndexMode, Platform, Principal, Recommendations, Tier},
+    common::v1::{Environment, IndexMode, LogLine, Platform, Principal, Recommendations, Tier},
     orchestrator::v1::{
-        CreateRunRequest, ListRunsRequest, Run, RunEvent, RunGoal, RunState, repo_source, run_event,
+        CreateRunRequest, GetRunLogsRequest, ListRunsRequest, Run, RunEvent, RunGoal, RunState, repo_source,
+        run_event,
     },
 };
 use tokio::sync::{Semaphore, mpsc};
@@ -20,20 +22,31 @@ use tracing::Instrument as _;
 use crate::{
     OrchestratorConfig, OrchestratorError, Result,
     live::{LiveRuns, Recorder},
-    pipeline::{ENV_DETECTOR, Pipeline, RunContext, Runner},
+    pipeline::{ENV_DETECTOR, Pipeline, RUNNER, RunContext, Runner},
     store::{Created, NewRun, RunChange, RunStore, is_terminal},
 };
 
 /// Channels to the agents the orchestrator calls.
+///
+/// The runner's processes live in one runner replica: with several replicas
+/// serving, Status, Stop and Logs must reach the one that started them, so
+/// run one serving runner per orchestrator until calls carry affinity.
 #[derive(Clone, Debug)]
 pub struct Agents {
     pub env_detector: ServiceChannel,
     pub source: ServiceChannel,
     pub analyzer: ServiceChannel,
+    pub dependency: ServiceChannel,
+    pub runner: ServiceChannel,
+    pub health: ServiceChannel,
 }
 
 /// A run's events, replayed then followed; ends after the terminal state.
 pub type RunEvents = ReceiverStream<Result<RunEvent>>;
+
+/// A run's log lines: install, build and test lines from the store, then
+/// the components' output from the runner.
+pub type RunLogs = ReceiverStream<Result<LogLine>>;
 
 /// The orchestrator's domain.
 pub trait Orchestrator: Send + Sync + 'static {
@@ -78,8 +91,16 @@ pub trait Orchestrator: Send + Sync + 'static {
         without_logs: bool,
     ) -> impl Future<Output = Result<RunEvents>> + Send;
 
-    /// Stops the run; a run that is over already is returned unchanged.
+    /// Stops the run and every process it started; a run that is over
+    /// already is returned unchanged.
     fn stop_run(&self, caller: &Principal, run_id: &str) -> impl Future<Output = Result<Run>> + Send;
+
+    /// The run's log lines (see [`RunLogs`]).
+    fn run_logs(
+        &self,
+        caller: &Principal,
+        request: GetRunLogsRequest,
+    ) -> impl Future<Output = Result<RunLogs>> + Send;
 }
 
 /// The orchestrator over real agent channels and a run store.
@@ -99,11 +120,15 @@ const REPLAY_BATCH: u64 = 256;
 const MAX_SOURCE_LEN: usize = 4096;
 
 impl OrchestratorImpl {
-    /// Validates `config` and marks the runs a previous process left
-    /// unfinished as INTERRUPTED (their pipelines cannot be resumed).
+    /// Validates `config` and takes over the runs a previous process left:
+    /// RUNNING runs whose processes still live at the runner are monitored
+    /// again (in the background: the runner may be starting beside us), the
+    /// others become INTERRUPTED with their events and logs kept, and their
+    /// processes are stopped. Runs in other unfinished states become
+    /// INTERRUPTED (their pipelines cannot be resumed).
     ///
     /// With several replicas on one PostgreSQL store, a starting replica
-    /// interrupts the runs of the others too: run one orchestrator per store
+    /// takes over the runs of the others too: run one orchestrator per store
     /// until runs are leased.
     pub async fn new(
         config: OrchestratorConfig,
@@ -113,7 +138,7 @@ impl OrchestratorImpl {
     ) -> Result<Self> {
         config.validate()?;
         crate::metrics::describe();
-        let interrupted = store.interrupt_unfinished().await?;
+        let interrupted = store.interrupt_unfinished(&[RunState::Running]).await?;
         for _ in &interrupted {
             crate::metrics::run_ended(RunState::Interrupted);
         }
@@ -134,6 +159,20 @@ impl OrchestratorImpl {
             recorder: recorder.clone(),
             permits: Arc::new(Semaphore::new(config.max_concurrent_pipelines)),
         };
+        let mut left = Vec::new();
+        for id in &interrupted {
+            left.extend(store.components(id).await?.into_iter().map(|c| c.process_id));
+        }
+        let running = store.running().await?;
+        for (run, components) in running {
+            let live = recorder.live.start(&run.id);
+            let span = tracing::info_span!("run", run_id = %run.id, user_id = %run.owner_id);
+            tokio::spawn(runner.clone().resume(run.id, components, live).instrument(span));
+        }
+        if !left.is_empty() {
+            let runner = runner.clone();
+            tokio::spawn(async move { runner.stop_processes(&left).await });
+        }
         Ok(Self {
             config,
             agents,
@@ -458,6 +497,9 @@ impl Orchestrator for OrchestratorImpl {
             plan: None,
             run_deadline: (caller.policy.max_run_seconds > 0)
                 .then(|| Duration::from_secs(u64::from(caller.policy.max_run_seconds))),
+            env: request.env.into_iter().collect(),
+            max_run_seconds: caller.policy.max_run_seconds,
+            started: Vec::new(),
         };
         let span = tracing::info_span!("run", run_id = %run.id, user_id = %owner_id);
         tracing::info!(parent: &span, goal = goal.as_str_name(), "run created");
@@ -507,18 +549,33 @@ impl Orchestrator for OrchestratorImpl {
         if is_terminal(run.state()) {
             return Ok(run);
         }
-        if let Some(live) = self.recorder.live.get(run_id) {
-            live.cancel.cancel();
+        // STOPPED first, then the cancel: a pipeline that sees the cancel
+        // finds its run over and stops what it started.
+        let mut components = self.store.components(run_id).await?;
+        for component in &mut components {
+            component.health = "stopped".into();
         }
         let change = RunChange {
             error: Some(format!("stopped by {}", caller.username)),
+            components: (!components.is_empty()).then(|| components.clone()),
             ..RunChange::default()
         };
-        match self
+        let stopped = self
             .recorder
             .transition(run_id, RunState::Stopped, change)
-            .await?
-        {
+            .await?;
+        if let Some(live) = self.recorder.live.get(run_id) {
+            live.cancel.cancel();
+            let wait = self.config.runner_deadline() * 2
+                + Duration::from_secs(u64::from(self.config.stop_grace_seconds));
+            if tokio::time::timeout(wait, live.ended.cancelled()).await.is_err() {
+                tracing::warn!(run_id, "the run's task did not end in time after StopRun");
+            }
+        }
+        // Also what the store knows (a run monitored by another process).
+        let processes: Vec<String> = components.into_iter().map(|c| c.process_id).collect();
+        self.runner.stop_processes(&processes).await;
+        match stopped {
             Some((run, _)) => {
                 tracing::info!(run_id, user_id = %caller.user_id, "run stopped");
                 Ok(run)
@@ -526,6 +583,93 @@ impl Orchestrator for OrchestratorImpl {
             // It ended on its own meanwhile.
             None => self.visible_run(caller, run_id).await,
         }
+    }
+
+    async fn run_logs(&self, caller: &Principal, request: GetRunLogsRequest) -> Result<RunLogs> {
+        self.visible_run(caller, &request.run_id).await?;
+        let (tx, rx) = mpsc::channel(256);
+        let store = self.store.clone();
+        let runner = self.agents.runner.clone();
+        let deadline = self.config.runner_deadline();
+        tokio::spawn(async move {
+            let GetRunLogsRequest {
+                run_id,
+                source,
+                follow,
+                after_sequence,
+            } = request;
+            let wanted = |s: &str| source.is_empty() || source == s;
+            // Install, build and test lines, as the run recorded them.
+            let mut last = 0;
+            loop {
+                let events = match store.events_after(&run_id, last, REPLAY_BATCH).await {
+                    Ok(events) => events,
+                    Err(err) => {
+                        let _ = tx.send(Err(err)).await;
+                        return;
+                    }
+                };
+                let full = events.len() as u64 == REPLAY_BATCH;
+                for event in events {
+                    last = event.sequence;
+                    if let Some(run_event::Event::Log(line)) = event.event
+                        && wanted(&line.source)
+                        && line.sequence > after_sequence
+                        && tx.send(Ok(line)).await.is_err()
+                    {
+                        return;
+                    }
+                }
+                if !full {
+                    break;
+                }
+            }
+            // The components' output, from the runner that runs them.
+            let components = match store.components(&run_id).await {
+                Ok(components) => components,
+                Err(err) => {
+                    let _ = tx.send(Err(err)).await;
+                    return;
+                }
+            };
+            let mut streams = tokio_stream::StreamMap::new();
+            for component in components.into_iter().filter(|c| wanted(&c.name)) {
+                let mut call = tonic::Request::new(LogsRequest {
+                    process_id: component.process_id.clone(),
+                    follow,
+                    after_sequence,
+                });
+                call.set_timeout(if follow {
+                    Duration::from_secs(24 * 3_600)
+                } else {
+                    deadline
+                });
+                match RunnerServiceClient::new(runner.clone()).logs(call).await {
+                    Ok(response) => {
+                        streams.insert(component.name, response.into_inner());
+                    }
+                    // The runner forgot it (restarted): nothing to show.
+                    Err(status) if status.code() == tonic::Code::NotFound => {}
+                    Err(status) => {
+                        let _ = tx.send(Err(OrchestratorError::from_agent(RUNNER, status))).await;
+                        return;
+                    }
+                }
+            }
+            while let Some((name, item)) = tokio_stream::StreamExt::next(&mut streams).await {
+                let sent = match item {
+                    Ok(response) => match response.line {
+                        Some(line) => tx.send(Ok(LogLine { source: name, ..line })).await,
+                        None => Ok(()),
+                    },
+                    Err(status) => tx.send(Err(OrchestratorError::from_agent(RUNNER, status))).await,
+                };
+                if sent.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(ReceiverStream::new(rx))
     }
 }
 

@@ -12,7 +12,7 @@ use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use prost::Message as _;
 use reporunner_proto::{
     common::v1::{RunPlan, Workspace},
-    orchestrator::v1::{RepoSource, Run, RunEvent, RunGoal, RunState, run_event},
+    orchestrator::v1::{ComponentStatus, RepoSource, Run, RunEvent, RunGoal, RunState, run_event},
 };
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, Database, DatabaseConnection, DbBackend,
@@ -83,6 +83,52 @@ pub enum Created {
     AtLimit { active: u64 },
 }
 
+/// A process a run started through the runner agent, as stored with the run:
+/// what `Run.components` shows, plus what StopRun and a restarted
+/// orchestrator need to find and probe it again.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RunComponent {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub url: String,
+    /// "starting", "healthy", "unhealthy", "stopped", or "unprobed" when the
+    /// health agent was skipped.
+    #[prost(string, tag = "3")]
+    pub health: String,
+    #[prost(uint32, tag = "4")]
+    pub port: u32,
+    /// The runner's process id (`proc-...`).
+    #[prost(string, tag = "5")]
+    pub process_id: String,
+    /// The host pid of the process (the sandbox's, when sandboxed).
+    #[prost(uint32, tag = "6")]
+    pub pid: u32,
+    /// `ComponentKind` of the plan's component.
+    #[prost(int32, tag = "7")]
+    pub kind: i32,
+    /// The plan's candidate health paths.
+    #[prost(string, repeated, tag = "8")]
+    pub health_paths: Vec<String>,
+}
+
+impl RunComponent {
+    pub fn status(&self) -> ComponentStatus {
+        ComponentStatus {
+            name: self.name.clone(),
+            url: self.url.clone(),
+            health: self.health.clone(),
+            port: self.port,
+        }
+    }
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct StoredComponents {
+    #[prost(message, repeated, tag = "1")]
+    components: Vec<RunComponent>,
+}
+
 /// Changes to a run, written together with one event.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RunChange {
@@ -91,6 +137,8 @@ pub struct RunChange {
     pub plan: Option<RunPlan>,
     pub error: Option<String>,
     pub attempts: Option<u32>,
+    /// Replaces the run's components.
+    pub components: Option<Vec<RunComponent>>,
 }
 
 impl RunChange {
@@ -152,6 +200,7 @@ impl RunStore {
             attempts: Set(0),
             created_at: Set(now),
             updated_at: Set(now),
+            components: Set(None),
         })
         .exec_without_returning(&txn)
         .await?;
@@ -282,6 +331,10 @@ impl RunStore {
         if let Some(error) = change.error {
             update = update.col_expr(runs::Column::Error, Expr::value(error));
         }
+        if let Some(components) = change.components {
+            let bytes = StoredComponents { components }.encode_to_vec();
+            update = update.col_expr(runs::Column::Components, Expr::value(bytes));
+        }
         if let Some(attempts) = change.attempts {
             let attempts = i32::try_from(attempts).unwrap_or(i32::MAX);
             update = update.col_expr(runs::Column::Attempts, Expr::value(attempts));
@@ -336,13 +389,38 @@ impl RunStore {
             .collect()
     }
 
-    /// Marks every run that is not over as INTERRUPTED (a previous process
-    /// died while driving it); returns their ids.
-    pub async fn interrupt_unfinished(&self) -> Result<Vec<String>> {
+    /// The components (processes) of run `id`; empty when it has none or is unknown.
+    pub async fn components(&self, id: &str) -> Result<Vec<RunComponent>> {
+        let row = runs::Entity::find_by_id(id.to_owned()).one(&self.db).await?;
+        decode_components(row.and_then(|r| r.components))
+    }
+
+    /// Runs in RUNNING, with their components: their processes may have
+    /// outlived the orchestrator that started them.
+    pub async fn running(&self) -> Result<Vec<(Run, Vec<RunComponent>)>> {
+        runs::Entity::find()
+            .filter(runs::Column::State.eq(RunState::Running.as_str_name()))
+            .order_by_asc(runs::Column::CreatedAt)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|row| {
+                let components = decode_components(row.components.clone())?;
+                Ok((to_run(row)?, components))
+            })
+            .collect()
+    }
+
+    /// Marks every run that is not over, and not in one of `except`, as
+    /// INTERRUPTED (a previous process died while driving it); returns
+    /// their ids.
+    pub async fn interrupt_unfinished(&self, except: &[RunState]) -> Result<Vec<String>> {
+        let mut keep = terminal_names();
+        keep.extend(except.iter().map(|s| s.as_str_name()));
         let ids: Vec<String> = runs::Entity::find()
             .select_only()
             .column(runs::Column::Id)
-            .filter(runs::Column::State.is_not_in(terminal_names()))
+            .filter(runs::Column::State.is_not_in(keep))
             .into_tuple::<String>()
             .all(&self.db)
             .await?;
@@ -403,6 +481,10 @@ fn to_run(m: runs::Model) -> Result<Run> {
         .ok_or_else(|| OrchestratorError::Corrupt(format!("run {} has unknown state `{}`", m.id, m.state)))?;
     let goal = RunGoal::from_str_name(&m.goal)
         .ok_or_else(|| OrchestratorError::Corrupt(format!("run {} has unknown goal `{}`", m.id, m.goal)))?;
+    let components = decode_components(m.components)?
+        .iter()
+        .map(RunComponent::status)
+        .collect();
     Ok(Run {
         id: m.id,
         owner_id: m.owner_id,
@@ -411,12 +493,19 @@ fn to_run(m: runs::Model) -> Result<Run> {
         source: Some(RepoSource::decode(m.source.as_slice())?),
         workspace: m.workspace.map(|b| Workspace::decode(b.as_slice())).transpose()?,
         plan: m.plan.map(|b| RunPlan::decode(b.as_slice())).transpose()?,
-        components: Vec::new(),
+        components,
         error: m.error,
         created_at: Some(timestamp(m.created_at)),
         updated_at: Some(timestamp(m.updated_at)),
         attempts: u32::try_from(m.attempts).unwrap_or(0),
     })
+}
+
+fn decode_components(bytes: Option<Vec<u8>>) -> Result<Vec<RunComponent>> {
+    match bytes {
+        Some(bytes) => Ok(StoredComponents::decode(bytes.as_slice())?.components),
+        None => Ok(Vec::new()),
+    }
 }
 
 const PAGE_TOKEN_PREFIX: &str = "r1";

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use common::TestDb;
 use reporunner_orchestrator::{
     OrchestratorError, RunStore,
-    store::{Created, NewRun, RunChange},
+    store::{Created, NewRun, RunChange, RunComponent},
 };
 use reporunner_proto::{
     common::v1::{Command, Component, RunPlan, Workspace},
@@ -42,6 +42,7 @@ on_both_databases!(
     workspaces_are_found_only_for_the_user_who_fetched_them,
     unfinished_runs_become_interrupted,
     runs_round_trip_their_messages,
+    components_are_kept_and_running_runs_survive_a_restart,
 );
 
 fn new_run(owner: &str) -> NewRun {
@@ -293,7 +294,7 @@ async fn unfinished_runs_become_interrupted(db: TestDb) {
         .unwrap()
         .unwrap();
 
-    let mut interrupted = store.interrupt_unfinished().await.unwrap();
+    let mut interrupted = store.interrupt_unfinished(&[]).await.unwrap();
     interrupted.sort();
     let mut expected = vec![pending.id.clone(), fetching.id.clone()];
     expected.sort();
@@ -312,7 +313,7 @@ async fn unfinished_runs_become_interrupted(db: TestDb) {
         store.get_run(&done.id).await.unwrap().unwrap().state(),
         RunState::Succeeded
     );
-    assert!(store.interrupt_unfinished().await.unwrap().is_empty());
+    assert!(store.interrupt_unfinished(&[]).await.unwrap().is_empty());
 }
 
 async fn runs_round_trip_their_messages(db: TestDb) {
@@ -350,4 +351,51 @@ async fn runs_round_trip_their_messages(db: TestDb) {
     assert_eq!(after.created_at, run.created_at);
     assert_eq!(store.get_run(&run.id).await.unwrap().unwrap(), after);
     assert_eq!(store.get_run("missing").await.unwrap(), None);
+}
+
+async fn components_are_kept_and_running_runs_survive_a_restart(db: TestDb) {
+    let store = RunStore::connect(&db.url).await.unwrap();
+    let running = create(&store, "alice").await;
+    let starting = create(&store, "alice").await;
+    let web = RunComponent {
+        name: "web".into(),
+        url: "http://127.0.0.1:4242".into(),
+        health: "healthy".into(),
+        port: 4242,
+        process_id: "proc-1".into(),
+        pid: 77,
+        kind: 1,
+        health_paths: vec!["/health".into()],
+    };
+    let change = RunChange {
+        components: Some(vec![web.clone()]),
+        ..RunChange::default()
+    };
+    let (run, _) = store
+        .transition(&running.id, RunState::Running, change)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(run.components, vec![web.status()]);
+    assert_eq!(run.components[0].url, "http://127.0.0.1:4242");
+    store
+        .transition(&starting.id, RunState::Starting, RunChange::default())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(store.components(&running.id).await.unwrap(), vec![web.clone()]);
+    assert!(store.components(&starting.id).await.unwrap().is_empty());
+
+    // A restart keeps RUNNING runs (their processes may live on) and
+    // interrupts the others.
+    let interrupted = store.interrupt_unfinished(&[RunState::Running]).await.unwrap();
+    assert_eq!(interrupted, vec![starting.id.clone()]);
+    let kept = store.running().await.unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].0.id, running.id);
+    assert_eq!(kept[0].1, vec![web]);
+    assert_eq!(
+        store.get_run(&running.id).await.unwrap().unwrap().state(),
+        RunState::Running
+    );
 }

@@ -1,0 +1,1237 @@
+//! The setup-and-run steps, per component: install (the dependency agent,
+//! which also runs the build command), start (the runner agent), probe and
+//! monitor (the health agent), and the one-shot test command (the runner).
+//!
+//! - START starts WEB, WORKER, STATIC and unspecified components that have a
+//!   start command; LIBRARY and CLI components are skipped with a notice.
+//!   Without a startable component the run fails naming them.
+//! - A component's environment is the install's env (`PATH`,
+//!   `VIRTUAL_ENV`, ...) with `CreateRunRequest.env` over it; the runner adds
+//!   the plan's defaults under both.
+//! - Components run with restart ON_FAILURE (`max_restarts`) and the tier's
+//!   `max_run_seconds` as `max_runtime_seconds`.
+//! - Probing: an HTTP probe of the runner's URL with the plan's health paths
+//!   for components with a URL, a process probe (pid) for the others, under
+//!   `startup_grace_seconds`. (No log probe: the health agent requires every
+//!   probe of a watch to pass, and many apps print no ready line.) With
+//!   `skip_agents: ["health"]` a component counts as up once its process
+//!   runs (health "unprobed").
+//! - Once every component is healthy the run is RUNNING; the health watches
+//!   stay open (changes become `HealthEvent`s and update `Run.components`)
+//!   and the runner is asked for the processes' status every
+//!   `status_poll_ms`: a process that ended for good (restarts spent) fails
+//!   the run with its last lines.
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+
+use reporunner_proto::{
+    agents::{
+        dependency::v1::{
+            InstallLimits, InstallRequest, InstallResponse,
+            dependency_service_client::DependencyServiceClient, install_response,
+        },
+        health::v1::{
+            HealthState, HttpProbe, ProbeResult, ProbeSpec, ProcessProbe, WatchRequest, WatchResponse,
+            health_service_client::HealthServiceClient, probe_spec,
+        },
+        runner::v1::{
+            LogsRequest, ProcessState, ProcessStatus, ResourceLimits, RestartPolicy, StartRequest,
+            StatusRequest, StopRequest, runner_service_client::RunnerServiceClient,
+        },
+    },
+    common::v1::{Component, ComponentKind, LogLine},
+    orchestrator::v1::{HealthEvent, RunGoal, RunState, run_event},
+};
+use tokio_stream::{StreamExt as _, StreamMap};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    OrchestratorError, Result,
+    pipeline::{DEPENDENCY, Ended, HEALTH, RUNNER, RunContext, Runner, Step, failure_message, step_event},
+    store::{RunChange, RunComponent},
+};
+
+/// Why the setup stopped before its end.
+pub(crate) enum Halt {
+    /// The run was stopped (or ended) by someone else.
+    Taken,
+    /// The run fails with this message.
+    Failed(String),
+    /// The store failed.
+    Store(OrchestratorError),
+}
+
+impl From<OrchestratorError> for Halt {
+    fn from(err: OrchestratorError) -> Self {
+        Self::Store(err)
+    }
+}
+
+type Flow<T = ()> = std::result::Result<T, Halt>;
+
+/// The health of a component that runs without probes.
+pub const UNPROBED: &str = "unprobed";
+/// The longest a health watch is asked to run before it is re-opened.
+const WATCH_SECONDS: u64 = 24 * 3_600;
+
+/// Why a component is not started for goal START, when it is not.
+pub(crate) fn not_startable(component: &Component) -> Option<String> {
+    let kind = ComponentKind::try_from(component.kind).unwrap_or(ComponentKind::Unspecified);
+    match kind {
+        ComponentKind::Library => return Some("it is a library (try goal TEST)".into()),
+        ComponentKind::Cli => return Some("it is a command-line program, not a service".into()),
+        ComponentKind::Web | ComponentKind::Worker | ComponentKind::Static | ComponentKind::Unspecified => {}
+    }
+    let start = component.start.as_ref().map_or("", |c| c.run.trim());
+    start
+        .is_empty()
+        .then(|| "the plan has no start command for it".into())
+}
+
+/// The probe that tells whether `component` is up.
+pub(crate) fn probe_for(component: &RunComponent) -> ProbeSpec {
+    let probe = if component.url.is_empty() || component.kind == ComponentKind::Worker as i32 {
+        probe_spec::Probe::Process(ProcessProbe { pid: component.pid })
+    } else {
+        probe_spec::Probe::Http(HttpProbe {
+            base_url: component.url.clone(),
+            paths: component.health_paths.clone(),
+        })
+    };
+    ProbeSpec {
+        probe: Some(probe),
+        timeout_ms: 0,
+    }
+}
+
+fn health_name(state: HealthState) -> &'static str {
+    match state {
+        HealthState::Healthy => "healthy",
+        HealthState::Unhealthy => "unhealthy",
+        HealthState::Starting | HealthState::Unspecified => "starting",
+    }
+}
+
+/// The environment of a component: the install's, with the user's over it.
+pub(crate) fn component_env(
+    install: impl IntoIterator<Item = (String, String)>,
+    user: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut env: BTreeMap<String, String> = install.into_iter().collect();
+    env.extend(user.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env
+}
+
+fn quote_tail(lines: &[String]) -> String {
+    if lines.is_empty() {
+        String::new()
+    } else {
+        format!("; last lines:\n{}", lines.join("\n"))
+    }
+}
+
+fn is_over(state: ProcessState) -> bool {
+    matches!(
+        state,
+        ProcessState::Exited | ProcessState::Failed | ProcessState::Stopped
+    )
+}
+
+async fn until_cancel<T>(cancel: &CancellationToken, work: impl Future<Output = Flow<T>>) -> Flow<T> {
+    tokio::select! {
+        () = cancel.cancelled() => Err(Halt::Taken),
+        outcome = work => outcome,
+    }
+}
+
+/// A run's started components and their open health watches.
+#[derive(Debug)]
+pub(crate) struct Monitor {
+    pub run_id: String,
+    pub components: Vec<RunComponent>,
+    /// False when the health agent was skipped.
+    pub probed: bool,
+    watches: StreamMap<String, tonic::Streaming<WatchResponse>>,
+}
+
+impl Monitor {
+    pub fn new(run_id: String, components: Vec<RunComponent>, probed: bool) -> Self {
+        Self {
+            run_id,
+            components,
+            probed,
+            watches: StreamMap::new(),
+        }
+    }
+}
+
+impl Runner {
+    async fn emit(&self, run_id: &str, change: RunChange, event: run_event::Event) -> Flow {
+        match self.recorder.record(run_id, change, event).await? {
+            Some(_) => Ok(()),
+            None => Err(Halt::Taken),
+        }
+    }
+
+    async fn enter(&self, run_id: &str, state: RunState, change: RunChange) -> Flow {
+        match self.recorder.transition(run_id, state, change).await? {
+            Some(_) => Ok(()),
+            None => Err(Halt::Taken),
+        }
+    }
+
+    async fn step(
+        &self,
+        run_id: &str,
+        step: Step,
+        status: &'static str,
+        detail: String,
+        elapsed: Duration,
+    ) -> Flow {
+        if status != "started" {
+            crate::metrics::step(step.name(), status, elapsed);
+        }
+        self.emit(
+            run_id,
+            RunChange::default(),
+            step_event(step, status, detail, elapsed),
+        )
+        .await
+    }
+
+    async fn notice(&self, run_id: &str, text: String) -> Flow {
+        self.emit(run_id, RunChange::default(), run_event::Event::Notice(text))
+            .await
+    }
+
+    /// Records a failed step and returns the failure that fails the run.
+    async fn step_failed(&self, run_id: &str, step: Step, message: String, elapsed: Duration) -> Halt {
+        tracing::info!(step = step.name(), error = %message, "run step failed");
+        match self.step(run_id, step, "failed", message.clone(), elapsed).await {
+            Ok(()) => Halt::Failed(message),
+            Err(halt) => halt,
+        }
+    }
+
+    /// The setup-and-run part of the pipeline, after analyze.
+    pub(crate) async fn setup(
+        &self,
+        goal: RunGoal,
+        ctx: &mut RunContext,
+        cancel: &CancellationToken,
+    ) -> Result<Ended> {
+        let run_id = ctx.run_id.clone();
+        let outcome = match goal {
+            RunGoal::Test => self.test_components(ctx, cancel).await.map(|()| None),
+            _ => self.start_components(ctx, cancel).await.map(Some),
+        };
+        match outcome {
+            Ok(Some(monitor)) => Ok(Ended::Running(Box::new(monitor))),
+            Ok(None) => {
+                self.recorder
+                    .transition(&run_id, RunState::Succeeded, RunChange::default())
+                    .await?;
+                Ok(Ended::Done)
+            }
+            Err(Halt::Taken) => Ok(Ended::Taken),
+            Err(Halt::Failed(message)) => self.fail(&run_id, message).await,
+            Err(Halt::Store(err)) => Err(err),
+        }
+    }
+
+    fn workspace_path(ctx: &RunContext) -> Flow<String> {
+        ctx.workspace
+            .as_ref()
+            .map(|w| w.path.clone())
+            .ok_or_else(|| Halt::Failed("the run has no workspace".into()))
+    }
+
+    /// Installs (and builds) one component; its environment for the runner.
+    async fn install(
+        &self,
+        ctx: &RunContext,
+        component: &Component,
+        cancel: &CancellationToken,
+    ) -> Flow<BTreeMap<String, String>> {
+        let run_id = ctx.run_id.as_str();
+        let name = component.name.as_str();
+        if Step::Install.skipped_in(ctx) {
+            let why = format!("{name}: the dependency agent was skipped on request");
+            self.step(run_id, Step::Install, "skipped", why.clone(), Duration::ZERO)
+                .await?;
+            self.step(run_id, Step::Build, "skipped", why, Duration::ZERO)
+                .await?;
+            return Ok(component_env([], &ctx.env));
+        }
+        self.enter(run_id, RunState::Installing, RunChange::default())
+            .await?;
+        let started = Instant::now();
+        self.step(run_id, Step::Install, "started", name.to_owned(), Duration::ZERO)
+            .await?;
+        let mut request = tonic::Request::new(InstallRequest {
+            run_id: run_id.to_owned(),
+            workspace_path: Self::workspace_path(ctx)?,
+            component: Some(component.clone()),
+            environment: ctx.environment.clone(),
+            limits: Some(InstallLimits {
+                timeout_seconds: self.config.install_timeout_seconds,
+                max_disk_bytes: 0,
+            }),
+        });
+        request.set_timeout(self.config.install_deadline());
+        let call = DependencyServiceClient::new(self.agents.dependency.clone())
+            .install(request)
+            .await;
+        let mut stream = match call {
+            Ok(response) => response.into_inner(),
+            Err(status) => {
+                let err = OrchestratorError::from_agent(DEPENDENCY, status);
+                let message = failure_message(Step::Install, &err);
+                return Err(self
+                    .step_failed(run_id, Step::Install, message, started.elapsed())
+                    .await);
+            }
+        };
+        let mut build_started: Option<Instant> = None;
+        let mut result = None;
+        loop {
+            let message = tokio::select! {
+                () = cancel.cancelled() => return Err(Halt::Taken),
+                message = stream.message() => message,
+            };
+            match message {
+                Ok(Some(InstallResponse {
+                    event: Some(install_response::Event::Log(line)),
+                })) => {
+                    if line.source == "build" && build_started.is_none() {
+                        self.step(
+                            run_id,
+                            Step::Install,
+                            "finished",
+                            format!("{name}: dependencies installed"),
+                            started.elapsed(),
+                        )
+                        .await?;
+                        self.enter(run_id, RunState::Building, RunChange::default())
+                            .await?;
+                        let command = component.build.as_ref().map_or("", |b| b.run.as_str());
+                        self.step(
+                            run_id,
+                            Step::Build,
+                            "started",
+                            format!("{name}: {command}"),
+                            Duration::ZERO,
+                        )
+                        .await?;
+                        build_started = Some(Instant::now());
+                    }
+                    self.emit(run_id, RunChange::default(), run_event::Event::Log(line))
+                        .await?;
+                }
+                Ok(Some(InstallResponse {
+                    event: Some(install_response::Event::Result(done)),
+                })) => {
+                    result = Some(done);
+                    break;
+                }
+                Ok(Some(InstallResponse { event: None })) => {}
+                Ok(None) => break,
+                Err(status) => {
+                    let step = if build_started.is_some() {
+                        Step::Build
+                    } else {
+                        Step::Install
+                    };
+                    let since = build_started.unwrap_or(started);
+                    let err = OrchestratorError::from_agent(DEPENDENCY, status);
+                    let message = failure_message(step, &err);
+                    return Err(self.step_failed(run_id, step, message, since.elapsed()).await);
+                }
+            }
+        }
+        let (step, since) = match build_started {
+            Some(at) => (Step::Build, at),
+            None => (Step::Install, started),
+        };
+        let Some(result) = result else {
+            let message = format!(
+                "{} failed: the dependency agent ended {name}'s install without a result",
+                step.name()
+            );
+            return Err(self.step_failed(run_id, step, message, since.elapsed()).await);
+        };
+        if !result.success {
+            let message = format!(
+                "{} failed for {name}: exit code {}{}{}",
+                step.name(),
+                result.exit_code,
+                if result.tool.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", result.tool)
+                },
+                quote_tail(&result.log_tail)
+            );
+            return Err(self.step_failed(run_id, step, message, since.elapsed()).await);
+        }
+        let detail = format!(
+            "{name}: {} in {} ms{}",
+            result.tool,
+            result.duration_ms,
+            if result.environment_path.is_empty() {
+                String::new()
+            } else {
+                format!(", environment {}", result.environment_path)
+            }
+        );
+        self.step(run_id, step, "finished", detail, since.elapsed())
+            .await?;
+        if build_started.is_none() {
+            self.step(
+                run_id,
+                Step::Build,
+                "skipped",
+                format!("{name}: no build command"),
+                Duration::ZERO,
+            )
+            .await?;
+        }
+        Ok(component_env(result.env, &ctx.env))
+    }
+
+    async fn start_process(&self, request: StartRequest) -> Result<ProcessStatus> {
+        let mut request = tonic::Request::new(request);
+        request.set_timeout(self.config.runner_deadline());
+        RunnerServiceClient::new(self.agents.runner.clone())
+            .start(request)
+            .await
+            .map_err(|status| OrchestratorError::from_agent(RUNNER, status))?
+            .into_inner()
+            .status
+            .ok_or(OrchestratorError::AgentIncomplete {
+                agent: RUNNER,
+                what: "status",
+            })
+    }
+
+    pub(crate) async fn process_status(&self, process_id: &str) -> Result<ProcessStatus> {
+        let mut request = tonic::Request::new(StatusRequest {
+            process_id: process_id.to_owned(),
+        });
+        request.set_timeout(self.config.runner_deadline());
+        RunnerServiceClient::new(self.agents.runner.clone())
+            .status(request)
+            .await
+            .map_err(|status| OrchestratorError::from_agent(RUNNER, status))?
+            .into_inner()
+            .status
+            .ok_or(OrchestratorError::AgentIncomplete {
+                agent: RUNNER,
+                what: "status",
+            })
+    }
+
+    /// The last `log_tail_lines` lines of a process's output.
+    pub(crate) async fn process_tail(&self, process_id: &str) -> Vec<String> {
+        let mut request = tonic::Request::new(LogsRequest {
+            process_id: process_id.to_owned(),
+            follow: false,
+            after_sequence: 0,
+        });
+        request.set_timeout(self.config.runner_deadline());
+        let keep = self.config.log_tail_lines.max(1);
+        let mut tail = std::collections::VecDeque::with_capacity(keep);
+        if let Ok(response) = RunnerServiceClient::new(self.agents.runner.clone())
+            .logs(request)
+            .await
+        {
+            let mut stream = response.into_inner();
+            while let Ok(Some(message)) = stream.message().await {
+                if let Some(line) = message.line {
+                    if tail.len() == keep {
+                        tail.pop_front();
+                    }
+                    tail.push_back(line.text);
+                }
+            }
+        }
+        tail.into()
+    }
+
+    /// Stops each process (idempotent at the runner); failures are logged.
+    pub(crate) async fn stop_processes(&self, processes: &[String]) {
+        for process_id in processes {
+            let mut request = tonic::Request::new(StopRequest {
+                process_id: process_id.clone(),
+                grace_seconds: self.config.stop_grace_seconds,
+            });
+            request.set_timeout(
+                self.config.runner_deadline()
+                    + Duration::from_secs(u64::from(self.config.stop_grace_seconds)),
+            );
+            match RunnerServiceClient::new(self.agents.runner.clone())
+                .stop(request)
+                .await
+            {
+                Ok(_) => tracing::info!(process_id, "run process stopped"),
+                Err(status) if status.code() == tonic::Code::NotFound => {}
+                Err(status) => {
+                    tracing::warn!(process_id, error = %status.message(), "cannot stop a run process");
+                }
+            }
+        }
+    }
+
+    /// Install, build, start and probe every startable component; the run
+    /// is RUNNING when this returns.
+    async fn start_components(&self, ctx: &mut RunContext, cancel: &CancellationToken) -> Flow<Monitor> {
+        let run_id = ctx.run_id.clone();
+        let plan = ctx
+            .plan
+            .clone()
+            .ok_or_else(|| Halt::Failed("the analyzer returned no plan".into()))?;
+        let mut startable = Vec::new();
+        let mut skipped = Vec::new();
+        for component in &plan.components {
+            match not_startable(component) {
+                None => startable.push(component.clone()),
+                Some(why) => {
+                    self.notice(&run_id, format!("{} is not started: {why}", component.name))
+                        .await?;
+                    skipped.push(format!("{} ({why})", component.name));
+                }
+            }
+        }
+        if startable.is_empty() {
+            return Err(Halt::Failed(if skipped.is_empty() {
+                "start failed: the analyzer found no component to start in this repository".into()
+            } else {
+                format!(
+                    "start failed: no component of the plan can be started: {}",
+                    skipped.join("; ")
+                )
+            }));
+        }
+        let mut envs = Vec::with_capacity(startable.len());
+        for component in &startable {
+            envs.push(until_cancel(cancel, self.install(ctx, component, cancel)).await?);
+        }
+
+        self.enter(&run_id, RunState::Starting, RunChange::default())
+            .await?;
+        let workspace_path = Self::workspace_path(ctx)?;
+        let mut components = Vec::with_capacity(startable.len());
+        for (component, env) in startable.iter().zip(envs) {
+            let name = component.name.clone();
+            let started = Instant::now();
+            self.step(&run_id, Step::Start, "started", name.clone(), Duration::ZERO)
+                .await?;
+            // Not raced against cancellation: a process the runner started
+            // must be known here, or it would be left behind.
+            let status = self
+                .start_process(StartRequest {
+                    run_id: run_id.clone(),
+                    workspace_path: workspace_path.clone(),
+                    component: Some(component.clone()),
+                    env: env.into_iter().collect(),
+                    limits: Some(ResourceLimits {
+                        max_runtime_seconds: ctx.max_run_seconds,
+                        ..ResourceLimits::default()
+                    }),
+                    restart_policy: RestartPolicy::OnFailure.into(),
+                    max_restarts: self.config.max_restarts,
+                    bind_host: String::new(),
+                })
+                .await;
+            let status = match status {
+                Ok(status) => status,
+                Err(err) => {
+                    let message = failure_message(Step::Start, &err);
+                    return Err(self
+                        .step_failed(&run_id, Step::Start, message, started.elapsed())
+                        .await);
+                }
+            };
+            ctx.started.push(status.process_id.clone());
+            components.push(RunComponent {
+                name: name.clone(),
+                url: status.url.clone(),
+                health: "starting".into(),
+                port: status.port,
+                process_id: status.process_id.clone(),
+                pid: status.pid,
+                kind: component.kind,
+                health_paths: component.health_paths.clone(),
+            });
+            self.emit(
+                &run_id,
+                RunChange {
+                    components: Some(components.clone()),
+                    ..RunChange::default()
+                },
+                step_event(
+                    Step::Start,
+                    "finished",
+                    format!(
+                        "{name}: pid {}{}{}",
+                        status.pid,
+                        if status.url.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" on {}", status.url)
+                        },
+                        if status.sandboxed { ", sandboxed" } else { "" }
+                    ),
+                    started.elapsed(),
+                ),
+            )
+            .await?;
+            crate::metrics::step(Step::Start.name(), "finished", started.elapsed());
+            if !status.sandboxed && !status.sandbox_note.is_empty() {
+                self.notice(&run_id, format!("{name}: {}", status.sandbox_note))
+                    .await?;
+            }
+        }
+
+        let probed = !Step::Probe.skipped_in(ctx);
+        let mut monitor = Monitor::new(run_id.clone(), components, probed);
+        self.enter(&run_id, RunState::Probing, RunChange::default())
+            .await?;
+        let started = Instant::now();
+        let names: Vec<String> = monitor.components.iter().map(|c| c.name.clone()).collect();
+        if probed {
+            self.step(&run_id, Step::Probe, "started", names.join(", "), Duration::ZERO)
+                .await?;
+            if let Err(halt) = self.until_healthy(&mut monitor, cancel).await {
+                return Err(match halt {
+                    Halt::Failed(message) => {
+                        self.step_failed(&run_id, Step::Probe, message, started.elapsed())
+                            .await
+                    }
+                    other => other,
+                });
+            }
+            self.step(
+                &run_id,
+                Step::Probe,
+                "finished",
+                format!("healthy: {}", names.join(", ")),
+                started.elapsed(),
+            )
+            .await?;
+        } else {
+            self.until_processes_run(&mut monitor, cancel).await?;
+            self.step(
+                &run_id,
+                Step::Probe,
+                "skipped",
+                "the health agent was skipped on request; components count as up once their processes run"
+                    .into(),
+                Duration::ZERO,
+            )
+            .await?;
+        }
+        for component in &monitor.components {
+            if !component.url.is_empty() {
+                self.emit(
+                    &run_id,
+                    RunChange::default(),
+                    run_event::Event::Url(component.url.clone()),
+                )
+                .await?;
+            }
+        }
+        self.enter(
+            &run_id,
+            RunState::Running,
+            RunChange {
+                components: Some(monitor.components.clone()),
+                ..RunChange::default()
+            },
+        )
+        .await?;
+        Ok(monitor)
+    }
+
+    async fn open_watch(&self, component: &RunComponent) -> Result<tonic::Streaming<WatchResponse>> {
+        let mut request = tonic::Request::new(WatchRequest {
+            component: component.name.clone(),
+            probes: vec![probe_for(component)],
+            startup_grace_seconds: self.config.startup_grace_seconds,
+            interval_ms: self.config.probe_interval_ms,
+            failure_threshold: self.config.failure_threshold,
+        });
+        request.set_timeout(Duration::from_secs(WATCH_SECONDS));
+        Ok(HealthServiceClient::new(self.agents.health.clone())
+            .watch(request)
+            .await
+            .map_err(|status| OrchestratorError::from_agent(HEALTH, status))?
+            .into_inner())
+    }
+
+    /// Records a probe result that changes a component's health.
+    async fn health_changed(&self, monitor: &mut Monitor, name: &str, result: Option<ProbeResult>) -> Flow {
+        let Some(result) = result else {
+            return Ok(());
+        };
+        let health = health_name(result.state());
+        let Some(component) = monitor.components.iter_mut().find(|c| c.name == name) else {
+            return Ok(());
+        };
+        // A re-opened watch starts over in STARTING: not a change.
+        if component.health == health || (health == "starting" && component.health != "starting") {
+            return Ok(());
+        }
+        component.health = health.to_owned();
+        let event = run_event::Event::Health(HealthEvent {
+            component: name.to_owned(),
+            health: health.to_owned(),
+            detail: result.detail,
+        });
+        let change = RunChange {
+            components: Some(monitor.components.clone()),
+            ..RunChange::default()
+        };
+        self.emit(&monitor.run_id, change, event).await
+    }
+
+    /// Fails when a component's process ended for good.
+    async fn check_processes(&self, monitor: &Monitor) -> Flow {
+        for component in &monitor.components {
+            let status = match self.process_status(&component.process_id).await {
+                Ok(status) => status,
+                Err(OrchestratorError::AgentFailed { status, .. })
+                    if status.code() == tonic::Code::NotFound =>
+                {
+                    return Err(Halt::Failed(format!(
+                        "{}: the runner no longer knows its process {}",
+                        component.name, component.process_id
+                    )));
+                }
+                Err(err) => {
+                    tracing::warn!(component = %component.name, error = %err, "cannot read a process status");
+                    continue;
+                }
+            };
+            if is_over(status.state()) {
+                let tail = self.process_tail(&component.process_id).await;
+                let how = match status.state() {
+                    ProcessState::Stopped => "was stopped outside this run".to_owned(),
+                    ProcessState::Exited => format!("exited with code {}", status.exit_code),
+                    _ => format!(
+                        "failed with exit code {} after {} restart(s)",
+                        status.exit_code, status.restarts
+                    ),
+                };
+                return Err(Halt::Failed(format!(
+                    "{} {how}{}",
+                    component.name,
+                    quote_tail(&tail)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens the watches of the components that have none.
+    async fn reopen_watches(&self, monitor: &mut Monitor) {
+        if !monitor.probed {
+            return;
+        }
+        for component in &monitor.components {
+            if monitor.watches.contains_key(&component.name) {
+                continue;
+            }
+            match self.open_watch(component).await {
+                Ok(stream) => {
+                    monitor.watches.insert(component.name.clone(), stream);
+                }
+                Err(err) => {
+                    tracing::warn!(component = %component.name, error = %err, "cannot open a health watch");
+                }
+            }
+        }
+    }
+
+    /// Waits until every component is healthy; fails when one is unhealthy
+    /// after its grace, or its process ends for good.
+    async fn until_healthy(&self, monitor: &mut Monitor, cancel: &CancellationToken) -> Flow {
+        for component in &monitor.components {
+            let stream = self
+                .open_watch(component)
+                .await
+                .map_err(|err| Halt::Failed(failure_message(Step::Probe, &err)))?;
+            monitor.watches.insert(component.name.clone(), stream);
+        }
+        let mut poll = tokio::time::interval(self.config.status_poll());
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let deadline = tokio::time::sleep(self.config.probe_deadline());
+        tokio::pin!(deadline);
+        loop {
+            if monitor.components.iter().all(|c| c.health == "healthy") {
+                return Ok(());
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return Err(Halt::Taken),
+                () = &mut deadline => {
+                    let late: Vec<&RunComponent> =
+                        monitor.components.iter().filter(|c| c.health != "healthy").collect();
+                    let names: Vec<&str> = late.iter().map(|c| c.name.as_str()).collect();
+                    let tail = match late.first() {
+                        Some(c) => self.process_tail(&c.process_id).await,
+                        None => Vec::new(),
+                    };
+                    return Err(Halt::Failed(format!(
+                        "probe failed: {} did not become healthy within {} s{}",
+                        names.join(", "),
+                        self.config.probe_deadline().as_secs(),
+                        quote_tail(&tail)
+                    )));
+                }
+                next = monitor.watches.next(), if !monitor.watches.is_empty() => match next {
+                    Some((name, Ok(response))) => {
+                        let unhealthy = response
+                            .result
+                            .as_ref()
+                            .is_some_and(|r| r.state() == HealthState::Unhealthy);
+                        let detail = response.result.as_ref().map(|r| r.detail.clone()).unwrap_or_default();
+                        self.health_changed(monitor, &name, response.result).await?;
+                        if unhealthy {
+                            let process = monitor
+                                .components
+                                .iter()
+                                .find(|c| c.name == name)
+                                .map(|c| c.process_id.clone())
+                                .unwrap_or_default();
+                            let tail = self.process_tail(&process).await;
+                            return Err(Halt::Failed(format!(
+                                "probe failed: {name} did not become healthy within the start-up grace of {} s ({detail}){}",
+                                self.config.startup_grace_seconds,
+                                quote_tail(&tail)
+                            )));
+                        }
+                    }
+                    Some((_, Err(status))) => {
+                        let err = OrchestratorError::from_agent(HEALTH, status);
+                        return Err(Halt::Failed(failure_message(Step::Probe, &err)));
+                    }
+                    None => {}
+                },
+                _ = poll.tick() => {
+                    self.check_processes(monitor).await?;
+                    self.reopen_watches(monitor).await;
+                }
+            }
+        }
+    }
+
+    /// Without the health agent: waits until every process runs.
+    async fn until_processes_run(&self, monitor: &mut Monitor, cancel: &CancellationToken) -> Flow {
+        let until = Instant::now() + self.config.probe_deadline();
+        for component in &mut monitor.components {
+            loop {
+                let status = until_cancel(cancel, async {
+                    self.process_status(&component.process_id)
+                        .await
+                        .map_err(|err| Halt::Failed(failure_message(Step::Probe, &err)))
+                })
+                .await?;
+                match status.state() {
+                    ProcessState::Running => break,
+                    state if is_over(state) || Instant::now() > until => {
+                        let tail = self.process_tail(&component.process_id).await;
+                        return Err(Halt::Failed(format!(
+                            "start failed: {} is not running (exit code {}){}",
+                            component.name,
+                            status.exit_code,
+                            quote_tail(&tail)
+                        )));
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+            component.health = UNPROBED.into();
+        }
+        Ok(())
+    }
+
+    /// Keeps a RUNNING run under watch until it is stopped or a component
+    /// fails for good.
+    pub(crate) async fn monitor(&self, mut monitor: Monitor, cancel: &CancellationToken) -> Result<Ended> {
+        let run_id = monitor.run_id.clone();
+        match self.watch_running(&mut monitor, cancel).await {
+            Ok(()) | Err(Halt::Taken) => Ok(Ended::Taken),
+            Err(Halt::Failed(message)) => self.fail(&run_id, message).await,
+            Err(Halt::Store(err)) => Err(err),
+        }
+    }
+
+    async fn watch_running(&self, monitor: &mut Monitor, cancel: &CancellationToken) -> Flow {
+        let mut poll = tokio::time::interval(self.config.status_poll());
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return Err(Halt::Taken),
+                next = monitor.watches.next(), if !monitor.watches.is_empty() => {
+                    if let Some((name, Ok(response))) = next {
+                        self.health_changed(monitor, &name, response.result).await?;
+                    }
+                }
+                _ = poll.tick() => {
+                    self.check_processes(monitor).await?;
+                    self.reopen_watches(monitor).await;
+                }
+            }
+        }
+    }
+
+    /// Takes over a RUNNING run a previous orchestrator left: monitoring
+    /// resumes when every process still runs at the runner; otherwise the
+    /// run becomes INTERRUPTED (events and logs kept) and what is left of
+    /// it is stopped. Spawn it.
+    pub(crate) async fn resume(
+        self,
+        run_id: String,
+        components: Vec<RunComponent>,
+        live: std::sync::Arc<crate::live::LiveRun>,
+    ) {
+        let processes: Vec<String> = components.iter().map(|c| c.process_id.clone()).collect();
+        let mut gone = None;
+        for component in &components {
+            match self.status_after_restart(&component.process_id).await {
+                Ok(status) if !is_over(status.state()) => {}
+                Ok(status) => {
+                    gone = Some(format!(
+                        "{}'s process ended ({})",
+                        component.name,
+                        status.state().as_str_name()
+                    ));
+                    break;
+                }
+                Err(err) => {
+                    gone = Some(format!("{}'s process cannot be found: {err}", component.name));
+                    break;
+                }
+            }
+        }
+        let started = Instant::now();
+        let outcome = match gone {
+            Some(why) => {
+                let change = RunChange {
+                    error: Some(format!(
+                        "the orchestrator restarted while this run was running and {why}; create a new run"
+                    )),
+                    ..RunChange::default()
+                };
+                self.recorder
+                    .transition(&run_id, RunState::Interrupted, change)
+                    .await
+                    .map(|_| Ended::Done)
+            }
+            None => {
+                tracing::info!("monitoring of a running run resumed after a restart");
+                let probed = components.iter().all(|c| c.health != UNPROBED);
+                let notice = run_event::Event::Notice(
+                    "the orchestrator restarted; the run's processes still run and are monitored again"
+                        .into(),
+                );
+                match self.recorder.record(&run_id, RunChange::default(), notice).await {
+                    Ok(Some(_)) => {
+                        let monitor = Monitor::new(run_id.clone(), components, probed);
+                        self.monitor(monitor, &live.cancel).await
+                    }
+                    Ok(None) => Ok(Ended::Taken),
+                    Err(err) => Err(err),
+                }
+            }
+        };
+        self.log_end(&run_id, outcome, started).await;
+        self.release(&run_id, &processes).await;
+        self.recorder.live.finish(&run_id);
+    }
+
+    /// A process's status, retried while the runner is unreachable (it may
+    /// start beside this orchestrator).
+    async fn status_after_restart(&self, process_id: &str) -> Result<ProcessStatus> {
+        let until = Instant::now() + self.config.runner_deadline();
+        loop {
+            match self.process_status(process_id).await {
+                Err(OrchestratorError::AgentUnavailable { .. } | OrchestratorError::AgentDeadline { .. })
+                    if Instant::now() < until =>
+                {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Install, build, then each component's test command, once.
+    async fn test_components(&self, ctx: &mut RunContext, cancel: &CancellationToken) -> Flow {
+        let plan = ctx
+            .plan
+            .clone()
+            .ok_or_else(|| Halt::Failed("the analyzer returned no plan".into()))?;
+        let testable: Vec<Component> = plan
+            .components
+            .iter()
+            .filter(|c| c.test.as_ref().is_some_and(|t| !t.run.trim().is_empty()))
+            .cloned()
+            .collect();
+        if testable.is_empty() {
+            return Err(Halt::Failed(
+                "test failed: no component of the plan has a test command".into(),
+            ));
+        }
+        for component in &testable {
+            if let Some(test) = component.test.as_ref().filter(|t| t.watch_mode) {
+                return Err(Halt::Failed(format!(
+                    "test failed: the test command `{}` of {} runs in watch mode and would never exit; \
+                     give the component a one-shot test command",
+                    test.run, component.name
+                )));
+            }
+        }
+        let mut envs = Vec::with_capacity(testable.len());
+        for component in &testable {
+            envs.push(until_cancel(cancel, self.install(ctx, component, cancel)).await?);
+        }
+        for (component, env) in testable.iter().zip(envs) {
+            self.run_test(ctx, component, env, cancel).await?;
+        }
+        Ok(())
+    }
+
+    async fn run_test(
+        &self,
+        ctx: &mut RunContext,
+        component: &Component,
+        env: BTreeMap<String, String>,
+        cancel: &CancellationToken,
+    ) -> Flow {
+        let run_id = ctx.run_id.clone();
+        let name = component.name.clone();
+        self.enter(&run_id, RunState::Testing, RunChange::default())
+            .await?;
+        let started = Instant::now();
+        let command = component.test.as_ref().map_or("", |t| t.run.as_str());
+        self.step(
+            &run_id,
+            Step::Test,
+            "started",
+            format!("{name}: {command}"),
+            Duration::ZERO,
+        )
+        .await?;
+        let one_shot = Component {
+            name: format!("{name}-test"),
+            kind: ComponentKind::Worker.into(),
+            start: component.test.clone(),
+            port: 0,
+            port_binding: String::new(),
+            ..component.clone()
+        };
+        let status = self
+            .start_process(StartRequest {
+                run_id: run_id.clone(),
+                workspace_path: Self::workspace_path(ctx)?,
+                component: Some(one_shot),
+                env: env.into_iter().collect(),
+                limits: Some(ResourceLimits {
+                    max_runtime_seconds: ctx.max_run_seconds,
+                    ..ResourceLimits::default()
+                }),
+                restart_policy: RestartPolicy::Never.into(),
+                max_restarts: 0,
+                bind_host: String::new(),
+            })
+            .await;
+        let status = match status {
+            Ok(status) => status,
+            Err(err) => {
+                let message = failure_message(Step::Test, &err);
+                return Err(self
+                    .step_failed(&run_id, Step::Test, message, started.elapsed())
+                    .await);
+            }
+        };
+        ctx.started.push(status.process_id.clone());
+        // Follow the output to the end, as the run's "test" lines.
+        let mut request = tonic::Request::new(LogsRequest {
+            process_id: status.process_id.clone(),
+            follow: true,
+            after_sequence: 0,
+        });
+        request.set_timeout(self.config.test_deadline());
+        let follow = async {
+            let mut stream = RunnerServiceClient::new(self.agents.runner.clone())
+                .logs(request)
+                .await
+                .map_err(|s| {
+                    Halt::Failed(failure_message(
+                        Step::Test,
+                        &OrchestratorError::from_agent(RUNNER, s),
+                    ))
+                })?
+                .into_inner();
+            while let Some(message) = stream.message().await.map_err(|s| {
+                Halt::Failed(failure_message(
+                    Step::Test,
+                    &OrchestratorError::from_agent(RUNNER, s),
+                ))
+            })? {
+                if let Some(line) = message.line {
+                    let line = LogLine {
+                        source: "test".into(),
+                        ..line
+                    };
+                    self.emit(&run_id, RunChange::default(), run_event::Event::Log(line))
+                        .await?;
+                }
+            }
+            Ok(())
+        };
+        if let Err(halt) = until_cancel(cancel, follow).await {
+            return Err(match halt {
+                Halt::Failed(message) => {
+                    self.step_failed(&run_id, Step::Test, message, started.elapsed())
+                        .await
+                }
+                other => other,
+            });
+        }
+        // The stream ends when the process does; its status may lag a little.
+        let mut ended = None;
+        for _ in 0..50 {
+            match self.process_status(&status.process_id).await {
+                Ok(now) if is_over(now.state()) => {
+                    ended = Some(now);
+                    break;
+                }
+                Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(err) => {
+                    let message = failure_message(Step::Test, &err);
+                    return Err(self
+                        .step_failed(&run_id, Step::Test, message, started.elapsed())
+                        .await);
+                }
+            }
+        }
+        match ended {
+            Some(end) if end.state() == ProcessState::Exited && end.exit_code == 0 => {
+                self.step(
+                    &run_id,
+                    Step::Test,
+                    "finished",
+                    format!("{name}: tests passed"),
+                    started.elapsed(),
+                )
+                .await
+            }
+            other => {
+                let tail = self.process_tail(&status.process_id).await;
+                let how = match other {
+                    Some(end) => format!("exited with code {}", end.exit_code),
+                    None => "did not end".into(),
+                };
+                let message = format!("test failed: {name}'s tests {how}{}", quote_tail(&tail));
+                Err(self
+                    .step_failed(&run_id, Step::Test, message, started.elapsed())
+                    .await)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use reporunner_proto::common::v1::Command;
+
+    use super::*;
+
+    fn component(kind: ComponentKind, start: &str) -> Component {
+        Component {
+            name: "c".into(),
+            kind: kind.into(),
+            start: Some(Command {
+                run: start.into(),
+                ..Command::default()
+            }),
+            ..Component::default()
+        }
+    }
+
+    #[test]
+    fn services_start_and_libraries_and_clis_do_not() {
+        for kind in [
+            ComponentKind::Web,
+            ComponentKind::Worker,
+            ComponentKind::Static,
+            ComponentKind::Unspecified,
+        ] {
+            assert_eq!(not_startable(&component(kind, "python app.py")), None, "{kind:?}");
+        }
+        let library = not_startable(&component(ComponentKind::Library, "")).unwrap();
+        assert!(
+            library.contains("library") && library.contains("TEST"),
+            "{library}"
+        );
+        assert!(not_startable(&component(ComponentKind::Cli, "tool")).is_some());
+        let missing = not_startable(&component(ComponentKind::Web, "  ")).unwrap();
+        assert!(missing.contains("no start command"), "{missing}");
+    }
+
+    #[test]
+    fn web_components_get_http_probes_and_workers_process_probes() {
+        let web = RunComponent {
+            name: "web".into(),
+            url: "http://127.0.0.1:5000".into(),
+            pid: 42,
+            kind: ComponentKind::Web.into(),
+            health_paths: vec!["/health".into()],
+            ..RunComponent::default()
+        };
+        match probe_for(&web).probe {
+            Some(probe_spec::Probe::Http(http)) => {
+                assert_eq!(http.base_url, "http://127.0.0.1:5000");
+                assert_eq!(http.paths, vec!["/health".to_owned()]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let worker = RunComponent {
+            kind: ComponentKind::Worker.into(),
+            ..web
+        };
+        assert_eq!(
+            probe_for(&worker).probe,
+            Some(probe_spec::Probe::Process(ProcessProbe { pid: 42 }))
+        );
+    }
+
+    #[test]
+    fn the_users_env_wins_over_the_installs() {
+        let install = [
+            ("PATH".to_owned(), "/venv/bin:/usr/bin".to_owned()),
+            ("VIRTUAL_ENV".to_owned(), "/venv".to_owned()),
+        ];
+        let user = BTreeMap::from([
+            ("VIRTUAL_ENV".to_owned(), "/mine".to_owned()),
+            ("DEBUG".to_owned(), "1".to_owned()),
+        ]);
+        let env = component_env(install, &user);
+        assert_eq!(env["PATH"], "/venv/bin:/usr/bin");
+        assert_eq!(env["VIRTUAL_ENV"], "/mine");
+        assert_eq!(env["DEBUG"], "1");
+    }
+
+    #[test]
+    fn failures_quote_the_last_lines() {
+        assert_eq!(quote_tail(&[]), "");
+        assert_eq!(quote_tail(&["a".into(), "b".into()]), "; last lines:\na\nb");
+        assert!(is_over(ProcessState::Failed) && !is_over(ProcessState::Starting));
+        assert_eq!(health_name(HealthState::Unspecified), "starting");
+    }
+}

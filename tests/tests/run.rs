@@ -1,0 +1,384 @@
+//! Goal START through the whole mesh: real installs from the registries,
+//! real processes (sandboxed where bubblewrap works), real health probes.
+//! Each fixture reaches RUNNING with a healthy component whose URL answers
+//! HTTP, and StopRun leaves none of the run's processes behind.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    io::{Read as _, Write as _},
+    net::TcpStream,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt as _;
+use reporunner::{ServiceName, Settings, start_node};
+use reporunner_proto::{
+    common::v1::LogLine,
+    orchestrator::v1::{
+        CreateRunRequest, GetRunLogsRequest, GetRunRequest, RepoSource, Run, RunEvent, RunGoal, RunState,
+        StopRunRequest, WatchRunRequest, orchestrator_service_client::OrchestratorServiceClient,
+        repo_source::Source, run_event,
+    },
+};
+use reporunner_server::CancellationToken;
+use reporunner_tests::{Sandbox, SandboxBuilder};
+use tonic::transport::{Channel, Endpoint};
+
+/// Long enough for a cold `pip`/`pnpm` install or an axum compile on two
+/// shared cores.
+const UP_WITHIN: Duration = Duration::from_secs(420);
+
+fn fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// Every service hosted, once.
+fn every_service() -> SandboxBuilder {
+    ServiceName::ALL
+        .into_iter()
+        .fold(Sandbox::builder(), SandboxBuilder::with)
+}
+
+async fn create_start(mesh: &Sandbox, client: &mut OrchestratorServiceClient<Channel>, name: &str) -> Run {
+    client
+        .create_run(mesh.request(CreateRunRequest {
+            source: Some(RepoSource {
+                source: Some(Source::LocalPath(fixture(name))),
+                r#ref: String::new(),
+            }),
+            goal: RunGoal::Start.into(),
+            ..CreateRunRequest::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .run
+        .unwrap()
+}
+
+async fn get(mesh: &Sandbox, client: &mut OrchestratorServiceClient<Channel>, id: &str) -> Run {
+    client
+        .get_run(mesh.request(GetRunRequest { run_id: id.into() }))
+        .await
+        .unwrap()
+        .into_inner()
+        .run
+        .unwrap()
+}
+
+/// The run's stored events (the run is not over, so the watch is cut when
+/// nothing comes for a moment).
+async fn events(mesh: &Sandbox, client: &mut OrchestratorServiceClient<Channel>, id: &str) -> Vec<RunEvent> {
+    let mut stream = client
+        .watch_run(mesh.request(WatchRunRequest {
+            run_id: id.into(),
+            after_sequence: 0,
+            without_logs: false,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut events = Vec::new();
+    while let Ok(Some(Ok(message))) = tokio::time::timeout(Duration::from_secs(2), stream.next()).await {
+        events.extend(message.event);
+    }
+    events
+}
+
+async fn logs(
+    mesh: &Sandbox,
+    client: &mut OrchestratorServiceClient<Channel>,
+    id: &str,
+    source: &str,
+) -> Vec<LogLine> {
+    let stream = client
+        .get_run_logs(mesh.request(GetRunLogsRequest {
+            run_id: id.into(),
+            source: source.into(),
+            follow: false,
+            after_sequence: 0,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    stream.map(|m| m.unwrap().line.unwrap()).collect::<Vec<_>>().await
+}
+
+/// Polls until the run is RUNNING; panics with its error and last lines
+/// when it ends or takes too long.
+async fn until_running(mesh: &Sandbox, client: &mut OrchestratorServiceClient<Channel>, id: &str) -> Run {
+    let started = Instant::now();
+    loop {
+        let run = get(mesh, client, id).await;
+        let state = run.state();
+        if state == RunState::Running {
+            eprintln!("run {id} RUNNING after {:.1} s", started.elapsed().as_secs_f64());
+            return run;
+        }
+        if matches!(
+            state,
+            RunState::Failed | RunState::Stopped | RunState::Interrupted | RunState::Succeeded
+        ) || started.elapsed() > UP_WITHIN
+        {
+            let lines = logs(mesh, client, id, "").await;
+            let tail: Vec<String> = lines
+                .iter()
+                .rev()
+                .take(40)
+                .rev()
+                .map(|l| format!("[{}] {}", l.source, l.text))
+                .collect();
+            panic!(
+                "run {id} is {state:?} after {:?}: {}\n{}",
+                started.elapsed(),
+                run.error,
+                tail.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// A plain HTTP/1.0 GET of `/`; the whole answer.
+fn http_get(url: &str) -> String {
+    let authority = url.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = TcpStream::connect(authority).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(stream, "GET / HTTP/1.0\r\nHost: {authority}\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
+
+/// Processes the runner started for `run_id`: each gets
+/// `TMPDIR=<data>/runner/tmp/<run_id>`.
+fn run_pids(run_id: &str) -> Vec<u32> {
+    let suffix = format!("/runner/tmp/{run_id}");
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if environ
+            .split(|b| *b == 0)
+            .any(|var| var.starts_with(b"TMPDIR=") && var.ends_with(suffix.as_bytes()))
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Stops the run and checks that its processes are gone.
+async fn stop_leaves_nothing(mesh: &Sandbox, client: &mut OrchestratorServiceClient<Channel>, run: &Run) {
+    let before = run_pids(&run.id);
+    assert!(
+        !before.is_empty(),
+        "the run's processes are visible before the stop"
+    );
+    let stopped = client
+        .stop_run(mesh.request(StopRunRequest {
+            run_id: run.id.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .run
+        .unwrap();
+    assert_eq!(stopped.state(), RunState::Stopped);
+    assert!(
+        stopped.components.iter().all(|c| c.health == "stopped"),
+        "{:?}",
+        stopped.components
+    );
+    let left: Vec<u32> = run_pids(&run.id)
+        .into_iter()
+        .filter(|pid| Path::new(&format!("/proc/{pid}")).exists())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "processes left after StopRun: {left:?} (were {before:?})"
+    );
+    for pid in before {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z ")),
+            "pid {pid} still alive"
+        );
+    }
+}
+
+/// START for `name`: RUNNING, a healthy component answering HTTP with
+/// `expect`, install lines and the component's output in GetRunLogs, then a
+/// clean stop.
+async fn start_fixture(name: &str, expect: &str) {
+    let mesh = every_service().start().await.unwrap();
+    let mut client = mesh.orchestrator();
+    let began = Instant::now();
+    let created = create_start(&mesh, &mut client, name).await;
+    let run = until_running(&mesh, &mut client, &created.id).await;
+    eprintln!("{name}: healthy in {:.1} s", began.elapsed().as_secs_f64());
+    assert_eq!(run.components.len(), 1, "{:?}", run.components);
+    let component = &run.components[0];
+    assert_eq!(component.health, "healthy");
+    assert!(component.port > 0 && component.url.ends_with(&component.port.to_string()));
+    let answer = http_get(&component.url);
+    assert!(answer.starts_with("HTTP/1."), "{answer}");
+    assert!(answer.contains(expect), "{answer}");
+
+    let events = events(&mesh, &mut client, &run.id).await;
+    let steps: Vec<(String, String)> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Some(run_event::Event::Step(s)) => Some((s.step.clone(), s.status.clone())),
+            _ => None,
+        })
+        .collect();
+    for step in ["install", "start", "probe"] {
+        assert!(
+            steps.contains(&(step.to_owned(), "finished".to_owned())),
+            "{step}: {steps:?}"
+        );
+    }
+    assert!(
+        events
+            .iter()
+            .any(|e| e.event == Some(run_event::Event::Url(component.url.clone()))),
+        "a url event"
+    );
+    let install = logs(&mesh, &mut client, &run.id, "install").await;
+    assert!(!install.is_empty(), "install lines are kept");
+    assert!(install.iter().all(|l| l.source == "install"));
+    let output = logs(&mesh, &mut client, &run.id, &component.name).await;
+    assert!(
+        output.iter().all(|l| l.source == component.name) && !output.is_empty(),
+        "the component's output: {output:?}"
+    );
+
+    stop_leaves_nothing(&mesh, &mut client, &run).await;
+    mesh.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flask_from_requirements_runs_healthy_and_stops_clean() {
+    start_fixture("run-flask", "hello from run-flask").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fastapi_from_pyproject_runs_healthy_and_stops_clean() {
+    start_fixture("run-fastapi", "run-fastapi").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn express_with_a_pnpm_lock_runs_healthy_and_stops_clean() {
+    start_fixture("run-express-pnpm", "hello from run-express-pnpm").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn axum_built_with_cargo_runs_healthy_and_stops_clean() {
+    start_fixture("run-axum", "hello from run-axum").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_reaches_running_with_one_of_two_runners_not_serving() {
+    let mut mesh = ServiceName::ALL
+        .into_iter()
+        .filter(|s| *s != ServiceName::Runner)
+        .fold(Sandbox::builder(), SandboxBuilder::with)
+        .replicas(ServiceName::Runner, 2)
+        .start()
+        .await
+        .unwrap();
+    mesh.nodes(ServiceName::Runner)[0].set_serving(false).await;
+    let mut client = mesh.orchestrator();
+    let created = create_start(&mesh, &mut client, "run-flask").await;
+    let run = until_running(&mesh, &mut client, &created.id).await;
+    let answer = http_get(&run.components[0].url);
+    assert!(answer.contains("hello from run-flask"), "{answer}");
+    stop_leaves_nothing(&mesh, &mut client, &run).await;
+    mesh.stop().await.unwrap();
+}
+
+/// Settings for a node beside `mesh`, over `data_dir`, reaching its services.
+fn settings_beside(mesh: &Sandbox, data_dir: PathBuf) -> Settings {
+    let mut settings = Settings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        metrics_listen: None,
+        data_dir,
+        ..Settings::default()
+    };
+    settings.client.connect_timeout_ms = 1_000;
+    settings.stop_timeout_ms = 200;
+    let uri = |s| vec![format!("http://{}", mesh.addr(s).unwrap())];
+    settings.endpoints.auth = uri(ServiceName::Auth);
+    settings.endpoints.env_detector = uri(ServiceName::EnvDetector);
+    settings.endpoints.source = uri(ServiceName::Source);
+    settings.endpoints.analyzer = uri(ServiceName::Analyzer);
+    settings.endpoints.dependency = uri(ServiceName::Dependency);
+    settings.endpoints.runner = uri(ServiceName::Runner);
+    settings.endpoints.health = uri(ServiceName::Health);
+    settings
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_run_survives_an_orchestrator_restart() {
+    let shared = tempfile::tempdir().unwrap();
+    let data_dir = shared.path().to_path_buf();
+    let mut mesh = every_service()
+        .settings(|s| s.data_dir = data_dir.clone())
+        .start()
+        .await
+        .unwrap();
+    let mut client = mesh.orchestrator();
+    let created = create_start(&mesh, &mut client, "run-flask").await;
+    let run = until_running(&mesh, &mut client, &created.id).await;
+    let before = events(&mesh, &mut client, &run.id).await;
+    let install_before = logs(&mesh, &mut client, &run.id, "install").await;
+    let pids = run_pids(&run.id);
+    assert!(!pids.is_empty());
+
+    // The orchestrator goes away; the runner (and the app) stay.
+    mesh.nodes(ServiceName::Orchestrator)[0].stop().await.unwrap();
+    assert_eq!(run_pids(&run.id), pids, "the app outlives the orchestrator");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let node = start_node(
+        &settings_beside(&mesh, data_dir.clone()),
+        &[ServiceName::Orchestrator],
+        listener,
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let mut client = OrchestratorServiceClient::new(
+        Endpoint::from_shared(format!("http://{}", node.addr))
+            .unwrap()
+            .connect_lazy(),
+    );
+
+    // Still RUNNING, with every earlier event and the install lines.
+    let after = get(&mesh, &mut client, &run.id).await;
+    assert_eq!(after.state(), RunState::Running, "{}", after.error);
+    assert_eq!(after.components, run.components);
+    let now = events(&mesh, &mut client, &run.id).await;
+    assert_eq!(&now[..before.len()], &before[..]);
+    let resumed = now[before.len()..]
+        .iter()
+        .any(|e| matches!(&e.event, Some(run_event::Event::Notice(n)) if n.contains("monitored again")));
+    assert!(resumed, "{:?}", &now[before.len()..]);
+    assert_eq!(logs(&mesh, &mut client, &run.id, "install").await, install_before);
+    let answer = http_get(&run.components[0].url);
+    assert!(answer.contains("hello from run-flask"), "{answer}");
+
+    // The new orchestrator stops what the old one started.
+    stop_leaves_nothing(&mesh, &mut client, &after).await;
+    node.stop().await.unwrap();
+    mesh.stop().await.unwrap();
+}
