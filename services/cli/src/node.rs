@@ -252,7 +252,11 @@ pub async fn start_node(
                 )?;
                 let dependency = reporunner_client::connect(
                     reporunner_proto::agents::dependency::v1::dependency_service_server::SERVICE_NAME,
-                    &endpoints_of(ServiceName::Dependency, &settings.endpoints.dependency, "dependency")?,
+                    &endpoints_of(
+                        ServiceName::Dependency,
+                        &settings.endpoints.dependency,
+                        "dependency",
+                    )?,
                     &settings.client,
                 )?;
                 let runner = reporunner_client::connect(
