@@ -513,7 +513,7 @@ impl Runner {
                 return Ok(Ended::Taken);
             }
             if step.per_component() {
-                return self.setup(pipeline.goal(), ctx, cancel).await;
+                return Box::pin(self.setup(pipeline.goal(), ctx, cancel)).await;
             }
             if let Some(reason) = step.skip_reason(ctx) {
                 crate::metrics::step(step.name(), "skipped", Duration::ZERO);

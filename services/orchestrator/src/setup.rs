@@ -225,8 +225,8 @@ impl Runner {
     ) -> Result<Ended> {
         let run_id = ctx.run_id.clone();
         let outcome = match goal {
-            RunGoal::Test => self.test_components(ctx, cancel).await.map(|()| None),
-            _ => self.start_components(ctx, cancel).await.map(Some),
+            RunGoal::Test => Box::pin(self.test_components(ctx, cancel)).await.map(|()| None),
+            _ => Box::pin(self.start_components(ctx, cancel)).await.map(Some),
         };
         match outcome {
             Ok(Some(monitor)) => Ok(Ended::Running(Box::new(monitor))),
@@ -517,7 +517,7 @@ impl Runner {
         }
         let mut envs = Vec::with_capacity(startable.len());
         for component in &startable {
-            envs.push(until_cancel(cancel, self.install(ctx, component, cancel)).await?);
+            envs.push(until_cancel(cancel, Box::pin(self.install(ctx, component, cancel))).await?);
         }
 
         self.enter(&run_id, RunState::Starting, RunChange::default())
@@ -997,7 +997,7 @@ impl Runner {
         }
         let mut envs = Vec::with_capacity(testable.len());
         for component in &testable {
-            envs.push(until_cancel(cancel, self.install(ctx, component, cancel)).await?);
+            envs.push(until_cancel(cancel, Box::pin(self.install(ctx, component, cancel))).await?);
         }
         for (component, env) in testable.iter().zip(envs) {
             self.run_test(ctx, component, env, cancel).await?;

@@ -638,7 +638,7 @@ async fn each_created_run_spends_one_run_created_unit_and_refusals_spend_none() 
                     source: Some(Source::LocalPath(mesh.flask_fixture("two"))),
                     r#ref: String::new(),
                 }),
-                goal: RunGoal::Start.into(),
+                goal: RunGoal::StartAndTest.into(),
                 ..CreateRunRequest::default()
             },
         )
