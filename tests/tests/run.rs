@@ -382,3 +382,99 @@ async fn a_running_run_survives_an_orchestrator_restart() {
     node.stop().await.unwrap();
     mesh.stop().await.unwrap();
 }
+
+async fn create(
+    mesh: &Sandbox,
+    client: &mut OrchestratorServiceClient<Channel>,
+    name: &str,
+    goal: RunGoal,
+    env: &[(&str, &str)],
+) -> Run {
+    client
+        .create_run(
+            mesh.request(CreateRunRequest {
+                source: Some(RepoSource {
+                    source: Some(Source::LocalPath(fixture(name))),
+                    r#ref: String::new(),
+                }),
+                goal: goal.into(),
+                env: env
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+                ..CreateRunRequest::default()
+            }),
+        )
+        .await
+        .unwrap()
+        .into_inner()
+        .run
+        .unwrap()
+}
+
+async fn until_over(mesh: &Sandbox, client: &mut OrchestratorServiceClient<Channel>, id: &str) -> Run {
+    let started = Instant::now();
+    loop {
+        let run = get(mesh, client, id).await;
+        if matches!(
+            run.state(),
+            RunState::Failed | RunState::Stopped | RunState::Interrupted | RunState::Succeeded
+        ) {
+            return run;
+        }
+        assert!(started.elapsed() < UP_WITHIN, "{run:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn goal_test_succeeds_on_exit_zero_and_fails_with_the_output_otherwise() {
+    let mesh = every_service().start().await.unwrap();
+    let mut client = mesh.orchestrator();
+    let passing = create(&mesh, &mut client, "run-node-test", RunGoal::Test, &[]).await;
+    let passed = until_over(&mesh, &mut client, &passing.id).await;
+    assert_eq!(passed.state(), RunState::Succeeded, "{}", passed.error);
+    let output = logs(&mesh, &mut client, &passing.id, "test").await;
+    assert!(
+        output.iter().any(|l| l.text.contains("all checks passed")),
+        "{output:?}"
+    );
+    assert!(run_pids(&passing.id).is_empty());
+
+    // The user's env reaches the test command.
+    let failing = create(
+        &mesh,
+        &mut client,
+        "run-node-test",
+        RunGoal::Test,
+        &[("RUN_TEST_FAIL", "1")],
+    )
+    .await;
+    let failed = until_over(&mesh, &mut client, &failing.id).await;
+    assert_eq!(failed.state(), RunState::Failed);
+    assert!(failed.error.contains("exited with code"), "{}", failed.error);
+    assert!(failed.error.contains("failing on request"), "{}", failed.error);
+    mesh.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_fails_clearly_when_the_plan_has_nothing_to_start() {
+    let mesh = every_service().start().await.unwrap();
+    let mut client = mesh.orchestrator();
+    let created = create(&mesh, &mut client, "run-node-test", RunGoal::Start, &[]).await;
+    let run = until_over(&mesh, &mut client, &created.id).await;
+    assert_eq!(run.state(), RunState::Failed);
+    assert!(
+        run.error.contains("no component of the plan can be started") && run.error.contains("library"),
+        "{}",
+        run.error
+    );
+    let events = events(&mesh, &mut client, &run.id).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(&e.event, Some(run_event::Event::Notice(n)) if n.contains("is not started"))),
+        "{events:?}"
+    );
+    mesh.stop().await.unwrap();
+}
