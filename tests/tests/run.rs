@@ -478,3 +478,16 @@ async fn start_fails_clearly_when_the_plan_has_nothing_to_start() {
     );
     mesh.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_that_keeps_crashing_fails_the_run_with_its_last_lines() {
+    let mesh = every_service().start().await.unwrap();
+    let mut client = mesh.orchestrator();
+    let created = create(&mesh, &mut client, "run-crash", RunGoal::Start, &[]).await;
+    let run = until_over(&mesh, &mut client, &created.id).await;
+    assert_eq!(run.state(), RunState::Failed);
+    assert!(run.error.contains("failed with exit code"), "{}", run.error);
+    assert!(run.error.contains("DATABASE_URL is not set"), "{}", run.error);
+    assert!(run_pids(&run.id).is_empty(), "nothing is left running");
+    mesh.stop().await.unwrap();
+}

@@ -251,4 +251,30 @@ mod tests {
         };
         assert!(config.validate().is_err());
     }
+
+    #[test]
+    fn the_install_deadline_must_leave_room_for_the_agents_own_limit() {
+        let config = OrchestratorConfig {
+            install_timeout_seconds: 600,
+            install_deadline_ms: 600_000,
+            ..OrchestratorConfig::default()
+        };
+        let message = config.validate().unwrap_err().to_string();
+        assert!(message.contains("install_timeout_seconds"), "{message}");
+        let config = OrchestratorConfig {
+            startup_grace_seconds: 0,
+            ..OrchestratorConfig::default()
+        };
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("startup_grace_seconds")
+        );
+        assert_eq!(
+            OrchestratorConfig::default().probe_deadline(),
+            Duration::from_secs(210)
+        );
+    }
 }
