@@ -491,3 +491,76 @@ async fn a_component_that_keeps_crashing_fails_the_run_with_its_last_lines() {
     assert!(run_pids(&run.id).is_empty(), "nothing is left running");
     mesh.stop().await.unwrap();
 }
+
+/// The run's processes whose command line contains `needle`.
+fn run_pids_running(run_id: &str, needle: &str) -> Vec<u32> {
+    run_pids(run_id)
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(needle))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_app_that_dies_for_good_fails_the_run() {
+    let mesh = every_service().start().await.unwrap();
+    let mut client = mesh.orchestrator();
+    let created = create_start(&mesh, &mut client, "run-flask").await;
+    let run = until_running(&mesh, &mut client, &created.id).await;
+    // Kill the app each time the runner restarts it, until its restarts
+    // are spent.
+    let started = Instant::now();
+    let over = loop {
+        for pid in run_pids_running(&run.id, "--app app run") {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
+        }
+        let now = get(&mesh, &mut client, &run.id).await;
+        if now.state() != RunState::Running {
+            break now;
+        }
+        assert!(started.elapsed() < Duration::from_secs(90), "still running");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(over.state(), RunState::Failed, "{}", over.error);
+    assert!(over.error.contains("failed with exit code"), "{}", over.error);
+    assert!(over.error.contains("restart"), "{}", over.error);
+    assert!(run_pids(&run.id).is_empty(), "nothing is left running");
+    mesh.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skipping_the_health_agent_counts_a_running_process_as_up() {
+    let mesh = every_service().start().await.unwrap();
+    let mut client = mesh.orchestrator();
+    let created = client
+        .create_run(mesh.request(CreateRunRequest {
+            source: Some(RepoSource {
+                source: Some(Source::LocalPath(fixture("run-flask"))),
+                r#ref: String::new(),
+            }),
+            goal: RunGoal::Start.into(),
+            skip_agents: vec!["health".into()],
+            ..CreateRunRequest::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .run
+        .unwrap();
+    let run = until_running(&mesh, &mut client, &created.id).await;
+    assert_eq!(run.components[0].health, "unprobed");
+    let events = events(&mesh, &mut client, &run.id).await;
+    assert!(
+        events.iter().any(|e| matches!(
+            &e.event,
+            Some(run_event::Event::Step(s)) if s.step == "probe" && s.status == "skipped"
+        )),
+        "{events:?}"
+    );
+    stop_leaves_nothing(&mesh, &mut client, &run).await;
+    mesh.stop().await.unwrap();
+}
