@@ -125,6 +125,19 @@ pub(crate) fn component_env(
     env
 }
 
+/// Why goal TEST cannot run these test commands: one watches files and
+/// would never exit.
+pub(crate) fn watch_mode_refusal(components: &[Component]) -> Option<String> {
+    components.iter().find_map(|component| {
+        let test = component.test.as_ref().filter(|t| t.watch_mode)?;
+        Some(format!(
+            "test failed: the test command `{}` of {} runs in watch mode and would never exit; \
+             give the component a one-shot test command",
+            test.run, component.name
+        ))
+    })
+}
+
 fn quote_tail(lines: &[String]) -> String {
     if lines.is_empty() {
         String::new()
@@ -986,14 +999,8 @@ impl Runner {
                 "test failed: no component of the plan has a test command".into(),
             ));
         }
-        for component in &testable {
-            if let Some(test) = component.test.as_ref().filter(|t| t.watch_mode) {
-                return Err(Halt::Failed(format!(
-                    "test failed: the test command `{}` of {} runs in watch mode and would never exit; \
-                     give the component a one-shot test command",
-                    test.run, component.name
-                )));
-            }
+        if let Some(refusal) = watch_mode_refusal(&testable) {
+            return Err(Halt::Failed(refusal));
         }
         let mut envs = Vec::with_capacity(testable.len());
         for component in &testable {
@@ -1225,6 +1232,26 @@ mod tests {
         assert_eq!(env["PATH"], "/venv/bin:/usr/bin");
         assert_eq!(env["VIRTUAL_ENV"], "/mine");
         assert_eq!(env["DEBUG"], "1");
+    }
+
+    #[test]
+    fn watch_mode_test_commands_are_refused_by_name() {
+        let mut web = component(ComponentKind::Web, "npm start");
+        web.test = Some(Command {
+            run: "vitest run".into(),
+            ..Command::default()
+        });
+        assert_eq!(watch_mode_refusal(std::slice::from_ref(&web)), None);
+        web.test = Some(Command {
+            run: "vitest".into(),
+            watch_mode: true,
+            ..Command::default()
+        });
+        let refusal = watch_mode_refusal(&[web]).unwrap();
+        assert!(
+            refusal.contains("`vitest`") && refusal.contains("watch mode"),
+            "{refusal}"
+        );
     }
 
     #[test]
