@@ -186,7 +186,10 @@ impl LocalProvisioner {
             ));
         }
 
-        let run_dir = require_run_dir(run_dir, "a private PostgreSQL server")?;
+        let run_dir = require_run_dir(
+            run_dir,
+            "the shared PostgreSQL server is not used (unreachable or mode = private), and a private one",
+        )?;
         self.reserve_private().await?;
         let (bin_dir, found) = postgres::find_bin_dir(wanted).ok_or_else(|| {
             ProvisionError::NotAvailable(
@@ -324,7 +327,10 @@ impl LocalProvisioner {
             ));
         }
 
-        let run_dir = require_run_dir(run_dir, "a private Redis server")?;
+        let run_dir = require_run_dir(
+            run_dir,
+            "the shared Redis server is not used (unreachable or mode = private), and a private one",
+        )?;
         self.reserve_private().await?;
         let binary = redis::find_server().ok_or_else(|| {
             ProvisionError::NotAvailable(
@@ -467,6 +473,14 @@ fn validate_run_dir(run_dir: &str) -> Result<Option<&Path>> {
     Ok(Some(path))
 }
 
+fn mode_label(mode: ProvisionMode) -> &'static str {
+    match mode {
+        ProvisionMode::Unspecified => "none",
+        ProvisionMode::Reused => "reused",
+        ProvisionMode::Started => "started",
+    }
+}
+
 fn kind_name(kind: BackingServiceKind) -> &'static str {
     match kind {
         BackingServiceKind::Unspecified => "unspecified",
@@ -534,13 +548,13 @@ impl Provisioner for LocalProvisioner {
             }
             .await;
             let (status, mode) = match &result {
-                Ok((_, created)) => ("ok", created.mode.as_str_name()),
+                Ok((_, created)) => ("ok", mode_label(created.mode)),
                 Err(_) => ("error", "none"),
             };
             ::metrics::counter!(metrics::PROVISIONS_TOTAL, "kind" => kind_name(kind), "mode" => mode, "status" => status)
                 .increment(1);
             let (resource_id, created) = result?;
-            tracing::info!(resource_id, mode = created.mode.as_str_name(), "provisioned");
+            tracing::info!(resource_id, mode = mode_label(created.mode), "provisioned");
             Ok(ProvisionResponse {
                 resource_id,
                 mode: created.mode as i32,

@@ -1,7 +1,7 @@
 //! The provisioner agent's metrics, every name in one place.
 
 /// Provision calls, by `kind` (postgresql, redis, mysql, ...), `mode`
-/// (PROVISION_MODE_REUSED, PROVISION_MODE_STARTED, none) and `status` (ok, error).
+/// (reused, started, none) and `status` (ok, error).
 pub const PROVISIONS_TOTAL: &str = "reporunner_provisioner_provisions_total";
 /// Resources removed by Release, by `kind` and `status` (ok, error).
 pub const RELEASES_TOTAL: &str = "reporunner_provisioner_releases_total";

@@ -310,27 +310,40 @@ pub async fn start_private(binary: &Path, dir: &Path, port: u16, timeout: Durati
 }
 
 /// Stops a private server (SHUTDOWN NOSAVE, then SIGKILL of its process
-/// group if it lingers) and removes `dir`.
+/// group if it lingers) and removes `dir`. Only the process named in the
+/// pid file, still a redis-server on `port`, is touched: after a restart
+/// the port or the pid may belong to someone else.
 pub async fn stop_private(dir: &Path, port: u16, timeout: Duration) -> Result<()> {
     let pid = std::fs::read_to_string(pid_file(dir))
         .ok()
         .and_then(|t| t.trim().parse::<i32>().ok());
-    if let Ok(mut client) = RespClient::connect("127.0.0.1", port, timeout).await {
-        // The server closes the connection instead of answering.
-        let _ = client.raw(&["SHUTDOWN", "NOSAVE"]).await;
-    }
     if let Some(pid) = pid {
+        // redis-server titles itself `redis-server 127.0.0.1:<port>`.
+        let title = format!("127.0.0.1:{port}");
         let ours = || {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("redis-server"))
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let c = String::from_utf8_lossy(&c);
+                c.contains("redis-server") && c.contains(&title)
+            })
         };
-        let gone = host::wait_until("redis-server stop", timeout, || async { !ours() })
-            .await
-            .is_ok();
-        if !gone && ours() {
-            let pgid = nix::unistd::Pid::from_raw(pid);
-            if let Err(e) = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL) {
-                tracing::warn!(pid, error = %e, "killing redis-server failed");
+        if ours() {
+            if let Ok(mut client) = RespClient::connect("127.0.0.1", port, timeout).await
+                && let Ok(info) = client.command(&["INFO", "server"]).await
+                && info
+                    .text()
+                    .is_some_and(|i| i.lines().any(|l| l.trim() == format!("process_id:{pid}")))
+            {
+                // The server closes the connection instead of answering.
+                let _ = client.raw(&["SHUTDOWN", "NOSAVE"]).await;
+            }
+            let gone = host::wait_until("redis-server stop", timeout, || async { !ours() })
+                .await
+                .is_ok();
+            if !gone && ours() {
+                let pgid = nix::unistd::Pid::from_raw(pid);
+                if let Err(e) = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL) {
+                    tracing::warn!(pid, error = %e, "killing redis-server failed");
+                }
             }
         }
     }
@@ -339,7 +352,64 @@ pub async fn stop_private(dir: &Path, port: u16, timeout: Duration) -> Result<()
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// A client whose server answers every command with `answer`.
+    async fn client_answering(answer: &'static [u8]) -> RespClient {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buffer = [0u8; 1024];
+            let _ = socket.read(&mut buffer).await;
+            let _ = socket.write_all(answer).await;
+            // Keep the connection open until the client gives up.
+            let _ = socket.read(&mut buffer).await;
+        });
+        RespClient::connect("127.0.0.1", port, Duration::from_millis(500))
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn replies_are_decoded() {
+        let mut c = client_answering(b"*3\r\n$5\r\nhello\r\n:42\r\n*1\r\n$-1\r\n").await;
+        assert_eq!(
+            c.command(&["X"]).await.unwrap(),
+            Reply::Array(Some(vec![
+                Reply::Bulk(Some(b"hello".to_vec())),
+                Reply::Integer(42),
+                Reply::Array(Some(vec![Reply::Bulk(None)])),
+            ]))
+        );
+        let mut c = client_answering(b"-ERR wrong\r\n").await;
+        assert!(
+            c.command(&["X"])
+                .await
+                .unwrap_err()
+                .to_string()
+                .contains("ERR wrong")
+        );
+    }
+
+    #[tokio::test]
+    async fn hostile_replies_are_bounded() {
+        for answer in [
+            &b"$999999999\r\n"[..],
+            b"*999999\r\n",
+            b"*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n:1\r\n",
+            b"?what\r\n",
+            b":12",
+        ] {
+            let mut c = client_answering(answer).await;
+            let err = c.command(&["X"]).await.unwrap_err();
+            assert!(
+                matches!(err, ProvisionError::Backend(_) | ProvisionError::Timeout(..)),
+                "{err}"
+            );
+        }
+    }
 
     #[test]
     fn urls_are_host_and_port_only() {

@@ -211,6 +211,10 @@ async fn a_private_postgres_is_started_when_reuse_is_off_and_removed_on_release(
         eprintln!("initdb/pg_ctl are not installed: skipping the private PostgreSQL test");
         return;
     }
+    if let Err(e) = reporunner_provisioner::host::account_for("postgres", "PostgreSQL") {
+        eprintln!("skipping the private PostgreSQL test: {e}");
+        return;
+    }
     let state = tempfile::tempdir().unwrap();
     let dir = run_dir();
     let mut config = config(state.path());
