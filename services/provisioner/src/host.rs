@@ -168,6 +168,13 @@ fn tail(text: &str) -> &str {
     text[start..].trim()
 }
 
+/// Runs filesystem and account look-ups off the async workers.
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ProvisionError::Backend(format!("blocking task failed: {e}")))
+}
+
 /// Waits until `check` succeeds or `timeout` passes.
 pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<()>
 where

@@ -73,7 +73,7 @@ pub struct LocalProvisioner {
     lock: tokio::sync::Mutex<()>,
 }
 
-/// A resource being created: its id, the detail to record, and the result.
+/// What a provision made: how, and the env vars to hand to the app.
 struct Created {
     mode: ProvisionMode,
     env: HashMap<String, String>,
@@ -138,7 +138,7 @@ impl LocalProvisioner {
             Mode::Auto => match postgres::connect(&self.pg_admin, self.config.connect_timeout()).await {
                 Ok(client) => Some(client),
                 Err(e) => {
-                    tracing::info!(error = %e, "shared postgresql not reachable; starting a private one");
+                    tracing::warn!(error = %e, "shared postgresql not usable; starting a private one");
                     None
                 }
             },
@@ -171,8 +171,13 @@ impl LocalProvisioner {
             )
             .await?;
             if let Err(e) = postgres::create_database(&admin, &name, &password, timeout).await {
-                let _ = postgres::drop_database(&admin, &name, &name, timeout).await;
-                self.forget(state, &id).await?;
+                // Forgotten only once undone; otherwise Release retries it.
+                if postgres::drop_database(&admin, &name, &name, timeout)
+                    .await
+                    .is_ok()
+                {
+                    self.forget(state, &id).await?;
+                }
                 return Err(e);
             }
             let (host, port) = postgres::host_port(&self.pg_admin);
@@ -191,11 +196,14 @@ impl LocalProvisioner {
             "the shared PostgreSQL server is not used (unreachable or mode = private), and a private one",
         )?;
         self.reserve_private().await?;
-        let (bin_dir, found) = postgres::find_bin_dir(wanted).ok_or_else(|| {
-            ProvisionError::NotAvailable(
-                "no PostgreSQL server is reachable and initdb/pg_ctl are not installed on this host".into(),
-            )
-        })?;
+        let (bin_dir, found) = host::blocking(move || postgres::find_bin_dir(wanted))
+            .await?
+            .ok_or_else(|| {
+                ProvisionError::NotAvailable(
+                    "no PostgreSQL server is reachable and initdb/pg_ctl are not installed on this host"
+                        .into(),
+                )
+            })?;
         if let (Some(wanted), Some(found)) = (wanted, found)
             && wanted != found
         {
@@ -205,7 +213,8 @@ impl LocalProvisioner {
                 "no installed postgresql of the wanted major version"
             );
         }
-        let account = host::account_for(&self.config.postgres.private_user, "PostgreSQL")?;
+        let user = self.config.postgres.private_user.clone();
+        let account = host::blocking(move || host::account_for(&user, "PostgreSQL")).await??;
         let port = host::free_port()?;
         let dir = resource_dir(run_dir, &id);
         let detail = Detail::PostgresPrivate {
@@ -274,7 +283,7 @@ impl LocalProvisioner {
             Mode::Auto => match connect().await {
                 Ok(client) => Some(client),
                 Err(e) => {
-                    tracing::info!(error = %e, "shared redis not reachable; starting a private one");
+                    tracing::warn!(error = %e, "shared redis not reachable; starting a private one");
                     None
                 }
             },
@@ -332,7 +341,7 @@ impl LocalProvisioner {
             "the shared Redis server is not used (unreachable or mode = private), and a private one",
         )?;
         self.reserve_private().await?;
-        let binary = redis::find_server().ok_or_else(|| {
+        let binary = host::blocking(redis::find_server).await?.ok_or_else(|| {
             ProvisionError::NotAvailable(
                 "no Redis server is reachable and redis-server is not installed on this host".into(),
             )
@@ -375,10 +384,11 @@ impl LocalProvisioner {
         service: &BackingService,
         run_dir: Option<&Path>,
     ) -> Result<(String, Created)> {
-        let binaries = mysql::find_binaries()?;
+        let binaries = host::blocking(mysql::find_binaries).await??;
         let run_dir = require_run_dir(run_dir, "a private MySQL server")?;
         self.reserve_private().await?;
-        let account = host::account_for(&self.config.mysql.private_user, "MySQL")?;
+        let user = self.config.mysql.private_user.clone();
+        let account = host::blocking(move || host::account_for(&user, "MySQL")).await??;
         let name = env::object_name(&state.run_id, &env::random_hex(3));
         let password = env::random_hex(16);
         let id = format!("mysql-{}", env::random_hex(4));
@@ -428,7 +438,10 @@ impl LocalProvisioner {
                 dir, bin_dir, user, ..
             } => {
                 let account = match user {
-                    Some(name) => host::account_for(name, "PostgreSQL")?,
+                    Some(name) => {
+                        let name = name.clone();
+                        host::blocking(move || host::account_for(&name, "PostgreSQL")).await??
+                    }
                     None => None,
                 };
                 postgres::stop_private(dir, bin_dir, account.as_ref(), timeout).await
