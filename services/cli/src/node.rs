@@ -250,24 +250,31 @@ pub async fn start_node(
                     &endpoints_of(ServiceName::Analyzer, &settings.endpoints.analyzer, "analyzer")?,
                     &settings.client,
                 )?;
-                let dependency = reporunner_client::connect(
+                // Optional: without them the orchestrator serves goal ANALYZE
+                // and refuses START and TEST naming the missing endpoint.
+                let optional = |service: ServiceName, configured: &Vec<String>, key: &str, name: &str| {
+                    endpoints_of(service, configured, key)
+                        .ok()
+                        .map(|endpoints| reporunner_client::connect(name, &endpoints, &settings.client))
+                        .transpose()
+                };
+                let dependency = optional(
+                    ServiceName::Dependency,
+                    &settings.endpoints.dependency,
+                    "dependency",
                     reporunner_proto::agents::dependency::v1::dependency_service_server::SERVICE_NAME,
-                    &endpoints_of(
-                        ServiceName::Dependency,
-                        &settings.endpoints.dependency,
-                        "dependency",
-                    )?,
-                    &settings.client,
                 )?;
-                let runner = reporunner_client::connect(
+                let runner = optional(
+                    ServiceName::Runner,
+                    &settings.endpoints.runner,
+                    "runner",
                     reporunner_proto::agents::runner::v1::runner_service_server::SERVICE_NAME,
-                    &endpoints_of(ServiceName::Runner, &settings.endpoints.runner, "runner")?,
-                    &settings.client,
                 )?;
-                let health = reporunner_client::connect(
+                let health = optional(
+                    ServiceName::Health,
+                    &settings.endpoints.health,
+                    "health",
                     reporunner_proto::agents::health::v1::health_service_server::SERVICE_NAME,
-                    &endpoints_of(ServiceName::Health, &settings.endpoints.health, "health")?,
-                    &settings.client,
                 )?;
                 let store = OrchestratorImpl::open_store(&settings.orchestrator, &settings.data_dir)
                     .await

@@ -31,14 +31,56 @@ use crate::{
 /// The runner's processes live in one runner replica: with several replicas
 /// serving, Status, Stop and Logs must reach the one that started them, so
 /// run one serving runner per orchestrator until calls carry affinity.
+///
+/// The dependency, runner and health agents are optional: an orchestrator
+/// without them serves goal ANALYZE and refuses START and TEST up front.
 #[derive(Clone, Debug)]
 pub struct Agents {
     pub env_detector: ServiceChannel,
     pub source: ServiceChannel,
     pub analyzer: ServiceChannel,
-    pub dependency: ServiceChannel,
-    pub runner: ServiceChannel,
-    pub health: ServiceChannel,
+    pub dependency: Option<ServiceChannel>,
+    pub runner: Option<ServiceChannel>,
+    pub health: Option<ServiceChannel>,
+}
+
+impl Agents {
+    fn required(channel: Option<&ServiceChannel>, agent: &'static str) -> Result<ServiceChannel> {
+        channel.cloned().ok_or_else(|| OrchestratorError::AgentUnavailable {
+            agent,
+            detail: format!(
+                "this orchestrator has no endpoint for it (endpoints.{agent}); it serves goal ANALYZE only"
+            ),
+        })
+    }
+
+    pub(crate) fn dependency(&self) -> Result<ServiceChannel> {
+        Self::required(self.dependency.as_ref(), crate::pipeline::DEPENDENCY)
+    }
+
+    pub(crate) fn runner(&self) -> Result<ServiceChannel> {
+        Self::required(self.runner.as_ref(), RUNNER)
+    }
+
+    pub(crate) fn health(&self) -> Result<ServiceChannel> {
+        Self::required(self.health.as_ref(), crate::pipeline::HEALTH)
+    }
+
+    /// Refuses a goal this orchestrator lacks the agents for.
+    fn serve(&self, goal: RunGoal) -> Result<()> {
+        match goal {
+            RunGoal::Start | RunGoal::StartAndTest => {
+                self.dependency()?;
+                self.runner()?;
+                self.health().map(drop)
+            }
+            RunGoal::Test => {
+                self.dependency()?;
+                self.runner().map(drop)
+            }
+            RunGoal::Unspecified | RunGoal::Analyze => Ok(()),
+        }
+    }
 }
 
 /// A run's events, replayed then followed; ends after the terminal state.
@@ -404,6 +446,7 @@ impl Orchestrator for OrchestratorImpl {
         let owner_id = caller.principal.user_id.clone();
         let goal = parse_goal(request.goal)?;
         let pipeline = Pipeline::for_goal(goal)?;
+        self.agents.serve(goal)?;
         let platform_override = Platform::try_from(request.platform_override).map_err(|_| {
             OrchestratorError::InvalidArgument(format!(
                 "platform_override {} is not a known Platform",
@@ -633,6 +676,16 @@ impl Orchestrator for OrchestratorImpl {
                 }
             };
             let mut streams = tokio_stream::StreamMap::new();
+            let runner = match (components.iter().any(|c| wanted(&c.name)), runner) {
+                (false, _) => return,
+                (true, Some(runner)) => runner,
+                (true, None) => {
+                    let _ = tx
+                        .send(Agents::required(None, RUNNER).map(|_| LogLine::default()))
+                        .await;
+                    return;
+                }
+            };
             for component in components.into_iter().filter(|c| wanted(&c.name)) {
                 let mut call = tonic::Request::new(LogsRequest {
                     process_id: component.process_id.clone(),

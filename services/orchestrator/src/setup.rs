@@ -295,13 +295,15 @@ impl Runner {
             }),
         });
         request.set_timeout(self.config.install_deadline());
-        let call = DependencyServiceClient::new(self.agents.dependency.clone())
-            .install(request)
-            .await;
-        let mut stream = match call {
+        let call = async {
+            DependencyServiceClient::new(self.agents.dependency()?)
+                .install(request)
+                .await
+                .map_err(|status| OrchestratorError::from_agent(DEPENDENCY, status))
+        };
+        let mut stream = match call.await {
             Ok(response) => response.into_inner(),
-            Err(status) => {
-                let err = OrchestratorError::from_agent(DEPENDENCY, status);
+            Err(err) => {
                 let message = failure_message(Step::Install, &err);
                 return Err(self
                     .step_failed(run_id, Step::Install, message, started.elapsed())
@@ -418,7 +420,7 @@ impl Runner {
     async fn start_process(&self, request: StartRequest) -> Result<ProcessStatus> {
         let mut request = tonic::Request::new(request);
         request.set_timeout(self.config.runner_deadline());
-        RunnerServiceClient::new(self.agents.runner.clone())
+        RunnerServiceClient::new(self.agents.runner()?)
             .start(request)
             .await
             .map_err(|status| OrchestratorError::from_agent(RUNNER, status))?
@@ -435,7 +437,7 @@ impl Runner {
             process_id: process_id.to_owned(),
         });
         request.set_timeout(self.config.runner_deadline());
-        RunnerServiceClient::new(self.agents.runner.clone())
+        RunnerServiceClient::new(self.agents.runner()?)
             .status(request)
             .await
             .map_err(|status| OrchestratorError::from_agent(RUNNER, status))?
@@ -457,9 +459,8 @@ impl Runner {
         request.set_timeout(self.config.runner_deadline());
         let keep = self.config.log_tail_lines.max(1);
         let mut tail = std::collections::VecDeque::with_capacity(keep);
-        if let Ok(response) = RunnerServiceClient::new(self.agents.runner.clone())
-            .logs(request)
-            .await
+        if let Ok(runner) = self.agents.runner()
+            && let Ok(response) = RunnerServiceClient::new(runner).logs(request).await
         {
             let mut stream = response.into_inner();
             while let Ok(Some(message)) = stream.message().await {
@@ -476,6 +477,16 @@ impl Runner {
 
     /// Stops each process (idempotent at the runner); failures are logged.
     pub(crate) async fn stop_processes(&self, processes: &[String]) {
+        if processes.is_empty() {
+            return;
+        }
+        let runner = match self.agents.runner() {
+            Ok(runner) => runner,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot stop the run's processes");
+                return;
+            }
+        };
         for process_id in processes {
             let mut request = tonic::Request::new(StopRequest {
                 process_id: process_id.clone(),
@@ -485,10 +496,7 @@ impl Runner {
                 self.config.runner_deadline()
                     + Duration::from_secs(u64::from(self.config.stop_grace_seconds)),
             );
-            match RunnerServiceClient::new(self.agents.runner.clone())
-                .stop(request)
-                .await
-            {
+            match RunnerServiceClient::new(runner.clone()).stop(request).await {
                 Ok(_) => tracing::info!(process_id, "run process stopped"),
                 Err(status) if status.code() == tonic::Code::NotFound => {}
                 Err(status) => {
@@ -678,7 +686,7 @@ impl Runner {
             failure_threshold: self.config.failure_threshold,
         });
         request.set_timeout(Duration::from_secs(WATCH_SECONDS));
-        Ok(HealthServiceClient::new(self.agents.health.clone())
+        Ok(HealthServiceClient::new(self.agents.health()?)
             .watch(request)
             .await
             .map_err(|status| OrchestratorError::from_agent(HEALTH, status))?
@@ -1074,7 +1082,11 @@ impl Runner {
         });
         request.set_timeout(self.config.test_deadline());
         let follow = async {
-            let mut stream = RunnerServiceClient::new(self.agents.runner.clone())
+            let runner = self
+                .agents
+                .runner()
+                .map_err(|err| Halt::Failed(failure_message(Step::Test, &err)))?;
+            let mut stream = RunnerServiceClient::new(runner)
                 .logs(request)
                 .await
                 .map_err(|s| {

@@ -538,6 +538,22 @@ async fn goals_and_indexing_beyond_this_pipeline_are_refused_up_front() {
         .unwrap_err();
     assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
     assert!(status.message().contains("start-and-test pipeline"), "{status:?}");
+    // This orchestrator has no dependency, runner or health endpoint.
+    for goal in [RunGoal::Start, RunGoal::Test] {
+        let status = mesh
+            .create_with(
+                &frank,
+                CreateRunRequest {
+                    source: source.clone(),
+                    goal: goal.into(),
+                    ..CreateRunRequest::default()
+                },
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert!(status.message().contains("endpoints.dependency"), "{status:?}");
+    }
     let with_model = CreateRunRequest {
         source: source.clone(),
         index: true,

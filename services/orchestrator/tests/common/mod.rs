@@ -273,11 +273,11 @@ impl Mesh {
             env_detector: channel(env_detector_service_server::SERVICE_NAME, agents_uri),
             source: channel(source_service_server::SERVICE_NAME, agents_uri),
             analyzer: channel(analyzer_service_server::SERVICE_NAME, agents_uri),
-            // Not served here: runs beyond ANALYZE are tested in the mesh
-            // (tests/tests/run.rs).
-            dependency: channel("reporunner.agents.dependency.v1.DependencyService", agents_uri),
-            runner: channel("reporunner.agents.runner.v1.RunnerService", agents_uri),
-            health: channel("reporunner.agents.health.v1.HealthService", agents_uri),
+            // None here: this orchestrator serves ANALYZE; START and TEST
+            // are tested through the whole mesh (tests/tests/run.rs).
+            dependency: None,
+            runner: None,
+            health: None,
         };
         let authorizer = Authorizer::new(channel(auth_service_server::SERVICE_NAME, auth_uri));
         let store = RunStore::connect(&db.url).await.unwrap();
