@@ -96,12 +96,22 @@ async fn logs(
     id: &str,
     source: &str,
 ) -> Vec<LogLine> {
+    logs_after(mesh, client, id, source, 0).await
+}
+
+async fn logs_after(
+    mesh: &Sandbox,
+    client: &mut OrchestratorServiceClient<Channel>,
+    id: &str,
+    source: &str,
+    after_sequence: u64,
+) -> Vec<LogLine> {
     let stream = client
         .get_run_logs(mesh.request(GetRunLogsRequest {
             run_id: id.into(),
             source: source.into(),
             follow: false,
-            after_sequence: 0,
+            after_sequence,
         }))
         .await
         .unwrap()
@@ -257,6 +267,13 @@ async fn start_fixture(name: &str, expect: &str) {
     let install = logs(&mesh, &mut client, &run.id, "install").await;
     assert!(!install.is_empty(), "install lines are kept");
     assert!(install.iter().all(|l| l.source == "install"));
+    let first = install[0].sequence;
+    let later = logs_after(&mesh, &mut client, &run.id, "install", first).await;
+    assert_eq!(
+        later,
+        install[1..].to_vec(),
+        "after_sequence resumes after a line"
+    );
     let output = logs(&mesh, &mut client, &run.id, &component.name).await;
     assert!(
         output.iter().all(|l| l.source == component.name) && !output.is_empty(),
