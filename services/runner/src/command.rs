@@ -35,7 +35,8 @@ impl PortBinding {
             s.starts_with('-')
                 && s.len() > 1
                 && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                    // Dotted flags are common: `streamlit run --server.port`.
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
         };
         if let Some(name) = text.strip_prefix("env:")
             && valid_name(name)
@@ -239,6 +240,18 @@ mod tests {
         assert_eq!(
             PortBinding::parse("django-runserver").unwrap(),
             PortBinding::DjangoRunserver
+        );
+        assert_eq!(
+            PortBinding::parse("flag:--server.port").unwrap(),
+            PortBinding::Flag("--server.port".into())
+        );
+        assert_eq!(
+            set_flag(
+                "streamlit run app.py --server.port 8501",
+                "--server.port",
+                "40001"
+            ),
+            "streamlit run app.py --server.port 40001"
         );
         assert_eq!(PortBinding::parse("").unwrap(), PortBinding::None);
         assert!(PortBinding::parse("flag:; rm -rf /").is_err());
