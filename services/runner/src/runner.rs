@@ -204,7 +204,9 @@ impl<B: ProcessBackend> LocalRunner<B> {
 
         let tmp_dir = self.config.tmp_dir.join(&spec.run_id);
         let log_dir = self.config.log_dir.join(&spec.run_id);
-        for dir in [&tmp_dir, &log_dir] {
+        // `home` is the sandboxed process's HOME (see backend::local::sandbox_home).
+        let home_dir = tmp_dir.join("home");
+        for dir in [&tmp_dir, &log_dir, &home_dir] {
             tokio::fs::create_dir_all(dir)
                 .await
                 .map_err(|e| RunnerError::io("create", dir.as_path(), e))?;

@@ -303,6 +303,28 @@ pub(crate) fn bwrap_args(spec: &LaunchSpec, config: &RunnerConfig) -> Vec<String
         let path = readable.display().to_string();
         args.extend(["--ro-bind".into(), path.clone(), path]);
     }
+    // A writable home of the run's own: apps write dotfiles (~/.pm2, ~/.cache,
+    // ~/.config) and the real home is read-only. Toolchain homes keep pointing
+    // at the real ones, read-only, so rustup, cargo and pyenv still find them.
+    if let Some(real_home) = spec.env.get("HOME").filter(|h| h.starts_with('/')) {
+        let real_home = Path::new(real_home);
+        for (var, dir) in [
+            ("RUSTUP_HOME", ".rustup"),
+            ("CARGO_HOME", ".cargo"),
+            ("PYENV_ROOT", ".pyenv"),
+            ("NVM_DIR", ".nvm"),
+        ] {
+            let path = real_home.join(dir);
+            if !spec.env.contains_key(var) && path.is_dir() {
+                args.extend(["--setenv".into(), var.into(), path.display().to_string()]);
+            }
+        }
+    }
+    args.extend([
+        "--setenv".into(),
+        "HOME".into(),
+        sandbox_home(spec).display().to_string(),
+    ]);
     args.extend(["--chdir".into(), spec.working_dir.display().to_string()]);
     args.extend(
         [
@@ -315,6 +337,11 @@ pub(crate) fn bwrap_args(spec: &LaunchSpec, config: &RunnerConfig) -> Vec<String
         .map(String::from),
     );
     args
+}
+
+/// The home directory of a sandboxed process: inside its run's tmp dir.
+pub(crate) fn sandbox_home(spec: &LaunchSpec) -> PathBuf {
+    spec.tmp_dir.join("home")
 }
 
 /// Variables naming the environment an install made for the process, bound
@@ -376,7 +403,13 @@ pub(crate) fn install_env_dirs(spec: &LaunchSpec, config: &RunnerConfig) -> EnvD
             let Some(root) = root.map(Path::to_path_buf) else {
                 continue;
             };
+            // The workspace and the run's tmp dir are bound writable already; a
+            // read-only bind of (a part of) them on top would make them read-only.
+            let inside_writable = root.starts_with(&spec.workspace)
+                || root.starts_with(&spec.tmp_dir)
+                || spec.workspace.starts_with(&root);
             if eligible(&root)
+                && !inside_writable
                 && !dirs.writable.iter().any(|w| root.starts_with(w))
                 && !dirs.readable.contains(&root)
             {
@@ -748,6 +781,57 @@ mod tests {
             .unwrap();
         assert!(data < position("--bind", &venv));
         assert!(data < position("--ro-bind", &tools));
+    }
+
+    #[test]
+    fn a_workspace_under_a_hidden_path_stays_writable_and_home_is_the_runs_own() {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        let workspace = root.join("data/workspaces/alice/ws1");
+        let real_home = root.join("home");
+        for dir in [
+            workspace.join("node_modules/.bin"),
+            real_home.join(".cargo"),
+            real_home.join(".rustup"),
+        ] {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        let mut config = RunnerConfig::default().resolve(&root.join("data"));
+        config.hidden_paths.push(root.join("data/workspaces"));
+        let mut spec = spec();
+        spec.workspace = workspace.clone();
+        spec.working_dir = workspace.clone();
+        spec.env.insert(
+            "PATH".into(),
+            format!("{}:/usr/bin", workspace.join("node_modules/.bin").display()),
+        );
+        spec.env.insert("HOME".into(), real_home.display().to_string());
+        let dirs = install_env_dirs(&spec, &config);
+        assert!(
+            dirs.readable.is_empty(),
+            "node_modules/.bin lies in the writable workspace: {dirs:?}"
+        );
+        let args = bwrap_args(&spec, &config);
+        let ws = workspace.display().to_string();
+        assert!(
+            !args.windows(2).any(|w| w[0] == "--ro-bind" && w[1] == ws),
+            "{args:?}"
+        );
+        let setenv = |var: &str| {
+            args.windows(3)
+                .find(|w| w[0] == "--setenv" && w[1] == var)
+                .map(|w| w[2].clone())
+        };
+        assert_eq!(setenv("HOME"), Some(sandbox_home(&spec).display().to_string()));
+        assert_eq!(
+            setenv("CARGO_HOME"),
+            Some(real_home.join(".cargo").display().to_string())
+        );
+        assert_eq!(
+            setenv("RUSTUP_HOME"),
+            Some(real_home.join(".rustup").display().to_string())
+        );
+        assert_eq!(setenv("PYENV_ROOT"), None, "only toolchain homes that exist");
     }
 
     #[test]
