@@ -791,6 +791,7 @@ impl Runner {
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let deadline = tokio::time::sleep(self.config.probe_deadline());
         tokio::pin!(deadline);
+        let mut agent_error: Option<String> = None;
         loop {
             if monitor.components.iter().all(|c| c.health == "healthy") {
                 return Ok(());
@@ -806,9 +807,10 @@ impl Runner {
                         None => Vec::new(),
                     };
                     return Err(Halt::Failed(format!(
-                        "probe failed: {} did not become healthy within {} s{}",
+                        "probe failed: {} did not become healthy within {} s{}{}",
                         names.join(", "),
                         self.config.probe_deadline().as_secs(),
+                        agent_error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default(),
                         quote_tail(&tail)
                     )));
                 }
@@ -835,9 +837,12 @@ impl Runner {
                             )));
                         }
                     }
-                    Some((_, Err(status))) => {
+                    // The watch ends; the next tick re-opens it. A health
+                    // agent that stays away shows in the deadline's message.
+                    Some((name, Err(status))) => {
                         let err = OrchestratorError::from_agent(HEALTH, status);
-                        return Err(Halt::Failed(failure_message(Step::Probe, &err)));
+                        tracing::warn!(component = %name, error = %err, "a health watch failed");
+                        agent_error = Some(err.to_string());
                     }
                     None => {}
                 },
