@@ -581,3 +581,43 @@ async fn skipping_the_health_agent_counts_a_running_process_as_up() {
     stop_leaves_nothing(&mesh, &mut client, &run).await;
     mesh.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_logs_follow_the_components_output_until_the_stop() {
+    let mesh = every_service().start().await.unwrap();
+    let mut client = mesh.orchestrator();
+    let created = create_start(&mesh, &mut client, "run-flask").await;
+    let run = until_running(&mesh, &mut client, &created.id).await;
+    let component = run.components[0].clone();
+    let mut follow = client
+        .get_run_logs(mesh.request(GetRunLogsRequest {
+            run_id: run.id.clone(),
+            source: component.name.clone(),
+            follow: true,
+            after_sequence: 0,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    // A request the app logs after the stream opened.
+    let url = component.url.clone();
+    tokio::task::spawn_blocking(move || http_get(&url)).await.unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(message) = follow.next().await {
+            let line = message.unwrap().line.unwrap();
+            assert_eq!(line.source, component.name);
+            if line.text.contains("\"GET / HTTP/1.0\" 200") {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap();
+    assert!(seen, "the request line was followed");
+    stop_leaves_nothing(&mesh, &mut client, &run).await;
+    // The process ended: the followed stream ends too.
+    let rest = tokio::time::timeout(Duration::from_secs(20), follow.collect::<Vec<_>>()).await;
+    assert!(rest.is_ok(), "the follow ends after StopRun");
+    mesh.stop().await.unwrap();
+}
