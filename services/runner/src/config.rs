@@ -51,6 +51,15 @@ pub struct RunnerConfig {
     /// package-manager caches under `$HOME` (`~/.npm`, `~/.gradle`,
     /// `~/.cache`); everything else outside the workspace is read-only.
     pub writable_paths: Vec<PathBuf>,
+    /// Where the dependency agent makes per-run environments
+    /// (`<dir>/<run_id>/<component>/...`, e.g. `.venv`, `target`). A
+    /// sandboxed process gets its own run's `VIRTUAL_ENV` and
+    /// `CARGO_TARGET_DIR` from here bound back writable. Relative paths
+    /// resolve like `log_dir`; keep it equal to the dependency agent's `env_dir`.
+    pub install_env_dir: PathBuf,
+    /// Package managers the dependency agent installed (its `tools_dir`):
+    /// `PATH` entries here are bound back read-only.
+    pub install_tools_dir: PathBuf,
     /// Lines kept in memory per process (the `Logs` backlog).
     pub log_buffer_lines: usize,
     /// Longer lines are cut there (bytes), with a marker.
@@ -107,6 +116,8 @@ impl Default for RunnerConfig {
             tmp_dir: PathBuf::from("runner/tmp"),
             hidden_paths: Vec::new(),
             writable_paths: Vec::new(),
+            install_env_dir: PathBuf::from("dependency/envs"),
+            install_tools_dir: PathBuf::from("dependency/tools"),
             log_buffer_lines: 10_000,
             max_line_bytes: 16 * 1024,
             max_log_file_bytes: 64 * 1024 * 1024,
@@ -160,6 +171,11 @@ impl RunnerConfig {
         if self.tmp_dir.is_relative() {
             self.tmp_dir = data_dir.join(&self.tmp_dir);
         }
+        for path in [&mut self.install_env_dir, &mut self.install_tools_dir] {
+            if path.is_relative() {
+                *path = data_dir.join(&*path);
+            }
+        }
         for path in &mut self.hidden_paths {
             if path.is_relative() {
                 *path = data_dir.join(&*path);
@@ -186,7 +202,12 @@ impl RunnerConfig {
     /// Checks what serde cannot.
     pub fn validate(&self) -> Result<()> {
         let invalid = |msg: String| Err(RunnerError::InvalidConfig(msg));
-        for (name, path) in [("log_dir", &self.log_dir), ("tmp_dir", &self.tmp_dir)] {
+        for (name, path) in [
+            ("log_dir", &self.log_dir),
+            ("tmp_dir", &self.tmp_dir),
+            ("install_env_dir", &self.install_env_dir),
+            ("install_tools_dir", &self.install_tools_dir),
+        ] {
             if !path.is_absolute() {
                 return invalid(format!(
                     "{name} `{}` must be absolute (resolve it against the data directory first)",

@@ -359,36 +359,41 @@ pub(crate) struct EnvDirs {
     pub readable: Vec<PathBuf>,
 }
 
-/// The directories of `spec.env` that a hidden path would otherwise cover:
-/// only existing absolute directories strictly inside a hidden path (never a
-/// hidden path itself, nor an ancestor of one). A `PATH` entry is bound by
-/// its root (`<root>/bin`, `<root>/node_modules/.bin`), so that the links in
-/// it resolve.
+/// The directories of `spec.env` that a hidden path would otherwise cover,
+/// by their canonical paths (a link cannot lead elsewhere):
+/// - `VIRTUAL_ENV` and `CARGO_TARGET_DIR` strictly inside
+///   `<install_env_dir>/<run_id>`: this run's own environment, writable;
+/// - the roots of `PATH` entries (`<root>/bin`, `<root>/node_modules/.bin`)
+///   strictly inside `install_tools_dir` or this run's environment dir,
+///   read-only.
+///
+/// Only existing directories under a hidden path count; anything else in
+/// the request's env (another run's venv, another owner's workspace) is not
+/// bound.
 pub(crate) fn install_env_dirs(spec: &LaunchSpec, config: &RunnerConfig) -> EnvDirs {
-    let hidden: Vec<&Path> = config
+    let canonical = |path: &Path| path.canonicalize().ok().filter(|p| p.is_dir());
+    let hidden: Vec<PathBuf> = config
         .hidden_paths
         .iter()
-        .map(PathBuf::as_path)
-        .chain([config.log_dir.as_path(), config.tmp_dir.as_path()])
+        .chain([&config.log_dir, &config.tmp_dir])
+        .filter_map(|p| canonical(p))
         .collect();
-    let eligible = |path: &Path| {
-        path.is_absolute()
-            && !path
-                .components()
-                .any(|c| matches!(c, std::path::Component::ParentDir))
-            && path.is_dir()
-            && hidden.iter().any(|h| path.starts_with(h) && path != *h)
-            && !hidden.iter().any(|h| h.starts_with(path))
-            && !path.starts_with(&config.log_dir)
-            && !path.starts_with(&config.tmp_dir)
+    let strictly_inside = |path: &Path, root: &Option<PathBuf>| {
+        root.as_ref()
+            .is_some_and(|root| path.starts_with(root) && path != root)
+    };
+    let own_envs = canonical(&config.install_env_dir.join(&spec.run_id));
+    let tools = canonical(&config.install_tools_dir);
+    let covered = |path: &Path| {
+        hidden.iter().any(|h| path.starts_with(h) && path != h) && !hidden.iter().any(|h| h.starts_with(path))
     };
     let mut dirs = EnvDirs::default();
     for name in ENV_DIR_VARS {
-        if let Some(value) = spec.env.get(name) {
-            let path = PathBuf::from(value);
-            if eligible(&path) && !dirs.writable.contains(&path) {
-                dirs.writable.push(path);
-            }
+        let Some(path) = spec.env.get(name).and_then(|v| canonical(Path::new(v))) else {
+            continue;
+        };
+        if strictly_inside(&path, &own_envs) && covered(&path) && !dirs.writable.contains(&path) {
+            dirs.writable.push(path);
         }
     }
     if let Some(path_var) = spec.env.get("PATH") {
@@ -400,16 +405,11 @@ pub(crate) fn install_env_dirs(spec: &LaunchSpec, config: &RunnerConfig) -> EnvD
             } else {
                 Some(entry)
             };
-            let Some(root) = root.map(Path::to_path_buf) else {
+            let Some(root) = root.and_then(canonical) else {
                 continue;
             };
-            // The workspace and the run's tmp dir are bound writable already; a
-            // read-only bind of (a part of) them on top would make them read-only.
-            let inside_writable = root.starts_with(&spec.workspace)
-                || root.starts_with(&spec.tmp_dir)
-                || spec.workspace.starts_with(&root);
-            if eligible(&root)
-                && !inside_writable
+            if (strictly_inside(&root, &tools) || strictly_inside(&root, &own_envs))
+                && covered(&root)
                 && !dirs.writable.iter().any(|w| root.starts_with(w))
                 && !dirs.readable.contains(&root)
             {
@@ -741,8 +741,8 @@ mod tests {
 
     #[test]
     fn install_environments_in_hidden_paths_are_bound_back() {
-        let root = tempfile::tempdir().unwrap();
-        let root = root.path();
+        let tmp = tempfile::tempdir().unwrap();
+        let root = &tmp.path().canonicalize().unwrap();
         for dir in [
             "data/dependency/envs/r1/api/.venv/bin",
             "data/dependency/tools/pnpm@9/node_modules/.bin",
@@ -762,12 +762,39 @@ mod tests {
         let mut spec = spec();
         spec.env.insert("VIRTUAL_ENV".into(), venv.display().to_string());
         spec.env.insert("PATH".into(), path);
-        // The data dir itself is never handed out, nor a path outside it.
+        // The data dir itself is never handed out.
         spec.env
             .insert("CARGO_TARGET_DIR".into(), root.join("data").display().to_string());
         let dirs = install_env_dirs(&spec, &config);
         assert_eq!(dirs.writable, vec![venv.clone()]);
         assert_eq!(dirs.readable, vec![tools.clone()]);
+
+        // Nor another run's environment, nor a link out of this run's.
+        std::fs::create_dir_all(root.join("data/dependency/envs/r2/api/.venv")).unwrap();
+        std::fs::create_dir_all(root.join("data/secret")).unwrap();
+        std::os::unix::fs::symlink(
+            root.join("data/secret"),
+            root.join("data/dependency/envs/r1/api/escape"),
+        )
+        .unwrap();
+        for sneaky in [
+            "data/dependency/envs/r2/api/.venv",
+            "data/dependency/envs/r1/api/escape",
+        ] {
+            let mut other = spec.clone();
+            other
+                .env
+                .insert("VIRTUAL_ENV".into(), root.join(sneaky).display().to_string());
+            other.env.insert(
+                "PATH".into(),
+                format!("{}:/usr/bin", root.join(sneaky).join("bin").display()),
+            );
+            let dirs = install_env_dirs(&other, &config);
+            assert!(
+                dirs.writable.is_empty() && dirs.readable.is_empty(),
+                "{sneaky}: {dirs:?}"
+            );
+        }
         let args = bwrap_args(&spec, &config);
         let position = |what: &str, path: &Path| {
             let path = path.display().to_string();
