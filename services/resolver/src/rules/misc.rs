@@ -106,11 +106,21 @@ pub(super) fn situations() -> Vec<Situation> {
 lazy_regex!(PSYCOPG2_PIN, r"(?i)\bpsycopg2(?P<pin>==[\w.]+)?(?:\s|$|\))");
 lazy_regex!(MYSQLCLIENT_PIN, r"(?i)\bmysqlclient(?P<pin>==[\w.]+)?(?:\s|$|\))");
 
+/// The pin of a package the log names (`==x` or ""), preferring a line with a pin.
+fn pinned(ctx: &Context<'_>, re: &regex::Regex) -> Option<String> {
+    let mut found = None;
+    for caps in ctx.lines.iter().filter_map(|l| re.captures(l)) {
+        match caps.name("pin") {
+            Some(pin) => return Some(pin.as_str().to_owned()),
+            None => found = Some(String::new()),
+        }
+    }
+    found
+}
+
 fn pg_config(ctx: &Context<'_>, _: &Hit<'_>) -> Option<Finding> {
     let summary = "building psycopg2 needs pg_config (Debian package libpq-dev)";
-    let pin = ctx
-        .find(&PSYCOPG2_PIN)
-        .map(|c| c.name("pin").map_or("", |m| m.as_str()).to_owned());
+    let pin = pinned(ctx, &PSYCOPG2_PIN);
     Some(match pin {
         Some(pin) => {
             Finding::new(format!("{summary}; psycopg2-binary ships prebuilt wheels")).patch(ctx.relax_pin(
@@ -127,9 +137,7 @@ fn pg_config(ctx: &Context<'_>, _: &Hit<'_>) -> Option<Finding> {
 fn mysql_config(ctx: &Context<'_>, _: &Hit<'_>) -> Option<Finding> {
     let summary =
         "building mysqlclient needs mysql_config (Debian packages default-libmysqlclient-dev and pkg-config)";
-    let pin = ctx
-        .find(&MYSQLCLIENT_PIN)
-        .map(|c| c.name("pin").map_or("", |m| m.as_str()).to_owned());
+    let pin = pinned(ctx, &MYSQLCLIENT_PIN);
     Some(match pin {
         Some(pin) => Finding::new(format!(
             "{summary}; PyMySQL is a pure-Python driver (code importing MySQLdb needs pymysql.install_as_MySQLdb())"
