@@ -408,7 +408,13 @@ pub(crate) fn install_env_dirs(spec: &LaunchSpec, config: &RunnerConfig) -> EnvD
             let Some(root) = root.and_then(canonical) else {
                 continue;
             };
+            // The workspace and the run's tmp dir are bound writable already; a
+            // read-only bind of (a part of) them on top would make them read-only.
+            let inside_writable = root.starts_with(&spec.workspace)
+                || root.starts_with(&spec.tmp_dir)
+                || spec.workspace.starts_with(&root);
             if (strictly_inside(&root, &tools) || strictly_inside(&root, &own_envs))
+                && !inside_writable
                 && covered(&root)
                 && !dirs.writable.iter().any(|w| root.starts_with(w))
                 && !dirs.readable.contains(&root)
