@@ -522,7 +522,10 @@ pub fn detect(idx: &RepoIndex, dir: &str) -> Vec<Draft> {
         let (mut port, mut binding) = script_port(&script);
         let mut run_line = run(name);
         if binding == "flag:--port" && (script.contains("vite") || script.contains("astro")) {
-            run_line.push_str(if pm == "npm" || pm == "pnpm" || pm == "bun" {
+            // Only npm needs `--` before a script's own flags; pnpm (7+), yarn
+            // and bun pass them through, and pnpm would hand the script a
+            // literal `--` after which vite ignores `--host` and `--port`.
+            run_line.push_str(if pm == "npm" {
                 " -- --host 0.0.0.0"
             } else {
                 " --host 0.0.0.0"
