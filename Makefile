@@ -43,6 +43,8 @@ bench:
 	$(CARGO) bench -p reporunner-tests --bench mesh
 	$(CARGO) bench -p reporunner-auth --bench auth
 	$(CARGO) bench -p reporunner-analyzer --bench analyze
+	$(CARGO) bench -p reporunner-dependency --bench install
+	$(CARGO) bench -p reporunner-tests --bench run
 
 clean-venv:
 	rm -rf $(VENV)
