@@ -31,6 +31,7 @@ use reporunner_proto::{
     common::v1::{PlanPatch, plan_patch::Change},
 };
 use rules::{CATALOG, Context};
+use tracing::Instrument as _;
 
 /// The resolver agent's domain.
 pub trait Resolver: Send + Sync + 'static {
@@ -150,6 +151,18 @@ fn filter(diagnosis: &mut Diagnosis, tried: &[PlanPatch]) {
 
 impl Resolver for RuleResolver {
     async fn diagnose(&self, request: DiagnoseRequest) -> Result<DiagnoseResponse> {
+        let span = tracing::info_span!(
+            "diagnose",
+            component = %request.component,
+            phase = request.phase,
+            exit_code = request.exit_code
+        );
+        self.diagnose_in_span(request).instrument(span).await
+    }
+}
+
+impl RuleResolver {
+    async fn diagnose_in_span(&self, request: DiagnoseRequest) -> Result<DiagnoseResponse> {
         self.validate(&request)?;
         let request = Arc::new(request);
         let this = self.clone();
@@ -176,7 +189,7 @@ impl Resolver for RuleResolver {
                 }
                 advisor::Advice::Nothing(why) => {
                     ::metrics::counter!(metrics::ADVISOR_CALLS_TOTAL, "outcome" => "failed").increment(1);
-                    tracing::info!(component = %request.component, %why, "advisor gave no diagnosis");
+                    tracing::info!(%why, "advisor gave no diagnosis");
                 }
             }
         }
@@ -190,9 +203,6 @@ impl Resolver for RuleResolver {
             ::metrics::counter!(metrics::DIAGNOSES_TOTAL, "cause" => cause, "source" => source).increment(1);
         }
         tracing::info!(
-            component = %request.component,
-            phase = request.phase,
-            exit_code = request.exit_code,
             causes = ?diagnoses.iter().map(|d| d.cause.as_str()).collect::<Vec<_>>(),
             "diagnosed"
         );

@@ -45,9 +45,9 @@ fn parse_parts(text: &str) -> Option<(Version, usize)> {
 /// The smallest version above every version with the first `given` parts of `v`.
 fn bump(v: Version, given: usize) -> Version {
     match given {
-        1 => Version(v.0 + 1, 0, 0),
-        2 => Version(v.0, v.1 + 1, 0),
-        _ => Version(v.0, v.1, v.2 + 1),
+        1 => Version(v.0.saturating_add(1), 0, 0),
+        2 => Version(v.0, v.1.saturating_add(1), 0),
+        _ => Version(v.0, v.1, v.2.saturating_add(1)),
     }
 }
 
@@ -208,5 +208,7 @@ mod tests {
         assert!(!allows("~16.3", "16.4.0"));
         assert!(allows(">= 20.0.0", "20.11.1"));
         assert!(Constraint::parse("latest").is_none());
+        // The largest version saturates instead of overflowing.
+        assert!(!allows("^18446744073709551615", "1.0.0"));
     }
 }

@@ -8,7 +8,7 @@ pub(super) fn rules() -> Vec<Rule> {
     vec![
         Rule {
             cause: "db.not_migrated",
-            pattern: r#"no such table: (?P<table>\w+)|You have (?P<count>\d+) unapplied migration|relation "(?P<relation>[\w.]+)" does not exist|Table '(?P<mysql>[\w.]+)' doesn't exist|The table `(?P<prisma>[\w.]+)` does not exist in the current database"#,
+            pattern: r#"no such table: (?P<table>\w+)|You have (?P<count>[0-9]+) unapplied migration|relation "(?P<relation>[\w.]+)" does not exist|Table '(?P<mysql>[\w.]+)' doesn't exist|The table `(?P<prisma>[\w.]+)` does not exist in the current database"#,
             rank: 70,
             confidence: 0.85,
             phases: &[],
@@ -24,7 +24,7 @@ pub(super) fn rules() -> Vec<Rule> {
         },
         Rule {
             cause: "db.postgres_unreachable",
-            pattern: r"(?i)(?:could not connect to server|connection to server at .*(?:failed|refused)|ECONNREFUSED [\d.:\[\]a-f]*:5432\b|connect ECONNREFUSED .*:5432|Is the server running on host .* and accepting\s+TCP/IP connections on port 5432)",
+            pattern: r"(?i)(?:could not connect to server|connection to server at .*(?:failed|refused)|ECONNREFUSED [0-9.:\[\]a-f]*:5432\b|connect ECONNREFUSED .*:5432|Is the server running on host .* and accepting\s+TCP/IP connections on port 5432)",
             rank: 60,
             confidence: 0.85,
             phases: &[],
@@ -32,7 +32,7 @@ pub(super) fn rules() -> Vec<Rule> {
         },
         Rule {
             cause: "db.mysql_unreachable",
-            pattern: r"Can't connect to (?:local )?MySQL server|ECONNREFUSED [\d.:\[\]a-f]*:3306\b",
+            pattern: r"Can't connect to (?:local )?MySQL server|ECONNREFUSED [0-9.:\[\]a-f]*:3306\b",
             rank: 60,
             confidence: 0.85,
             phases: &[],
@@ -40,7 +40,7 @@ pub(super) fn rules() -> Vec<Rule> {
         },
         Rule {
             cause: "db.redis_unreachable",
-            pattern: r"redis\.exceptions\.ConnectionError|Error \d+ connecting to [\w.-]+:6379|ECONNREFUSED [\d.:\[\]a-f]*:6379\b|Could not connect to Redis",
+            pattern: r"redis\.exceptions\.ConnectionError|Error [0-9]+ connecting to [\w.-]+:6379|ECONNREFUSED [0-9.:\[\]a-f]*:6379\b|Could not connect to Redis",
             rank: 60,
             confidence: 0.85,
             phases: &[],
@@ -48,7 +48,7 @@ pub(super) fn rules() -> Vec<Rule> {
         },
         Rule {
             cause: "db.mongodb_unreachable",
-            pattern: r"MongoNetworkError|MongooseServerSelectionError|MongoServerSelectionError|pymongo\.errors\.ServerSelectionTimeoutError|ECONNREFUSED [\d.:\[\]a-f]*:27017\b",
+            pattern: r"MongoNetworkError|MongooseServerSelectionError|MongoServerSelectionError|pymongo\.errors\.ServerSelectionTimeoutError|ECONNREFUSED [0-9.:\[\]a-f]*:27017\b",
             rank: 60,
             confidence: 0.85,
             phases: &[],
@@ -56,7 +56,7 @@ pub(super) fn rules() -> Vec<Rule> {
         },
         Rule {
             cause: "db.rabbitmq_unreachable",
-            pattern: r"pika\.exceptions\.AMQPConnectionError|kombu\.exceptions\.OperationalError|amqp.*Connection refused|ECONNREFUSED [\d.:\[\]a-f]*:5672\b",
+            pattern: r"pika\.exceptions\.AMQPConnectionError|kombu\.exceptions\.OperationalError|amqp.*Connection refused|ECONNREFUSED [0-9.:\[\]a-f]*:5672\b",
             rank: 60,
             confidence: 0.8,
             phases: &[],

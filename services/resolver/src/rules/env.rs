@@ -32,7 +32,7 @@ pub(super) fn rules() -> Vec<Rule> {
         },
         Rule {
             cause: "env.dotenv_missing",
-            pattern: r#"No such file or directory: '(?:[^']*/)?\.env'|ENOENT: no such file or directory, open '[^']*\.env'|(?i:could not find|missing) \.env file|\.env file (?i:not found)|open \.env: no such file or directory"#,
+            pattern: r#"No such file or directory: '(?:[^']*/)?\.env'|ENOENT: no such file or directory, open '[^']*\.env'|(?i:could not find|missing) \.env file|\.env file (?i:not found)|open \.env: no such file or directory|\[dotenv@[0-9.]+\]\[DEBUG\] Failed to load [^ ]*\.env"#,
             rank: 75,
             confidence: 0.85,
             phases: &[],

@@ -85,7 +85,7 @@ pub(super) fn rules() -> Vec<Rule> {
         },
         Rule {
             cause: "misc.script_not_executable",
-            pattern: r"(?P<script>\./[\w.-]+): Permission denied",
+            pattern: r"(?P<script>\./[A-Za-z0-9_.-]+): Permission denied",
             rank: 70,
             confidence: 0.9,
             phases: &[],
@@ -103,8 +103,14 @@ pub(super) fn situations() -> Vec<Situation> {
     }]
 }
 
-lazy_regex!(PSYCOPG2_PIN, r"(?i)\bpsycopg2(?P<pin>==[\w.]+)?(?:\s|$|\))");
-lazy_regex!(MYSQLCLIENT_PIN, r"(?i)\bmysqlclient(?P<pin>==[\w.]+)?(?:\s|$|\))");
+lazy_regex!(
+    PSYCOPG2_PIN,
+    r"(?i)\bpsycopg2(?P<pin>==[A-Za-z0-9.]+)?(?:\s|$|\))"
+);
+lazy_regex!(
+    MYSQLCLIENT_PIN,
+    r"(?i)\bmysqlclient(?P<pin>==[A-Za-z0-9.]+)?(?:\s|$|\))"
+);
 
 /// The pin of a package the log names (`==x` or ""), preferring a line with a pin.
 fn pinned(ctx: &Context<'_>, re: &regex::Regex) -> Option<String> {

@@ -35,9 +35,18 @@ pub(super) fn rules() -> Vec<Rule> {
         },
         Rule {
             cause: "node.engine_mismatch",
-            pattern: r#"npm (?:ERR!|error|WARN|warn) (?:code )?EBADENGINE|ERR_PNPM_UNSUPPORTED_ENGINE|Unsupported engine"#,
+            pattern: r#"npm (?:ERR!|error) (?:code )?EBADENGINE|ERR_PNPM_UNSUPPORTED_ENGINE"#,
             rank: 77,
             confidence: 0.85,
+            phases: &[],
+            check: engine_mismatch,
+        },
+        // npm only warns by default: a likely cause, not a certain one.
+        Rule {
+            cause: "node.engine_mismatch",
+            pattern: r#"npm (?:WARN|warn) EBADENGINE"#,
+            rank: 40,
+            confidence: 0.5,
             phases: &[],
             check: engine_mismatch,
         },
@@ -59,7 +68,7 @@ pub(super) fn rules() -> Vec<Rule> {
         },
         Rule {
             cause: "node.command_missing",
-            pattern: r"\b(?P<cmd>tsc|ts-node|ts-node-dev|tsx|vite|next|react-scripts|nodemon|webpack|jest|vitest|nest|concurrently|rimraf|cross-env|eslint|parcel):? (?:command )?not found",
+            pattern: r"\b(?P<cmd>tsc|ts-node|ts-node-dev|tsx|vite|next|react-scripts|nodemon|webpack|jest|vitest|nest|concurrently|rimraf|cross-env|eslint|parcel): (?:command )?not found|command not found: (?P<zsh>tsc|ts-node|tsx|vite|next|react-scripts|nodemon|jest|vitest)\b",
             rank: 60,
             confidence: 0.85,
             phases: &[],
@@ -244,10 +253,13 @@ pub(crate) fn package_of(specifier: &str) -> Option<String> {
     } else {
         first.to_owned()
     };
-    let valid = name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@' | '/'));
-    (valid && !name.is_empty()).then_some(name)
+    let bare = name.rsplit('/').next().unwrap_or("");
+    let valid = bare.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.len() <= 214
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@' | '/'));
+    valid.then_some(name)
 }
 
 fn missing_module(ctx: &Context<'_>, hit: &Hit<'_>) -> Option<Finding> {
@@ -284,7 +296,10 @@ const NODE_COMMANDS: &[(&str, &str)] = &[
 ];
 
 fn command_missing(ctx: &Context<'_>, hit: &Hit<'_>) -> Option<Finding> {
-    let command = hit.get("cmd");
+    let command = match hit.get("cmd") {
+        "" => hit.get("zsh"),
+        c => c,
+    };
     let (_, package) = NODE_COMMANDS.iter().find(|(c, _)| *c == command)?;
     let mut finding = Finding::new(format!(
         "the command `{command}` is not installed (package {package}, a dev dependency)"

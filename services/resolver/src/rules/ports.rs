@@ -7,7 +7,7 @@ use super::{Context, Finding, Hit, Rule};
 pub(super) fn rules() -> Vec<Rule> {
     vec![Rule {
         cause: "port.in_use",
-        pattern: r"(?i)EADDRINUSE(?:.*?:(?P<a>\d{2,5})\b)?|address already in use(?:.*?:(?P<b>\d{2,5})\b)?|port is already allocated|Port (?P<c>\d{2,5}) is (?:already )?in use|Errno 98|Errno 48",
+        pattern: r"(?i)EADDRINUSE(?:.*?:(?P<a>[0-9]{2,5})\b)?|address already in use(?:.*?:(?P<b>[0-9]{2,5})\b)?|port is already allocated|Port (?P<c>[0-9]{2,5}) is (?:already )?in use|Errno 98|Errno 48",
         rank: 70,
         confidence: 0.9,
         phases: &[

@@ -28,7 +28,7 @@ pub(super) fn rules() -> Vec<Rule> {
         },
         Rule {
             cause: "python.missing_module",
-            pattern: r"(?:ModuleNotFoundError: No module named '(?P<m>[\w.]+)'|ImportError: No module named '?(?P<n>[\w.]+))",
+            pattern: r"(?:ModuleNotFoundError: No module named '(?P<m>[A-Za-z_][A-Za-z0-9_.]*)'|ImportError: No module named '?(?P<n>[A-Za-z_][A-Za-z0-9_.]*))",
             rank: 50,
             confidence: 0.85,
             phases: &[],
@@ -36,7 +36,7 @@ pub(super) fn rules() -> Vec<Rule> {
         },
         Rule {
             cause: "python.version_skew",
-            pattern: r"ImportError: cannot import name '(?P<name>\w+)' from '(?P<module>[\w.]+)'",
+            pattern: r"ImportError: cannot import name '(?P<name>[A-Za-z0-9_]+)' from '(?P<module>[A-Za-z0-9_.]+)'",
             rank: 80,
             confidence: 0.9,
             phases: &[],
@@ -52,7 +52,7 @@ pub(super) fn rules() -> Vec<Rule> {
         },
         Rule {
             cause: "python.interpreter_mismatch",
-            pattern: r"requires a different Python: (?P<cur>\d+\.\d+(?:\.\d+)?) not in '(?P<spec>[^']+)'",
+            pattern: r"requires a different Python: (?P<cur>[0-9]+\.[0-9]+(?:\.[0-9]+)?) not in '(?P<spec>[^']+)'",
             rank: 85,
             confidence: 0.9,
             phases: &[],
@@ -60,7 +60,7 @@ pub(super) fn rules() -> Vec<Rule> {
         },
         Rule {
             cause: "python.interpreter_mismatch",
-            pattern: r"current Python version \((?P<cur>\d+\.\d+(?:\.\d+)?)\) does not satisfy Python(?P<spec>[<>=!~][^ ]*)",
+            pattern: r"current Python version \((?P<cur>[0-9]+\.[0-9]+(?:\.[0-9]+)?)\) does not satisfy Python(?P<spec>[<>=!~][^ ]*)",
             rank: 85,
             confidence: 0.9,
             phases: &[],
@@ -68,7 +68,7 @@ pub(super) fn rules() -> Vec<Rule> {
         },
         Rule {
             cause: "python.interpreter_mismatch",
-            pattern: r"(?:No matching distribution found for|Could not find a version that satisfies the requirement) (?P<pkg>[A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==(?P<ver>\d+(?:\.\d+)*)",
+            pattern: r"(?:No matching distribution found for|Could not find a version that satisfies the requirement) (?P<pkg>[A-Za-z0-9][A-Za-z0-9._-]{0,99})(?:\[[^\]]*\])?==(?P<ver>[0-9]+(?:\.[0-9]+)*)",
             rank: 84,
             confidence: 0.75,
             phases: &[],

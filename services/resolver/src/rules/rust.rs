@@ -8,7 +8,7 @@ pub(super) fn rules() -> Vec<Rule> {
     vec![
         Rule {
             cause: "rust.toolchain_too_old",
-            pattern: r"feature `edition(?P<edition>20\d\d)` is required",
+            pattern: r"feature `edition(?P<edition>20[0-9][0-9])` is required",
             rank: 85,
             confidence: 0.95,
             phases: &[],
@@ -16,7 +16,7 @@ pub(super) fn rules() -> Vec<Rule> {
         },
         Rule {
             cause: "rust.toolchain_too_old",
-            pattern: r"requires rustc (?P<need>\d+\.\d+(?:\.\d+)?)(?: or newer|\b)",
+            pattern: r"requires rustc (?P<need>[0-9]+\.[0-9]+(?:\.[0-9]+)?)(?: or newer|\b)",
             rank: 84,
             confidence: 0.9,
             phases: &[],
@@ -24,7 +24,7 @@ pub(super) fn rules() -> Vec<Rule> {
         },
         Rule {
             cause: "rust.toolchain_too_old",
-            pattern: r"rustc (?P<cur>\d+\.\d+(?:\.\d+)?) is not supported by the following packages?",
+            pattern: r"rustc (?P<cur>[0-9]+\.[0-9]+(?:\.[0-9]+)?) is not supported by the following packages?",
             rank: 84,
             confidence: 0.9,
             phases: &[],
@@ -43,9 +43,9 @@ pub(super) fn rules() -> Vec<Rule> {
 
 lazy_regex!(
     ACTIVE,
-    r"currently active rustc version is (?P<cur>\d+\.\d+(?:\.\d+)?)"
+    r"currently active rustc version is (?P<cur>[0-9]+\.[0-9]+(?:\.[0-9]+)?)"
 );
-lazy_regex!(NEEDS, r"requires rustc (?P<need>\d+\.\d+(?:\.\d+)?)");
+lazy_regex!(NEEDS, r"requires rustc (?P<need>[0-9]+\.[0-9]+(?:\.[0-9]+)?)");
 
 fn too_old(ctx: &Context<'_>, hit: &Hit<'_>) -> Option<Finding> {
     let need = match (hit.get("edition"), hit.get("need")) {
