@@ -187,6 +187,29 @@ fn cases() -> Vec<Case> {
             || vec![add("protobuf", "")],
         ),
         c(
+            "py_own_package",
+            P::Setup,
+            1,
+            |_, files| files.push("shop/__init__.py".into()),
+            &[],
+            "python.missing_module",
+            0.7,
+            || vec![env("PYTHONPATH", ".")],
+        ),
+        c(
+            "node_dist_missing",
+            P::Start,
+            1,
+            |c, f| {
+                node(c, f);
+                c.package_manager = "pnpm".into();
+            },
+            &[],
+            "node.build_missing",
+            0.85,
+            || vec![replace(S::Build, "pnpm run build")],
+        ),
+        c(
             "py_pkg_resources",
             P::Start,
             1,
@@ -1063,4 +1086,24 @@ async fn an_empty_request_is_refused_and_a_huge_log_is_bounded() {
     let response = resolver.diagnose(request_).await.unwrap();
     assert_eq!(response.diagnoses[0].cause, "port.in_use");
     assert!(started.elapsed() < std::time::Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn a_start_that_exits_zero_without_a_candidate_is_diagnosed_without_a_patch() {
+    let response = resolver()
+        .await
+        .diagnose(DiagnoseRequest {
+            phase: Phase::Start as i32,
+            component: "cli".into(),
+            exit_code: 0,
+            log_tail: vec!["usage: tool [-h] {sync,serve}".into()],
+            ..DiagnoseRequest::default()
+        })
+        .await
+        .unwrap();
+    let d = &response.diagnoses[0];
+    assert_eq!(d.cause, "start.exited_immediately");
+    assert!(d.patches.is_empty());
+    assert!((d.confidence - 0.5).abs() < 1e-9);
+    assert_eq!(d.matched_line, "usage: tool [-h] {sync,serve}");
 }

@@ -254,12 +254,14 @@ fn exited_immediately(ctx: &Context<'_>) -> Option<Finding> {
     if ctx.phase != Phase::Start || ctx.exit_code != 0 || !short {
         return None;
     }
-    let component = ctx.component?;
     let current = ctx
         .command(CommandSlot::Start)
         .map(|c| c.run.trim().to_owned())
         .unwrap_or_default();
-    let mut evidence: Vec<_> = component.evidence.iter().filter(|e| e.field == "start").collect();
+    let mut evidence: Vec<_> = ctx
+        .component
+        .map(|c| c.evidence.iter().filter(|e| e.field == "start").collect())
+        .unwrap_or_default();
     evidence.sort_by(|a, b| b.weight.total_cmp(&a.weight));
     let next = evidence.into_iter().find_map(|e| {
         evidence_command(&e.detail)
