@@ -70,6 +70,8 @@ impl SandboxBuilder {
                     ServiceName::Dependency => settings.endpoints.dependency.push(uri),
                     ServiceName::Runner => settings.endpoints.runner.push(uri),
                     ServiceName::Health => settings.endpoints.health.push(uri),
+                    ServiceName::Provisioner => settings.endpoints.provisioner.push(uri),
+                    ServiceName::Resolver => settings.endpoints.resolver.push(uri),
                     ServiceName::Orchestrator => settings.endpoints.orchestrator.push(uri),
                 }
                 nodes.push(SandboxNode {

@@ -18,6 +18,8 @@ use reporunner_proto::{
     agents::env_detector::v1::env_detector_service_server,
     auth::v1::{UsageKind, auth_service_server},
 };
+use reporunner_provisioner::{LocalProvisioner, grpc::ProvisionerGrpc};
+use reporunner_resolver::{RuleResolver, grpc::ResolverGrpc};
 use reporunner_runner::{LocalRunner, RunnerGrpc};
 use reporunner_server::{CancellationToken, GrpcServer, Health, ServeError};
 use reporunner_source::{Source, SourceGrpc};
@@ -36,11 +38,13 @@ pub enum ServiceName {
     Dependency,
     Runner,
     Health,
+    Provisioner,
+    Resolver,
     Orchestrator,
 }
 
 impl ServiceName {
-    pub const ALL: [ServiceName; 8] = [
+    pub const ALL: [ServiceName; 10] = [
         ServiceName::Auth,
         ServiceName::EnvDetector,
         ServiceName::Source,
@@ -48,6 +52,8 @@ impl ServiceName {
         ServiceName::Dependency,
         ServiceName::Runner,
         ServiceName::Health,
+        ServiceName::Provisioner,
+        ServiceName::Resolver,
         ServiceName::Orchestrator,
     ];
 
@@ -60,6 +66,8 @@ impl ServiceName {
             Self::Dependency => "dependency",
             Self::Runner => "runner",
             Self::Health => "health",
+            Self::Provisioner => "provisioner",
+            Self::Resolver => "resolver",
             Self::Orchestrator => "orchestrator",
         }
     }
@@ -205,6 +213,17 @@ pub async fn start_node(
                 let runner =
                     LocalRunner::new(config).map_err(|e| anyhow::anyhow!("invalid runner settings: {e}"))?;
                 server.add_service(RunnerGrpc::new(Arc::new(runner)).into_server())
+            }
+            ServiceName::Provisioner => {
+                let provisioner =
+                    LocalProvisioner::new(settings.provisioner.clone().resolve(&settings.data_dir))
+                        .map_err(|e| anyhow::anyhow!("invalid provisioner settings: {e}"))?;
+                server.add_service(ProvisionerGrpc::new(Arc::new(provisioner)).into_server())
+            }
+            ServiceName::Resolver => {
+                let resolver = RuleResolver::new(settings.resolver.clone())
+                    .map_err(|e| anyhow::anyhow!("invalid resolver settings: {e}"))?;
+                server.add_service(ResolverGrpc::new(Arc::new(resolver)).into_server())
             }
             ServiceName::Health => {
                 // Log probes read the runner's output; without a runner endpoint they are refused.

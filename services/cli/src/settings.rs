@@ -10,6 +10,8 @@ use reporunner_dependency::DependencyConfig;
 use reporunner_env_detector::EnvDetectorConfig;
 use reporunner_health::HealthConfig;
 use reporunner_orchestrator::OrchestratorConfig;
+use reporunner_provisioner::ProvisionerConfig;
+use reporunner_resolver::ResolverConfig;
 use reporunner_runner::RunnerConfig;
 use reporunner_server::telemetry::LogConfig;
 use reporunner_source::SourceConfig;
@@ -42,6 +44,9 @@ pub struct Settings {
     /// The runner agent; relative directories are under the data directory.
     pub runner: RunnerConfig,
     pub health: HealthConfig,
+    /// The provisioner agent; its state dir is under the data directory.
+    pub provisioner: ProvisionerConfig,
+    pub resolver: ResolverConfig,
     pub orchestrator: OrchestratorConfig,
     pub auth: AuthConfig,
     /// The single admin, created on first start when none exists.
@@ -108,6 +113,8 @@ impl Default for Settings {
             dependency: DependencyConfig::default(),
             runner: RunnerConfig::default(),
             health: HealthConfig::default(),
+            provisioner: ProvisionerConfig::default(),
+            resolver: ResolverConfig::default(),
             orchestrator: OrchestratorConfig::default(),
             auth: AuthConfig::default(),
             admin: AdminBootstrap::default(),
@@ -146,6 +153,10 @@ pub struct Endpoints {
     pub runner: Vec<String>,
     #[serde(deserialize_with = "list_or_csv")]
     pub health: Vec<String>,
+    #[serde(deserialize_with = "list_or_csv")]
+    pub provisioner: Vec<String>,
+    #[serde(deserialize_with = "list_or_csv")]
+    pub resolver: Vec<String>,
     #[serde(deserialize_with = "list_or_csv")]
     pub orchestrator: Vec<String>,
 }
