@@ -1,95 +1,16 @@
-//! Test databases shared by the auth integration tests: a SQLite file in a
-//! temporary directory, or a fresh PostgreSQL database (`DATABASE_URL`,
-//! default `postgres://postgres@127.0.0.1:5432`) named `auth_test_<uuid>`,
-//! dropped WITH (FORCE) when the handle goes away, even after a panic.
-//! `REPORUNNER_SKIP_PG=1` skips the PostgreSQL half where no server runs.
-#![allow(dead_code, clippy::unwrap_used)]
+//! The auth tests' databases: a SQLite file in a temporary directory, or a
+//! fresh PostgreSQL database `auth_test_<uuid>` dropped afterwards
+//! (`reporunner-testdb`; `REPORUNNER_SKIP_PG=1` skips PostgreSQL).
+#![allow(dead_code)]
 
-use sea_orm::{ConnectionTrait, Database};
-
-/// A database for one test; `url` is what `AuthStore::connect` takes.
-pub struct TestDb {
-    pub url: String,
-    _sqlite_dir: Option<tempfile::TempDir>,
-    pg: Option<PgDrop>,
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        if let Some(pg) = self.pg.take() {
-            pg.drop_database();
-        }
-    }
-}
+pub use reporunner_testdb::TestDb;
 
 /// A SQLite database in a temporary directory.
 pub fn sqlite() -> TestDb {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("auth.db").display());
-    TestDb {
-        url,
-        _sqlite_dir: Some(dir),
-        pg: None,
-    }
-}
-
-fn pg_base() -> String {
-    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
-    // Keep scheme, credentials and host; drop any database name and options.
-    let (scheme, rest) = url.split_once("://").expect("DATABASE_URL needs a scheme");
-    let host = rest.split(['/', '?']).next().unwrap_or(rest);
-    format!("{scheme}://{host}")
-}
-
-struct PgDrop {
-    admin_url: String,
-    name: String,
-}
-
-impl PgDrop {
-    fn drop_database(self) {
-        // Drop runs outside async; use a private runtime on its own thread.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(db) = Database::connect(&self.admin_url).await {
-                    let _ = db
-                        .execute_unprepared(&format!(
-                            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-                            self.name
-                        ))
-                        .await;
-                    let _ = db.close().await;
-                }
-            });
-        })
-        .join();
-    }
+    reporunner_testdb::sqlite("auth.db")
 }
 
 /// A fresh PostgreSQL database, or `None` when `REPORUNNER_SKIP_PG=1`.
 pub async fn postgres() -> Option<TestDb> {
-    if std::env::var("REPORUNNER_SKIP_PG").is_ok_and(|v| v == "1") {
-        eprintln!("REPORUNNER_SKIP_PG=1: skipping the PostgreSQL test");
-        return None;
-    }
-    let base = pg_base();
-    let admin_url = format!("{base}/test");
-    let name = format!("auth_test_{}", uuid::Uuid::new_v4().simple());
-    let admin = Database::connect(&admin_url)
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL at {admin_url} is needed (or REPORUNNER_SKIP_PG=1): {e}"));
-    admin
-        .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
-        .await
-        .unwrap();
-    admin.close().await.unwrap();
-    Some(TestDb {
-        url: format!("{base}/{name}"),
-        _sqlite_dir: None,
-        pg: Some(PgDrop { admin_url, name }),
-    })
+    reporunner_testdb::postgres("auth_test").await
 }
