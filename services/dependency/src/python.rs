@@ -207,8 +207,12 @@ pub fn parse_constraint(constraint: &str) -> Result<VersionSpecifiers, String> {
         .map_err(|e| format!("cannot read the Python version constraint {constraint:?}: {e}"))
 }
 
-/// The newest interpreter satisfying `constraint`; with none, what
-/// `python3` runs. The error names the constraint and what was found.
+/// The host's default interpreter (what `python3` runs) when it satisfies
+/// `constraint`, else the newest one that does. The default comes first
+/// because it is the one packages were most likely tested with: the newest
+/// release is where pinned C extensions (greenlet, uvloop, numpy) most often
+/// have no wheel and fail to compile. The error names the constraint and what
+/// was found.
 pub fn choose<'a>(constraint: &str, found: &'a [Interpreter]) -> Result<&'a Interpreter, String> {
     if constraint.trim().is_empty() {
         return found
@@ -218,7 +222,8 @@ pub fn choose<'a>(constraint: &str, found: &'a [Interpreter]) -> Result<&'a Inte
             .ok_or_else(|| "no Python interpreter is installed on this host".to_owned());
     }
     let specs = parse_constraint(constraint)?;
-    found.iter().find(|i| specs.contains(&i.version)).ok_or_else(|| {
+    let default = found.iter().find(|i| i.default && specs.contains(&i.version));
+    default.or_else(|| found.iter().find(|i| specs.contains(&i.version))).ok_or_else(|| {
         let list = if found.is_empty() {
             "none".to_owned()
         } else {
@@ -852,7 +857,7 @@ mod tests {
     }
 
     #[test]
-    fn the_newest_matching_interpreter_wins_and_a_miss_names_everything() {
+    fn the_default_then_the_newest_matching_interpreter_wins_and_a_miss_names_everything() {
         let found = [
             interp("3.13.0", false),
             interp("3.11.7", true),
@@ -864,7 +869,12 @@ mod tests {
         );
         assert_eq!(choose("", &found).unwrap().version.to_string(), "3.11.7");
         assert_eq!(choose("3.10", &found).unwrap().version.to_string(), "3.10.13");
-        assert_eq!(choose("^3.11", &found).unwrap().version.to_string(), "3.13.0");
+        assert_eq!(
+            choose("^3.11", &found).unwrap().version.to_string(),
+            "3.11.7",
+            "the default wins when it satisfies an open constraint"
+        );
+        assert_eq!(choose(">=3.12", &found).unwrap().version.to_string(), "3.13.0");
         let miss = choose("==3.8.*", &found).unwrap_err();
         assert!(
             miss.contains("\"==3.8.*\"") && miss.contains("3.13.0") && miss.contains("3.10.13"),
