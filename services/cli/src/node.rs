@@ -295,11 +295,32 @@ pub async fn start_node(
                     "health",
                     reporunner_proto::agents::health::v1::health_service_server::SERVICE_NAME,
                 )?;
+                let provisioner = optional(
+                    ServiceName::Provisioner,
+                    &settings.endpoints.provisioner,
+                    "provisioner",
+                    reporunner_proto::agents::provisioner::v1::provisioner_service_server::SERVICE_NAME,
+                )?;
+                let resolver = optional(
+                    ServiceName::Resolver,
+                    &settings.endpoints.resolver,
+                    "resolver",
+                    reporunner_proto::agents::resolver::v1::resolver_service_server::SERVICE_NAME,
+                )?;
+                let mut orchestrator_settings = settings.orchestrator.clone();
+                if orchestrator_settings.provision_dir.is_empty() {
+                    // Private backing servers of a run live under the data dir.
+                    orchestrator_settings.provision_dir =
+                        std::path::absolute(settings.data_dir.join("provision"))
+                            .unwrap_or_else(|_| settings.data_dir.join("provision"))
+                            .display()
+                            .to_string();
+                }
                 let store = OrchestratorImpl::open_store(&settings.orchestrator, &settings.data_dir)
                     .await
                     .map_err(|e| anyhow::anyhow!("cannot open the run store: {e}"))?;
                 let orchestrator = OrchestratorImpl::new(
-                    settings.orchestrator.clone(),
+                    orchestrator_settings,
                     Agents {
                         env_detector,
                         source,
@@ -307,6 +328,8 @@ pub async fn start_node(
                         dependency,
                         runner,
                         health,
+                        provisioner,
+                        resolver,
                     },
                     store,
                     Authorizer::new(auth.clone()),

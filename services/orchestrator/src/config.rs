@@ -63,6 +63,14 @@ pub struct OrchestratorConfig {
     pub test_deadline_ms: u64,
     /// Lines of a component's output quoted in `Run.error` when it fails.
     pub log_tail_lines: usize,
+    /// Where the provisioner keeps a run's private servers
+    /// (`<provision_dir>/<run id>`); empty: `<data dir>/provision` in the
+    /// binary, the system's temp dir elsewhere. Must be absolute.
+    pub provision_dir: String,
+    /// Deadline of a Provision or Release call (a private server's start).
+    pub provision_deadline_ms: u64,
+    /// Deadline of a Diagnose call to the resolver.
+    pub diagnose_deadline_ms: u64,
 }
 
 impl Default for OrchestratorConfig {
@@ -88,6 +96,9 @@ impl Default for OrchestratorConfig {
             stop_grace_seconds: 5,
             test_deadline_ms: 900_000,
             log_tail_lines: 20,
+            provision_dir: String::new(),
+            provision_deadline_ms: 90_000,
+            diagnose_deadline_ms: 30_000,
         }
     }
 }
@@ -96,6 +107,24 @@ impl Default for OrchestratorConfig {
 pub const DATABASE_FILE: &str = "orchestrator.db";
 
 impl OrchestratorConfig {
+    pub fn provision_deadline(&self) -> Duration {
+        Duration::from_millis(self.provision_deadline_ms.max(1))
+    }
+
+    pub fn diagnose_deadline(&self) -> Duration {
+        Duration::from_millis(self.diagnose_deadline_ms.max(1))
+    }
+
+    /// The run directory given to the provisioner.
+    pub fn provision_run_dir(&self, run_id: &str) -> std::path::PathBuf {
+        let base = if self.provision_dir.is_empty() {
+            std::env::temp_dir().join("reporunner-provision")
+        } else {
+            std::path::PathBuf::from(&self.provision_dir)
+        };
+        base.join(run_id)
+    }
+
     pub fn detect_deadline(&self) -> Duration {
         Duration::from_millis(self.detect_deadline_ms.max(1))
     }

@@ -20,6 +20,7 @@ pub mod config;
 mod entity;
 pub mod error;
 pub mod grpc;
+pub mod heal;
 mod live;
 pub mod metrics;
 mod migration;

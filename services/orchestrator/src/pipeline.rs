@@ -40,6 +40,8 @@ pub(crate) const ANALYZER: &str = "analyzer";
 pub(crate) const DEPENDENCY: &str = "dependency";
 pub(crate) const RUNNER: &str = "runner";
 pub(crate) const HEALTH: &str = "health";
+pub(crate) const PROVISIONER: &str = "provisioner";
+pub(crate) const RESOLVER: &str = "resolver";
 
 /// One step of a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +52,8 @@ pub enum Step {
     Detect,
     /// Decide how to run the workspace (analyzer).
     Analyze,
+    /// Supply the backing services the components need (provisioner).
+    Provision,
     /// Install each component's dependencies (dependency agent).
     Install,
     /// Run each component's build command (the dependency agent runs it
@@ -70,6 +74,7 @@ impl Step {
             Self::Fetch => "fetch",
             Self::Detect => "detect",
             Self::Analyze => "analyze",
+            Self::Provision => "provision",
             Self::Install => "install",
             Self::Build => "build",
             Self::Start => "start",
@@ -84,6 +89,7 @@ impl Step {
             Self::Fetch => RunState::Fetching,
             Self::Detect => RunState::Detecting,
             Self::Analyze => RunState::Analyzing,
+            Self::Provision => RunState::Provisioning,
             Self::Install => RunState::Installing,
             Self::Build => RunState::Building,
             Self::Start => RunState::Starting,
@@ -98,6 +104,7 @@ impl Step {
             Self::Fetch => SOURCE,
             Self::Detect => ENV_DETECTOR,
             Self::Analyze => ANALYZER,
+            Self::Provision => PROVISIONER,
             Self::Install | Self::Build => DEPENDENCY,
             Self::Start | Self::Test => RUNNER,
             Self::Probe => HEALTH,
@@ -110,7 +117,7 @@ impl Step {
     /// as running once its process runs.
     pub(crate) fn skippable(self) -> bool {
         match self {
-            Self::Detect | Self::Install | Self::Build | Self::Probe => true,
+            Self::Detect | Self::Provision | Self::Install | Self::Build | Self::Probe => true,
             Self::Fetch | Self::Analyze | Self::Start | Self::Test => false,
         }
     }
@@ -124,7 +131,7 @@ impl Step {
     /// one agent call.
     fn per_component(self) -> bool {
         match self {
-            Self::Install | Self::Build | Self::Start | Self::Probe | Self::Test => true,
+            Self::Provision | Self::Install | Self::Build | Self::Start | Self::Probe | Self::Test => true,
             Self::Fetch | Self::Detect | Self::Analyze => false,
         }
     }
@@ -134,6 +141,7 @@ impl Step {
             Self::Fetch => config.fetch_deadline(),
             Self::Detect => config.detect_deadline(),
             Self::Analyze => config.analyze_deadline(),
+            Self::Provision => config.provision_deadline(),
             Self::Install | Self::Build => config.install_deadline(),
             Self::Start => config.runner_deadline(),
             Self::Probe => config.probe_deadline(),
@@ -189,7 +197,7 @@ impl Pipeline {
 }
 
 /// What a run carries from step to step.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct RunContext {
     pub run_id: String,
     pub owner_id: String,
@@ -210,6 +218,27 @@ pub struct RunContext {
     /// Runner process ids this run started, in order, so that none is left
     /// behind when the run ends.
     pub started: Vec<String>,
+    /// The caller's tier's `max_heal_attempts` (0: no healing).
+    pub max_heal_attempts: u32,
+    /// The env of each provisioned backing service, by kind.
+    pub provisioned: std::collections::BTreeMap<i32, std::collections::BTreeMap<String, String>>,
+    /// The patches tried in this run, in order.
+    pub tried: Vec<reporunner_proto::common::v1::PlanPatch>,
+    /// What the last failed setup step left for the resolver.
+    pub failure: Arc<std::sync::Mutex<Option<crate::heal::Failure>>>,
+}
+
+impl RunContext {
+    /// Keeps what a failed step left for the resolver.
+    pub(crate) fn failed(&self, failure: crate::heal::Failure) {
+        if let Ok(mut slot) = self.failure.lock() {
+            *slot = Some(failure);
+        }
+    }
+
+    pub(crate) fn take_failure(&self) -> Option<crate::heal::Failure> {
+        self.failure.lock().ok().and_then(|mut slot| slot.take())
+    }
 }
 
 /// What a finished step produced.
@@ -241,7 +270,7 @@ impl Step {
             Self::Fetch => fetch(agents, config, ctx).await,
             Self::Detect => detect(agents, config, ctx).await,
             Self::Analyze => analyze(agents, config, ctx).await,
-            Self::Install | Self::Build | Self::Start | Self::Probe | Self::Test => {
+            Self::Provision | Self::Install | Self::Build | Self::Start | Self::Probe | Self::Test => {
                 Err(OrchestratorError::InvalidArgument(format!(
                     "the {} step works per component, not as one call",
                     self.name()
@@ -430,8 +459,19 @@ impl Runner {
             };
             self.log_end(&run_id, outcome, started).await;
             self.release(&run_id, &ctx.started).await;
+            if !ctx.provisioned.is_empty() && self.is_over(&run_id).await {
+                self.release_backing(&run_id).await;
+            }
         }
         self.recorder.live.finish(&run_id);
+    }
+
+    /// Whether the run is over (unknown counts as over).
+    pub(crate) async fn is_over(&self, run_id: &str) -> bool {
+        match self.recorder.store.get_run(run_id).await {
+            Ok(run) => run.is_none_or(|r| is_terminal(r.state())),
+            Err(_) => true,
+        }
     }
 
     /// Runs `work` under the run's tier deadline; past it the run fails

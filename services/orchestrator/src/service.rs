@@ -42,6 +42,11 @@ pub struct Agents {
     pub dependency: Option<ServiceChannel>,
     pub runner: Option<ServiceChannel>,
     pub health: Option<ServiceChannel>,
+    /// Optional: without it, backing services are not provisioned (a
+    /// notice says so).
+    pub provisioner: Option<ServiceChannel>,
+    /// Optional: without it, failed runs are not healed.
+    pub resolver: Option<ServiceChannel>,
 }
 
 impl Agents {
@@ -60,6 +65,14 @@ impl Agents {
 
     pub(crate) fn runner(&self) -> Result<ServiceChannel> {
         Self::required(self.runner.as_ref(), RUNNER)
+    }
+
+    pub(crate) fn provisioner(&self) -> Result<ServiceChannel> {
+        Self::required(self.provisioner.as_ref(), crate::pipeline::PROVISIONER)
+    }
+
+    pub(crate) fn resolver(&self) -> Result<ServiceChannel> {
+        Self::required(self.resolver.as_ref(), crate::pipeline::RESOLVER)
     }
 
     pub(crate) fn health(&self) -> Result<ServiceChannel> {
@@ -543,6 +556,8 @@ impl Orchestrator for OrchestratorImpl {
             env: request.env.into_iter().collect(),
             max_run_seconds: caller.policy.max_run_seconds,
             started: Vec::new(),
+            max_heal_attempts: caller.policy.max_heal_attempts,
+            ..RunContext::default()
         };
         let span = tracing::info_span!("run", run_id = %run.id, user_id = %owner_id);
         tracing::info!(parent: &span, goal = goal.as_str_name(), "run created");
@@ -618,6 +633,7 @@ impl Orchestrator for OrchestratorImpl {
         // Also what the store knows (a run monitored by another process).
         let processes: Vec<String> = components.into_iter().map(|c| c.process_id).collect();
         self.runner.stop_processes(&processes).await;
+        self.runner.release_backing(run_id).await;
         match stopped {
             Some((run, _)) => {
                 tracing::info!(run_id, user_id = %caller.user_id, "run stopped");

@@ -42,15 +42,28 @@ use reporunner_proto::{
             StatusRequest, StopRequest, runner_service_client::RunnerServiceClient,
         },
     },
-    common::v1::{Component, ComponentKind, LogLine},
-    orchestrator::v1::{HealthEvent, RunGoal, RunState, run_event},
+    agents::{
+        provisioner::v1::{
+            ProvisionMode, ProvisionRequest, ReleaseRequest,
+            provisioner_service_client::ProvisionerServiceClient,
+        },
+        resolver::v1::{DiagnoseRequest, Phase, resolver_service_client::ResolverServiceClient},
+    },
+    common::v1::{
+        BackingService, BackingServiceKind, Component, ComponentKind, LogLine, PlanPatch, plan_patch::Change,
+    },
+    orchestrator::v1::{HealEvent, HealthEvent, RunGoal, RunState, run_event},
 };
 use tokio_stream::{StreamExt as _, StreamMap};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     OrchestratorError, Result,
-    pipeline::{DEPENDENCY, Ended, HEALTH, RUNNER, RunContext, Runner, Step, failure_message, step_event},
+    heal::{RetryFrom, apply_patch, create_file, describe, redact, retry_from, same_patch},
+    pipeline::{
+        DEPENDENCY, Ended, HEALTH, PROVISIONER, RESOLVER, RUNNER, RunContext, Runner, Step, failure_message,
+        step_event,
+    },
     store::{RunChange, RunComponent},
 };
 
@@ -312,6 +325,7 @@ impl Runner {
         };
         let mut build_started: Option<Instant> = None;
         let mut result = None;
+        let mut lines = std::collections::VecDeque::with_capacity(crate::heal::TAIL_LINES);
         loop {
             let message = tokio::select! {
                 () = cancel.cancelled() => return Err(Halt::Taken),
@@ -343,6 +357,10 @@ impl Runner {
                         .await?;
                         build_started = Some(Instant::now());
                     }
+                    if lines.len() == crate::heal::TAIL_LINES {
+                        lines.pop_front();
+                    }
+                    lines.push_back(line.text.clone());
                     self.emit(run_id, RunChange::default(), run_event::Event::Log(line))
                         .await?;
                 }
@@ -379,6 +397,20 @@ impl Runner {
             return Err(self.step_failed(run_id, step, message, since.elapsed()).await);
         };
         if !result.success {
+            ctx.failed(crate::heal::Failure {
+                phase: if step == Step::Build {
+                    Phase::Build
+                } else {
+                    Phase::Install
+                } as i32,
+                component: name.to_owned(),
+                exit_code: result.exit_code,
+                log_tail: if lines.len() > result.log_tail.len() {
+                    lines.into()
+                } else {
+                    result.log_tail.clone()
+                },
+            });
             let message = format!(
                 "{} failed for {name}: exit code {}{}{}",
                 step.name(),
@@ -451,13 +483,37 @@ impl Runner {
 
     /// The last `log_tail_lines` lines of a process's output.
     pub(crate) async fn process_tail(&self, process_id: &str) -> Vec<String> {
+        self.process_tail_n(process_id, self.config.log_tail_lines).await
+    }
+
+    /// Keeps what a failed component left for the resolver: its last lines.
+    async fn component_failed(
+        &self,
+        ctx: &RunContext,
+        phase: Phase,
+        component: &RunComponent,
+        exit_code: i32,
+    ) {
+        let log_tail = self
+            .process_tail_n(&component.process_id, crate::heal::TAIL_LINES)
+            .await;
+        ctx.failed(crate::heal::Failure {
+            phase: phase as i32,
+            component: component.name.clone(),
+            exit_code,
+            log_tail,
+        });
+    }
+
+    /// The last `keep` lines of a process's output.
+    pub(crate) async fn process_tail_n(&self, process_id: &str, keep: usize) -> Vec<String> {
         let mut request = tonic::Request::new(LogsRequest {
             process_id: process_id.to_owned(),
             follow: false,
             after_sequence: 0,
         });
         request.set_timeout(self.config.runner_deadline());
-        let keep = self.config.log_tail_lines.max(1);
+        let keep = keep.max(1);
         let mut tail = std::collections::VecDeque::with_capacity(keep);
         if let Ok(runner) = self.agents.runner()
             && let Ok(response) = RunnerServiceClient::new(runner).logs(request).await
@@ -508,7 +564,46 @@ impl Runner {
 
     /// Install, build, start and probe every startable component; the run
     /// is RUNNING when this returns.
+    ///
+    /// A failed install, build, start or probe is healed when the resolver
+    /// has a patch not tried yet (see [`crate::heal`]), at most the tier's
+    /// `max_heal_attempts` times.
     async fn start_components(&self, ctx: &mut RunContext, cancel: &CancellationToken) -> Flow<Monitor> {
+        let mut from = RetryFrom::Provision;
+        let mut installed: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+        let mut heals = 0_u32;
+        loop {
+            ctx.take_failure();
+            match self.start_attempt(ctx, cancel, from, &mut installed).await {
+                Err(Halt::Failed(message)) => match self.heal(ctx, &mut heals).await? {
+                    Healed::Retry(step) => {
+                        let started = ctx.started.clone();
+                        self.stop_processes(&started).await;
+                        if step <= RetryFrom::Install {
+                            installed.clear();
+                        }
+                        from = step;
+                    }
+                    Healed::No(summary) => {
+                        return Err(Halt::Failed(match summary {
+                            Some(summary) => format!("{message}\nresolver: {summary}"),
+                            None => message,
+                        }));
+                    }
+                },
+                other => return other,
+            }
+        }
+    }
+
+    /// One go at provision, install, start and probe, from `from`.
+    async fn start_attempt(
+        &self,
+        ctx: &mut RunContext,
+        cancel: &CancellationToken,
+        from: RetryFrom,
+        installed: &mut BTreeMap<String, BTreeMap<String, String>>,
+    ) -> Flow<Monitor> {
         let run_id = ctx.run_id.clone();
         let plan = ctx
             .plan
@@ -516,12 +611,15 @@ impl Runner {
             .ok_or_else(|| Halt::Failed("the analyzer returned no plan".into()))?;
         let mut startable = Vec::new();
         let mut skipped = Vec::new();
+        let first = from == RetryFrom::Provision && ctx.tried.is_empty();
         for component in &plan.components {
             match not_startable(component) {
                 None => startable.push(component.clone()),
                 Some(why) => {
-                    self.notice(&run_id, format!("{} is not started: {why}", component.name))
-                        .await?;
+                    if first {
+                        self.notice(&run_id, format!("{} is not started: {why}", component.name))
+                            .await?;
+                    }
                     skipped.push(format!("{} ({why})", component.name));
                 }
             }
@@ -536,9 +634,28 @@ impl Runner {
                 )
             }));
         }
+        until_cancel(cancel, Box::pin(self.provision(ctx, &startable))).await?;
         let mut envs = Vec::with_capacity(startable.len());
         for component in &startable {
-            envs.push(until_cancel(cancel, Box::pin(self.install(ctx, component, cancel))).await?);
+            let env = match installed.get(&component.name) {
+                Some(env) => env.clone(),
+                None => {
+                    let env = until_cancel(cancel, Box::pin(self.install(ctx, component, cancel))).await?;
+                    installed.insert(component.name.clone(), env.clone());
+                    env
+                }
+            };
+            let mut env: BTreeMap<String, String> = env;
+            for service in &component.backing_services {
+                if let Some(provisioned) = ctx.provisioned.get(&service.kind) {
+                    env.extend(provisioned.iter().map(|(k, v)| (k.clone(), v.clone())));
+                }
+            }
+            env.extend(ctx.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+            envs.push(env);
+        }
+        for (component, env) in startable.iter().zip(&envs) {
+            until_cancel(cancel, Box::pin(self.run_setup(ctx, component, env))).await?;
         }
 
         self.enter(&run_id, RunState::Starting, RunChange::default())
@@ -571,6 +688,12 @@ impl Runner {
                 Ok(status) => status,
                 Err(err) => {
                     let message = failure_message(Step::Start, &err);
+                    ctx.failed(crate::heal::Failure {
+                        phase: Phase::Start as i32,
+                        component: name.clone(),
+                        exit_code: 0,
+                        log_tail: vec![message.clone()],
+                    });
                     return Err(self
                         .step_failed(&run_id, Step::Start, message, started.elapsed())
                         .await);
@@ -627,6 +750,9 @@ impl Runner {
             self.step(&run_id, Step::Probe, "started", names.join(", "), Duration::ZERO)
                 .await?;
             if let Err(halt) = self.until_healthy(&mut monitor, cancel).await {
+                if matches!(halt, Halt::Failed(_)) {
+                    self.probe_failed(ctx, &monitor).await;
+                }
                 return Err(match halt {
                     Halt::Failed(message) => {
                         self.step_failed(&run_id, Step::Probe, message, started.elapsed())
@@ -644,7 +770,12 @@ impl Runner {
             )
             .await?;
         } else {
-            self.until_processes_run(&mut monitor, cancel).await?;
+            if let Err(halt) = self.until_processes_run(&mut monitor, cancel).await {
+                if matches!(halt, Halt::Failed(_)) {
+                    self.probe_failed(ctx, &monitor).await;
+                }
+                return Err(halt);
+            }
             self.step(
                 &run_id,
                 Step::Probe,
@@ -1167,6 +1298,396 @@ impl Runner {
                     .await)
             }
         }
+    }
+}
+
+/// What the resolver made of a failure.
+pub(crate) enum Healed {
+    /// The plan was patched: go back to this step.
+    Retry(RetryFrom),
+    /// Nothing new to try; the diagnosis's summary when there was one.
+    No(Option<String>),
+}
+
+impl Runner {
+    /// Provisions the backing services of `components` not provisioned yet
+    /// in this run, one per kind.
+    async fn provision(&self, ctx: &mut RunContext, components: &[Component]) -> Flow {
+        let run_id = ctx.run_id.clone();
+        let mut wanted: BTreeMap<i32, BackingService> = BTreeMap::new();
+        for service in components.iter().flat_map(|c| &c.backing_services) {
+            if ctx.provisioned.contains_key(&service.kind) {
+                continue;
+            }
+            let entry = wanted.entry(service.kind).or_insert_with(|| BackingService {
+                kind: service.kind,
+                version: service.version.clone(),
+                ..BackingService::default()
+            });
+            for name in &service.env_vars {
+                if !entry.env_vars.contains(name) {
+                    entry.env_vars.push(name.clone());
+                }
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let kinds: Vec<&str> = wanted.values().map(|s| kind_name(s.kind)).collect();
+        if Step::Provision.skipped_in(ctx) {
+            let why = format!(
+                "{}: the provisioner was skipped on request; the components get no backing service",
+                kinds.join(", ")
+            );
+            // Not again on a retry.
+            for kind in wanted.keys() {
+                ctx.provisioned.insert(*kind, BTreeMap::new());
+            }
+            return self
+                .step(&run_id, Step::Provision, "skipped", why, Duration::ZERO)
+                .await;
+        }
+        let provisioner = match self.agents.provisioner() {
+            Ok(channel) => channel,
+            Err(_) => {
+                for kind in wanted.keys() {
+                    ctx.provisioned.insert(*kind, BTreeMap::new());
+                }
+                return self
+                    .notice(
+                        &run_id,
+                        format!(
+                            "the components need {} but this orchestrator has no provisioner (endpoints.provisioner); they get none",
+                            kinds.join(", ")
+                        ),
+                    )
+                    .await;
+            }
+        };
+        self.enter(&run_id, RunState::Provisioning, RunChange::default())
+            .await?;
+        let run_dir = self.config.provision_run_dir(&run_id);
+        for (kind, service) in wanted {
+            let what = kind_name(kind);
+            let started = Instant::now();
+            self.step(
+                &run_id,
+                Step::Provision,
+                "started",
+                what.to_owned(),
+                Duration::ZERO,
+            )
+            .await?;
+            let mut request = tonic::Request::new(ProvisionRequest {
+                run_id: run_id.clone(),
+                service: Some(service),
+                run_dir: run_dir.display().to_string(),
+            });
+            request.set_timeout(self.config.provision_deadline());
+            let response = ProvisionerServiceClient::new(provisioner.clone())
+                .provision(request)
+                .await
+                .map_err(|status| OrchestratorError::from_agent(PROVISIONER, status));
+            let response = match response {
+                Ok(response) => response.into_inner(),
+                Err(err) => {
+                    let message = redact(&failure_message(Step::Provision, &err));
+                    return Err(self
+                        .step_failed(&run_id, Step::Provision, message, started.elapsed())
+                        .await);
+                }
+            };
+            let how = match response.mode() {
+                ProvisionMode::Reused => "reused the shared server",
+                ProvisionMode::Started => "started a private server",
+                ProvisionMode::Unspecified => "provisioned",
+            };
+            let url = response
+                .env
+                .iter()
+                .find(|(k, _)| k.as_str() == "DATABASE_URL" || k.as_str() == "REDIS_URL")
+                .map(|(k, v)| format!(", {k}={}", redact(v)))
+                .unwrap_or_default();
+            let names: Vec<&str> = response.env.keys().map(String::as_str).collect();
+            let detail = format!(
+                "{what}: {how} (resource {}){url}; env {}",
+                response.resource_id,
+                names.join(", ")
+            );
+            ctx.provisioned.insert(kind, response.env.into_iter().collect());
+            self.step(&run_id, Step::Provision, "finished", detail, started.elapsed())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Releases every backing service of the run; a failure is a notice.
+    pub(crate) async fn release_backing(&self, run_id: &str) {
+        let Ok(provisioner) = self.agents.provisioner() else {
+            return;
+        };
+        let mut request = tonic::Request::new(ReleaseRequest {
+            run_id: run_id.to_owned(),
+            resource_ids: Vec::new(),
+        });
+        request.set_timeout(self.config.provision_deadline());
+        match ProvisionerServiceClient::new(provisioner).release(request).await {
+            Ok(response) => {
+                let released = response.into_inner().released;
+                if !released.is_empty() {
+                    tracing::info!(run_id, released = released.len(), "backing services released");
+                }
+            }
+            Err(status) => {
+                let text = format!(
+                    "the run's backing services could not be released: {}",
+                    redact(status.message())
+                );
+                tracing::warn!(run_id, error = %text, "release failed");
+                let _ = self
+                    .recorder
+                    .record(run_id, RunChange::default(), run_event::Event::Notice(text))
+                    .await;
+            }
+        }
+    }
+
+    /// Runs each of the component's setup commands once through the runner,
+    /// after install and before start, with the component's env.
+    async fn run_setup(
+        &self,
+        ctx: &mut RunContext,
+        component: &Component,
+        env: &BTreeMap<String, String>,
+    ) -> Flow {
+        let run_id = ctx.run_id.clone();
+        for (index, command) in component.setup.iter().enumerate() {
+            let name = format!("{}-setup-{}", component.name, index + 1);
+            let started = Instant::now();
+            self.step(
+                &run_id,
+                Step::Start,
+                "started",
+                format!("{name}: {}", command.run),
+                Duration::ZERO,
+            )
+            .await?;
+            let one_shot = Component {
+                name: name.clone(),
+                kind: ComponentKind::Cli.into(),
+                start: Some(command.clone()),
+                port: 0,
+                port_binding: String::new(),
+                health_paths: Vec::new(),
+                ..component.clone()
+            };
+            let status = self
+                .start_process(StartRequest {
+                    run_id: run_id.clone(),
+                    workspace_path: Self::workspace_path(ctx)?,
+                    component: Some(one_shot),
+                    env: env.clone().into_iter().collect(),
+                    limits: Some(ResourceLimits {
+                        max_runtime_seconds: ctx.max_run_seconds,
+                        ..ResourceLimits::default()
+                    }),
+                    restart_policy: RestartPolicy::Never.into(),
+                    max_restarts: 0,
+                    bind_host: String::new(),
+                })
+                .await;
+            let status = match status {
+                Ok(status) => status,
+                Err(err) => {
+                    let message = failure_message(Step::Start, &err);
+                    return Err(self
+                        .step_failed(&run_id, Step::Start, message, started.elapsed())
+                        .await);
+                }
+            };
+            ctx.started.push(status.process_id.clone());
+            let until = Instant::now() + self.config.install_deadline();
+            let status = loop {
+                let status = self
+                    .process_status(&status.process_id)
+                    .await
+                    .map_err(|err| Halt::Failed(failure_message(Step::Start, &err)))?;
+                if is_over(status.state()) || Instant::now() > until {
+                    break status;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            };
+            if status.state() != ProcessState::Exited || status.exit_code != 0 {
+                let tail = self
+                    .process_tail_n(&status.process_id, crate::heal::TAIL_LINES)
+                    .await;
+                let short: Vec<String> = tail
+                    .iter()
+                    .rev()
+                    .take(self.config.log_tail_lines)
+                    .rev()
+                    .cloned()
+                    .collect();
+                ctx.failed(crate::heal::Failure {
+                    phase: Phase::Setup as i32,
+                    component: component.name.clone(),
+                    exit_code: status.exit_code,
+                    log_tail: tail,
+                });
+                let message = format!(
+                    "start failed: the setup command `{}` of {} exited with code {}{}",
+                    command.run,
+                    component.name,
+                    status.exit_code,
+                    quote_tail(&short)
+                );
+                return Err(self
+                    .step_failed(&run_id, Step::Start, message, started.elapsed())
+                    .await);
+            }
+            self.step(
+                &run_id,
+                Step::Start,
+                "finished",
+                format!("{name}: exit code 0"),
+                started.elapsed(),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Keeps what a failed probe left for the resolver: the first component
+    /// that is not healthy, its exit code and last lines.
+    async fn probe_failed(&self, ctx: &RunContext, monitor: &Monitor) {
+        let Some(component) = monitor
+            .components
+            .iter()
+            .find(|c| c.health != "healthy" && c.health != UNPROBED)
+            .or_else(|| monitor.components.first())
+        else {
+            return;
+        };
+        let (phase, exit_code) = match self.process_status(&component.process_id).await {
+            Ok(status) if is_over(status.state()) => (Phase::Start, status.exit_code),
+            _ => (Phase::Probe, 0),
+        };
+        self.component_failed(ctx, phase, component, exit_code).await;
+    }
+
+    /// Asks the resolver about the last failure and applies the first
+    /// diagnosis with patches not tried yet in this run.
+    async fn heal(&self, ctx: &mut RunContext, heals: &mut u32) -> Flow<Healed> {
+        let run_id = ctx.run_id.clone();
+        let Some(failure) = ctx.take_failure() else {
+            return Ok(Healed::No(None));
+        };
+        if ctx.skip_agents.iter().any(|a| a == RESOLVER) {
+            return Ok(Healed::No(None));
+        }
+        let Ok(resolver) = self.agents.resolver() else {
+            return Ok(Healed::No(None));
+        };
+        let Some(mut plan) = ctx.plan.clone() else {
+            return Ok(Healed::No(None));
+        };
+        let mut request = tonic::Request::new(DiagnoseRequest {
+            phase: failure.phase,
+            component: failure.component.clone(),
+            exit_code: failure.exit_code,
+            log_tail: failure.log_tail.clone(),
+            plan: Some(plan.clone()),
+            environment: ctx.environment.clone(),
+            tried: ctx.tried.clone(),
+        });
+        request.set_timeout(self.config.diagnose_deadline());
+        let diagnoses = match ResolverServiceClient::new(resolver).diagnose(request).await {
+            Ok(response) => response.into_inner().diagnoses,
+            Err(status) => {
+                tracing::warn!(error = %status.message(), "the resolver failed");
+                return Ok(Healed::No(None));
+            }
+        };
+        let summary = diagnoses.first().map(|d| format!("{} ({})", d.summary, d.cause));
+        if *heals >= ctx.max_heal_attempts {
+            let summary = summary.map(|s| {
+                format!(
+                    "{s}; not healed: your tier allows {} heal attempt(s) per run",
+                    ctx.max_heal_attempts
+                )
+            });
+            return Ok(Healed::No(summary));
+        }
+        let workspace = Self::workspace_path(ctx)?;
+        for diagnosis in diagnoses {
+            let new: Vec<PlanPatch> = diagnosis
+                .patches
+                .iter()
+                .filter(|p| !ctx.tried.iter().any(|t| same_patch(t, p)))
+                .cloned()
+                .collect();
+            if new.is_empty() {
+                continue;
+            }
+            let mut applied = Vec::new();
+            for patch in new {
+                ctx.tried.push(patch.clone());
+                let mut outcome = apply_patch(&mut plan, &patch);
+                if outcome.is_ok()
+                    && let Some(Change::CreateFile(file)) = &patch.change
+                {
+                    outcome =
+                        create_file(std::path::Path::new(&workspace), &file.path, &file.content).map(drop);
+                }
+                match outcome {
+                    Ok(()) => applied.push(patch),
+                    Err(why) => {
+                        self.notice(
+                            &run_id,
+                            format!("patch not applied ({}): {why}", describe(&patch)),
+                        )
+                        .await?;
+                    }
+                }
+            }
+            let Some(from) = applied.iter().map(retry_from).min() else {
+                continue;
+            };
+            *heals += 1;
+            ctx.plan = Some(plan.clone());
+            let event = run_event::Event::Heal(HealEvent {
+                attempt: *heals,
+                cause: diagnosis.cause.clone(),
+                summary: diagnosis.summary.clone(),
+                patches: applied.clone(),
+                retry_from: from.name().to_owned(),
+            });
+            let change = RunChange {
+                plan: Some(plan),
+                attempts: Some(*heals + 1),
+                ..RunChange::default()
+            };
+            self.emit(&run_id, change, event).await?;
+            tracing::info!(
+                cause = %diagnosis.cause,
+                patches = %applied.iter().map(describe).collect::<Vec<_>>().join("; "),
+                retry_from = from.name(),
+                "run healed"
+            );
+            return Ok(Healed::Retry(from));
+        }
+        Ok(Healed::No(summary))
+    }
+}
+
+fn kind_name(kind: i32) -> &'static str {
+    match BackingServiceKind::try_from(kind).unwrap_or(BackingServiceKind::Unspecified) {
+        BackingServiceKind::Postgresql => "postgresql",
+        BackingServiceKind::Mysql => "mysql",
+        BackingServiceKind::Redis => "redis",
+        BackingServiceKind::Mongodb => "mongodb",
+        BackingServiceKind::Rabbitmq => "rabbitmq",
+        BackingServiceKind::Unspecified => "unknown backing service",
     }
 }
 

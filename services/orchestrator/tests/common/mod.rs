@@ -278,6 +278,8 @@ impl Mesh {
             dependency: None,
             runner: None,
             health: None,
+            provisioner: None,
+            resolver: None,
         };
         let authorizer = Authorizer::new(channel(auth_service_server::SERVICE_NAME, auth_uri));
         let store = RunStore::connect(&db.url).await.unwrap();

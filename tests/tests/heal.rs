@@ -1,0 +1,315 @@
+//! Self-healing through the whole mesh: fixtures with deliberate faults
+//! reach RUNNING only because the orchestrator provisions what they need
+//! and applies the resolver's patches. Each test names the rule that fired
+//! (`HealEvent.cause`) and the patch that was applied
+//! (`plan.applied_patches`), or the backing service that was provisioned,
+//! and that StopRun releases it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    io::{Read as _, Write as _},
+    net::TcpStream,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt as _;
+use reporunner::ServiceName;
+use reporunner_proto::{
+    common::v1::{PlanPatch, plan_patch::Change},
+    orchestrator::v1::{
+        CreateRunRequest, GetRunRequest, HealEvent, RepoSource, Run, RunEvent, RunGoal, RunState, StepEvent,
+        StopRunRequest, WatchRunRequest, orchestrator_service_client::OrchestratorServiceClient,
+        repo_source::Source, run_event,
+    },
+};
+use reporunner_tests::{Sandbox, SandboxBuilder};
+use tonic::transport::Channel;
+
+/// A cold install, a failure, a second install and a start on two shared
+/// cores.
+const UP_WITHIN: Duration = Duration::from_secs(480);
+
+fn fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// Every service hosted, once; a crashing component fails at once (no
+/// restarts) so that the resolver sees it quickly.
+async fn mesh() -> Sandbox {
+    ServiceName::ALL
+        .into_iter()
+        .fold(Sandbox::builder(), SandboxBuilder::with)
+        .settings(|settings| {
+            settings.orchestrator.max_restarts = 0;
+            settings.orchestrator.status_poll_ms = 500;
+        })
+        .start()
+        .await
+        .unwrap()
+}
+
+async fn create_start(mesh: &Sandbox, client: &mut OrchestratorServiceClient<Channel>, name: &str) -> Run {
+    client
+        .create_run(mesh.request(CreateRunRequest {
+            source: Some(RepoSource {
+                source: Some(Source::LocalPath(fixture(name))),
+                r#ref: String::new(),
+            }),
+            goal: RunGoal::Start.into(),
+            ..CreateRunRequest::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .run
+        .unwrap()
+}
+
+async fn get(mesh: &Sandbox, client: &mut OrchestratorServiceClient<Channel>, id: &str) -> Run {
+    client
+        .get_run(mesh.request(GetRunRequest { run_id: id.into() }))
+        .await
+        .unwrap()
+        .into_inner()
+        .run
+        .unwrap()
+}
+
+async fn events(mesh: &Sandbox, client: &mut OrchestratorServiceClient<Channel>, id: &str) -> Vec<RunEvent> {
+    let mut stream = client
+        .watch_run(mesh.request(WatchRunRequest {
+            run_id: id.into(),
+            after_sequence: 0,
+            without_logs: true,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut events = Vec::new();
+    while let Ok(Some(Ok(message))) = tokio::time::timeout(Duration::from_secs(2), stream.next()).await {
+        events.extend(message.event);
+    }
+    events
+}
+
+fn heals(events: &[RunEvent]) -> Vec<HealEvent> {
+    events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Some(run_event::Event::Heal(heal)) => Some(heal.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn steps<'a>(events: &'a [RunEvent], step: &str) -> Vec<&'a StepEvent> {
+    events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Some(run_event::Event::Step(s)) if s.step == step => Some(s),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Polls until the run is RUNNING; panics with its error and events.
+async fn until_running(mesh: &Sandbox, client: &mut OrchestratorServiceClient<Channel>, id: &str) -> Run {
+    let started = Instant::now();
+    loop {
+        let run = get(mesh, client, id).await;
+        let state = run.state();
+        if state == RunState::Running {
+            eprintln!("run {id} RUNNING after {:.1} s", started.elapsed().as_secs_f64());
+            return run;
+        }
+        if matches!(
+            state,
+            RunState::Failed | RunState::Stopped | RunState::Interrupted | RunState::Succeeded
+        ) || started.elapsed() > UP_WITHIN
+        {
+            let trail: Vec<String> = events(mesh, client, id)
+                .await
+                .iter()
+                .map(|e| format!("{:?}", e.event))
+                .collect();
+            panic!(
+                "run {id} is {state:?} after {:?}: {}\n{}",
+                started.elapsed(),
+                run.error,
+                trail.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn http_get(url: &str) -> String {
+    let authority = url.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = TcpStream::connect(authority).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(stream, "GET / HTTP/1.0\r\nHost: {authority}\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
+
+async fn stop(mesh: &Sandbox, client: &mut OrchestratorServiceClient<Channel>, id: &str) {
+    let stopped = client
+        .stop_run(mesh.request(StopRunRequest { run_id: id.into() }))
+        .await
+        .unwrap()
+        .into_inner()
+        .run
+        .unwrap();
+    assert_eq!(stopped.state(), RunState::Stopped);
+}
+
+fn applied(run: &Run) -> Vec<PlanPatch> {
+    run.plan
+        .as_ref()
+        .map(|p| p.applied_patches.clone())
+        .unwrap_or_default()
+}
+
+/// Runs `fixture` to RUNNING and checks its page; the run and its events.
+async fn heal_to_running(
+    mesh: &Sandbox,
+    client: &mut OrchestratorServiceClient<Channel>,
+    name: &str,
+    page: &str,
+) -> (Run, Vec<RunEvent>, String) {
+    let created = create_start(mesh, client, name).await;
+    let run = until_running(mesh, client, &created.id).await;
+    let answer = http_get(&run.components[0].url);
+    assert!(answer.contains(page), "{answer}");
+    let events = events(mesh, client, &run.id).await;
+    (run, events, answer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_python_package_is_added_and_installed() {
+    let mesh = mesh().await;
+    let mut client = mesh.orchestrator();
+    let (run, events, _) = heal_to_running(&mesh, &mut client, "heal-missing-dep", "heal-missing-dep").await;
+    let heals = heals(&events);
+    assert_eq!(heals.len(), 1, "{heals:?}");
+    assert_eq!(heals[0].cause, "python.missing_module");
+    assert_eq!(heals[0].retry_from, "install");
+    let patches = applied(&run);
+    assert!(
+        patches.iter().any(|p| matches!(
+            &p.change,
+            Some(Change::AddPackage(add)) if add.name == "python-dotenv"
+        )),
+        "{patches:?}"
+    );
+    stop(&mesh, &mut client, &run.id).await;
+    mesh.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_env_var_is_set() {
+    let mesh = mesh().await;
+    let mut client = mesh.orchestrator();
+    let (run, events, _) = heal_to_running(&mesh, &mut client, "heal-missing-env", "heal-missing-env").await;
+    let heals = heals(&events);
+    assert_eq!(heals.len(), 1, "{heals:?}");
+    assert_eq!(heals[0].cause, "env.missing_var");
+    assert_eq!(heals[0].retry_from, "start");
+    let patches = applied(&run);
+    assert!(
+        patches.iter().any(|p| matches!(
+            &p.change,
+            Some(Change::SetEnvVar(set)) if set.name == "SECRET_KEY" && !set.value.is_empty()
+        )),
+        "{patches:?}"
+    );
+    stop(&mesh, &mut client, &run.id).await;
+    mesh.stop().await.unwrap();
+}
+
+fn psql(query: &str) -> String {
+    let out = std::process::Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-tAc",
+            query,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_database_is_provisioned_and_released() {
+    let mesh = mesh().await;
+    let mut client = mesh.orchestrator();
+    let (run, events, answer) = heal_to_running(&mesh, &mut client, "heal-postgres", "db=rr_").await;
+    let provision = steps(&events, "provision");
+    let finished = provision
+        .iter()
+        .find(|s| s.status == "finished")
+        .unwrap_or_else(|| panic!("{provision:?}"));
+    assert!(finished.detail.starts_with("postgresql:"), "{}", finished.detail);
+    assert!(finished.detail.contains(":***@"), "{}", finished.detail);
+    let database = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("db="))
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert!(database.starts_with("rr_"), "{database}");
+    let exists = format!("SELECT count(*) FROM pg_database WHERE datname = '{database}'");
+    assert_eq!(psql(&exists), "1");
+    stop(&mesh, &mut client, &run.id).await;
+    assert_eq!(psql(&exists), "0", "Release dropped {database}");
+    mesh.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_database_is_provisioned_and_released() {
+    let mesh = mesh().await;
+    let mut client = mesh.orchestrator();
+    let (run, events, answer) = heal_to_running(&mesh, &mut client, "heal-redis", "redis-db=").await;
+    let provision = steps(&events, "provision");
+    assert!(
+        provision
+            .iter()
+            .any(|s| s.status == "finished" && s.detail.starts_with("redis:")),
+        "{provision:?}"
+    );
+    let db = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("redis-db="))
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert_ne!(db, "0", "the run gets a database of its own");
+    let claim = || {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", "6379", "-n", "0", "GET"])
+            .arg(format!("reporunner:provisioner:db:{db}"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert!(claim().starts_with(&run.id), "{}", claim());
+    stop(&mesh, &mut client, &run.id).await;
+    assert!(
+        !claim().starts_with(&run.id),
+        "Release dropped the claim: {}",
+        claim()
+    );
+    mesh.stop().await.unwrap();
+}
