@@ -79,10 +79,14 @@ pub async fn interpreters(
             }
         }
     }
-    if candidates.is_empty() {
-        if let Some(path) = exec::which("python3", path_var) {
-            candidates.push((path, true));
-        }
+    // The default is what `python3` runs here, also when the Environment
+    // lacks it (a detector's probe that timed out drops the tool).
+    if !candidates.iter().any(|(_, default)| *default)
+        && let Some(path) = exec::which("python3", path_var)
+    {
+        candidates.insert(0, (path, true));
+    }
+    if candidates.len() <= 1 {
         // pyenv's versioned shims fail unless their version is selected;
         // the versions themselves are looked at below.
         for minor in 6..=20 {
@@ -118,8 +122,17 @@ pub async fn interpreters(
             ..i
         })
     });
+    // The default (`python3`, usually a pyenv shim) is probed first and alone:
+    // a dozen shims started at once can fail, and the default is the one that
+    // decides an install without a constraint.
+    let mut probes: Vec<_> = probes.collect();
+    let first = match candidates.iter().position(|(_, default)| *default) {
+        Some(index) => vec![probes.remove(index).await],
+        None => Vec::new(),
+    };
+    let rest = futures::future::join_all(probes).await;
     let mut found: Vec<Interpreter> = Vec::new();
-    for interpreter in futures::future::join_all(probes).await.into_iter().flatten() {
+    for interpreter in first.into_iter().chain(rest).flatten() {
         let real = interpreter
             .path
             .canonicalize()
@@ -132,6 +145,16 @@ pub async fn interpreters(
         } else {
             found.push(interpreter);
         }
+    }
+    // A pyenv shim is a shell script that can fail when many run at once; the
+    // env-detector has already said which version `python3` is: mark that one.
+    if !found.iter().any(|i| i.default)
+        && let Some(version) = environment
+            .and_then(|e| e.toolchains.iter().find(|t| t.name == "python3"))
+            .and_then(|t| Version::from_str(t.version.trim()).ok())
+        && let Some(default) = found.iter_mut().find(|i| i.version == version)
+    {
+        default.default = true;
     }
     found.sort_by(|a, b| b.version.cmp(&a.version));
     found
@@ -701,9 +724,14 @@ pub(crate) async fn install(job: &Job, sink: &mut LogSink, report: &mut Report) 
     sink.system(
         "install",
         format!(
-            "python {} at {} (constraint: {wanted})",
+            "python {} at {} (constraint: {wanted}; installed: {})",
             python.version,
-            python.path.display()
+            python.path.display(),
+            found
+                .iter()
+                .map(|i| format!("{}{}", i.version, if i.default { " (default)" } else { "" }))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     )
     .await;

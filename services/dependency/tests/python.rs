@@ -344,3 +344,35 @@ async fn the_environment_names_the_interpreters_to_choose_from() {
         lines.iter().map(|l| &l.text).collect::<Vec<_>>()
     );
 }
+
+#[tokio::test]
+async fn an_environment_without_python3_still_defaults_to_what_python3_runs() {
+    use reporunner_proto::common::v1::{Environment, Toolchain};
+
+    let mut agent = agent().await;
+    let workspace = tempfile::tempdir().unwrap();
+    let default = std::process::Command::new("python3")
+        .args(["-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"])
+        .output()
+        .unwrap();
+    let default = String::from_utf8_lossy(&default.stdout).trim().to_owned();
+    let mut request = request(workspace.path(), component("python", "python", "", "pip"), None);
+    // A detector whose python3 probe timed out lists only versioned tools.
+    request.environment = Some(Environment {
+        toolchains: vec![Toolchain {
+            name: "python3.99".into(),
+            version: "3.99.0".into(),
+            path: "/nonexistent/python3.99".into(),
+        }],
+        ..Environment::default()
+    });
+    let (lines, result) = install(&mut agent, request).await;
+    assert!(result.success, "{result:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.text.starts_with(&format!("python {default} at "))),
+        "{:?}",
+        lines.iter().map(|l| &l.text).collect::<Vec<_>>()
+    );
+}
