@@ -313,3 +313,81 @@ async fn a_redis_database_is_provisioned_and_released() {
     );
     mesh.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unapplied_django_migrations_get_a_setup_command() {
+    let mesh = ServiceName::ALL
+        .into_iter()
+        .fold(Sandbox::builder(), SandboxBuilder::with)
+        .settings(|settings| {
+            settings.orchestrator.max_restarts = 0;
+            settings.orchestrator.status_poll_ms = 500;
+            settings.orchestrator.startup_grace_seconds = 15;
+        })
+        .start()
+        .await
+        .unwrap();
+    let mut client = mesh.orchestrator();
+    let (run, events, _) = heal_to_running(&mesh, &mut client, "heal-django-migrate", "notes=0").await;
+    let heals = heals(&events);
+    assert!(
+        heals
+            .iter()
+            .any(|h| h.cause == "db.not_migrated" && h.retry_from == "start"),
+        "{heals:?}"
+    );
+    let patches = applied(&run);
+    assert!(
+        patches.iter().any(|p| matches!(
+            &p.change,
+            Some(Change::AddSetupCommand(add))
+                if add.command.as_ref().is_some_and(|c| c.run.contains("manage.py migrate"))
+        )),
+        "{patches:?}"
+    );
+    let setup = steps(&events, "start");
+    assert!(
+        setup
+            .iter()
+            .any(|s| s.status == "finished" && s.detail.contains("-setup-1: exit code 0")),
+        "{setup:?}"
+    );
+    stop(&mesh, &mut client, &run.id).await;
+    mesh.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skipping_the_resolver_fails_as_before() {
+    let mesh = mesh().await;
+    let mut client = mesh.orchestrator();
+    let created = client
+        .create_run(mesh.request(CreateRunRequest {
+            source: Some(RepoSource {
+                source: Some(Source::LocalPath(fixture("heal-missing-env"))),
+                r#ref: String::new(),
+            }),
+            goal: RunGoal::Start.into(),
+            skip_agents: vec!["resolver".into()],
+            ..CreateRunRequest::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .run
+        .unwrap();
+    let started = Instant::now();
+    let run = loop {
+        let run = get(&mesh, &mut client, &created.id).await;
+        if run.state() == RunState::Failed || started.elapsed() > UP_WITHIN {
+            break run;
+        }
+        assert_ne!(run.state(), RunState::Running, "not healed, not running");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(run.state(), RunState::Failed, "{}", run.error);
+    assert!(run.error.contains("SECRET_KEY"), "{}", run.error);
+    let events = events(&mesh, &mut client, &run.id).await;
+    assert!(heals(&events).is_empty());
+    assert!(applied(&run).is_empty());
+    mesh.stop().await.unwrap();
+}
