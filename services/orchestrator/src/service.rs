@@ -224,9 +224,15 @@ impl OrchestratorImpl {
             let span = tracing::info_span!("run", run_id = %run.id, user_id = %run.owner_id);
             tokio::spawn(runner.clone().resume(run.id, components, live).instrument(span));
         }
-        if !left.is_empty() {
+        if !left.is_empty() || (!interrupted.is_empty() && agents.provisioner.is_some()) {
             let runner = runner.clone();
-            tokio::spawn(async move { runner.stop_processes(&left).await });
+            tokio::spawn(async move {
+                runner.stop_processes(&left).await;
+                // Their backing services too (Release is idempotent).
+                for id in &interrupted {
+                    runner.release_backing(id).await;
+                }
+            });
         }
         Ok(Self {
             config,

@@ -1107,6 +1107,9 @@ impl Runner {
         };
         self.log_end(&run_id, outcome, started).await;
         self.release(&run_id, &processes).await;
+        if self.is_over(&run_id).await {
+            self.release_backing(&run_id).await;
+        }
         self.recorder.live.finish(&run_id);
     }
 
