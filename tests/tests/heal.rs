@@ -391,3 +391,33 @@ async fn skipping_the_resolver_fails_as_before() {
     assert!(applied(&run).is_empty());
     mesh.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_redis_is_added_provisioned_and_released() {
+    let mesh = mesh().await;
+    let mut client = mesh.orchestrator();
+    let (run, events, _) = heal_to_running(&mesh, &mut client, "heal-redis-unseen", "hits=").await;
+    let heals = heals(&events);
+    assert!(
+        heals
+            .iter()
+            .any(|h| h.cause == "db.redis_unreachable" && h.retry_from == "provision"),
+        "{heals:?}"
+    );
+    let patches = applied(&run);
+    assert!(
+        patches
+            .iter()
+            .any(|p| matches!(&p.change, Some(Change::AddBackingService(_)))),
+        "{patches:?}"
+    );
+    let provision = steps(&events, "provision");
+    assert!(
+        provision
+            .iter()
+            .any(|s| s.status == "finished" && s.detail.starts_with("redis:")),
+        "{provision:?}"
+    );
+    stop(&mesh, &mut client, &run.id).await;
+    mesh.stop().await.unwrap();
+}
