@@ -34,7 +34,6 @@ use reporunner_proto::{
 };
 use reporunner_server::{CancellationToken, GrpcServer};
 use reporunner_source::{Source, SourceConfig, SourceGrpc};
-use sea_orm::{ConnectionTrait, Database};
 use tokio_stream::StreamExt as _;
 use tonic::{Request, transport::Channel};
 use tower::Layer as _;
@@ -46,93 +45,19 @@ pub const CREATE_RUN: &str = "/reporunner.orchestrator.v1.OrchestratorService/Cr
 
 // ---- test databases ----
 
-/// A run store database for one test; `url` is what `RunStore::connect` takes.
-pub struct TestDb {
-    pub url: String,
-    _sqlite_dir: Option<tempfile::TempDir>,
-    pg: Option<PgDrop>,
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        if let Some(pg) = self.pg.take() {
-            pg.drop_database();
-        }
-    }
-}
+/// A run store database for one test (`reporunner-testdb`); `url` is what
+/// `RunStore::connect` takes.
+pub use reporunner_testdb::TestDb;
 
 /// A SQLite database in a temporary directory.
 pub fn sqlite() -> TestDb {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("orchestrator.db").display()
-    );
-    TestDb {
-        url,
-        _sqlite_dir: Some(dir),
-        pg: None,
-    }
+    reporunner_testdb::sqlite("orchestrator.db")
 }
 
-fn pg_base() -> String {
-    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
-    let (scheme, rest) = url.split_once("://").expect("DATABASE_URL needs a scheme");
-    let host = rest.split(['/', '?']).next().unwrap_or(rest);
-    format!("{scheme}://{host}")
-}
-
-struct PgDrop {
-    admin_url: String,
-    name: String,
-}
-
-impl PgDrop {
-    fn drop_database(self) {
-        // Drop runs outside async; use a private runtime on its own thread.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(db) = Database::connect(&self.admin_url).await {
-                    let _ = db
-                        .execute_unprepared(&format!(
-                            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-                            self.name
-                        ))
-                        .await;
-                    let _ = db.close().await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
-/// A fresh PostgreSQL database, or `None` when `REPORUNNER_SKIP_PG=1`.
+/// A fresh PostgreSQL database `orchestrator_test_<uuid>`, or `None` when
+/// `REPORUNNER_SKIP_PG=1`.
 pub async fn postgres() -> Option<TestDb> {
-    if std::env::var("REPORUNNER_SKIP_PG").is_ok_and(|v| v == "1") {
-        eprintln!("REPORUNNER_SKIP_PG=1: skipping the PostgreSQL test");
-        return None;
-    }
-    let base = pg_base();
-    let admin_url = format!("{base}/postgres");
-    let name = format!("orchestrator_test_{}", uuid::Uuid::new_v4().simple());
-    let admin = Database::connect(&admin_url)
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL at {admin_url} is needed (or REPORUNNER_SKIP_PG=1): {e}"));
-    admin
-        .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
-        .await
-        .unwrap();
-    admin.close().await.unwrap();
-    Some(TestDb {
-        url: format!("{base}/{name}"),
-        _sqlite_dir: None,
-        pg: Some(PgDrop { admin_url, name }),
-    })
+    reporunner_testdb::postgres("orchestrator_test").await
 }
 
 // ---- fixtures ----
