@@ -339,7 +339,7 @@ fn nest_reads_port_from_main_ts() {
     let jwt = env(&c, "JWT_SECRET");
     assert!(
         jwt.required && jwt.secret && jwt.default_value.is_empty(),
-        "changeme is a placeholder"
+        "changeme is a template value"
     );
     assert!(
         c.evidence

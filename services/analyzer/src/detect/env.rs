@@ -44,7 +44,7 @@ static JAVA_ENV: LazyLock<Option<Regex>> =
     LazyLock::new(|| Regex::new(r#"System\.getenv\(\s*"([A-Z][A-Z0-9_]*)"\s*\)"#).ok());
 
 /// Placeholder values in templates mean "supply your own".
-fn is_placeholder(v: &str) -> bool {
+fn is_template_value(v: &str) -> bool {
     let l = v.to_ascii_lowercase();
     l.is_empty()
         || l.starts_with('<') && l.ends_with('>')
@@ -111,7 +111,7 @@ pub fn apply(idx: &RepoIndex, d: &mut Draft) {
                     continue;
                 }
                 let v = v.split(" #").next().unwrap_or(v).trim().trim_matches(['"', '\'']);
-                let placeholder = is_placeholder(v);
+                let template_value = is_template_value(v);
                 if let Some(kind) = backing_from_env(k, v).filter(|_| own || server_side) {
                     d.add_backing(
                         kind,
@@ -127,8 +127,12 @@ pub fn apply(idx: &RepoIndex, d: &mut Draft) {
                 }
                 d.add_env(EnvVar {
                     name: k.to_owned(),
-                    default_value: if placeholder { String::new() } else { v.to_owned() },
-                    required: placeholder && k != "PORT",
+                    default_value: if template_value {
+                        String::new()
+                    } else {
+                        v.to_owned()
+                    },
+                    required: template_value && k != "PORT",
                     secret: is_secret_name(k),
                     source: format!("{file}:{}", i + 1),
                 });

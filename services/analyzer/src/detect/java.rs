@@ -243,7 +243,7 @@ pub fn detect(idx: &RepoIndex, dir: &str) -> Vec<Draft> {
             version_constraint: String::new(),
         });
     }
-    // application.properties / .yml: server.port and ${ENV:default} placeholders.
+    // application.properties / .yml: server.port and ${ENV:default} substitutions.
     for f in [
         "src/main/resources/application.properties",
         "src/main/resources/application.yml",
