@@ -6,21 +6,14 @@
 //! and that StopRun releases it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{
-    io::{Read as _, Write as _},
-    net::TcpStream,
-    path::Path,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use futures::StreamExt as _;
 use reporunner::ServiceName;
 use reporunner_proto::{
     common::v1::{PlanPatch, plan_patch::Change},
     orchestrator::v1::{
-        CreateRunRequest, GetRunRequest, HealEvent, RepoSource, Run, RunEvent, RunGoal, RunState, StepEvent,
-        StopRunRequest, WatchRunRequest, orchestrator_service_client::OrchestratorServiceClient,
-        repo_source::Source, run_event,
+        CreateRunRequest, HealEvent, RepoSource, Run, RunEvent, RunGoal, RunState, StepEvent, StopRunRequest,
+        orchestrator_service_client::OrchestratorServiceClient, repo_source::Source, run_event,
     },
 };
 use reporunner_tests::{Sandbox, SandboxBuilder};
@@ -28,15 +21,11 @@ use tonic::transport::Channel;
 
 /// A cold install, a failure, a second install and a start on two shared
 /// cores.
-const UP_WITHIN: Duration = Duration::from_secs(480);
+mod common;
 
-fn fixture(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(name)
-        .display()
-        .to_string()
-}
+use common::{create_start, events, fixture, get, http_get};
+
+const UP_WITHIN: Duration = Duration::from_secs(480);
 
 /// Every service hosted, once; a crashing component fails at once (no
 /// restarts) so that the resolver sees it quickly.
@@ -51,50 +40,6 @@ async fn mesh() -> Sandbox {
         .start()
         .await
         .unwrap()
-}
-
-async fn create_start(mesh: &Sandbox, client: &mut OrchestratorServiceClient<Channel>, name: &str) -> Run {
-    client
-        .create_run(mesh.request(CreateRunRequest {
-            source: Some(RepoSource {
-                source: Some(Source::LocalPath(fixture(name))),
-                r#ref: String::new(),
-            }),
-            goal: RunGoal::Start.into(),
-            ..CreateRunRequest::default()
-        }))
-        .await
-        .unwrap()
-        .into_inner()
-        .run
-        .unwrap()
-}
-
-async fn get(mesh: &Sandbox, client: &mut OrchestratorServiceClient<Channel>, id: &str) -> Run {
-    client
-        .get_run(mesh.request(GetRunRequest { run_id: id.into() }))
-        .await
-        .unwrap()
-        .into_inner()
-        .run
-        .unwrap()
-}
-
-async fn events(mesh: &Sandbox, client: &mut OrchestratorServiceClient<Channel>, id: &str) -> Vec<RunEvent> {
-    let mut stream = client
-        .watch_run(mesh.request(WatchRunRequest {
-            run_id: id.into(),
-            after_sequence: 0,
-            without_logs: true,
-        }))
-        .await
-        .unwrap()
-        .into_inner();
-    let mut events = Vec::new();
-    while let Ok(Some(Ok(message))) = tokio::time::timeout(Duration::from_secs(2), stream.next()).await {
-        events.extend(message.event);
-    }
-    events
 }
 
 fn heals(events: &[RunEvent]) -> Vec<HealEvent> {
@@ -132,7 +77,7 @@ async fn until_running(mesh: &Sandbox, client: &mut OrchestratorServiceClient<Ch
             RunState::Failed | RunState::Stopped | RunState::Interrupted | RunState::Succeeded
         ) || started.elapsed() > UP_WITHIN
         {
-            let trail: Vec<String> = events(mesh, client, id)
+            let trail: Vec<String> = events(mesh, client, id, false)
                 .await
                 .iter()
                 .map(|e| format!("{:?}", e.event))
@@ -146,16 +91,6 @@ async fn until_running(mesh: &Sandbox, client: &mut OrchestratorServiceClient<Ch
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-}
-
-fn http_get(url: &str) -> String {
-    let authority = url.trim_start_matches("http://").trim_end_matches('/');
-    let mut stream = TcpStream::connect(authority).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(stream, "GET / HTTP/1.0\r\nHost: {authority}\r\n\r\n").unwrap();
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    answer
 }
 
 async fn stop(mesh: &Sandbox, client: &mut OrchestratorServiceClient<Channel>, id: &str) {
@@ -187,7 +122,7 @@ async fn heal_to_running(
     let run = until_running(mesh, client, &created.id).await;
     let answer = http_get(&run.components[0].url);
     assert!(answer.contains(page), "{answer}");
-    let events = events(mesh, client, &run.id).await;
+    let events = events(mesh, client, &run.id, false).await;
     (run, events, answer)
 }
 
@@ -386,7 +321,7 @@ async fn skipping_the_resolver_fails_as_before() {
     };
     assert_eq!(run.state(), RunState::Failed, "{}", run.error);
     assert!(run.error.contains("SECRET_KEY"), "{}", run.error);
-    let events = events(&mesh, &mut client, &run.id).await;
+    let events = events(&mesh, &mut client, &run.id, false).await;
     assert!(heals(&events).is_empty());
     assert!(applied(&run).is_empty());
     mesh.stop().await.unwrap();

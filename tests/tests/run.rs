@@ -5,8 +5,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
-    io::{Read as _, Write as _},
-    net::TcpStream,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -16,9 +14,8 @@ use reporunner::{ServiceName, Settings, start_node};
 use reporunner_proto::{
     common::v1::LogLine,
     orchestrator::v1::{
-        CreateRunRequest, GetRunLogsRequest, GetRunRequest, RepoSource, Run, RunEvent, RunGoal, RunState,
-        StopRunRequest, WatchRunRequest, orchestrator_service_client::OrchestratorServiceClient,
-        repo_source::Source, run_event,
+        CreateRunRequest, GetRunLogsRequest, RepoSource, Run, RunGoal, RunState, StopRunRequest,
+        orchestrator_service_client::OrchestratorServiceClient, repo_source::Source, run_event,
     },
 };
 use reporunner_server::CancellationToken;
@@ -27,68 +24,11 @@ use tonic::transport::{Channel, Endpoint};
 
 /// Long enough for a cold `pip`/`pnpm` install or an axum compile on two
 /// shared cores.
+mod common;
+
+use common::{create_start, events, every_service, fixture, get, http_get};
+
 const UP_WITHIN: Duration = Duration::from_secs(420);
-
-fn fixture(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(name)
-        .display()
-        .to_string()
-}
-
-/// Every service hosted, once.
-fn every_service() -> SandboxBuilder {
-    ServiceName::ALL
-        .into_iter()
-        .fold(Sandbox::builder(), SandboxBuilder::with)
-}
-
-async fn create_start(mesh: &Sandbox, client: &mut OrchestratorServiceClient<Channel>, name: &str) -> Run {
-    client
-        .create_run(mesh.request(CreateRunRequest {
-            source: Some(RepoSource {
-                source: Some(Source::LocalPath(fixture(name))),
-                r#ref: String::new(),
-            }),
-            goal: RunGoal::Start.into(),
-            ..CreateRunRequest::default()
-        }))
-        .await
-        .unwrap()
-        .into_inner()
-        .run
-        .unwrap()
-}
-
-async fn get(mesh: &Sandbox, client: &mut OrchestratorServiceClient<Channel>, id: &str) -> Run {
-    client
-        .get_run(mesh.request(GetRunRequest { run_id: id.into() }))
-        .await
-        .unwrap()
-        .into_inner()
-        .run
-        .unwrap()
-}
-
-/// The run's stored events (the run is not over, so the watch is cut when
-/// nothing comes for a moment).
-async fn events(mesh: &Sandbox, client: &mut OrchestratorServiceClient<Channel>, id: &str) -> Vec<RunEvent> {
-    let mut stream = client
-        .watch_run(mesh.request(WatchRunRequest {
-            run_id: id.into(),
-            after_sequence: 0,
-            without_logs: false,
-        }))
-        .await
-        .unwrap()
-        .into_inner();
-    let mut events = Vec::new();
-    while let Ok(Some(Ok(message))) = tokio::time::timeout(Duration::from_secs(2), stream.next()).await {
-        events.extend(message.event);
-    }
-    events
-}
 
 async fn logs(
     mesh: &Sandbox,
@@ -152,17 +92,6 @@ async fn until_running(mesh: &Sandbox, client: &mut OrchestratorServiceClient<Ch
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-}
-
-/// A plain HTTP/1.0 GET of `/`; the whole answer.
-fn http_get(url: &str) -> String {
-    let authority = url.trim_start_matches("http://").trim_end_matches('/');
-    let mut stream = TcpStream::connect(authority).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(stream, "GET / HTTP/1.0\r\nHost: {authority}\r\n\r\n").unwrap();
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    answer
 }
 
 /// Processes the runner started for `run_id`: each gets
@@ -244,7 +173,7 @@ async fn start_fixture(name: &str, expect: &str) {
     assert!(answer.starts_with("HTTP/1."), "{answer}");
     assert!(answer.contains(expect), "{answer}");
 
-    let events = events(&mesh, &mut client, &run.id).await;
+    let events = events(&mesh, &mut client, &run.id, true).await;
     let steps: Vec<(String, String)> = events
         .iter()
         .filter_map(|e| match &e.event {
@@ -357,7 +286,7 @@ async fn a_running_run_survives_an_orchestrator_restart() {
     let mut client = mesh.orchestrator();
     let created = create_start(&mesh, &mut client, "run-flask").await;
     let run = until_running(&mesh, &mut client, &created.id).await;
-    let before = events(&mesh, &mut client, &run.id).await;
+    let before = events(&mesh, &mut client, &run.id, true).await;
     let install_before = logs(&mesh, &mut client, &run.id, "install").await;
     let pids = run_pids(&run.id);
     assert!(!pids.is_empty());
@@ -384,7 +313,7 @@ async fn a_running_run_survives_an_orchestrator_restart() {
     let after = get(&mesh, &mut client, &run.id).await;
     assert_eq!(after.state(), RunState::Running, "{}", after.error);
     assert_eq!(after.components, run.components);
-    let now = events(&mesh, &mut client, &run.id).await;
+    let now = events(&mesh, &mut client, &run.id, true).await;
     assert_eq!(&now[..before.len()], &before[..]);
     let resumed = now[before.len()..]
         .iter()
@@ -486,7 +415,7 @@ async fn start_fails_clearly_when_the_plan_has_nothing_to_start() {
         "{}",
         run.error
     );
-    let events = events(&mesh, &mut client, &run.id).await;
+    let events = events(&mesh, &mut client, &run.id, true).await;
     assert!(
         events
             .iter()
@@ -570,7 +499,7 @@ async fn skipping_the_health_agent_counts_a_running_process_as_up() {
         .unwrap();
     let run = until_running(&mesh, &mut client, &created.id).await;
     assert_eq!(run.components[0].health, "unprobed");
-    let events = events(&mesh, &mut client, &run.id).await;
+    let events = events(&mesh, &mut client, &run.id, true).await;
     assert!(
         events.iter().any(|e| matches!(
             &e.event,
