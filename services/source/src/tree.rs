@@ -48,12 +48,12 @@ pub(crate) fn parse_entry_path(name: &str) -> std::result::Result<Option<Vec<Str
         return Err(ESCAPES.into());
     }
     let mut parts = Vec::new();
-    for (i, part) in name.split('/').enumerate() {
+    for part in name.split('/') {
         match part {
             "" | "." => {}
             ".." => return Err(ESCAPES.into()),
             _ => {
-                if i == 0 && is_drive_prefix(part) {
+                if parts.is_empty() && is_drive_prefix(part) {
                     return Err(ESCAPES.into());
                 }
                 if part == GIT_DIR {
@@ -93,13 +93,13 @@ pub(crate) fn symlink_target_is_inside(parent_depth: usize, target: &str) -> boo
     }
     let mut ups = 0;
     let mut seen_normal = false;
-    for (i, part) in target.split('/').enumerate() {
+    for part in target.split('/') {
         match part {
             "" | "." => {}
             ".." if seen_normal => return false,
             ".." => ups += 1,
             _ => {
-                if i == 0 && is_drive_prefix(part) {
+                if !seen_normal && is_drive_prefix(part) {
                     return false;
                 }
                 seen_normal = true;
@@ -413,6 +413,9 @@ mod tests {
             "/etc/passwd",
             "C:/x",
             "c:x",
+            // A drive after a leading `./` (found by the property test).
+            "./a:",
+            ".//C:/x",
             "a\\..\\b",
             "..\\x",
         ] {
@@ -430,6 +433,7 @@ mod tests {
         assert!(!symlink_target_is_inside(3, "/etc/passwd"));
         assert!(!symlink_target_is_inside(3, ""));
         assert!(!symlink_target_is_inside(3, "C:/x"));
+        assert!(!symlink_target_is_inside(3, "./C:/x"));
     }
 
     proptest::proptest! {
