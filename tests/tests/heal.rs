@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use reporunner::ServiceName;
 use reporunner_proto::{
-    common::v1::{PlanPatch, plan_patch::Change},
+    common::v1::{BackingServiceKind, PlanPatch, plan_patch::Change},
     orchestrator::v1::{
         CreateRunRequest, HealEvent, RepoSource, Run, RunEvent, RunGoal, RunState, StepEvent, StopRunRequest,
         orchestrator_service_client::OrchestratorServiceClient, repo_source::Source, run_event,
@@ -111,6 +111,34 @@ fn applied(run: &Run) -> Vec<PlanPatch> {
         .unwrap_or_default()
 }
 
+/// Asserts that exactly one heal happened, by `cause`, retrying from `retry_from`.
+fn assert_one_heal(events: &[RunEvent], cause: &str, retry_from: &str) {
+    let heals = heals(events);
+    assert_eq!(heals.len(), 1, "{heals:?}");
+    assert_eq!(heals[0].cause, cause, "{heals:?}");
+    assert_eq!(heals[0].retry_from, retry_from, "{heals:?}");
+}
+
+/// Asserts that some heal was by `cause`, retrying from `retry_from`.
+fn assert_healed_by(events: &[RunEvent], cause: &str, retry_from: &str) {
+    let heals = heals(events);
+    assert!(
+        heals
+            .iter()
+            .any(|h| h.cause == cause && h.retry_from == retry_from),
+        "{heals:?}"
+    );
+}
+
+/// Asserts that the run's plan holds an applied patch whose change passes `wanted`.
+fn assert_applied(run: &Run, wanted: impl Fn(&Change) -> bool) {
+    let patches = applied(run);
+    assert!(
+        patches.iter().any(|p| p.change.as_ref().is_some_and(&wanted)),
+        "{patches:?}"
+    );
+}
+
 /// Runs `fixture` to RUNNING and checks its page; the run and its events.
 async fn heal_to_running(
     mesh: &Sandbox,
@@ -131,18 +159,13 @@ async fn a_missing_python_package_is_added_and_installed() {
     let mesh = mesh().await;
     let mut client = mesh.orchestrator();
     let (run, events, _) = heal_to_running(&mesh, &mut client, "heal-missing-dep", "heal-missing-dep").await;
-    let heals = heals(&events);
-    assert_eq!(heals.len(), 1, "{heals:?}");
-    assert_eq!(heals[0].cause, "python.missing_module");
-    assert_eq!(heals[0].retry_from, "install");
-    let patches = applied(&run);
-    assert!(
-        patches.iter().any(|p| matches!(
-            &p.change,
-            Some(Change::AddPackage(add)) if add.name == "python-dotenv"
-        )),
-        "{patches:?}"
-    );
+    assert_one_heal(&events, "python.missing_module", "install");
+    assert_applied(&run, |change| {
+        matches!(
+            change,
+            Change::AddPackage(add) if add.name == "python-dotenv"
+        )
+    });
     stop(&mesh, &mut client, &run.id).await;
     mesh.stop().await.unwrap();
 }
@@ -152,18 +175,74 @@ async fn a_missing_env_var_is_set() {
     let mesh = mesh().await;
     let mut client = mesh.orchestrator();
     let (run, events, _) = heal_to_running(&mesh, &mut client, "heal-missing-env", "heal-missing-env").await;
+    assert_one_heal(&events, "env.missing_var", "start");
+    assert_applied(&run, |change| {
+        matches!(
+            change,
+            Change::SetEnvVar(set) if set.name == "SECRET_KEY" && !set.value.is_empty()
+        )
+    });
+    stop(&mesh, &mut client, &run.id).await;
+    mesh.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_port_moves_the_component_to_a_free_one() {
+    // The fixture listens on APP_PORT, 47613 by default, which the analyzer
+    // plans as its fixed port. Someone else holds it for the whole run.
+    let holder = match std::net::TcpListener::bind(("127.0.0.1", 47613)) {
+        Ok(listener) => Some(listener),
+        // Held already: the collision is there either way.
+        Err(err) if err.kind() == std::io::ErrorKind::AddrInUse => None,
+        Err(err) => panic!("bind 127.0.0.1:47613: {err}"),
+    };
+    let mesh = mesh().await;
+    let mut client = mesh.orchestrator();
+    let (run, events, _) =
+        heal_to_running(&mesh, &mut client, "heal-port-collision", "heal-port-collision").await;
+    assert_one_heal(&events, "port.in_use", "start");
+    assert_applied(&run, |change| {
+        matches!(
+            change,
+            Change::SetPort(set) if set.port == 0 && set.binding == "env:APP_PORT"
+        )
+    });
+    assert_ne!(run.components[0].port, 47613, "{:?}", run.components[0]);
+    stop(&mesh, &mut client, &run.id).await;
+    mesh.stop().await.unwrap();
+    drop(holder);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_dotenv_file_is_created_from_the_template() {
+    let mesh = mesh().await;
+    let mut client = mesh.orchestrator();
+    let (run, events, answer) = heal_to_running(
+        &mesh,
+        &mut client,
+        "heal-missing-dotenv",
+        "from heal-missing-dotenv",
+    )
+    .await;
+    // GREETING came from .env.example's default.
+    assert!(answer.contains("hello from heal-missing-dotenv"), "{answer}");
     let heals = heals(&events);
     assert_eq!(heals.len(), 1, "{heals:?}");
-    assert_eq!(heals[0].cause, "env.missing_var");
-    assert_eq!(heals[0].retry_from, "start");
+    assert_eq!(heals[0].cause, "env.dotenv_missing");
     let patches = applied(&run);
-    assert!(
-        patches.iter().any(|p| matches!(
-            &p.change,
-            Some(Change::SetEnvVar(set)) if set.name == "SECRET_KEY" && !set.value.is_empty()
-        )),
-        "{patches:?}"
-    );
+    let created = patches
+        .iter()
+        .find_map(|p| match &p.change {
+            Some(Change::CreateFile(file)) if file.path == ".env" => Some(file.content.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no .env was created: {patches:?}"));
+    assert!(created.contains("GREETING=hello"), "{created}");
+    let secret = created
+        .lines()
+        .find_map(|l| l.strip_prefix("SECRET_KEY="))
+        .unwrap_or_else(|| panic!("no SECRET_KEY in {created}"));
+    assert!(secret.len() >= 32, "a generated secret, not empty: {created}");
     stop(&mesh, &mut client, &run.id).await;
     mesh.stop().await.unwrap();
 }
@@ -205,6 +284,35 @@ async fn a_postgres_database_is_provisioned_and_released() {
         .trim()
         .to_owned();
     assert!(database.starts_with("rr_"), "{database}");
+    let exists = format!("SELECT count(*) FROM pg_database WHERE datname = '{database}'");
+    assert_eq!(psql(&exists), "1");
+    stop(&mesh, &mut client, &run.id).await;
+    assert_eq!(psql(&exists), "0", "Release dropped {database}");
+    mesh.stop().await.unwrap();
+}
+
+/// PostgreSQL that the analyzer cannot see (the driver is an extra of
+/// SQLAlchemy, the URL's name is built at run time): the app fails to
+/// connect, the resolver adds the service, and Release drops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_postgres_is_added_provisioned_and_released() {
+    let mesh = mesh().await;
+    let mut client = mesh.orchestrator();
+    let (run, events, answer) = heal_to_running(&mesh, &mut client, "heal-postgres-unseen", "hits=").await;
+    assert_healed_by(&events, "db.postgres_unreachable", "provision");
+    assert_applied(&run, |change| {
+        matches!(
+            change,
+            Change::AddBackingService(add)
+                if add.service.as_ref().is_some_and(|s| s.kind == BackingServiceKind::Postgresql as i32)
+        )
+    });
+    let database = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("db="))
+        .unwrap_or_else(|| panic!("{answer}"))
+        .trim()
+        .to_owned();
     let exists = format!("SELECT count(*) FROM pg_database WHERE datname = '{database}'");
     assert_eq!(psql(&exists), "1");
     stop(&mesh, &mut client, &run.id).await;
@@ -264,22 +372,14 @@ async fn unapplied_django_migrations_get_a_setup_command() {
         .unwrap();
     let mut client = mesh.orchestrator();
     let (run, events, _) = heal_to_running(&mesh, &mut client, "heal-django-migrate", "notes=0").await;
-    let heals = heals(&events);
-    assert!(
-        heals
-            .iter()
-            .any(|h| h.cause == "db.not_migrated" && h.retry_from == "start"),
-        "{heals:?}"
-    );
-    let patches = applied(&run);
-    assert!(
-        patches.iter().any(|p| matches!(
-            &p.change,
-            Some(Change::AddSetupCommand(add))
+    assert_healed_by(&events, "db.not_migrated", "start");
+    assert_applied(&run, |change| {
+        matches!(
+            change,
+            Change::AddSetupCommand(add)
                 if add.command.as_ref().is_some_and(|c| c.run.contains("manage.py migrate"))
-        )),
-        "{patches:?}"
-    );
+        )
+    });
     let setup = steps(&events, "start");
     assert!(
         setup
@@ -332,13 +432,7 @@ async fn an_unreachable_redis_is_added_provisioned_and_released() {
     let mesh = mesh().await;
     let mut client = mesh.orchestrator();
     let (run, events, _) = heal_to_running(&mesh, &mut client, "heal-redis-unseen", "hits=").await;
-    let heals = heals(&events);
-    assert!(
-        heals
-            .iter()
-            .any(|h| h.cause == "db.redis_unreachable" && h.retry_from == "provision"),
-        "{heals:?}"
-    );
+    assert_healed_by(&events, "db.redis_unreachable", "provision");
     let patches = applied(&run);
     assert!(
         patches

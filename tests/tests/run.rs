@@ -26,7 +26,7 @@ use tonic::transport::{Channel, Endpoint};
 /// shared cores.
 mod common;
 
-use common::{create_start, events, every_service, fixture, get, http_get};
+use common::{create, create_start, events, every_service, fixture, get, http_get};
 
 const UP_WITHIN: Duration = Duration::from_secs(420);
 
@@ -329,35 +329,6 @@ async fn a_running_run_survives_an_orchestrator_restart() {
     mesh.stop().await.unwrap();
 }
 
-async fn create(
-    mesh: &Sandbox,
-    client: &mut OrchestratorServiceClient<Channel>,
-    name: &str,
-    goal: RunGoal,
-    env: &[(&str, &str)],
-) -> Run {
-    client
-        .create_run(
-            mesh.request(CreateRunRequest {
-                source: Some(RepoSource {
-                    source: Some(Source::LocalPath(fixture(name))),
-                    r#ref: String::new(),
-                }),
-                goal: goal.into(),
-                env: env
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                    .collect(),
-                ..CreateRunRequest::default()
-            }),
-        )
-        .await
-        .unwrap()
-        .into_inner()
-        .run
-        .unwrap()
-}
-
 async fn until_over(mesh: &Sandbox, client: &mut OrchestratorServiceClient<Channel>, id: &str) -> Run {
     let started = Instant::now();
     loop {
@@ -398,8 +369,20 @@ async fn goal_test_succeeds_on_exit_zero_and_fails_with_the_output_otherwise() {
     .await;
     let failed = until_over(&mesh, &mut client, &failing.id).await;
     assert_eq!(failed.state(), RunState::Failed);
-    assert!(failed.error.contains("exited with code"), "{}", failed.error);
-    assert!(failed.error.contains("failing on request"), "{}", failed.error);
+    assert!(
+        failed
+            .error
+            .contains("test failed: run-node-test (node:test): failed"),
+        "{}",
+        failed.error
+    );
+    let result = &failed.test_results[0];
+    assert_eq!(result.counts.unwrap().failed, 1, "{result:?}");
+    let output = logs(&mesh, &mut client, &failing.id, "test").await;
+    assert!(
+        output.iter().any(|l| l.text.contains("failing on request")),
+        "{output:?}"
+    );
     mesh.stop().await.unwrap();
 }
 

@@ -19,7 +19,7 @@ use tower::{
 };
 
 use crate::{
-    ClientConfig, ClientError, EndpointState,
+    ClientConfig, ClientError, EndpointState, Resolver, SystemResolver,
     pool::{Member, Pool},
 };
 
@@ -33,15 +33,26 @@ pub struct ServiceChannel {
 }
 
 /// Builds a channel to `service` (its full gRPC name, which is also the name
-/// its health is watched under) over `endpoints` (`http://host:port`).
-/// Must be called inside a tokio runtime.
+/// its health is watched under) over `endpoints`: `http://host:port`,
+/// `https://host:port`, or `dns:///host:port` for every address the name
+/// resolves to (system resolver). Must be called inside a tokio runtime.
 pub fn connect(
     service: &str,
     endpoints: &[String],
     config: &ClientConfig,
 ) -> Result<ServiceChannel, ClientError> {
+    connect_with_resolver(service, endpoints, config, Arc::new(SystemResolver))
+}
+
+/// [`connect`] with `resolver` answering for the `dns:///` endpoints.
+pub fn connect_with_resolver(
+    service: &str,
+    endpoints: &[String],
+    config: &ClientConfig,
+    resolver: Arc<dyn Resolver>,
+) -> Result<ServiceChannel, ClientError> {
     Ok(ServiceChannel {
-        pool: Pool::new(service, endpoints, config.clone())?,
+        pool: Pool::new(service, endpoints, config.clone(), resolver)?,
     })
 }
 
@@ -71,7 +82,9 @@ impl Service<http::Request<Body>> for ServiceChannel {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        // Here, not in the future: this runs inside the caller's span.
+        reporunner_server::trace::inject(request.headers_mut());
         let pool = self.pool.clone();
         Box::pin(async move {
             call(pool, request)

@@ -14,15 +14,22 @@
 //!   says SERVING. An endpoint that reports NOT_SERVING, whose watch breaks,
 //!   or whose call fails at the transport level leaves the pool until its
 //!   watch says SERVING again. With no healthy endpoint a call fails at once
-//!   with UNAVAILABLE naming each endpoint's state.
+//!   with UNAVAILABLE naming each endpoint's state;
+//! - DNS discovery: an endpoint `dns:///host:port` stands for every address
+//!   the name resolves to, re-resolved every `resolve_interval_ms`, so the
+//!   pool follows scale-up and scale-down ([`Resolver`], [`SystemResolver`]);
+//! - TLS and mutual TLS when `client.tls` is configured ([`ClientTlsConfig`]);
+//! - W3C trace context: the current span's trace goes out as `traceparent`.
 #![forbid(unsafe_code)]
 
 mod channel;
 mod config;
+mod discovery;
 mod pool;
 
-pub use channel::{ServiceChannel, connect};
-pub use config::ClientConfig;
+pub use channel::{ServiceChannel, connect, connect_with_resolver};
+pub use config::{ClientConfig, ClientTlsConfig};
+pub use discovery::{Resolver, Resolving, SystemResolver};
 pub use pool::EndpointState;
 
 /// Why a channel could not be built.
@@ -36,4 +43,6 @@ pub enum ClientError {
         endpoint: String,
         reason: String,
     },
+    #[error("client TLS for service {service}: {reason}")]
+    Tls { service: String, reason: String },
 }

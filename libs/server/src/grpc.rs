@@ -15,7 +15,10 @@ use tonic::{
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::Service;
 
-use crate::metrics::GrpcMetricsLayer;
+use crate::{
+    metrics::GrpcMetricsLayer,
+    tls::{Acceptor, TlsConfig, TlsError},
+};
 
 /// Why a server stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +27,8 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// Sets the health of the services of one server. Cheap to clone.
@@ -78,6 +83,8 @@ pub struct GrpcServer {
     health_service: tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
     drain_grace: Duration,
     stop_timeout: Duration,
+    tls: Option<TlsConfig>,
+    health_listener: Option<TcpListener>,
 }
 
 impl Default for GrpcServer {
@@ -101,6 +108,8 @@ impl GrpcServer {
             health_service,
             drain_grace: Duration::from_millis(0),
             stop_timeout: Duration::from_secs(10),
+            tls: None,
+            health_listener: None,
         }
     }
 
@@ -132,6 +141,22 @@ impl GrpcServer {
     /// accepting; long-lived streams (health watches) are cut after it.
     pub fn stop_timeout(mut self, timeout: Duration) -> Self {
         self.stop_timeout = timeout;
+        self
+    }
+
+    /// Serves over TLS (mutual TLS when `client_ca` is set), reloading the
+    /// certificate files while it runs. A config with nothing set keeps plain
+    /// HTTP/2, so `settings.tls` can be passed through unconditionally.
+    pub fn tls(mut self, config: TlsConfig) -> Self {
+        self.tls = config.is_enabled().then_some(config);
+        self
+    }
+
+    /// Also serves `grpc.health.v1` alone, in plain text, on `listener`: for
+    /// probes that cannot speak (m)TLS, such as the kubelet's gRPC probes.
+    /// It reports the same states as the main listener and stops with it.
+    pub fn health_listener(mut self, listener: TcpListener) -> Self {
+        self.health_listener = Some(listener);
         self
     }
 
@@ -169,14 +194,48 @@ impl GrpcServer {
 
     /// Serves until `shutdown` is cancelled: then reports NOT_SERVING, waits
     /// the drain grace, stops accepting, and finishes in-flight calls.
-    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> Result<(), ServeError> {
+    pub async fn serve(
+        mut self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<(), ServeError> {
         let addr: Option<SocketAddr> = listener.local_addr().ok();
         let drain_grace = self.drain_grace;
         let stop_timeout = self.stop_timeout;
         let stopping = CancellationToken::new();
+        // Ends the certificate watcher and the plain health listener
+        // whichever way serve returns.
+        let stopped = CancellationToken::new();
+        let _stopped_guard = stopped.clone().drop_guard();
+        let acceptor = self
+            .tls
+            .as_ref()
+            .map(|config| Acceptor::start(config, stopped.clone()))
+            .transpose()?;
+        if let Some(listener) = self.health_listener.take() {
+            let health_addr = listener.local_addr().ok();
+            let server = Server::builder()
+                .add_service(self.health_service.clone())
+                .serve_with_incoming(TcpListenerStream::new(listener));
+            let stopped = stopped.clone();
+            tracing::info!(addr = ?health_addr, "plain-text health listening");
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = stopped.cancelled() => {}
+                    result = server => if let Err(err) = result {
+                        tracing::warn!(addr = ?health_addr, %err, "plain-text health listener failed");
+                    },
+                }
+            });
+        }
+        let tls = match (&acceptor, self.tls.as_ref().and_then(|c| c.client_ca.as_ref())) {
+            (None, _) => "off",
+            (Some(_), None) => "tls",
+            (Some(_), Some(_)) => "mtls",
+        };
         let (routes, health) = self.routes()?;
         health.set_all(true).await;
-        tracing::info!(?addr, services = ?health.services(), "grpc server listening");
+        tracing::info!(?addr, services = ?health.services(), tls, "grpc server listening");
 
         let stop = {
             let health = health.clone();
@@ -191,13 +250,26 @@ impl GrpcServer {
                 stopping.cancel();
             }
         };
-        let server = Server::builder()
+        let router = Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(20)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-            .trace_fn(|request| tracing::info_span!("grpc", rpc = %request.uri().path()))
+            .trace_fn(crate::trace::server_span)
             .layer(GrpcMetricsLayer)
-            .add_routes(routes)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop);
+            .add_routes(routes);
+        let server = async move {
+            match acceptor {
+                Some(acceptor) => {
+                    router
+                        .serve_with_incoming_shutdown(acceptor.incoming(listener), stop)
+                        .await
+                }
+                None => {
+                    router
+                        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)
+                        .await
+                }
+            }
+        };
         tokio::select! {
             result = server => result?,
             _ = async { stopping.cancelled().await; tokio::time::sleep(stop_timeout).await } => {

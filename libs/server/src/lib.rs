@@ -10,6 +10,9 @@
 //!   flags.
 //! - [`telemetry`]: tracing subscriber setup.
 //! - [`shutdown`]: SIGINT/SIGTERM as a cancellation token.
+//! - [`tls`]: TLS and mutual TLS for [`GrpcServer`], reloaded from disk.
+//! - [`trace`]: W3C `traceparent` propagation; every call's span records
+//!   its `trace_id`.
 #![forbid(unsafe_code)]
 
 pub mod config;
@@ -17,6 +20,8 @@ mod grpc;
 pub mod metrics;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
+pub mod trace;
 
 pub use grpc::{GrpcServer, Health, ServeError};
 pub use tokio_util::sync::CancellationToken;

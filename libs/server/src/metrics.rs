@@ -27,6 +27,13 @@ pub const GRPC_REQUESTS_IN_FLIGHT: &str = "reporunner_grpc_requests_in_flight";
 pub const CLIENT_ENDPOINTS: &str = "reporunner_client_endpoints";
 /// Client call attempts retried, by `rpc`.
 pub const CLIENT_RETRIES_TOTAL: &str = "reporunner_client_retries_total";
+/// TLS handshakes the server refused or that timed out (bad or missing
+/// client certificate, wrong CA, plain-text client).
+pub const TLS_HANDSHAKE_FAILURES_TOTAL: &str = "reporunner_tls_handshake_failures_total";
+/// Times the server's TLS certificates were reloaded from disk.
+pub const TLS_RELOADS_TOTAL: &str = "reporunner_tls_reloads_total";
+/// Times a client's DNS discovery changed the endpoints of a service, by `service`.
+pub const CLIENT_DISCOVERY_CHANGES_TOTAL: &str = "reporunner_client_discovery_changes_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -67,6 +74,15 @@ fn describe() {
     metrics::describe_gauge!(GRPC_REQUESTS_IN_FLIGHT, "gRPC requests in flight, by rpc.");
     metrics::describe_gauge!(CLIENT_ENDPOINTS, "Client endpoints per service and health state.");
     metrics::describe_counter!(CLIENT_RETRIES_TOTAL, "Client call attempts that were retried.");
+    metrics::describe_counter!(
+        TLS_HANDSHAKE_FAILURES_TOTAL,
+        "TLS handshakes refused or timed out by the server."
+    );
+    metrics::describe_counter!(TLS_RELOADS_TOTAL, "TLS certificate reloads from disk.");
+    metrics::describe_counter!(
+        CLIENT_DISCOVERY_CHANGES_TOTAL,
+        "DNS discovery changes to a client's endpoints, by service."
+    );
 }
 
 /// Serves `GET /metrics` on `listener` until `shutdown` is cancelled.

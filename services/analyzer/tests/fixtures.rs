@@ -794,3 +794,23 @@ fn a_content_addressed_workspace_root_is_named_app_not_by_its_digest() {
     let plan = analyze_dir(&workspace, None, &AnalyzerConfig::default()).unwrap();
     assert_eq!(only(&plan).name, "app");
 }
+
+#[test]
+fn a_single_tests_py_beside_a_flask_app_is_run_with_unittest() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::write(root.join("requirements.txt"), "flask\n").unwrap();
+    std::fs::write(
+        root.join("app.py"),
+        "from flask import Flask\napp = Flask(__name__)\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("tests.py"),
+        "import unittest\n\nclass T(unittest.TestCase):\n    def test_x(self):\n        pass\n",
+    )
+    .unwrap();
+    let p = analyze_dir(root, None, &AnalyzerConfig::default()).unwrap();
+    let c = only(&p);
+    assert_eq!(test_cmd(c), r#"python -m unittest discover -p "test*.py""#);
+}

@@ -9,6 +9,7 @@ pub mod credentials;
 pub mod node;
 pub mod output;
 pub mod run;
+pub mod search;
 pub mod session;
 pub mod settings;
 

@@ -13,6 +13,7 @@ use reporunner_authn::{AuthLayer, Authorizer};
 use reporunner_dependency::{LocalInstaller, grpc::DependencyGrpc};
 use reporunner_env_detector::{Detector, grpc::EnvDetectorGrpc};
 use reporunner_health::{HealthAgent, grpc::HealthGrpc};
+use reporunner_indexer::{LocalIndexer, grpc::IndexerGrpc};
 use reporunner_orchestrator::{Agents, OrchestratorImpl, grpc::OrchestratorGrpc};
 use reporunner_proto::{
     agents::env_detector::v1::env_detector_service_server,
@@ -23,6 +24,7 @@ use reporunner_resolver::{RuleResolver, grpc::ResolverGrpc};
 use reporunner_runner::{LocalRunner, RunnerGrpc};
 use reporunner_server::{CancellationToken, GrpcServer, Health, ServeError};
 use reporunner_source::{Source, SourceGrpc};
+use reporunner_tester::{LocalTester, grpc::TesterGrpc};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tower::Layer as _;
 
@@ -40,11 +42,13 @@ pub enum ServiceName {
     Health,
     Provisioner,
     Resolver,
+    Tester,
+    Indexer,
     Orchestrator,
 }
 
 impl ServiceName {
-    pub const ALL: [ServiceName; 10] = [
+    pub const ALL: [ServiceName; 12] = [
         ServiceName::Auth,
         ServiceName::EnvDetector,
         ServiceName::Source,
@@ -54,6 +58,8 @@ impl ServiceName {
         ServiceName::Health,
         ServiceName::Provisioner,
         ServiceName::Resolver,
+        ServiceName::Tester,
+        ServiceName::Indexer,
         ServiceName::Orchestrator,
     ];
 
@@ -68,6 +74,8 @@ impl ServiceName {
             Self::Health => "health",
             Self::Provisioner => "provisioner",
             Self::Resolver => "resolver",
+            Self::Tester => "tester",
+            Self::Indexer => "indexer",
             Self::Orchestrator => "orchestrator",
         }
     }
@@ -171,7 +179,14 @@ pub async fn start_node(
 
     let mut server = GrpcServer::new()
         .drain_grace(Duration::from_millis(0))
-        .stop_timeout(Duration::from_millis(settings.stop_timeout_ms));
+        .stop_timeout(Duration::from_millis(settings.stop_timeout_ms))
+        .tls(settings.tls.clone());
+    if let Some(health_addr) = settings.health_listen {
+        let health_listener = TcpListener::bind(health_addr)
+            .await
+            .with_context(|| format!("cannot listen for health probes on {health_addr}"))?;
+        server = server.health_listener(health_listener);
+    }
     let mut auth_handle = None;
     for service in &services {
         server = match service {
@@ -187,7 +202,12 @@ pub async fn start_node(
                     .env_detector
                     .validate()
                     .map_err(|e| anyhow::anyhow!("invalid env_detector settings: {e}"))?;
-                let detector = Arc::new(Detector::new(settings.env_detector.clone()));
+                let mut config = settings.env_detector.clone();
+                // It looks for embedding models where this host's indexer keeps them.
+                if config.model_dir.is_none() {
+                    config.model_dir = Some(settings.indexer_config().models_dir);
+                }
+                let detector = Arc::new(Detector::new(config));
                 server.add_service(EnvDetectorGrpc::new(detector).into_server())
             }
             ServiceName::Source => {
@@ -224,6 +244,20 @@ pub async fn start_node(
                 let resolver = RuleResolver::new(settings.resolver.clone())
                     .map_err(|e| anyhow::anyhow!("invalid resolver settings: {e}"))?;
                 server.add_service(ResolverGrpc::new(Arc::new(resolver)).into_server())
+            }
+            ServiceName::Tester => {
+                // Tests run in the runner's sandbox, with its settings.
+                let mut sandbox = settings.runner.clone().resolve(&settings.data_dir);
+                sandbox.hidden_paths.push(settings.data_dir.clone());
+                sandbox.hidden_paths.push(settings.source_config().root);
+                let tester = LocalTester::new(settings.tester.clone(), sandbox)
+                    .map_err(|e| anyhow::anyhow!("invalid tester settings: {e}"))?;
+                server.add_service(TesterGrpc::new(Arc::new(tester)).into_server())
+            }
+            ServiceName::Indexer => {
+                let indexer = LocalIndexer::new(settings.indexer_config())
+                    .map_err(|e| anyhow::anyhow!("invalid indexer settings: {e}"))?;
+                server.add_service(IndexerGrpc::new(Arc::new(indexer)).into_server())
             }
             ServiceName::Health => {
                 // Log probes read the runner's output; without a runner endpoint they are refused.
@@ -307,6 +341,18 @@ pub async fn start_node(
                     "resolver",
                     reporunner_proto::agents::resolver::v1::resolver_service_server::SERVICE_NAME,
                 )?;
+                let tester = optional(
+                    ServiceName::Tester,
+                    &settings.endpoints.tester,
+                    "tester",
+                    reporunner_proto::agents::tester::v1::tester_service_server::SERVICE_NAME,
+                )?;
+                let indexer = optional(
+                    ServiceName::Indexer,
+                    &settings.endpoints.indexer,
+                    "indexer",
+                    reporunner_proto::index::v1::index_service_server::SERVICE_NAME,
+                )?;
                 let mut orchestrator_settings = settings.orchestrator.clone();
                 if orchestrator_settings.provision_dir.is_empty() {
                     // Private backing servers of a run live under the data dir.
@@ -330,6 +376,8 @@ pub async fn start_node(
                         health,
                         provisioner,
                         resolver,
+                        tester,
+                        indexer,
                     },
                     store,
                     Authorizer::new(auth.clone()),

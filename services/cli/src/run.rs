@@ -19,9 +19,13 @@ use clap::{Args, ValueEnum};
 use futures::StreamExt as _;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use reporunner_client::ServiceChannel;
-use reporunner_proto::orchestrator::v1::{
-    CreateRunRequest, GetRunRequest, RepoSource, Run, RunEvent, RunGoal, RunState, StopRunRequest,
-    WatchRunRequest, orchestrator_service_client::OrchestratorServiceClient, repo_source, run_event,
+use reporunner_proto::{
+    agents::tester::v1::TestOutcome,
+    orchestrator::v1::{
+        CreateRunRequest, GetRunRequest, HealEvent, RepoSource, Run, RunEvent, RunGoal, RunState,
+        StopRunRequest, TestResult, WatchRunRequest, orchestrator_service_client::OrchestratorServiceClient,
+        repo_source, run_event,
+    },
 };
 use reporunner_server::CancellationToken;
 
@@ -69,12 +73,23 @@ pub struct RunArgs {
     pub reference: Option<String>,
     #[arg(long, value_enum, default_value = "start")]
     pub goal: GoalArg,
+    /// Run the repository's own tests too: start, then test (a library with
+    /// nothing to start: tests only). Same as `--goal start-and-test`.
+    #[arg(long, conflicts_with = "goal")]
+    pub tests: bool,
     /// Agents to skip, comma-separated (e.g. provisioner,tester).
     #[arg(long, value_delimiter = ',')]
     pub skip_agents: Vec<String>,
     /// Extra environment for every component, KEY=VALUE (repeatable).
     #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
     pub env: Vec<(String, String)>,
+    /// Index the workspace for `reporunner search` as a step after analysis
+    /// (in the best mode your tier and this host allow; a failure is a notice).
+    #[arg(long)]
+    pub index: bool,
+    /// With --index: the embedding model (asks for a vector index).
+    #[arg(long, requires = "index")]
+    pub embedding_model: Option<String>,
     /// Stream the components' log lines too.
     #[arg(long)]
     pub logs: bool,
@@ -145,7 +160,14 @@ impl Connection {
         let mut settings = settings.clone();
         settings.stop_timeout_ms = settings.stop_timeout_ms.min(500);
         let settings = &settings;
-        let node = start_node(settings, &ServiceName::ALL, listener, CancellationToken::new()).await?;
+        // Boxed: every service's set-up makes a large future.
+        let node = Box::pin(start_node(
+            settings,
+            &ServiceName::ALL,
+            listener,
+            CancellationToken::new(),
+        ))
+        .await?;
         let auth = node
             .auth
             .clone()
@@ -355,6 +377,7 @@ impl Progress {
                 "  healing attempt {}: {} — {} (retrying from {})",
                 heal.attempt, heal.cause, heal.summary, heal.retry_from
             )),
+            Some(run_event::Event::Test(result)) => self.println(format!("  tests {}", test_line(result))),
             Some(run_event::Event::Url(url)) => self.println(format!("→ {url}")),
             Some(run_event::Event::Notice(notice)) => self.println(format!("note: {notice}")),
             Some(run_event::Event::State(_)) | None => {}
@@ -368,8 +391,50 @@ impl Progress {
     }
 }
 
-/// The summary printed at the end of a run.
+/// The outcome of a component's tests as the user reads it.
+pub fn outcome_label(outcome: i32) -> &'static str {
+    match TestOutcome::try_from(outcome).unwrap_or(TestOutcome::Unspecified) {
+        TestOutcome::Passed => "PASSED",
+        TestOutcome::Failed => "FAILED",
+        TestOutcome::NoTests => "NO TESTS",
+        TestOutcome::TimedOut => "TIMED OUT",
+        TestOutcome::Unparsed => "UNPARSED",
+        TestOutcome::Unspecified => "UNKNOWN",
+    }
+}
+
+/// One component's tests on one line: framework, counts, outcome.
+pub fn test_line(result: &TestResult) -> String {
+    let counts = result.counts.unwrap_or_default();
+    format!(
+        "{:<16} {:<12} passed {} failed {} skipped {} errors {}  {}{}",
+        result.component,
+        if result.framework.is_empty() {
+            "-"
+        } else {
+            result.framework.as_str()
+        },
+        counts.passed,
+        counts.failed,
+        counts.skipped,
+        counts.errors,
+        outcome_label(result.outcome),
+        if result.summary.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", result.summary)
+        }
+    )
+}
+
+/// The summary printed at the end of a run: state, error, components, the
+/// tests of each component, and what healing diagnosed and patched.
 pub fn summary(run: &Run) -> String {
+    summary_with(run, &[])
+}
+
+/// [`summary`] with the heal events seen while following the run.
+pub fn summary_with(run: &Run, heals: &[HealEvent]) -> String {
     let mut out = format!("run {} {}\n", run.id, state_name(run.state));
     if !run.error.is_empty() {
         out.push_str(&format!("error: {}\n", run.error));
@@ -380,13 +445,51 @@ pub fn summary(run: &Run) -> String {
             component.name, component.health, component.url
         ));
     }
+    if !run.test_results.is_empty() {
+        out.push_str("tests\n");
+        for result in &run.test_results {
+            out.push_str(&format!("  {}\n", test_line(result)));
+        }
+    }
+    if !heals.is_empty() {
+        out.push_str("healing\n");
+        for heal in heals {
+            out.push_str(&format!(
+                "  attempt {}: cause {} — {} (retried from {})\n",
+                heal.attempt, heal.cause, heal.summary, heal.retry_from
+            ));
+            for patch in &heal.patches {
+                out.push_str(&format!(
+                    "    patch: {}\n",
+                    reporunner_orchestrator::heal::describe(patch)
+                ));
+            }
+        }
+    } else if let Some(plan) = run.plan.as_ref().filter(|p| !p.applied_patches.is_empty()) {
+        out.push_str("healing\n");
+        for patch in &plan.applied_patches {
+            out.push_str(&format!(
+                "  patch: {}{}\n",
+                reporunner_orchestrator::heal::describe(patch),
+                if patch.reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", patch.reason)
+                }
+            ));
+        }
+    }
     out
 }
 
 /// `reporunner run`. Answers whether the goal was reached.
 pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<bool> {
     let source = repo_source(&args.repo, args.reference.as_deref())?;
-    let goal = RunGoal::from(args.goal);
+    let goal = if args.tests {
+        RunGoal::StartAndTest
+    } else {
+        RunGoal::from(args.goal)
+    };
     let mut connection = Connection::open(settings, args.server.clone()).await?;
     let request = connection
         .request(CreateRunRequest {
@@ -395,8 +498,8 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<bool> {
             skip_agents: args.skip_agents.clone(),
             platform_override: 0,
             env: args.env.iter().cloned().collect(),
-            index: false,
-            embedding_model: String::new(),
+            index: args.index,
+            embedding_model: args.embedding_model.clone().unwrap_or_default(),
         })
         .await?;
     let created = connection
@@ -429,6 +532,7 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<bool> {
         .into_inner();
     let interrupt = reporunner_server::shutdown::on_signal();
     let mut reached = false;
+    let mut heals: Vec<HealEvent> = Vec::new();
     loop {
         let next = tokio::select! {
             next = events.next() => next,
@@ -436,6 +540,9 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<bool> {
         };
         let Some(message) = next else { break };
         let event = message.map_err(describe)?.event.unwrap_or_default();
+        if let Some(run_event::Event::Heal(heal)) = &event.event {
+            heals.push(heal.clone());
+        }
         if json {
             println!("{}", reporunner_proto::json::to_string(&event)?);
         } else if let Some(progress) = &mut progress {
@@ -443,8 +550,19 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<bool> {
         }
         if let Some(run_event::Event::State(state)) = event.event {
             let state = RunState::try_from(state).unwrap_or(RunState::Unspecified);
+            // START_AND_TEST passes RUNNING before its tests; it is reached
+            // when it is RUNNING again with test results.
             let goal_now = match goal {
-                RunGoal::Start | RunGoal::StartAndTest => state == RunState::Running,
+                RunGoal::Start => state == RunState::Running,
+                RunGoal::StartAndTest if state == RunState::Running => {
+                    let run = get_run(&mut connection, &run_id).await?;
+                    !run.test_results.is_empty()
+                        || run.plan.as_ref().is_some_and(|p| {
+                            p.components
+                                .iter()
+                                .all(|c| c.test.as_ref().is_none_or(|t| t.run.trim().is_empty()))
+                        })
+                }
                 _ => false,
             };
             if goal_now {
@@ -456,7 +574,7 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<bool> {
                     if json {
                         println!("{}", reporunner_proto::json::to_string(&run)?);
                     } else {
-                        println!("{}", summary(&run));
+                        println!("{}", summary_with(&run, &heals));
                         println!("press Ctrl-C to stop");
                     }
                 } else {
@@ -490,7 +608,13 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<bool> {
             run = stopped;
         }
     }
-    let ok = reached || goal_reached(&run);
+    // Tests that did not pass make the command fail, even where the app
+    // keeps running (START_AND_TEST).
+    let tests_passed = run
+        .test_results
+        .iter()
+        .all(|r| r.outcome == TestOutcome::Passed as i32);
+    let ok = (reached || goal_reached(&run)) && tests_passed;
     if !(reached && json) {
         // JSON consumers already have the Run as the last line when the goal was reached.
         if json {
@@ -501,7 +625,7 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<bool> {
             {
                 print!("{}", crate::output::plan(plan));
             }
-            print!("{}", summary(&run));
+            print!("{}", summary_with(&run, &heals));
         }
     }
     connection.close().await?;
@@ -562,6 +686,62 @@ mod tests {
         assert!(!goal_reached(&run(RunGoal::Start, RunState::Succeeded)));
         assert!(goal_reached(&run(RunGoal::Start, RunState::Running)));
         assert!(!goal_reached(&run(RunGoal::Test, RunState::Failed)));
+    }
+
+    #[test]
+    fn the_summary_shows_each_components_tests_and_the_healing() {
+        use reporunner_proto::{
+            agents::tester::v1::TestCounts,
+            common::v1::{PlanPatch, SetEnvVar, plan_patch::Change},
+        };
+        let run = Run {
+            id: "r1".into(),
+            state: RunState::Failed as i32,
+            error: "test failed: lib (pytest): failed: 1 failed, 4 passed".into(),
+            test_results: vec![TestResult {
+                component: "lib".into(),
+                framework: "pytest".into(),
+                outcome: TestOutcome::Failed as i32,
+                counts: Some(TestCounts {
+                    passed: 4,
+                    failed: 1,
+                    skipped: 2,
+                    errors: 0,
+                }),
+                summary: "1 failed, 4 passed, 2 skipped".into(),
+                ..TestResult::default()
+            }],
+            ..Run::default()
+        };
+        let heal = HealEvent {
+            attempt: 1,
+            cause: "env.missing_var".into(),
+            summary: "SECRET_KEY is not set".into(),
+            patches: vec![PlanPatch {
+                component: "web".into(),
+                reason: "the app reads SECRET_KEY".into(),
+                change: Some(Change::SetEnvVar(SetEnvVar {
+                    name: "SECRET_KEY".into(),
+                    value: "x".into(),
+                })),
+            }],
+            retry_from: "start".into(),
+        };
+        let text = summary_with(&run, &[heal]);
+        assert!(text.contains("run r1 failed"), "{text}");
+        assert!(
+            text.contains("lib")
+                && text.contains("pytest")
+                && text.contains("passed 4 failed 1 skipped 2 errors 0"),
+            "{text}"
+        );
+        assert!(text.contains("FAILED"), "{text}");
+        assert!(
+            text.contains("cause env.missing_var — SECRET_KEY is not set"),
+            "{text}"
+        );
+        assert!(text.contains("patch: web: set SECRET_KEY"), "{text}");
+        assert!(!summary(&run).contains("healing"));
     }
 }
 

@@ -9,12 +9,14 @@ use reporunner_client::ClientConfig;
 use reporunner_dependency::DependencyConfig;
 use reporunner_env_detector::EnvDetectorConfig;
 use reporunner_health::HealthConfig;
+use reporunner_indexer::IndexerConfig;
 use reporunner_orchestrator::OrchestratorConfig;
 use reporunner_provisioner::ProvisionerConfig;
 use reporunner_resolver::ResolverConfig;
 use reporunner_runner::RunnerConfig;
 use reporunner_server::telemetry::LogConfig;
 use reporunner_source::SourceConfig;
+use reporunner_tester::TesterConfig;
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// Everything one process needs to host its services.
@@ -31,6 +33,12 @@ pub struct Settings {
     /// How long in-flight calls may run on shutdown before connections are cut.
     pub stop_timeout_ms: u64,
     pub log: LogConfig,
+    /// TLS of this process's gRPC listener (`tls.cert`, `tls.key`,
+    /// `tls.client_ca` for mutual TLS); empty keeps plain HTTP/2.
+    pub tls: reporunner_server::tls::TlsConfig,
+    /// A second, plain-text listener serving only grpc.health.v1
+    /// (`REPORUNNER_HEALTH_LISTEN`), for kubelet gRPC probes when `tls` is on.
+    pub health_listen: Option<SocketAddr>,
     /// The client stack used for every service-to-service call.
     pub client: ClientConfig,
     /// Where the services this process does not host are reached.
@@ -47,6 +55,11 @@ pub struct Settings {
     /// The provisioner agent; its state dir is under the data directory.
     pub provisioner: ProvisionerConfig,
     pub resolver: ResolverConfig,
+    /// The tester agent; it runs tests in the sandbox `runner` describes.
+    pub tester: TesterConfig,
+    /// The indexer; relative `index_dir` and `models_dir` are under the data
+    /// directory (`<data>/indexes`, `<data>/models`).
+    pub indexer: IndexerConfig,
     pub orchestrator: OrchestratorConfig,
     pub auth: AuthConfig,
     /// The single admin, created on first start when none exists.
@@ -102,6 +115,8 @@ impl Default for Settings {
             data_dir: default_data_dir(),
             stop_timeout_ms: 10_000,
             log: LogConfig::default(),
+            tls: reporunner_server::tls::TlsConfig::default(),
+            health_listen: None,
             client: ClientConfig::default(),
             endpoints: Endpoints::default(),
             env_detector: EnvDetectorConfig::default(),
@@ -115,6 +130,8 @@ impl Default for Settings {
             health: HealthConfig::default(),
             provisioner: ProvisionerConfig::default(),
             resolver: ResolverConfig::default(),
+            tester: TesterConfig::default(),
+            indexer: IndexerConfig::default(),
             orchestrator: OrchestratorConfig::default(),
             auth: AuthConfig::default(),
             admin: AdminBootstrap::default(),
@@ -158,6 +175,10 @@ pub struct Endpoints {
     #[serde(deserialize_with = "list_or_csv")]
     pub resolver: Vec<String>,
     #[serde(deserialize_with = "list_or_csv")]
+    pub tester: Vec<String>,
+    #[serde(deserialize_with = "list_or_csv")]
+    pub indexer: Vec<String>,
+    #[serde(deserialize_with = "list_or_csv")]
     pub orchestrator: Vec<String>,
 }
 
@@ -170,6 +191,13 @@ impl Settings {
             config.root = self.data_dir.join(&config.root);
         }
         config
+    }
+
+    /// The indexer's settings with its directories resolved against the
+    /// (absolute) data directory.
+    pub fn indexer_config(&self) -> IndexerConfig {
+        let data_dir = std::path::absolute(&self.data_dir).unwrap_or_else(|_| self.data_dir.clone());
+        self.indexer.clone().resolve(&data_dir)
     }
 }
 
@@ -229,6 +257,24 @@ mod tests {
                 .to_string()
                 .contains("admin.password")
         );
+    }
+
+    #[test]
+    fn tls_and_the_plain_health_port_are_settings() {
+        let settings: Settings = serde_json::from_str(
+            r#"{"tls": {"cert": "/etc/reporunner/tls/tls.crt", "key": "/etc/reporunner/tls/tls.key",
+                "client_ca": "/etc/reporunner/tls/ca.crt"}, "health_listen": "0.0.0.0:50052"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            settings.tls.client_ca.as_deref(),
+            Some(std::path::Path::new("/etc/reporunner/tls/ca.crt"))
+        );
+        assert_eq!(settings.health_listen, Some("0.0.0.0:50052".parse().unwrap()));
+        let plain = Settings::default();
+        assert!(plain.tls.cert.is_none() && plain.health_listen.is_none());
+        let err = serde_json::from_str::<Settings>(r#"{"tls": {"certs": "x"}}"#).unwrap_err();
+        assert!(err.to_string().contains("certs"), "{err}");
     }
 
     #[test]

@@ -858,7 +858,38 @@ pub(crate) async fn install(job: &Job, sink: &mut LogSink, report: &mut Report) 
                 continue;
             }
         }
-        job.step(sink, report, &installer(args)).await?;
+        let editable_project = args.first().is_some_and(|a| a == "--no-deps");
+        match job.step(sink, report, &installer(args.clone())).await {
+            Err(failure) if editable_project && !failure.fatal => {
+                // Old build backends (poetry's `poetry.masonry.api`, old
+                // setuptools) cannot build editable installs (PEP 660); an
+                // app runs as well from a regular install of itself.
+                sink.system(
+                    "install",
+                    "the project's build backend cannot install it editable; installing it as a regular package"
+                        .to_owned(),
+                )
+                .await;
+                let regular: Vec<String> = args.into_iter().filter(|a| a != "-e").collect();
+                match job.step(sink, report, &installer(regular)).await {
+                    // Its dependencies are in; many apps (poetry projects
+                    // whose name matches no package) are never meant to be
+                    // built and run from their directory.
+                    Err(failure) if !failure.fatal => {
+                        sink.system(
+                            "install",
+                            format!(
+                                "the project itself cannot be built as a package ({}); its dependencies are installed and it runs from its directory",
+                                failure.message
+                            ),
+                        )
+                        .await;
+                    }
+                    other => other?,
+                }
+            }
+            other => other?,
+        }
     }
     job.custom_install(sink, report).await?;
     job.build(sink, report, None).await

@@ -211,6 +211,115 @@ content-hash = "0"
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2.1.2 True shop");
 }
 
+/// Old build backends (poetry's `poetry.masonry.api` before PEP 660) have no
+/// `build_editable`: the project is installed as a regular package instead.
+#[tokio::test]
+async fn a_backend_without_editable_installs_installs_the_project_regularly() {
+    let mut agent = agent().await;
+    let workspace = tempfile::tempdir().unwrap();
+    write(
+        workspace.path(),
+        &[
+            (
+                "pyproject.toml",
+                r#"[tool.poetry]
+name = "oldshop"
+version = "0.1.0"
+description = ""
+authors = ["a <a@b.c>"]
+
+[tool.poetry.dependencies]
+python = "^3.9"
+
+[build-system]
+requires = ["setuptools>=61"]
+build-backend = "legacy_backend"
+backend-path = ["_build"]
+"#,
+            ),
+            // setuptools' PEP 517 hooks, without the PEP 660 ones.
+            (
+                "_build/legacy_backend.py",
+                "from setuptools.build_meta import build_sdist, build_wheel, get_requires_for_build_wheel, prepare_metadata_for_build_wheel\n",
+            ),
+            (
+                "setup.cfg",
+                "[metadata]\nname = oldshop\nversion = 0.1.0\n\n[options]\npackages = oldshop\n",
+            ),
+            ("oldshop/__init__.py", "NAME = 'oldshop'\n"),
+        ],
+    );
+    let (lines, result) = install(
+        &mut agent,
+        request(
+            workspace.path(),
+            component("python", "python", ">=3.9,<4", "poetry"),
+            None,
+        ),
+    )
+    .await;
+    assert!(result.success, "{result:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.text.contains("cannot install it editable")),
+        "the editable attempt failed first"
+    );
+    let out = venv_python(&result, "import oldshop; print(oldshop.NAME)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "oldshop");
+}
+
+/// A poetry app whose name matches no package (fastapi-realworld's `app/`)
+/// cannot be built at all: its dependencies are installed and it runs from
+/// its directory.
+#[tokio::test]
+async fn a_poetry_app_that_is_no_package_gets_its_dependencies() {
+    let mut agent = agent().await;
+    let workspace = tempfile::tempdir().unwrap();
+    write(
+        workspace.path(),
+        &[
+            (
+                "pyproject.toml",
+                r#"[tool.poetry]
+name = "realworld-example-app"
+version = "0.0.0"
+description = ""
+authors = ["a <a@b.c>"]
+
+[tool.poetry.dependencies]
+python = "^3.9"
+six = "^1.16"
+
+[build-system]
+requires = ["poetry-core"]
+build-backend = "poetry.core.masonry.api"
+"#,
+            ),
+            ("app/main.py", "import six\n"),
+        ],
+    );
+    let (lines, result) = install(
+        &mut agent,
+        request(
+            workspace.path(),
+            component("python", "python", ">=3.9,<4", "poetry"),
+            None,
+        ),
+    )
+    .await;
+    assert!(result.success, "{result:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.text.contains("cannot be built as a package")),
+        "the project build failed and was reported"
+    );
+    let out = venv_python(&result, "import six; print(six.__name__)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 #[tokio::test]
 async fn an_unsatisfiable_python_constraint_fails_with_the_interpreters_found() {
     let mut agent = agent().await;

@@ -59,7 +59,11 @@ pub struct OrchestratorConfig {
     pub status_poll_ms: u64,
     /// SIGTERM → SIGKILL grace when a run's processes are stopped.
     pub stop_grace_seconds: u32,
-    /// Deadline of a TEST run's test command.
+    /// The time limit the tester agent applies to one component's tests
+    /// (`RunTestsRequest.timeout_seconds`).
+    pub test_timeout_seconds: u32,
+    /// Deadline of one RunTests call; keep it above `test_timeout_seconds`
+    /// so that the tester's own limit (TIMED_OUT, with counts) fires first.
     pub test_deadline_ms: u64,
     /// Lines of a component's output quoted in `Run.error` when it fails.
     pub log_tail_lines: usize,
@@ -71,6 +75,14 @@ pub struct OrchestratorConfig {
     pub provision_deadline_ms: u64,
     /// Deadline of a Diagnose call to the resolver.
     pub diagnose_deadline_ms: u64,
+    /// Deadline of one IndexRepo call to the indexer (the whole stream:
+    /// embedding a large workspace on CPU takes minutes).
+    pub index_deadline_ms: u64,
+    /// Deadline of a Search or IndexStatus call to the indexer.
+    pub search_deadline_ms: u64,
+    /// Progress messages of one IndexWorkspace stream relayed at most
+    /// (the indexer sends one per batch of files).
+    pub max_index_messages: usize,
 }
 
 impl Default for OrchestratorConfig {
@@ -94,11 +106,15 @@ impl Default for OrchestratorConfig {
             failure_threshold: 3,
             status_poll_ms: 2_000,
             stop_grace_seconds: 5,
+            test_timeout_seconds: 840,
             test_deadline_ms: 900_000,
             log_tail_lines: 20,
             provision_dir: String::new(),
             provision_deadline_ms: 90_000,
             diagnose_deadline_ms: 30_000,
+            index_deadline_ms: 1_800_000,
+            search_deadline_ms: 30_000,
+            max_index_messages: 100_000,
         }
     }
 }
@@ -123,6 +139,14 @@ impl OrchestratorConfig {
             std::path::PathBuf::from(&self.provision_dir)
         };
         base.join(run_id)
+    }
+
+    pub fn index_deadline(&self) -> Duration {
+        Duration::from_millis(self.index_deadline_ms.max(1))
+    }
+
+    pub fn search_deadline(&self) -> Duration {
+        Duration::from_millis(self.search_deadline_ms.max(1))
     }
 
     pub fn detect_deadline(&self) -> Duration {
@@ -191,6 +215,8 @@ impl OrchestratorConfig {
             ("runner_deadline_ms", self.runner_deadline_ms),
             ("status_poll_ms", self.status_poll_ms),
             ("test_deadline_ms", self.test_deadline_ms),
+            ("index_deadline_ms", self.index_deadline_ms),
+            ("search_deadline_ms", self.search_deadline_ms),
         ] {
             if value == 0 {
                 return invalid(format!("{name} must be above zero"));
@@ -218,6 +244,15 @@ impl OrchestratorConfig {
                 "install_deadline_ms ({}) must exceed install_timeout_seconds ({} s), so that the \
                  dependency agent's own limit fires first",
                 self.install_deadline_ms, self.install_timeout_seconds
+            ));
+        }
+        if self.test_timeout_seconds == 0
+            || self.test_deadline_ms <= u64::from(self.test_timeout_seconds) * 1_000
+        {
+            return invalid(format!(
+                "test_deadline_ms ({}) must exceed test_timeout_seconds ({} s, above zero), so that \
+                 the tester's own limit fires first",
+                self.test_deadline_ms, self.test_timeout_seconds
             ));
         }
         if !(1..=1024).contains(&self.max_concurrent_pipelines) {
@@ -300,6 +335,17 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("startup_grace_seconds")
+        );
+        let config = OrchestratorConfig {
+            test_timeout_seconds: 900,
+            ..OrchestratorConfig::default()
+        };
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("test_timeout_seconds")
         );
         assert_eq!(
             OrchestratorConfig::default().probe_deadline(),

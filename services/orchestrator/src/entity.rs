@@ -30,6 +30,8 @@ pub mod runs {
         pub updated_at: i64,
         /// A prost-encoded `StoredComponents`: the run's processes.
         pub components: Option<Vec<u8>>,
+        /// A prost-encoded `StoredTestResults`: `Run.test_results`.
+        pub test_results: Option<Vec<u8>>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -48,6 +48,17 @@ pub enum OrchestratorError {
     /// The auth service refused or failed (quota, tier, blocked user).
     #[error("{}", .0.message())]
     Auth(Box<Status>),
+    /// The indexer refused or failed; its code is kept (NOT_FOUND for a
+    /// workspace with no index, INVALID_ARGUMENT for a bad glob, ...).
+    #[error("the indexer: {}", .0.message())]
+    Indexer(Box<Status>),
+    /// The caller's tier does not allow what they insisted on.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// The request cannot be served in the current state (a run without a
+    /// workspace yet).
+    #[error("{0}")]
+    NotReady(String),
     #[error("invalid orchestrator settings: {0}")]
     InvalidConfig(String),
     #[error("run store: {0}")]
@@ -128,7 +139,9 @@ impl ServiceError for OrchestratorError {
             Self::InvalidArgument(_) | Self::InvalidPageToken => ErrorKind::InvalidArgument,
             Self::RunNotFound(_) | Self::WorkspaceNotFound(_) => ErrorKind::NotFound,
             Self::ConcurrentRuns { .. } => ErrorKind::ResourceExhausted { retry_after: None },
-            Self::Auth(status) => auth_kind(status),
+            Self::Auth(status) | Self::Indexer(status) => auth_kind(status),
+            Self::PermissionDenied(_) => ErrorKind::PermissionDenied,
+            Self::NotReady(_) => ErrorKind::FailedPrecondition,
             Self::InvalidConfig(_) | Self::Store(_) | Self::Corrupt(_) => ErrorKind::Internal,
         }
     }

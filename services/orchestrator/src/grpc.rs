@@ -11,7 +11,7 @@ use reporunner_proto::orchestrator::v1::{
 use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status};
 
-use crate::{Orchestrator, OrchestratorError};
+use crate::Orchestrator;
 
 type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -29,10 +29,6 @@ impl<O: Orchestrator> OrchestratorGrpc<O> {
     pub fn into_server(self) -> OrchestratorServiceServer<Self> {
         OrchestratorServiceServer::new(self)
     }
-}
-
-fn not_served(rpc: &'static str, feature: &'static str) -> Status {
-    OrchestratorError::NotServed { rpc, feature }.to_status()
 }
 
 fn platform(value: i32) -> Result<reporunner_proto::common::v1::Platform, Status> {
@@ -179,15 +175,27 @@ impl<O: Orchestrator> OrchestratorService for OrchestratorGrpc<O> {
 
     async fn index_workspace(
         &self,
-        _request: Request<pb::IndexWorkspaceRequest>,
+        request: Request<pb::IndexWorkspaceRequest>,
     ) -> Result<Response<Self::IndexWorkspaceStream>, Status> {
-        Err(not_served("IndexWorkspace", "indexing service"))
+        let caller = authorized(&request)?.clone();
+        let progress = self
+            .inner
+            .index_workspace(&caller, request.into_inner())
+            .await
+            .map_err(|e| e.to_status())?;
+        let stream = progress.map(|message| message.map_err(|e| e.to_status()));
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn search(
         &self,
-        _request: Request<pb::SearchRequest>,
+        request: Request<pb::SearchRequest>,
     ) -> Result<Response<pb::SearchResponse>, Status> {
-        Err(not_served("Search", "indexing service"))
+        let caller = authorized(&request)?.clone();
+        self.inner
+            .search(&caller, request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(|e| e.to_status())
     }
 }

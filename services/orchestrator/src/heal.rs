@@ -220,7 +220,29 @@ pub fn apply_patch(plan: &mut RunPlan, patch: &PlanPatch) -> Result<(), String> 
                 }),
             }
         }
-        Change::SetPort(set) => component.port = set.port,
+        Change::SetPort(set) => {
+            let binding = set.binding.trim();
+            let valid = binding.is_empty()
+                || binding.strip_prefix("env:").is_some_and(|name| {
+                    !name.is_empty()
+                        && name.len() <= 64
+                        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                })
+                || binding.strip_prefix("flag:").is_some_and(|flag| {
+                    flag.starts_with('-')
+                        && flag.len() <= 64
+                        && flag
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                });
+            if !valid {
+                return Err(format!("refused port binding {binding:?}"));
+            }
+            component.port = set.port;
+            if !binding.is_empty() {
+                component.port_binding = binding.to_owned();
+            }
+        }
         Change::SetRuntimeVersion(set) => {
             let version = set.version.trim();
             if version.is_empty() || !version.chars().all(|c| c.is_ascii_digit() || c == '.') {
@@ -355,7 +377,8 @@ pub fn describe(patch: &PlanPatch) -> String {
     let what = match &patch.change {
         Some(Change::AddPackage(p)) => format!("add package {}{}", p.name, p.version_spec),
         Some(Change::SetEnvVar(v)) => format!("set {}", v.name),
-        Some(Change::SetPort(p)) => format!("set port {}", p.port),
+        Some(Change::SetPort(p)) if p.binding.is_empty() => format!("set port {}", p.port),
+        Some(Change::SetPort(p)) => format!("set port {} ({})", p.port, p.binding),
         Some(Change::SetRuntimeVersion(v)) => format!("runtime version {}", v.version),
         Some(Change::ReplaceCommand(c)) => format!(
             "replace command with `{}`",
@@ -444,7 +467,14 @@ mod tests {
         apply_patch(&mut plan, &env).unwrap();
         assert_eq!(plan.components[0].env[0].default_value, "x");
         assert_eq!(retry_from(&env), RetryFrom::Start);
-        apply_patch(&mut plan, &patch(Change::SetPort(SetPort { port: 0 }))).unwrap();
+        apply_patch(
+            &mut plan,
+            &patch(Change::SetPort(SetPort {
+                port: 0,
+                binding: String::new(),
+            })),
+        )
+        .unwrap();
         apply_patch(
             &mut plan,
             &patch(Change::SetRuntimeVersion(SetRuntimeVersion {

@@ -6,10 +6,12 @@
 //! Served: `GetEnvironment` and `GetRecommendations` (env-detector), and the
 //! run lifecycle: `CreateRun` (fetch → detect → analyze, then for goal START
 //! install → build → start → probe → RUNNING, for goal TEST install → build
-//! → test; in a background task), `GetRun`, `ListRuns`, `WatchRun` (replay,
-//! then follow, without gaps or duplicates), `StopRun` (stops every process
-//! of the run) and `GetRunLogs`. START_AND_TEST, indexing and search answer
-//! UNIMPLEMENTED naming the feature that brings them.
+//! → test (tester agent), for START_AND_TEST both, staying RUNNING with the
+//! test results; in a background task), `GetRun`, `ListRuns`, `WatchRun`
+//! (replay, then follow, without gaps or duplicates), `StopRun` (stops every
+//! process of the run) and `GetRunLogs`; `IndexWorkspace` and `Search` through the indexer
+//! service, the mode decided by the caller's tier (see [`index`]), and
+//! indexing as an optional step of a run after analysis.
 //!
 //! Every call arrives through `reporunner-authn`'s layer; handlers read the
 //! caller from the request. Another user's run is NOT_FOUND; the admin sees
@@ -21,6 +23,7 @@ mod entity;
 pub mod error;
 pub mod grpc;
 pub mod heal;
+pub mod index;
 mod live;
 pub mod metrics;
 mod migration;

@@ -10,7 +10,11 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Runs), Box::new(M0002Components)]
+        vec![
+            Box::new(M0001Runs),
+            Box::new(M0002Components),
+            Box::new(M0003TestResults),
+        ]
     }
 
     fn migration_table_name() -> DynIden {
@@ -34,6 +38,7 @@ enum Runs {
     CreatedAt,
     UpdatedAt,
     Components,
+    TestResults,
 }
 
 #[derive(DeriveIden)]
@@ -166,6 +171,40 @@ impl MigrationTrait for M0002Components {
                 Table::alter()
                     .table(Runs::Table)
                     .drop_column(Runs::Components)
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// Each tested component's framework, outcome and counts (`Run.test_results`).
+struct M0003TestResults;
+
+impl MigrationName for M0003TestResults {
+    fn name(&self) -> &str {
+        "m0003_test_results"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0003TestResults {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Runs::Table)
+                    .add_column(ColumnDef::new(Runs::TestResults).binary().null())
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Runs::Table)
+                    .drop_column(Runs::TestResults)
                     .to_owned(),
             )
             .await

@@ -42,6 +42,7 @@ pub(crate) const RUNNER: &str = "runner";
 pub(crate) const HEALTH: &str = "health";
 pub(crate) const PROVISIONER: &str = "provisioner";
 pub(crate) const RESOLVER: &str = "resolver";
+pub(crate) const TESTER: &str = "tester";
 
 /// One step of a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,7 +64,8 @@ pub enum Step {
     Start,
     /// Wait until each started component is healthy (health agent).
     Probe,
-    /// Run each component's test command once (runner agent).
+    /// Run each component's test command once and read the counts (tester
+    /// agent).
     Test,
 }
 
@@ -106,7 +108,8 @@ impl Step {
             Self::Analyze => ANALYZER,
             Self::Provision => PROVISIONER,
             Self::Install | Self::Build => DEPENDENCY,
-            Self::Start | Self::Test => RUNNER,
+            Self::Start => RUNNER,
+            Self::Test => TESTER,
             Self::Probe => HEALTH,
         }
     }
@@ -160,8 +163,8 @@ pub struct Pipeline {
 impl Pipeline {
     /// The steps that achieve `goal`: ANALYZE stops after the plan, START
     /// installs, builds, starts and probes every startable component, TEST
-    /// installs, builds and runs the test commands. START_AND_TEST is
-    /// refused until it is served.
+    /// installs, builds and runs the test commands, START_AND_TEST does what
+    /// START does, then runs the tests against the running components.
     pub fn for_goal(goal: RunGoal) -> Result<Self> {
         let analyze = [Step::Fetch, Step::Detect, Step::Analyze];
         let steps = match goal {
@@ -172,12 +175,11 @@ impl Pipeline {
             ]
             .concat(),
             RunGoal::Test => [&analyze[..], &[Step::Install, Step::Build, Step::Test]].concat(),
-            RunGoal::StartAndTest => {
-                return Err(OrchestratorError::NotServed {
-                    rpc: "CreateRun with goal RUN_GOAL_START_AND_TEST",
-                    feature: "start-and-test pipeline (goals START and TEST are served on their own)",
-                });
-            }
+            RunGoal::StartAndTest => [
+                &analyze[..],
+                &[Step::Install, Step::Build, Step::Start, Step::Probe, Step::Test],
+            ]
+            .concat(),
         };
         let goal = if goal == RunGoal::Unspecified {
             RunGoal::Analyze
@@ -226,6 +228,13 @@ pub struct RunContext {
     pub tried: Vec<reporunner_proto::common::v1::PlanPatch>,
     /// What the last failed setup step left for the resolver.
     pub failure: Arc<std::sync::Mutex<Option<crate::heal::Failure>>>,
+    /// The env each installed component got from its install, by name.
+    pub installed: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+    /// The test results recorded so far, in plan order.
+    pub test_results: Vec<reporunner_proto::orchestrator::v1::TestResult>,
+    /// The optional index step after analysis (`CreateRunRequest.index`),
+    /// its mode decided at creation.
+    pub index: Option<crate::index::IndexJob>,
 }
 
 impl RunContext {
@@ -629,6 +638,13 @@ impl Runner {
             if self.recorder.record(&run_id, change, event).await?.is_none() {
                 return Ok(Ended::Taken);
             }
+            if step == Step::Analyze
+                && let Some(ended) = self
+                    .index_step(&run_id, ctx.index.as_ref(), ctx.workspace.as_ref(), cancel)
+                    .await?
+            {
+                return Ok(ended);
+            }
         }
         self.recorder
             .transition(&run_id, RunState::Succeeded, RunChange::default())
@@ -642,7 +658,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_goal_has_its_steps_and_start_and_test_waits() {
+    fn each_goal_has_its_steps() {
         let pipeline = Pipeline::for_goal(RunGoal::Analyze).expect("served");
         assert_eq!(pipeline.steps(), &[Step::Fetch, Step::Detect, Step::Analyze]);
         assert_eq!(
@@ -666,8 +682,9 @@ mod tests {
         let test = Pipeline::for_goal(RunGoal::Test).expect("served");
         assert_eq!(test.steps().last(), Some(&Step::Test));
         assert!(!test.steps().contains(&Step::Start));
-        let message = Pipeline::for_goal(RunGoal::StartAndTest).unwrap_err().to_string();
-        assert!(message.contains("RUN_GOAL_START_AND_TEST"), "{message}");
+        let both = Pipeline::for_goal(RunGoal::StartAndTest).expect("served");
+        assert_eq!(&both.steps()[..7], start.steps());
+        assert_eq!(both.steps().last(), Some(&Step::Test));
     }
 
     #[test]
@@ -677,6 +694,7 @@ mod tests {
         assert_eq!(Step::Start.agent(), "runner");
         assert_eq!(Step::Probe.agent(), "health");
         assert_eq!(Step::Test.state(), RunState::Testing);
+        assert_eq!(Step::Test.agent(), "tester");
         assert!(Step::Probe.skippable() && Step::Install.skippable());
         assert!(!Step::Start.skippable() && !Step::Test.skippable());
         assert!(Step::Install.per_component() && !Step::Analyze.per_component());

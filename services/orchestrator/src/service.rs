@@ -9,10 +9,10 @@ use reporunner_proto::{
         source::v1::FetchLimits,
     },
     auth::v1::UsageKind,
-    common::v1::{Environment, IndexMode, LogLine, Platform, Principal, Recommendations, Tier},
+    common::v1::{Environment, IndexMode, LogLine, Platform, Principal, Recommendations, Tier, Workspace},
     orchestrator::v1::{
-        CreateRunRequest, GetRunLogsRequest, ListRunsRequest, Run, RunEvent, RunGoal, RunState, repo_source,
-        run_event,
+        CreateRunRequest, GetRunLogsRequest, IndexWorkspaceRequest, ListRunsRequest, Run, RunEvent, RunGoal,
+        RunState, SearchRequest, SearchResponse, repo_source, run_event,
     },
 };
 use tokio::sync::{Semaphore, mpsc};
@@ -21,6 +21,7 @@ use tracing::Instrument as _;
 
 use crate::{
     OrchestratorConfig, OrchestratorError, Result,
+    index::{Decision, IndexJob, IndexStream, parse_mode},
     live::{LiveRuns, Recorder},
     pipeline::{ENV_DETECTOR, Pipeline, RUNNER, RunContext, Runner},
     store::{Created, NewRun, RunChange, RunStore, is_terminal},
@@ -47,6 +48,12 @@ pub struct Agents {
     pub provisioner: Option<ServiceChannel>,
     /// Optional: without it, failed runs are not healed.
     pub resolver: Option<ServiceChannel>,
+    /// Runs the tests (goals TEST and START_AND_TEST); without it those
+    /// goals are refused.
+    pub tester: Option<ServiceChannel>,
+    /// Indexes workspaces and searches them; without it IndexWorkspace and
+    /// Search are refused and a run's index step is skipped with a notice.
+    pub indexer: Option<ServiceChannel>,
 }
 
 impl Agents {
@@ -79,17 +86,37 @@ impl Agents {
         Self::required(self.health.as_ref(), crate::pipeline::HEALTH)
     }
 
+    pub(crate) fn tester(&self) -> Result<ServiceChannel> {
+        Self::required(self.tester.as_ref(), crate::pipeline::TESTER)
+    }
+
+    pub(crate) fn indexer(&self) -> Result<ServiceChannel> {
+        self.indexer
+            .clone()
+            .ok_or_else(|| OrchestratorError::AgentUnavailable {
+                agent: crate::index::INDEXER,
+                detail: "this orchestrator has no endpoint for it (endpoints.indexer); indexing and search are not served".into(),
+            })
+    }
+
     /// Refuses a goal this orchestrator lacks the agents for.
     fn serve(&self, goal: RunGoal) -> Result<()> {
         match goal {
-            RunGoal::Start | RunGoal::StartAndTest => {
+            RunGoal::Start => {
                 self.dependency()?;
                 self.runner()?;
                 self.health().map(drop)
             }
+            RunGoal::StartAndTest => {
+                self.dependency()?;
+                self.runner()?;
+                self.health()?;
+                self.tester().map(drop)
+            }
+            // The tester runs the tests in its own sandbox; no runner needed.
             RunGoal::Test => {
                 self.dependency()?;
-                self.runner().map(drop)
+                self.tester().map(drop)
             }
             RunGoal::Unspecified | RunGoal::Analyze => Ok(()),
         }
@@ -156,6 +183,24 @@ pub trait Orchestrator: Send + Sync + 'static {
         caller: &Principal,
         request: GetRunLogsRequest,
     ) -> impl Future<Output = Result<RunLogs>> + Send;
+
+    /// Indexes a run's workspace (or one of the caller's workspaces) for the
+    /// caller, in the mode their tier, the host and the installed models
+    /// allow; streams the indexer's progress. Metered as one index.
+    fn index_workspace(
+        &self,
+        caller: &Authorized,
+        request: IndexWorkspaceRequest,
+    ) -> impl Future<Output = Result<IndexStream>> + Send;
+
+    /// Searches the caller's index of a workspace in the best mode allowed;
+    /// the response says which mode served and why it differs. Metered as
+    /// one search.
+    fn search(
+        &self,
+        caller: &Authorized,
+        request: SearchRequest,
+    ) -> impl Future<Output = Result<SearchResponse>> + Send;
 }
 
 /// The orchestrator over real agent channels and a run store.
@@ -289,6 +334,75 @@ impl OrchestratorImpl {
                 what: "recommendations",
             })?;
         Ok((environment, recommendations))
+    }
+
+    /// The served index mode for `caller` asking `requested`: their tier,
+    /// the env-detector's recommendation and whether it sees an embedding
+    /// model decide (see [`crate::index`]).
+    async fn choose(
+        &self,
+        caller: &Authorized,
+        requested: IndexMode,
+        strict: bool,
+    ) -> Result<reporunner_indexer::policy::ModeChoice> {
+        let tiers = self
+            .authorizer
+            .tier_policies()
+            .await
+            .map_err(|s| OrchestratorError::Auth(Box::new(s)))?;
+        // Text needs no recommendation; skip the detect call.
+        let (recommended, model_present) = if requested == IndexMode::Text {
+            (false, false)
+        } else {
+            let (recommendations, _) = self.recommendations(Platform::Unspecified).await?;
+            (
+                recommendations.vector_index,
+                recommendations.embedding_model_present,
+            )
+        };
+        crate::index::decide(&Decision {
+            requested,
+            policy: &caller.policy,
+            tiers: &tiers,
+            recommended,
+            model_present,
+            strict,
+        })
+    }
+
+    /// The workspace a request names: the run's (which the caller must
+    /// see), or one the caller fetched.
+    async fn target_workspace(
+        &self,
+        caller: &Principal,
+        run_id: &str,
+        workspace_id: &str,
+    ) -> Result<Workspace> {
+        match (run_id.is_empty(), workspace_id.is_empty()) {
+            (false, true) => {
+                let run = self.visible_run(caller, run_id).await?;
+                let state = run.state().as_str_name();
+                run.workspace.filter(|w| !w.path.is_empty()).ok_or_else(|| {
+                    OrchestratorError::NotReady(format!(
+                        "run {run_id} has no workspace yet (it is {}); index it once its fetch step has finished",
+                        state
+                    ))
+                })
+            }
+            (true, false) => {
+                validate_workspace_id(workspace_id)?;
+                self.store
+                    .find_workspace(&caller.user_id, workspace_id)
+                    .await?
+                    .ok_or_else(|| OrchestratorError::WorkspaceNotFound(workspace_id.to_owned()))
+            }
+            (true, true) => Err(OrchestratorError::InvalidArgument(
+                "give a run_id or a workspace_id".into(),
+            )),
+            (false, false) => Err(OrchestratorError::InvalidArgument(
+                "give a run_id or a workspace_id, not both".into(),
+            )),
+        }
     }
 
     /// The run, or NOT_FOUND when it does not exist or is not the caller's.
@@ -503,7 +617,9 @@ impl Orchestrator for OrchestratorImpl {
                 ));
             }
         };
-        if request.index {
+        // The index step's mode is decided now, with the caller's tier; an
+        // explicit embedding model asks for vectors.
+        let index = if request.index {
             if !request.embedding_model.is_empty() {
                 self.authorizer
                     .require(caller, "indexing with embeddings", |p| {
@@ -512,11 +628,23 @@ impl Orchestrator for OrchestratorImpl {
                     .await
                     .map_err(|s| OrchestratorError::Auth(Box::new(s)))?;
             }
-            return Err(OrchestratorError::NotServed {
-                rpc: "CreateRun with index",
-                feature: "indexing service",
-            });
-        }
+            self.agents.indexer()?;
+            let requested = if request.embedding_model.is_empty() {
+                IndexMode::Unspecified
+            } else {
+                IndexMode::Vector
+            };
+            let choice = self.choose(caller, requested, false).await?;
+            Some(IndexJob {
+                owner_id: owner_id.clone(),
+                workspace: Workspace::default(),
+                mode: choice.mode,
+                fallback_reason: choice.fallback_reason,
+                model: request.embedding_model.clone(),
+            })
+        } else {
+            None
+        };
         let limit = caller.policy.concurrent_runs;
         let at_limit = |active| OrchestratorError::ConcurrentRuns {
             active,
@@ -563,6 +691,7 @@ impl Orchestrator for OrchestratorImpl {
             max_run_seconds: caller.policy.max_run_seconds,
             started: Vec::new(),
             max_heal_attempts: caller.policy.max_heal_attempts,
+            index,
             ..RunContext::default()
         };
         let span = tracing::info_span!("run", run_id = %run.id, user_id = %owner_id);
@@ -648,6 +777,89 @@ impl Orchestrator for OrchestratorImpl {
             // It ended on its own meanwhile.
             None => self.visible_run(caller, run_id).await,
         }
+    }
+
+    async fn index_workspace(
+        &self,
+        caller: &Authorized,
+        request: IndexWorkspaceRequest,
+    ) -> Result<IndexStream> {
+        let indexer = self.agents.indexer()?;
+        let requested = parse_mode(request.mode, "mode")?;
+        if request.embedding_model.len() > 128 {
+            return Err(OrchestratorError::InvalidArgument(
+                "embedding_model is too long".into(),
+            ));
+        }
+        let workspace = self
+            .target_workspace(&caller.principal, &request.run_id, &request.workspace_id)
+            .await?;
+        let choice = self.choose(caller, requested, false).await?;
+        self.authorizer
+            .consume(caller, UsageKind::Index, "IndexWorkspace")
+            .await
+            .map_err(|s| OrchestratorError::Auth(Box::new(s)))?;
+        let job = IndexJob {
+            owner_id: caller.principal.user_id.clone(),
+            workspace,
+            mode: choice.mode,
+            fallback_reason: choice.fallback_reason,
+            model: request.embedding_model,
+        };
+        tracing::info!(
+            user_id = %caller.principal.user_id,
+            workspace_id = %job.workspace.id,
+            mode = job.mode.as_str_name(),
+            "indexing a workspace"
+        );
+        job.stream(indexer, &self.config).await
+    }
+
+    async fn search(&self, caller: &Authorized, request: SearchRequest) -> Result<SearchResponse> {
+        let indexer = self.agents.indexer()?;
+        let requested = parse_mode(request.mode, "mode")?;
+        if request.query.trim().is_empty() {
+            return Err(OrchestratorError::InvalidArgument("query is empty".into()));
+        }
+        let workspace = self
+            .target_workspace(&caller.principal, &request.run_id, &request.workspace_id)
+            .await?;
+        let deadline = self.config.search_deadline();
+        let owner_id = caller.principal.user_id.clone();
+        let status = crate::index::status(&indexer, deadline, &owner_id, &workspace.id).await?;
+        if !status.exists {
+            return Err(OrchestratorError::Indexer(Box::new(tonic::Status::not_found(
+                format!(
+                    "workspace {} has no index of yours; index it first (IndexWorkspace, `reporunner index`)",
+                    workspace.id
+                ),
+            ))));
+        }
+        let choice = self.choose(caller, requested, request.strict).await?;
+        self.authorizer
+            .consume(caller, UsageKind::Search, "Search")
+            .await
+            .map_err(|s| OrchestratorError::Auth(Box::new(s)))?;
+        let (response, served) = crate::index::search(
+            &indexer,
+            deadline,
+            reporunner_proto::index::v1::SearchRequest {
+                owner_id,
+                workspace_id: workspace.id,
+                query: request.query,
+                mode: choice.mode as i32,
+                path_glob: request.path_glob,
+                language: request.language,
+                limit: request.limit,
+            },
+            choice,
+        )
+        .await?;
+        Ok(SearchResponse {
+            hits: response.hits,
+            mode: served.mode as i32,
+            fallback_reason: served.fallback_reason,
+        })
     }
 
     async fn run_logs(&self, caller: &Principal, request: GetRunLogsRequest) -> Result<RunLogs> {

@@ -1,6 +1,6 @@
 //! The setup-and-run steps, per component: install (the dependency agent,
 //! which also runs the build command), start (the runner agent), probe and
-//! monitor (the health agent), and the one-shot test command (the runner).
+//! monitor (the health agent), and the tests (the tester agent).
 //!
 //! - START starts WEB, WORKER, STATIC and unspecified components that have a
 //!   start command; LIBRARY and CLI components are skipped with a notice.
@@ -21,6 +21,14 @@
 //!   and the runner is asked for the processes' status every
 //!   `status_poll_ms`: a process that ended for good (restarts spent) fails
 //!   the run with its last lines.
+//! - Tests (goals TEST and START_AND_TEST) run through the tester agent,
+//!   one component at a time, each with its install's env, its backing
+//!   services' and the user's (START_AND_TEST adds `APP_URL` and `APP_PORT`
+//!   of the running app). Each result is a `TestResult` event and part of
+//!   `Run.test_results`. TEST succeeds only when every component's tests
+//!   PASSED; START_AND_TEST stays RUNNING and says in a notice which did
+//!   not (with nothing to start, a library, it runs the tests as TEST
+//!   does). Test failures are never sent to the resolver.
 
 use std::{
     collections::BTreeMap,
@@ -41,6 +49,7 @@ use reporunner_proto::{
             LogsRequest, ProcessState, ProcessStatus, ResourceLimits, RestartPolicy, StartRequest,
             StatusRequest, StopRequest, runner_service_client::RunnerServiceClient,
         },
+        tester::v1::{RunTestsRequest, TestOutcome, tester_service_client::TesterServiceClient},
     },
     agents::{
         provisioner::v1::{
@@ -52,7 +61,7 @@ use reporunner_proto::{
     common::v1::{
         BackingService, BackingServiceKind, Component, ComponentKind, LogLine, PlanPatch, plan_patch::Change,
     },
-    orchestrator::v1::{HealEvent, HealthEvent, RunGoal, RunState, run_event},
+    orchestrator::v1::{HealEvent, HealthEvent, RunGoal, RunState, TestResult, run_event},
 };
 use tokio_stream::{StreamExt as _, StreamMap};
 use tokio_util::sync::CancellationToken;
@@ -61,8 +70,8 @@ use crate::{
     OrchestratorError, Result,
     heal::{RetryFrom, apply_patch, create_file, describe, redact, retry_from, same_patch},
     pipeline::{
-        DEPENDENCY, Ended, HEALTH, PROVISIONER, RESOLVER, RUNNER, RunContext, Runner, Step, failure_message,
-        step_event,
+        DEPENDENCY, Ended, HEALTH, PROVISIONER, RESOLVER, RUNNER, RunContext, Runner, Step, TESTER,
+        failure_message, step_event,
     },
     store::{RunChange, RunComponent},
 };
@@ -136,19 +145,6 @@ pub(crate) fn component_env(
     let mut env: BTreeMap<String, String> = install.into_iter().collect();
     env.extend(user.iter().map(|(k, v)| (k.clone(), v.clone())));
     env
-}
-
-/// Why goal TEST cannot run these test commands: one watches files and
-/// would never exit.
-pub(crate) fn watch_mode_refusal(components: &[Component]) -> Option<String> {
-    components.iter().find_map(|component| {
-        let test = component.test.as_ref().filter(|t| t.watch_mode)?;
-        Some(format!(
-            "test failed: the test command `{}` of {} runs in watch mode and would never exit; \
-             give the component a one-shot test command",
-            test.run, component.name
-        ))
-    })
 }
 
 fn quote_tail(lines: &[String]) -> String {
@@ -250,8 +246,32 @@ impl Runner {
         cancel: &CancellationToken,
     ) -> Result<Ended> {
         let run_id = ctx.run_id.clone();
+        // START_AND_TEST of a repository with nothing to start (a library):
+        // its tests alone, as for TEST.
+        let nothing_to_start = ctx
+            .plan
+            .as_ref()
+            .is_some_and(|p| p.components.iter().all(|c| not_startable(c).is_some()));
         let outcome = match goal {
             RunGoal::Test => Box::pin(self.test_components(ctx, cancel)).await.map(|()| None),
+            RunGoal::StartAndTest if nothing_to_start => {
+                let notice = self
+                    .notice(
+                        &run_id,
+                        "no component of the plan can be started; running the tests only".into(),
+                    )
+                    .await;
+                match notice {
+                    Ok(()) => Box::pin(self.test_components(ctx, cancel)).await.map(|()| None),
+                    Err(halt) => Err(halt),
+                }
+            }
+            RunGoal::StartAndTest => match Box::pin(self.start_components(ctx, cancel)).await {
+                Ok(monitor) => Box::pin(self.test_running(ctx, &monitor, cancel))
+                    .await
+                    .map(|()| Some(monitor)),
+                Err(halt) => Err(halt),
+            },
             _ => Box::pin(self.start_components(ctx, cancel)).await.map(Some),
         };
         match outcome {
@@ -591,6 +611,10 @@ impl Runner {
                         }));
                     }
                 },
+                Ok(monitor) => {
+                    ctx.installed = installed;
+                    return Ok(monitor);
+                }
                 other => return other,
             }
         }
@@ -1129,43 +1153,153 @@ impl Runner {
         }
     }
 
-    /// Install, build, then each component's test command, once.
+    /// Provision, install and build each component with a test command,
+    /// then run its tests once through the tester. The run succeeds only
+    /// when every component's tests PASSED; NO_TESTS, FAILED, TIMED_OUT and
+    /// UNPARSED fail it, naming each. Test failures are not healed.
     async fn test_components(&self, ctx: &mut RunContext, cancel: &CancellationToken) -> Flow {
-        let plan = ctx
-            .plan
-            .clone()
-            .ok_or_else(|| Halt::Failed("the analyzer returned no plan".into()))?;
-        let testable: Vec<Component> = plan
-            .components
-            .iter()
-            .filter(|c| c.test.as_ref().is_some_and(|t| !t.run.trim().is_empty()))
-            .cloned()
-            .collect();
+        let testable = Self::testable(ctx)?;
         if testable.is_empty() {
             return Err(Halt::Failed(
                 "test failed: no component of the plan has a test command".into(),
             ));
         }
-        if let Some(refusal) = watch_mode_refusal(&testable) {
-            return Err(Halt::Failed(refusal));
-        }
+        until_cancel(cancel, Box::pin(self.provision(ctx, &testable))).await?;
         let mut envs = Vec::with_capacity(testable.len());
         for component in &testable {
-            envs.push(until_cancel(cancel, Box::pin(self.install(ctx, component, cancel))).await?);
+            let env = until_cancel(cancel, Box::pin(self.install(ctx, component, cancel))).await?;
+            envs.push(self.test_env(ctx, component, env, &[]));
         }
+        let mut results = Vec::with_capacity(testable.len());
         for (component, env) in testable.iter().zip(envs) {
-            self.run_test(ctx, component, env, cancel).await?;
+            results.push(self.run_test(ctx, component, env, cancel).await?);
+        }
+        match tests_verdict(&results) {
+            None => Ok(()),
+            Some(message) => {
+                // The first component that did not pass, in its own words.
+                let tail = results
+                    .iter()
+                    .find(|(r, _)| r.outcome() != TestOutcome::Passed)
+                    .map(|(_, tail)| {
+                        let keep = tail.len().saturating_sub(self.config.log_tail_lines);
+                        tail[keep..].to_vec()
+                    })
+                    .unwrap_or_default();
+                Err(Halt::Failed(format!("{message}{}", quote_tail(&tail))))
+            }
+        }
+    }
+
+    /// The plan's components with a test command, in plan order.
+    fn testable(ctx: &RunContext) -> Flow<Vec<Component>> {
+        let plan = ctx
+            .plan
+            .as_ref()
+            .ok_or_else(|| Halt::Failed("the analyzer returned no plan".into()))?;
+        Ok(plan
+            .components
+            .iter()
+            .filter(|c| c.test.as_ref().is_some_and(|t| !t.run.trim().is_empty()))
+            .cloned()
+            .collect())
+    }
+
+    /// A component's test env: its install's, its backing services', the
+    /// running components' URLs (`APP_URL` and `APP_PORT`: its own when it
+    /// runs, else the first one with a URL), then the user's.
+    fn test_env(
+        &self,
+        ctx: &RunContext,
+        component: &Component,
+        installed: BTreeMap<String, String>,
+        running: &[RunComponent],
+    ) -> BTreeMap<String, String> {
+        let mut env = installed;
+        for service in &component.backing_services {
+            if let Some(provisioned) = ctx.provisioned.get(&service.kind) {
+                env.extend(provisioned.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+        }
+        let app = running
+            .iter()
+            .find(|c| c.name == component.name && !c.url.is_empty())
+            .or_else(|| running.iter().find(|c| !c.url.is_empty()));
+        if let Some(app) = app {
+            env.insert("APP_URL".into(), app.url.clone());
+            env.insert("APP_PORT".into(), app.port.to_string());
+        }
+        env.extend(ctx.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env
+    }
+
+    /// START_AND_TEST, once every component is up: each component's tests
+    /// against the running app. The run stays RUNNING whatever they say;
+    /// failures are recorded and told in a notice.
+    async fn test_running(
+        &self,
+        ctx: &mut RunContext,
+        monitor: &Monitor,
+        cancel: &CancellationToken,
+    ) -> Flow {
+        let run_id = ctx.run_id.clone();
+        let testable = Self::testable(ctx)?;
+        if testable.is_empty() {
+            return self
+                .step(
+                    &run_id,
+                    Step::Test,
+                    "skipped",
+                    "no component of the plan has a test command".into(),
+                    Duration::ZERO,
+                )
+                .await;
+        }
+        let mut results = Vec::with_capacity(testable.len());
+        for component in &testable {
+            let installed = match ctx.installed.get(&component.name) {
+                Some(env) => env.clone(),
+                None => {
+                    // A library beside the app: installed only for its tests.
+                    until_cancel(
+                        cancel,
+                        Box::pin(self.provision(ctx, std::slice::from_ref(component))),
+                    )
+                    .await?;
+                    until_cancel(cancel, Box::pin(self.install(ctx, component, cancel))).await?
+                }
+            };
+            let env = self.test_env(ctx, component, installed, &monitor.components);
+            results.push(self.run_test(ctx, component, env, cancel).await?);
+        }
+        let verdict = tests_verdict(&results);
+        self.enter(
+            &run_id,
+            RunState::Running,
+            RunChange {
+                components: Some(monitor.components.clone()),
+                ..RunChange::default()
+            },
+        )
+        .await?;
+        if let Some(message) = verdict {
+            self.notice(&run_id, format!("{message}; the components keep running"))
+                .await?;
         }
         Ok(())
     }
 
+    /// Runs one component's tests through the tester and records the result
+    /// (a `TestResult` event, `Run.test_results`, the output's last lines as
+    /// "test" log lines). A failing test is a result, not a halt; a tester
+    /// that cannot run them halts the run.
     async fn run_test(
         &self,
         ctx: &mut RunContext,
         component: &Component,
         env: BTreeMap<String, String>,
         cancel: &CancellationToken,
-    ) -> Flow {
+    ) -> Flow<(TestResult, Vec<String>)> {
         let run_id = ctx.run_id.clone();
         let name = component.name.clone();
         self.enter(&run_id, RunState::Testing, RunChange::default())
@@ -1180,128 +1314,114 @@ impl Runner {
             Duration::ZERO,
         )
         .await?;
-        let one_shot = Component {
-            name: format!("{name}-test"),
-            kind: ComponentKind::Worker.into(),
-            start: component.test.clone(),
-            port: 0,
-            port_binding: String::new(),
-            ..component.clone()
+        let mut request = tonic::Request::new(RunTestsRequest {
+            run_id: run_id.clone(),
+            workspace_path: Self::workspace_path(ctx)?,
+            component: Some(component.clone()),
+            env: env.into_iter().collect(),
+            timeout_seconds: self.config.test_timeout_seconds,
+        });
+        request.set_timeout(self.config.test_deadline());
+        // Dropping the call (cancellation) ends the tests at the tester.
+        let call = async {
+            let tester = self
+                .agents
+                .tester()
+                .map_err(|err| Halt::Failed(failure_message(Step::Test, &err)))?;
+            TesterServiceClient::new(tester)
+                .run_tests(request)
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(|status| {
+                    Halt::Failed(failure_message(
+                        Step::Test,
+                        &OrchestratorError::from_agent(TESTER, status),
+                    ))
+                })
         };
-        let status = self
-            .start_process(StartRequest {
-                run_id: run_id.clone(),
-                workspace_path: Self::workspace_path(ctx)?,
-                component: Some(one_shot),
-                env: env.into_iter().collect(),
-                limits: Some(ResourceLimits {
-                    max_runtime_seconds: ctx.max_run_seconds,
-                    ..ResourceLimits::default()
-                }),
-                restart_policy: RestartPolicy::Never.into(),
-                max_restarts: 0,
-                bind_host: String::new(),
-            })
-            .await;
-        let status = match status {
-            Ok(status) => status,
-            Err(err) => {
-                let message = failure_message(Step::Test, &err);
+        let response = match until_cancel(cancel, call).await {
+            Ok(response) => response,
+            Err(Halt::Failed(message)) => {
                 return Err(self
                     .step_failed(&run_id, Step::Test, message, started.elapsed())
                     .await);
             }
+            Err(other) => return Err(other),
         };
-        ctx.started.push(status.process_id.clone());
-        // Follow the output to the end, as the run's "test" lines.
-        let mut request = tonic::Request::new(LogsRequest {
-            process_id: status.process_id.clone(),
-            follow: true,
-            after_sequence: 0,
-        });
-        request.set_timeout(self.config.test_deadline());
-        let follow = async {
-            let runner = self
-                .agents
-                .runner()
-                .map_err(|err| Halt::Failed(failure_message(Step::Test, &err)))?;
-            let mut stream = RunnerServiceClient::new(runner)
-                .logs(request)
-                .await
-                .map_err(|s| {
-                    Halt::Failed(failure_message(
-                        Step::Test,
-                        &OrchestratorError::from_agent(RUNNER, s),
-                    ))
-                })?
-                .into_inner();
-            while let Some(message) = stream.message().await.map_err(|s| {
-                Halt::Failed(failure_message(
-                    Step::Test,
-                    &OrchestratorError::from_agent(RUNNER, s),
-                ))
-            })? {
-                if let Some(line) = message.line {
-                    let line = LogLine {
-                        source: "test".into(),
-                        ..line
-                    };
-                    self.emit(&run_id, RunChange::default(), run_event::Event::Log(line))
-                        .await?;
-                }
-            }
-            Ok(())
+        for (index, text) in response.log_tail.iter().enumerate() {
+            // Numbered from 1: GetRunLogs returns lines after a sequence.
+            let line = LogLine {
+                source: "test".into(),
+                text: text.clone(),
+                sequence: index as u64 + 1,
+                ..LogLine::default()
+            };
+            self.emit(&run_id, RunChange::default(), run_event::Event::Log(line))
+                .await?;
+        }
+        let result = TestResult {
+            component: name.clone(),
+            framework: response.framework.clone(),
+            outcome: response.outcome,
+            counts: response.counts,
+            duration_ms: response.duration_ms,
+            exit_code: response.exit_code,
+            command: response.command.clone(),
+            summary: response.summary.clone(),
         };
-        if let Err(halt) = until_cancel(cancel, follow).await {
-            return Err(match halt {
-                Halt::Failed(message) => {
-                    self.step_failed(&run_id, Step::Test, message, started.elapsed())
-                        .await
-                }
-                other => other,
-            });
-        }
-        // The stream ends when the process does; its status may lag a little.
-        let mut ended = None;
-        for _ in 0..50 {
-            match self.process_status(&status.process_id).await {
-                Ok(now) if is_over(now.state()) => {
-                    ended = Some(now);
-                    break;
-                }
-                Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                Err(err) => {
-                    let message = failure_message(Step::Test, &err);
-                    return Err(self
-                        .step_failed(&run_id, Step::Test, message, started.elapsed())
-                        .await);
-                }
-            }
-        }
-        match ended {
-            Some(end) if end.state() == ProcessState::Exited && end.exit_code == 0 => {
-                self.step(
-                    &run_id,
-                    Step::Test,
-                    "finished",
-                    format!("{name}: tests passed"),
-                    started.elapsed(),
-                )
-                .await
-            }
-            other => {
-                let tail = self.process_tail(&status.process_id).await;
-                let how = match other {
-                    Some(end) => format!("exited with code {}", end.exit_code),
-                    None => "did not end".into(),
-                };
-                let message = format!("test failed: {name}'s tests {how}{}", quote_tail(&tail));
-                Err(self
-                    .step_failed(&run_id, Step::Test, message, started.elapsed())
-                    .await)
-            }
-        }
+        ctx.test_results.push(result.clone());
+        self.emit(
+            &run_id,
+            RunChange {
+                test_results: Some(ctx.test_results.clone()),
+                ..RunChange::default()
+            },
+            run_event::Event::Test(result.clone()),
+        )
+        .await?;
+        let passed = result.outcome() == TestOutcome::Passed;
+        let detail = format!("{name}: {}: {}", outcome_name(result.outcome()), result.summary);
+        let status = if passed { "finished" } else { "failed" };
+        self.step(&run_id, Step::Test, status, detail, started.elapsed())
+            .await?;
+        Ok((result, response.log_tail))
     }
+}
+
+/// The outcome as the user reads it.
+pub fn outcome_name(outcome: TestOutcome) -> &'static str {
+    match outcome {
+        TestOutcome::Passed => "passed",
+        TestOutcome::Failed => "failed",
+        TestOutcome::NoTests => "no tests",
+        TestOutcome::TimedOut => "timed out",
+        TestOutcome::Unparsed => "unparsed",
+        TestOutcome::Unspecified => "unknown",
+    }
+}
+
+/// Why the tests of a run did not all pass, naming each component that did
+/// not; `None` when every one PASSED.
+pub(crate) fn tests_verdict(results: &[(TestResult, Vec<String>)]) -> Option<String> {
+    let bad: Vec<String> = results
+        .iter()
+        .map(|(r, _)| r)
+        .filter(|r| r.outcome() != TestOutcome::Passed)
+        .map(|r| {
+            let framework = if r.framework.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", r.framework)
+            };
+            format!(
+                "{}{framework}: {}: {}",
+                r.component,
+                outcome_name(r.outcome()),
+                r.summary
+            )
+        })
+        .collect();
+    (!bad.is_empty()).then(|| format!("test failed: {}", bad.join("; ")))
 }
 
 /// What the resolver made of a failure.
@@ -1776,23 +1896,36 @@ mod tests {
     }
 
     #[test]
-    fn watch_mode_test_commands_are_refused_by_name() {
-        let mut web = component(ComponentKind::Web, "npm start");
-        web.test = Some(Command {
-            run: "vitest run".into(),
-            ..Command::default()
-        });
-        assert_eq!(watch_mode_refusal(std::slice::from_ref(&web)), None);
-        web.test = Some(Command {
-            run: "vitest".into(),
-            watch_mode: true,
-            ..Command::default()
-        });
-        let refusal = watch_mode_refusal(&[web]).unwrap();
-        assert!(
-            refusal.contains("`vitest`") && refusal.contains("watch mode"),
-            "{refusal}"
+    fn only_passed_tests_pass_and_each_other_is_named() {
+        let result = |component: &str, outcome: TestOutcome, summary: &str| {
+            (
+                TestResult {
+                    component: component.into(),
+                    framework: "pytest".into(),
+                    outcome: outcome.into(),
+                    summary: summary.into(),
+                    ..TestResult::default()
+                },
+                Vec::new(),
+            )
+        };
+        assert_eq!(
+            tests_verdict(&[result("api", TestOutcome::Passed, "3 passed")]),
+            None
         );
+        let verdict = tests_verdict(&[
+            result("api", TestOutcome::Passed, "3 passed"),
+            result("lib", TestOutcome::NoTests, "no tests ran"),
+            result("web", TestOutcome::Unparsed, "no summary"),
+        ])
+        .unwrap();
+        assert!(verdict.starts_with("test failed: "), "{verdict}");
+        assert!(!verdict.contains("api"), "{verdict}");
+        assert!(
+            verdict.contains("lib (pytest): no tests: no tests ran"),
+            "{verdict}"
+        );
+        assert!(verdict.contains("web (pytest): unparsed"), "{verdict}");
     }
 
     #[test]

@@ -12,7 +12,9 @@ use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use prost::Message as _;
 use reporunner_proto::{
     common::v1::{RunPlan, Workspace},
-    orchestrator::v1::{ComponentStatus, RepoSource, Run, RunEvent, RunGoal, RunState, run_event},
+    orchestrator::v1::{
+        ComponentStatus, RepoSource, Run, RunEvent, RunGoal, RunState, TestResult, run_event,
+    },
 };
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, Database, DatabaseConnection, DbBackend,
@@ -129,6 +131,12 @@ struct StoredComponents {
     components: Vec<RunComponent>,
 }
 
+#[derive(Clone, PartialEq, prost::Message)]
+struct StoredTestResults {
+    #[prost(message, repeated, tag = "1")]
+    results: Vec<TestResult>,
+}
+
 /// Changes to a run, written together with one event.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RunChange {
@@ -139,6 +147,8 @@ pub struct RunChange {
     pub attempts: Option<u32>,
     /// Replaces the run's components.
     pub components: Option<Vec<RunComponent>>,
+    /// Replaces the run's test results.
+    pub test_results: Option<Vec<TestResult>>,
 }
 
 impl RunChange {
@@ -201,6 +211,7 @@ impl RunStore {
             created_at: Set(now),
             updated_at: Set(now),
             components: Set(None),
+            test_results: Set(None),
         })
         .exec_without_returning(&txn)
         .await?;
@@ -334,6 +345,10 @@ impl RunStore {
         if let Some(components) = change.components {
             let bytes = StoredComponents { components }.encode_to_vec();
             update = update.col_expr(runs::Column::Components, Expr::value(bytes));
+        }
+        if let Some(results) = change.test_results {
+            let bytes = StoredTestResults { results }.encode_to_vec();
+            update = update.col_expr(runs::Column::TestResults, Expr::value(bytes));
         }
         if let Some(attempts) = change.attempts {
             let attempts = i32::try_from(attempts).unwrap_or(i32::MAX);
@@ -485,6 +500,10 @@ fn to_run(m: runs::Model) -> Result<Run> {
         .iter()
         .map(RunComponent::status)
         .collect();
+    let test_results = match m.test_results {
+        Some(bytes) => StoredTestResults::decode(bytes.as_slice())?.results,
+        None => Vec::new(),
+    };
     Ok(Run {
         id: m.id,
         owner_id: m.owner_id,
@@ -498,6 +517,7 @@ fn to_run(m: runs::Model) -> Result<Run> {
         created_at: Some(timestamp(m.created_at)),
         updated_at: Some(timestamp(m.updated_at)),
         attempts: u32::try_from(m.attempts).unwrap_or(0),
+        test_results,
     })
 }
 

@@ -525,21 +525,8 @@ async fn goals_and_indexing_beyond_this_pipeline_are_refused_up_front() {
         source: Some(Source::LocalPath(mesh.flask_fixture("goals"))),
         r#ref: String::new(),
     });
-    let status = mesh
-        .create_with(
-            &frank,
-            CreateRunRequest {
-                source: source.clone(),
-                goal: RunGoal::StartAndTest.into(),
-                ..CreateRunRequest::default()
-            },
-        )
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
-    assert!(status.message().contains("start-and-test pipeline"), "{status:?}");
-    // This orchestrator has no dependency, runner or health endpoint.
-    for goal in [RunGoal::Start, RunGoal::Test] {
+    // This orchestrator has no dependency, runner, health or tester endpoint.
+    for goal in [RunGoal::Start, RunGoal::Test, RunGoal::StartAndTest] {
         let status = mesh
             .create_with(
                 &frank,
@@ -568,8 +555,9 @@ async fn goals_and_indexing_beyond_this_pipeline_are_refused_up_front() {
     );
     mesh.set_tier(&frank, Tier::Advanced).await;
     let status = mesh.create_with(&frank, with_model).await.unwrap_err();
-    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
-    assert!(status.message().contains("indexing"), "{status:?}");
+    // This orchestrator has no indexer endpoint.
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("endpoints.indexer"), "{status:?}");
     // None of these became a run.
     let runs = mesh
         .client
@@ -660,7 +648,7 @@ async fn each_created_run_spends_one_run_created_unit_and_refusals_spend_none() 
         )
         .await
         .unwrap_err();
-    assert_eq!(status.code(), Code::Unimplemented);
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert_eq!(
         mesh.spent(&hank, UsageKind::RunCreated).await,
         1,

@@ -56,8 +56,22 @@ pub fn find_binaries() -> Result<Binaries> {
     })
 }
 
+/// Longest unix socket path we hand to mysqld (sun_path is 108 bytes).
+const MAX_SOCKET_PATH: usize = 100;
+
+/// The server's unix socket: in `dir` when the path fits in `sun_path`, else
+/// a short name in the temporary directory derived from `dir`, so that the
+/// default data directory (deep under $HOME) works too. mysqld removes it on
+/// shutdown.
 fn socket(dir: &Path) -> PathBuf {
-    dir.join("mysql.sock")
+    let inside = dir.join("mysql.sock");
+    if inside.as_os_str().len() < MAX_SOCKET_PATH {
+        return inside;
+    }
+    use std::hash::{Hash as _, Hasher as _};
+    let mut hasher = std::hash::DefaultHasher::new();
+    dir.hash(&mut hasher);
+    std::env::temp_dir().join(format!("rr-mysql-{:016x}.sock", hasher.finish()))
 }
 
 fn pid_file(dir: &Path) -> PathBuf {
@@ -75,10 +89,11 @@ pub async fn start_private(
     password: &str,
     timeout: Duration,
 ) -> Result<()> {
-    if socket(dir).as_os_str().len() >= 100 {
+    if socket(dir).as_os_str().len() >= MAX_SOCKET_PATH {
         return Err(ProvisionError::InvalidRequest(format!(
-            "run_dir `{}` is too long for a MySQL unix socket; use a shorter run directory",
-            dir.display()
+            "neither run_dir `{}` nor the temporary directory `{}` is short enough for a MySQL unix socket",
+            dir.display(),
+            std::env::temp_dir().display()
         )));
     }
     host::prepare_dir(dir, account).await?;
@@ -182,4 +197,23 @@ pub async fn stop_private(dir: &Path, timeout: Duration) -> Result<()> {
         }
     }
     host::remove_dir(dir).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deep_run_dir_gets_a_short_stable_socket() {
+        let short = Path::new("/tmp/run/mysql-1");
+        assert_eq!(socket(short), short.join("mysql.sock"));
+        let deep = Path::new(
+            "/root/.local/share/reporunner/provision/c9f2cfac-f455-4902-b66c-184b51186d49/provisioner/mysql-bf5df71e",
+        );
+        let chosen = socket(deep);
+        assert!(chosen.as_os_str().len() < MAX_SOCKET_PATH, "{}", chosen.display());
+        assert!(chosen.starts_with(std::env::temp_dir()));
+        assert_eq!(chosen, socket(deep), "the client finds the server's socket again");
+        assert_ne!(chosen, socket(&deep.with_file_name("mysql-00000000")));
+    }
 }

@@ -430,7 +430,10 @@ fn typed(ctx: &Context<'_>, value: Value) -> std::result::Result<PlanPatch, Stri
         }));
     }
     if let Some(p) = advised.set_port {
-        changes.push(Change::SetPort(SetPort { port: p.port }));
+        changes.push(Change::SetPort(SetPort {
+            port: p.port,
+            binding: String::new(),
+        }));
     }
     if let Some(r) = advised.set_runtime_version {
         changes.push(Change::SetRuntimeVersion(SetRuntimeVersion {

@@ -8,7 +8,7 @@ use reporunner_proto::{
     common::v1::{
         AddBackingService, AddPackage, AddSetupCommand, BackingService, BackingServiceKind, Command,
         CommandSlot, Component, EnvVar, Environment, Evidence, PlanPatch, RelaxPin, ReplaceCommand, RunPlan,
-        SetEnvVar, SetPort, SetRuntimeVersion, Toolchain, plan_patch::Change,
+        Runtime, SetEnvVar, SetPort, SetRuntimeVersion, Toolchain, plan_patch::Change,
     },
 };
 use reporunner_resolver::{Resolver as _, ResolverConfig, RuleResolver};
@@ -81,7 +81,10 @@ fn relax(package: &str, from: &str, to: &str) -> Expect {
 }
 
 fn port0() -> Expect {
-    Expect::Exact(Change::SetPort(SetPort { port: 0 }))
+    Expect::Exact(Change::SetPort(SetPort {
+        port: 0,
+        binding: String::new(),
+    }))
 }
 
 fn none() -> Vec<Expect> {
@@ -141,6 +144,18 @@ fn cases() -> Vec<Case> {
         confidence,
         patches,
     };
+    const PYTHONS_36_313: &[(&str, &str, &str)] = &[
+        ("python3.13", "3.13.0", "/root/.pyenv/versions/3.13.0/bin/python3"),
+        ("python3.12", "3.12.1", "/root/.pyenv/versions/3.12.1/bin/python3"),
+        ("python3.11", "3.11.7", "/root/.pyenv/versions/3.11.7/bin/python3"),
+        (
+            "python3.10",
+            "3.10.13",
+            "/root/.pyenv/versions/3.10.13/bin/python3",
+        ),
+        ("python3.9", "3.9.18", "/root/.pyenv/versions/3.9.18/bin/python3"),
+        ("python3.6", "3.6.15", "/root/.pyenv/versions/3.6.15/bin/python3"),
+    ];
     const PY311_312: &[(&str, &str, &str)] = &[
         ("python3.12", "3.12.1", "/usr/bin/python3.12"),
         ("python3.11", "3.11.9", "/usr/bin/python3.11"),
@@ -495,6 +510,103 @@ fn cases() -> Vec<Case> {
             "port.in_use",
             0.9,
             || vec![port0()],
+        ),
+        // .python-version pins 3.12.2; 3.12.1 is installed.
+        c(
+            "py_exact_patch_pin",
+            P::Install,
+            -1,
+            python,
+            &[
+                ("python3.13", "3.13.0", "/root/.pyenv/versions/3.13.0/bin/python3"),
+                ("python3.12", "3.12.1", "/root/.pyenv/versions/3.12.1/bin/python3"),
+            ],
+            "python.interpreter_mismatch",
+            0.85,
+            || vec![runtime("3.12")],
+        ),
+        // Old pins on a new interpreter: an older installed one that the
+        // project allows (>=3.9,<4 here) is chosen.
+        c(
+            "py_greenlet_build_311",
+            P::Install,
+            1,
+            |c, _| {
+                c.runtime = Some(Runtime {
+                    name: "python".into(),
+                    version_constraint: ">=3.9,<4".into(),
+                });
+            },
+            PYTHONS_36_313,
+            "python.interpreter_too_new",
+            0.7,
+            || vec![runtime("3.10")],
+        ),
+        c(
+            "py_collections_iterator_311",
+            P::Setup,
+            1,
+            python,
+            PYTHONS_36_313,
+            "python.interpreter_too_new",
+            0.85,
+            || vec![runtime("3.9")],
+        ),
+        c(
+            "py_classcell_django110_39",
+            P::Setup,
+            1,
+            python,
+            &[
+                (
+                    "python3.9",
+                    "3.9.18",
+                    "/root/.pyenv/versions/3.9.18/bin/python3.9",
+                ),
+                (
+                    "python3.7",
+                    "3.7.16",
+                    "/root/.pyenv/versions/3.7.16/bin/python3.7",
+                ),
+                (
+                    "python3.6",
+                    "3.6.15",
+                    "/root/.pyenv/versions/3.6.15/bin/python3.6",
+                ),
+            ],
+            "python.interpreter_too_new",
+            0.85,
+            || vec![runtime("3.7")],
+        ),
+        c(
+            "py_genexp_django110_39",
+            P::Setup,
+            1,
+            python,
+            PYTHONS_36_313,
+            "python.interpreter_too_new",
+            0.85,
+            || vec![runtime("3.6")],
+        ),
+        // The program reads APP_PORT (default: the taken port), not PORT.
+        c(
+            "node_eaddrinuse_app_port",
+            P::Start,
+            1,
+            |c, _| {
+                node(c, &mut Vec::new());
+                c.port = 47613;
+                c.env.push(var("APP_PORT", "47613"));
+            },
+            &[],
+            "port.in_use",
+            0.9,
+            || {
+                vec![Expect::Exact(Change::SetPort(SetPort {
+                    port: 0,
+                    binding: "env:APP_PORT".into(),
+                }))]
+            },
         ),
         c(
             "py_address_in_use",

@@ -1,6 +1,6 @@
 //! The runner agent's settings.
 
-use std::{path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +20,134 @@ pub enum SandboxMode {
     Required,
 }
 
+/// Where the processes of a run execute.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// Process groups on this host (bubblewrap, prlimit, cgroups).
+    #[default]
+    Local,
+    /// One pod per process in a Kubernetes cluster (needs the `kubernetes`
+    /// cargo feature, on by default).
+    Kubernetes,
+}
+
+/// Settings of the Kubernetes backend (`[runner.kubernetes]`).
+///
+/// The runner must see the shared workspace volume (a ReadWriteMany
+/// PersistentVolumeClaim) mounted at `volume_root`: a workspace, a run's
+/// install environments and the package-manager tools under that path are
+/// mounted into the run's pod at the same absolute paths, as `subPath`s of
+/// the claim, so the plan's paths and `VIRTUAL_ENV` stay valid.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KubernetesConfig {
+    /// Namespace of the run pods; empty: the namespace of the runner's own
+    /// service account (or `default` outside a cluster).
+    pub namespace: String,
+    /// The image of the run pods: it needs `sh` and the runtimes the
+    /// repositories use (the project's image has git, Python, Node and uv).
+    pub image: String,
+    /// `Always`, `IfNotPresent` or `Never`.
+    pub image_pull_policy: String,
+    /// The ReadWriteMany claim holding workspaces and install environments.
+    pub volume_claim: String,
+    /// Where the runner itself mounts `volume_claim` (its data directory).
+    pub volume_root: PathBuf,
+    /// The user and group the run pods run as (never root).
+    pub run_as_user: i64,
+    pub run_as_group: i64,
+    /// A RuntimeClass for run pods (e.g. gVisor or Kata), when set.
+    pub runtime_class: Option<String>,
+    /// Node labels run pods must match.
+    pub node_selector: BTreeMap<String, String>,
+    /// Values of the `app.kubernetes.io/component` label of the mesh pods
+    /// that may connect to a run pod (the health agent probes it; the
+    /// orchestrator shows its URL).
+    pub ingress_from_components: Vec<String>,
+    /// Mesh pods a run pod may connect to (the provisioner's databases).
+    pub egress_to_components: Vec<String>,
+    /// CIDRs a run pod may connect to besides DNS, its own run and
+    /// `egress_to_components` (e.g. `0.0.0.0/0` to let apps reach the
+    /// internet). Empty: nothing else.
+    pub egress_cidrs: Vec<String>,
+    /// How long a pod may take to be scheduled, pull its image and start.
+    pub start_timeout_seconds: u32,
+    /// The deadline of each call to the Kubernetes API.
+    pub api_timeout_seconds: u32,
+    /// How often a running pod's status is read.
+    pub poll_interval_ms: u64,
+    /// Size limit of the pod's scratch space (`TMPDIR`, `HOME`), in MiB.
+    pub scratch_size_mib: u32,
+}
+
+impl Default for KubernetesConfig {
+    fn default() -> Self {
+        Self {
+            namespace: String::new(),
+            image: "reporunner:latest".into(),
+            image_pull_policy: "IfNotPresent".into(),
+            volume_claim: "reporunner-workspaces".into(),
+            volume_root: PathBuf::from("/var/lib/reporunner"),
+            run_as_user: 10001,
+            run_as_group: 10001,
+            runtime_class: None,
+            node_selector: BTreeMap::new(),
+            ingress_from_components: vec!["health".into(), "orchestrator".into()],
+            egress_to_components: vec!["provisioner".into()],
+            egress_cidrs: Vec::new(),
+            start_timeout_seconds: 300,
+            api_timeout_seconds: 30,
+            poll_interval_ms: 1000,
+            scratch_size_mib: 1024,
+        }
+    }
+}
+
+impl KubernetesConfig {
+    /// Checks what serde cannot.
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |msg: String| Err(RunnerError::InvalidConfig(msg));
+        if self.image.trim().is_empty() {
+            return invalid("kubernetes.image must name an image".into());
+        }
+        if !["Always", "IfNotPresent", "Never"].contains(&self.image_pull_policy.as_str()) {
+            return invalid(format!(
+                "kubernetes.image_pull_policy {:?} is not Always, IfNotPresent or Never",
+                self.image_pull_policy
+            ));
+        }
+        if !self.namespace.is_empty() && !crate::backend::is_dns_label(&self.namespace) {
+            return invalid(format!(
+                "kubernetes.namespace {:?} is not a DNS label",
+                self.namespace
+            ));
+        }
+        if !crate::backend::is_dns_label(&self.volume_claim) {
+            return invalid(format!(
+                "kubernetes.volume_claim {:?} is not a valid claim name",
+                self.volume_claim
+            ));
+        }
+        if !self.volume_root.is_absolute() || self.volume_root.parent().is_none() {
+            return invalid("kubernetes.volume_root must be an absolute path other than /".into());
+        }
+        if self.run_as_user <= 0 || self.run_as_group <= 0 {
+            return invalid("kubernetes.run_as_user and run_as_group must be above 0 (never root)".into());
+        }
+        if let Some(bad) = self.egress_cidrs.iter().find(|c| !crate::backend::is_cidr(c)) {
+            return invalid(format!("kubernetes.egress_cidrs entry {bad:?} is not a CIDR"));
+        }
+        if self.start_timeout_seconds == 0 || self.api_timeout_seconds == 0 || self.poll_interval_ms == 0 {
+            return invalid(
+                "kubernetes.start_timeout_seconds, api_timeout_seconds and poll_interval_ms must be above 0"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
 /// Resource limits used where a request leaves a field at zero. Zero here
 /// means "no limit".
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,9 +160,10 @@ pub struct DefaultLimits {
     pub max_runtime_seconds: u32,
 }
 
-/// Settings of the runner agent.
+/// Settings of the runner agent. Unknown keys are refused (a typo in
+/// `[runner]` would otherwise be ignored silently).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct RunnerConfig {
     /// Where log files go: `<log_dir>/<run_id>/<component>.log`. A relative
     /// path is relative to the service's data directory: the integrator
@@ -107,6 +236,10 @@ pub struct RunnerConfig {
     pub max_grace_seconds: u32,
     /// Limits where the request leaves a field at 0.
     pub default_limits: DefaultLimits,
+    /// Where processes run: `local` (default) or `kubernetes`.
+    pub backend: BackendKind,
+    /// The Kubernetes backend's settings.
+    pub kubernetes: KubernetesConfig,
 }
 
 impl Default for RunnerConfig {
@@ -157,6 +290,8 @@ impl Default for RunnerConfig {
                 max_open_files: 4096,
                 ..DefaultLimits::default()
             },
+            backend: BackendKind::Local,
+            kubernetes: KubernetesConfig::default(),
         }
     }
 }
@@ -268,6 +403,14 @@ impl RunnerConfig {
         {
             return invalid(format!("cgroup_parent `{}` must be absolute", parent.display()));
         }
+        if self.backend == BackendKind::Kubernetes {
+            if !cfg!(feature = "kubernetes") {
+                return invalid(
+                    "backend = \"kubernetes\" needs the runner built with the `kubernetes` feature".into(),
+                );
+            }
+            self.kubernetes.validate()?;
+        }
         Ok(())
     }
 }
@@ -307,6 +450,40 @@ mod tests {
             ..RunnerConfig::default().resolve(std::path::Path::new("/d"))
         };
         assert!(config.validate().unwrap_err().to_string().contains("port_range"));
+    }
+
+    #[test]
+    fn the_kubernetes_backend_is_chosen_by_name_and_checked() {
+        let config: RunnerConfig = serde_json::from_str(
+            r#"{"backend": "kubernetes", "kubernetes": {"namespace": "runs", "egress_cidrs": ["10.0.0.0/8"]}}"#,
+        )
+        .unwrap();
+        assert_eq!(config.backend, BackendKind::Kubernetes);
+        assert_eq!(config.kubernetes.namespace, "runs");
+        assert_eq!(config.kubernetes.volume_claim, "reporunner-workspaces");
+        let resolved = config.resolve(std::path::Path::new("/var/lib/reporunner"));
+        resolved.validate().unwrap();
+
+        for (field, bad) in [
+            ("image_pull_policy", r#"{"image_pull_policy": "Sometimes"}"#),
+            ("namespace", r#"{"namespace": "Not_A_Label"}"#),
+            ("egress_cidrs", r#"{"egress_cidrs": ["10.0.0.0/33"]}"#),
+            ("run_as_user", r#"{"run_as_user": 0}"#),
+            ("volume_root", r#"{"volume_root": "relative"}"#),
+        ] {
+            let kubernetes: KubernetesConfig = serde_json::from_str(bad).unwrap();
+            let config = RunnerConfig {
+                backend: BackendKind::Kubernetes,
+                kubernetes,
+                ..RunnerConfig::default().resolve(std::path::Path::new("/d"))
+            };
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(field), "{field}: {err}");
+        }
+        let typo = serde_json::from_str::<KubernetesConfig>(r#"{"imagee": "x"}"#).unwrap_err();
+        assert!(typo.to_string().contains("imagee"), "{typo}");
+        let typo = serde_json::from_str::<RunnerConfig>(r#"{"backnd": "kubernetes"}"#).unwrap_err();
+        assert!(typo.to_string().contains("backnd"), "{typo}");
     }
 
     #[test]

@@ -48,6 +48,10 @@ pub enum RunnerError {
         #[source]
         source: std::io::Error,
     },
+    /// The cluster did not do what the Kubernetes backend asked (API
+    /// unreachable, pod not schedulable, image not pullable).
+    #[error("the cluster cannot run the process: {0}")]
+    Cluster(String),
     /// A process could not be started.
     #[error("cannot start {program}")]
     Spawn {
@@ -81,6 +85,7 @@ impl ServiceError for RunnerError {
                 ErrorKind::FailedPrecondition
             }
             Self::Exhausted(_) => ErrorKind::ResourceExhausted { retry_after: None },
+            Self::Cluster(_) => ErrorKind::Unavailable,
             Self::Io { .. } | Self::Spawn { .. } => ErrorKind::Internal,
         }
     }

@@ -5,7 +5,8 @@
 //! The domain lives behind [`Runner`] (implemented by [`LocalRunner`]);
 //! [`grpc`] is a thin adapter. How a process comes to exist is a
 //! [`backend::ProcessBackend`] ([`backend::LocalBackend`] for host
-//! processes); supervision, logs and restarts do not depend on it.
+//! processes, `backend::KubernetesBackend` for pods, chosen by
+//! `RunnerConfig::backend`); supervision, logs and restarts do not depend on it.
 #![forbid(unsafe_code)]
 
 pub mod backend;
@@ -21,8 +22,8 @@ mod supervisor;
 
 use std::{collections::BTreeMap, path::PathBuf, pin::Pin};
 
-pub use backend::{LocalBackend, ProcessBackend};
-pub use config::{DefaultLimits, RunnerConfig, SandboxMode};
+pub use backend::{ConfiguredBackend, LocalBackend, ProcessBackend};
+pub use config::{BackendKind, DefaultLimits, KubernetesConfig, RunnerConfig, SandboxMode};
 pub use error::{Result, RunnerError};
 use futures::Stream;
 pub use grpc::RunnerGrpc;

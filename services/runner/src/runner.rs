@@ -19,7 +19,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::{
     LogLines, LogsSpec, Runner, StartSpec,
-    backend::{LaunchSpec, Limits, LocalBackend, ProcessBackend},
+    backend::{ConfiguredBackend, LaunchSpec, Limits, ProcessBackend},
     command::{self, PortBinding},
     config::RunnerConfig,
     error::{Result, RunnerError},
@@ -31,7 +31,7 @@ use crate::{
 
 /// Runs components as supervised processes through a [`ProcessBackend`].
 #[derive(Debug)]
-pub struct LocalRunner<B: ProcessBackend = LocalBackend> {
+pub struct LocalRunner<B: ProcessBackend = ConfiguredBackend> {
     config: Arc<RunnerConfig>,
     backend: Arc<B>,
     ports: PortAllocator,
@@ -45,12 +45,14 @@ struct Table {
     order: VecDeque<String>,
 }
 
-impl LocalRunner<LocalBackend> {
-    /// A runner of host processes. `config` must be resolved (absolute
+impl LocalRunner<ConfiguredBackend> {
+    /// A runner over the backend `config.backend` names (host processes by
+    /// default, or Kubernetes pods). `config` must be resolved (absolute
     /// directories); they are created here.
     pub fn new(config: RunnerConfig) -> Result<Self> {
+        config.validate()?;
         let config = Arc::new(config);
-        Self::with_backend(Arc::clone(&config), LocalBackend::new(config))
+        Self::with_backend(Arc::clone(&config), ConfiguredBackend::new(config))
     }
 
     /// Whether processes will be sandboxed, and why not when they will not.
@@ -182,13 +184,14 @@ impl<B: ProcessBackend> LocalRunner<B> {
             .filter(|d| !d.is_empty())
             .unwrap_or(component.path.as_str());
         let working_dir = working_dir(&workspace, relative).await?;
-        let host: IpAddr = if spec.bind_host.trim().is_empty() {
+        let requested: IpAddr = if spec.bind_host.trim().is_empty() {
             IpAddr::V4(Ipv4Addr::LOCALHOST)
         } else {
             spec.bind_host.trim().parse().map_err(|_| {
                 RunnerError::invalid(format!("bind_host {:?} is not an IP address", spec.bind_host))
             })?
         };
+        let host = self.backend.listen_host().unwrap_or(requested);
         let binding = PortBinding::parse(&component.port_binding)?;
         self.check_capacity(&spec.run_id, &component.name)?;
 
@@ -279,10 +282,10 @@ impl<B: ProcessBackend> LocalRunner<B> {
 
         let url = match port {
             Some(port) if serves_http(component.kind()) || !component.port_binding.is_empty() => {
-                let shown = if host.is_unspecified() {
-                    "127.0.0.1".to_owned()
-                } else {
-                    command::url_host(&host_text)
+                let shown = match spawned.address {
+                    Some(address) => command::url_host(&address.to_string()),
+                    None if host.is_unspecified() => "127.0.0.1".to_owned(),
+                    None => command::url_host(&host_text),
                 };
                 format!("http://{shown}:{port}")
             }

@@ -38,15 +38,32 @@ pub async fn create_start(
     client: &mut OrchestratorServiceClient<Channel>,
     name: &str,
 ) -> Run {
+    create(mesh, client, name, RunGoal::Start, &[]).await
+}
+
+/// A run of fixture `name` with `goal` and extra env for every component.
+pub async fn create(
+    mesh: &Sandbox,
+    client: &mut OrchestratorServiceClient<Channel>,
+    name: &str,
+    goal: RunGoal,
+    env: &[(&str, &str)],
+) -> Run {
     client
-        .create_run(mesh.request(CreateRunRequest {
-            source: Some(RepoSource {
-                source: Some(Source::LocalPath(fixture(name))),
-                r#ref: String::new(),
+        .create_run(
+            mesh.request(CreateRunRequest {
+                source: Some(RepoSource {
+                    source: Some(Source::LocalPath(fixture(name))),
+                    r#ref: String::new(),
+                }),
+                goal: goal.into(),
+                env: env
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+                ..CreateRunRequest::default()
             }),
-            goal: RunGoal::Start.into(),
-            ..CreateRunRequest::default()
-        }))
+        )
         .await
         .unwrap()
         .into_inner()

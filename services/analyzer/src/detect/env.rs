@@ -43,7 +43,7 @@ static GO_ENV: LazyLock<Option<Regex>> =
 static JAVA_ENV: LazyLock<Option<Regex>> =
     LazyLock::new(|| Regex::new(r#"System\.getenv\(\s*"([A-Z][A-Z0-9_]*)"\s*\)"#).ok());
 
-/// Placeholder values in templates mean "supply your own".
+/// Template values such as "changeme" or "<your-key>" mean "supply your own".
 fn is_template_value(v: &str) -> bool {
     let l = v.to_ascii_lowercase();
     l.is_empty()

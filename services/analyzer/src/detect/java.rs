@@ -20,7 +20,8 @@ static GRADLE_JAVA: LazyLock<Option<Regex>> = LazyLock::new(|| {
 });
 static ARTIFACT: LazyLock<Option<Regex>> =
     LazyLock::new(|| Regex::new(r"<artifactId>\s*([\w.-]+)\s*</artifactId>").ok());
-static PLACEHOLDER: LazyLock<Option<Regex>> =
+/// Spring property references with an env variable and an optional default: `${PORT:8080}`.
+static PROPERTY_REF: LazyLock<Option<Regex>> =
     LazyLock::new(|| Regex::new(r"\$\{([A-Z][A-Z0-9_]+)(?::([^}]*))?\}").ok());
 
 pub fn detect(idx: &RepoIndex, dir: &str) -> Vec<Draft> {
@@ -267,7 +268,7 @@ pub fn detect(idx: &RepoIndex, dir: &str) -> Vec<Draft> {
                     d.set_port(ev("port", &path, i as u32 + 1, l, weight::PROCFILE), p);
                 }
             }
-            if let Some(re) = PLACEHOLDER.as_ref() {
+            if let Some(re) = PROPERTY_REF.as_ref() {
                 for c in re.captures_iter(l) {
                     if let Some(name) = c.get(1) {
                         let default = c.get(2).map(|m| m.as_str().to_owned()).unwrap_or_default();

@@ -624,6 +624,17 @@ pub fn detect(idx: &RepoIndex, dir: &str) -> Vec<Draft> {
         ))
     {
         d.c.test = cmd("python -m unittest discover -s tests");
+    } else if idx.has(&p("tests.py"))
+        && d.offer(ev(
+            "test",
+            &p("tests.py"),
+            0,
+            "tests.py, unittest discovery",
+            weight::CONVENTION,
+        ))
+    {
+        // A single tests.py beside the app (Flask tutorials, microblog).
+        d.c.test = cmd("python -m unittest discover -p \"test*.py\"");
     }
     vec![d]
 }

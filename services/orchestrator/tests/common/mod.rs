@@ -205,6 +205,8 @@ impl Mesh {
             health: None,
             provisioner: None,
             resolver: None,
+            tester: None,
+            indexer: None,
         };
         let authorizer = Authorizer::new(channel(auth_service_server::SERVICE_NAME, auth_uri));
         let store = RunStore::connect(&db.url).await.unwrap();

@@ -61,7 +61,7 @@ pub(super) fn rules() -> Vec<Rule> {
         },
         Rule {
             cause: "build.compiler_missing",
-            pattern: r"\b(?:gcc|cc|g\+\+|x86_64-linux-gnu-gcc|make): (?:command )?not found|error: command '[\w/.+-]*gcc' failed|unable to execute '[\w/.+-]*gcc'|linker `cc` not found|No CMAKE_C_COMPILER could be found",
+            pattern: r"\b(?:gcc|cc|g\+\+|x86_64-linux-gnu-gcc|make): (?:command )?not found|error: command '[\w/.+-]*gcc' failed: No such file or directory|unable to execute '[\w/.+-]*gcc'|linker `cc` not found|No CMAKE_C_COMPILER could be found",
             rank: 75,
             confidence: 0.85,
             phases: &[],

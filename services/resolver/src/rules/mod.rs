@@ -236,7 +236,18 @@ impl<'a> Context<'a> {
     }
 
     pub fn set_port(&self, port: u32, reason: impl Into<String>) -> PlanPatch {
-        self.patch(reason, Change::SetPort(SetPort { port }))
+        self.set_port_via(port, "", reason)
+    }
+
+    /// Moves the port and changes how the runner passes it (`env:NAME`, ...).
+    pub fn set_port_via(&self, port: u32, binding: &str, reason: impl Into<String>) -> PlanPatch {
+        self.patch(
+            reason,
+            Change::SetPort(SetPort {
+                port,
+                binding: binding.to_owned(),
+            }),
+        )
     }
 
     pub fn set_runtime(&self, version: &str, reason: impl Into<String>) -> PlanPatch {

@@ -31,5 +31,38 @@ fn in_use(ctx: &Context<'_>, hit: &Hit<'_>) -> Option<Finding> {
         Some(p) => format!("port {p} is already in use by another process"),
         None => "the component's port is already in use by another process".to_owned(),
     };
-    Some(Finding::new(summary).patch(ctx.set_port(0, "port 0: the runner picks a free port")))
+    // A program that reads its port from a variable other than PORT (found
+    // by the analyzer, with the taken port as its default) only moves when
+    // the runner passes the new port under that name.
+    let via = ctx.component.and_then(|c| {
+        let taken = port.as_deref().unwrap_or_default();
+        let mut vars = c.env.iter().filter(|v| {
+            v.name.ends_with("_PORT") && (v.default_value == taken || v.default_value.is_empty())
+        });
+        let first = vars.next()?;
+        // Two candidates: no way to tell which one is the listener.
+        vars.next().is_none().then_some(first)
+    });
+    let patch = match via {
+        Some(var) if c_binding_is_default(ctx) => ctx.set_port_via(
+            0,
+            &format!("env:{}", var.name),
+            format!(
+                "port 0: the runner picks a free port and passes it as {} (read at {})",
+                var.name,
+                if var.source.is_empty() {
+                    "the plan"
+                } else {
+                    var.source.as_str()
+                }
+            ),
+        ),
+        _ => ctx.set_port(0, "port 0: the runner picks a free port"),
+    };
+    Some(Finding::new(summary).patch(patch))
+}
+
+/// Whether the component relies on `port` alone (no binding of its own).
+fn c_binding_is_default(ctx: &Context<'_>) -> bool {
+    ctx.component.is_none_or(|c| c.port_binding.trim().is_empty())
 }

@@ -75,6 +75,30 @@ pub(super) fn rules() -> Vec<Rule> {
             check: no_distribution_for_pin,
         },
         Rule {
+            cause: "python.interpreter_mismatch",
+            pattern: r#"no installed Python satisfies the constraint "(?P<spec>[^"]{1,40})""#,
+            rank: 86,
+            confidence: 0.85,
+            phases: &[],
+            check: pinned_patch_release,
+        },
+        Rule {
+            cause: "python.interpreter_too_new",
+            pattern: r"cannot import name '(?P<coll>Iterator|Iterable|Mapping|MutableMapping|Sequence|MutableSequence|Callable|Set|MutableSet|Hashable|Sized|Container|Generator|Awaitable|Coroutine|AsyncIterator|AsyncIterable|KeysView|ItemsView|ValuesView)' from 'collections'|module 'collections' has no attribute '(?P<attr>Iterator|Iterable|Mapping|MutableMapping|Sequence|MutableSequence|Callable|Set|MutableSet|Hashable)'|module 'inspect' has no attribute '(?P<insp>getargspec|formatargspec)'|module 'asyncio' has no attribute '(?P<aio>coroutine)'|No module named '(?P<gone312>imp|asynchat|asyncore|smtpd)'|No module named '(?P<gone313>cgi|cgitb|pipes|crypt|telnetlib|nntplib|imghdr|sndhdr|audioop|chunk|mailcap|nis|spwd|sunau|uu|xdrlib|msilib|ossaudiodev)'|SyntaxError: (?P<genexp>Generator expression must be parenthesized)|RuntimeError: (?P<classcell>__class__ not set defining)",
+            rank: 92,
+            confidence: 0.85,
+            phases: &[],
+            check: stdlib_removed,
+        },
+        Rule {
+            cause: "python.interpreter_too_new",
+            pattern: r"Failed to build `?(?P<pkg>[A-Za-z0-9][A-Za-z0-9._-]{0,99})(?:==(?P<ver>[0-9][0-9A-Za-z.]*))?`?|Failed building wheel for (?P<wheel>[A-Za-z0-9][A-Za-z0-9._-]{0,99})|hint: `(?P<hint>[A-Za-z0-9][A-Za-z0-9._-]{0,99})` \(v[0-9][0-9A-Za-z.]*\) was included because",
+            rank: 45,
+            confidence: 0.7,
+            phases: &[Phase::Install, Phase::Build],
+            check: extension_build_failed,
+        },
+        Rule {
             cause: "python.command_missing",
             pattern: r"\b(?P<cmd>gunicorn|uvicorn|flask|celery|daphne|hypercorn|waitress-serve|pytest|alembic|streamlit)(?:: (?:command )?not found|'?: No such file or directory|: executable file not found)",
             rank: 60,
@@ -370,6 +394,148 @@ fn different_python(ctx: &Context<'_>, hit: &Hit<'_>) -> Option<Finding> {
         }
         None => Finding::new(format!("{summary}; no installed interpreter satisfies it")).confidence(0.6),
     })
+}
+
+/// The repository pins an exact interpreter (`.python-version` 3.12.2,
+/// `runtime.txt`) the host lacks; another patch release of the same minor is
+/// installed and is compatible by CPython's policy.
+fn pinned_patch_release(ctx: &Context<'_>, hit: &Hit<'_>) -> Option<Finding> {
+    let spec = hit.get("spec").trim();
+    let exact = spec.trim_start_matches("==").trim_end_matches(".*");
+    let wanted = Version::parse(exact)?;
+    let summary = format!("the repository pins Python {exact}, which is not installed");
+    let same_minor = pythons(ctx.toolchains)
+        .into_iter()
+        .find(|p| minor(p.version) == minor(wanted));
+    Some(match same_minor {
+        Some(p) if exact.matches('.').count() == 2 => {
+            let version = minor(wanted);
+            Finding::new(summary).patch(ctx.set_runtime(
+                &version,
+                format!(
+                    "Python {} is installed; patch releases of {version} are compatible",
+                    p.version
+                ),
+            ))
+        }
+        _ => Finding::new(format!(
+            "{summary}; no installed interpreter of that minor version"
+        ))
+        .confidence(0.6),
+    })
+}
+
+/// The interpreter minor (3, N) the failing log ran under: a venv's
+/// `lib/python3.N/`, headers' `include/python3.N/`, or the dependency agent's
+/// `python 3.N.P at ...` line.
+fn python_in_log(ctx: &Context<'_>) -> Option<Version> {
+    let found = ctx.lines.iter().rev().find_map(|line| {
+        for marker in ["/python3.", "python 3."] {
+            if let Some(at) = line.find(marker) {
+                let rest = &line[at + marker.len()..];
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                if let Ok(minor) = digits.parse::<u64>() {
+                    return Some(Version(3, minor, 0));
+                }
+            }
+        }
+        None
+    });
+    found.or_else(|| {
+        // The interpreter the plan asked for, when the log does not say.
+        let constraint = ctx.component?.runtime.as_ref()?.version_constraint.clone();
+        let exact = constraint.trim_start_matches("==").trim_end_matches(".*");
+        Version::parse(exact).map(|v| Version(v.0, v.1, 0))
+    })
+}
+
+/// The newest installed Python older than `below` that the component's own
+/// constraint allows (an unparsable or unmet constraint is ignored: the
+/// repository's code already says it needs an older interpreter).
+fn older_python<'t>(ctx: &Context<'t>, below: Version) -> Option<crate::versions::Installed<'t>> {
+    let constraint = ctx
+        .component
+        .and_then(|c| c.runtime.as_ref())
+        .map(|r| r.version_constraint.trim())
+        .filter(|c| !c.is_empty() && !c.starts_with("=="))
+        .and_then(Constraint::parse);
+    let older: Vec<_> = pythons(ctx.toolchains)
+        .into_iter()
+        .filter(|p| (p.version.0, p.version.1) < (below.0, below.1))
+        .collect();
+    let allowed = older
+        .iter()
+        .position(|p| constraint.as_ref().is_none_or(|c| c.allows(p.version)));
+    match allowed {
+        Some(i) => older.into_iter().nth(i),
+        None => older.into_iter().next(),
+    }
+}
+
+fn stdlib_removed(ctx: &Context<'_>, hit: &Hit<'_>) -> Option<Finding> {
+    let (what, removed_in) = if !hit.get("coll").is_empty() || !hit.get("attr").is_empty() {
+        let name = [hit.get("coll"), hit.get("attr")].concat();
+        (format!("`collections.{name}` (moved to collections.abc)"), 10)
+    } else if !hit.get("insp").is_empty() {
+        (format!("`inspect.{}`", hit.get("insp")), 11)
+    } else if !hit.get("aio").is_empty() {
+        ("`@asyncio.coroutine`".to_owned(), 11)
+    } else if !hit.get("gone312").is_empty() {
+        (format!("the `{}` module", hit.get("gone312")), 12)
+    } else if !hit.get("gone313").is_empty() {
+        (format!("the `{}` module", hit.get("gone313")), 13)
+    } else if !hit.get("classcell").is_empty() {
+        // Metaclasses that drop `__classcell__` (Django < 1.11): a
+        // DeprecationWarning until 3.7, an error since 3.8.
+        ("metaclasses that drop `__classcell__`".to_owned(), 8)
+    } else {
+        // `f(x for x in y, )` in old packages (Django < 1.11.17).
+        ("unparenthesized generator arguments".to_owned(), 7)
+    };
+    let removed = Version(3, removed_in, 0);
+    let summary = format!("the code uses {what}, which Python 3.{removed_in} removed");
+    if python_in_log(ctx).is_some_and(|current| (current.0, current.1) < (3, removed_in)) {
+        // Not the interpreter's doing.
+        return None;
+    }
+    Some(match older_python(ctx, removed) {
+        Some(p) => Finding::new(summary).patch(ctx.set_runtime(
+            &minor(p.version),
+            format!(
+                "Python {} is the newest installed interpreter that still has {what}",
+                p.version
+            ),
+        )),
+        None => Finding::new(format!("{summary}; no older interpreter is installed")).confidence(0.6),
+    })
+}
+
+/// A pinned package with a C extension failed to build: old releases do not
+/// compile against newer CPython headers and have no wheels for them. An
+/// older interpreter that the project allows usually has wheels.
+fn extension_build_failed(ctx: &Context<'_>, hit: &Hit<'_>) -> Option<Finding> {
+    let package = [hit.get("pkg"), hit.get("wheel"), hit.get("hint")].concat();
+    let compiled = ctx.lines.iter().any(|l| {
+        l.contains("/include/python3.")
+            || l.contains("Python.h")
+            || l.contains("error: command '") && (l.contains("gcc") || l.contains("cc'"))
+    });
+    if !compiled {
+        return None;
+    }
+    let current = python_in_log(ctx)?;
+    let summary = format!(
+        "{package} does not compile against the Python {}.{} headers",
+        current.0, current.1
+    );
+    let choice = older_python(ctx, current)?;
+    Some(Finding::new(summary).patch(ctx.set_runtime(
+        &minor(choice.version),
+        format!(
+            "Python {} is installed and older; the pinned {package} has wheels or builds there",
+            choice.version
+        ),
+    )))
 }
 
 /// (distribution, major, minor, the newest Python minor it has wheels for).

@@ -523,6 +523,7 @@ impl ProcessBackend for LocalBackend {
                 done: false,
             },
             pid,
+            address: None,
             stdout,
             stderr,
             isolation: Isolation {

@@ -1,0 +1,730 @@
+//! The indexing service over real gRPC on loopback, against the fixture
+//! repository `tests/fixtures/polyglot` (Python, TypeScript and Rust with
+//! functions named in several styles, lexical-noise files, a vendored
+//! directory, an ignored directory, a binary and a minified bundle).
+//!
+//! The vector tests need all-MiniLM-L6-v2: `make models` (or
+//! `REPORUNNER_MODEL_DIR` naming a model directory). Locally they skip with
+//! a message when it is missing; in CI (`CI=true`) they fail.
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use reporunner_indexer::{IndexerConfig, LocalIndexer, grpc::IndexerGrpc};
+use reporunner_proto::{
+    common::v1::IndexMode,
+    index::v1::{
+        DeleteIndexRequest, IndexProgress, IndexRepoRequest, IndexStatusRequest, SearchHit, SearchRequest,
+        SearchResponse, index_service_client::IndexServiceClient,
+    },
+};
+use reporunner_server::GrpcServer;
+use tokio_util::sync::CancellationToken;
+use tonic::{Code, transport::Channel};
+
+type Client = IndexServiceClient<Channel>;
+
+const OWNER: &str = "user-1";
+const MODEL: &str = "all-MiniLM-L6-v2";
+
+struct Service {
+    client: Client,
+    shutdown: CancellationToken,
+    data: tempfile::TempDir,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// The installed test model: `(models_dir, name)`.
+fn model() -> Option<(PathBuf, String)> {
+    let dir = std::env::var_os("REPORUNNER_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../.models")
+                .join(MODEL)
+        });
+    let present = ["config.json", "tokenizer.json", "model.safetensors"]
+        .iter()
+        .all(|f| dir.join(f).is_file());
+    if present {
+        let dir = dir.canonicalize().unwrap();
+        let name = dir.file_name().unwrap().to_str().unwrap().to_owned();
+        return Some((dir.parent().unwrap().to_path_buf(), name));
+    }
+    let message = format!(
+        "the embedding model is missing at {} (run `make models` or set REPORUNNER_MODEL_DIR)",
+        dir.display()
+    );
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{message}; CI must run the vector tests");
+    }
+    eprintln!("\n!!!!!!!! SKIPPING a vector test: {message} !!!!!!!!\n");
+    None
+}
+
+async fn service(model: Option<&(PathBuf, String)>) -> Service {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = IndexerConfig::default().resolve(data.path());
+    if let Some((models_dir, name)) = model {
+        config.models_dir = models_dir.clone();
+        config.default_model = name.clone();
+    }
+    let indexer = LocalIndexer::new(config).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(
+        GrpcServer::new()
+            .add_service(IndexerGrpc::new(Arc::new(indexer)).into_server())
+            .serve(listener, shutdown.clone()),
+    );
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(2))
+        .connect_lazy();
+    Service {
+        client: IndexServiceClient::new(channel),
+        shutdown,
+        data,
+    }
+}
+
+/// A private copy of the fixture repository, free to change.
+fn workspace() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/polyglot"),
+        dir.path(),
+    );
+    dir
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+async fn index(client: &mut Client, workspace: &str, root: &Path, modes: &[IndexMode]) -> Vec<IndexProgress> {
+    let mut stream = client
+        .index_repo(IndexRepoRequest {
+            owner_id: OWNER.into(),
+            workspace_id: workspace.into(),
+            workspace_path: root.display().to_string(),
+            modes: modes.iter().map(|&m| m as i32).collect(),
+            model: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut progress = Vec::new();
+    let mut done = false;
+    while let Some(message) = stream.message().await.unwrap() {
+        assert!(!done, "nothing follows the last message");
+        progress.push(message.progress.unwrap());
+        done = message.done;
+    }
+    assert!(done, "the last message says done");
+    progress
+}
+
+fn search_request(workspace: &str, query: &str, mode: IndexMode) -> SearchRequest {
+    SearchRequest {
+        owner_id: OWNER.into(),
+        workspace_id: workspace.into(),
+        query: query.into(),
+        mode: mode as i32,
+        path_glob: String::new(),
+        language: String::new(),
+        limit: 10,
+    }
+}
+
+async fn search(client: &mut Client, request: SearchRequest) -> SearchResponse {
+    client.search(request).await.unwrap().into_inner()
+}
+
+fn spots(hits: &[SearchHit]) -> Vec<(String, String)> {
+    hits.iter().map(|h| (h.path.clone(), h.symbol.clone())).collect()
+}
+
+#[tokio::test]
+async fn text_search_finds_identifiers_across_naming_styles() {
+    let mut svc = service(None).await;
+    let root = workspace();
+    let progress = index(&mut svc.client, "ws", root.path(), &[IndexMode::Text]).await;
+    let last = progress.last().unwrap();
+    // app/config_loader.py, app/noise.py, docs/notes.md, logo.png (binary:
+    // skipped when read), server/src/lib.rs, web/src/api.ts. Not: the
+    // vendored node_modules, the .ignore'd generated-docs, the minified bundle.
+    assert_eq!(last.files_seen, 6, "{last:?}");
+    assert_eq!(last.files_indexed, 5, "{last:?}");
+    assert_eq!(last.files_skipped, 1, "{last:?}");
+
+    let definitions = [
+        ("app/config_loader.py", "parse_config"),
+        ("web/src/api.ts", "parseConfig"),
+        ("server/src/lib.rs", "parse_config"),
+    ];
+    for query in ["parseConfig", "parse_config", "ParseConfig"] {
+        let response = search(&mut svc.client, search_request("ws", query, IndexMode::Text)).await;
+        assert_eq!(response.mode, IndexMode::Text as i32);
+        assert!(response.fallback_reason.is_empty());
+        let top: Vec<(String, String)> = spots(&response.hits[..3]);
+        for (path, symbol) in definitions {
+            assert!(
+                top.contains(&(path.into(), symbol.into())),
+                "`{query}`: {path} {symbol} not in the top 3: {top:?}"
+            );
+        }
+        assert!(
+            response.hits.iter().all(|h| !h.path.contains("node_modules")
+                && !h.path.contains("generated-docs")
+                && !h.path.ends_with(".min.js")),
+            "vendored, ignored and minified files are not indexed: {:?}",
+            spots(&response.hits)
+        );
+    }
+    // The bare word finds all three styles too.
+    let response = search(&mut svc.client, search_request("ws", "config", IndexMode::Text)).await;
+    for (path, symbol) in definitions {
+        assert!(
+            spots(&response.hits).contains(&(path.into(), symbol.into())),
+            "config → {path} {symbol}"
+        );
+    }
+    // Hits carry line ranges and numbered snippets.
+    let response = search(
+        &mut svc.client,
+        search_request("ws", "compute_checksum", IndexMode::Text),
+    )
+    .await;
+    let hit = &response.hits[0];
+    assert_eq!(
+        (hit.path.as_str(), hit.symbol.as_str(), hit.language.as_str()),
+        ("server/src/lib.rs", "compute_checksum", "rust")
+    );
+    assert_eq!(
+        (hit.start_line, hit.end_line),
+        (13, 20),
+        "doc comment through closing brace"
+    );
+    assert!(
+        hit.snippet
+            .contains("14| pub fn compute_checksum(bytes: &[u8]) -> u32 {"),
+        "{}",
+        hit.snippet
+    );
+}
+
+#[tokio::test]
+async fn path_glob_and_language_filters() {
+    let mut svc = service(None).await;
+    let root = workspace();
+    index(&mut svc.client, "ws", root.path(), &[IndexMode::Text]).await;
+    let mut request = search_request("ws", "parse config", IndexMode::Text);
+    request.language = "typescript".into();
+    let response = search(&mut svc.client, request.clone()).await;
+    assert!(!response.hits.is_empty());
+    assert!(
+        response.hits.iter().all(|h| h.language == "typescript"),
+        "{:?}",
+        spots(&response.hits)
+    );
+
+    request.language = "Python".into();
+    let response = search(&mut svc.client, request.clone()).await;
+    assert!(!response.hits.is_empty());
+    assert!(response.hits.iter().all(|h| h.path.ends_with(".py")));
+
+    request.language = String::new();
+    request.path_glob = "server/**/*.rs".into();
+    let response = search(&mut svc.client, request.clone()).await;
+    assert_eq!(
+        spots(&response.hits)[0],
+        ("server/src/lib.rs".into(), "parse_config".into())
+    );
+    assert!(response.hits.iter().all(|h| h.path == "server/src/lib.rs"));
+
+    request.path_glob = "*.py".into();
+    let response = search(&mut svc.client, request.clone()).await;
+    assert!(
+        response.hits.is_empty(),
+        "`*` does not cross `/`: {:?}",
+        spots(&response.hits)
+    );
+    request.path_glob = "app/*.py".into();
+    request.language = "python".into();
+    let response = search(&mut svc.client, request).await;
+    assert!(response.hits.iter().any(|h| h.symbol == "parse_config"));
+}
+
+#[tokio::test]
+async fn reindexing_touches_only_changed_files_and_delete_removes_the_index() {
+    let mut svc = service(None).await;
+    let root = workspace();
+    let first = *index(&mut svc.client, "ws", root.path(), &[IndexMode::Text])
+        .await
+        .last()
+        .unwrap();
+    assert_eq!((first.files_indexed, first.files_unchanged), (5, 0));
+
+    let again = *index(&mut svc.client, "ws", root.path(), &[IndexMode::Text])
+        .await
+        .last()
+        .unwrap();
+    assert_eq!(
+        (
+            again.files_indexed,
+            again.files_unchanged,
+            again.chunks,
+            again.bytes
+        ),
+        (0, 5, 0, 0),
+        "{again:?}"
+    );
+
+    // One file changes, one is added, one is removed.
+    let lib = root.path().join("server/src/lib.rs");
+    let changed = std::fs::read_to_string(&lib).unwrap() + "\npub fn shutdown_gracefully() {}\n";
+    std::fs::write(&lib, changed).unwrap();
+    std::fs::write(
+        root.path().join("app/extra.py"),
+        "def brand_new_helper():\n    return 1\n",
+    )
+    .unwrap();
+    std::fs::remove_file(root.path().join("docs/notes.md")).unwrap();
+    let third = *index(&mut svc.client, "ws", root.path(), &[IndexMode::Text])
+        .await
+        .last()
+        .unwrap();
+    assert_eq!(
+        (
+            third.files_seen,
+            third.files_indexed,
+            third.files_unchanged,
+            third.files_removed
+        ),
+        (6, 2, 3, 1),
+        "{third:?}"
+    );
+    let hits = search(
+        &mut svc.client,
+        search_request("ws", "shutdownGracefully", IndexMode::Text),
+    )
+    .await
+    .hits;
+    assert_eq!(
+        spots(&hits)[0],
+        ("server/src/lib.rs".into(), "shutdown_gracefully".into())
+    );
+    let hits = search(&mut svc.client, search_request("ws", "notes", IndexMode::Text))
+        .await
+        .hits;
+    assert!(
+        hits.iter().all(|h| h.path != "docs/notes.md"),
+        "a removed file is gone from the index"
+    );
+    // The changed file's old chunks are gone, not duplicated.
+    let hits = search(
+        &mut svc.client,
+        search_request("ws", "compute_checksum", IndexMode::Text),
+    )
+    .await
+    .hits;
+    assert_eq!(hits.iter().filter(|h| h.symbol == "compute_checksum").count(), 1);
+
+    let status = svc
+        .client
+        .index_status(IndexStatusRequest {
+            owner_id: OWNER.into(),
+            workspace_id: "ws".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(status.exists);
+    assert_eq!(status.files, 5);
+    assert_eq!(status.modes, [IndexMode::Text as i32]);
+    assert!(status.size_bytes > 0 && status.updated_at.is_some());
+
+    // Another owner sees no index of that workspace.
+    let mut other = search_request("ws", "config", IndexMode::Text);
+    other.owner_id = "user-2".into();
+    assert_eq!(svc.client.search(other).await.unwrap_err().code(), Code::NotFound);
+
+    let index_dir = svc.data.path().join("indexes").join(OWNER).join("ws");
+    assert!(index_dir.join("manifest.json").is_file());
+    let deleted = svc
+        .client
+        .delete_index(DeleteIndexRequest {
+            owner_id: OWNER.into(),
+            workspace_id: "ws".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(deleted.deleted);
+    assert!(!index_dir.exists(), "DeleteIndex removes the index's files");
+    let status = svc
+        .client
+        .index_status(IndexStatusRequest {
+            owner_id: OWNER.into(),
+            workspace_id: "ws".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!status.exists);
+    let err = svc
+        .client
+        .search(search_request("ws", "config", IndexMode::Text))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let again = svc
+        .client
+        .delete_index(DeleteIndexRequest {
+            owner_id: OWNER.into(),
+            workspace_id: "ws".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        !again.deleted,
+        "deleting twice is fine and says nothing was there"
+    );
+}
+
+#[tokio::test]
+async fn bad_input_gets_clear_errors() {
+    let mut svc = service(None).await;
+    let root = workspace();
+    let request = |path: &str, model: &str, modes: &[IndexMode]| IndexRepoRequest {
+        owner_id: OWNER.into(),
+        workspace_id: "ws".into(),
+        workspace_path: path.into(),
+        modes: modes.iter().map(|&m| m as i32).collect(),
+        model: model.into(),
+    };
+    let cases = [
+        (
+            request("", "", &[]),
+            Code::InvalidArgument,
+            "workspace_path is empty",
+        ),
+        (
+            request("relative/dir", "", &[]),
+            Code::InvalidArgument,
+            "must be absolute",
+        ),
+        (
+            request("/no/such/workspace", "", &[]),
+            Code::NotFound,
+            "does not exist",
+        ),
+        (
+            request(
+                &root.path().display().to_string(),
+                "no-such-model",
+                &[IndexMode::Vector],
+            ),
+            Code::NotFound,
+            "embedding model `no-such-model` is not installed",
+        ),
+        (
+            request(
+                &root.path().display().to_string(),
+                "../../etc",
+                &[IndexMode::Hybrid],
+            ),
+            Code::InvalidArgument,
+            "model name",
+        ),
+    ];
+    for (req, code, message) in cases {
+        let err = svc.client.index_repo(req).await.err().unwrap();
+        assert_eq!(err.code(), code, "{}", err.message());
+        assert!(
+            err.message().contains(message),
+            "{} should say {message}",
+            err.message()
+        );
+    }
+    let mut bad_owner = request(&root.path().display().to_string(), "", &[]);
+    bad_owner.owner_id = "../escape".into();
+    assert_eq!(
+        svc.client.index_repo(bad_owner).await.err().unwrap().code(),
+        Code::InvalidArgument
+    );
+
+    index(&mut svc.client, "ws", root.path(), &[IndexMode::Text]).await;
+    let base = search_request("ws", "config", IndexMode::Text);
+    let search_cases = [
+        (
+            SearchRequest {
+                query: "   ".into(),
+                ..base.clone()
+            },
+            "query is empty",
+        ),
+        (
+            SearchRequest {
+                limit: 101,
+                ..base.clone()
+            },
+            "limit must lie within 1..=100",
+        ),
+        (
+            SearchRequest {
+                path_glob: "src/[".into(),
+                ..base.clone()
+            },
+            "is not a glob",
+        ),
+        (
+            SearchRequest {
+                language: "klingon".into(),
+                ..base.clone()
+            },
+            "unknown language",
+        ),
+        (
+            SearchRequest {
+                query: "x".repeat(2_000),
+                ..base.clone()
+            },
+            "longer than",
+        ),
+        (
+            SearchRequest {
+                workspace_id: String::new(),
+                ..base.clone()
+            },
+            "workspace_id",
+        ),
+    ];
+    for (req, message) in search_cases {
+        let err = svc.client.search(req).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+        assert!(
+            err.message().contains(message),
+            "{} should say {message}",
+            err.message()
+        );
+    }
+    let response = search(
+        &mut svc.client,
+        SearchRequest {
+            limit: 100,
+            ..base.clone()
+        },
+    )
+    .await;
+    assert!(!response.hits.is_empty(), "limit 100 is allowed");
+
+    // Vector search of a text-only index falls back and says why.
+    let response = search(&mut svc.client, search_request("ws", "config", IndexMode::Vector)).await;
+    assert_eq!(response.mode, IndexMode::Text as i32);
+    assert!(
+        response.fallback_reason.contains("indexed for text only"),
+        "{}",
+        response.fallback_reason
+    );
+    assert!(!response.hits.is_empty());
+}
+
+/// Where `wanted` ranks in `hits` (1-based), if at all.
+fn rank(hits: &[SearchHit], wanted: (&str, &str)) -> Option<usize> {
+    hits.iter()
+        .position(|h| h.path == wanted.0 && h.symbol == wanted.1)
+        .map(|i| i + 1)
+}
+
+#[tokio::test]
+async fn vector_search_ranks_meaning_above_lexical_noise() {
+    let Some(model) = model() else { return };
+    let mut svc = service(Some(&model)).await;
+    let root = workspace();
+    let progress = index(&mut svc.client, "ws", root.path(), &[IndexMode::Vector]).await;
+    let last = *progress.last().unwrap();
+    assert!(
+        last.chunks_embedded > 0 && last.chunks_embedded == last.chunks,
+        "{last:?}"
+    );
+
+    for (query, wanted, noise) in [
+        (
+            "send an email to the user",
+            ("server/src/lib.rs", "send_email_notification"),
+            "app/noise.py",
+        ),
+        (
+            "total price of the items in the cart",
+            ("web/src/api.ts", "ShoppingCart"),
+            "app/noise.py",
+        ),
+    ] {
+        let response = search(&mut svc.client, search_request("ws", query, IndexMode::Vector)).await;
+        assert_eq!(response.mode, IndexMode::Vector as i32);
+        assert!(response.fallback_reason.is_empty());
+        let good = rank(&response.hits, wanted).unwrap_or(usize::MAX);
+        let noise_rank = response
+            .hits
+            .iter()
+            .position(|h| h.path == noise)
+            .map_or(usize::MAX, |i| i + 1);
+        println!("vector `{query}`: {wanted:?} at {good}, noise at {noise_rank}");
+        assert!(
+            good < noise_rank,
+            "`{query}`: {wanted:?} at {good}, noise at {noise_rank}: {:?}",
+            spots(&response.hits)
+        );
+        assert!(good <= 3, "`{query}`: {:?}", spots(&response.hits));
+        assert!(
+            response.hits.windows(2).all(|w| w[0].score >= w[1].score),
+            "best first"
+        );
+    }
+
+    // Filters apply to vectors too.
+    let mut request = search_request("ws", "parse the settings", IndexMode::Vector);
+    request.language = "rust".into();
+    let response = search(&mut svc.client, request).await;
+    assert!(!response.hits.is_empty() && response.hits.iter().all(|h| h.language == "rust"));
+
+    // Unchanged files are not re-embedded; a changed one is.
+    let again = *index(&mut svc.client, "ws", root.path(), &[IndexMode::Vector])
+        .await
+        .last()
+        .unwrap();
+    assert_eq!((again.files_indexed, again.chunks_embedded), (0, 0), "{again:?}");
+    let api = root.path().join("web/src/api.ts");
+    std::fs::write(
+        &api,
+        std::fs::read_to_string(&api).unwrap() + "\nexport const VERSION = 2;\n",
+    )
+    .unwrap();
+    let third = *index(&mut svc.client, "ws", root.path(), &[IndexMode::Vector])
+        .await
+        .last()
+        .unwrap();
+    assert_eq!(third.files_indexed, 1, "{third:?}");
+    assert!(
+        third.chunks_embedded > 0 && third.chunks_embedded == third.chunks,
+        "{third:?}"
+    );
+    let response = search(
+        &mut svc.client,
+        search_request("ws", "total price of the items in the cart", IndexMode::Vector),
+    )
+    .await;
+    let carts = response
+        .hits
+        .iter()
+        .filter(|h| h.symbol == "ShoppingCart")
+        .count();
+    assert_eq!(
+        carts,
+        1,
+        "the old vectors of the changed file are gone: {:?}",
+        spots(&response.hits)
+    );
+
+    let status = svc
+        .client
+        .index_status(IndexStatusRequest {
+            owner_id: OWNER.into(),
+            workspace_id: "ws".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.model, model.1);
+    assert!(status.modes.contains(&(IndexMode::Hybrid as i32)));
+}
+
+/// A labelled query: what a user types and the chunk they are after.
+const LABELLED: &[(&str, &str, &str)] = &[
+    // Identifiers, in the style written or another.
+    ("parseConfig", "web/src/api.ts", "parseConfig"),
+    ("fetchUserOrders", "web/src/api.ts", "fetchUserOrders"),
+    ("load_user_profile", "app/config_loader.py", "load_user_profile"),
+    ("allowRequest", "app/config_loader.py", "RateLimiter"),
+    ("give_back", "server/src/lib.rs", "ConnectionPool"),
+    ("debounce", "web/src/api.ts", "debounce"),
+    // Meaning, in words the code does not use.
+    (
+        "load application preferences from disk",
+        "app/config_loader.py",
+        "parse_config",
+    ),
+    ("sum up the cost of a basket", "web/src/api.ts", "ShoppingCart"),
+    (
+        "notify someone by mail",
+        "server/src/lib.rs",
+        "send_email_notification",
+    ),
+    ("throttle abusive callers", "app/config_loader.py", "RateLimiter"),
+    (
+        "verify data integrity with a hash",
+        "server/src/lib.rs",
+        "compute_checksum",
+    ),
+    (
+        "recycle db links instead of opening new ones",
+        "server/src/lib.rs",
+        "ConnectionPool",
+    ),
+    (
+        "try again after waiting longer each time",
+        "app/config_loader.py",
+        "retry_with_backoff",
+    ),
+    ("break text into tokens", "server/src/lib.rs", "split_words"),
+];
+
+#[tokio::test]
+async fn hybrid_is_at_least_as_good_as_text_or_vector() {
+    let Some(model) = model() else { return };
+    let mut svc = service(Some(&model)).await;
+    let root = workspace();
+    index(&mut svc.client, "ws", root.path(), &[IndexMode::Hybrid]).await;
+    let mut mrr = Vec::new();
+    for mode in [IndexMode::Text, IndexMode::Vector, IndexMode::Hybrid] {
+        let mut total = 0.0;
+        for &(query, path, symbol) in LABELLED {
+            let response = search(&mut svc.client, search_request("ws", query, mode)).await;
+            assert_eq!(response.mode, mode as i32);
+            let r = rank(&response.hits, (path, symbol));
+            println!("{mode:?} `{query}` → {r:?}");
+            total += r.map_or(0.0, |r| 1.0 / r as f64);
+        }
+        let value = total / LABELLED.len() as f64;
+        println!("MRR@10 {mode:?} = {value:.3}");
+        mrr.push(value);
+    }
+    let (text, vector, hybrid) = (mrr[0], mrr[1], mrr[2]);
+    println!("MRR@10 text {text:.3}, vector {vector:.3}, hybrid {hybrid:.3}");
+    assert!(
+        hybrid >= text.max(vector) - 0.05,
+        "hybrid {hybrid:.3} vs text {text:.3}, vector {vector:.3}"
+    );
+}

@@ -1,0 +1,189 @@
+//! Goals TEST and START_AND_TEST through the whole mesh: the tester agent
+//! runs each fixture's own tests (installed by the dependency agent) and the
+//! orchestrator records exact counts in `Run.test_results`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{create, events, every_service, get};
+use reporunner_proto::{
+    agents::tester::v1::{TestCounts, TestOutcome},
+    orchestrator::v1::{
+        Run, RunGoal, RunState, StopRunRequest, TestResult,
+        orchestrator_service_client::OrchestratorServiceClient, run_event,
+    },
+};
+use reporunner_tests::Sandbox;
+use tonic::transport::Channel;
+
+/// Installs (pip, npm, cargo) on a cold cache on 2 shared cores.
+const OVER_WITHIN: Duration = Duration::from_secs(600);
+
+/// Polls until `done` says so (or the run is over), within [`OVER_WITHIN`].
+async fn until(
+    mesh: &Sandbox,
+    client: &mut OrchestratorServiceClient<Channel>,
+    id: &str,
+    done: impl Fn(&Run) -> bool,
+) -> Run {
+    let started = Instant::now();
+    loop {
+        let run = get(mesh, client, id).await;
+        let over = matches!(
+            run.state(),
+            RunState::Failed | RunState::Stopped | RunState::Interrupted | RunState::Succeeded
+        );
+        if over || done(&run) {
+            return run;
+        }
+        assert!(started.elapsed() < OVER_WITHIN, "{run:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn until_over(mesh: &Sandbox, client: &mut OrchestratorServiceClient<Channel>, id: &str) -> Run {
+    until(mesh, client, id, |_| false).await
+}
+
+fn counts(passed: u32, failed: u32, skipped: u32, errors: u32) -> Option<TestCounts> {
+    Some(TestCounts {
+        passed,
+        failed,
+        skipped,
+        errors,
+    })
+}
+
+fn only_result(run: &Run) -> &TestResult {
+    assert_eq!(run.test_results.len(), 1, "{:?}", run.test_results);
+    &run.test_results[0]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tester_pytest_library_reports_exact_counts_and_a_failure_fails_the_run() {
+    let mesh = every_service().start().await.unwrap();
+    let mut client = mesh.orchestrator();
+    let created = create(&mesh, &mut client, "test-pytest-lib", RunGoal::Test, &[]).await;
+    let run = until_over(&mesh, &mut client, &created.id).await;
+    assert_eq!(run.state(), RunState::Succeeded, "{}", run.error);
+    let result = only_result(&run);
+    assert_eq!(result.framework, "pytest");
+    assert_eq!(result.outcome(), TestOutcome::Passed);
+    // 5 passed; 1 skipped and 1 xfailed count as skipped.
+    assert_eq!(result.counts, counts(5, 0, 2, 0), "{result:?}");
+    let seen = events(&mesh, &mut client, &run.id, true).await;
+    assert!(
+        seen.iter()
+            .any(|e| matches!(&e.event, Some(run_event::Event::Test(t)) if t == result)),
+        "a TestResult event"
+    );
+    assert!(
+        seen.iter().any(|e| matches!(&e.event,
+            Some(run_event::Event::Log(l)) if l.source == "test" && l.text.contains("5 passed"))),
+        "the output's last lines are test log lines"
+    );
+
+    let created = create(
+        &mesh,
+        &mut client,
+        "test-pytest-lib",
+        RunGoal::Test,
+        &[("CALC_BREAK", "1")],
+    )
+    .await;
+    let run = until_over(&mesh, &mut client, &created.id).await;
+    assert_eq!(run.state(), RunState::Failed);
+    let result = only_result(&run);
+    assert_eq!(result.outcome(), TestOutcome::Failed);
+    assert_eq!(result.counts, counts(4, 1, 2, 0), "{result:?}");
+    assert!(
+        run.error.contains("test failed") && run.error.contains("1 failed"),
+        "{}",
+        run.error
+    );
+    // Test failures are not healed.
+    let heals = events(&mesh, &mut client, &run.id, false).await;
+    assert!(
+        !heals
+            .iter()
+            .any(|e| matches!(&e.event, Some(run_event::Event::Heal(_)))),
+        "{heals:?}"
+    );
+    mesh.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tester_cargo_library_counts_unit_and_doc_tests() {
+    let mesh = every_service().start().await.unwrap();
+    let mut client = mesh.orchestrator();
+    let created = create(&mesh, &mut client, "test-cargo-lib", RunGoal::Test, &[]).await;
+    let run = until_over(&mesh, &mut client, &created.id).await;
+    assert_eq!(run.state(), RunState::Succeeded, "{}", run.error);
+    let result = only_result(&run);
+    assert_eq!(result.framework, "cargo test");
+    // 3 unit tests and 1 doc test passed, 1 ignored.
+    assert_eq!(result.counts, counts(4, 0, 1, 0), "{result:?}");
+    mesh.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tester_vitest_in_watch_mode_runs_once_and_finishes() {
+    let mesh = every_service().start().await.unwrap();
+    let mut client = mesh.orchestrator();
+    let created = create(&mesh, &mut client, "test-vitest-watch", RunGoal::Test, &[]).await;
+    let run = until_over(&mesh, &mut client, &created.id).await;
+    assert_eq!(run.state(), RunState::Succeeded, "{}", run.error);
+    let result = only_result(&run);
+    assert_eq!(result.framework, "vitest");
+    assert_eq!(result.command, "npm test -- --run");
+    assert_eq!(result.counts, counts(3, 0, 1, 0), "{result:?}");
+    mesh.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tester_zero_tests_is_no_tests_and_the_run_fails() {
+    let mesh = every_service().start().await.unwrap();
+    let mut client = mesh.orchestrator();
+    let created = create(&mesh, &mut client, "test-no-tests", RunGoal::Test, &[]).await;
+    let run = until_over(&mesh, &mut client, &created.id).await;
+    assert_eq!(run.state(), RunState::Failed);
+    let result = only_result(&run);
+    assert_eq!(result.outcome(), TestOutcome::NoTests, "{result:?}");
+    assert_eq!(result.counts, counts(0, 0, 0, 0));
+    assert!(run.error.contains("no tests"), "{}", run.error);
+    mesh.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tester_start_and_test_keeps_the_app_running_with_its_results() {
+    let mesh = every_service().start().await.unwrap();
+    let mut client = mesh.orchestrator();
+    let created = create(&mesh, &mut client, "test-flask-app", RunGoal::StartAndTest, &[]).await;
+    let run = until(&mesh, &mut client, &created.id, |r| {
+        r.state() == RunState::Running && !r.test_results.is_empty()
+    })
+    .await;
+    assert_eq!(run.state(), RunState::Running, "{}", run.error);
+    let result = only_result(&run);
+    assert_eq!(result.outcome(), TestOutcome::Passed, "{result:?}");
+    // The tests reached the running app through APP_URL.
+    assert_eq!(result.counts, counts(2, 0, 0, 0), "{result:?}");
+    assert_eq!(run.components.len(), 1);
+    assert_eq!(run.components[0].health, "healthy");
+    let answer = common::http_get(&run.components[0].url);
+    assert!(answer.contains("hello from test-flask-app"), "{answer}");
+    let stopped = client
+        .stop_run(mesh.request(StopRunRequest {
+            run_id: run.id.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .run
+        .unwrap();
+    assert_eq!(stopped.state(), RunState::Stopped);
+    assert_eq!(stopped.test_results, run.test_results, "results survive the stop");
+    mesh.stop().await.unwrap();
+}
