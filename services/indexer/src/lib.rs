@@ -11,7 +11,8 @@
 //! - [`embed`] and [`models`]: sentence-transformer embeddings computed with
 //!   candle from an installed model directory; listing and fetching models.
 //! - [`vector`]: arroy (cosine) on LMDB, exact below a size, tuned above.
-//! - Hybrid: text and vector rankings fused by reciprocal rank.
+//! - [`fusion`]: hybrid ranking, a convex combination of normalised text and
+//!   vector scores, the text side weighted by query-term coverage.
 //! - [`policy`]: which mode a tier gets ([`policy::choose_mode`]).
 //!
 //! Re-indexing is incremental: a file whose content hash is unchanged is not
@@ -24,6 +25,7 @@ pub mod config;
 pub mod embed;
 pub mod error;
 pub mod files;
+pub mod fusion;
 pub mod grpc;
 pub mod manifest;
 pub mod metrics;
@@ -58,8 +60,10 @@ use tokio::sync::{OwnedRwLockWriteGuard, RwLock};
 use crate::{
     chunk::{ChunkParams, chunk_file},
     embed::Embedder,
+    fusion::{TextEvidence, term_coverage},
     manifest::{FileEntry, Manifest},
     text::{ChunkDoc, Filters, TextHit, TextIndex, snippet},
+    tokenize::query_terms,
     vector::{SearchParams, VectorStore},
 };
 
@@ -69,8 +73,6 @@ const MAX_GLOB_BYTES: usize = 512;
 const MAX_ID_BYTES: usize = 128;
 const DEFAULT_LIMIT: u32 = 10;
 const MAX_LIMIT: u32 = 100;
-/// Reciprocal rank fusion constant (Cormack et al.).
-const RRF_K: f32 = 60.0;
 /// Candidates each side contributes to a hybrid ranking, per requested hit.
 const HYBRID_DEPTH: usize = 3;
 /// Progress messages: at most one per this many files (plus the last).
@@ -620,20 +622,6 @@ fn remove_dir(dir: &Path) -> Result<()> {
     }
 }
 
-/// Reciprocal rank fusion of two rankings of item ids, best first.
-pub fn reciprocal_rank_fusion(rankings: &[&[u32]], limit: usize) -> Vec<(u32, f32)> {
-    let mut scores: HashMap<u32, f32> = HashMap::new();
-    for ranking in rankings {
-        for (rank, item) in ranking.iter().enumerate() {
-            *scores.entry(*item).or_default() += 1.0 / (RRF_K + rank as f32 + 1.0);
-        }
-    }
-    let mut fused: Vec<(u32, f32)> = scores.into_iter().collect();
-    fused.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    fused.truncate(limit);
-    fused
-}
-
 /// The items of the files that pass `filters`, for a filtered vector search.
 fn candidates(manifest: &Manifest, filters: &Filters) -> Option<RoaringBitmap> {
     if filters.is_empty() {
@@ -828,9 +816,16 @@ impl Indexer for LocalIndexer {
                     let depth = (limit * HYBRID_DEPTH).max(30);
                     let text_hits = open.text.search(&query, &filters, depth)?;
                     let vector_hits = vector_items(depth)?;
-                    let text_ids: Vec<u32> = text_hits.iter().map(|h| h.item).collect();
-                    let vector_ids: Vec<u32> = vector_hits.iter().map(|(i, _)| *i).collect();
-                    let fused = reciprocal_rank_fusion(&[&text_ids, &vector_ids], limit);
+                    let terms = query_terms(&query);
+                    let evidence: Vec<TextEvidence> = text_hits
+                        .iter()
+                        .map(|h| TextEvidence {
+                            item: h.item,
+                            bm25: h.score,
+                            coverage: term_coverage(&terms, &[&h.content, &h.symbol, &h.path]),
+                        })
+                        .collect();
+                    let fused = fusion::fuse(&evidence, &vector_hits, limit);
                     let mut by_item: HashMap<u32, TextHit> =
                         text_hits.into_iter().map(|h| (h.item, h)).collect();
                     let missing: Vec<u32> = fused
@@ -933,14 +928,6 @@ impl Indexer for LocalIndexer {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fusion_rewards_agreement() {
-        let fused = reciprocal_rank_fusion(&[&[1, 2, 3], &[3, 1, 4]], 3);
-        let order: Vec<u32> = fused.iter().map(|(i, _)| *i).collect();
-        assert_eq!(order, [1, 3, 2]);
-        assert!(reciprocal_rank_fusion(&[&[], &[]], 5).is_empty());
-    }
 
     #[test]
     fn ids_are_plain_names() {
