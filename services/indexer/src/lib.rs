@@ -20,6 +20,7 @@
 //! [`Indexer`] ([`LocalIndexer`] implements it); [`grpc`] is a thin adapter.
 #![deny(unsafe_code)]
 
+mod bert;
 pub mod chunk;
 pub mod config;
 pub mod embed;
