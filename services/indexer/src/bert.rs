@@ -493,7 +493,7 @@ impl Bert {
             let act = c.hidden_act;
             s.intermediate
                 .par_chunks_mut(c.intermediate_size)
-                .for_each(|row| activate(row, bias, act));
+                .for_each(|row| pulp::Arch::new().dispatch(Activate { row, bias, act }));
             linear(&layer.output, &s.intermediate, &mut s.projected, t, false);
             add_norm(
                 &mut s.hidden,
@@ -556,9 +556,7 @@ impl Bert {
                     },
                     Parallelism::None,
                 );
-                for row in scores.chunks_exact_mut(len) {
-                    softmax(row);
-                }
+                pulp::Arch::new().dispatch(SoftmaxRows { scores, len });
                 // out[i][d] = sum_j p[i][j] v_j[d]
                 matmul(
                     Dims {
@@ -806,7 +804,42 @@ pub(crate) fn tanh(x: f32) -> f32 {
     (e - 1.0) / (e + 1.0)
 }
 
+/// Softmax of each `len`-long row, compiled for the widest SIMD the CPU
+/// has (pulp picks it at run time; the loops are inlined into it).
+struct SoftmaxRows<'a> {
+    scores: &'a mut [f32],
+    len: usize,
+}
+
+impl pulp::WithSimd for SoftmaxRows<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        for row in self.scores.chunks_exact_mut(self.len) {
+            softmax(row);
+        }
+    }
+}
+
+/// [`activate`] for the widest SIMD the CPU has.
+struct Activate<'a> {
+    row: &'a mut [f32],
+    bias: &'a [f32],
+    act: Activation,
+}
+
+impl pulp::WithSimd for Activate<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        activate(self.row, self.bias, self.act);
+    }
+}
+
 /// `row = act(row + bias)`, in one pass.
+#[inline(always)]
 fn activate(row: &mut [f32], bias: &[f32], act: Activation) {
     match act {
         Activation::Gelu => {
@@ -860,6 +893,7 @@ fn max(values: &[f32]) -> f32 {
 }
 
 /// In-place softmax of one row, shifted by its maximum.
+#[inline(always)]
 pub(crate) fn softmax(row: &mut [f32]) {
     if row.is_empty() {
         return;
