@@ -315,7 +315,12 @@ fn bench_embeddings(root: &Path) {
         }
     }
     texts.truncate(512);
-    let batch = config.embed_batch;
+    // REPORUNNER_BENCH_EMBED_BATCH tries another batch size (both sides).
+    let batch = std::env::var("REPORUNNER_BENCH_EMBED_BATCH")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&b| (1..=512).contains(&b))
+        .unwrap_or(config.embed_batch);
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     embedder.embed(&refs[..batch]).unwrap();
     // Rust and Python take turns, twice each, and each keeps its best
