@@ -2,12 +2,6 @@
 //! and talk to them from the command line.
 #![forbid(unsafe_code)]
 
-/// mimalloc keeps freed pages for reuse: the embedded indexer's BERT (candle)
-/// allocates and frees large tensors per layer, which glibc hands back to
-/// the kernel every time (1.5x embedding throughput in the indexer bench).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
 use anyhow::Context as _;

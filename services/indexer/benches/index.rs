@@ -380,10 +380,6 @@ fn bench_embeddings(root: &Path) {
     );
 }
 
-/// As in the reporunner binary (see its main.rs).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() {
     let only = std::env::args().skip(1).find(|a| !a.starts_with('-'));

@@ -33,7 +33,7 @@ pub enum IndexError {
     /// The configuration cannot work.
     #[error("invalid indexer configuration: {0}")]
     InvalidConfig(String),
-    /// tantivy, LMDB/arroy or candle failed (details logged, not sent).
+    /// tantivy, LMDB/arroy or the encoder failed (details logged, not sent).
     #[error("{0}")]
     Backend(String),
     /// Reading or writing the service's own files.
@@ -55,12 +55,6 @@ impl IndexError {
 impl From<tantivy::TantivyError> for IndexError {
     fn from(e: tantivy::TantivyError) -> Self {
         Self::Backend(format!("tantivy: {e}"))
-    }
-}
-
-impl From<candle_core::Error> for IndexError {
-    fn from(e: candle_core::Error) -> Self {
-        Self::Backend(format!("candle: {e}"))
     }
 }
 

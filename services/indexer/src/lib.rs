@@ -9,7 +9,8 @@
 //!   (`parseConfig`, `parse_config` and `config` find each other), with
 //!   language and path-glob filters and numbered snippets.
 //! - [`embed`] and [`models`]: sentence-transformer embeddings computed with
-//!   candle from an installed model directory; listing and fetching models.
+//!   by our own BERT encoder (`bert`: gemm products, fused passes, pooled
+//!   buffers) from an installed model directory; listing and fetching models.
 //! - [`vector`]: arroy (cosine) on LMDB, exact below a size, tuned above.
 //! - [`fusion`]: hybrid ranking, a convex combination of normalised text and
 //!   vector scores, the text side weighted by query-term coverage.
@@ -63,7 +64,7 @@ use crate::{
     embed::Embedder,
     fusion::{TextEvidence, term_coverage},
     manifest::{FileEntry, Manifest},
-    text::{ChunkDoc, Filters, TextHit, TextIndex, snippet},
+    text::{ChunkDoc, Filters, TextHit, TextIndex, snippet_for_terms},
     tokenize::query_terms,
     vector::{SearchParams, VectorStore},
 };
@@ -638,9 +639,9 @@ fn candidates(manifest: &Manifest, filters: &Filters) -> Option<RoaringBitmap> {
     )
 }
 
-fn to_hit(hit: TextHit, score: f64, query: &str) -> SearchHit {
+fn to_hit(hit: TextHit, score: f64, terms: &[String]) -> SearchHit {
     SearchHit {
-        snippet: snippet(&hit.content, hit.start_line, query),
+        snippet: snippet_for_terms(&hit.content, hit.start_line, terms),
         path: hit.path,
         start_line: hit.start_line,
         end_line: hit.end_line,
@@ -802,6 +803,7 @@ impl Indexer for LocalIndexer {
                     _ => Ok(Vec::new()),
                 }
             };
+            let terms = query_terms(&query);
             match mode {
                 IndexMode::Vector => {
                     let found = vector_items(limit)?;
@@ -810,14 +812,13 @@ impl Indexer for LocalIndexer {
                     Ok(chunks
                         .into_iter()
                         .zip(found)
-                        .map(|(hit, (_, score))| to_hit(hit, f64::from(score), &query))
+                        .map(|(hit, (_, score))| to_hit(hit, f64::from(score), &terms))
                         .collect::<Vec<_>>())
                 }
                 IndexMode::Hybrid => {
                     let depth = (limit * HYBRID_DEPTH).max(30);
                     let text_hits = open.text.search(&query, &filters, depth)?;
                     let vector_hits = vector_items(depth)?;
-                    let terms = query_terms(&query);
                     let evidence: Vec<TextEvidence> = text_hits
                         .iter()
                         .map(|h| TextEvidence {
@@ -840,7 +841,7 @@ impl Indexer for LocalIndexer {
                     Ok(fused
                         .into_iter()
                         .filter_map(|(item, score)| {
-                            by_item.remove(&item).map(|h| to_hit(h, f64::from(score), &query))
+                            by_item.remove(&item).map(|h| to_hit(h, f64::from(score), &terms))
                         })
                         .collect())
                 }
@@ -850,7 +851,7 @@ impl Indexer for LocalIndexer {
                     .into_iter()
                     .map(|h| {
                         let score = f64::from(h.score);
-                        to_hit(h, score, &query)
+                        to_hit(h, score, &terms)
                     })
                     .collect()),
             }

@@ -2,7 +2,7 @@
 //! content, symbols and path, with language and path-glob filters, and
 //! snippets with line numbers.
 
-use std::path::Path;
+use std::{fmt::Write as _, path::Path};
 
 use globset::GlobMatcher;
 use tantivy::{
@@ -20,7 +20,7 @@ use tantivy::{
 use crate::{
     chunk::Chunk,
     error::{IndexError, Result},
-    tokenize::{CODE_TOKENIZER, CodeTokenizer, query_terms, tokens},
+    tokenize::{CODE_TOKENIZER, CodeTokenizer, query_terms},
 };
 
 /// Memory of the single indexing thread.
@@ -277,33 +277,44 @@ impl TextIndex {
     }
 }
 
-/// Up to [`SNIPPET_LINES`] lines of `content` around the line that matches
+/// Up to [`SNIPPET_LINES`] lines of `content` around the line that holds
 /// most query terms, each prefixed with its line number (`  12| ...`).
 pub fn snippet(content: &str, start_line: u32, query: &str) -> String {
-    let terms = query_terms(query);
+    snippet_for_terms(content, start_line, &query_terms(query))
+}
+
+/// [`snippet`] with the query's terms ([`query_terms`]) already computed. A
+/// line holds a term when its lowercased text contains it: the terms are the
+/// code-aware tokenizer's lowercased parts and joined identifiers, so this
+/// finds them without tokenizing every line of every hit.
+pub fn snippet_for_terms(content: &str, start_line: u32, terms: &[String]) -> String {
     let lines: Vec<&str> = content.lines().collect();
-    let best = lines
-        .iter()
-        .enumerate()
-        .map(|(i, line)| {
-            let found: Vec<String> = tokens(line).into_iter().map(|t| t.text).collect();
-            (terms.iter().filter(|t| found.contains(t)).count(), i)
-        })
-        .max_by_key(|&(hits, i)| (hits, std::cmp::Reverse(i)))
-        .map_or(0, |(hits, i)| if hits == 0 { 0 } else { i });
-    let from = best.saturating_sub(2);
+    let mut lower = String::new();
+    let mut best = (0usize, 0usize);
+    for (i, line) in lines.iter().enumerate() {
+        lower.clear();
+        lower.extend(line.chars().flat_map(char::to_lowercase));
+        let hits = terms.iter().filter(|t| lower.contains(String::as_str(t))).count();
+        if hits > best.0 {
+            best = (hits, i);
+        }
+    }
+    let from = best.1.saturating_sub(2);
     let to = (from + SNIPPET_LINES).min(lines.len());
     let width = (start_line as usize + to).to_string().len();
-    lines[from..to]
-        .iter()
-        .enumerate()
-        .map(|(k, line)| {
-            let number = start_line as usize + from + k;
-            let line: String = line.chars().take(SNIPPET_LINE_CHARS).collect();
-            format!("{number:>width$}| {line}")
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    let mut out = String::new();
+    for (k, line) in lines[from..to].iter().enumerate() {
+        if k > 0 {
+            out.push('\n');
+        }
+        let number = start_line as usize + from + k;
+        let end = line
+            .char_indices()
+            .nth(SNIPPET_LINE_CHARS)
+            .map_or(line.len(), |(at, _)| at);
+        let _ = write!(out, "{number:>width$}| {}", &line[..end]);
+    }
+    out
 }
 
 #[cfg(test)]
