@@ -414,15 +414,7 @@ pub async fn dir_size(paths: Vec<PathBuf>) -> u64 {
 
 /// Looks `name` up on `path` (a PATH value).
 pub fn which(name: &str, path: &str) -> Option<PathBuf> {
-    std::env::split_paths(path)
-        .take(256)
-        .map(|dir| dir.join(name))
-        .find(|candidate| is_executable(candidate))
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    reporunner_host::which(name, std::ffi::OsStr::new(path))
 }
 
 #[cfg(test)]

@@ -46,8 +46,6 @@ const PROBE_SCRIPT: &str =
 /// What fresh venvs get first: setuptools 81 deprecates and 82 removes `pkg_resources`, which
 /// old packages still import.
 const SETUPTOOLS: &str = "setuptools<81";
-/// Directories of `$PYENV_ROOT/versions` looked at.
-const MAX_PYENV_VERSIONS: usize = 64;
 
 /// An installed interpreter.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,15 +95,9 @@ pub async fn interpreters(
             }
         }
     }
-    let pyenv_root = std::env::var_os("PYENV_ROOT")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".pyenv")));
-    if let Some(Ok(entries)) = pyenv_root.map(|r| std::fs::read_dir(r.join("versions"))) {
-        for entry in entries.flatten().take(MAX_PYENV_VERSIONS) {
-            let python = entry.path().join("bin/python3");
-            if python.is_file() {
-                candidates.push((python, false));
-            }
+    if let Some(root) = reporunner_host::pyenv::root() {
+        for installed in reporunner_host::pyenv::installed(&root) {
+            candidates.push((installed.python3(), false));
         }
     }
     let probes = candidates.iter().map(|(path, default)| async move {

@@ -18,6 +18,8 @@ use regex::Regex;
 use reporunner_proto::common::v1::Toolchain;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use reporunner_host::{MAX_PATH_DIRS, pyenv};
+
 use crate::host::under;
 
 /// The tools looked for on PATH, besides every `python3.N`.
@@ -61,8 +63,6 @@ const POSTGRES_TOOLS: &[&str] = &["pg_ctl", "initdb"];
 pub const VERSION_CONCURRENCY: usize = 8;
 /// Bytes kept of a version command's stdout and of its stderr.
 pub const MAX_VERSION_OUTPUT: usize = 4 * 1024;
-/// PATH entries looked at.
-const MAX_PATH_DIRS: usize = 128;
 /// Directory entries looked at per PATH entry when looking for `python3.N`.
 const MAX_DIR_ENTRIES: usize = 20_000;
 
@@ -89,33 +89,7 @@ pub fn is_versioned_python(name: &str) -> bool {
     })
 }
 
-/// The first executable called `name` in `path` (a PATH-style list), like
-/// `which`.
-pub fn which(name: &str, path: &OsStr) -> Option<PathBuf> {
-    std::env::split_paths(path)
-        .take(MAX_PATH_DIRS)
-        .filter(|dir| dir.is_absolute())
-        .map(|dir| dir.join(name))
-        .find(|candidate| is_executable(candidate))
-}
-
-fn is_executable(path: &Path) -> bool {
-    let Ok(meta) = std::fs::metadata(path) else {
-        return false;
-    };
-    if !meta.is_file() {
-        return false;
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        meta.permissions().mode() & 0o111 != 0
-    }
-    #[cfg(not(unix))]
-    {
-        true
-    }
-}
+pub use reporunner_host::which;
 
 /// Finds every tool of [`TOOLS`] and every `python3.N` on `path`, first on
 /// PATH wins; `pg_ctl` and `initdb` are also looked for under
@@ -141,12 +115,9 @@ pub fn find_tools(root: &Path, path: &OsStr) -> Vec<FoundTool> {
     // shim is replaced by the interpreter it would run, and installed
     // versions that are not on PATH at all are listed too.
     // Only when pyenv is in use on this PATH.
-    let pyenv = pyenv_root().filter(|root| {
-        std::env::split_paths(path)
-            .take(MAX_PATH_DIRS)
-            .any(|dir| dir == root.join("shims") || dir == root.join("bin"))
-    });
-    for (name, exe) in pyenv_pythons(&pyenv) {
+    let pyenv = pyenv::root().filter(|root| pyenv::on_path(root, path));
+    let installed = pyenv.as_deref().map(pyenv::newest_per_minor).unwrap_or_default();
+    for (name, exe) in installed {
         let shim = found
             .get(&name)
             .is_none_or(|p| p.parent().is_some_and(|d| d.ends_with("shims")));
@@ -162,50 +133,6 @@ pub fn find_tools(root: &Path, path: &OsStr) -> Vec<FoundTool> {
         }
     }
     dedupe_pythons(found)
-}
-
-/// Installed pyenv versions looked at.
-const MAX_PYENV_VERSIONS: usize = 64;
-
-/// `$PYENV_ROOT`, else `~/.pyenv`.
-fn pyenv_root() -> Option<PathBuf> {
-    std::env::var_os("PYENV_ROOT")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".pyenv")))
-}
-
-/// `python3.N` → `<root>/versions/3.N.P/bin/python3.N` for each CPython
-/// version pyenv has installed (the newest patch release per minor).
-fn pyenv_pythons(root: &Option<PathBuf>) -> BTreeMap<String, PathBuf> {
-    let mut newest: BTreeMap<String, ((u64, u64), PathBuf)> = BTreeMap::new();
-    let Some(Ok(entries)) = root.as_ref().map(|r| std::fs::read_dir(r.join("versions"))) else {
-        return BTreeMap::new();
-    };
-    for entry in entries.take(MAX_PYENV_VERSIONS).flatten() {
-        let Some(version) = entry.file_name().to_str().map(str::to_owned) else {
-            continue;
-        };
-        // Plain CPython versions only ("3.12.1"; not "pypy3.10-7.3", "3.12-dev", envs).
-        let parts: Vec<u64> = version.split('.').map_while(|p| p.parse().ok()).collect();
-        let [3, minor, patch] = parts[..] else {
-            continue;
-        };
-        if version.split('.').count() != 3 {
-            continue;
-        }
-        let name = format!("python3.{minor}");
-        let exe = entry.path().join("bin").join(&name);
-        if !is_executable(&exe) {
-            continue;
-        }
-        if newest
-            .get(&name)
-            .is_none_or(|((m, p), _)| (*m, *p) < (minor, patch))
-        {
-            newest.insert(name, ((minor, patch), exe));
-        }
-    }
-    newest.into_iter().map(|(name, (_, exe))| (name, exe)).collect()
 }
 
 /// The `python3.N` names present in the directories of `path`.
@@ -271,7 +198,7 @@ fn postgres_tool(root: &Path, name: &str) -> Option<PathBuf> {
     majors
         .into_iter()
         .map(|(_, dir)| dir.join("bin").join(name))
-        .find(|exe| is_executable(exe))
+        .find(|exe| reporunner_host::is_executable(exe))
 }
 
 /// Finds the tools on `path` (see [`find_tools`]) and asks each for its
@@ -423,33 +350,6 @@ async fn read_capped<R: AsyncRead + Unpin>(reader: Option<R>, limit: usize) -> s
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pyenv_versions_stand_in_for_their_shims() {
-        use std::os::unix::fs::PermissionsExt as _;
-        let root = tempfile::tempdir().unwrap();
-        let make = |version: &str, name: &str| {
-            let bin = root.path().join("versions").join(version).join("bin");
-            std::fs::create_dir_all(&bin).unwrap();
-            let exe = bin.join(name);
-            std::fs::write(&exe, "#!/bin/sh\n").unwrap();
-            std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
-            exe
-        };
-        make("3.12.0", "python3.12");
-        let newest = make("3.12.1", "python3.12");
-        let nine = make("3.9.18", "python3.9");
-        make("pypy3.10-7.3.12", "python3.10");
-        make("3.13-dev", "python3.13");
-        std::fs::create_dir_all(root.path().join("versions/3.8.1/bin")).unwrap();
-        let found = pyenv_pythons(&Some(root.path().to_path_buf()));
-        assert_eq!(
-            found,
-            BTreeMap::from([("python3.12".to_owned(), newest), ("python3.9".to_owned(), nine)])
-        );
-        assert!(pyenv_pythons(&None).is_empty());
-        assert!(pyenv_pythons(&Some(root.path().join("missing"))).is_empty());
-    }
 
     #[test]
     fn versions_are_extracted_from_real_outputs() {

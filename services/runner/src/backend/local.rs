@@ -86,9 +86,7 @@ fn which(program: &Path) -> Option<PathBuf> {
     if program.components().count() > 1 {
         return program.is_file().then(|| program.to_path_buf());
     }
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(program))
-        .find(|candidate| candidate.is_file())
+    reporunner_host::which(program.to_str()?, &std::env::var_os("PATH")?)
 }
 
 async fn bwrap_self_test(binary: PathBuf) -> Result<PathBuf, String> {
