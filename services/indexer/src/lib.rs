@@ -57,7 +57,7 @@ use reporunner_proto::{
 };
 use roaring::RoaringBitmap;
 use sha2::{Digest as _, Sha256};
-use tokio::sync::{OwnedRwLockWriteGuard, RwLock};
+use tokio::sync::RwLock;
 
 use crate::{
     chunk::{ChunkParams, chunk_file},
@@ -110,7 +110,17 @@ struct OpenIndex {
     vectors: Option<VectorStore>,
 }
 
-type Slot = Arc<RwLock<Option<OpenIndex>>>;
+/// One workspace's index: searches read `index`; an IndexRepo pass holds
+/// `pass` throughout (one pass at a time, and DeleteIndex waits for it), reads
+/// `index` while it walks, chunks and embeds, and writes `index` only to
+/// commit, so searches go on against the last committed index meanwhile.
+#[derive(Debug, Default)]
+struct SlotState {
+    index: Arc<RwLock<Option<OpenIndex>>>,
+    pass: tokio::sync::Mutex<()>,
+}
+
+type Slot = Arc<SlotState>;
 
 /// Indexes on this host's disk, under [`IndexerConfig::index_dir`].
 #[derive(Debug)]
@@ -236,7 +246,7 @@ impl LocalIndexer {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         slots
             .entry((owner.to_owned(), workspace.to_owned()))
-            .or_insert_with(|| Arc::new(RwLock::new(None)))
+            .or_default()
             .clone()
     }
 
@@ -357,6 +367,62 @@ impl LocalIndexer {
     }
 }
 
+/// Runs an IndexRepo pass: the walk, chunking and embedding under a read
+/// guard of the slot (searches go on against the committed index), then the
+/// commit under its write guard. One pass at a time per workspace.
+async fn run_pass(pass: Pass, slot: Slot) -> Result<()> {
+    let _one_pass = slot.pass.lock().await;
+    // An index an earlier process left on disk is opened first.
+    if slot.index.read().await.is_none() {
+        let mut guard = slot.index.clone().write_owned().await;
+        let dir = pass.dir.clone();
+        blocking(move || LocalIndexer::open_existing(&dir, &mut guard).map(drop)).await?;
+    }
+    let read = slot.index.clone().read_owned().await;
+    let (pass, prepared) = if read.is_some() {
+        blocking(move || {
+            let prepared = pass.prepare(read.as_ref());
+            drop(read);
+            prepared.map(|p| (pass, p))
+        })
+        .await?
+    } else {
+        // A first pass: nothing to search yet, nothing to hold.
+        drop(read);
+        blocking(move || pass.prepare(None).map(|p| (pass, p))).await?
+    };
+    let mut guard = slot.index.clone().write_owned().await;
+    blocking(move || {
+        let result = pass.commit(prepared, &mut guard);
+        drop(guard);
+        result
+    })
+    .await
+}
+
+/// A pass after its walk, chunking and embedding, before anything is
+/// committed.
+struct Prepared {
+    /// The manifest as it will be once committed (files that are gone removed).
+    manifest: Manifest,
+    /// A first pass's own text index (no index was open before it).
+    own_text: Option<TextIndex>,
+    staged: Staged,
+}
+
+/// What [`Pass::stage`] leaves for [`Pass::commit_staged`].
+struct Staged {
+    writer: tantivy::IndexWriter,
+    model: Option<(String, usize)>,
+    restart_vectors: bool,
+    drop_vectors: bool,
+    deleted_items: Vec<u32>,
+    added: Vec<(u32, Vec<f32>)>,
+    new_files: Vec<(String, FileEntry)>,
+    next_item: u32,
+    progress: IndexProgress,
+}
+
 /// What one IndexRepo pass needs, moved onto the blocking pool.
 struct Pass {
     config: Arc<IndexerConfig>,
@@ -387,26 +453,54 @@ impl Pass {
             .map_err(|_| IndexError::InvalidRequest("the caller went away; indexing stopped".into()))
     }
 
-    /// Runs under the slot's write guard. Nothing is visible until the end:
-    /// text commit, vector commit, then the manifest.
-    fn run(self, slot: &mut Option<OpenIndex>) -> Result<()> {
+    /// The walk, chunking and embedding of a pass, against `existing` (the
+    /// slot's index, under a read guard: searches go on) or, on a first pass,
+    /// a new index of the pass's own. Nothing is committed.
+    fn prepare(&self, existing: Option<&OpenIndex>) -> Result<Prepared> {
         std::fs::create_dir_all(&self.dir)
             .map_err(IndexError::io(format!("creating {}", self.dir.display())))?;
-        LocalIndexer::open_existing(&self.dir, slot)?;
-        let (mut manifest, text, mut vectors) = match slot.take() {
-            Some(open) => (open.manifest, open.text, open.vectors),
+        let (mut manifest, own_text) = match existing {
+            Some(open) => (open.manifest.clone(), None),
             None => (
                 Manifest {
                     owner_id: self.owner_id.clone(),
                     workspace_id: self.workspace_id.clone(),
                     ..Manifest::default()
                 },
-                TextIndex::open(&self.dir.join("text"))?,
-                None,
+                Some(TextIndex::open(&self.dir.join("text"))?),
             ),
         };
-        let result = self.index(&mut manifest, &text, &mut vectors);
-        // Whatever happened, the slot holds what is committed on disk.
+        let text = own_text
+            .as_ref()
+            .or(existing.map(|open| &open.text))
+            .ok_or_else(|| IndexError::Backend("a pass without a text index".into()))?;
+        let staged = self.stage(&mut manifest, text)?;
+        Ok(Prepared {
+            manifest,
+            own_text,
+            staged,
+        })
+    }
+
+    /// Commits a prepared pass under the slot's write guard: text, vectors,
+    /// then the manifest. Whatever happens, the slot then holds what is
+    /// committed on disk.
+    fn commit(&self, prepared: Prepared, slot: &mut Option<OpenIndex>) -> Result<()> {
+        let Prepared {
+            mut manifest,
+            own_text,
+            staged,
+        } = prepared;
+        let (text, mut vectors) = match (slot.take(), own_text) {
+            (Some(open), _) => (open.text, open.vectors),
+            (None, Some(text)) => (text, None),
+            (None, None) => {
+                return Err(IndexError::Busy(
+                    "the index was closed while it was being rebuilt; index it again".into(),
+                ));
+            }
+        };
+        let result = self.commit_staged(staged, &mut manifest, &text, &mut vectors);
         let reopened = match result {
             Ok(()) => Ok(()),
             Err(e) => {
@@ -425,12 +519,9 @@ impl Pass {
         reopened
     }
 
-    fn index(
-        &self,
-        manifest: &mut Manifest,
-        text: &TextIndex,
-        vectors: &mut Option<VectorStore>,
-    ) -> Result<()> {
+    /// Walks, chunks and embeds, staging text changes in a tantivy writer
+    /// (uncommitted); `manifest` (a copy) loses the files that are gone.
+    fn stage(&self, manifest: &mut Manifest, text: &TextIndex) -> Result<Staged> {
         let config = &self.config;
         let (found, _) = files::walk(&self.root, config.max_file_bytes, config.max_files)?;
         let total: u64 = found.iter().map(|f| f.size).sum();
@@ -572,6 +663,37 @@ impl Pass {
             ::metrics::counter!(metrics::CHUNKS_EMBEDDED_TOTAL).increment(pending.len() as u64);
         }
 
+        Ok(Staged {
+            writer,
+            model,
+            restart_vectors,
+            drop_vectors,
+            deleted_items,
+            added,
+            new_files,
+            next_item,
+            progress,
+        })
+    }
+
+    fn commit_staged(
+        &self,
+        staged: Staged,
+        manifest: &mut Manifest,
+        text: &TextIndex,
+        vectors: &mut Option<VectorStore>,
+    ) -> Result<()> {
+        let Staged {
+            writer,
+            model,
+            restart_vectors,
+            drop_vectors,
+            deleted_items,
+            added,
+            new_files,
+            next_item,
+            progress,
+        } = staged;
         text.commit(writer)?;
         if let Some((name, dim)) = &model {
             if restart_vectors && vectors.as_ref().is_none_or(|v| v.dim() != *dim) {
@@ -700,13 +822,7 @@ impl Indexer for LocalIndexer {
         tokio::spawn(tracing::Instrument::instrument(
             async move {
                 let started = Instant::now();
-                let mut guard: OwnedRwLockWriteGuard<Option<OpenIndex>> = slot.write_owned().await;
-                let result = blocking(move || {
-                    let r = pass.run(&mut guard);
-                    drop(guard);
-                    r
-                })
-                .await;
+                let result = run_pass(pass, slot).await;
                 let status = if result.is_ok() { "ok" } else { "error" };
                 ::metrics::counter!(metrics::INDEX_RUNS_TOTAL, "status" => status).increment(1);
                 match result {
@@ -729,8 +845,8 @@ impl Indexer for LocalIndexer {
         let slot = self.slot(&request.owner_id, &request.workspace_id);
         let dir = self.index_path(&request.owner_id, &request.workspace_id);
         // Open under the write guard once; search under read guards.
-        if slot.read().await.is_none() {
-            let mut guard = slot.clone().write_owned().await;
+        if slot.index.read().await.is_none() {
+            let mut guard = slot.index.clone().write_owned().await;
             let exists = blocking(move || LocalIndexer::open_existing(&dir, &mut guard)).await?;
             if !exists {
                 return Err(IndexError::NotFound(format!(
@@ -739,7 +855,7 @@ impl Indexer for LocalIndexer {
                 )));
             }
         }
-        let guard = slot.read_owned().await;
+        let guard = slot.index.clone().read_owned().await;
         let Some(open) = guard.as_ref() else {
             return Err(IndexError::NotFound(format!(
                 "workspace {} has no index; index it first",
@@ -878,7 +994,7 @@ impl Indexer for LocalIndexer {
         validate_id("workspace_id", &request.workspace_id)?;
         let dir = self.index_path(&request.owner_id, &request.workspace_id);
         let slot = self.slot(&request.owner_id, &request.workspace_id);
-        let guard = slot.read_owned().await;
+        let guard = slot.index.clone().read_owned().await;
         blocking(move || {
             let manifest = match guard.as_ref() {
                 Some(open) => Some(open.manifest.clone()),
@@ -913,7 +1029,9 @@ impl Indexer for LocalIndexer {
         validate_id("workspace_id", &request.workspace_id)?;
         let dir = self.index_path(&request.owner_id, &request.workspace_id);
         let slot = self.slot(&request.owner_id, &request.workspace_id);
-        let mut guard = slot.write_owned().await;
+        // After the pass in progress, if any: its files go too.
+        let _pass = slot.pass.lock().await;
+        let mut guard = slot.index.clone().write_owned().await;
         let deleted = blocking(move || {
             // Close tantivy and LMDB before their files go.
             *guard = None;

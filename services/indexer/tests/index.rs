@@ -876,3 +876,78 @@ async fn hybrid_is_at_least_as_good_as_either_on_the_labelled_set() {
         "held out: hybrid {hybrid:.3} vs text {text:.3}, vector {vector:.3}"
     );
 }
+
+/// A re-index holds the index for writing only to commit: while it walks
+/// (here: stopped at its 17th progress message, which nobody reads), searches
+/// are served from the last committed index, and the change appears once the
+/// pass is done.
+#[tokio::test]
+async fn searches_are_served_from_the_committed_index_while_a_pass_runs() {
+    use futures::StreamExt as _;
+    use reporunner_indexer::Indexer as _;
+
+    let data = tempfile::tempdir().unwrap();
+    let indexer = LocalIndexer::new(IndexerConfig::default().resolve(data.path())).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    // More files than 16 progress messages (one per 64 files) cover.
+    for i in 0..1_200 {
+        std::fs::write(
+            root.path().join(format!("handler_{i}.py")),
+            format!("def handler_{i}(request):\n    return {i}\n"),
+        )
+        .unwrap();
+    }
+    let request = IndexRepoRequest {
+        owner_id: OWNER.into(),
+        workspace_id: "busy".into(),
+        workspace_path: root.path().display().to_string(),
+        modes: vec![IndexMode::Text as i32],
+        model: String::new(),
+    };
+    let mut first = indexer.index_repo(request.clone()).await.unwrap();
+    while let Some(message) = first.next().await {
+        message.unwrap();
+    }
+    std::fs::write(
+        root.path().join("handler_7.py"),
+        "def needle_function(request):\n    return 7\n",
+    )
+    .unwrap();
+
+    let mut second = indexer.index_repo(request).await.unwrap();
+    // The pass has started walking once its first message is out.
+    let started = second.next().await.unwrap().unwrap();
+    assert!(!started.done);
+    let search = |query: &str| SearchRequest {
+        owner_id: OWNER.into(),
+        workspace_id: "busy".into(),
+        query: query.into(),
+        mode: IndexMode::Text as i32,
+        limit: 5,
+        ..SearchRequest::default()
+    };
+    let during = tokio::time::timeout(Duration::from_secs(10), indexer.search(search("handler_42")))
+        .await
+        .expect("a search waits for nothing while a pass walks")
+        .unwrap();
+    assert!(
+        during.hits.iter().any(|h| h.path == "handler_42.py"),
+        "{during:?}"
+    );
+    let needle = tokio::time::timeout(Duration::from_secs(10), indexer.search(search("needle_function")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        needle.hits.is_empty(),
+        "the change is not committed yet: {needle:?}"
+    );
+
+    let mut done = false;
+    while let Some(message) = second.next().await {
+        done |= message.unwrap().done;
+    }
+    assert!(done);
+    let after = indexer.search(search("needle_function")).await.unwrap();
+    assert_eq!(after.hits.first().map(|h| h.path.as_str()), Some("handler_7.py"));
+}
