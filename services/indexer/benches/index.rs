@@ -327,7 +327,9 @@ fn bench_embeddings(root: &Path) {
     // round: the machine is shared, and load comes and goes.
     let rust_round = || {
         let started = Instant::now();
-        let vectors = embedder.embed_all(&refs, batch, |_| Ok(())).unwrap();
+        let vectors = embedder
+            .embed_all(&refs, batch, |_| Ok::<(), reporunner_indexer::IndexError>(()))
+            .unwrap();
         (texts.len() as f64 / started.elapsed().as_secs_f64(), vectors)
     };
     let (mut ours, vectors) = rust_round();

@@ -52,6 +52,17 @@ impl IndexError {
     }
 }
 
+impl From<reporunner_embed::EmbedError> for IndexError {
+    fn from(e: reporunner_embed::EmbedError) -> Self {
+        use reporunner_embed::EmbedError;
+        match e {
+            EmbedError::InvalidModel(message) => Self::FailedPrecondition(message),
+            EmbedError::Backend(message) => Self::Backend(format!("encoder: {message}")),
+            EmbedError::Io { context, source } => Self::Io { context, source },
+        }
+    }
+}
+
 impl From<tantivy::TantivyError> for IndexError {
     fn from(e: tantivy::TantivyError) -> Self {
         Self::Backend(format!("tantivy: {e}"))

@@ -9,8 +9,9 @@
 //!   (`parseConfig`, `parse_config` and `config` find each other), with
 //!   language and path-glob filters and numbered snippets.
 //! - [`embed`] and [`models`]: sentence-transformer embeddings computed with
-//!   by our own BERT encoder (`bert`: gemm products, fused passes, pooled
-//!   buffers) from an installed model directory; listing and fetching models.
+//!   by our own BERT encoder (the `reporunner-embed` crate: gemm products,
+//!   fused passes, pooled buffers) from an installed model directory;
+//!   listing and fetching models.
 //! - [`vector`]: arroy (cosine) on LMDB, exact below a size, tuned above.
 //! - [`fusion`]: hybrid ranking, a convex combination of normalised text and
 //!   vector scores, the text side weighted by query-term coverage.
@@ -21,10 +22,8 @@
 //! [`Indexer`] ([`LocalIndexer`] implements it); [`grpc`] is a thin adapter.
 #![deny(unsafe_code)]
 
-mod bert;
 pub mod chunk;
 pub mod config;
-pub mod embed;
 pub mod error;
 pub mod files;
 pub mod fusion;
@@ -48,6 +47,8 @@ use std::{
 pub use config::IndexerConfig;
 pub use error::{IndexError, Result};
 use futures::Stream;
+/// The encoder ([`reporunner_embed`]): [`embed::Embedder`] loads a model and embeds.
+pub use reporunner_embed as embed;
 use reporunner_proto::{
     common::v1::IndexMode,
     index::v1::{
@@ -275,7 +276,7 @@ impl LocalIndexer {
             )));
         }
         let (owned, max_tokens) = (name.to_owned(), self.config.max_tokens);
-        let embedder = Arc::new(blocking(move || Embedder::load(&dir, &owned, max_tokens)).await?);
+        let embedder = Arc::new(blocking(move || Ok(Embedder::load(&dir, &owned, max_tokens)?)).await?);
         self.embedders
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -887,7 +888,7 @@ impl Indexer for LocalIndexer {
                 Ok(embedder) => {
                     let query = request.query.trim().to_owned();
                     Some(
-                        blocking(move || embedder.embed(&[query.as_str()]))
+                        blocking(move || Ok(embedder.embed(&[query.as_str()])?))
                             .await?
                             .into_iter()
                             .next()

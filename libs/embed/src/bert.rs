@@ -20,7 +20,7 @@ use rayon::prelude::*;
 use safetensors::{Dtype, SafeTensors};
 use serde::Deserialize;
 
-use crate::error::{IndexError, Result};
+use crate::error::{EmbedError, Result};
 
 /// The activation between the two feed-forward products.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,8 +77,8 @@ fn default_types() -> usize {
     2
 }
 
-fn precondition(model: &str, what: impl std::fmt::Display) -> IndexError {
-    IndexError::FailedPrecondition(format!("model {model}: {what}"))
+fn precondition(model: &str, what: impl std::fmt::Display) -> EmbedError {
+    EmbedError::InvalidModel(format!("model {model}: {what}"))
 }
 
 impl BertConfig {
@@ -415,10 +415,10 @@ impl Bert {
             || packed.offsets.last() != Some(&t)
             || packed.offsets.windows(2).any(|w| w[0] > w[1])
         {
-            return Err(IndexError::Backend("encoder: malformed packed batch".into()));
+            return Err(EmbedError::Backend("encoder: malformed packed batch".into()));
         }
         if let Some(&id) = packed.ids.iter().find(|&&id| id as usize >= c.vocab_size) {
-            return Err(IndexError::Backend(format!(
+            return Err(EmbedError::Backend(format!(
                 "encoder: token id {id} is outside the vocabulary ({})",
                 c.vocab_size
             )));
@@ -428,13 +428,13 @@ impl Bert {
             .iter()
             .find(|&&p| p as usize >= c.max_position_embeddings)
         {
-            return Err(IndexError::Backend(format!(
+            return Err(EmbedError::Backend(format!(
                 "encoder: position {p} is beyond max_position_embeddings ({})",
                 c.max_position_embeddings
             )));
         }
         if let Some(&ty) = packed.types.iter().find(|&&ty| ty as usize >= c.type_vocab_size) {
-            return Err(IndexError::Backend(format!(
+            return Err(EmbedError::Backend(format!(
                 "encoder: token type {ty} is beyond type_vocab_size ({})",
                 c.type_vocab_size
             )));
@@ -442,7 +442,7 @@ impl Bert {
         let mut scratch = self
             .pool
             .lock()
-            .map_err(|_| IndexError::Backend("encoder: scratch pool poisoned".into()))?
+            .map_err(|_| EmbedError::Backend("encoder: scratch pool poisoned".into()))?
             .pop()
             .unwrap_or_default();
         let result = self.run(packed, &mut scratch, f);
@@ -1436,7 +1436,7 @@ mod tests {
         assert!(Bert::load("tiny", c.clone(), &to_safetensors(&tensors, Dtype::F32)).is_ok());
         tensors.retain(|t| t.0 != "encoder.layer.1.output.dense.bias");
         let err = Bert::load("tiny", c.clone(), &to_safetensors(&tensors, Dtype::F32)).unwrap_err();
-        assert!(matches!(err, IndexError::FailedPrecondition(_)));
+        assert!(matches!(err, EmbedError::InvalidModel(_)));
         assert!(
             err.to_string().contains("model tiny")
                 && err.to_string().contains("encoder.layer.1.output.dense.bias"),
