@@ -10,7 +10,7 @@ use reporunner::ServiceName;
 use reporunner_proto::orchestrator::v1::{
     CreateRunRequest, GetRunRequest, RepoSource, RunGoal, RunState, StopRunRequest, repo_source::Source,
 };
-use reporunner_tests::{Sandbox, SandboxBuilder};
+use reporunner_tests::Sandbox;
 
 const WARM_RUNS: usize = 2;
 const LIMIT: Duration = Duration::from_secs(600);
@@ -62,9 +62,8 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         let cache = tempfile::tempdir()?;
         let cache_dir = cache.path().to_path_buf();
-        let mesh = ServiceName::ALL
-            .into_iter()
-            .fold(Sandbox::builder(), SandboxBuilder::with)
+        let mesh = Sandbox::builder()
+            .with_all(ServiceName::ALL)
             .settings(|s| {
                 s.dependency.cache_dir = cache_dir.join("cache");
                 s.dependency.tools_dir = cache_dir.join("tools");

@@ -33,7 +33,22 @@ pub struct SandboxBuilder {
     data_dir: tempfile::TempDir,
 }
 
+/// The orchestrator and what it needs to answer without running anything:
+/// auth, the env-detector, the source agent and the analyzer.
+pub const FRONT_DOOR: [ServiceName; 5] = [
+    ServiceName::Auth,
+    ServiceName::EnvDetector,
+    ServiceName::Source,
+    ServiceName::Analyzer,
+    ServiceName::Orchestrator,
+];
+
 impl SandboxBuilder {
+    /// Hosts one replica of each of `services`.
+    pub fn with_all(self, services: impl IntoIterator<Item = ServiceName>) -> Self {
+        services.into_iter().fold(self, Self::with)
+    }
+
     /// Hosts one replica of `service`.
     pub fn with(self, service: ServiceName) -> Self {
         self.replicas(service, 1)

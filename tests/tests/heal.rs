@@ -16,7 +16,7 @@ use reporunner_proto::{
         orchestrator_service_client::OrchestratorServiceClient, repo_source::Source, run_event,
     },
 };
-use reporunner_tests::{Sandbox, SandboxBuilder};
+use reporunner_tests::Sandbox;
 use tonic::transport::Channel;
 
 /// A cold install, a failure, a second install and a start on two shared
@@ -30,9 +30,8 @@ const UP_WITHIN: Duration = Duration::from_secs(480);
 /// Every service hosted, once; a crashing component fails at once (no
 /// restarts) so that the resolver sees it quickly.
 async fn mesh() -> Sandbox {
-    ServiceName::ALL
-        .into_iter()
-        .fold(Sandbox::builder(), SandboxBuilder::with)
+    Sandbox::builder()
+        .with_all(ServiceName::ALL)
         .settings(|settings| {
             settings.orchestrator.max_restarts = 0;
             settings.orchestrator.status_poll_ms = 500;
@@ -359,9 +358,8 @@ async fn a_redis_database_is_provisioned_and_released() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unapplied_django_migrations_get_a_setup_command() {
-    let mesh = ServiceName::ALL
-        .into_iter()
-        .fold(Sandbox::builder(), SandboxBuilder::with)
+    let mesh = Sandbox::builder()
+        .with_all(ServiceName::ALL)
         .settings(|settings| {
             settings.orchestrator.max_restarts = 0;
             settings.orchestrator.status_poll_ms = 500;

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use reporunner::ServiceName;
 use reporunner_proto::orchestrator::v1::{GetEnvironmentRequest, GetRecommendationsRequest};
-use reporunner_tests::Sandbox;
+use reporunner_tests::{FRONT_DOOR, Sandbox};
 use tonic::Code;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -102,15 +102,7 @@ async fn orchestrator_fails_over_between_env_detector_replicas() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_hosted_service_reports_serving_and_recommendations_come_through() {
-    let mesh = Sandbox::builder()
-        .with(ServiceName::Auth)
-        .with(ServiceName::EnvDetector)
-        .with(ServiceName::Source)
-        .with(ServiceName::Analyzer)
-        .with(ServiceName::Orchestrator)
-        .start()
-        .await
-        .unwrap();
+    let mesh = Sandbox::builder().with_all(FRONT_DOOR).start().await.unwrap();
     for (service, name) in [
         (ServiceName::Auth, "reporunner.auth.v1.AuthService"),
         (ServiceName::Auth, "reporunner.auth.v1.AdminService"),
@@ -242,15 +234,7 @@ async fn an_endpoint_that_accepts_but_never_answers_leaves_the_pool() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_orchestrator_refuses_calls_without_a_valid_token_and_narrows_modes_by_tier() {
-    let mesh = Sandbox::builder()
-        .with(ServiceName::Auth)
-        .with(ServiceName::EnvDetector)
-        .with(ServiceName::Source)
-        .with(ServiceName::Analyzer)
-        .with(ServiceName::Orchestrator)
-        .start()
-        .await
-        .unwrap();
+    let mesh = Sandbox::builder().with_all(FRONT_DOOR).start().await.unwrap();
     let status = mesh
         .orchestrator()
         .get_environment(env_request())

@@ -19,7 +19,7 @@ use reporunner_proto::{
     },
 };
 use reporunner_server::CancellationToken;
-use reporunner_tests::{Sandbox, SandboxBuilder};
+use reporunner_tests::Sandbox;
 use tonic::transport::{Channel, Endpoint};
 
 /// Long enough for a cold `pip`/`pnpm` install or an axum compile on two
@@ -235,10 +235,8 @@ async fn axum_built_with_cargo_runs_healthy_and_stops_clean() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_reaches_running_with_one_of_two_runners_not_serving() {
-    let mut mesh = ServiceName::ALL
-        .into_iter()
-        .filter(|s| *s != ServiceName::Runner)
-        .fold(Sandbox::builder(), SandboxBuilder::with)
+    let mut mesh = Sandbox::builder()
+        .with_all(ServiceName::ALL.into_iter().filter(|s| *s != ServiceName::Runner))
         .replicas(ServiceName::Runner, 2)
         .start()
         .await

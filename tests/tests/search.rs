@@ -32,7 +32,7 @@ use reporunner_proto::{
         WatchRunRequest, repo_source::Source, run_event,
     },
 };
-use reporunner_tests::{SANDBOX_PASSWORD, Sandbox};
+use reporunner_tests::{FRONT_DOOR, SANDBOX_PASSWORD, Sandbox};
 use tonic::Code;
 
 const MODEL: &str = "all-MiniLM-L6-v2";
@@ -89,12 +89,8 @@ async fn mesh(host: &Path, model: Option<&Path>) -> Sandbox {
     let host = host.to_path_buf();
     let model = model.map(Path::to_path_buf);
     Sandbox::builder()
-        .with(ServiceName::Auth)
-        .with(ServiceName::EnvDetector)
-        .with(ServiceName::Source)
-        .with(ServiceName::Analyzer)
+        .with_all(FRONT_DOOR)
         .with(ServiceName::Indexer)
-        .with(ServiceName::Orchestrator)
         .settings(move |s| {
             let models = s.data_dir.join("models");
             std::fs::create_dir_all(&models).unwrap();
@@ -586,15 +582,7 @@ async fn without_a_model_everyone_gets_text_with_the_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_orchestrator_without_an_indexer_says_which_endpoint_is_missing() {
-    let mesh = Sandbox::builder()
-        .with(ServiceName::Auth)
-        .with(ServiceName::EnvDetector)
-        .with(ServiceName::Source)
-        .with(ServiceName::Analyzer)
-        .with(ServiceName::Orchestrator)
-        .start()
-        .await
-        .unwrap();
+    let mesh = Sandbox::builder().with_all(FRONT_DOOR).start().await.unwrap();
     let status = mesh
         .orchestrator()
         .search(mesh.request(SearchRequest {

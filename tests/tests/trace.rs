@@ -9,10 +9,9 @@ use std::{
     time::Duration,
 };
 
-use reporunner::ServiceName;
 use reporunner_proto::orchestrator::v1::GetEnvironmentRequest;
 use reporunner_server::trace::{TRACEPARENT, TraceContextLayer};
-use reporunner_tests::Sandbox;
+use reporunner_tests::{FRONT_DOOR, Sandbox};
 use serde_json::Value;
 use tracing_subscriber::{fmt::MakeWriter, fmt::format::FmtSpan, prelude::*};
 
@@ -70,15 +69,7 @@ async fn the_callers_trace_id_reaches_auth_and_the_env_detector() {
                 .with_writer(lines.clone()),
         )
         .init();
-    let mesh = Sandbox::builder()
-        .with(ServiceName::Auth)
-        .with(ServiceName::EnvDetector)
-        .with(ServiceName::Source)
-        .with(ServiceName::Analyzer)
-        .with(ServiceName::Orchestrator)
-        .start()
-        .await
-        .unwrap();
+    let mesh = Sandbox::builder().with_all(FRONT_DOOR).start().await.unwrap();
 
     let trace_id = "5f1a2b3c4d5e6f708192a3b4c5d6e7f8";
     let mut request = mesh.request(GetEnvironmentRequest {

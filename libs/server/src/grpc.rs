@@ -192,6 +192,22 @@ impl GrpcServer {
         Ok((routes.routes(), self.health))
     }
 
+    /// Serves on a free port of 127.0.0.1 in a task of its own until the
+    /// returned token is cancelled (tests and in-process meshes): the
+    /// address to dial, and the token.
+    pub async fn spawn_on_loopback(self) -> std::io::Result<(SocketAddr, CancellationToken)> {
+        let listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
+        let addr = listener.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(err) = self.serve(listener, token).await {
+                tracing::warn!(%addr, %err, "loopback grpc server failed");
+            }
+        });
+        Ok((addr, shutdown))
+    }
+
     /// Serves until `shutdown` is cancelled: then reports NOT_SERVING, waits
     /// the drain grace, stops accepting, and finishes in-flight calls.
     pub async fn serve(

@@ -47,14 +47,11 @@ fn config(state_dir: &Path) -> ProvisionerConfig {
 
 async fn agent(config: ProvisionerConfig) -> Agent {
     let provisioner = LocalProvisioner::new(config).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(
-        GrpcServer::new()
-            .add_service(ProvisionerGrpc::new(Arc::new(provisioner)).into_server())
-            .serve(listener, shutdown.clone()),
-    );
+    let (addr, shutdown) = GrpcServer::new()
+        .add_service(ProvisionerGrpc::new(Arc::new(provisioner)).into_server())
+        .spawn_on_loopback()
+        .await
+        .unwrap();
     let channel = Channel::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect_timeout(Duration::from_secs(2))

@@ -14,14 +14,11 @@ use tonic::{Code, transport::Channel};
 
 async fn client() -> (ResolverServiceClient<Channel>, CancellationToken) {
     let resolver = RuleResolver::new(ResolverConfig::default()).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(
-        GrpcServer::new()
-            .add_service(ResolverGrpc::new(Arc::new(resolver)).into_server())
-            .serve(listener, shutdown.clone()),
-    );
+    let (addr, shutdown) = GrpcServer::new()
+        .add_service(ResolverGrpc::new(Arc::new(resolver)).into_server())
+        .spawn_on_loopback()
+        .await
+        .unwrap();
     let channel = Channel::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect_timeout(Duration::from_secs(2))

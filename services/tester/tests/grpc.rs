@@ -37,14 +37,11 @@ async fn agent() -> Agent {
         ..TesterConfig::default()
     };
     let tester = LocalTester::new(config, runner).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(
-        GrpcServer::new()
-            .add_service(TesterGrpc::new(Arc::new(tester)).into_server())
-            .serve(listener, shutdown.clone()),
-    );
+    let (addr, shutdown) = GrpcServer::new()
+        .add_service(TesterGrpc::new(Arc::new(tester)).into_server())
+        .spawn_on_loopback()
+        .await
+        .unwrap();
     let channel = Channel::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect_timeout(Duration::from_secs(2))

@@ -28,9 +28,7 @@ pub fn fixture(name: &str) -> String {
 
 /// Every service hosted, once.
 pub fn every_service() -> SandboxBuilder {
-    ServiceName::ALL
-        .into_iter()
-        .fold(Sandbox::builder(), SandboxBuilder::with)
+    Sandbox::builder().with_all(ServiceName::ALL)
 }
 
 pub async fn create_start(

@@ -47,14 +47,11 @@ pub async fn agent() -> Agent {
 
 pub async fn serve(config: DependencyConfig, data: tempfile::TempDir) -> Agent {
     let installer = LocalInstaller::new(config).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(
-        GrpcServer::new()
-            .add_service(DependencyGrpc::new(Arc::new(installer)).into_server())
-            .serve(listener, shutdown.clone()),
-    );
+    let (addr, shutdown) = GrpcServer::new()
+        .add_service(DependencyGrpc::new(Arc::new(installer)).into_server())
+        .spawn_on_loopback()
+        .await
+        .unwrap();
     let channel = Channel::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect_timeout(Duration::from_secs(2))
