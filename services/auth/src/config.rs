@@ -81,6 +81,50 @@ pub struct TierPolicyConfig {
     pub max_heal_attempts: u32,
     pub max_workspace_bytes: u64,
     pub max_run_seconds: u32,
+    /// The sandbox limits of every step that runs the repository's code.
+    #[serde(default)]
+    pub step_limits: StepLimitsConfig,
+}
+
+/// A tier's sandbox limits, as written in a config file; 0 means none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StepLimitsConfig {
+    pub memory_mib: u64,
+    pub max_processes: u32,
+    pub max_open_files: u32,
+    pub max_file_mib: u64,
+    pub cpu_millis: u32,
+}
+
+impl Default for StepLimitsConfig {
+    /// The Free tier's.
+    fn default() -> Self {
+        Self::scaled(1)
+    }
+}
+
+impl StepLimitsConfig {
+    /// `factor` times the Free tier's memory, processes and CPU.
+    fn scaled(factor: u32) -> Self {
+        Self {
+            memory_mib: 2_048 * u64::from(factor),
+            max_processes: 512 * factor,
+            max_open_files: 4_096,
+            max_file_mib: 4_096,
+            cpu_millis: 1_000 * factor,
+        }
+    }
+
+    pub fn to_proto(self) -> reporunner_proto::common::v1::StepLimits {
+        reporunner_proto::common::v1::StepLimits {
+            memory_bytes: self.memory_mib * MIB,
+            max_processes: self.max_processes,
+            max_open_files: self.max_open_files,
+            max_file_bytes: self.max_file_mib * MIB,
+            cpu_millis: self.cpu_millis,
+        }
+    }
 }
 
 impl TierPolicyConfig {
@@ -95,6 +139,7 @@ impl TierPolicyConfig {
             max_heal_attempts: self.max_heal_attempts,
             max_workspace_bytes: self.max_workspace_bytes,
             max_run_seconds: self.max_run_seconds,
+            step_limits: Some(self.step_limits.to_proto()),
         }
     }
 }
@@ -105,7 +150,7 @@ const MIB: u64 = 1024 * 1024;
 /// are this crate's defaults (DESIGN.md does not fix them).
 pub fn default_tiers() -> Vec<TierPolicyConfig> {
     let policy =
-        |tier, per_hour, runs, modes: &[IndexMode], needs_rec, heal, ws_mib, secs| TierPolicyConfig {
+        |tier, per_hour, runs, modes: &[IndexMode], needs_rec, heal, ws_mib, secs: u32| TierPolicyConfig {
             tier,
             metered_requests_per_hour: per_hour,
             concurrent_runs: runs,
@@ -114,6 +159,14 @@ pub fn default_tiers() -> Vec<TierPolicyConfig> {
             max_heal_attempts: heal,
             max_workspace_bytes: ws_mib * MIB,
             max_run_seconds: secs,
+            // Free: 2 GiB and 512 processes per step; each tier up doubles,
+            // up to 4x for premium and 8x for the admin.
+            step_limits: StepLimitsConfig::scaled(match tier {
+                Tier::Free | Tier::Unspecified => 1,
+                Tier::Tester | Tier::Advanced => 2,
+                Tier::Premium => 4,
+                Tier::Admin => 8,
+            }),
         };
     use IndexMode::{Hybrid, Text, Vector};
     vec![
