@@ -41,7 +41,7 @@ use std::{
 };
 
 pub use limits::{LimitHit, Limits, limit_hit};
-pub use owner::{Identity, grant};
+pub use owner::{Identity, grant, owned_by};
 use serde::{Deserialize, Serialize};
 use tokio::{process::Command, sync::OnceCell};
 

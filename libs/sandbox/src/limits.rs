@@ -286,4 +286,52 @@ mod tests {
         assert_eq!(limit_hit(1, &tail("MemoryError"), &Limits::default()), None);
         assert!(memory.to_string().contains("memory limit (1 GiB)"));
     }
+
+    #[test]
+    fn cgroups_get_the_limits_written() {
+        // A plain directory stands in for cgroupfs: the files are what the
+        // kernel would read.
+        let parent = tempfile::tempdir().expect("ok");
+        let limits = Limits {
+            memory_bytes: 256 << 20,
+            cpu_millis: 500,
+            max_processes: 64,
+            ..Limits::default()
+        };
+        let dir = make_cgroup(parent.path(), "proc-1", &limits).expect("ok");
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).expect("ok");
+        assert_eq!(read("memory.max"), "268435456");
+        assert_eq!(read("pids.max"), "64");
+        assert_eq!(read("cpu.max"), "50000 100000");
+        assert!(
+            make_cgroup(parent.path(), "proc-1", &limits).is_err(),
+            "names are unique"
+        );
+    }
+
+    #[test]
+    fn cgroup_parents_outside_cgroup2_are_refused_untouched() {
+        let root = tempfile::tempdir().expect("ok");
+        let parent = root.path().join("reporunner");
+        let err = prepare_cgroup_parent(&parent).expect_err("refused");
+        assert!(err.contains("not a cgroup v2 directory"), "{err}");
+        assert!(!parent.exists());
+    }
+
+    #[test]
+    fn the_cgroup_join_wrapper_keeps_the_pid() {
+        let dir = tempfile::tempdir().expect("ok");
+        let procs = dir.path().join("cgroup.procs");
+        let out = std::process::Command::new("sh")
+            .args(["-c", CGROUP_JOIN])
+            .arg(&procs)
+            .args(["sh", "-c", "echo $$"])
+            .output()
+            .expect("ok");
+        assert!(out.status.success());
+        assert_eq!(
+            std::fs::read_to_string(&procs).expect("ok"),
+            String::from_utf8(out.stdout).expect("ok")
+        );
+    }
 }

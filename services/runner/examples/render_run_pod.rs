@@ -30,6 +30,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ("PYTHONUNBUFFERED".into(), "1".into()),
         ]),
         limits: Limits {
+            max_file_bytes: 0,
             memory_bytes: 1 << 30,
             cpu_millis: 1000,
             max_processes: 256,
@@ -37,6 +38,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             max_runtime_seconds: 7200,
         },
         tmp_dir: PathBuf::from("/var/lib/reporunner/runner/tmp/run-0a1b2c"),
+        owner: None,
     };
     let name = kubernetes::pod_name(&spec.process_id);
     let pod = kubernetes::pod(&spec, &config, &name)?;

@@ -6,19 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, RunnerError};
 
-/// Whether processes run inside bubblewrap.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SandboxMode {
-    /// Use bubblewrap when it is installed and passes its self-test; run
-    /// unsandboxed otherwise (and say why in the status).
-    #[default]
-    Auto,
-    /// Never sandbox.
-    Off,
-    /// Refuse to start a process that cannot be sandboxed.
-    Required,
-}
+pub use reporunner_sandbox::SandboxMode;
 
 /// Where the processes of a run execute.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,6 +145,7 @@ pub struct DefaultLimits {
     pub cpu_millis: u32,
     pub max_processes: u32,
     pub max_open_files: u32,
+    pub max_file_bytes: u64,
     pub max_runtime_seconds: u32,
 }
 
@@ -210,6 +199,11 @@ pub struct RunnerConfig {
     pub bwrap_binary: PathBuf,
     /// The util-linux `prlimit` executable, used to apply rlimits.
     pub prlimit_binary: PathBuf,
+    /// The util-linux `setpriv` executable, used to drop to the owner's uid.
+    pub setpriv_binary: PathBuf,
+    /// Run every process under its owner's own host uid (when the server is
+    /// root), never as root.
+    pub unprivileged: bool,
     /// The cgroup v2 directory under which each process gets its own cgroup
     /// (`memory.max`, `cpu.max`, `pids.max`). Used when it exists (or can be
     /// created) and has those controllers; otherwise only rlimits apply.
@@ -260,6 +254,8 @@ impl Default for RunnerConfig {
             sandbox: SandboxMode::Auto,
             bwrap_binary: PathBuf::from("bwrap"),
             prlimit_binary: PathBuf::from("prlimit"),
+            setpriv_binary: PathBuf::from("setpriv"),
+            unprivileged: true,
             cgroup_parent: Some(PathBuf::from("/sys/fs/cgroup/reporunner-runner")),
             pass_env: [
                 "PATH",

@@ -61,6 +61,7 @@ impl<R: Runner> RunnerService for RunnerGrpc<R> {
             restart_policy,
             max_restarts: request.max_restarts,
             bind_host: request.bind_host,
+            owner_id: request.owner_id,
         };
         let status = self.runner.start(spec).await.map_err(|e| e.to_status())?;
         Ok(Response::new(StartResponse { status: Some(status) }))

@@ -51,6 +51,9 @@ pub struct StartSpec {
     pub max_restarts: u32,
     /// Empty means 127.0.0.1.
     pub bind_host: String,
+    /// Whose sandbox uid the process runs as; empty: the server's own
+    /// (only the embedded single user).
+    pub owner_id: String,
 }
 
 /// One logs request.

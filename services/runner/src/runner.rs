@@ -156,6 +156,11 @@ impl<B: ProcessBackend> LocalRunner<B> {
             cpu_millis: pick32(asked.cpu_millis, d.cpu_millis),
             max_processes: pick32(asked.max_processes, d.max_processes),
             max_open_files: pick32(asked.max_open_files, d.max_open_files),
+            max_file_bytes: if asked.max_file_bytes == 0 {
+                d.max_file_bytes
+            } else {
+                asked.max_file_bytes
+            },
             max_runtime_seconds: pick32(asked.max_runtime_seconds, d.max_runtime_seconds),
         }
     }
@@ -249,6 +254,7 @@ impl<B: ProcessBackend> LocalRunner<B> {
             env,
             limits,
             tmp_dir,
+            owner: (!spec.owner_id.is_empty()).then(|| spec.owner_id.clone()),
         };
         let policy = Policy {
             restart: spec.restart_policy,

@@ -282,6 +282,7 @@ fn start_spec(setup: &Setup) -> StartSpec {
         restart_policy: RestartPolicy::Never,
         max_restarts: 0,
         bind_host: String::new(),
+        owner_id: String::new(),
     }
 }
 

@@ -209,6 +209,7 @@ async fn dropping_the_runner_kills_its_process_groups() {
             restart_policy: RestartPolicy::Never,
             max_restarts: 0,
             bind_host: String::new(),
+            owner_id: String::new(),
         })
         .await
         .unwrap();

@@ -1010,6 +1010,7 @@ mod tests {
                 ("DATABASE_URL".into(), "postgres://db/app".into()),
             ]),
             limits: Limits {
+                max_file_bytes: 0,
                 memory_bytes: 512 * 1024 * 1024,
                 cpu_millis: 500,
                 max_processes: 64,
@@ -1017,6 +1018,7 @@ mod tests {
                 max_runtime_seconds: 3600,
             },
             tmp_dir: PathBuf::from("/var/lib/reporunner/runner/tmp/run-42"),
+            owner: None,
         }
     }
 

@@ -23,6 +23,7 @@ pub struct Limits {
     pub cpu_millis: u32,
     pub max_processes: u32,
     pub max_open_files: u32,
+    pub max_file_bytes: u64,
     pub max_runtime_seconds: u32,
 }
 
@@ -43,6 +44,8 @@ pub struct LaunchSpec {
     pub limits: Limits,
     /// Per-run scratch space, writable.
     pub tmp_dir: PathBuf,
+    /// Whose sandbox uid the process runs as.
+    pub owner: Option<String>,
 }
 
 /// How a process is isolated, for its status.
