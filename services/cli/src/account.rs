@@ -639,6 +639,16 @@ pub fn render_policy(policy: &TierPolicy) -> String {
         policy.max_workspace_bytes >> 20
     );
     let _ = writeln!(out, "Run time                {} min", policy.max_run_seconds / 60);
+    if let Some(limits) = &policy.step_limits {
+        let _ = writeln!(
+            out,
+            "Per step (sandbox)      {} MiB memory, {} processes, {} open files, {} MiB files",
+            limits.memory_bytes >> 20,
+            limits.max_processes,
+            limits.max_open_files,
+            limits.max_file_bytes >> 20
+        );
+    }
     out
 }
 
@@ -743,10 +753,18 @@ mod tests {
             max_heal_attempts: 2,
             max_workspace_bytes: 512 << 20,
             max_run_seconds: 1800,
+            step_limits: Some(reporunner_proto::common::v1::StepLimits {
+                memory_bytes: 2 << 30,
+                max_processes: 512,
+                max_open_files: 4096,
+                max_file_bytes: 4 << 30,
+                cpu_millis: 1000,
+            }),
         });
         assert!(shown.contains("free"), "{shown}");
         assert!(shown.contains("10"), "{shown}");
         assert!(shown.contains("512 MiB"), "{shown}");
         assert!(shown.contains("30 min"), "{shown}");
+        assert!(shown.contains("2048 MiB memory, 512 processes"), "{shown}");
     }
 }

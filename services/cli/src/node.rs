@@ -221,15 +221,17 @@ pub async fn start_node(
                 server.add_service(AnalyzerGrpc::new(Arc::new(analyzer)).into_server())
             }
             ServiceName::Dependency => {
+                // Installs run the repository's code (lifecycle scripts, builds):
+                // in the runner's sandbox, as the owner.
+                let sandbox = step_sandbox(settings).sandbox_config();
                 let installer = LocalInstaller::new(settings.dependency.clone().resolve(&settings.data_dir))
-                    .map_err(|e| anyhow::anyhow!("invalid dependency settings: {e}"))?;
+                    .map_err(|e| anyhow::anyhow!("invalid dependency settings: {e}"))?
+                    .with_sandbox(sandbox)
+                    .with_workspace_roots(vec![settings.source_config().root]);
                 server.add_service(DependencyGrpc::new(Arc::new(installer)).into_server())
             }
             ServiceName::Runner => {
-                let mut config = settings.runner.clone().resolve(&settings.data_dir);
-                // Sandboxed apps never see the service's state or other users' workspaces.
-                config.hidden_paths.push(settings.data_dir.clone());
-                config.hidden_paths.push(settings.source_config().root);
+                let config = step_sandbox(settings);
                 let runner =
                     LocalRunner::new(config).map_err(|e| anyhow::anyhow!("invalid runner settings: {e}"))?;
                 server.add_service(RunnerGrpc::new(Arc::new(runner)).into_server())
@@ -247,9 +249,7 @@ pub async fn start_node(
             }
             ServiceName::Tester => {
                 // Tests run in the runner's sandbox, with its settings.
-                let mut sandbox = settings.runner.clone().resolve(&settings.data_dir);
-                sandbox.hidden_paths.push(settings.data_dir.clone());
-                sandbox.hidden_paths.push(settings.source_config().root);
+                let sandbox = step_sandbox(settings);
                 let tester = LocalTester::new(settings.tester.clone(), sandbox)
                     .map_err(|e| anyhow::anyhow!("invalid tester settings: {e}"))?;
                 server.add_service(TesterGrpc::new(Arc::new(tester)).into_server())
@@ -408,6 +408,18 @@ pub async fn start_node(
         shutdown,
         task,
     })
+}
+
+/// The runner's settings as every step that runs repository code uses them
+/// (the runner's processes, installs, tests): the service's state and every
+/// workspace hidden, workspaces only from the source agent's root.
+fn step_sandbox(settings: &Settings) -> reporunner_runner::RunnerConfig {
+    let mut config = settings.runner.clone().resolve(&settings.data_dir);
+    let workspaces = settings.source_config().root;
+    config.hidden_paths.push(settings.data_dir.clone());
+    config.hidden_paths.push(workspaces.clone());
+    config.workspace_roots.push(workspaces);
+    config
 }
 
 /// Opens the auth store (SQLite under the data directory unless

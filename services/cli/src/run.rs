@@ -159,6 +159,11 @@ impl Connection {
         // Nothing outside this process calls an embedded node: stop it quickly.
         let mut settings = settings.clone();
         settings.stop_timeout_ms = settings.stop_timeout_ms.min(500);
+        // The machine's owner running their own repository: without a
+        // sandbox the run goes on, and says so (serve refuses instead).
+        if settings.runner.sandbox == reporunner_runner::SandboxMode::Required {
+            settings.runner.sandbox = reporunner_runner::SandboxMode::Auto;
+        }
         let settings = &settings;
         // Boxed: every service's set-up makes a large future.
         let node = Box::pin(start_node(

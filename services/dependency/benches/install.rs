@@ -38,6 +38,7 @@ async fn install(installer: &LocalInstaller, workspace: &Path, run_id: &str) -> 
         }),
         environment: None,
         limits: None,
+        ..InstallRequest::default()
     };
     let started = Instant::now();
     let mut stream = installer.install(request).unwrap();

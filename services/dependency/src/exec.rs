@@ -112,6 +112,52 @@ pub struct Cmd {
     pub env: BTreeMap<String, String>,
     /// The log source: "install" or "build".
     pub source: &'static str,
+    /// A package manager the agent installs into its tools dir from a
+    /// registry (uv, pnpm, yarn): the agent's own code, not the
+    /// repository's, so it runs outside the sandbox.
+    pub tool: bool,
+}
+
+/// A command ready to start: plain (the agent's environment plus the
+/// command's) or prepared by the sandbox.
+#[derive(Debug)]
+pub struct Spawnable {
+    command: Command,
+    cgroup: Option<PathBuf>,
+}
+
+impl Spawnable {
+    /// `cmd` as the agent itself would run it.
+    pub fn plain(cmd: &Cmd) -> Self {
+        let mut command = Command::new(&cmd.program);
+        command
+            .args(&cmd.args)
+            .current_dir(&cmd.cwd)
+            .envs(&cmd.env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        Self {
+            command,
+            cgroup: None,
+        }
+    }
+
+    /// A step the sandbox prepared.
+    pub fn sandboxed(prepared: reporunner_sandbox::Prepared) -> Self {
+        Self {
+            command: prepared.command(),
+            cgroup: prepared.cgroup,
+        }
+    }
+
+    async fn cleanup(&self) {
+        if let Some(dir) = &self.cgroup {
+            reporunner_sandbox::remove_cgroup(dir).await;
+        }
+    }
 }
 
 impl Cmd {
@@ -122,7 +168,15 @@ impl Cmd {
             cwd: cwd.to_owned(),
             env: BTreeMap::new(),
             source,
+            tool: false,
         }
+    }
+
+    /// Marks a tool install of the agent's own (see [`Cmd::tool`]).
+    #[must_use]
+    pub fn tool(mut self) -> Self {
+        self.tool = true;
+        self
     }
 
     #[must_use]
@@ -180,20 +234,17 @@ pub enum Outcome {
     SpawnFailed(std::io::Error),
 }
 
-/// Runs `cmd`, streaming its output into `sink`, within `guard`.
-pub async fn run(cmd: &Cmd, sink: &mut LogSink, guard: &Guard) -> Outcome {
+/// Runs `cmd` (started as `spawnable`), streaming its output into `sink`,
+/// within `guard`.
+pub async fn run(cmd: &Cmd, mut spawnable: Spawnable, sink: &mut LogSink, guard: &Guard) -> Outcome {
     sink.system(cmd.source, format!("$ {}", cmd.display())).await;
-    let mut command = Command::new(&cmd.program);
-    command
-        .args(&cmd.args)
-        .current_dir(&cmd.cwd)
-        .envs(&cmd.env)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    let mut child = match command.spawn() {
+    let outcome = run_spawned(cmd, &mut spawnable, sink, guard).await;
+    spawnable.cleanup().await;
+    outcome
+}
+
+async fn run_spawned(cmd: &Cmd, spawnable: &mut Spawnable, sink: &mut LogSink, guard: &Guard) -> Outcome {
+    let mut child = match spawnable.command.spawn() {
         Ok(child) => child,
         Err(e) => return Outcome::SpawnFailed(e),
     };
@@ -267,20 +318,12 @@ pub async fn run(cmd: &Cmd, sink: &mut LogSink, guard: &Guard) -> Outcome {
     outcome
 }
 
-/// Runs `cmd` with its output discarded, until `deadline`; whether it
-/// exited 0. For attempts whose failure is expected and uninteresting.
-pub async fn run_quiet(cmd: &Cmd, deadline: Instant) -> bool {
-    let mut command = Command::new(&cmd.program);
-    command
-        .args(&cmd.args)
-        .current_dir(&cmd.cwd)
-        .envs(&cmd.env)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .kill_on_drop(true);
-    let Ok(mut child) = command.spawn() else {
+/// Runs `spawnable` with its output discarded, until `deadline`; whether
+/// it exited 0. For attempts whose failure is expected and uninteresting.
+pub async fn run_quiet(mut spawnable: Spawnable, deadline: Instant) -> bool {
+    spawnable.command.stdout(Stdio::null()).stderr(Stdio::null());
+    let Ok(mut child) = spawnable.command.spawn() else {
+        spawnable.cleanup().await;
         return false;
     };
     let pgid = child.id();
@@ -288,6 +331,7 @@ pub async fn run_quiet(cmd: &Cmd, deadline: Instant) -> bool {
     if let Some(pgid) = pgid {
         kill_group(pgid).await;
     }
+    spawnable.cleanup().await;
     matches!(status, Ok(Ok(s)) if s.success())
 }
 
@@ -442,7 +486,7 @@ mod tests {
             disk_paths: Vec::new(),
             disk_interval: Duration::from_secs(1),
         };
-        let outcome = run(&cmd, &mut sink, &guard).await;
+        let outcome = run(&cmd, Spawnable::plain(&cmd), &mut sink, &guard).await;
         assert!(matches!(outcome, Outcome::TimedOut), "{outcome:?}");
         assert!(
             started.elapsed() < Duration::from_secs(5),

@@ -48,6 +48,7 @@ use reporunner_proto::{
     agents::dependency::v1::{InstallRequest, InstallResponse, InstallResult, install_response},
     common::v1::{Component, Environment},
 };
+use reporunner_sandbox::{Sandbox, SandboxConfig};
 use tokio::sync::{Mutex, Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::Instrument as _;
@@ -67,6 +68,14 @@ pub struct LocalInstaller {
     slots: Arc<Semaphore>,
     tool_lock: Arc<Mutex<()>>,
     probes: Arc<python::ProbeCache>,
+    /// Every command that runs the repository's code (package managers with
+    /// their lifecycle scripts, builds, custom installs) goes through it;
+    /// `None` runs them as the agent (a library user's choice; the node
+    /// always sets one).
+    sandbox: Option<Arc<Sandbox>>,
+    /// Where workspaces may lie; empty: anywhere (a library user's choice;
+    /// the node sets the source agent's root).
+    workspace_roots: Arc<Vec<PathBuf>>,
 }
 
 impl LocalInstaller {
@@ -82,7 +91,24 @@ impl LocalInstaller {
             config: Arc::new(config),
             tool_lock: Arc::new(Mutex::new(())),
             probes: Arc::new(python::ProbeCache::new(std::time::Duration::from_secs(300))),
+            sandbox: None,
+            workspace_roots: Arc::new(Vec::new()),
         })
+    }
+
+    /// Runs every repository command in `sandbox`, as the request's owner.
+    #[must_use]
+    pub fn with_sandbox(mut self, sandbox: SandboxConfig) -> Self {
+        self.sandbox = Some(Arc::new(Sandbox::new(sandbox)));
+        self
+    }
+
+    /// Refuses workspaces outside `roots` (canonical paths compared).
+    #[must_use]
+    pub fn with_workspace_roots(mut self, roots: Vec<PathBuf>) -> Self {
+        let roots = roots.into_iter().map(|r| r.canonicalize().unwrap_or(r)).collect();
+        self.workspace_roots = Arc::new(roots);
+        self
     }
 
     pub fn config(&self) -> &DependencyConfig {
@@ -119,6 +145,17 @@ impl LocalInstaller {
                     request.workspace_path
                 ))
             })?;
+        if !self.workspace_roots.is_empty()
+            && !self
+                .workspace_roots
+                .iter()
+                .any(|r| workspace.starts_with(r) && workspace != *r)
+        {
+            return Err(invalid(format!(
+                "workspace_path {} is not a workspace of this host",
+                request.workspace_path
+            )));
+        }
         let dir = inside(&workspace, &component.path).ok_or_else(|| {
             invalid(format!(
                 "component path {:?} is not a directory inside the workspace",
@@ -128,7 +165,33 @@ impl LocalInstaller {
         let component_name = env_name(&component.name);
         let env_root = self.config.env_dir.join(&run_id).join(component_name);
         let limits = self.config.limits(request.limits.as_ref());
+        let owner = Some(request.owner_id.trim().to_owned()).filter(|o| !o.is_empty());
+        if let Some(owner) = &owner
+            && !safe_name(owner)
+        {
+            return Err(invalid(
+                "owner_id must be 1 to 128 letters, digits, '.', '_' or '-'".into(),
+            ));
+        }
+        // Each owner writes caches of their own, so no install can poison
+        // another owner's (see SECURITY.md).
+        let cache_root = match &owner {
+            Some(owner) => self.config.cache_dir.join("owners").join(owner),
+            None => self.config.cache_dir.clone(),
+        };
+        let step_limits = request.step_limits.unwrap_or_default();
         Ok(Job {
+            cache_root,
+            owner,
+            sandbox: self.sandbox.clone(),
+            step_limits: reporunner_sandbox::Limits {
+                memory_bytes: step_limits.memory_bytes,
+                cpu_millis: step_limits.cpu_millis,
+                max_processes: step_limits.max_processes,
+                max_open_files: step_limits.max_open_files,
+                max_file_bytes: step_limits.max_file_bytes,
+                max_runtime_seconds: limits.timeout.as_secs().try_into().unwrap_or(u32::MAX),
+            },
             run_id,
             language,
             deadline: Instant::now() + limits.timeout,
@@ -231,6 +294,12 @@ pub(crate) struct Job {
     pub probes: Arc<python::ProbeCache>,
     /// The agent's PATH.
     pub base_path: String,
+    /// The owner's own caches (`<cache_dir>/owners/<owner>`), or the shared
+    /// ones when the request names no owner.
+    pub cache_root: PathBuf,
+    pub owner: Option<String>,
+    pub sandbox: Option<Arc<Sandbox>>,
+    pub step_limits: reporunner_sandbox::Limits,
 }
 
 /// What an install made, filled in as it goes.
@@ -276,20 +345,75 @@ impl Job {
         }
     }
 
+    /// The command line of `cmd`: in the sandbox, as the owner, with only
+    /// the allowed part of the agent's environment, unless it is a tool
+    /// install of the agent's own.
+    pub async fn command(&self, cmd: &Cmd) -> Step<exec::Spawnable> {
+        let Some(sandbox) = self.sandbox.as_ref().filter(|_| !cmd.tool) else {
+            return Ok(exec::Spawnable::plain(cmd));
+        };
+        let mut env = reporunner_sandbox::base_env(reporunner_sandbox::BASE_ENV.iter().copied());
+        env.extend(cmd.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let home = self.cache_root.join("home");
+        let step = reporunner_sandbox::Step {
+            name: format!("install-{}-{}", self.run_id, uuid_like()),
+            program: cmd.program.display().to_string(),
+            args: cmd
+                .args
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect(),
+            cwd: cmd.cwd.clone(),
+            env,
+            writable: vec![
+                self.workspace.clone(),
+                self.env_root.clone(),
+                self.cache_root.clone(),
+            ],
+            readable: vec![self.config.tools_dir.clone()],
+            hidden: vec![
+                self.config.env_dir.clone(),
+                self.config.cache_dir.clone(),
+                self.config.tools_dir.clone(),
+            ],
+            home: Some(home),
+            owner: self.owner.clone(),
+            limits: self.step_limits,
+        };
+        tokio::fs::create_dir_all(&self.cache_root)
+            .await
+            .map_err(|e| Failure::new(format!("cannot create {}: {e}", self.cache_root.display())))?;
+        match sandbox.prepare(&step).await {
+            Ok(prepared) => Ok(exec::Spawnable::sandboxed(prepared)),
+            Err(e) => Err(Failure {
+                exit_code: -1,
+                message: e.to_string(),
+                fatal: true,
+            }),
+        }
+    }
+
     /// Runs one command; anything but exit 0 is a failure.
     pub async fn step(&self, sink: &mut LogSink, report: &Report, cmd: &Cmd) -> Step {
-        let outcome = exec::run(cmd, sink, &self.guard(report)).await;
+        let spawnable = self.command(cmd).await?;
+        let outcome = exec::run(cmd, spawnable, sink, &self.guard(report)).await;
         let program = cmd.program.file_name().map_or_else(
             || cmd.program.display().to_string(),
             |n| n.to_string_lossy().into_owned(),
         );
         match outcome {
             Outcome::Exited(0) => Ok(()),
-            Outcome::Exited(code) => Err(Failure {
-                exit_code: code,
-                message: format!("`{}` exited with status {code}", short(&cmd.display(), 200)),
-                fatal: false,
-            }),
+            Outcome::Exited(code) => {
+                let limit = reporunner_sandbox::limit_hit(code, &sink.tail(), &self.step_limits);
+                Err(Failure {
+                    exit_code: code,
+                    message: match limit {
+                        Some(hit) => format!("`{}` was {hit}", short(&cmd.display(), 200)),
+                        None => format!("`{}` exited with status {code}", short(&cmd.display(), 200)),
+                    },
+                    fatal: false,
+                })
+            }
             Outcome::TimedOut => Err(Failure {
                 exit_code: 124,
                 message: format!(
@@ -367,7 +491,7 @@ impl Job {
     }
 
     pub fn cache(&self, name: &str) -> PathBuf {
-        self.config.cache_dir.join(name)
+        self.cache_root.join(name)
     }
 }
 
@@ -576,4 +700,11 @@ mod tests {
         c.language = "java".into();
         assert!(matches!(Language::of(&c), Err(DependencyError::Unsupported(l)) if l == "java"));
     }
+}
+
+/// A short unique suffix for step names (cgroups).
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }

@@ -281,7 +281,8 @@ async fn ensure_manager(
         .args(["install".as_ref(), "--prefix".as_ref(), staging.as_os_str()])
         .arg(format!("{}@{wanted}", manager.package()))
         .args(["--no-audit", "--no-fund", "--no-package-lock"])
-        .envs(env);
+        .envs(env)
+        .tool();
     if let Err(failure) = job.step(sink, report, &cmd).await {
         let _ = tokio::fs::remove_dir_all(&staging).await;
         return Err(failure);

@@ -660,12 +660,11 @@ async fn ensure_uv(job: &Job, sink: &mut LogSink, report: &Report, python: &Path
     .await;
     let staging = job.config.tools_dir.join(format!(".uv-{}", std::process::id()));
     let _ = tokio::fs::remove_dir_all(&staging).await;
-    let venv = Cmd::new(python, &job.config.tools_dir, "install").args([
-        "-m".as_ref(),
-        "venv".as_ref(),
-        staging.as_os_str(),
-    ]);
+    let venv = Cmd::new(python, &job.config.tools_dir, "install")
+        .args(["-m".as_ref(), "venv".as_ref(), staging.as_os_str()])
+        .tool();
     let pip = Cmd::new(staging.join("bin/python"), &job.config.tools_dir, "install")
+        .tool()
         .args(["-m", "pip", "install", "--disable-pip-version-check", "uv"])
         .envs(&[("PIP_CACHE_DIR".to_owned(), job.cache("pip").display().to_string())].into());
     let installed = match job.step(sink, report, &venv).await {
@@ -838,7 +837,7 @@ pub(crate) async fn install(job: &Job, sink: &mut LogSink, report: &mut Report) 
         // attempt, and the online install follows.
         if uv.is_some() {
             let offline = installer([vec!["--offline".to_owned()], args.clone()].concat());
-            if exec::run_quiet(&offline, job.deadline).await {
+            if exec::run_quiet(job.command(&offline).await?, job.deadline).await {
                 sink.system(
                     "install",
                     format!(

@@ -217,6 +217,9 @@ pub struct RunContext {
     pub env: std::collections::BTreeMap<String, String>,
     /// The caller's tier limit in seconds (0: none), for the runner.
     pub max_run_seconds: u32,
+    /// The caller's tier's sandbox limits for every step that runs the
+    /// repository's code (zero fields: the agents' defaults).
+    pub step_limits: reporunner_proto::common::v1::StepLimits,
     /// Runner process ids this run started, in order, so that none is left
     /// behind when the run ends.
     pub started: Vec<String>,
@@ -238,6 +241,19 @@ pub struct RunContext {
 }
 
 impl RunContext {
+    /// The runner's limits of a process of this run: the tier's step limits
+    /// and run time.
+    pub fn resource_limits(&self) -> reporunner_proto::agents::runner::v1::ResourceLimits {
+        reporunner_proto::agents::runner::v1::ResourceLimits {
+            memory_bytes: self.step_limits.memory_bytes,
+            cpu_millis: self.step_limits.cpu_millis,
+            max_processes: self.step_limits.max_processes,
+            max_open_files: self.step_limits.max_open_files,
+            max_file_bytes: self.step_limits.max_file_bytes,
+            max_runtime_seconds: self.max_run_seconds,
+        }
+    }
+
     /// Keeps what a failed step left for the resolver.
     pub(crate) fn failed(&self, failure: crate::heal::Failure) {
         if let Ok(mut slot) = self.failure.lock() {

@@ -689,6 +689,7 @@ impl Orchestrator for OrchestratorImpl {
                 .then(|| Duration::from_secs(u64::from(caller.policy.max_run_seconds))),
             env: request.env.into_iter().collect(),
             max_run_seconds: caller.policy.max_run_seconds,
+            step_limits: caller.policy.step_limits.unwrap_or_default(),
             started: Vec::new(),
             max_heal_attempts: caller.policy.max_heal_attempts,
             index,

@@ -46,8 +46,8 @@ use reporunner_proto::{
             health_service_client::HealthServiceClient, probe_spec,
         },
         runner::v1::{
-            LogsRequest, ProcessState, ProcessStatus, ResourceLimits, RestartPolicy, StartRequest,
-            StatusRequest, StopRequest, runner_service_client::RunnerServiceClient,
+            LogsRequest, ProcessState, ProcessStatus, RestartPolicy, StartRequest, StatusRequest,
+            StopRequest, runner_service_client::RunnerServiceClient,
         },
         tester::v1::{RunTestsRequest, TestOutcome, tester_service_client::TesterServiceClient},
     },
@@ -326,6 +326,8 @@ impl Runner {
                 timeout_seconds: self.config.install_timeout_seconds,
                 max_disk_bytes: 0,
             }),
+            owner_id: ctx.owner_id.clone(),
+            step_limits: Some(ctx.step_limits),
         });
         request.set_timeout(self.config.install_deadline());
         let call = async {
@@ -699,13 +701,11 @@ impl Runner {
                     workspace_path: workspace_path.clone(),
                     component: Some(component.clone()),
                     env: env.into_iter().collect(),
-                    limits: Some(ResourceLimits {
-                        max_runtime_seconds: ctx.max_run_seconds,
-                        ..ResourceLimits::default()
-                    }),
+                    limits: Some(ctx.resource_limits()),
                     restart_policy: RestartPolicy::OnFailure.into(),
                     max_restarts: self.config.max_restarts,
                     bind_host: String::new(),
+                    owner_id: ctx.owner_id.clone(),
                 })
                 .await;
             let status = match status {
@@ -1320,6 +1320,8 @@ impl Runner {
             component: Some(component.clone()),
             env: env.into_iter().collect(),
             timeout_seconds: self.config.test_timeout_seconds,
+            owner_id: ctx.owner_id.clone(),
+            limits: Some(ctx.step_limits),
         });
         request.set_timeout(self.config.test_deadline());
         // Dropping the call (cancellation) ends the tests at the tester.
@@ -1610,13 +1612,11 @@ impl Runner {
                     workspace_path: Self::workspace_path(ctx)?,
                     component: Some(one_shot),
                     env: env.clone().into_iter().collect(),
-                    limits: Some(ResourceLimits {
-                        max_runtime_seconds: ctx.max_run_seconds,
-                        ..ResourceLimits::default()
-                    }),
+                    limits: Some(ctx.resource_limits()),
                     restart_policy: RestartPolicy::Never.into(),
                     max_restarts: 0,
                     bind_host: String::new(),
+                    owner_id: ctx.owner_id.clone(),
                 })
                 .await;
             let status = match status {

@@ -204,6 +204,9 @@ pub struct RunnerConfig {
     /// Run every process under its owner's own host uid (when the server is
     /// root), never as root.
     pub unprivileged: bool,
+    /// Where workspaces may lie (the source agent's root); a workspace
+    /// elsewhere is refused. Empty: anywhere (library use; the node sets it).
+    pub workspace_roots: Vec<PathBuf>,
     /// The cgroup v2 directory under which each process gets its own cgroup
     /// (`memory.max`, `cpu.max`, `pids.max`). Used when it exists (or can be
     /// created) and has those controllers; otherwise only rlimits apply.
@@ -251,11 +254,15 @@ impl Default for RunnerConfig {
             port_range_start: 0,
             port_range_end: 0,
             force_bind_host: true,
-            sandbox: SandboxMode::Auto,
+            // `serve` refuses to run repositories unsandboxed unless the
+            // operator says so (`auto` or `off`); the embedded single-user
+            // CLI runs with `auto` and warns.
+            sandbox: SandboxMode::Required,
             bwrap_binary: PathBuf::from("bwrap"),
             prlimit_binary: PathBuf::from("prlimit"),
             setpriv_binary: PathBuf::from("setpriv"),
             unprivileged: true,
+            workspace_roots: Vec::new(),
             cgroup_parent: Some(PathBuf::from("/sys/fs/cgroup/reporunner-runner")),
             pass_env: [
                 "PATH",
@@ -293,6 +300,25 @@ impl Default for RunnerConfig {
 }
 
 impl RunnerConfig {
+    /// Refuses a (canonical) workspace outside `workspace_roots`.
+    pub fn check_workspace(&self, workspace: &std::path::Path) -> Result<()> {
+        if self.workspace_roots.is_empty() {
+            return Ok(());
+        }
+        let inside = self.workspace_roots.iter().any(|root| {
+            let root = root.canonicalize().unwrap_or_else(|_| root.clone());
+            workspace.starts_with(&root) && workspace != root
+        });
+        if inside {
+            Ok(())
+        } else {
+            Err(RunnerError::invalid(format!(
+                "workspace_path {} is not a workspace of this host",
+                workspace.display()
+            )))
+        }
+    }
+
     /// Resolves relative `log_dir`, `tmp_dir` and `hidden_paths` against the
     /// service's data directory (and hides the data directory itself).
     pub fn resolve(mut self, data_dir: &std::path::Path) -> Self {

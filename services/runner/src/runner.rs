@@ -182,6 +182,7 @@ impl<B: ProcessBackend> LocalRunner<B> {
             return Err(RunnerError::invalid("the start command contains a NUL byte"));
         }
         let workspace = workspace_dir(&spec.workspace_path).await?;
+        self.config.check_workspace(&workspace)?;
         let relative = component
             .start
             .as_ref()

@@ -43,6 +43,8 @@ impl<T: Tester> TesterService for TesterGrpc<T> {
             component,
             env: request.env.into_iter().collect(),
             timeout_seconds: request.timeout_seconds,
+            owner_id: request.owner_id,
+            limits: request.limits.unwrap_or_default(),
         };
         let span = tracing::info_span!("run_tests", run_id = %spec.run_id, component = %spec.component.name);
         let response = tracing::Instrument::instrument(self.tester.run_tests(spec), span)

@@ -59,6 +59,11 @@ pub struct TestSpec {
     pub env: BTreeMap<String, String>,
     /// 0: the agent's default.
     pub timeout_seconds: u32,
+    /// Whose sandbox uid the tests run as; empty: the server's own (only
+    /// the embedded single user).
+    pub owner_id: String,
+    /// The tier's step limits; zero fields take the runner's defaults.
+    pub limits: reporunner_proto::common::v1::StepLimits,
 }
 
 /// The tester agent's domain.
@@ -340,6 +345,9 @@ impl LocalTester {
                     spec.workspace_path.display()
                 ))
             })?;
+        self.runner
+            .check_workspace(&workspace)
+            .map_err(|e| TesterError::InvalidArgument(e.to_string()))?;
         let relative = if test.working_dir.is_empty() {
             component.path.as_str()
         } else {
@@ -381,6 +389,9 @@ impl LocalTester {
             .map_err(|e| TesterError::InvalidArgument(e.to_string()))?;
         let timeout = self.config.timeout(spec.timeout_seconds);
         let d = &self.runner.default_limits;
+        let asked = &spec.limits;
+        let pick = |asked: u64, default: u64| if asked == 0 { default } else { asked };
+        let pick32 = |asked: u32, default: u32| if asked == 0 { default } else { asked };
         let launch = LaunchSpec {
             process_id: format!("test-{}", uuid::Uuid::new_v4().simple()),
             run_id: spec.run_id.clone(),
@@ -390,14 +401,16 @@ impl LocalTester {
             working_dir,
             env,
             limits: Limits {
-                memory_bytes: d.memory_bytes,
-                cpu_millis: d.cpu_millis,
-                max_processes: d.max_processes,
-                max_open_files: d.max_open_files,
+                memory_bytes: pick(asked.memory_bytes, d.memory_bytes),
+                cpu_millis: pick32(asked.cpu_millis, d.cpu_millis),
+                max_processes: pick32(asked.max_processes, d.max_processes),
+                max_open_files: pick32(asked.max_open_files, d.max_open_files),
+                max_file_bytes: pick(asked.max_file_bytes, d.max_file_bytes),
                 // A little over the limit: our own timer kills first.
                 max_runtime_seconds: u32::try_from(timeout.as_secs() + 30).unwrap_or(u32::MAX),
             },
             tmp_dir,
+            owner: (!spec.owner_id.is_empty()).then(|| spec.owner_id.clone()),
         };
         Ok((launch, kind))
     }

@@ -89,6 +89,7 @@ async fn run(
             component: Some(component(test)),
             env: env.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect(),
             timeout_seconds,
+            ..RunTestsRequest::default()
         })
         .await
         .map(tonic::Response::into_inner)

@@ -93,6 +93,7 @@ pub fn request(workspace: &Path, component: Component, limits: Option<InstallLim
         component: Some(component),
         environment: None,
         limits,
+        ..InstallRequest::default()
     }
 }
 
