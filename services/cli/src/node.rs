@@ -419,6 +419,14 @@ fn step_sandbox(settings: &Settings) -> reporunner_runner::RunnerConfig {
     config.hidden_paths.push(settings.data_dir.clone());
     config.hidden_paths.push(workspaces.clone());
     config.workspace_roots.push(workspaces);
+    config.owner_caches = Some(
+        settings
+            .dependency
+            .clone()
+            .resolve(&settings.data_dir)
+            .cache_dir
+            .join("owners"),
+    );
     config
 }
 

@@ -31,6 +31,16 @@ pub(crate) async fn install(job: &Job, sink: &mut LogSink, report: &mut Report) 
         .env
         .insert("CARGO_TARGET_DIR".into(), target.display().to_string());
     report.env.insert("RUSTUP_AUTO_INSTALL".into(), "0".into());
+    if job.owner.is_some() {
+        // The owner's own cargo home (registry and downloaded crates), kept
+        // between runs and writable for this owner's steps only; the runner
+        // binds it for `cargo run` at start.
+        let home = job.cache("cargo");
+        tokio::fs::create_dir_all(&home)
+            .await
+            .map_err(|e| Failure::new(format!("cannot create {}: {e}", home.display())))?;
+        report.env.insert("CARGO_HOME".into(), home.display().to_string());
+    }
     report.env.insert(
         "PATH".into(),
         format!("{}:{}", cargo_bin.display(), job.base_path),

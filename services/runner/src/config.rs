@@ -207,6 +207,10 @@ pub struct RunnerConfig {
     /// Where workspaces may lie (the source agent's root); a workspace
     /// elsewhere is refused. Empty: anywhere (library use; the node sets it).
     pub workspace_roots: Vec<PathBuf>,
+    /// The dependency agent's per-owner caches (`<cache_dir>/owners`): an
+    /// install env var (CARGO_HOME) inside the process owner's is bound
+    /// writable.
+    pub owner_caches: Option<PathBuf>,
     /// The cgroup v2 directory under which each process gets its own cgroup
     /// (`memory.max`, `cpu.max`, `pids.max`). Used when it exists (or can be
     /// created) and has those controllers; otherwise only rlimits apply.
@@ -263,6 +267,7 @@ impl Default for RunnerConfig {
             setpriv_binary: PathBuf::from("setpriv"),
             unprivileged: true,
             workspace_roots: Vec::new(),
+            owner_caches: None,
             cgroup_parent: Some(PathBuf::from("/sys/fs/cgroup/reporunner-runner")),
             pass_env: [
                 "PATH",

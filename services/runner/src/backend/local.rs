@@ -101,8 +101,17 @@ pub(crate) fn step_of(spec: &LaunchSpec, config: &RunnerConfig) -> Step {
             }
         }
     }
-    env.entry("CARGO_HOME".into())
-        .or_insert_with(|| sandbox_home(spec).join(".cargo").display().to_string());
+    // A cargo home the process cannot write (the server's own) is replaced
+    // by one in the run's home.
+    let cargo_home_writable = env
+        .get("CARGO_HOME")
+        .is_some_and(|home| writable.iter().any(|w| Path::new(home).starts_with(w)));
+    if !cargo_home_writable {
+        env.insert(
+            "CARGO_HOME".into(),
+            sandbox_home(spec).join(".cargo").display().to_string(),
+        );
+    }
     Step {
         name: spec.process_id.clone(),
         program: "sh".into(),
@@ -133,7 +142,7 @@ pub(crate) fn sandbox_home(spec: &LaunchSpec) -> PathBuf {
 /// Variables naming the environment an install made for the process, bound
 /// writable into the sandbox when they lie in a hidden path (the dependency
 /// agent keeps venvs and target dirs under the data dir).
-pub(crate) const ENV_DIR_VARS: [&str; 2] = ["VIRTUAL_ENV", "CARGO_TARGET_DIR"];
+pub(crate) const ENV_DIR_VARS: [&str; 3] = ["VIRTUAL_ENV", "CARGO_TARGET_DIR", "CARGO_HOME"];
 
 /// Install-produced directories a sandboxed process needs back.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -169,6 +178,11 @@ pub(crate) fn install_env_dirs(spec: &LaunchSpec, config: &RunnerConfig) -> EnvD
             .is_some_and(|root| path.starts_with(root) && path != root)
     };
     let own_envs = canonical(&config.install_env_dir.join(&spec.run_id));
+    // The owner's own caches (a cargo home) are theirs to write too.
+    let own_caches = match (&config.owner_caches, &spec.owner) {
+        (Some(root), Some(owner)) => canonical(&root.join(owner)),
+        _ => None,
+    };
     let tools = canonical(&config.install_tools_dir);
     let covered = |path: &Path| {
         hidden.iter().any(|h| path.starts_with(h) && path != h) && !hidden.iter().any(|h| h.starts_with(path))
@@ -178,7 +192,8 @@ pub(crate) fn install_env_dirs(spec: &LaunchSpec, config: &RunnerConfig) -> EnvD
         let Some(path) = spec.env.get(name).and_then(|v| canonical(Path::new(v))) else {
             continue;
         };
-        if strictly_inside(&path, &own_envs) && covered(&path) && !dirs.writable.contains(&path) {
+        let own = strictly_inside(&path, &own_envs) || strictly_inside(&path, &own_caches);
+        if own && covered(&path) && !dirs.writable.contains(&path) {
             dirs.writable.push(path);
         }
     }
