@@ -241,6 +241,19 @@ pub struct RunContext {
 }
 
 impl RunContext {
+    /// The sandbox limits this run's steps run under, to name the one a
+    /// failed step ran into.
+    pub fn sandbox_limits(&self) -> reporunner_sandbox::Limits {
+        reporunner_sandbox::Limits {
+            memory_bytes: self.step_limits.memory_bytes,
+            cpu_millis: self.step_limits.cpu_millis,
+            max_processes: self.step_limits.max_processes,
+            max_open_files: self.step_limits.max_open_files,
+            max_file_bytes: self.step_limits.max_file_bytes,
+            max_runtime_seconds: self.max_run_seconds,
+        }
+    }
+
     /// The runner's limits of a process of this run: the tier's step limits
     /// and run time.
     pub fn resource_limits(&self) -> reporunner_proto::agents::runner::v1::ResourceLimits {

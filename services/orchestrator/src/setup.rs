@@ -519,6 +519,11 @@ impl Runner {
         let log_tail = self
             .process_tail_n(&component.process_id, crate::heal::TAIL_LINES)
             .await;
+        if let Some(hit) = reporunner_sandbox::limit_hit(exit_code, &log_tail, &ctx.sandbox_limits()) {
+            let _ = self
+                .notice(&ctx.run_id, format!("{}: {hit}", component.name))
+                .await;
+        }
         ctx.failed(crate::heal::Failure {
             phase: phase as i32,
             component: component.name.clone(),
@@ -1382,6 +1387,12 @@ impl Runner {
         )
         .await?;
         let passed = result.outcome() == TestOutcome::Passed;
+        if !passed
+            && let Some(hit) =
+                reporunner_sandbox::limit_hit(response.exit_code, &response.log_tail, &ctx.sandbox_limits())
+        {
+            self.notice(&run_id, format!("{name}: tests {hit}")).await?;
+        }
         let detail = format!("{name}: {}: {}", outcome_name(result.outcome()), result.summary);
         let status = if passed { "finished" } else { "failed" };
         self.step(&run_id, Step::Test, status, detail, started.elapsed())
