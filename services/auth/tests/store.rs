@@ -408,9 +408,19 @@ async fn quota_is_atomic_across_two_pools(db: &TestDb) {
 async fn login_failures_are_counted_and_cleared(db: &TestDb) {
     let store = &db.store;
     for _ in 0..3 {
-        store.record_login_failure("ghost", None).await.unwrap();
+        store
+            .record_login_failure("ghost", None, "192.0.2.1")
+            .await
+            .unwrap();
     }
-    store.record_login_failure("other", None).await.unwrap();
+    store
+        .record_login_failure("other", None, "192.0.2.1")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.count_login_failures_from("192.0.2.1", HOUR).await.unwrap(),
+        4
+    );
     assert_eq!(store.count_login_failures("ghost", HOUR).await.unwrap(), 3);
     assert_eq!(
         store.count_login_failures("ghost", Duration::ZERO).await.unwrap(),
