@@ -245,18 +245,95 @@ async fn a_failure_delays_that_account_from_that_address_only_and_the_delay_doub
     login(&mut a, ADMIN, ADMIN_PASSWORD).await.unwrap();
 }
 
+async fn login_forwarded_for(
+    client: &mut AuthServiceClient<Channel>,
+    forwarded_for: &str,
+    password: &str,
+) -> Result<(), Status> {
+    let mut request = Request::new(LoginRequest {
+        username: ADMIN.into(),
+        password: password.into(),
+    });
+    request
+        .metadata_mut()
+        .insert("x-forwarded-for", forwarded_for.parse().unwrap());
+    client.login(request).await.map(drop)
+}
+
+async fn forwarded_for_is_believed_only_from_trusted_proxies(db: &TestDb) {
+    let limited = AuthConfig {
+        login_failures_per_address_per_hour: 3,
+        ..config()
+    };
+    // Untrusted peer: a forged header does not escape A's bucket.
+    let server = Server::start(db, limited.clone()).await;
+    let mut a = server.client_from(A).await;
+    for i in 0..3 {
+        let err = login_forwarded_for(&mut a, &format!("198.51.100.{i}"), WRONG)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated);
+    }
+    let err = login_forwarded_for(&mut a, "198.51.100.77", ADMIN_PASSWORD)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    drop(server);
+
+    // A trusted proxy at A (a second server on the same database): the
+    // client it names is the bucket.
+    let proxied = Server::start(
+        db,
+        AuthConfig {
+            trusted_proxies: vec![A],
+            ..limited
+        },
+    )
+    .await;
+    let mut proxy = proxied.client_from(A).await;
+    for _ in 0..3 {
+        let err = login_forwarded_for(&mut proxy, "203.0.113.5, 127.0.0.1", WRONG)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated);
+    }
+    let err = login_forwarded_for(&mut proxy, "203.0.113.5", ADMIN_PASSWORD)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    // A forged first hop does not help either: the last untrusted one counts.
+    let err = login_forwarded_for(&mut proxy, "192.0.2.1, 203.0.113.5", ADMIN_PASSWORD)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    login_forwarded_for(&mut proxy, "203.0.113.6", ADMIN_PASSWORD)
+        .await
+        .expect("another client behind the proxy is checked");
+}
+
 async fn a_registration_flood_from_one_address_is_throttled_but_not_others(db: &TestDb) {
     let server = Server::start(db, config()).await;
     let mut a = server.client_from(A).await;
     let mut b = server.client_from(B).await;
     let limit = AuthConfig::default().registrations_per_address_per_hour;
     assert_eq!(limit, 5);
-    for i in 0..limit {
-        register(&mut a, &format!("flood{i}")).await.unwrap();
+    // Twelve at once: exactly the limit get through (the count is atomic).
+    let flood = (0..12).map(|i| {
+        let mut a = a.clone();
+        tokio::spawn(async move { register(&mut a, &format!("flood{i}")).await })
+    });
+    let results: Vec<Result<(), Status>> = futures::future::join_all(flood)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), limit as usize);
+    for err in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert!(assert_retry_after(err, 3600) > 3000);
+        assert!(err.message().contains("registrations"), "{}", err.message());
     }
     let err = register(&mut a, "flood-next").await.unwrap_err();
-    assert!(assert_retry_after(&err, 3600) > 3000);
-    assert!(err.message().contains("registrations"), "{}", err.message());
+    assert_eq!(err.code(), Code::ResourceExhausted);
     register(&mut b, "neighbour")
         .await
         .expect("another address registers");
@@ -333,6 +410,7 @@ on_both!(
     wrong_logins_from_one_address_never_lock_the_owner_out_from_another,
     parallel_wrong_guesses_from_one_address_check_at_most_the_limit,
     a_failure_delays_that_account_from_that_address_only_and_the_delay_doubles,
+    forwarded_for_is_believed_only_from_trusted_proxies,
     a_registration_flood_from_one_address_is_throttled_but_not_others,
     closed_registration_is_permission_denied,
 );
