@@ -661,7 +661,8 @@ impl AuthStore {
     /// unless `address` has `per_address_limit` failures in the `window`
     /// already, or this account failed from this address `n` times in the
     /// window and the last one is younger than `delay(n)`. A refused attempt
-    /// leaves no trace (it does not prolong the refusal). So of any number of
+    /// leaves no trace (it does not prolong the refusal). The address's
+    /// failures older than the window are deleted on the way. So of any number of
     /// concurrent attempts from one address, at most `per_address_limit` per
     /// window get their password checked.
     pub async fn reserve_login_attempt(
@@ -690,6 +691,12 @@ impl AuthStore {
         .exec_without_returning(&txn)
         .await?;
         let since = now - window;
+        // This address's failures that left the window count for nothing now.
+        login_failures::Entity::delete_many()
+            .filter(login_failures::Column::Address.eq(address))
+            .filter(login_failures::Column::At.lte(since))
+            .exec(&txn)
+            .await?;
         let (count, oldest) = login_failures::Entity::find()
             .select_only()
             .column_as(Expr::cust("COUNT(*)"), "n")
@@ -788,6 +795,11 @@ impl AuthStore {
         })
         .exec_without_returning(&txn)
         .await?;
+        registration_attempts::Entity::delete_many()
+            .filter(registration_attempts::Column::Address.eq(address))
+            .filter(registration_attempts::Column::At.lte(now - window))
+            .exec(&txn)
+            .await?;
         let (count, oldest) = registration_attempts::Entity::find()
             .select_only()
             .column_as(Expr::cust("COUNT(*)"), "n")
