@@ -127,12 +127,12 @@ fn with_token(token: &str) -> Request<DetectRequest> {
 async fn user_token(harness: &Harness, name: &str) -> (String, String) {
     let user = harness
         .auth
-        .register(name, "saffron-kettle-mosaic-51")
+        .register(name, "saffron-kettle-mosaic-51", None)
         .await
         .expect("register");
     let (_, tokens) = harness
         .auth
-        .login(name, "saffron-kettle-mosaic-51")
+        .login(name, "saffron-kettle-mosaic-51", None)
         .await
         .expect("login");
     (user.id, tokens.access.token)
@@ -179,7 +179,7 @@ async fn missing_bad_and_blocked_tokens_are_refused_but_health_is_exempt() {
     client.detect(with_token(&token)).await.expect("bob may call");
     let (_, admin_tokens) = harness
         .auth
-        .login(ADMIN, ADMIN_PASSWORD)
+        .login(ADMIN, ADMIN_PASSWORD, None)
         .await
         .expect("admin login");
     let admin = harness
@@ -231,7 +231,11 @@ async fn a_feature_beyond_the_callers_tier_is_refused_naming_the_tier_it_needs()
         "{status:?}"
     );
 
-    let (_, admin_tokens) = harness.auth.login(ADMIN, ADMIN_PASSWORD).await.expect("admin");
+    let (_, admin_tokens) = harness
+        .auth
+        .login(ADMIN, ADMIN_PASSWORD, None)
+        .await
+        .expect("admin");
     let (admin, _) = harness
         .auth
         .authorize(&admin_tokens.access.token)

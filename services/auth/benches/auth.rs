@@ -42,14 +42,14 @@ async fn run() {
         config.access_ttl(),
     );
     let auth = Auth::new(store, config, KEY.as_bytes()).await.unwrap();
-    auth.register("benchuser", PASSWORD).await.unwrap();
+    auth.register("benchuser", PASSWORD, None).await.unwrap();
 
     // (a) login latency, sequential, one hash at a time.
     let mut samples = Vec::with_capacity(LOGINS);
     let mut token = String::new();
     for _ in 0..LOGINS {
         let start = Instant::now();
-        let (_, tokens) = auth.login("benchuser", PASSWORD).await.unwrap();
+        let (_, tokens) = auth.login("benchuser", PASSWORD, None).await.unwrap();
         samples.push(start.elapsed());
         token = tokens.access.token;
     }

@@ -2,6 +2,7 @@
 
 use std::{
     io::{Read, Write},
+    net::IpAddr,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -44,8 +45,39 @@ pub struct AuthConfig {
     pub jwt_secret: Option<String>,
     /// How many argon2id hashes may run at once (each takes ~19 MiB).
     pub max_concurrent_hashes: usize,
+    /// Whether anyone may call Register ("open") or only the admin creates
+    /// accounts ("closed").
+    pub registration: RegistrationMode,
+    /// Registrations one client address may attempt per hour.
+    pub registrations_per_address_per_hour: u32,
+    /// Failed logins one client address may make per hour, across all
+    /// accounts; past it that address (only) is refused until the oldest
+    /// failure is an hour old.
+    pub login_failures_per_address_per_hour: u32,
+    /// After a failed login, the same account is not checked again from the
+    /// same address for this long, doubled with every further failure of
+    /// that pair in the hour (other addresses are not slowed down).
+    pub login_delay_base_ms: u64,
+    /// The longest such delay; 0 turns the delay off.
+    pub login_delay_max_ms: u64,
+    /// Password checks of one account that may run at once; more wait.
+    pub login_concurrent_checks_per_account: usize,
+    /// Peers whose `x-forwarded-for` is believed (reverse proxies). From any
+    /// other peer the header is ignored and the peer is the client.
+    pub trusted_proxies: Vec<IpAddr>,
     /// The limits of each tier.
     pub tiers: Vec<TierPolicyConfig>,
+}
+
+/// Who may register accounts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistrationMode {
+    /// Anyone may call Register (rate-limited per address).
+    #[default]
+    Open,
+    /// Register is refused; the admin creates accounts with CreateUser.
+    Closed,
 }
 
 impl Default for AuthConfig {
@@ -58,6 +90,13 @@ impl Default for AuthConfig {
             refresh_ttl_secs: 30 * 24 * 3600,
             jwt_secret: None,
             max_concurrent_hashes: 2,
+            registration: RegistrationMode::Open,
+            registrations_per_address_per_hour: 5,
+            login_failures_per_address_per_hour: 100,
+            login_delay_base_ms: 250,
+            login_delay_max_ms: 60_000,
+            login_concurrent_checks_per_account: 4,
+            trusted_proxies: Vec::new(),
             tiers: default_tiers(),
         }
     }
@@ -205,6 +244,23 @@ impl AuthConfig {
         Duration::from_secs(self.refresh_ttl_secs)
     }
 
+    /// How long the same account is not checked again from the same
+    /// address after `failures` failed logins of that pair in the hour:
+    /// nothing after none, then the base, doubled per failure, capped.
+    pub fn login_delay(&self, failures: u64) -> Duration {
+        if failures == 0 || self.login_delay_max_ms == 0 {
+            return Duration::ZERO;
+        }
+        let doublings = u32::try_from(failures - 1).unwrap_or(u32::MAX).min(63);
+        let ms = self
+            .login_delay_base_ms
+            .checked_shl(doublings)
+            .filter(|ms| ms >> doublings == self.login_delay_base_ms)
+            .unwrap_or(u64::MAX)
+            .min(self.login_delay_max_ms);
+        Duration::from_millis(ms)
+    }
+
     /// The database URL, with the empty default resolved to `<data_dir>/auth.db`
     /// (created when missing).
     pub fn database_url(&self, data_dir: &Path) -> String {
@@ -261,6 +317,28 @@ impl AuthConfig {
                 self.max_concurrent_hashes
             ));
         }
+        if self.registrations_per_address_per_hour == 0 || self.login_failures_per_address_per_hour == 0 {
+            return invalid(
+                "registrations_per_address_per_hour and login_failures_per_address_per_hour must be at least 1 \
+                 (close registration with registration = \"closed\")"
+                    .into(),
+            );
+        }
+        if self.login_delay_max_ms > 24 * 3_600_000
+            || (self.login_delay_max_ms > 0 && self.login_delay_base_ms > self.login_delay_max_ms)
+        {
+            return invalid(format!(
+                "login_delay_base_ms is {} and login_delay_max_ms {}; the base must not exceed the maximum (0 turns the delay off), \
+                 which must be at most a day",
+                self.login_delay_base_ms, self.login_delay_max_ms
+            ));
+        }
+        if !(1..=64).contains(&self.login_concurrent_checks_per_account) {
+            return invalid(format!(
+                "login_concurrent_checks_per_account is {}; it must be between 1 and 64",
+                self.login_concurrent_checks_per_account
+            ));
+        }
         for tier in ALL_TIERS {
             let count = self.tiers.iter().filter(|p| p.tier == tier).count();
             if count != 1 {
@@ -295,7 +373,7 @@ fn load_or_create_key(path: &Path) -> Result<Vec<u8>> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
+        options.mode(crate::files::PRIVATE_FILE_MODE);
     }
     match options.open(path) {
         Ok(mut file) => {
@@ -307,6 +385,7 @@ fn load_or_create_key(path: &Path) -> Result<Vec<u8>> {
             Ok(key)
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            crate::files::set_mode(path, crate::files::PRIVATE_FILE_MODE).map_err(io_err)?;
             let mut key = Vec::with_capacity(JWT_KEY_LEN);
             std::fs::File::open(path)
                 .map_err(io_err)?
@@ -452,23 +531,63 @@ mod tests {
     }
 
     #[test]
+    fn login_delay_doubles_per_failure_up_to_the_maximum() {
+        let config = AuthConfig::default();
+        assert_eq!(config.login_delay(0), Duration::ZERO);
+        assert_eq!(config.login_delay(1), Duration::from_millis(250));
+        assert_eq!(config.login_delay(2), Duration::from_millis(500));
+        assert_eq!(config.login_delay(5), Duration::from_secs(4));
+        assert_eq!(config.login_delay(9), Duration::from_secs(60));
+        assert_eq!(config.login_delay(u64::MAX), Duration::from_secs(60));
+        let off = AuthConfig {
+            login_delay_max_ms: 0,
+            ..AuthConfig::default()
+        };
+        off.validate().unwrap();
+        assert_eq!(off.login_delay(50), Duration::ZERO);
+        let bad = AuthConfig {
+            login_delay_base_ms: 10_000,
+            login_delay_max_ms: 1_000,
+            ..AuthConfig::default()
+        };
+        assert!(bad.validate().unwrap_err().to_string().contains("login_delay"));
+    }
+
+    #[test]
+    fn registration_and_proxies_are_read_from_config_text() {
+        let config: AuthConfig =
+            serde_json::from_str(r#"{"registration": "closed", "trusted_proxies": ["10.0.0.1", "::1"]}"#)
+                .unwrap();
+        assert_eq!(config.registration, RegistrationMode::Closed);
+        assert_eq!(config.trusted_proxies.len(), 2);
+        assert_eq!(AuthConfig::default().registration, RegistrationMode::Open);
+        assert!(serde_json::from_str::<AuthConfig>(r#"{"registration": "invite"}"#).is_err());
+    }
+
+    #[test]
     fn signing_key_is_generated_once_private_and_reused() {
         let dir = tempfile::tempdir().unwrap();
         let config = AuthConfig::default();
         let first = config.signing_key(dir.path()).unwrap();
         assert_eq!(first.len(), JWT_KEY_LEN);
         assert_ne!(first, vec![0u8; JWT_KEY_LEN]);
-        let second = config.signing_key(dir.path()).unwrap();
-        assert_eq!(first, second);
+        #[cfg(unix)]
+        let mode = |path: &Path| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+        };
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join(JWT_KEY_FILE))
-                .unwrap()
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o777, 0o600);
+            let key = dir.path().join(JWT_KEY_FILE);
+            assert_eq!(mode(&key), 0o600);
+            // A key left readable by others is tightened when read.
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
         }
+        let second = config.signing_key(dir.path()).unwrap();
+        assert_eq!(first, second);
+        #[cfg(unix)]
+        assert_eq!(mode(&dir.path().join(JWT_KEY_FILE)), 0o600);
         let other = tempfile::tempdir().unwrap();
         assert_ne!(config.signing_key(other.path()).unwrap(), first);
 

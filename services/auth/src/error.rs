@@ -50,6 +50,10 @@ pub enum AuthError {
         limit: u32,
         retry_after: Duration,
     },
+    /// This account failed to log in from this address a moment ago; the
+    /// delay doubles with each failure (other addresses are not affected).
+    #[error("too many failed logins for this account from your address; retry in {} s", retry_after.as_secs().max(1))]
+    RetryTooSoon { retry_after: Duration },
     /// The database failed.
     #[error("database error")]
     Db(#[from] sea_orm::DbErr),
@@ -82,9 +86,11 @@ impl ServiceError for AuthError {
             Self::UserNotFound(_) => ErrorKind::NotFound,
             Self::BadCredentials | Self::InvalidToken => ErrorKind::Unauthenticated,
             Self::Blocked | Self::PermissionDenied(_) => ErrorKind::PermissionDenied,
-            Self::LimitReached { retry_after, .. } => ErrorKind::ResourceExhausted {
-                retry_after: Some(*retry_after),
-            },
+            Self::LimitReached { retry_after, .. } | Self::RetryTooSoon { retry_after } => {
+                ErrorKind::ResourceExhausted {
+                    retry_after: Some(*retry_after),
+                }
+            }
             Self::Db(_) | Self::Io { .. } | Self::Hash(_) | Self::Jwt(_) | Self::Task(_) => {
                 ErrorKind::Internal
             }

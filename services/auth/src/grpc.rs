@@ -1,7 +1,7 @@
 //! The gRPC adapters of `AuthService` and `AdminService`: identity from
 //! metadata, request validation and conversion only.
 
-use std::sync::Arc;
+use std::{net::IpAddr, sync::Arc};
 
 use reporunner_error::ServiceError;
 use reporunner_proto::{
@@ -95,6 +95,22 @@ async fn caller<T>(auth: &Auth, request: &Request<T>) -> Result<(Principal, Tier
     auth.authorize(token).await.map_err(status)
 }
 
+/// The metadata key a reverse proxy names the client in.
+pub const FORWARDED_FOR: &str = "x-forwarded-for";
+
+/// The client of `request`: the TCP peer, or, when the peer is one of
+/// `trusted_proxies`, the last untrusted hop of its `x-forwarded-for`.
+/// `None` when the transport knows no peer (an in-memory channel).
+pub fn client_address<T>(request: &Request<T>, trusted_proxies: &[IpAddr]) -> Option<IpAddr> {
+    let peer = request.remote_addr().map(|addr| addr.ip());
+    let forwarded = request
+        .metadata()
+        .get_all(FORWARDED_FOR)
+        .iter()
+        .filter_map(|value| value.to_str().ok());
+    crate::throttle::client_address(peer, forwarded, trusted_proxies)
+}
+
 fn tier_arg(value: i32) -> Result<Tier, Status> {
     Tier::try_from(value).map_err(|_| Status::invalid_argument(format!("unknown tier {value}")))
 }
@@ -122,10 +138,11 @@ impl AuthService for AuthGrpc {
         &self,
         request: Request<RegisterRequest>,
     ) -> Result<Response<RegisterResponse>, Status> {
+        let address = client_address(&request, &self.auth.config().trusted_proxies);
         let request = request.into_inner();
         let user = self
             .auth
-            .register(&request.username, &request.password)
+            .register(&request.username, &request.password, address)
             .await
             .map_err(status)?;
         Ok(Response::new(RegisterResponse {
@@ -134,10 +151,11 @@ impl AuthService for AuthGrpc {
     }
 
     async fn login(&self, request: Request<LoginRequest>) -> Result<Response<LoginResponse>, Status> {
+        let address = client_address(&request, &self.auth.config().trusted_proxies);
         let request = request.into_inner();
         let (user, tokens) = self
             .auth
-            .login(&request.username, &request.password)
+            .login(&request.username, &request.password, address)
             .await
             .map_err(status)?;
         Ok(Response::new(LoginResponse {

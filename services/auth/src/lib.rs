@@ -8,15 +8,18 @@
 pub mod config;
 mod entity;
 pub mod error;
+pub mod files;
 pub mod grpc;
+pub mod metrics;
 pub mod migration;
 pub mod password;
 pub mod service;
 pub mod store;
+pub mod throttle;
 pub mod tier;
 pub mod token;
 
-pub use config::{AuthConfig, TierPolicyConfig};
+pub use config::{AuthConfig, RegistrationMode, TierPolicyConfig};
 pub use error::{AuthError, Result};
 pub use password::{PasswordHasher, check_password_policy};
 

@@ -10,7 +10,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Initial)]
+        vec![Box::new(M0001Initial), Box::new(M0002ClientAddresses)]
     }
 
     fn migration_table_name() -> DynIden {
@@ -59,6 +59,16 @@ enum LoginFailures {
     Id,
     Username,
     UserId,
+    At,
+    Address,
+}
+
+#[derive(DeriveIden)]
+enum RegistrationAttempts {
+    Table,
+    Id,
+    Address,
+    Username,
     At,
 }
 
@@ -256,5 +266,102 @@ impl MigrationTrait for M0001Initial {
             manager.drop_table(Table::drop().table(table).to_owned()).await?;
         }
         Ok(())
+    }
+}
+
+/// Failed logins carry the client address (throttling is per address and
+/// per account and address, never per account alone), and registrations
+/// are counted per address.
+struct M0002ClientAddresses;
+
+// Named by hand: `DeriveMigrationName` names a migration after its file, and
+// the first one (recorded as "migration" in existing databases) has that.
+impl MigrationName for M0002ClientAddresses {
+    fn name(&self) -> &str {
+        "m0002_client_addresses"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0002ClientAddresses {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // NULL on rows written before this migration: they count for no address.
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(LoginFailures::Table)
+                    .add_column(ColumnDef::new(LoginFailures::Address).string().null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("login_failures_by_address_at")
+                    .table(LoginFailures::Table)
+                    .col(LoginFailures::Address)
+                    .col(LoginFailures::At)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("login_failures_by_username_address_at")
+                    .table(LoginFailures::Table)
+                    .col(LoginFailures::Username)
+                    .col(LoginFailures::Address)
+                    .col(LoginFailures::At)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(RegistrationAttempts::Table)
+                    .col(
+                        ColumnDef::new(RegistrationAttempts::Id)
+                            .string()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(RegistrationAttempts::Address).string().not_null())
+                    .col(ColumnDef::new(RegistrationAttempts::Username).string().not_null())
+                    .col(ColumnDef::new(RegistrationAttempts::At).big_integer().not_null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("registration_attempts_by_address_at")
+                    .table(RegistrationAttempts::Table)
+                    .col(RegistrationAttempts::Address)
+                    .col(RegistrationAttempts::At)
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(RegistrationAttempts::Table).to_owned())
+            .await?;
+        for index in [
+            "login_failures_by_username_address_at",
+            "login_failures_by_address_at",
+        ] {
+            manager
+                .drop_index(Index::drop().name(index).table(LoginFailures::Table).to_owned())
+                .await?;
+        }
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(LoginFailures::Table)
+                    .drop_column(LoginFailures::Address)
+                    .to_owned(),
+            )
+            .await
     }
 }

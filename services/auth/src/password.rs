@@ -1,7 +1,10 @@
 //! Password hashing (argon2id, OWASP parameters, off the async runtime and
 //! bounded) and the password policy.
 
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
 
 use argon2::{Algorithm, Argon2, Params, PasswordHash, PasswordVerifier, Version};
 use tokio::sync::Semaphore;
@@ -34,12 +37,15 @@ fn argon2() -> Result<Argon2<'static>> {
 #[derive(Clone, Debug)]
 pub struct PasswordHasher {
     permits: Arc<Semaphore>,
+    /// Verifications run (started) since this hasher was made.
+    verifications: Arc<AtomicU64>,
 }
 
 impl PasswordHasher {
     pub fn new(max_concurrent: usize) -> Self {
         Self {
             permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
+            verifications: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -61,6 +67,11 @@ impl PasswordHasher {
         .await?
     }
 
+    /// How many verifications ran since this hasher was made.
+    pub fn verifications(&self) -> u64 {
+        self.verifications.load(Ordering::Relaxed)
+    }
+
     /// Whether `password` matches the PHC string `hash`. A malformed stored
     /// hash is an internal error, not a mismatch.
     pub async fn verify(&self, password: &str, hash: &str) -> Result<bool> {
@@ -71,6 +82,7 @@ impl PasswordHasher {
             .acquire()
             .await
             .map_err(|e| AuthError::Hash(e.to_string()))?;
+        self.verifications.fetch_add(1, Ordering::Relaxed);
         tokio::task::spawn_blocking(move || {
             let parsed = PasswordHash::new(&hash).map_err(|e| AuthError::Hash(e.to_string()))?;
             match argon2()?.verify_password(password.as_bytes(), &parsed) {

@@ -1,7 +1,7 @@
 //! The auth service's use cases on top of the store, the hasher and the
 //! token issuer. The gRPC adapter (`crate::grpc`) only converts messages.
 
-use std::time::Duration;
+use std::{net::IpAddr, time::Duration};
 
 use reporunner_proto::{
     auth::v1::UsageKind,
@@ -9,21 +9,16 @@ use reporunner_proto::{
 };
 
 use crate::{
-    AuthConfig, AuthError, AuthStore, NewUser, PasswordHasher, Result, TierPolicyConfig, TokenIssuer,
-    UserRecord, check_password_policy, now_ms,
-    store::{AuditEntry, AuditRecord, QuotaOutcome, UsageCount},
+    AuthConfig, AuthError, AuthStore, NewUser, PasswordHasher, RegistrationMode, Result, TierPolicyConfig,
+    TokenIssuer, UserRecord, check_password_policy, now_ms,
+    store::{AuditEntry, AuditRecord, LoginReservation, QuotaOutcome, UsageCount},
+    throttle::{KeyedPermits, address_key},
     tier::tier_name,
     token::{IssuedAccessToken, hash_refresh_token, new_refresh_token},
 };
 
 /// The rolling window of rate limits and login failures.
 pub const HOUR: Duration = Duration::from_secs(3600);
-/// Failed logins per username and hour after which Login is refused outright.
-pub const MAX_LOGIN_FAILURES_PER_HOUR: u64 = 100;
-/// The delay added per recent failure before a failed login is answered.
-pub const FAILURE_DELAY_STEP: Duration = Duration::from_millis(50);
-/// The longest delay before a failed login is answered.
-pub const MAX_FAILURE_DELAY: Duration = Duration::from_secs(2);
 /// The shortest username, in characters.
 pub const MIN_USERNAME_CHARS: usize = 3;
 /// The longest username, in characters.
@@ -58,6 +53,8 @@ pub struct Auth {
     /// A hash of a random password, verified against for unknown users so
     /// that they take as long as a wrong password (no user enumeration).
     dummy_hash: String,
+    /// Password checks running per username (`login_concurrent_checks_per_account`).
+    checks_per_account: KeyedPermits,
 }
 
 /// Checks a username: 3 to 64 characters of `[A-Za-z0-9_.-]`.
@@ -79,20 +76,12 @@ pub fn validate_username(username: &str) -> Result<()> {
     Ok(())
 }
 
-/// The delay before answering a failed login after `failures` recent ones.
-pub fn failure_delay(failures: u64) -> Duration {
-    let step = u32::try_from(failures).unwrap_or(u32::MAX);
-    FAILURE_DELAY_STEP
-        .checked_mul(step)
-        .unwrap_or(MAX_FAILURE_DELAY)
-        .min(MAX_FAILURE_DELAY)
-}
-
 impl Auth {
     /// Builds the service over a migrated store. `signing_key` is the HS256
     /// key (see [`AuthConfig::signing_key`]).
     pub async fn new(store: AuthStore, config: AuthConfig, signing_key: &[u8]) -> Result<Self> {
         config.validate()?;
+        crate::metrics::describe();
         let hasher = PasswordHasher::new(config.max_concurrent_hashes);
         let tokens = TokenIssuer::new(
             signing_key,
@@ -101,12 +90,14 @@ impl Auth {
             config.access_ttl(),
         );
         let dummy_hash = hasher.hash(&new_refresh_token().token).await?;
+        let checks_per_account = KeyedPermits::new(config.login_concurrent_checks_per_account);
         Ok(Self {
             store,
             hasher,
             tokens,
             config,
             dummy_hash,
+            checks_per_account,
         })
     }
 
@@ -116,6 +107,12 @@ impl Auth {
 
     pub fn config(&self) -> &AuthConfig {
         &self.config
+    }
+
+    /// Passwords verified since start (Login's checks, the ones throttling
+    /// bounds); exported as `reporunner_auth_password_checks_total`.
+    pub fn password_checks(&self) -> u64 {
+        self.hasher.verifications()
     }
 
     /// The policy of `tier`.
@@ -157,8 +154,39 @@ impl Auth {
             .await
     }
 
-    /// Creates a Free user.
-    pub async fn register(&self, username: &str, password: &str) -> Result<UserRecord> {
+    /// Creates a Free user for a client at `address` (`None`: unknown, one
+    /// shared bucket), unless registration is closed or the address made
+    /// `registrations_per_address_per_hour` attempts in the last hour. The
+    /// name and password are checked before the attempt counts.
+    pub async fn register(
+        &self,
+        username: &str,
+        password: &str,
+        address: Option<IpAddr>,
+    ) -> Result<UserRecord> {
+        if self.config.registration == RegistrationMode::Closed {
+            return Err(AuthError::PermissionDenied(
+                "registration is closed on this server; ask the admin".into(),
+            ));
+        }
+        let username = username.trim();
+        validate_username(username)?;
+        check_password_policy(username, password)?;
+        let address = address_key(address);
+        let limit = self.config.registrations_per_address_per_hour;
+        if let Some(retry_after) = self
+            .store
+            .reserve_registration(&address, username, limit, HOUR)
+            .await?
+        {
+            tracing::warn!(%address, "registration refused: too many from this address");
+            crate::metrics::throttled("registration_address_limit");
+            return Err(AuthError::LimitReached {
+                what: "registrations from this address",
+                limit,
+                retry_after,
+            });
+        }
         let user = self.new_user(username, password, Tier::Free).await?;
         self.audit(Some(&user.id), Some(&user.id), "user.registered", String::new())
             .await?;
@@ -180,39 +208,82 @@ impl Auth {
         })
     }
 
-    /// Checks a username and password and issues tokens. A wrong password
-    /// and an unknown user are the same [`AuthError::BadCredentials`].
-    pub async fn login(&self, username: &str, password: &str) -> Result<(UserRecord, IssuedTokens)> {
+    /// Checks a username and password from a client at `address` (`None`:
+    /// unknown, one shared bucket) and issues tokens. A wrong password and an
+    /// unknown user are the same [`AuthError::BadCredentials`].
+    ///
+    /// Throttling never locks the owner out: the attempt is reserved in the
+    /// store before the password is checked, and refused only for this
+    /// address, when it made `login_failures_per_address_per_hour` failed
+    /// logins, or when this account failed from this address less than the
+    /// growing delay ago. The same account from another address is checked.
+    /// At most `login_concurrent_checks_per_account` checks of one account
+    /// run at once; the others wait their turn.
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        address: Option<IpAddr>,
+    ) -> Result<(UserRecord, IssuedTokens)> {
         let username = username.trim();
-        let failures = self.store.count_login_failures(username, HOUR).await?;
-        if failures >= MAX_LOGIN_FAILURES_PER_HOUR {
-            tracing::warn!(%username, failures, "login refused: too many recent failures");
-            return Err(AuthError::LimitReached {
-                what: "failed logins",
-                limit: u32::try_from(MAX_LOGIN_FAILURES_PER_HOUR).unwrap_or(u32::MAX),
-                retry_after: HOUR,
-            });
-        }
+        let address = address_key(address);
+        let reservation = self
+            .store
+            .reserve_login_attempt(
+                username,
+                &address,
+                self.config.login_failures_per_address_per_hour,
+                HOUR,
+                |failures| self.config.login_delay(failures),
+            )
+            .await?;
+        let attempt = match reservation {
+            LoginReservation::Reserved { id } => id,
+            LoginReservation::AddressLimit { retry_after } => {
+                crate::metrics::throttled("login_address_limit");
+                tracing::warn!(%username, %address, "login refused: too many failures from this address");
+                return Err(AuthError::LimitReached {
+                    what: "failed logins from this address",
+                    limit: self.config.login_failures_per_address_per_hour,
+                    retry_after,
+                });
+            }
+            LoginReservation::TooSoon { retry_after } => {
+                crate::metrics::throttled("login_too_soon");
+                tracing::info!(%username, %address, "login refused: retried too soon after a failure");
+                return Err(AuthError::RetryTooSoon { retry_after });
+            }
+        };
         let user = self.store.find_user_by_username(username).await?;
         let hash = user
             .as_ref()
             .map_or(self.dummy_hash.as_str(), |u| u.password_hash.as_str());
-        let matches = self.hasher.verify(password, hash).await?;
+        let matches = {
+            let _permit = self.checks_per_account.acquire(username).await;
+            self.hasher.verify(password, hash).await?
+        };
+        crate::metrics::password_checked(matches);
         let user = match user {
             Some(user) if matches => user,
             user => {
                 let user_id = user.as_ref().map(|u| u.id.as_str());
-                self.store.record_login_failure(username, user_id).await?;
-                self.audit(None, user_id, "login.failed", format!("username `{username}`"))
-                    .await?;
-                tokio::time::sleep(failure_delay(failures + 1)).await;
+                if let Some(user_id) = user_id {
+                    self.store.set_login_failure_user(&attempt, user_id).await?;
+                }
+                self.audit(
+                    None,
+                    user_id,
+                    "login.failed",
+                    format!("username `{username}` from {address}"),
+                )
+                .await?;
                 return Err(AuthError::BadCredentials);
             }
         };
+        self.store.clear_login_failures_from(username, &address).await?;
         if user.blocked {
             return Err(AuthError::Blocked);
         }
-        self.store.clear_login_failures(username).await?;
         let tokens = self.issue_tokens(&user).await?;
         Ok((user, tokens))
     }
@@ -556,14 +627,5 @@ mod tests {
         assert!(validate_username("al ice").is_err());
         assert!(validate_username("alice@x").is_err());
         assert!(validate_username("älice").is_err());
-    }
-
-    #[test]
-    fn failure_delay_grows_and_is_capped() {
-        assert_eq!(failure_delay(0), Duration::ZERO);
-        assert_eq!(failure_delay(1), Duration::from_millis(50));
-        assert_eq!(failure_delay(10), Duration::from_millis(500));
-        assert_eq!(failure_delay(99), MAX_FAILURE_DELAY);
-        assert_eq!(failure_delay(u64::MAX), MAX_FAILURE_DELAY);
     }
 }

@@ -11,12 +11,12 @@ use reporunner_proto::{
 };
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr,
-    EntityTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr, TransactionTrait, sea_query::Expr,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr, Statement, TransactionTrait, sea_query::Expr,
 };
 use sea_orm_migration::MigratorTrait;
 
 use crate::{
-    entity::{audit_events, login_failures, quota_events, refresh_tokens, users},
+    entity::{audit_events, login_failures, quota_events, refresh_tokens, registration_attempts, users},
     error::{AuthError, Result},
     migration::Migrator,
     now_ms,
@@ -146,6 +146,18 @@ pub struct QuotaOutcome {
     pub resets_at_ms: i64,
 }
 
+/// The answer of [`AuthStore::reserve_login_attempt`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LoginReservation {
+    /// The attempt is recorded as a failure (row `id`) before the password is
+    /// checked; a success settles it with [`AuthStore::clear_login_failures_from`].
+    Reserved { id: String },
+    /// The address made the most failed logins the window allows.
+    AddressLimit { retry_after: Duration },
+    /// This account failed from this address too recently to be tried again.
+    TooSoon { retry_after: Duration },
+}
+
 /// Usage of one kind by one user.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UsageCount {
@@ -203,10 +215,21 @@ fn is_unique_violation(err: &DbErr) -> Option<String> {
 impl AuthStore {
     /// Connects to `url` (`sqlite://...?mode=rwc` or `postgres://...`) and
     /// brings the schema up to date.
+    ///
+    /// A SQLite file is created with mode 0600 (and an existing one and its
+    /// `-wal`/`-shm` tightened to 0600) before it is opened.
     pub async fn connect(url: &str) -> Result<Self> {
+        let io_err = |source| AuthError::Io {
+            path: crate::files::sqlite_path(url).unwrap_or_default(),
+            source,
+        };
+        crate::files::prepare_private_sqlite(url).map_err(io_err)?;
         let db = Database::connect(url).await?;
         let store = Self { db };
         store.migrate().await?;
+        if let Some(path) = crate::files::sqlite_path(url) {
+            crate::files::tighten_sqlite(&path).map_err(io_err)?;
+        }
         Ok(store)
     }
 
@@ -584,20 +607,27 @@ impl AuthStore {
 
     // ---- login failures ----
 
-    /// Records a failed login against `username` (known or not).
-    pub async fn record_login_failure(&self, username: &str, user_id: Option<&str>) -> Result<()> {
+    /// Records a failed login against `username` (known or not) from
+    /// `address` (see [`crate::throttle::address_key`]).
+    pub async fn record_login_failure(
+        &self,
+        username: &str,
+        user_id: Option<&str>,
+        address: &str,
+    ) -> Result<()> {
         login_failures::Entity::insert(login_failures::ActiveModel {
             id: Set(new_id()),
             username: Set(username.trim().to_owned()),
             user_id: Set(user_id.map(str::to_owned)),
             at: Set(now_ms()),
+            address: Set(Some(address.to_owned())),
         })
         .exec_without_returning(&self.db)
         .await?;
         Ok(())
     }
 
-    /// Failed logins against `username` in the rolling `window`.
+    /// Failed logins against `username` in the rolling `window`, from any address.
     pub async fn count_login_failures(&self, username: &str, window: Duration) -> Result<u64> {
         let n = login_failures::Entity::find()
             .select_only()
@@ -611,13 +641,184 @@ impl AuthStore {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
-    /// Forgets the failed logins of `username` (after a successful login).
+    /// Failed logins from `address` in the rolling `window`, any account.
+    pub async fn count_login_failures_from(&self, address: &str, window: Duration) -> Result<u64> {
+        let n = login_failures::Entity::find()
+            .select_only()
+            .column_as(Expr::cust("COUNT(*)"), "n")
+            .filter(login_failures::Column::Address.eq(address))
+            .filter(login_failures::Column::At.gt(now_ms() - window_ms(window)))
+            .into_tuple::<i64>()
+            .one(&self.db)
+            .await?
+            .unwrap_or(0);
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// Reserves a login attempt of `username` from `address` before its
+    /// password is checked: atomically (a PostgreSQL advisory lock per
+    /// address, SQLite's write lock) it records the attempt as a failure,
+    /// unless `address` has `per_address_limit` failures in the `window`
+    /// already, or this account failed from this address `n` times in the
+    /// window and the last one is younger than `delay(n)`. A refused attempt
+    /// leaves no trace (it does not prolong the refusal). The address's
+    /// failures older than the window are deleted on the way. So of any number of
+    /// concurrent attempts from one address, at most `per_address_limit` per
+    /// window get their password checked.
+    pub async fn reserve_login_attempt(
+        &self,
+        username: &str,
+        address: &str,
+        per_address_limit: u32,
+        window: Duration,
+        delay: impl Fn(u64) -> Duration,
+    ) -> Result<LoginReservation> {
+        let username = username.trim();
+        let window = window_ms(window);
+        let txn = self.db.begin().await?;
+        lock_address(&txn, "login", address).await?;
+        // SQLite: this write takes the database's write lock first thing, so
+        // a concurrent reservation waits instead of reading a stale count.
+        let now = now_ms();
+        let id = new_id();
+        login_failures::Entity::insert(login_failures::ActiveModel {
+            id: Set(id.clone()),
+            username: Set(username.to_owned()),
+            user_id: Set(None),
+            at: Set(now),
+            address: Set(Some(address.to_owned())),
+        })
+        .exec_without_returning(&txn)
+        .await?;
+        let since = now - window;
+        // This address's failures that left the window count for nothing now.
+        login_failures::Entity::delete_many()
+            .filter(login_failures::Column::Address.eq(address))
+            .filter(login_failures::Column::At.lte(since))
+            .exec(&txn)
+            .await?;
+        let (count, oldest) = login_failures::Entity::find()
+            .select_only()
+            .column_as(Expr::cust("COUNT(*)"), "n")
+            .column_as(Expr::cust("MIN(at)"), "oldest")
+            .filter(login_failures::Column::Address.eq(address))
+            .filter(login_failures::Column::At.gt(since))
+            .into_tuple::<(i64, Option<i64>)>()
+            .one(&txn)
+            .await?
+            .unwrap_or((0, None));
+        if count > i64::from(per_address_limit) {
+            txn.rollback().await?;
+            let wait = oldest.unwrap_or(now).saturating_add(window).saturating_sub(now);
+            return Ok(LoginReservation::AddressLimit {
+                retry_after: Duration::from_millis(u64::try_from(wait).unwrap_or(0).max(1)),
+            });
+        }
+        let (pair_failures, last) = login_failures::Entity::find()
+            .select_only()
+            .column_as(Expr::cust("COUNT(*)"), "n")
+            .column_as(Expr::cust("MAX(at)"), "last")
+            .filter(login_failures::Column::Username.eq(username))
+            .filter(login_failures::Column::Address.eq(address))
+            .filter(login_failures::Column::At.gt(since))
+            .filter(login_failures::Column::Id.ne(id.as_str()))
+            .into_tuple::<(i64, Option<i64>)>()
+            .one(&txn)
+            .await?
+            .unwrap_or((0, None));
+        let wait = window_ms(delay(u64::try_from(pair_failures).unwrap_or(0)));
+        if let Some(last) = last
+            && last.saturating_add(wait) > now
+        {
+            txn.rollback().await?;
+            let left = last.saturating_add(wait) - now;
+            return Ok(LoginReservation::TooSoon {
+                retry_after: Duration::from_millis(u64::try_from(left).unwrap_or(0).max(1)),
+            });
+        }
+        txn.commit().await?;
+        Ok(LoginReservation::Reserved { id })
+    }
+
+    /// Names the account of a reserved attempt that turned out a failure.
+    pub async fn set_login_failure_user(&self, id: &str, user_id: &str) -> Result<()> {
+        login_failures::Entity::update_many()
+            .col_expr(login_failures::Column::UserId, Expr::value(user_id))
+            .filter(login_failures::Column::Id.eq(id))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets the failed logins of `username` from `address` (after a
+    /// successful login from there, the reserved attempt included). Failures
+    /// from other addresses stay: they are someone else's.
+    pub async fn clear_login_failures_from(&self, username: &str, address: &str) -> Result<()> {
+        login_failures::Entity::delete_many()
+            .filter(login_failures::Column::Username.eq(username.trim()))
+            .filter(login_failures::Column::Address.eq(address))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets every failed login of `username`.
     pub async fn clear_login_failures(&self, username: &str) -> Result<()> {
         login_failures::Entity::delete_many()
             .filter(login_failures::Column::Username.eq(username.trim()))
             .exec(&self.db)
             .await?;
         Ok(())
+    }
+
+    // ---- registrations ----
+
+    /// Reserves a registration attempt from `address`, atomically like
+    /// [`AuthStore::reserve_login_attempt`]: `None` when recorded, or how
+    /// long to wait when `address` made `limit` attempts in the `window`.
+    pub async fn reserve_registration(
+        &self,
+        address: &str,
+        username: &str,
+        limit: u32,
+        window: Duration,
+    ) -> Result<Option<Duration>> {
+        let window = window_ms(window);
+        let txn = self.db.begin().await?;
+        lock_address(&txn, "register", address).await?;
+        let now = now_ms();
+        registration_attempts::Entity::insert(registration_attempts::ActiveModel {
+            id: Set(new_id()),
+            address: Set(address.to_owned()),
+            username: Set(username.trim().to_owned()),
+            at: Set(now),
+        })
+        .exec_without_returning(&txn)
+        .await?;
+        registration_attempts::Entity::delete_many()
+            .filter(registration_attempts::Column::Address.eq(address))
+            .filter(registration_attempts::Column::At.lte(now - window))
+            .exec(&txn)
+            .await?;
+        let (count, oldest) = registration_attempts::Entity::find()
+            .select_only()
+            .column_as(Expr::cust("COUNT(*)"), "n")
+            .column_as(Expr::cust("MIN(at)"), "oldest")
+            .filter(registration_attempts::Column::Address.eq(address))
+            .filter(registration_attempts::Column::At.gt(now - window))
+            .into_tuple::<(i64, Option<i64>)>()
+            .one(&txn)
+            .await?
+            .unwrap_or((0, None));
+        if count > i64::from(limit) {
+            txn.rollback().await?;
+            let wait = oldest.unwrap_or(now).saturating_add(window).saturating_sub(now);
+            return Ok(Some(Duration::from_millis(
+                u64::try_from(wait).unwrap_or(0).max(1),
+            )));
+        }
+        txn.commit().await?;
+        Ok(None)
     }
 
     // ---- audit ----
@@ -731,6 +932,21 @@ async fn insert_refresh_token<C: ConnectionTrait>(
     })
     .exec_without_returning(db)
     .await?;
+    Ok(())
+}
+
+/// On PostgreSQL, serialises the transactions about one client `address`
+/// in one `scope` (an advisory lock, released at commit or rollback). On
+/// SQLite the first write of the transaction serialises instead.
+async fn lock_address<C: ConnectionTrait>(txn: &C, scope: &str, address: &str) -> Result<()> {
+    if txn.get_database_backend() == DbBackend::Postgres {
+        txn.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT pg_advisory_xact_lock(hashtext($1))",
+            [format!("reporunner.auth.{scope}:{address}").into()],
+        ))
+        .await?;
+    }
     Ok(())
 }
 

@@ -8,7 +8,11 @@ mod common;
 
 use std::time::Duration;
 
-use reporunner_auth::{AuthError, AuthStore, NewUser, store::AuditEntry, token};
+use reporunner_auth::{
+    AuthError, AuthStore, NewUser,
+    store::{AuditEntry, LoginReservation},
+    token,
+};
 use reporunner_proto::{auth::v1::UsageKind, common::v1::Tier};
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -75,6 +79,9 @@ on_both!(
     quota_window_rolls,
     quota_is_atomic_across_two_pools,
     login_failures_are_counted_and_cleared,
+    login_reservations_are_atomic_across_two_pools,
+    login_reservations_roll_per_address_and_delay_per_pair,
+    registrations_are_counted_atomically_per_address,
     audit_events_are_recorded_and_listed_newest_first,
     migrations_are_idempotent,
 );
@@ -408,9 +415,19 @@ async fn quota_is_atomic_across_two_pools(db: &TestDb) {
 async fn login_failures_are_counted_and_cleared(db: &TestDb) {
     let store = &db.store;
     for _ in 0..3 {
-        store.record_login_failure("ghost", None).await.unwrap();
+        store
+            .record_login_failure("ghost", None, "192.0.2.1")
+            .await
+            .unwrap();
     }
-    store.record_login_failure("other", None).await.unwrap();
+    store
+        .record_login_failure("other", None, "192.0.2.1")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.count_login_failures_from("192.0.2.1", HOUR).await.unwrap(),
+        4
+    );
     assert_eq!(store.count_login_failures("ghost", HOUR).await.unwrap(), 3);
     assert_eq!(
         store.count_login_failures("ghost", Duration::ZERO).await.unwrap(),
@@ -419,6 +436,131 @@ async fn login_failures_are_counted_and_cleared(db: &TestDb) {
     store.clear_login_failures("ghost").await.unwrap();
     assert_eq!(store.count_login_failures("ghost", HOUR).await.unwrap(), 0);
     assert_eq!(store.count_login_failures("other", HOUR).await.unwrap(), 1);
+}
+
+fn no_delay(_: u64) -> Duration {
+    Duration::ZERO
+}
+
+async fn login_reservations_are_atomic_across_two_pools(db: &TestDb) {
+    let pools = [db.store.clone(), db.another_pool().await];
+    let calls = (0..30).map(|i| {
+        let store = pools[i % 2].clone();
+        tokio::spawn(async move {
+            store
+                .reserve_login_attempt("victim", "198.51.100.1", 10, HOUR, no_delay)
+                .await
+        })
+    });
+    let outcomes = futures::future::join_all(calls).await;
+    let reserved = outcomes
+        .into_iter()
+        .map(|r| r.unwrap().unwrap())
+        .filter(|o| matches!(o, LoginReservation::Reserved { .. }))
+        .count();
+    assert_eq!(reserved, 10);
+    assert_eq!(
+        db.store
+            .count_login_failures_from("198.51.100.1", HOUR)
+            .await
+            .unwrap(),
+        10
+    );
+}
+
+async fn login_reservations_roll_per_address_and_delay_per_pair(db: &TestDb) {
+    let store = &db.store;
+    let window = Duration::from_millis(300);
+    for _ in 0..2 {
+        let r = store
+            .reserve_login_attempt("u", "192.0.2.1", 2, window, no_delay)
+            .await
+            .unwrap();
+        assert!(matches!(r, LoginReservation::Reserved { .. }), "{r:?}");
+    }
+    match store
+        .reserve_login_attempt("v", "192.0.2.1", 2, window, no_delay)
+        .await
+        .unwrap()
+    {
+        LoginReservation::AddressLimit { retry_after } => assert!(retry_after <= window),
+        other => panic!("{other:?}"),
+    }
+    // The refusal recorded nothing; another address is not affected.
+    assert_eq!(
+        store.count_login_failures_from("192.0.2.1", HOUR).await.unwrap(),
+        2
+    );
+    let r = store
+        .reserve_login_attempt("u", "192.0.2.2", 2, window, no_delay)
+        .await
+        .unwrap();
+    assert!(matches!(r, LoginReservation::Reserved { .. }), "{r:?}");
+    // Once the window has passed, the address may try again, and its old
+    // failures are gone.
+    tokio::time::sleep(window + Duration::from_millis(50)).await;
+    let r = store
+        .reserve_login_attempt("u", "192.0.2.1", 2, window, no_delay)
+        .await
+        .unwrap();
+    assert!(matches!(r, LoginReservation::Reserved { .. }), "{r:?}");
+    assert_eq!(
+        store.count_login_failures_from("192.0.2.1", HOUR).await.unwrap(),
+        1
+    );
+
+    // A pair that failed waits its delay; the same account elsewhere does not.
+    let second = |n: u64| Duration::from_secs(n.min(1));
+    let r = store
+        .reserve_login_attempt("w", "192.0.2.3", 100, HOUR, second)
+        .await
+        .unwrap();
+    assert!(matches!(r, LoginReservation::Reserved { .. }), "{r:?}");
+    match store
+        .reserve_login_attempt("w", "192.0.2.3", 100, HOUR, second)
+        .await
+        .unwrap()
+    {
+        LoginReservation::TooSoon { retry_after } => {
+            assert!(retry_after <= Duration::from_secs(1) && retry_after > Duration::ZERO)
+        }
+        other => panic!("{other:?}"),
+    }
+    let r = store
+        .reserve_login_attempt("w", "192.0.2.4", 100, HOUR, second)
+        .await
+        .unwrap();
+    assert!(matches!(r, LoginReservation::Reserved { .. }), "{r:?}");
+    // A success there clears the pair.
+    store.clear_login_failures_from("w", "192.0.2.3").await.unwrap();
+    let r = store
+        .reserve_login_attempt("w", "192.0.2.3", 100, HOUR, second)
+        .await
+        .unwrap();
+    assert!(matches!(r, LoginReservation::Reserved { .. }), "{r:?}");
+}
+
+async fn registrations_are_counted_atomically_per_address(db: &TestDb) {
+    let pools = [db.store.clone(), db.another_pool().await];
+    let calls = (0..12).map(|i| {
+        let store = pools[i % 2].clone();
+        tokio::spawn(async move {
+            store
+                .reserve_registration("198.51.100.2", &format!("name{i}"), 5, HOUR)
+                .await
+        })
+    });
+    let outcomes = futures::future::join_all(calls).await;
+    let refused: Vec<Duration> = outcomes.into_iter().filter_map(|r| r.unwrap().unwrap()).collect();
+    assert_eq!(refused.len(), 7);
+    assert!(refused.iter().all(|d| *d > Duration::from_secs(3500)));
+    assert_eq!(
+        db.store
+            .reserve_registration("198.51.100.3", "other", 5, HOUR)
+            .await
+            .unwrap(),
+        None
+    );
 }
 
 async fn audit_events_are_recorded_and_listed_newest_first(db: &TestDb) {

@@ -404,7 +404,7 @@ async fn admin_init(
 async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
     let settings: Settings = reporunner_server::config::load(config.as_deref(), &args)?;
     reporunner_server::telemetry::init(&settings.log);
-    std::fs::create_dir_all(&settings.data_dir)
+    reporunner_auth::files::create_private_dir(&settings.data_dir)
         .with_context(|| format!("cannot create the data directory {}", settings.data_dir.display()))?;
     let services = if args.services.is_empty() {
         ServiceName::ALL.to_vec()

@@ -452,7 +452,7 @@ pub async fn open_auth(settings: &Settings) -> anyhow::Result<Arc<Auth>> {
         .auth
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid auth settings: {e}"))?;
-    std::fs::create_dir_all(&settings.data_dir)
+    reporunner_auth::files::create_private_dir(&settings.data_dir)
         .with_context(|| format!("cannot create the data directory {}", settings.data_dir.display()))?;
     let url = settings.auth.database_url(&settings.data_dir);
     let store = AuthStore::connect(&url)

@@ -225,7 +225,7 @@ impl Connection {
 /// Takes `<data_dir>/reporunner.lock`, so that two embedded processes never
 /// share one data directory.
 pub fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
-    std::fs::create_dir_all(data_dir)
+    reporunner_auth::files::create_private_dir(data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
     let path = data_dir.join("reporunner.lock");
     let file = std::fs::OpenOptions::new()

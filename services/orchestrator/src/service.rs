@@ -290,10 +290,14 @@ impl OrchestratorImpl {
     }
 
     /// Opens the run store `config` names (SQLite under `data_dir` unless
-    /// `database_url` is set), creating the directory when needed.
+    /// `database_url` is set), creating the directory (mode 0700) when needed.
     pub async fn open_store(config: &OrchestratorConfig, data_dir: &Path) -> Result<RunStore> {
         if config.database_url.as_deref().is_none_or(|u| u.trim().is_empty()) {
-            std::fs::create_dir_all(data_dir).map_err(|e| {
+            let mut dir = std::fs::DirBuilder::new();
+            dir.recursive(true);
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut dir, 0o700);
+            dir.create(data_dir).map_err(|e| {
                 OrchestratorError::InvalidConfig(format!(
                     "cannot create the data directory {}: {e}",
                     data_dir.display()

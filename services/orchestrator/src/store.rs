@@ -168,11 +168,20 @@ pub struct RunStore {
 
 impl RunStore {
     /// Connects to `url` (`sqlite://...?mode=rwc` or `postgres://...`) and
-    /// brings the schema up to date.
+    /// brings the schema up to date. A SQLite file is created with mode 0600
+    /// (SQLite gives its `-wal`/`-shm` the same), and an existing one and
+    /// its companions are tightened to 0600.
     pub async fn connect(url: &str) -> Result<Self> {
+        let private = |e: std::io::Error| {
+            OrchestratorError::InvalidConfig(format!("cannot make the run database private: {e}"))
+        };
+        let path = private_sqlite::prepare(url).map_err(private)?;
         let db = Database::connect(url).await?;
         let store = Self { db };
         Migrator::up(&store.db, None).await?;
+        if let Some(path) = path {
+            private_sqlite::tighten(&path).map_err(private)?;
+        }
         Ok(store)
     }
 
@@ -584,5 +593,62 @@ mod tests {
         assert!(is_terminal(RunState::Interrupted));
         assert!(!is_terminal(RunState::Pending));
         assert!(!is_terminal(RunState::Analyzing));
+    }
+}
+
+/// Owner-only SQLite files (the same rule as the auth service's `files`).
+pub(crate) mod private_sqlite {
+    use std::{
+        io,
+        path::{Path, PathBuf},
+    };
+
+    /// The file of a `sqlite://` URL, or `None` for another database or an
+    /// in-memory one.
+    pub(crate) fn path(url: &str) -> Option<PathBuf> {
+        let rest = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))?;
+        let path = rest.split('?').next().unwrap_or(rest);
+        (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
+    }
+
+    /// Creates the database file of `url` with mode 0600 when missing and
+    /// tightens it and its companions; returns its path.
+    pub(crate) fn prepare(url: &str) -> io::Result<Option<PathBuf>> {
+        let Some(path) = path(url) else {
+            return Ok(None);
+        };
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        drop(options.open(&path)?);
+        tighten(&path)?;
+        Ok(Some(path))
+    }
+
+    /// Sets the database and whichever of `-wal`, `-shm`, `-journal` exist to 0600.
+    pub(crate) fn tighten(path: &Path) -> io::Result<()> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let private = || std::fs::Permissions::from_mode(0o600);
+            std::fs::set_permissions(path, private())?;
+            for suffix in ["-wal", "-shm", "-journal"] {
+                let mut companion = path.as_os_str().to_owned();
+                companion.push(suffix);
+                match std::fs::set_permissions(Path::new(&companion), private()) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = path;
+        Ok(())
     }
 }

@@ -399,3 +399,42 @@ async fn components_are_kept_and_running_runs_survive_a_restart(db: TestDb) {
         RunState::Running
     );
 }
+
+/// The default store is `<data_dir>/orchestrator.db`: the directory is
+/// created 0700 and the database 0600 (and a loose existing one tightened).
+#[cfg(unix)]
+#[tokio::test]
+async fn the_default_sqlite_store_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+
+    use reporunner_orchestrator::{OrchestratorConfig, OrchestratorImpl};
+    use sea_orm::ConnectionTrait;
+
+    let mode = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+    let config = OrchestratorConfig::default();
+    let store = OrchestratorImpl::open_store(&config, &data_dir).await.unwrap();
+    assert_eq!(mode(&data_dir), 0o700);
+    let db = data_dir.join("orchestrator.db");
+    assert_eq!(mode(&db), 0o600);
+    // SQLite gives -wal and -shm the database's mode.
+    store
+        .connection()
+        .execute_unprepared("PRAGMA journal_mode=WAL")
+        .await
+        .unwrap();
+    store
+        .connection()
+        .execute_unprepared("CREATE TABLE t (x INTEGER)")
+        .await
+        .unwrap();
+    for companion in ["orchestrator.db-wal", "orchestrator.db-shm"] {
+        assert_eq!(mode(&data_dir.join(companion)), 0o600, "{companion}");
+    }
+    drop(store);
+
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    drop(OrchestratorImpl::open_store(&config, &data_dir).await.unwrap());
+    assert_eq!(mode(&db), 0o600);
+}

@@ -142,6 +142,8 @@ impl Mesh {
         let auth_config = AuthConfig {
             jwt_secret: Some("a-test-signing-key-of-enough-length-000".into()),
             tiers,
+            // The fixtures register many users in-process (one unknown address).
+            registrations_per_address_per_hour: 1_000,
             ..AuthConfig::default()
         };
         let key = auth_config.jwt_secret.clone().unwrap();
@@ -242,8 +244,8 @@ impl Mesh {
     }
 
     pub async fn user(&self, name: &str) -> User {
-        let user = self.auth.register(name, PASSWORD).await.unwrap();
-        let (_, tokens) = self.auth.login(name, PASSWORD).await.unwrap();
+        let user = self.auth.register(name, PASSWORD, None).await.unwrap();
+        let (_, tokens) = self.auth.login(name, PASSWORD, None).await.unwrap();
         User {
             id: user.id,
             name: name.to_owned(),
@@ -252,7 +254,7 @@ impl Mesh {
     }
 
     pub async fn admin(&self) -> User {
-        let (user, tokens) = self.auth.login(ADMIN, ADMIN_PASSWORD).await.unwrap();
+        let (user, tokens) = self.auth.login(ADMIN, ADMIN_PASSWORD, None).await.unwrap();
         User {
             id: user.id,
             name: ADMIN.to_owned(),
@@ -277,7 +279,7 @@ impl Mesh {
 
     /// Moves `user` to `tier`, as the admin.
     pub async fn set_tier(&self, user: &User, tier: Tier) {
-        let (admin, tokens) = self.auth.login(ADMIN, ADMIN_PASSWORD).await.unwrap();
+        let (admin, tokens) = self.auth.login(ADMIN, ADMIN_PASSWORD, None).await.unwrap();
         let _ = tokens;
         let admin: Principal = admin.principal();
         self.auth.set_tier(&admin, &user.id, tier).await.unwrap();
