@@ -102,6 +102,7 @@ impl SandboxBuilder {
         let mut sandbox = Sandbox {
             nodes,
             _data_dir: self.data_dir,
+            data_path: settings.data_dir.clone(),
             token: None,
         };
         if sandbox.addr(ServiceName::Auth).is_some() {
@@ -149,8 +150,16 @@ pub struct Sandbox {
     nodes: Vec<SandboxNode>,
     /// Every node's data (auth database, keys) lives here and goes with the sandbox.
     _data_dir: tempfile::TempDir,
+    /// The data directory the nodes were given (the temporary one unless
+    /// the settings named another).
+    data_path: std::path::PathBuf,
     /// The access token of a Free user registered at start, when auth is hosted.
     token: Option<String>,
+}
+
+/// `tests/fixtures`, the one local root a sandbox allows by default.
+pub fn fixtures_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
 }
 
 /// The password of users the sandbox registers.
@@ -170,6 +179,9 @@ impl Sandbox {
             settings,
             data_dir,
         };
+        // Runs copy the fixtures as a deployment copies its allowed roots
+        // (`reporunner serve` allows no local path until told where from).
+        builder.settings.source.allowed_local_roots = vec![fixtures_dir()];
         // Keep tests hermetic and quick: no registry probes, short timeouts.
         builder.settings.env_detector.registries.clear();
         builder.settings.stop_timeout_ms = 200;
@@ -179,6 +191,12 @@ impl Sandbox {
         builder.settings.client.keepalive_timeout_ms = 1_000;
         builder.settings.client.health_retry_max_ms = 200;
         builder
+    }
+
+    /// The data directory every node shares (auth database, keys, and the
+    /// workspaces under `workspaces/`).
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_path
     }
 
     /// The nodes hosting `service`, by replica.

@@ -16,6 +16,7 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::Service;
 
 use crate::{
+    decode::DecodeErrorLayer,
     metrics::GrpcMetricsLayer,
     tls::{Acceptor, TlsConfig, TlsError},
 };
@@ -231,6 +232,7 @@ impl GrpcServer {
         if let Some(listener) = self.health_listener.take() {
             let health_addr = listener.local_addr().ok();
             let server = Server::builder()
+                .layer(DecodeErrorLayer)
                 .add_service(self.health_service.clone())
                 .serve_with_incoming(TcpListenerStream::new(listener));
             let stopped = stopped.clone();
@@ -270,7 +272,9 @@ impl GrpcServer {
             .http2_keepalive_interval(Some(Duration::from_secs(20)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .trace_fn(crate::trace::server_span)
+            // Metrics outermost, so they count the rewritten code.
             .layer(GrpcMetricsLayer)
+            .layer(DecodeErrorLayer)
             .add_routes(routes);
         let server = async move {
             match acceptor {

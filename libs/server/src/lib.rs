@@ -4,6 +4,8 @@
 //!   listener, with `grpc.health.v1`, server reflection (v1 and v1alpha),
 //!   per-RPC metrics and tracing spans, and graceful shutdown that first
 //!   reports NOT_SERVING so that balancers drain.
+//! - [`decode`]: requests that cannot be decoded are answered
+//!   INVALID_ARGUMENT on every route, not INTERNAL.
 //! - [`metrics`]: the Prometheus recorder, every metric name, and the
 //!   `/metrics` HTTP endpoint.
 //! - [`config`]: layered configuration, defaults < file < `REPORUNNER_*` env <
@@ -16,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod decode;
 mod grpc;
 pub mod metrics;
 pub mod shutdown;

@@ -10,7 +10,7 @@
 
 use std::{
     collections::HashMap,
-    path::Path,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
@@ -156,15 +156,7 @@ impl Connection {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .context("cannot open a loopback port for the embedded services")?;
-        // Nothing outside this process calls an embedded node: stop it quickly.
-        let mut settings = settings.clone();
-        settings.stop_timeout_ms = settings.stop_timeout_ms.min(500);
-        // The machine's owner running their own repository: without a
-        // sandbox the run goes on, and says so (serve refuses instead).
-        if settings.runner.sandbox == reporunner_runner::SandboxMode::Required {
-            settings.runner.sandbox = reporunner_runner::SandboxMode::Auto;
-        }
-        let settings = &settings;
+        let settings = &embedded_settings(settings);
         // Boxed: every service's set-up makes a large future.
         let node = Box::pin(start_node(
             settings,
@@ -220,6 +212,24 @@ impl Connection {
             None => Ok(()),
         }
     }
+}
+
+/// The settings of an embedded node: the machine's owner runs their own
+/// directories, so any local path is allowed (unless the configuration names
+/// allowed roots); the data directory stays refused (`Settings::source_config`).
+fn embedded_settings(settings: &Settings) -> Settings {
+    let mut settings = settings.clone();
+    if settings.source.allowed_local_roots.is_empty() {
+        settings.source.allowed_local_roots = vec![PathBuf::from("/")];
+    }
+    // Nothing outside this process calls an embedded node: stop it quickly.
+    settings.stop_timeout_ms = settings.stop_timeout_ms.min(500);
+    // The machine's owner running their own repository: without a sandbox
+    // the run goes on, and says so (serve refuses instead).
+    if settings.runner.sandbox == reporunner_runner::SandboxMode::Required {
+        settings.runner.sandbox = reporunner_runner::SandboxMode::Auto;
+    }
+    settings
 }
 
 /// Takes `<data_dir>/reporunner.lock`, so that two embedded processes never
@@ -668,6 +678,28 @@ mod tests {
         let git = repo_source("https://example.invalid/r.git", Some("main")).unwrap();
         assert_eq!(git.r#ref, "main");
         assert!(repo_source("nowhere-at-all", None).is_err());
+    }
+
+    #[test]
+    fn an_embedded_node_copies_any_local_path_but_its_data_dir() {
+        let settings = Settings {
+            data_dir: "/home/me/.local/share/reporunner".into(),
+            ..Settings::default()
+        };
+        let source = embedded_settings(&settings).source_config();
+        assert_eq!(source.allowed_local_roots, [PathBuf::from("/")]);
+        assert!(
+            source
+                .forbidden_local_roots
+                .contains(&PathBuf::from("/home/me/.local/share/reporunner"))
+        );
+        // Roots an operator configured are kept as they are.
+        let mut configured = settings.clone();
+        configured.source.allowed_local_roots = vec!["/srv/repos".into()];
+        assert_eq!(
+            embedded_settings(&configured).source.allowed_local_roots,
+            [PathBuf::from("/srv/repos")]
+        );
     }
 
     #[test]

@@ -183,12 +183,20 @@ pub struct Endpoints {
 }
 
 impl Settings {
-    /// The source agent's settings with its root resolved against the data
-    /// directory.
+    /// The source agent's settings with its root resolved against the
+    /// (absolute) data directory, and the data directory and the root added
+    /// to the forbidden local roots: no user may have the service's keys,
+    /// auth database or other users' workspaces copied into a workspace.
     pub fn source_config(&self) -> SourceConfig {
+        let data_dir = std::path::absolute(&self.data_dir).unwrap_or_else(|_| self.data_dir.clone());
         let mut config = self.source.clone();
         if config.root.is_relative() {
-            config.root = self.data_dir.join(&config.root);
+            config.root = data_dir.join(&config.root);
+        }
+        for forbidden in [data_dir, config.root.clone()] {
+            if !config.forbidden_local_roots.contains(&forbidden) {
+                config.forbidden_local_roots.push(forbidden);
+            }
         }
         config
     }
@@ -275,6 +283,40 @@ mod tests {
         assert!(plain.tls.cert.is_none() && plain.health_listen.is_none());
         let err = serde_json::from_str::<Settings>(r#"{"tls": {"certs": "x"}}"#).unwrap_err();
         assert!(err.to_string().contains("certs"), "{err}");
+    }
+
+    #[test]
+    fn the_data_dir_and_the_workspace_root_are_never_local_sources() {
+        let settings = Settings {
+            data_dir: "/srv/reporunner".into(),
+            source: SourceConfig {
+                root: "/mnt/workspaces".into(),
+                forbidden_local_roots: vec!["/srv/secrets".into()],
+                ..SourceConfig::default()
+            },
+            ..Settings::default()
+        };
+        let config = settings.source_config();
+        assert_eq!(
+            config.forbidden_local_roots,
+            [
+                PathBuf::from("/srv/secrets"),
+                PathBuf::from("/srv/reporunner"),
+                PathBuf::from("/mnt/workspaces")
+            ]
+        );
+        // `serve` ships with no local path allowed.
+        assert!(config.allowed_local_roots.is_empty());
+        config.validate().unwrap();
+        // A relative data directory is made absolute, so the source agent accepts it.
+        let relative = Settings {
+            data_dir: ".reporunner".into(),
+            ..Settings::default()
+        };
+        let config = relative.source_config();
+        assert!(config.forbidden_local_roots.iter().all(|p| p.is_absolute()));
+        assert!(config.root.ends_with(".reporunner/workspaces"));
+        config.validate().unwrap();
     }
 
     #[test]

@@ -28,8 +28,14 @@ pub struct SourceConfig {
     /// Where workspaces live: `<root>/<owner_id>/<hex digest>`; work in
     /// progress lives under `<root>/.staging`.
     pub root: PathBuf,
-    /// Local paths may only be copied from below one of these (empty: any).
+    /// Local paths may only be copied from below one of these. Empty (the
+    /// default): no local path at all, only git URLs and uploads.
     pub allowed_local_roots: Vec<PathBuf>,
+    /// Local paths below these are always refused, even below an allowed
+    /// root, and left out of a copy of a directory above them. The process
+    /// that hosts the agent puts its data directory here; the workspace
+    /// `root` is refused in any case.
+    pub forbidden_local_roots: Vec<PathBuf>,
     /// Whether git may clone `file://` URLs and plain paths (tests only).
     pub allow_file_urls: bool,
     /// Fetches and uploads running at once; more wait their turn.
@@ -49,6 +55,7 @@ impl Default for SourceConfig {
         Self {
             root: PathBuf::from("/var/lib/reporunner/workspaces"),
             allowed_local_roots: Vec::new(),
+            forbidden_local_roots: Vec::new(),
             allow_file_urls: false,
             max_concurrent_fetches: 4,
             git_binary: PathBuf::from("git"),
@@ -121,11 +128,16 @@ impl SourceConfig {
         if !self.root.is_absolute() {
             return invalid(format!("root `{}` must be an absolute path", self.root.display()));
         }
-        if let Some(bad) = self.allowed_local_roots.iter().find(|p| !p.is_absolute()) {
-            return invalid(format!(
-                "allowed_local_roots entry `{}` must be an absolute path",
-                bad.display()
-            ));
+        for (name, roots) in [
+            ("allowed_local_roots", &self.allowed_local_roots),
+            ("forbidden_local_roots", &self.forbidden_local_roots),
+        ] {
+            if let Some(bad) = roots.iter().find(|p| !p.is_absolute()) {
+                return invalid(format!(
+                    "{name} entry `{}` must be an absolute path",
+                    bad.display()
+                ));
+            }
         }
         if self.max_concurrent_fetches == 0 || self.max_concurrent_fetches > 1024 {
             return invalid(format!(
@@ -171,6 +183,8 @@ mod tests {
     fn defaults_are_valid() {
         SourceConfig::default().validate().unwrap();
         assert!(!SourceConfig::default().allow_file_urls);
+        // No local path is allowed until an operator names where from.
+        assert!(SourceConfig::default().allowed_local_roots.is_empty());
     }
 
     #[test]
@@ -201,6 +215,12 @@ mod tests {
             ..SourceConfig::default()
         };
         assert!(config.validate().unwrap_err().to_string().contains("workspaces"));
+        let config = SourceConfig {
+            forbidden_local_roots: vec!["data".into()],
+            ..SourceConfig::default()
+        };
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("forbidden_local_roots entry `data`"), "{err}");
         let mut config = SourceConfig::default();
         config.default_limits.max_files = config.max_limits.max_files + 1;
         assert!(config.validate().unwrap_err().to_string().contains("max_limits"));

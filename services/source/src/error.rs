@@ -34,6 +34,11 @@ pub enum SourceError {
     /// A local path does not exist.
     #[error("local path {} does not exist", .0.display())]
     PathNotFound(PathBuf),
+    /// This agent copies no local path at all.
+    #[error(
+        "local paths are disabled on this server (source.allowed_local_roots is empty); give a git URL or upload an archive"
+    )]
+    LocalPathsDisabled,
     /// A local path may not be read by this agent.
     #[error("local path {} is not allowed: {reason}", path.display())]
     PathNotAllowed { path: PathBuf, reason: String },
@@ -98,7 +103,7 @@ impl ServiceError for SourceError {
             Self::GitUnavailable(_) => ErrorKind::Unavailable,
             Self::Timeout(_) => ErrorKind::DeadlineExceeded,
             Self::UploadAborted(_) => ErrorKind::Aborted,
-            Self::InvalidConfig(_) => ErrorKind::FailedPrecondition,
+            Self::InvalidConfig(_) | Self::LocalPathsDisabled => ErrorKind::FailedPrecondition,
             Self::Io { .. } | Self::Spawn { .. } | Self::Task(_) => ErrorKind::Internal,
         }
     }

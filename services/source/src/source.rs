@@ -17,7 +17,9 @@ use crate::{
     config::{Limits, SourceConfig},
     digest::{TreeSummary, scan},
     error::{Result, SourceError},
-    extract, git, local, metrics,
+    extract, git,
+    local::{self, LocalPolicy},
+    metrics,
     tree::{GIT_DIR, TreeWriter},
     workspace::{STAGING_DIR, Staging, created_at, validate_owner_id},
 };
@@ -30,9 +32,8 @@ pub struct Source {
     /// `config.root`, canonical.
     root: PathBuf,
     staging_root: PathBuf,
-    /// `config.allowed_local_roots`, canonical (missing ones left out);
-    /// `None` when the configuration allows any path.
-    allowed: Option<Vec<PathBuf>>,
+    /// Where local copies may come from.
+    local: Arc<LocalPolicy>,
     permits: Arc<Semaphore>,
 }
 
@@ -44,26 +45,18 @@ impl Source {
         let root = fs::canonicalize(&config.root).map_err(|e| SourceError::io("resolve", &config.root, e))?;
         let staging_root = root.join(STAGING_DIR);
         fs::create_dir_all(&staging_root).map_err(|e| SourceError::io("create", &staging_root, e))?;
-        let allowed: Vec<PathBuf> = config
-            .allowed_local_roots
-            .iter()
-            .filter_map(|p| match fs::canonicalize(p) {
-                Ok(p) => Some(p),
-                Err(err) => {
-                    tracing::warn!(path = %p.display(), error = %err, "an allowed local root does not resolve");
-                    None
-                }
-            })
-            .collect();
-        // Roots that do not resolve allow nothing; they never widen access.
-        let allowed = (!config.allowed_local_roots.is_empty()).then_some(allowed);
+        let local = Arc::new(LocalPolicy::new(
+            &config.allowed_local_roots,
+            &config.forbidden_local_roots,
+            &root,
+        ));
         remove_stale_staging(&staging_root, config.max_limits.timeout_seconds);
         let permits = Arc::new(Semaphore::new(config.max_concurrent_fetches));
         Ok(Self {
             config,
             root,
             staging_root,
-            allowed,
+            local,
             permits,
         })
     }
@@ -134,13 +127,14 @@ impl Source {
         deadline: Instant,
     ) -> Result<Fetched> {
         let root = self.root.clone();
-        let allowed = self.allowed.clone();
+        let policy = Arc::clone(&self.local);
         let staging_root = self.staging_root.clone();
         tokio::task::spawn_blocking(move || {
-            let source = local::resolve(&path, allowed.as_deref(), &root)?;
+            // Checked before anything is created: a refusal leaves no trace.
+            let source = policy.resolve(&path)?;
             let staging = Staging::create(&staging_root)?;
             let mut writer = TreeWriter::new(staging.path().to_path_buf(), "file", limits, deadline, None);
-            local::copy_tree(&source, &root, &mut writer)?;
+            local::copy_tree(&source, policy.excluded(), &mut writer)?;
             let summary = scan(staging.path(), &limits, deadline)?;
             let origin = source.display().to_string();
             finish(staging, &root, &owner_id, &summary, origin, String::new())

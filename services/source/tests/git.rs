@@ -225,6 +225,7 @@ async fn fetches_beyond_the_concurrency_limit_wait_their_turn() {
     let env = Env::with(|c| {
         c.git_binary = fake.clone();
         c.max_concurrent_fetches = 1;
+        c.allowed_local_roots = vec![std::env::temp_dir()];
     });
     let mut hanging = spec("https://example.invalid/repo.git", "");
     hanging.limits = Some(FetchLimits {

@@ -27,7 +27,7 @@ impl Drop for Served {
 }
 
 async fn serve() -> Served {
-    let env = Env::new();
+    let env = Env::local();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();

@@ -47,7 +47,7 @@ fn make_project() -> tempfile::TempDir {
 #[tokio::test]
 async fn copies_respect_gitignore_and_skip_dependency_dirs() {
     let project = make_project();
-    let env = Env::new();
+    let env = Env::local();
     let fetched = env.source.fetch(spec("alice", project.path())).await.unwrap();
     let ws = Path::new(&fetched.workspace.path);
     let mut found: Vec<String> = Vec::new();
@@ -79,7 +79,7 @@ async fn copies_respect_gitignore_and_skip_dependency_dirs() {
 #[tokio::test]
 async fn same_content_is_reused_and_owners_are_separate() {
     let project = make_project();
-    let env = Env::new();
+    let env = Env::local();
     let first = env.source.fetch(spec("alice", project.path())).await.unwrap();
     assert!(!first.reused);
     let second = env.source.fetch(spec("alice", project.path())).await.unwrap();
@@ -107,7 +107,7 @@ async fn same_content_is_reused_and_owners_are_separate() {
 
 #[tokio::test]
 async fn missing_disallowed_and_inside_root_paths_are_refused() {
-    let env = Env::new();
+    let env = Env::local();
     let missing = env.tmp.path().join("no-such-dir");
     let err = env.source.fetch(spec("alice", &missing)).await.unwrap_err();
     let status = err.to_status();
@@ -151,7 +151,7 @@ async fn missing_disallowed_and_inside_root_paths_are_refused() {
 #[tokio::test]
 async fn local_copies_obey_limits() {
     let project = make_project();
-    let env = Env::new();
+    let env = Env::local();
     let mut request = spec("alice", project.path());
     request.limits = Some(reporunner_proto::agents::source::v1::FetchLimits {
         max_total_bytes: 5,
@@ -160,5 +160,119 @@ async fn local_copies_obey_limits() {
     let err = env.source.fetch(request).await.unwrap_err();
     assert_eq!(err.to_status().code(), Code::InvalidArgument);
     assert!(err.to_string().contains("limit of 5 bytes"), "{err}");
+    env.assert_nothing_escaped(&[]);
+}
+
+/// A stand-in for the server's data directory: a key and a user database.
+fn make_data_dir(at: &Path) {
+    fs::create_dir_all(at.join("auth")).unwrap();
+    fs::write(at.join("jwt.key"), "secret").unwrap();
+    fs::write(at.join("auth/auth.db"), "users").unwrap();
+}
+
+#[tokio::test]
+async fn no_allowed_root_means_no_local_path() {
+    let project = make_project();
+    // `allowed_local_roots` left empty, as `reporunner serve` ships.
+    let env = Env::new();
+    for path in [project.path(), Path::new("/etc"), Path::new("/no/such/dir")] {
+        let status = env
+            .source
+            .fetch(spec("alice", path))
+            .await
+            .unwrap_err()
+            .to_status();
+        assert_eq!(status.code(), Code::FailedPrecondition, "{path:?}: {status:?}");
+        assert!(
+            status.message().contains("source.allowed_local_roots"),
+            "{path:?}: {status:?}"
+        );
+    }
+    env.assert_nothing_escaped(&[]);
+}
+
+#[tokio::test]
+async fn forbidden_roots_are_refused_even_below_an_allowed_root() {
+    let data = tempfile::tempdir().unwrap();
+    make_data_dir(data.path());
+    let links = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(data.path().join("auth"), links.path().join("innocent")).unwrap();
+    let env = Env::with(|c| {
+        c.allowed_local_roots = vec!["/".into()];
+        c.forbidden_local_roots = vec![data.path().to_path_buf()];
+    });
+    for path in [
+        data.path().to_path_buf(),
+        data.path().join("auth"),
+        // Through a symlink elsewhere: refused once resolved.
+        links.path().join("innocent"),
+    ] {
+        let status = env
+            .source
+            .fetch(spec("alice", &path))
+            .await
+            .unwrap_err()
+            .to_status();
+        assert_eq!(status.code(), Code::PermissionDenied, "{path:?}: {status:?}");
+        assert!(
+            status.message().contains(&path.display().to_string())
+                && status.message().contains("source.forbidden_local_roots"),
+            "{path:?}: {status:?}"
+        );
+    }
+    env.assert_nothing_escaped(&[]);
+}
+
+#[tokio::test]
+async fn a_parent_of_a_forbidden_root_is_copied_without_it() {
+    let home = tempfile::tempdir().unwrap();
+    fs::create_dir_all(home.path().join("project")).unwrap();
+    fs::write(home.path().join("project/a.txt"), "a").unwrap();
+    make_data_dir(&home.path().join("data"));
+    let env = Env::with(|c| {
+        c.allowed_local_roots = vec![home.path().to_path_buf()];
+        c.forbidden_local_roots = vec![home.path().join("data")];
+    });
+    let fetched = env.source.fetch(spec("alice", home.path())).await.unwrap();
+    let ws = Path::new(&fetched.workspace.path);
+    assert!(ws.join("project/a.txt").is_file());
+    assert!(!ws.join("data").exists(), "the forbidden root was copied");
+    assert_eq!(fetched.workspace.file_count, 1);
+}
+
+#[tokio::test]
+async fn proc_sys_and_dev_are_not_repository_directories() {
+    let links = tempfile::tempdir().unwrap();
+    let me = links.path().join("me");
+    std::os::unix::fs::symlink("/proc/self", &me).unwrap();
+    let env = Env::with(|c| c.allowed_local_roots = vec!["/".into()]);
+    for path in [
+        Path::new("/proc/self"),
+        Path::new("/proc"),
+        Path::new("/sys"),
+        Path::new("/dev"),
+        Path::new("/dev/shm"),
+        &me,
+    ] {
+        let status = env
+            .source
+            .fetch(spec("alice", path))
+            .await
+            .unwrap_err()
+            .to_status();
+        assert_eq!(status.code(), Code::InvalidArgument, "{path:?}: {status:?}");
+        assert_eq!(
+            status.message(),
+            format!("local path {} is not a repository directory", path.display())
+        );
+    }
+    // Not even where no local path is allowed: the answer is the same.
+    let status = Env::new()
+        .source
+        .fetch(spec("alice", Path::new("/proc/self")))
+        .await
+        .unwrap_err()
+        .to_status();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     env.assert_nothing_escaped(&[]);
 }

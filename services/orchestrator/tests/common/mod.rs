@@ -161,6 +161,8 @@ impl Mesh {
         // The agents on one listener, like a node hosting them.
         let source = Source::new(SourceConfig {
             root: dir.path().join("workspaces"),
+            // The fixtures are made under the same temporary directory.
+            allowed_local_roots: vec![dir.path().to_path_buf()],
             allow_file_urls: true,
             ..SourceConfig::default()
         })

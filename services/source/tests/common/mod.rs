@@ -24,6 +24,12 @@ impl Env {
         Self::with(|_| {})
     }
 
+    /// A source agent that may copy local paths below the system's
+    /// temporary directory, where the tests make their projects.
+    pub fn local() -> Self {
+        Self::with(|c| c.allowed_local_roots = vec![std::env::temp_dir()])
+    }
+
     pub fn with(tweak: impl FnOnce(&mut SourceConfig)) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let mut config = SourceConfig {
