@@ -106,7 +106,7 @@ impl Service<http::Request<Body>> for ServiceChannel {
         if let Some(identity) = &self.identity {
             // A header of its own, never `authorization`: a user's bearer
             // token on the same request stays what it is.
-            match identity.token().map(|token| http::HeaderValue::try_from(token)) {
+            match identity.token().map(http::HeaderValue::try_from) {
                 Ok(Ok(value)) => {
                     request.headers_mut().insert(SERVICE_HEADER, value);
                 }
