@@ -301,9 +301,11 @@ pub async fn start_node(
             }
             ServiceName::Runner => {
                 let mut config = settings.runner.clone().resolve(&settings.data_dir);
-                // Sandboxed apps never see the service's state or other users' workspaces.
+                // Sandboxed apps never see the service's state, the mesh key
+                // or other users' workspaces.
                 config.hidden_paths.push(settings.data_dir.clone());
                 config.hidden_paths.push(settings.source_config().root);
+                config.hidden_paths.extend(mesh_key_dir(settings));
                 let runner =
                     LocalRunner::new(config).map_err(|e| anyhow::anyhow!("invalid runner settings: {e}"))?;
                 server.add_service(mesh.layer(RunnerGrpc::new(Arc::new(runner)).into_server()))
@@ -324,6 +326,7 @@ pub async fn start_node(
                 let mut sandbox = settings.runner.clone().resolve(&settings.data_dir);
                 sandbox.hidden_paths.push(settings.data_dir.clone());
                 sandbox.hidden_paths.push(settings.source_config().root);
+                sandbox.hidden_paths.extend(mesh_key_dir(settings));
                 let tester = LocalTester::new(settings.tester.clone(), sandbox)
                     .map_err(|e| anyhow::anyhow!("invalid tester settings: {e}"))?;
                 server.add_service(mesh.layer(TesterGrpc::new(Arc::new(tester)).into_server()))
@@ -482,7 +485,9 @@ pub async fn start_node(
     // The given listener serves the public services, or the agents when there
     // are none; TLS and the plain health port go with it.
     let (front, back) = match internal_listener {
-        Some(internal) => (public, Some((agents, internal))),
+        // Same TLS as the front: with `client.tls` set, the node's own calls
+        // dial every endpoint over TLS, the internal one included.
+        Some(internal) => (public, Some((agents.tls(settings.tls.clone()), internal))),
         None if hosts_public => (public, None),
         None => (agents, None),
     };
@@ -527,6 +532,25 @@ pub async fn start_node(
     })
 }
 
+/// The directory of `mesh.service_key_file`, for the sandbox to hide: sandboxed
+/// apps share the host's network, so a key they could read would let them
+/// call the agents. A key directly under `/` or a top-level directory (such
+/// as `/etc`) cannot be hidden without breaking apps: it is left, with a
+/// warning, and the README says to give the key a directory of its own.
+fn mesh_key_dir(settings: &Settings) -> Option<std::path::PathBuf> {
+    let file = settings.mesh.service_key_file.as_ref()?;
+    let file = std::path::absolute(file).unwrap_or_else(|_| file.clone());
+    let dir = file.parent()?;
+    if dir.components().count() < 3 {
+        tracing::warn!(
+            path = %file.display(),
+            "mesh.service_key_file is not in a directory of its own; sandboxed apps are not kept from it"
+        );
+        return None;
+    }
+    Some(dir.to_path_buf())
+}
+
 /// Opens the auth store (SQLite under the data directory unless
 /// `auth.database_url` names PostgreSQL), loads the signing key, and creates
 /// the configured admin on first start.
@@ -565,4 +589,32 @@ pub async fn open_auth(settings: &Settings) -> anyhow::Result<Arc<Auth>> {
             .map_err(|e| anyhow::anyhow!("cannot start the auth service: {e}"))?,
     );
     Ok(auth)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mesh_key_directory_is_hidden_from_sandboxes_unless_it_is_a_system_one() {
+        let mut settings = Settings::default();
+        assert_eq!(
+            mesh_key_dir(&settings),
+            None,
+            "no file: nothing outside the data dir"
+        );
+        settings.mesh.service_key_file = Some("/etc/reporunner/mesh/service.key".into());
+        assert_eq!(
+            mesh_key_dir(&settings),
+            Some(std::path::PathBuf::from("/etc/reporunner/mesh"))
+        );
+        settings.mesh.service_key_file = Some("/etc/mesh.key".into());
+        assert_eq!(mesh_key_dir(&settings), None, "hiding /etc would break every app");
+    }
+
+    #[test]
+    fn only_the_orchestrator_and_auth_are_public() {
+        let public: Vec<ServiceName> = ServiceName::ALL.into_iter().filter(|s| s.is_public()).collect();
+        assert_eq!(public, [ServiceName::Auth, ServiceName::Orchestrator]);
+    }
 }
