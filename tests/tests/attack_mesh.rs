@@ -15,9 +15,15 @@ use reporunner_identity::{
     HEALTH, MeshKey, ORCHESTRATOR, SERVICE_HEADER, ServiceTokenSource, allowed_callers,
 };
 use reporunner_proto::{
-    agents::runner::v1::StartRequest,
+    agents::{
+        health::v1::{
+            LogProbe, ProbeRequest, ProbeSpec, health_service_client::HealthServiceClient, probe_spec,
+        },
+        runner::v1::StartRequest,
+    },
     auth::v1::{LoginRequest, RegisterRequest, auth_service_client::AuthServiceClient},
     common::v1::{Command, Component},
+    orchestrator::v1::{GetEnvironmentRequest, orchestrator_service_client::OrchestratorServiceClient},
 };
 use reporunner_server::CancellationToken;
 use reporunner_tests::{SANDBOX_PASSWORD, Sandbox, agent_service};
@@ -326,6 +332,61 @@ async fn an_all_in_one_node_serves_no_agent_on_its_public_listener() {
     assert!(
         appears(&pwned, Duration::from_secs(10)).await,
         "the orchestrator's Start ran"
+    );
+
+    // The node's own calls reach its agents on the internal listener, each
+    // with its identity: the orchestrator's to the env-detector...
+    let mut request = tonic::Request::new(GetEnvironmentRequest {
+        skip_registries: true,
+        ..Default::default()
+    });
+    request.metadata_mut().insert(
+        "authorization",
+        MetadataValue::try_from(format!("Bearer {user}")).unwrap(),
+    );
+    let environment = OrchestratorServiceClient::new(public.clone())
+        .get_environment(request)
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(environment.environment.is_some());
+    // ...and the health agent's to the runner, whose log a log probe reads
+    // (the process is unknown: the runner, not the mesh check, says so).
+    let token = MetadataValue::try_from(
+        ServiceTokenSource::new(&node.mesh_key, ORCHESTRATOR)
+            .token()
+            .unwrap(),
+    )
+    .unwrap();
+    let mut health =
+        HealthServiceClient::with_interceptor(internal.clone(), move |mut request: tonic::Request<()>| {
+            request.metadata_mut().insert(SERVICE_HEADER, token.clone());
+            Ok(request)
+        });
+    let result = health
+        .probe(ProbeRequest {
+            probes: vec![ProbeSpec {
+                probe: Some(probe_spec::Probe::Log(LogProbe {
+                    process_id: "no-such-process".into(),
+                    patterns: Vec::new(),
+                })),
+                timeout_ms: 5_000,
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .result
+        .unwrap();
+    assert!(
+        result.detail.contains("cannot read the log of no-such-process"),
+        "{}",
+        result.detail
+    );
+    assert!(
+        result.detail.contains("no process has the id"),
+        "the runner itself answered: {}",
+        result.detail
     );
 
     // Reflection lists the public services only, and the internal listener has none.
