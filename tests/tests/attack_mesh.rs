@@ -16,6 +16,7 @@ use reporunner_identity::{
 };
 use reporunner_proto::{
     agents::{
+        env_detector::v1::{DetectRequest, env_detector_service_client::EnvDetectorServiceClient},
         health::v1::{
             LogProbe, ProbeRequest, ProbeSpec, health_service_client::HealthServiceClient, probe_spec,
         },
@@ -490,6 +491,23 @@ async fn in_mesh_mode_agents_answer_only_the_services_allowed_to_call_them() {
             }
         }
     }
+
+    // The sandbox's helper for tests that stand in for a service.
+    let mut detector =
+        EnvDetectorServiceClient::new(mesh.agent_channel(ServiceName::EnvDetector, ORCHESTRATOR));
+    let detected = detector
+        .detect(DetectRequest {
+            skip_registries: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(detected.into_inner().environment.is_some());
+    let status = EnvDetectorServiceClient::new(mesh.agent_channel(ServiceName::EnvDetector, HEALTH))
+        .detect(DetectRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
 
     // The side effect, in mesh mode: nothing but the orchestrator starts a process.
     let runner = channel(mesh.addr(ServiceName::Runner).unwrap());
