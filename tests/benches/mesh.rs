@@ -56,12 +56,28 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         let mesh = Sandbox::builder().with(ServiceName::EnvDetector).start().await?;
         let addr = mesh.addr(ServiceName::EnvDetector).expect("hosted");
-        let plain = EnvDetectorServiceClient::new(mesh.channel(ServiceName::EnvDetector));
-        let stacked = EnvDetectorServiceClient::new(reporunner_client::connect(
-            env_detector_service_server::SERVICE_NAME,
-            &[format!("http://{addr}")],
-            &Default::default(),
-        )?);
+        // Both speak for the orchestrator: agents answer only mesh services.
+        let token: tonic::metadata::MetadataValue<_> = mesh.service_token(reporunner_identity::ORCHESTRATOR).parse()?;
+        let plain = EnvDetectorServiceClient::with_interceptor(
+            mesh.channel(ServiceName::EnvDetector),
+            move |mut request: tonic::Request<()>| {
+                request
+                    .metadata_mut()
+                    .insert(reporunner_identity::SERVICE_HEADER, token.clone());
+                Ok(request)
+            },
+        );
+        let stacked = EnvDetectorServiceClient::new(
+            reporunner_client::connect(
+                env_detector_service_server::SERVICE_NAME,
+                &[format!("http://{addr}")],
+                &Default::default(),
+            )?
+            .with_identity(std::sync::Arc::new(reporunner_identity::ServiceTokenSource::new(
+                &mesh.mesh_key(),
+                reporunner_identity::ORCHESTRATOR,
+            ))),
+        );
         // Warm both (connections, toolchain cache).
         let _ = run(plain.clone()).await;
         let _ = run(stacked.clone()).await;

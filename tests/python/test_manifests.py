@@ -226,6 +226,14 @@ def test_prod_runs_one_deployment_per_service(prod):
         volumes = {v["name"]: v for v in pod["volumes"]}
         assert volumes["config"]["configMap"]["name"] in config_maps, "the generated ConfigMap name is referenced"
         assert volumes["tls"]["secret"] == {"secretName": "reporunner-tls", "optional": True}
+        # The mesh key: required (no pod may start without it), read-only, one file.
+        mesh_key = volumes["mesh-key"]["secret"]
+        assert mesh_key["secretName"] == "reporunner-mesh", service
+        assert not mesh_key.get("optional", False), service
+        assert mesh_key["items"] == [{"key": "service.key", "path": "service.key"}], service
+        mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+        assert mounts["mesh-key"]["mountPath"] == "/etc/reporunner/mesh", service
+        assert mounts["mesh-key"]["readOnly"] is True, service
         if service in WORKSPACE_USERS:
             assert volumes["data"]["persistentVolumeClaim"]["claimName"] == "reporunner-workspaces", service
         else:
@@ -245,6 +253,14 @@ def test_agents_have_headless_services_and_the_entry_points_public_ones(prod):
         assert {p["name"] for p in svc["spec"]["ports"]} == {"grpc", "metrics"}
     public = sorted(name for name, svc in services.items() if svc["spec"].get("clusterIP") != "None")
     assert public == ["reporunner-auth-public", "reporunner-orchestrator-public"]
+
+
+def test_every_mesh_pod_reads_the_mesh_key_from_the_mounted_secret(prod):
+    config = tomllib.loads(next(iter(by_kind(prod, "ConfigMap").values()))["data"]["config.toml"])
+    assert config["mesh"]["service_key_file"] == "/etc/reporunner/mesh/service.key"
+    dev = tomllib.loads(next(iter(by_kind(render("dev"), "ConfigMap").values()))["data"]["config.toml"])
+    # One process hosts everything in dev: its key is made in memory at each start.
+    assert "service_key_file" not in dev.get("mesh", {})
 
 
 def test_config_names_every_service_through_dns(prod):
@@ -615,6 +631,11 @@ def test_the_binary_accepts_both_configs(tmp_path):
     for service in SERVICES:
         if service not in known:
             prod["endpoints"].pop(service.replace("-", "_"))
+    # The mounted Secret of the cluster, as a local file.
+    assert prod["mesh"]["service_key_file"] == "/etc/reporunner/mesh/service.key"
+    key = tmp_path / "service.key"
+    key.write_bytes(os.urandom(32))
+    prod["mesh"]["service_key_file"] = str(key)
     prod_config = tmp_path / "prod.toml"
     prod_config.write_text(toml_dump(prod))
     (tmp_path / "prod").mkdir()

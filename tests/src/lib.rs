@@ -16,12 +16,21 @@
 //! let mut orchestrator = mesh.orchestrator();
 //! # Ok(()) }
 //! ```
+//!
+//! Nodes share one data directory, and so one mesh key
+//! (`<data_dir>/service.key`): agents answer only calls carrying a service
+//! token of an allowed caller. A test that stands in for the orchestrator
+//! calls an agent through [`Sandbox::agent_channel`].
 #![forbid(unsafe_code)]
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
 
 use reporunner::{Node, ServiceName, Settings, start_node};
-use reporunner_proto::orchestrator::v1::orchestrator_service_client::OrchestratorServiceClient;
+use reporunner_client::ServiceChannel;
+use reporunner_identity::{MeshKey, ServiceTokenSource};
+use reporunner_proto::{
+    agents, index, orchestrator::v1::orchestrator_service_client::OrchestratorServiceClient,
+};
 use reporunner_server::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 
@@ -132,7 +141,7 @@ impl SandboxNode {
 
     /// Reports the node's services SERVING or NOT_SERVING over grpc.health.v1.
     pub async fn set_serving(&self, serving: bool) {
-        self.node().health.set_all(serving).await;
+        self.node().set_serving(serving).await;
     }
 
     /// Stops the node and waits for it to finish.
@@ -150,9 +159,8 @@ pub struct Sandbox {
     nodes: Vec<SandboxNode>,
     /// Every node's data (auth database, keys) lives here and goes with the sandbox.
     _data_dir: tempfile::TempDir,
-    /// The data directory the nodes were given (the temporary one unless
-    /// the settings named another).
-    data_path: std::path::PathBuf,
+    /// The data directory the nodes use: `_data_dir` unless the settings chose another.
+    data_path: PathBuf,
     /// The access token of a Free user registered at start, when auth is hosted.
     token: Option<String>,
 }
@@ -160,6 +168,23 @@ pub struct Sandbox {
 /// `tests/fixtures`, the one local root a sandbox allows by default.
 pub fn fixtures_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+/// The full gRPC name of an agent service; `None` for public services.
+pub fn agent_service(service: ServiceName) -> Option<&'static str> {
+    Some(match service {
+        ServiceName::Auth | ServiceName::Orchestrator => return None,
+        ServiceName::EnvDetector => agents::env_detector::v1::env_detector_service_server::SERVICE_NAME,
+        ServiceName::Source => agents::source::v1::source_service_server::SERVICE_NAME,
+        ServiceName::Analyzer => agents::analyzer::v1::analyzer_service_server::SERVICE_NAME,
+        ServiceName::Dependency => agents::dependency::v1::dependency_service_server::SERVICE_NAME,
+        ServiceName::Runner => agents::runner::v1::runner_service_server::SERVICE_NAME,
+        ServiceName::Health => agents::health::v1::health_service_server::SERVICE_NAME,
+        ServiceName::Provisioner => agents::provisioner::v1::provisioner_service_server::SERVICE_NAME,
+        ServiceName::Resolver => agents::resolver::v1::resolver_service_server::SERVICE_NAME,
+        ServiceName::Tester => agents::tester::v1::tester_service_server::SERVICE_NAME,
+        ServiceName::Indexer => index::v1::index_service_server::SERVICE_NAME,
+    })
 }
 
 /// The password of users the sandbox registers.
@@ -210,6 +235,49 @@ impl Sandbox {
             .iter()
             .find(|n| n.service == service && n.node.is_some())
             .map(SandboxNode::addr)
+    }
+
+    /// The mesh key file the nodes share, for nodes started beside the
+    /// sandbox over another data directory (`mesh.service_key_file`).
+    pub fn mesh_key_file(&self) -> PathBuf {
+        self.data_dir().join(reporunner_identity::SERVICE_KEY_FILE)
+    }
+
+    /// The key the nodes sign and check service tokens with.
+    pub fn mesh_key(&self) -> MeshKey {
+        self.nodes
+            .iter()
+            .find_map(|n| n.node.as_ref())
+            .map(|node| node.mesh_key.clone())
+            .expect("a running node")
+    }
+
+    /// A service token saying the caller is `caller` (e.g. `orchestrator`).
+    pub fn service_token(&self, caller: &str) -> String {
+        ServiceTokenSource::new(&self.mesh_key(), caller)
+            .token()
+            .expect("a service token signs")
+    }
+
+    /// A client-stack channel to every replica of the agent `service`, whose
+    /// calls say they come from `caller`: for tests that stand in for the
+    /// orchestrator (or another service) calling an agent directly.
+    pub fn agent_channel(&self, service: ServiceName, caller: &str) -> ServiceChannel {
+        let endpoints: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| n.service == service && n.node.is_some())
+            .map(|n| format!("http://{}", n.node().internal_addr))
+            .collect();
+        let name = agent_service(service).expect("an agent service");
+        let config = reporunner_client::ClientConfig {
+            connect_timeout_ms: 1_000,
+            health_retry_max_ms: 200,
+            ..Default::default()
+        };
+        reporunner_client::connect(name, &endpoints, &config)
+            .expect("valid endpoints")
+            .with_identity(Arc::new(ServiceTokenSource::new(&self.mesh_key(), caller)))
     }
 
     /// A plain channel to the first replica of `service`.

@@ -201,7 +201,11 @@ async fn an_endpoint_that_accepts_but_never_answers_leaves_the_pool() {
         .unwrap();
     let live_uri = format!("http://{}", detector.addr(ServiceName::EnvDetector).unwrap());
     let mesh = Sandbox::builder()
-        .settings(|s| s.endpoints.env_detector = vec![silent_uri.clone(), live_uri.clone()])
+        .settings(|s| {
+            s.endpoints.env_detector = vec![silent_uri.clone(), live_uri.clone()];
+            // Another data directory: the detector's mesh key, as a mounted secret would give it.
+            s.mesh.service_key_file = Some(detector.mesh_key_file());
+        })
         .with(ServiceName::Auth)
         .with(ServiceName::Source)
         .with(ServiceName::Analyzer)

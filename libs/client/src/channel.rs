@@ -9,6 +9,7 @@ use std::{
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
+use reporunner_identity::{SERVICE_HEADER, ServiceTokenSource};
 use reporunner_proto::descriptor::{self, MethodKind};
 use reporunner_server::metrics::CLIENT_RETRIES_TOTAL;
 use tonic::{Status, body::Body};
@@ -30,6 +31,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Clone, Debug)]
 pub struct ServiceChannel {
     pool: Pool,
+    /// The calling service's identity, sent with every call when set.
+    identity: Option<Arc<ServiceTokenSource>>,
 }
 
 /// Builds a channel to `service` (its full gRPC name, which is also the name
@@ -53,10 +56,24 @@ pub fn connect_with_resolver(
 ) -> Result<ServiceChannel, ClientError> {
     Ok(ServiceChannel {
         pool: Pool::new(service, endpoints, config.clone(), resolver)?,
+        identity: None,
     })
 }
 
 impl ServiceChannel {
+    /// Every call on this channel (and its clones) says it comes from the
+    /// service behind `identity`: a service token in `x-reporunner-service`,
+    /// minted and renewed by `identity`. Agents accept only such calls.
+    pub fn with_identity(mut self, identity: Arc<ServiceTokenSource>) -> Self {
+        self.identity = Some(identity);
+        self
+    }
+
+    /// The calling service this channel speaks for, when it has an identity.
+    pub fn identity(&self) -> Option<&str> {
+        self.identity.as_deref().map(ServiceTokenSource::service)
+    }
+
     /// Each endpoint and what the pool knows of it.
     pub fn endpoint_states(&self) -> Vec<(String, EndpointState)> {
         self.pool
@@ -86,6 +103,20 @@ impl Service<http::Request<Body>> for ServiceChannel {
         // Here, not in the future: this runs inside the caller's span.
         reporunner_server::trace::inject(request.headers_mut());
         let pool = self.pool.clone();
+        if let Some(identity) = &self.identity {
+            // A header of its own, never `authorization`: a user's bearer
+            // token on the same request stays what it is.
+            match identity.token().map(http::HeaderValue::try_from) {
+                Ok(Ok(value)) => {
+                    request.headers_mut().insert(SERVICE_HEADER, value);
+                }
+                Ok(Err(_)) | Err(_) => {
+                    let status =
+                        Status::internal(format!("cannot mint the {} service token", identity.service()));
+                    return Box::pin(std::future::ready(Err(Box::new(status) as BoxError)));
+                }
+            }
+        }
         Box::pin(async move {
             call(pool, request)
                 .await

@@ -19,7 +19,10 @@
 //!   the name resolves to, re-resolved every `resolve_interval_ms`, so the
 //!   pool follows scale-up and scale-down ([`Resolver`], [`SystemResolver`]);
 //! - TLS and mutual TLS when `client.tls` is configured ([`ClientTlsConfig`]);
-//! - W3C trace context: the current span's trace goes out as `traceparent`.
+//! - W3C trace context: the current span's trace goes out as `traceparent`;
+//! - the caller's service identity, when set with
+//!   [`ServiceChannel::with_identity`]: a short-lived service token in
+//!   `x-reporunner-service` on every call (agents accept nothing else).
 #![forbid(unsafe_code)]
 
 mod channel;

@@ -86,6 +86,7 @@ pub struct GrpcServer {
     stop_timeout: Duration,
     tls: Option<TlsConfig>,
     health_listener: Option<TcpListener>,
+    reflection: bool,
 }
 
 impl Default for GrpcServer {
@@ -111,6 +112,7 @@ impl GrpcServer {
             stop_timeout: Duration::from_secs(10),
             tls: None,
             health_listener: None,
+            reflection: true,
         }
     }
 
@@ -161,6 +163,13 @@ impl GrpcServer {
         self
     }
 
+    /// Serves no reflection: for internal listeners, whose services callers
+    /// outside the mesh have no business discovering.
+    pub fn without_reflection(mut self) -> Self {
+        self.reflection = false;
+        self
+    }
+
     /// The health handle of this server, for tests and for services that
     /// report their own readiness.
     pub fn health(&self) -> Health {
@@ -186,10 +195,12 @@ impl GrpcServer {
             reflection_alpha = reflection_alpha.with_service_name(*name);
         }
         let mut routes = self.routes;
-        routes
-            .add_service(self.health_service)
-            .add_service(reflection.build_v1()?)
-            .add_service(reflection_alpha.build_v1alpha()?);
+        routes.add_service(self.health_service);
+        if self.reflection {
+            routes
+                .add_service(reflection.build_v1()?)
+                .add_service(reflection_alpha.build_v1alpha()?);
+        }
         Ok((routes.routes(), self.health))
     }
 

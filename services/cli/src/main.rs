@@ -431,7 +431,13 @@ async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let node = start_node(&settings, &services, listener, shutdown).await?;
     let names: Vec<&str> = node.services.iter().map(|s| s.as_str()).collect();
-    tracing::info!(addr = %node.addr, data_dir = %settings.data_dir.display(), services = ?names, "reporunner serving");
+    tracing::info!(
+        addr = %node.addr,
+        internal_addr = %node.internal_addr,
+        data_dir = %settings.data_dir.display(),
+        services = ?names,
+        "reporunner serving"
+    );
     node.wait().await?;
     if let Some(metrics) = metrics {
         metrics

@@ -1,5 +1,11 @@
-//! A node: one gRPC listener hosting any set of services, wired to the
-//! services it does not host through the shared client stack.
+//! A node: any set of services, wired to the services it does not host
+//! through the shared client stack.
+//!
+//! Agents always sit behind the mesh identity check ([`MeshLayer`]): they
+//! answer only services holding the mesh key and listed as their callers.
+//! A node that hosts a public service (orchestrator, auth) and agents serves
+//! the agents on a second, internal listener (`internal_listen`, loopback by
+//! default), never on the public one.
 
 use std::{fmt, net::SocketAddr, str::FromStr, sync::Arc, time::Duration};
 
@@ -13,6 +19,7 @@ use reporunner_authn::{AuthLayer, Authorizer};
 use reporunner_dependency::{LocalInstaller, grpc::DependencyGrpc};
 use reporunner_env_detector::{Detector, grpc::EnvDetectorGrpc};
 use reporunner_health::{HealthAgent, grpc::HealthGrpc};
+use reporunner_identity::{MeshKey, MeshLayer, ServiceTokenSource};
 use reporunner_indexer::{LocalIndexer, grpc::IndexerGrpc};
 use reporunner_orchestrator::{Agents, OrchestratorImpl, grpc::OrchestratorGrpc};
 use reporunner_proto::{
@@ -63,6 +70,12 @@ impl ServiceName {
         ServiceName::Orchestrator,
     ];
 
+    /// Whether callers outside the mesh may reach the service: the
+    /// orchestrator and auth. Every other service is an agent.
+    pub fn is_public(self) -> bool {
+        matches!(self, Self::Auth | Self::Orchestrator)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Auth => "auth",
@@ -108,9 +121,19 @@ const METERED: [&str; 3] = [
 /// A running node.
 #[derive(Debug)]
 pub struct Node {
+    /// The listener the node was given: the public services when it hosts
+    /// any, else its agents (mesh mode).
     pub addr: SocketAddr,
+    /// Where the node's agents are served: its internal listener when it also
+    /// hosts a public service, else `addr`.
+    pub internal_addr: SocketAddr,
     pub services: Vec<ServiceName>,
+    /// The health of the services on `addr`.
     pub health: Health,
+    /// The health of the agents on the internal listener, when there is one.
+    pub internal_health: Option<Health>,
+    /// The key this node's service tokens are signed and checked with.
+    pub mesh_key: MeshKey,
     /// The auth service, when this node hosts it (for the embedded
     /// single-user principal).
     pub auth: Option<Arc<Auth>>,
@@ -119,6 +142,14 @@ pub struct Node {
 }
 
 impl Node {
+    /// Reports every service of the node, on every listener, as serving or not.
+    pub async fn set_serving(&self, serving: bool) {
+        self.health.set_all(serving).await;
+        if let Some(internal) = &self.internal_health {
+            internal.set_all(serving).await;
+        }
+    }
+
     /// Stops the node and waits for it.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
@@ -147,9 +178,12 @@ fn loopback_uri(addr: SocketAddr) -> String {
     }
 }
 
-/// Starts `services` on `listener`. Services hosted here call each other over
-/// this node's own address (through the same client stack as remote ones);
-/// the others are reached at `settings.endpoints`.
+/// Starts `services`: the public ones (orchestrator, auth) on `listener`, the
+/// agents on `listener` too when the node hosts no public service, else on a
+/// second listener at `settings.internal_listen`. Services hosted here call
+/// each other over this node's own addresses (through the same client stack
+/// as remote ones); the others are reached at `settings.endpoints`. Calls to
+/// agents carry the caller's service identity.
 pub async fn start_node(
     settings: &Settings,
     services: &[ServiceName],
@@ -157,15 +191,48 @@ pub async fn start_node(
     shutdown: CancellationToken,
 ) -> anyhow::Result<Node> {
     let addr = listener.local_addr().context("listener has no local address")?;
-    let own = loopback_uri(addr);
     let mut services: Vec<ServiceName> = services.to_vec();
     services.sort();
     services.dedup();
     anyhow::ensure!(!services.is_empty(), "a node must host at least one service");
     let hosts = |s: ServiceName| services.contains(&s);
+    // A node hosting everything is the only holder of its key: a fresh one per start.
+    let self_contained = ServiceName::ALL.iter().all(|s| hosts(*s));
+    let mesh_key = settings
+        .mesh
+        .key(&settings.data_dir, self_contained)
+        .map_err(|e| anyhow::anyhow!("cannot load the mesh key: {e}"))?;
+    let hosts_agents = services.iter().any(|s| !s.is_public());
+    let hosts_public = services.iter().any(|s| s.is_public());
+    let internal_listener = if hosts_agents && hosts_public {
+        Some(
+            TcpListener::bind(settings.internal_listen)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot open the internal listener on {}",
+                        settings.internal_listen
+                    )
+                })?,
+        )
+    } else {
+        None
+    };
+    let internal_addr = match &internal_listener {
+        Some(internal) => internal
+            .local_addr()
+            .context("internal listener has no local address")?,
+        None => addr,
+    };
+    let own_public = loopback_uri(addr);
+    let own_internal = loopback_uri(internal_addr);
     let endpoints_of = |s: ServiceName, configured: &Vec<String>, key: &str| -> anyhow::Result<Vec<String>> {
         if hosts(s) {
-            Ok(vec![own.clone()])
+            Ok(vec![if s.is_public() {
+                own_public.clone()
+            } else {
+                own_internal.clone()
+            }])
         } else if configured.is_empty() {
             anyhow::bail!(
                 "this node needs the {s} service but does not host it: set endpoints.{key} \
@@ -177,19 +244,26 @@ pub async fn start_node(
         }
     };
 
-    let mut server = GrpcServer::new()
+    let stop_timeout = Duration::from_millis(settings.stop_timeout_ms);
+    let mut public = GrpcServer::new()
         .drain_grace(Duration::from_millis(0))
-        .stop_timeout(Duration::from_millis(settings.stop_timeout_ms))
-        .tls(settings.tls.clone());
-    if let Some(health_addr) = settings.health_listen {
-        let health_listener = TcpListener::bind(health_addr)
-            .await
-            .with_context(|| format!("cannot listen for health probes on {health_addr}"))?;
-        server = server.health_listener(health_listener);
-    }
+        .stop_timeout(stop_timeout);
+    // Agents list nothing through reflection: only the mesh calls them.
+    let mut agents = GrpcServer::new()
+        .drain_grace(Duration::from_millis(0))
+        .stop_timeout(stop_timeout)
+        .without_reflection();
+    let mesh = MeshLayer::new(&mesh_key);
+    let identity = |service: &str| Arc::new(ServiceTokenSource::new(&mesh_key, service));
     let mut auth_handle = None;
     for service in &services {
-        server = match service {
+        let slot = if service.is_public() {
+            &mut public
+        } else {
+            &mut agents
+        };
+        let server = std::mem::take(slot);
+        let server = match service {
             ServiceName::Auth => {
                 let auth = start_auth(settings).await?;
                 auth_handle = Some(auth.clone());
@@ -208,17 +282,17 @@ pub async fn start_node(
                     config.model_dir = Some(settings.indexer_config().models_dir);
                 }
                 let detector = Arc::new(Detector::new(config));
-                server.add_service(EnvDetectorGrpc::new(detector).into_server())
+                server.add_service(mesh.layer(EnvDetectorGrpc::new(detector).into_server()))
             }
             ServiceName::Source => {
                 let source = Source::new(settings.source_config())
                     .map_err(|e| anyhow::anyhow!("invalid source settings: {e}"))?;
-                server.add_service(SourceGrpc::new(Arc::new(source)).into_server())
+                server.add_service(mesh.layer(SourceGrpc::new(Arc::new(source)).into_server()))
             }
             ServiceName::Analyzer => {
                 let analyzer = RepoAnalyzer::new(settings.analyzer.clone())
                     .map_err(|e| anyhow::anyhow!("invalid analyzer settings: {e}"))?;
-                server.add_service(AnalyzerGrpc::new(Arc::new(analyzer)).into_server())
+                server.add_service(mesh.layer(AnalyzerGrpc::new(Arc::new(analyzer)).into_server()))
             }
             ServiceName::Dependency => {
                 // Installs run the repository's code (lifecycle scripts, builds):
@@ -228,60 +302,69 @@ pub async fn start_node(
                     .map_err(|e| anyhow::anyhow!("invalid dependency settings: {e}"))?
                     .with_sandbox(sandbox)
                     .with_workspace_roots(vec![settings.source_config().root]);
-                server.add_service(DependencyGrpc::new(Arc::new(installer)).into_server())
+                server.add_service(mesh.layer(DependencyGrpc::new(Arc::new(installer)).into_server()))
             }
             ServiceName::Runner => {
                 let config = step_sandbox(settings);
                 let runner =
                     LocalRunner::new(config).map_err(|e| anyhow::anyhow!("invalid runner settings: {e}"))?;
-                server.add_service(RunnerGrpc::new(Arc::new(runner)).into_server())
+                server.add_service(mesh.layer(RunnerGrpc::new(Arc::new(runner)).into_server()))
             }
             ServiceName::Provisioner => {
                 let provisioner =
                     LocalProvisioner::new(settings.provisioner.clone().resolve(&settings.data_dir))
                         .map_err(|e| anyhow::anyhow!("invalid provisioner settings: {e}"))?;
-                server.add_service(ProvisionerGrpc::new(Arc::new(provisioner)).into_server())
+                server.add_service(mesh.layer(ProvisionerGrpc::new(Arc::new(provisioner)).into_server()))
             }
             ServiceName::Resolver => {
                 let resolver = RuleResolver::new(settings.resolver.clone())
                     .map_err(|e| anyhow::anyhow!("invalid resolver settings: {e}"))?;
-                server.add_service(ResolverGrpc::new(Arc::new(resolver)).into_server())
+                server.add_service(mesh.layer(ResolverGrpc::new(Arc::new(resolver)).into_server()))
             }
             ServiceName::Tester => {
                 // Tests run in the runner's sandbox, with its settings.
                 let sandbox = step_sandbox(settings);
                 let tester = LocalTester::new(settings.tester.clone(), sandbox)
                     .map_err(|e| anyhow::anyhow!("invalid tester settings: {e}"))?;
-                server.add_service(TesterGrpc::new(Arc::new(tester)).into_server())
+                server.add_service(mesh.layer(TesterGrpc::new(Arc::new(tester)).into_server()))
             }
             ServiceName::Indexer => {
                 let indexer = LocalIndexer::new(settings.indexer_config())
                     .map_err(|e| anyhow::anyhow!("invalid indexer settings: {e}"))?;
-                server.add_service(IndexerGrpc::new(Arc::new(indexer)).into_server())
+                server.add_service(mesh.layer(IndexerGrpc::new(Arc::new(indexer)).into_server()))
             }
             ServiceName::Health => {
                 // Log probes read the runner's output; without a runner endpoint they are refused.
                 let runner = match endpoints_of(ServiceName::Runner, &settings.endpoints.runner, "runner") {
-                    Ok(endpoints) => Some(reporunner_client::connect(
-                        reporunner_proto::agents::runner::v1::runner_service_server::SERVICE_NAME,
-                        &endpoints,
-                        &settings.client,
-                    )?),
+                    Ok(endpoints) => Some(
+                        reporunner_client::connect(
+                            reporunner_proto::agents::runner::v1::runner_service_server::SERVICE_NAME,
+                            &endpoints,
+                            &settings.client,
+                        )?
+                        .with_identity(identity(reporunner_identity::HEALTH)),
+                    ),
                     Err(_) => None,
                 };
                 let agent = HealthAgent::new(settings.health.clone(), runner)
                     .map_err(|e| anyhow::anyhow!("invalid health settings: {e}"))?;
-                server.add_service(HealthGrpc::new(Arc::new(agent)).into_server())
+                server.add_service(mesh.layer(HealthGrpc::new(Arc::new(agent)).into_server()))
             }
             ServiceName::Orchestrator => {
-                let env_detector = reporunner_client::connect(
+                // Its calls to agents say they come from the orchestrator;
+                // its calls to auth carry the user's token instead.
+                let orchestrator = identity(reporunner_identity::ORCHESTRATOR);
+                let agent = |name: &str, endpoints: &[String]| {
+                    reporunner_client::connect(name, endpoints, &settings.client)
+                        .map(|channel| channel.with_identity(orchestrator.clone()))
+                };
+                let env_detector = agent(
                     env_detector_service_server::SERVICE_NAME,
                     &endpoints_of(
                         ServiceName::EnvDetector,
                         &settings.endpoints.env_detector,
                         "env_detector",
                     )?,
-                    &settings.client,
                 )?;
                 let auth = reporunner_client::connect(
                     auth_service_server::SERVICE_NAME,
@@ -293,22 +376,20 @@ pub async fn start_node(
                     .fold(AuthLayer::new(Authorizer::new(auth.clone())), |layer, path| {
                         layer.metered(path, UsageKind::MeteredRequest)
                     });
-                let source = reporunner_client::connect(
+                let source = agent(
                     reporunner_proto::agents::source::v1::source_service_server::SERVICE_NAME,
                     &endpoints_of(ServiceName::Source, &settings.endpoints.source, "source")?,
-                    &settings.client,
                 )?;
-                let analyzer = reporunner_client::connect(
+                let analyzer = agent(
                     reporunner_proto::agents::analyzer::v1::analyzer_service_server::SERVICE_NAME,
                     &endpoints_of(ServiceName::Analyzer, &settings.endpoints.analyzer, "analyzer")?,
-                    &settings.client,
                 )?;
                 // Optional: without them the orchestrator serves goal ANALYZE
                 // and refuses START and TEST naming the missing endpoint.
                 let optional = |service: ServiceName, configured: &Vec<String>, key: &str, name: &str| {
                     endpoints_of(service, configured, key)
                         .ok()
-                        .map(|endpoints| reporunner_client::connect(name, &endpoints, &settings.client))
+                        .map(|endpoints| agent(name, &endpoints))
                         .transpose()
                 };
                 let dependency = optional(
@@ -396,14 +477,52 @@ pub async fn start_node(
                 server.add_service(layer.layer(OrchestratorGrpc::new(orchestrator).into_server()))
             }
         };
+        *slot = server;
     }
-    let health = server.health();
+    // The given listener serves the public services, or the agents when there
+    // are none; TLS and the plain health port go with it.
+    let (front, back) = match internal_listener {
+        // Same TLS as the front: with `client.tls` set, the node's own calls
+        // dial every endpoint over TLS, the internal one included.
+        Some(internal) => (public, Some((agents.tls(settings.tls.clone()), internal))),
+        None if hosts_public => (public, None),
+        None => (agents, None),
+    };
+    let mut front = front.tls(settings.tls.clone());
+    if let Some(health_addr) = settings.health_listen {
+        let health_listener = TcpListener::bind(health_addr)
+            .await
+            .with_context(|| format!("cannot listen for health probes on {health_addr}"))?;
+        front = front.health_listener(health_listener);
+    }
+    let health = front.health();
+    let internal_health = back.as_ref().map(|(server, _)| server.health());
     let token = shutdown.clone();
-    let task = tokio::spawn(server.serve(listener, token));
+    let task = match back {
+        None => tokio::spawn(front.serve(listener, token)),
+        Some((back, internal)) => tokio::spawn(async move {
+            // Either listener failing stops the other: the node is one unit.
+            let serve = |server: GrpcServer, listener: TcpListener| {
+                let token = token.clone();
+                async move {
+                    let result = server.serve(listener, token.clone()).await;
+                    if result.is_err() {
+                        token.cancel();
+                    }
+                    result
+                }
+            };
+            let (front, back) = tokio::join!(serve(front, listener), serve(back, internal));
+            front.and(back)
+        }),
+    };
     Ok(Node {
         addr,
+        internal_addr,
         services,
         health,
+        internal_health,
+        mesh_key,
         auth: auth_handle,
         shutdown,
         task,
@@ -418,6 +537,8 @@ fn step_sandbox(settings: &Settings) -> reporunner_runner::RunnerConfig {
     let workspaces = settings.source_config().root;
     config.hidden_paths.push(settings.data_dir.clone());
     config.hidden_paths.push(workspaces.clone());
+    // Sandboxed apps share the host's network: the mesh key stays hidden.
+    config.hidden_paths.extend(mesh_key_dir(settings));
     config.workspace_roots.push(workspaces);
     config.owner_caches = Some(
         settings
@@ -428,6 +549,25 @@ fn step_sandbox(settings: &Settings) -> reporunner_runner::RunnerConfig {
             .join("owners"),
     );
     config
+}
+
+/// The directory of `mesh.service_key_file`, for the sandbox to hide: sandboxed
+/// apps share the host's network, so a key they could read would let them
+/// call the agents. A key directly under `/` or a top-level directory (such
+/// as `/etc`) cannot be hidden without breaking apps: it is left, with a
+/// warning, and the README says to give the key a directory of its own.
+fn mesh_key_dir(settings: &Settings) -> Option<std::path::PathBuf> {
+    let file = settings.mesh.service_key_file.as_ref()?;
+    let file = std::path::absolute(file).unwrap_or_else(|_| file.clone());
+    let dir = file.parent()?;
+    if dir.components().count() < 3 {
+        tracing::warn!(
+            path = %file.display(),
+            "mesh.service_key_file is not in a directory of its own; sandboxed apps are not kept from it"
+        );
+        return None;
+    }
+    Some(dir.to_path_buf())
 }
 
 /// Opens the auth store (SQLite under the data directory unless
@@ -468,4 +608,32 @@ pub async fn open_auth(settings: &Settings) -> anyhow::Result<Arc<Auth>> {
             .map_err(|e| anyhow::anyhow!("cannot start the auth service: {e}"))?,
     );
     Ok(auth)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mesh_key_directory_is_hidden_from_sandboxes_unless_it_is_a_system_one() {
+        let mut settings = Settings::default();
+        assert_eq!(
+            mesh_key_dir(&settings),
+            None,
+            "no file: nothing outside the data dir"
+        );
+        settings.mesh.service_key_file = Some("/etc/reporunner/mesh/service.key".into());
+        assert_eq!(
+            mesh_key_dir(&settings),
+            Some(std::path::PathBuf::from("/etc/reporunner/mesh"))
+        );
+        settings.mesh.service_key_file = Some("/etc/mesh.key".into());
+        assert_eq!(mesh_key_dir(&settings), None, "hiding /etc would break every app");
+    }
+
+    #[test]
+    fn only_the_orchestrator_and_auth_are_public() {
+        let public: Vec<ServiceName> = ServiceName::ALL.into_iter().filter(|s| s.is_public()).collect();
+        assert_eq!(public, [ServiceName::Auth, ServiceName::Orchestrator]);
+    }
 }

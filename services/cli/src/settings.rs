@@ -23,8 +23,16 @@ use serde::{Deserialize, Deserializer, Serialize};
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
-    /// The gRPC address (`REPORUNNER_LISTEN`).
+    /// The gRPC address (`REPORUNNER_LISTEN`). A node hosting the orchestrator
+    /// or auth serves only those here; a node hosting only agents serves them.
     pub listen: SocketAddr,
+    /// Where a node hosting public services and agents together (the
+    /// all-in-one `serve`, the embedded node) serves its agents
+    /// (`REPORUNNER_INTERNAL_LISTEN`); loopback on a free port by default.
+    /// Agents answer only mesh services (see `mesh`), whatever the address.
+    pub internal_listen: SocketAddr,
+    /// Service identity inside the mesh: the key service tokens are signed with.
+    pub mesh: reporunner_identity::MeshConfig,
     /// The Prometheus `/metrics` address (`REPORUNNER_METRICS_LISTEN`);
     /// absent disables it.
     pub metrics_listen: Option<SocketAddr>,
@@ -111,6 +119,8 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            internal_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            mesh: reporunner_identity::MeshConfig::default(),
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
             data_dir: default_data_dir(),
             stop_timeout_ms: 10_000,
@@ -317,6 +327,25 @@ mod tests {
         assert!(config.forbidden_local_roots.iter().all(|p| p.is_absolute()));
         assert!(config.root.ends_with(".reporunner/workspaces"));
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn the_internal_listener_and_the_mesh_key_file_are_settings() {
+        let settings: Settings = serde_json::from_str(
+            r#"{"internal_listen": "127.0.0.1:50061",
+                "mesh": {"service_key_file": "/etc/reporunner/mesh/service.key"}}"#,
+        )
+        .unwrap();
+        assert_eq!(settings.internal_listen, "127.0.0.1:50061".parse().unwrap());
+        assert_eq!(
+            settings.mesh.service_key_file.as_deref(),
+            Some(std::path::Path::new("/etc/reporunner/mesh/service.key"))
+        );
+        let plain = Settings::default();
+        assert!(plain.internal_listen.ip().is_loopback() && plain.internal_listen.port() == 0);
+        assert!(plain.mesh.service_key_file.is_none());
+        let err = serde_json::from_str::<Settings>(r#"{"mesh": {"key_file": "x"}}"#).unwrap_err();
+        assert!(err.to_string().contains("key_file"), "{err}");
     }
 
     #[test]

@@ -1,0 +1,126 @@
+//! `ServiceChannel::with_identity` against an agent behind `MeshLayer`, over
+//! loopback gRPC: the identity goes with every call of the channel (and its
+//! clones), in its own header, and nothing else about the call changes.
+
+use std::{sync::Arc, time::Duration};
+
+use reporunner_client::{ClientConfig, connect};
+use reporunner_identity::{MeshKey, MeshLayer, ServiceTokenSource, mesh_caller};
+use reporunner_proto::{
+    agents::env_detector::v1::{
+        DetectRequest, DetectResponse,
+        env_detector_service_client::EnvDetectorServiceClient,
+        env_detector_service_server::{self, EnvDetectorService, EnvDetectorServiceServer},
+    },
+    common::v1::{Environment, HostInfo},
+};
+use reporunner_server::GrpcServer;
+use tonic::{Code, Request, Response, Status};
+use tower::Layer as _;
+
+/// Answers with who called (hostname) and the `authorization` it saw (os).
+struct WhoCalls;
+
+#[tonic::async_trait]
+impl EnvDetectorService for WhoCalls {
+    async fn detect(&self, request: Request<DetectRequest>) -> Result<Response<DetectResponse>, Status> {
+        let caller = mesh_caller(&request).unwrap_or("nobody").to_owned();
+        let authorization = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        Ok(Response::new(DetectResponse {
+            environment: Some(Environment {
+                host: Some(HostInfo {
+                    hostname: caller,
+                    os: authorization,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            recommendations: None,
+        }))
+    }
+}
+
+fn host(response: Response<DetectResponse>) -> HostInfo {
+    response
+        .into_inner()
+        .environment
+        .unwrap_or_default()
+        .host
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_channel_with_an_identity_is_let_in_as_that_service_and_one_without_is_not() {
+    let key = MeshKey::generate();
+    let server =
+        GrpcServer::new().add_service(MeshLayer::new(&key).layer(EnvDetectorServiceServer::new(WhoCalls)));
+    let (addr, shutdown) = server.spawn_on_loopback().await.unwrap();
+    let endpoints = [format!("http://{addr}")];
+    let config = ClientConfig::default();
+    let service = env_detector_service_server::SERVICE_NAME;
+
+    // Without an identity: the health watch still brings the endpoint in
+    // (health is exempt), but calls are refused.
+    let anonymous = connect(service, &endpoints, &config).unwrap();
+    anonymous.ready_within(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(anonymous.identity(), None);
+    let status = EnvDetectorServiceClient::new(anonymous.clone())
+        .detect(DetectRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert!(
+        status.message().contains("agents accept only mesh services"),
+        "{status:?}"
+    );
+
+    // The orchestrator's identity, on a clone of the channel too; a user's
+    // bearer token on the same request reaches the handler untouched.
+    let orchestrator = connect(service, &endpoints, &config)
+        .unwrap()
+        .with_identity(Arc::new(ServiceTokenSource::new(&key, "orchestrator")));
+    assert_eq!(orchestrator.identity(), Some("orchestrator"));
+    let mut client = EnvDetectorServiceClient::new(orchestrator.clone());
+    let mut request = Request::new(DetectRequest::default());
+    request
+        .metadata_mut()
+        .insert("authorization", "Bearer user-token".parse().unwrap());
+    let seen = host(client.detect(request).await.unwrap());
+    assert_eq!(seen.hostname, "orchestrator");
+    assert_eq!(seen.os, "Bearer user-token");
+    let seen = host(
+        EnvDetectorServiceClient::new(orchestrator.clone())
+            .detect(DetectRequest::default())
+            .await
+            .unwrap(),
+    );
+    assert_eq!((seen.hostname.as_str(), seen.os.as_str()), ("orchestrator", ""));
+
+    // A service that is not the env-detector's caller, and a key of another mesh.
+    let tester = connect(service, &endpoints, &config)
+        .unwrap()
+        .with_identity(Arc::new(ServiceTokenSource::new(&key, "tester")));
+    let status = EnvDetectorServiceClient::new(tester)
+        .detect(DetectRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("tester"), "{status:?}");
+    let stranger = connect(service, &endpoints, &config)
+        .unwrap()
+        .with_identity(Arc::new(ServiceTokenSource::new(
+            &MeshKey::generate(),
+            "orchestrator",
+        )));
+    let status = EnvDetectorServiceClient::new(stranger)
+        .detect(DetectRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    shutdown.cancel();
+}

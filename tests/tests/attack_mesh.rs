@@ -1,0 +1,536 @@
+//! The attacks found on `reporunner serve`, replayed against every agent RPC.
+//!
+//! The methods come from the contracts' descriptor set (every service under
+//! `reporunner.agents.*` and `reporunner.index.*`), so an RPC added later is
+//! attacked too. Each is sent raw, an empty message through a bytes codec,
+//! with the credentials under test, over real gRPC on loopback.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{path::Path, time::Duration};
+
+use bytes::{Buf as _, BufMut as _, Bytes};
+use prost::Message as _;
+use reporunner::{ServiceName, Settings, start_node};
+use reporunner_identity::{
+    HEALTH, MeshKey, ORCHESTRATOR, SERVICE_HEADER, ServiceTokenSource, allowed_callers,
+};
+use reporunner_proto::{
+    agents::{
+        env_detector::v1::{DetectRequest, env_detector_service_client::EnvDetectorServiceClient},
+        health::v1::{
+            LogProbe, ProbeRequest, ProbeSpec, health_service_client::HealthServiceClient, probe_spec,
+        },
+        runner::v1::StartRequest,
+    },
+    auth::v1::{LoginRequest, RegisterRequest, auth_service_client::AuthServiceClient},
+    common::v1::{Command, Component},
+    orchestrator::v1::{GetEnvironmentRequest, orchestrator_service_client::OrchestratorServiceClient},
+};
+use reporunner_server::CancellationToken;
+use reporunner_tests::{SANDBOX_PASSWORD, Sandbox, agent_service};
+use tonic::{
+    Code,
+    codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
+    metadata::MetadataValue,
+    transport::{Channel, Endpoint},
+};
+
+/// Passes message bytes through untouched, so any path can be called with
+/// any payload.
+#[derive(Clone, Copy, Debug, Default)]
+struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Self::Error> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Self::Error> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+/// Every method of every agent service, `(service, path)`, from the contracts.
+fn agent_methods() -> Vec<(String, String)> {
+    let methods: Vec<(String, String)> = reporunner_proto::descriptor::pool()
+        .services()
+        .filter(|s| {
+            s.full_name().starts_with("reporunner.agents.") || s.full_name().starts_with("reporunner.index.")
+        })
+        .flat_map(|s| {
+            s.methods()
+                .map(|m| {
+                    (
+                        s.full_name().to_owned(),
+                        format!("/{}/{}", s.full_name(), m.name()),
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    // Ten agent services; a contract that lost its agents would make every
+    // assertion below vacuous.
+    let services: std::collections::BTreeSet<&str> = methods.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(services.len(), 10, "{services:?}");
+    methods
+}
+
+/// Which credentials a call carries.
+#[derive(Clone, Debug)]
+enum Credentials {
+    None,
+    /// A user's access token, as `authorization: Bearer`.
+    User(String),
+    /// A user's access token where a service token belongs.
+    UserAsService(String),
+    /// A service token.
+    Service(String),
+}
+
+fn channel(addr: std::net::SocketAddr) -> Channel {
+    Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(15))
+        .connect_lazy()
+}
+
+/// Calls `path` with `message` and `credentials`: OK once the server
+/// accepted the call (response headers without an error), else the status.
+async fn call(
+    channel: &Channel,
+    path: &str,
+    message: Bytes,
+    credentials: &Credentials,
+) -> Result<(), tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    // A stream of one message works for every method kind on the wire.
+    let mut request = tonic::Request::new(tokio_stream::once(message));
+    let metadata = request.metadata_mut();
+    match credentials {
+        Credentials::None => {}
+        Credentials::User(token) => {
+            metadata.insert(
+                "authorization",
+                MetadataValue::try_from(format!("Bearer {token}")).unwrap(),
+            );
+        }
+        Credentials::UserAsService(token) | Credentials::Service(token) => {
+            metadata.insert(SERVICE_HEADER, MetadataValue::try_from(token.as_str()).unwrap());
+        }
+    }
+    let response = grpc.streaming(request, path.parse().unwrap(), RawCodec).await?;
+    // Refusals come before any message; one that passed the edge may still
+    // fail in the handler, which is the handler's business.
+    let mut stream = response.into_inner();
+    match tokio::time::timeout(Duration::from_secs(5), stream.message()).await {
+        Ok(Err(status)) => Err(status),
+        Ok(Ok(_)) | Err(_) => Ok(()),
+    }
+}
+
+fn code(outcome: &Result<(), tonic::Status>) -> Code {
+    match outcome {
+        Ok(()) => Code::Ok,
+        Err(status) => status.code(),
+    }
+}
+
+async fn login(channel: Channel, username: &str) -> String {
+    let mut auth = AuthServiceClient::new(channel);
+    auth.register(RegisterRequest {
+        username: username.into(),
+        password: SANDBOX_PASSWORD.into(),
+    })
+    .await
+    .unwrap();
+    auth.login(LoginRequest {
+        username: username.into(),
+        password: SANDBOX_PASSWORD.into(),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .tokens
+    .unwrap()
+    .access_token
+}
+
+/// Settings of a node over `data_dir`, as hermetic as the sandbox's.
+fn settings(data_dir: &Path) -> Settings {
+    let mut settings = Settings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        metrics_listen: None,
+        data_dir: data_dir.to_path_buf(),
+        ..Settings::default()
+    };
+    settings.env_detector.registries.clear();
+    settings.stop_timeout_ms = 200;
+    settings.client.connect_timeout_ms = 1_000;
+    settings.client.health_retry_max_ms = 200;
+    settings
+}
+
+/// `RunnerService/Start` of `touch pwned` in `workspace`.
+fn touch_request(workspace: &Path) -> Bytes {
+    StartRequest {
+        run_id: "attack".into(),
+        workspace_path: workspace.display().to_string(),
+        component: Some(Component {
+            name: "pwn".into(),
+            path: ".".into(),
+            start: Some(Command {
+                run: "touch pwned".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+    .encode_to_vec()
+    .into()
+}
+
+const RUNNER_START: &str = "/reporunner.agents.runner.v1.RunnerService/Start";
+
+async fn appears(path: &Path, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if path.exists() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    path.exists()
+}
+
+/// The raw `ServerReflectionInfo` answer to `list_services`, as bytes.
+async fn reflection_listing(channel: &Channel) -> Result<Bytes, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    // ServerReflectionRequest { list_services = 7: "*" }
+    let request = tonic::Request::new(tokio_stream::once(Bytes::from_static(b"\x3a\x01*")));
+    let response = grpc
+        .streaming(
+            request,
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
+                .parse()
+                .unwrap(),
+            RawCodec,
+        )
+        .await?;
+    let mut stream = response.into_inner();
+    Ok(stream.message().await?.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_all_in_one_node_serves_no_agent_on_its_public_listener() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    // As `serve` starts it: every service in one process.
+    let node = Box::pin(start_node(
+        &settings(data_dir.path()),
+        &ServiceName::ALL,
+        listener,
+        CancellationToken::new(),
+    ))
+    .await
+    .unwrap();
+    assert_ne!(
+        node.addr, node.internal_addr,
+        "agents have a listener of their own"
+    );
+    assert!(node.internal_addr.ip().is_loopback(), "{}", node.internal_addr);
+    let public = channel(node.addr);
+    let internal = channel(node.internal_addr);
+    let user = login(public.clone(), "mallory").await;
+
+    for (_, path) in agent_methods() {
+        for credentials in [Credentials::None, Credentials::User(user.clone())] {
+            let outcome = call(&public, &path, Bytes::new(), &credentials).await;
+            assert!(
+                matches!(code(&outcome), Code::Unimplemented | Code::Unauthenticated),
+                "{path} on the public listener with {credentials:?}: {outcome:?}"
+            );
+        }
+        // The internal listener is on loopback, where sandboxed apps live too.
+        for credentials in [Credentials::None, Credentials::User(user.clone())] {
+            let outcome = call(&internal, &path, Bytes::new(), &credentials).await;
+            assert_eq!(
+                code(&outcome),
+                Code::Unauthenticated,
+                "{path} on the internal listener with {credentials:?}: {outcome:?}"
+            );
+        }
+    }
+
+    // No side effect: the runner never ran the attacker's command...
+    let workspace = tempfile::tempdir().unwrap();
+    let pwned = workspace.path().join("pwned");
+    for credentials in [Credentials::None, Credentials::User(user.clone())] {
+        let outcome = call(
+            &public,
+            RUNNER_START,
+            touch_request(workspace.path()),
+            &credentials,
+        )
+        .await;
+        assert!(outcome.is_err(), "{outcome:?}");
+        let outcome = call(
+            &internal,
+            RUNNER_START,
+            touch_request(workspace.path()),
+            &credentials,
+        )
+        .await;
+        assert_eq!(code(&outcome), Code::Unauthenticated, "{outcome:?}");
+    }
+    assert!(
+        !appears(&pwned, Duration::from_secs(2)).await,
+        "the runner ran the attacker's command"
+    );
+    // ...which the very same request from the orchestrator does run.
+    let orchestrator = ServiceTokenSource::new(&node.mesh_key, ORCHESTRATOR)
+        .token()
+        .unwrap();
+    let outcome = call(
+        &internal,
+        RUNNER_START,
+        touch_request(workspace.path()),
+        &Credentials::Service(orchestrator),
+    )
+    .await;
+    assert!(outcome.is_ok(), "{outcome:?}");
+    assert!(
+        appears(&pwned, Duration::from_secs(10)).await,
+        "the orchestrator's Start ran"
+    );
+
+    // The node's own calls reach its agents on the internal listener, each
+    // with its identity: the orchestrator's to the env-detector...
+    let mut request = tonic::Request::new(GetEnvironmentRequest {
+        skip_registries: true,
+        ..Default::default()
+    });
+    request.metadata_mut().insert(
+        "authorization",
+        MetadataValue::try_from(format!("Bearer {user}")).unwrap(),
+    );
+    let environment = OrchestratorServiceClient::new(public.clone())
+        .get_environment(request)
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(environment.environment.is_some());
+    // ...and the health agent's to the runner, whose log a log probe reads
+    // (the process is unknown: the runner, not the mesh check, says so).
+    let token = MetadataValue::try_from(
+        ServiceTokenSource::new(&node.mesh_key, ORCHESTRATOR)
+            .token()
+            .unwrap(),
+    )
+    .unwrap();
+    let mut health =
+        HealthServiceClient::with_interceptor(internal.clone(), move |mut request: tonic::Request<()>| {
+            request.metadata_mut().insert(SERVICE_HEADER, token.clone());
+            Ok(request)
+        });
+    let result = health
+        .probe(ProbeRequest {
+            probes: vec![ProbeSpec {
+                probe: Some(probe_spec::Probe::Log(LogProbe {
+                    process_id: "no-such-process".into(),
+                    patterns: Vec::new(),
+                })),
+                timeout_ms: 5_000,
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .result
+        .unwrap();
+    assert!(
+        result.detail.contains("cannot read the log of no-such-process"),
+        "{}",
+        result.detail
+    );
+    assert!(
+        result.detail.contains("no process has the id"),
+        "the runner itself answered: {}",
+        result.detail
+    );
+
+    // Reflection lists the public services only, and the internal listener has none.
+    let listing = reflection_listing(&public).await.unwrap();
+    let text = String::from_utf8_lossy(&listing);
+    assert!(
+        text.contains("reporunner.orchestrator.v1.OrchestratorService"),
+        "{text}"
+    );
+    assert!(text.contains("reporunner.auth.v1.AuthService"), "{text}");
+    assert!(
+        !text.contains("reporunner.agents.") && !text.contains("reporunner.index."),
+        "{text}"
+    );
+    let outcome = reflection_listing(&internal).await.map(|_| ());
+    assert_eq!(code(&outcome), Code::Unimplemented, "{outcome:?}");
+
+    node.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_mesh_mode_agents_answer_only_the_services_allowed_to_call_them() {
+    let mesh = Sandbox::builder()
+        .with_all(
+            ServiceName::ALL
+                .into_iter()
+                .filter(|s| *s != ServiceName::Orchestrator),
+        )
+        .start()
+        .await
+        .unwrap();
+    let user = mesh.register_and_login("mallory").await.unwrap();
+    let key = mesh.mesh_key();
+    let token = |caller: &str| ServiceTokenSource::new(&key, caller).token().unwrap();
+    let foreign = ServiceTokenSource::new(&MeshKey::generate(), ORCHESTRATOR)
+        .token()
+        .unwrap();
+    let expired = ServiceTokenSource::new(&key, ORCHESTRATOR)
+        .mint_at(1_000_000_000, Duration::from_secs(300))
+        .unwrap();
+
+    let agents: Vec<ServiceName> = ServiceName::ALL.into_iter().filter(|s| !s.is_public()).collect();
+    let methods = agent_methods();
+    for agent in agents {
+        let name = agent_service(agent).unwrap();
+        let channel = channel(mesh.addr(agent).unwrap());
+        let paths: Vec<&String> = methods
+            .iter()
+            .filter(|(s, _)| s == name)
+            .map(|(_, p)| p)
+            .collect();
+        assert!(!paths.is_empty(), "{name} has methods");
+        for path in paths {
+            for credentials in [
+                Credentials::None,
+                Credentials::User(user.clone()),
+                Credentials::UserAsService(user.clone()),
+                Credentials::Service(foreign.clone()),
+                Credentials::Service(expired.clone()),
+            ] {
+                let outcome = call(&channel, path, Bytes::new(), &credentials).await;
+                assert_eq!(
+                    code(&outcome),
+                    Code::Unauthenticated,
+                    "{path} with {credentials:?}: {outcome:?}"
+                );
+            }
+            // Valid tokens of services that are not this agent's callers.
+            let mut intruders = vec!["tester", "source", "auth"];
+            if agent != ServiceName::Runner {
+                intruders.push(HEALTH);
+            }
+            for intruder in intruders {
+                assert!(!allowed_callers(name).contains(&intruder));
+                let outcome = call(
+                    &channel,
+                    path,
+                    Bytes::new(),
+                    &Credentials::Service(token(intruder)),
+                )
+                .await;
+                let status = outcome.as_ref().unwrap_err();
+                assert_eq!(
+                    status.code(),
+                    Code::PermissionDenied,
+                    "{path} from {intruder}: {outcome:?}"
+                );
+                assert!(
+                    status.message().contains(intruder) && status.message().contains(name),
+                    "{}",
+                    status.message()
+                );
+            }
+            // The allowed callers get through the edge.
+            for caller in allowed_callers(name) {
+                let outcome = call(&channel, path, Bytes::new(), &Credentials::Service(token(caller))).await;
+                assert!(
+                    !matches!(code(&outcome), Code::Unauthenticated | Code::PermissionDenied),
+                    "{path} from {caller}: {outcome:?}"
+                );
+            }
+        }
+    }
+
+    // The sandbox's helper for tests that stand in for a service.
+    let mut detector =
+        EnvDetectorServiceClient::new(mesh.agent_channel(ServiceName::EnvDetector, ORCHESTRATOR));
+    let detected = detector
+        .detect(DetectRequest {
+            skip_registries: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(detected.into_inner().environment.is_some());
+    let status = EnvDetectorServiceClient::new(mesh.agent_channel(ServiceName::EnvDetector, HEALTH))
+        .detect(DetectRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+
+    // The side effect, in mesh mode: nothing but the orchestrator starts a process.
+    let runner = channel(mesh.addr(ServiceName::Runner).unwrap());
+    let workspace = tempfile::tempdir().unwrap();
+    let pwned = workspace.path().join("pwned");
+    for credentials in [
+        Credentials::None,
+        Credentials::User(user.clone()),
+        Credentials::Service(token("tester")),
+        Credentials::Service(token("source")),
+    ] {
+        let outcome = call(
+            &runner,
+            RUNNER_START,
+            touch_request(workspace.path()),
+            &credentials,
+        )
+        .await;
+        assert!(outcome.is_err(), "{credentials:?}: {outcome:?}");
+    }
+    assert!(
+        !appears(&pwned, Duration::from_secs(2)).await,
+        "the runner ran the attacker's command"
+    );
+    mesh.stop().await.unwrap();
+}
