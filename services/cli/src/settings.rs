@@ -215,7 +215,10 @@ impl Settings {
     /// (absolute) data directory.
     pub fn indexer_config(&self) -> IndexerConfig {
         let data_dir = std::path::absolute(&self.data_dir).unwrap_or_else(|_| self.data_dir.clone());
-        self.indexer.clone().resolve(&data_dir)
+        let mut config = self.indexer.clone().resolve(&data_dir);
+        // Only workspaces the source agent made are indexed.
+        config.workspace_roots.push(self.source_config().root);
+        config
     }
 }
 

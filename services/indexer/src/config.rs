@@ -48,6 +48,9 @@ pub struct IndexerConfig {
     pub search_k_factor: usize,
     /// The Hugging Face hub models are fetched from.
     pub hub_url: String,
+    /// Where workspaces may lie (the source agent's root); a workspace_path
+    /// elsewhere is refused. Empty: anywhere (library use; the node sets it).
+    pub workspace_roots: Vec<PathBuf>,
     /// Deadline of fetching one model (all files).
     pub hub_timeout_ms: u64,
     /// Deadline of reaching the hub at all.
@@ -76,6 +79,7 @@ impl Default for IndexerConfig {
             exact_search_below: 20_000,
             search_k_factor: 2,
             hub_url: "https://huggingface.co".into(),
+            workspace_roots: Vec::new(),
             hub_timeout_ms: 300_000,
             hub_connect_timeout_ms: 5_000,
         }

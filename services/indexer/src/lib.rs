@@ -791,6 +791,20 @@ impl Indexer for LocalIndexer {
         let meta = tokio::fs::metadata(&root)
             .await
             .map_err(|_| IndexError::NotFound(format!("workspace_path {path} does not exist")))?;
+        if !self.config.workspace_roots.is_empty() {
+            let real = tokio::fs::canonicalize(&root)
+                .await
+                .map_err(|_| IndexError::NotFound(format!("workspace_path {path} does not exist")))?;
+            let inside = self.config.workspace_roots.iter().any(|r| {
+                let r = r.canonicalize().unwrap_or_else(|_| r.clone());
+                real.starts_with(&r) && real != r
+            });
+            if !inside {
+                return Err(IndexError::InvalidRequest(format!(
+                    "workspace_path {path} is not a workspace of this host"
+                )));
+            }
+        }
         if !meta.is_dir() {
             return Err(IndexError::InvalidRequest(format!(
                 "workspace_path {path} is not a directory"
