@@ -25,13 +25,18 @@ TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
 BINARY = pathlib.Path(os.environ.get("REPORUNNER_BIN") or TARGET / "debug" / "reporunner")
 GRPCURL = shutil.which("grpcurl") or str(pathlib.Path(sys.executable).parent / "grpcurl")
 
+# The public services of `serve`: only these are on its listener.
 SERVICES = [
     "reporunner.auth.v1.AuthService",
     "reporunner.auth.v1.AdminService",
+    "reporunner.orchestrator.v1.OrchestratorService",
+]
+# Agents: hosted on the internal listener, never on the public one (SECURITY.md).
+AGENTS = [
     "reporunner.agents.env_detector.v1.EnvDetectorService",
     "reporunner.agents.source.v1.SourceService",
     "reporunner.agents.analyzer.v1.AnalyzerService",
-    "reporunner.orchestrator.v1.OrchestratorService",
+    "reporunner.agents.runner.v1.RunnerService",
     "reporunner.index.v1.IndexService",
 ]
 
@@ -107,10 +112,27 @@ def grpcurl(*args):
     return out.stdout
 
 
-def test_reflection_lists_every_service_with_health_and_reflection(server):
+def test_reflection_lists_the_public_services_with_health_and_reflection_and_no_agent(server):
     listed = set(grpcurl(server["grpc"], "list").split())
     for name in SERVICES + ["grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"]:
         assert name in listed, listed
+    for name in AGENTS:
+        assert name not in listed, listed
+
+
+@pytest.mark.parametrize("method,proto", [
+    ("reporunner.agents.runner.v1.RunnerService/Start", "reporunner/agents/runner/v1/runner.proto"),
+    ("reporunner.agents.source.v1.SourceService/Fetch", "reporunner/agents/source/v1/source.proto"),
+    ("reporunner.index.v1.IndexService/Search", "reporunner/index/v1/index.proto"),
+])
+def test_agents_are_not_reachable_on_the_public_listener(server, method, proto):
+    # The contracts from proto/, not reflection: the call itself reaches the server.
+    for headers in ([], ["-H", server["bearer"]]):
+        out = subprocess.run([GRPCURL, "-plaintext", "-import-path", str(ROOT / "proto"), "-proto", proto,
+                              *headers, "-d", "{}", server["grpc"], method],
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode != 0, out.stdout
+        assert "Unimplemented" in out.stderr, out.stderr
 
 
 def test_describe_works_for_services_and_messages(server):
