@@ -81,7 +81,10 @@ async fn a_hundred_wrong_logins_from_one_address_do_not_lock_the_admin_out_from_
             other => panic!("a wrong password was answered {other:?}"),
         }
     }
-    assert!(refused > 0, "100 wrong logins from one address were never slowed down");
+    assert!(
+        refused > 0,
+        "100 wrong logins from one address were never slowed down"
+    );
     let mut owner = auth_from(&mesh, B).await;
     login(&mut owner, ADMIN_PASSWORD)
         .await
@@ -115,7 +118,10 @@ async fn three_hundred_parallel_guesses_check_at_most_the_configured_number() {
         }
     }
     let limit = Settings::default().auth.login_failures_per_address_per_hour;
-    assert!(checked <= limit as usize, "{checked} passwords checked, the limit is {limit}");
+    assert!(
+        checked <= limit as usize,
+        "{checked} passwords checked, the limit is {limit}"
+    );
     assert_eq!(checked + refused, 300);
     mesh.stop().await.unwrap();
 }
@@ -141,7 +147,10 @@ async fn a_registration_flood_from_one_address_is_throttled() {
     }
     let limit = Settings::default().auth.registrations_per_address_per_hour;
     // The sandbox registered its own user from this address at start.
-    assert!(created < limit as usize, "{created} accounts from one address, the limit is {limit}");
+    assert!(
+        created < limit as usize,
+        "{created} accounts from one address, the limit is {limit}"
+    );
     assert_eq!(created + refused, 30);
     // Another address still may register.
     let mut other = auth_from(&mesh, B).await;

@@ -6,7 +6,10 @@
 //! with the credentials under test, over real gRPC on loopback.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{path::Path, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use bytes::{Buf as _, BufMut as _, Bytes};
 use prost::Message as _;
@@ -220,6 +223,22 @@ fn touch_request(workspace: &Path) -> Bytes {
 
 const RUNNER_START: &str = "/reporunner.agents.runner.v1.RunnerService/Start";
 
+/// A workspace directory where the source agent keeps them
+/// (`<data_dir>/workspaces/<owner>/<id>`): agents refuse any other.
+struct Workspace(PathBuf);
+
+impl Workspace {
+    fn under(data_dir: &Path) -> Self {
+        let path = data_dir.join("workspaces").join("attacker").join("ws1");
+        std::fs::create_dir_all(&path).unwrap();
+        Self(path)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
 async fn appears(path: &Path, within: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + within;
     while tokio::time::Instant::now() < deadline {
@@ -293,8 +312,9 @@ async fn an_all_in_one_node_serves_no_agent_on_its_public_listener() {
         }
     }
 
-    // No side effect: the runner never ran the attacker's command...
-    let workspace = tempfile::tempdir().unwrap();
+    // No side effect: the runner never ran the attacker's command (in a
+    // workspace under the source agent's root, where agents accept one)...
+    let workspace = Workspace::under(data_dir.path());
     let pwned = workspace.path().join("pwned");
     for credentials in [Credentials::None, Credentials::User(user.clone())] {
         let outcome = call(
@@ -511,7 +531,7 @@ async fn in_mesh_mode_agents_answer_only_the_services_allowed_to_call_them() {
 
     // The side effect, in mesh mode: nothing but the orchestrator starts a process.
     let runner = channel(mesh.addr(ServiceName::Runner).unwrap());
-    let workspace = tempfile::tempdir().unwrap();
+    let workspace = Workspace::under(mesh.data_dir());
     let pwned = workspace.path().join("pwned");
     for credentials in [
         Credentials::None,

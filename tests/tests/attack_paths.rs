@@ -94,7 +94,7 @@ fn assert_refused(run: &Run, path: &Path, words: &[&str]) {
 
 /// What the mesh's source agent answers when asked to copy `path`.
 async fn source_refusal(mesh: &Sandbox, path: &Path) -> Status {
-    SourceServiceClient::new(mesh.channel(ServiceName::Source))
+    SourceServiceClient::new(mesh.agent_channel(ServiceName::Source, "orchestrator"))
         .fetch(FetchRequest {
             owner_id: "probe".into(),
             source: Some(fetch_request::Source::Local(LocalSource {
