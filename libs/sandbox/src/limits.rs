@@ -157,7 +157,7 @@ impl std::fmt::Display for LimitHit {
 fn bytes(n: u64) -> String {
     const GIB: u64 = 1 << 30;
     const MIB: u64 = 1 << 20;
-    if n >= GIB && n % GIB == 0 {
+    if n >= GIB && n.is_multiple_of(GIB) {
         format!("{} GiB", n / GIB)
     } else if n >= MIB {
         format!("{} MiB", n / MIB)

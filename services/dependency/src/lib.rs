@@ -641,6 +641,13 @@ fn env_name(name: &str) -> String {
     }
 }
 
+/// A short unique suffix for step names (cgroups).
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
 #[cfg(test)]
 mod tests {
     use reporunner_proto::common::v1::Runtime;
@@ -700,11 +707,4 @@ mod tests {
         c.language = "java".into();
         assert!(matches!(Language::of(&c), Err(DependencyError::Unsupported(l)) if l == "java"));
     }
-}
-
-/// A short unique suffix for step names (cgroups).
-fn uuid_like() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
