@@ -60,6 +60,9 @@ pub struct AuthConfig {
     pub login_delay_base_ms: u64,
     /// The longest such delay; 0 turns the delay off.
     pub login_delay_max_ms: u64,
+    /// Failures of one account from one address before the delay starts:
+    /// the owner who mistypes a password once or twice is not made to wait.
+    pub login_free_failures: u64,
     /// Password checks of one account that may run at once; more wait.
     pub login_concurrent_checks_per_account: usize,
     /// Peers whose `x-forwarded-for` is believed (reverse proxies). From any
@@ -95,6 +98,7 @@ impl Default for AuthConfig {
             login_failures_per_address_per_hour: 100,
             login_delay_base_ms: 250,
             login_delay_max_ms: 60_000,
+            login_free_failures: 3,
             login_concurrent_checks_per_account: 4,
             trusted_proxies: Vec::new(),
             tiers: default_tiers(),
@@ -248,10 +252,12 @@ impl AuthConfig {
     /// address after `failures` failed logins of that pair in the hour:
     /// nothing after none, then the base, doubled per failure, capped.
     pub fn login_delay(&self, failures: u64) -> Duration {
-        if failures == 0 || self.login_delay_max_ms == 0 {
+        if failures <= self.login_free_failures || self.login_delay_max_ms == 0 {
             return Duration::ZERO;
         }
-        let doublings = u32::try_from(failures - 1).unwrap_or(u32::MAX).min(63);
+        let doublings = u32::try_from(failures - self.login_free_failures - 1)
+            .unwrap_or(u32::MAX)
+            .min(63);
         let ms = self
             .login_delay_base_ms
             .checked_shl(doublings)
@@ -532,12 +538,19 @@ mod tests {
 
     #[test]
     fn login_delay_doubles_per_failure_up_to_the_maximum() {
-        let config = AuthConfig::default();
+        let config = AuthConfig {
+            login_free_failures: 0,
+            ..AuthConfig::default()
+        };
         assert_eq!(config.login_delay(0), Duration::ZERO);
         assert_eq!(config.login_delay(1), Duration::from_millis(250));
         assert_eq!(config.login_delay(2), Duration::from_millis(500));
         assert_eq!(config.login_delay(5), Duration::from_secs(4));
         assert_eq!(config.login_delay(9), Duration::from_secs(60));
+        // By default a mistyped password or two costs no wait.
+        let default = AuthConfig::default();
+        assert_eq!(default.login_delay(3), Duration::ZERO);
+        assert_eq!(default.login_delay(4), Duration::from_millis(250));
         assert_eq!(config.login_delay(u64::MAX), Duration::from_secs(60));
         let off = AuthConfig {
             login_delay_max_ms: 0,

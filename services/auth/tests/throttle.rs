@@ -197,6 +197,7 @@ async fn a_failure_delays_that_account_from_that_address_only_and_the_delay_doub
         db,
         AuthConfig {
             login_delay_base_ms: 500,
+            login_free_failures: 0,
             login_delay_max_ms: 2_000,
             ..config()
         },
