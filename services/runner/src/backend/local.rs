@@ -123,14 +123,7 @@ pub(crate) fn step_of(spec: &LaunchSpec, config: &RunnerConfig) -> Step {
         hidden,
         home: Some(sandbox_home(spec)),
         owner: spec.owner.clone(),
-        limits: reporunner_sandbox::Limits {
-            memory_bytes: spec.limits.memory_bytes,
-            cpu_millis: spec.limits.cpu_millis,
-            max_processes: spec.limits.max_processes,
-            max_open_files: spec.limits.max_open_files,
-            max_file_bytes: spec.limits.max_file_bytes,
-            max_runtime_seconds: spec.limits.max_runtime_seconds,
-        },
+        limits: spec.limits,
     }
 }
 

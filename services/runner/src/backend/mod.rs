@@ -16,16 +16,8 @@ use tokio::io::AsyncRead;
 
 use crate::{config::RunnerConfig, error::Result};
 
-/// The limits in force for one process. Zero means no limit.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Limits {
-    pub memory_bytes: u64,
-    pub cpu_millis: u32,
-    pub max_processes: u32,
-    pub max_open_files: u32,
-    pub max_file_bytes: u64,
-    pub max_runtime_seconds: u32,
-}
+/// The limits in force for one process (the sandbox's). Zero means no limit.
+pub use reporunner_sandbox::Limits;
 
 /// Everything a backend needs to start one process.
 #[derive(Clone, Debug)]
