@@ -138,6 +138,7 @@ pub struct StepLimitsConfig {
     pub max_open_files: u32,
     pub max_file_mib: u64,
     pub cpu_millis: u32,
+    pub max_disk_mib: u64,
 }
 
 impl Default for StepLimitsConfig {
@@ -156,6 +157,7 @@ impl StepLimitsConfig {
             max_open_files: 4_096,
             max_file_mib: 4_096,
             cpu_millis: 1_000 * factor,
+            max_disk_mib: 4_096 * u64::from(factor),
         }
     }
 
@@ -166,6 +168,7 @@ impl StepLimitsConfig {
             max_open_files: self.max_open_files,
             max_file_bytes: self.max_file_mib * MIB,
             cpu_millis: self.cpu_millis,
+            max_disk_bytes: self.max_disk_mib * MIB,
         }
     }
 }

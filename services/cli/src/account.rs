@@ -642,11 +642,12 @@ pub fn render_policy(policy: &TierPolicy) -> String {
     if let Some(limits) = &policy.step_limits {
         let _ = writeln!(
             out,
-            "Per step (sandbox)      {} MiB memory, {} processes, {} open files, {} MiB files",
+            "Per step (sandbox)      {} MiB memory, {} processes, {} open files, {} MiB files, {} MiB installed",
             limits.memory_bytes >> 20,
             limits.max_processes,
             limits.max_open_files,
-            limits.max_file_bytes >> 20
+            limits.max_file_bytes >> 20,
+            limits.max_disk_bytes >> 20
         );
     }
     out
@@ -759,6 +760,7 @@ mod tests {
                 max_open_files: 4096,
                 max_file_bytes: 4 << 30,
                 cpu_millis: 1000,
+                max_disk_bytes: 4 << 30,
             }),
         });
         assert!(shown.contains("free"), "{shown}");

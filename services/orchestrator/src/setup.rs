@@ -324,7 +324,8 @@ impl Runner {
             environment: ctx.environment.clone(),
             limits: Some(InstallLimits {
                 timeout_seconds: self.config.install_timeout_seconds,
-                max_disk_bytes: 0,
+                // The tier's: an install is stopped past it, with the limit named.
+                max_disk_bytes: ctx.step_limits.max_disk_bytes,
             }),
             owner_id: ctx.owner_id.clone(),
             step_limits: Some(ctx.step_limits),
