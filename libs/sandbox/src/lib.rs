@@ -149,6 +149,23 @@ pub fn default_home_toolchains() -> Vec<PathBuf> {
     .to_vec()
 }
 
+/// Where the toolchains under `home` keep their state, by the variable that
+/// names it (`RUSTUP_HOME` → `~/.rustup`, `PYENV_ROOT`, `NVM_DIR`), for those
+/// that exist. A step's `$HOME` is its own, so without these rustup, pyenv
+/// and nvm would look in the wrong place (rustup: "no default is
+/// configured").
+pub fn toolchain_homes(home: &Path) -> Vec<(&'static str, PathBuf)> {
+    [
+        ("RUSTUP_HOME", ".rustup"),
+        ("PYENV_ROOT", ".pyenv"),
+        ("NVM_DIR", ".nvm"),
+    ]
+    .into_iter()
+    .map(|(var, dir)| (var, home.join(dir)))
+    .filter(|(_, path)| path.is_dir())
+    .collect()
+}
+
 /// Variables of the server's own environment a step may see (when set):
 /// the path, locale, time zone, and the registry, certificate and proxy
 /// settings the operator configured. Nothing else of the server passes.
@@ -410,6 +427,13 @@ impl Sandbox {
         let mut env = step.env.clone();
         if let Some(home) = &step.home {
             env.insert("HOME".into(), home.display().to_string());
+            // The server's toolchains keep their state under its own home.
+            if let Some(server_home) = std::env::var_os("HOME").map(PathBuf::from) {
+                for (var, path) in toolchain_homes(&server_home) {
+                    env.entry(var.to_owned())
+                        .or_insert_with(|| path.display().to_string());
+                }
+            }
         }
         if let Some(bwrap) = &bwrap {
             argv.push(bwrap.display().to_string());

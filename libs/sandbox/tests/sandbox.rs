@@ -214,3 +214,24 @@ async fn a_fork_bomb_and_a_huge_allocation_are_stopped_by_the_limits() {
         .unwrap_or_else(|| panic!("the memory limit was not named: {} {}", out.code, out.stderr));
     assert_eq!(hit.limit, "memory", "{}", out.stderr);
 }
+
+#[tokio::test]
+async fn toolchains_under_the_servers_home_work_with_the_steps_own_home() {
+    if !usable() {
+        return;
+    }
+    let Some(home) = std::env::var_os("HOME").map(std::path::PathBuf::from) else {
+        return;
+    };
+    if !home.join(".rustup").is_dir() {
+        eprintln!("skipped: no rustup under the server's home");
+        return;
+    }
+    let host = host();
+    // What a server started from a plain shell has: no RUSTUP_HOME or
+    // RUSTUP_TOOLCHAIN (rustup's proxies set them only for their children).
+    let mut step = step(&host, "cargo --version && echo cargo-ok");
+    step.env.retain(|k, _| !k.starts_with("RUSTUP_"));
+    let out = run(&host.sandbox, &step).await;
+    assert!(out.stdout.contains("cargo-ok"), "{}\n{}", out.stdout, out.stderr);
+}

@@ -436,12 +436,7 @@ pub async fn start_node(
                 )?;
                 let mut orchestrator_settings = settings.orchestrator.clone();
                 if orchestrator_settings.provision_dir.is_empty() {
-                    // Private backing servers of a run live under the data dir.
-                    orchestrator_settings.provision_dir =
-                        std::path::absolute(settings.data_dir.join("provision"))
-                            .unwrap_or_else(|_| settings.data_dir.join("provision"))
-                            .display()
-                            .to_string();
+                    orchestrator_settings.provision_dir = provision_dir(settings)?.display().to_string();
                 }
                 let store = OrchestratorImpl::open_store(&settings.orchestrator, &settings.data_dir)
                     .await
@@ -527,6 +522,45 @@ pub async fn start_node(
         shutdown,
         task,
     })
+}
+
+/// Where private backing servers of runs live when `orchestrator.provision_dir`
+/// is unset. Not under the data dir: that is 0700, and a private PostgreSQL or
+/// MariaDB runs as its own account (`postgres`, `mysql`), which must enter its
+/// directory. So a directory of this data dir's own under the system's
+/// temporary directory, 0711 (entered, never listed, by those accounts), made
+/// here or refused when someone else made it first.
+fn provision_dir(settings: &Settings) -> anyhow::Result<std::path::PathBuf> {
+    use std::{
+        hash::{Hash as _, Hasher as _},
+        os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _},
+    };
+    let data_dir = std::path::absolute(&settings.data_dir).unwrap_or_else(|_| settings.data_dir.clone());
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    data_dir.hash(&mut hasher);
+    let dir = std::env::temp_dir().join(format!("reporunner-provision-{:016x}", hasher.finish()));
+    match std::fs::DirBuilder::new().mode(0o711).create(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot create {}", dir.display())),
+    }
+    let meta = std::fs::symlink_metadata(&dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    anyhow::ensure!(
+        meta.is_dir() && meta.uid() == nix_uid(),
+        "{} is not a directory of this process's user (set orchestrator.provision_dir)",
+        dir.display()
+    );
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
+        .with_context(|| format!("cannot set the mode of {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// This process's effective uid, from `/proc` (no `unsafe` geteuid here).
+fn nix_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(u32::MAX)
 }
 
 /// The runner's settings as every step that runs repository code uses them

@@ -68,8 +68,10 @@ pub struct OrchestratorConfig {
     /// Lines of a component's output quoted in `Run.error` when it fails.
     pub log_tail_lines: usize,
     /// Where the provisioner keeps a run's private servers
-    /// (`<provision_dir>/<run id>`); empty: `<data dir>/provision` in the
-    /// binary, the system's temp dir elsewhere. Must be absolute.
+    /// (`<provision_dir>/<run id>`); empty: in the binary a directory of the
+    /// data dir's own under the system's temp dir (`reporunner-provision-<hash>`,
+    /// 0711: the data dir is 0700 and private servers run as their own
+    /// accounts), the system's temp dir elsewhere. Must be absolute.
     pub provision_dir: String,
     /// Deadline of a Provision or Release call (a private server's start).
     pub provision_deadline_ms: u64,

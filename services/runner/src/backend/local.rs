@@ -89,16 +89,9 @@ pub(crate) fn step_of(spec: &LaunchSpec, config: &RunnerConfig) -> Step {
     // so rustup and pyenv still find them; cargo gets a writable home of the
     // run's own (its registry cache is written).
     if let Some(real_home) = spec.env.get("HOME").filter(|h| h.starts_with('/')) {
-        let real_home = Path::new(real_home);
-        for (var, dir) in [
-            ("RUSTUP_HOME", ".rustup"),
-            ("PYENV_ROOT", ".pyenv"),
-            ("NVM_DIR", ".nvm"),
-        ] {
-            let path = real_home.join(dir);
-            if !env.contains_key(var) && path.is_dir() {
-                env.insert(var.into(), path.display().to_string());
-            }
+        for (var, path) in reporunner_sandbox::toolchain_homes(Path::new(real_home)) {
+            env.entry(var.to_owned())
+                .or_insert_with(|| path.display().to_string());
         }
     }
     // A cargo home the process cannot write (the server's own) is replaced
