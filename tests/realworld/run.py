@@ -36,6 +36,19 @@ import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+CURRENT = []  # [Popen, temp dir] of the run in progress, for clean-up on SIGTERM / Ctrl-C
+
+
+def on_term(signum, frame):
+    if CURRENT:
+        proc, tmp = CURRENT
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        kill_leftovers(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
+    sys.exit(130)
 
 
 def load_corpus(path):
@@ -46,16 +59,25 @@ def load_corpus(path):
 KEY = re.compile(r"(?i)(error|denied|not permitted|permission|cannot|can't|refus|unsatisf|not found|no such|read-only)")
 
 
+EXC = re.compile(r"(\b\w*(Error|Exception):|bad option|Read-only file system|Permission denied|not permitted|unsatisfiable)")
+
+
 def summarize(text):
     """A multi-line error in one line: its first line, then the first lines after it that say what went wrong."""
     lines = [l.strip() for l in str(text).splitlines() if l.strip()]
     if len(lines) <= 1:
         return lines[0] if lines else ""
-    keys = [l for l in lines[1:] if KEY.search(l)][:2]
+    exc = [l for l in lines[1:] if EXC.search(l)][:1]
+    keys = exc + [l for l in lines[1:] if KEY.search(l) and l not in exc][: 2 - len(exc)]
     return " … ".join([lines[0]] + keys) if keys else lines[0] + " … " + lines[-1]
 
 
+WORKSPACE = re.compile(r"/tmp/rr-corpus-[^/\s]+/data/workspaces/[0-9a-f-]+/[0-9a-f]{64}")
+TMP = re.compile(r"/tmp/rr-corpus-[^/\s'`]+")
+
+
 def one_line(text, limit=260):
+    text = TMP.sub("<tmp>", WORKSPACE.sub("<workspace>", str(text)))
     text = " ".join(summarize(text).split())
     text = text.replace("|", "\\|")
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -135,6 +157,9 @@ def run_one(binary, repo, src_root, timeout, grace, logs_dir, label):
         return res
 
     tmp = tempfile.mkdtemp(prefix="rr-corpus-")
+    # mkdtemp makes it 0700; a private database server the run provisions runs under its own uid and must be
+    # able to traverse the parents of the data dir, as it can below any ordinary directory.
+    os.chmod(tmp, 0o755)
     work = Path(tmp) / "repo"
     data = Path(tmp) / "data"
     shutil.copytree(src, work, symlinks=True)
@@ -166,6 +191,7 @@ def run_one(binary, repo, src_root, timeout, grace, logs_dir, label):
 
         t = threading.Thread(target=reader, daemon=True)
         t.start()
+        CURRENT[:] = [proc, tmp]
 
         deadline = start + timeout
         urls, last_notice, last_state, last_step = [], "", "", ""
@@ -218,6 +244,7 @@ def run_one(binary, repo, src_root, timeout, grace, logs_dir, label):
             kill_group(proc, grace)
         kill_leftovers(tmp)
         t.join(timeout=5)
+        CURRENT[:] = []
 
     rc = proc.returncode
     final = None
@@ -294,6 +321,8 @@ def main():
     ap.add_argument("--corpus-dir", default="/tmp/corpus", help="unpacked trees, one <owner>__<name> per repository")
     ap.add_argument("--logs", default="", help="keep each run's JSON events and stderr in this directory")
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
 
     binaries = []
     for b in args.binary:
