@@ -9,7 +9,7 @@ use std::{
 use tonic::{Status, server::NamedService};
 use tower::{Layer, Service};
 
-use crate::{MeshKey, SERVICE_HEADER, allowed_callers, token::Verifier};
+use crate::{MeshKey, SERVICE_HEADER, allowed_callers, may_call, token::Verifier};
 
 /// The service that made a call, put into the request extensions by
 /// [`MeshLayer`].
@@ -63,11 +63,19 @@ impl MeshLayer {
                 "agents accept only mesh services: the service token is invalid or expired",
             )
         })?;
-        let service = path.trim_start_matches('/').split('/').next().unwrap_or_default();
+        let mut parts = path.trim_start_matches('/').splitn(2, '/');
+        let service = parts.next().unwrap_or_default();
+        let method = parts.next().unwrap_or_default();
         if !allowed_callers(service).contains(&caller.as_str()) {
             tracing::warn!(caller = %caller, service, "service call refused");
             return Err(Status::permission_denied(format!(
                 "service `{caller}` may not call {service}"
+            )));
+        }
+        if !may_call(&caller, service, method) {
+            tracing::warn!(caller = %caller, service, method, "service call refused");
+            return Err(Status::permission_denied(format!(
+                "service `{caller}` may not call {service}/{method}"
             )));
         }
         Ok(Some(MeshCaller(caller)))

@@ -81,6 +81,26 @@ pub const ALLOWED_CALLERS: &[(&str, &[&str])] = &[
     (index::v1::index_service_server::SERVICE_NAME, &[ORCHESTRATOR]),
 ];
 
+/// Callers limited to some methods of a service they may call: `(service,
+/// caller, methods)`. The health agent only reads the runner's output (log
+/// probes); it may not start, stop or inspect processes.
+pub const METHOD_LIMITS: &[(&str, &str, &[&str])] = &[(
+    agents::runner::v1::runner_service_server::SERVICE_NAME,
+    HEALTH,
+    &["Logs"],
+)];
+
+/// Whether `caller` may call `method` of `service` (full gRPC names, the
+/// method without its service): among the service's [`ALLOWED_CALLERS`],
+/// and within its [`METHOD_LIMITS`] if it has any.
+pub fn may_call(caller: &str, service: &str, method: &str) -> bool {
+    allowed_callers(service).contains(&caller)
+        && METHOD_LIMITS
+            .iter()
+            .filter(|(s, c, _)| *s == service && *c == caller)
+            .all(|(_, _, methods)| methods.contains(&method))
+}
+
 /// The services allowed to call `service` (a full gRPC service name); empty
 /// when it is not an agent.
 pub fn allowed_callers(service: &str) -> &'static [&'static str] {
@@ -134,5 +154,18 @@ mod tests {
             allowed_callers(agents::runner::v1::runner_service_server::SERVICE_NAME),
             &[ORCHESTRATOR, HEALTH]
         );
+    }
+
+    #[test]
+    fn the_health_agent_may_only_read_the_runners_logs() {
+        let runner = agents::runner::v1::runner_service_server::SERVICE_NAME;
+        assert!(may_call(HEALTH, runner, "Logs"));
+        for method in ["Start", "Stop", "Status"] {
+            assert!(!may_call(HEALTH, runner, method), "{method}");
+            assert!(may_call(ORCHESTRATOR, runner, method), "{method}");
+        }
+        let source = agents::source::v1::source_service_server::SERVICE_NAME;
+        assert!(!may_call(HEALTH, source, "Fetch"));
+        assert!(may_call(ORCHESTRATOR, source, "Fetch"));
     }
 }
