@@ -29,11 +29,13 @@ mod channel;
 mod config;
 mod discovery;
 mod pool;
+mod transport;
 
 pub use channel::{ServiceChannel, connect, connect_with_resolver};
 pub use config::{ClientConfig, ClientTlsConfig};
 pub use discovery::{Resolver, Resolving, SystemResolver};
 pub use pool::EndpointState;
+pub use transport::Transport;
 
 /// Why a channel could not be built.
 #[derive(Debug, thiserror::Error)]

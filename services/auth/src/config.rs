@@ -127,6 +127,15 @@ pub struct TierPolicyConfig {
     /// The sandbox limits of every step that runs the repository's code.
     #[serde(default)]
     pub step_limits: StepLimitsConfig,
+    /// Whether the orchestrator's plugins (`[[orchestrator.plugins]]`) are
+    /// called on this tier's runs; default true: plugins are the operator's
+    /// own policy.
+    #[serde(default = "yes")]
+    pub plugins: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A tier's sandbox limits, as written in a config file; 0 means none.
@@ -186,6 +195,7 @@ impl TierPolicyConfig {
             max_workspace_bytes: self.max_workspace_bytes,
             max_run_seconds: self.max_run_seconds,
             step_limits: Some(self.step_limits.to_proto()),
+            plugins: self.plugins,
         }
     }
 }
@@ -213,6 +223,7 @@ pub fn default_tiers() -> Vec<TierPolicyConfig> {
                 Tier::Premium => 4,
                 Tier::Admin => 8,
             }),
+            plugins: true,
         };
     use IndexMode::{Hybrid, Text, Vector};
     vec![

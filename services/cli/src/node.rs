@@ -434,6 +434,17 @@ pub async fn start_node(
                     "indexer",
                     reporunner_proto::index::v1::index_service_server::SERVICE_NAME,
                 )?;
+                // Plugins are external agents: called with this node's
+                // identity, like the agents, through the same client stack.
+                let plugins = settings
+                    .orchestrator
+                    .plugins
+                    .iter()
+                    .map(|plugin| {
+                        let service = reporunner_proto::agents::plugin::v1::plugin_service_server::SERVICE_NAME;
+                        Ok((plugin.name.clone(), agent(service, &plugin.endpoints)?))
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
                 let mut orchestrator_settings = settings.orchestrator.clone();
                 if orchestrator_settings.provision_dir.is_empty() {
                     orchestrator_settings.provision_dir = provision_dir(settings)?.display().to_string();
@@ -454,6 +465,7 @@ pub async fn start_node(
                         resolver,
                         tester,
                         indexer,
+                        plugins,
                     },
                     store,
                     Authorizer::new(auth.clone()),

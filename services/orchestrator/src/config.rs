@@ -6,6 +6,24 @@ use serde::{Deserialize, Serialize};
 
 use crate::{OrchestratorError, Result};
 
+/// One plugin: `[[orchestrator.plugins]]`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// Its name in notices and failure reasons.
+    pub name: String,
+    /// Where it serves `reporunner.agents.plugin.v1.PluginService`
+    /// (`http://host:port`, `https://…`, `dns:///…`).
+    pub endpoints: Vec<String>,
+    /// Deadline of one call; past it the call is a notice in the run.
+    #[serde(with = "humantime_serde", default = "plugin_deadline")]
+    pub deadline: Duration,
+}
+
+fn plugin_deadline() -> Duration {
+    Duration::from_secs(10)
+}
+
 /// Orchestrator settings.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -14,6 +32,9 @@ pub struct OrchestratorConfig {
     /// and their events. Unset means the SQLite file
     /// `<data_dir>/orchestrator.db`; see [`OrchestratorConfig::database_url`].
     pub database_url: Option<String>,
+    /// External agents called at hooks of every run of a tier that allows
+    /// them (see [`crate::plugins`]).
+    pub plugins: Vec<PluginConfig>,
     /// Deadline of a Detect call to the env-detector (registry probes take
     /// up to a few seconds on a cold cache).
     pub detect_deadline_ms: u64,
@@ -91,6 +112,7 @@ impl Default for OrchestratorConfig {
     fn default() -> Self {
         Self {
             database_url: None,
+            plugins: Vec::new(),
             detect_deadline_ms: 15_000,
             detect_skip_registries: true,
             fetch_deadline_ms: 330_000,
@@ -207,6 +229,21 @@ impl OrchestratorConfig {
                 || url.starts_with("postgresql://"))
         {
             return invalid("database_url must be a sqlite:// or postgres:// URL".into());
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for plugin in &self.plugins {
+            if plugin.name.trim().is_empty() || !names.insert(plugin.name.as_str()) {
+                return invalid(format!(
+                    "plugins: every plugin needs a name of its own (`{}` is empty or repeated)",
+                    plugin.name
+                ));
+            }
+            if plugin.endpoints.is_empty() {
+                return invalid(format!("plugins: plugin `{}` has no endpoints", plugin.name));
+            }
+            if plugin.deadline.is_zero() {
+                return invalid(format!("plugins: plugin `{}` has a zero deadline", plugin.name));
+            }
         }
         for (name, value) in [
             ("detect_deadline_ms", self.detect_deadline_ms),

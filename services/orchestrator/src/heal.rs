@@ -1,24 +1,14 @@
-//! Backing services and self-healing for goal START.
-//!
-//! - **Provision**: before install, each backing service kind the startable
-//!   components need (deduplicated by kind, env var names merged) is asked
-//!   of the provisioner agent, with a run directory under the system's temp
-//!   dir or `provision_dir` (`<data dir>/provision/<run id>` in the binary).
-//!   The env it returns goes into the component's env: over the install's,
-//!   under `CreateRunRequest.env` (the runner puts the plan's defaults under
-//!   all of it). Passwords never reach events: URLs are redacted.
-//! - **Release**: once the run is over (any terminal state, StopRun
-//!   included), after its processes are stopped, `Release(run_id, [])`.
-//! - **Heal**: when install, build, start or probe fails, the resolver is
-//!   asked for a diagnosis; the first diagnosis with patches not tried yet
-//!   in this run is applied to the plan ([`apply_patch`]), recorded as a
-//!   `HealEvent`, appended to `plan.applied_patches`, and the pipeline goes
-//!   back to the step the patch affects ([`retry_from`]). At most the tier's
-//!   `max_heal_attempts` times.
+//! Plan patches: what a failed step leaves for the resolver ([`Failure`]),
+//! how a patch changes the plan ([`apply_patch`], [`create_file`]), the step
+//! a run resumes at after it ([`retry_from`]), and redaction of secrets in
+//! what reaches events. The healing loop itself is
+//! [`crate::run::healing`]; provisioning is [`crate::run::steps::provision`].
 
 use reporunner_proto::common::v1::{
     BackingService, Command, CommandSlot, Component, EnvVar, PlanPatch, RunPlan, plan_patch::Change,
 };
+
+use crate::run::Step;
 
 /// What the failing step left for the resolver.
 #[derive(Clone, Debug, Default)]
@@ -33,40 +23,22 @@ pub struct Failure {
 /// How many lines of a failing step's log the resolver gets.
 pub const TAIL_LINES: usize = 200;
 
-/// Where the pipeline goes back to after `patch`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum RetryFrom {
-    Provision,
-    Install,
-    Start,
-}
-
-impl RetryFrom {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Provision => "provision",
-            Self::Install => "install",
-            Self::Start => "start",
-        }
-    }
-}
-
-/// The step a patch makes the pipeline go back to.
-pub fn retry_from(patch: &PlanPatch) -> RetryFrom {
+/// The step a run resumes at after `patch`: provision for a new backing
+/// service, install for what changes the install or build, setup (then
+/// start) for the rest.
+pub fn retry_from(patch: &PlanPatch) -> Step {
     match &patch.change {
-        Some(Change::AddBackingService(_)) => RetryFrom::Provision,
-        Some(Change::AddPackage(_) | Change::SetRuntimeVersion(_) | Change::RelaxPin(_)) => {
-            RetryFrom::Install
-        }
+        Some(Change::AddBackingService(_)) => Step::Provision,
+        Some(Change::AddPackage(_) | Change::SetRuntimeVersion(_) | Change::RelaxPin(_)) => Step::Install,
         Some(Change::ReplaceCommand(replace))
             if matches!(
                 CommandSlot::try_from(replace.slot),
                 Ok(CommandSlot::Install | CommandSlot::Build)
             ) =>
         {
-            RetryFrom::Install
+            Step::Install
         }
-        _ => RetryFrom::Start,
+        _ => Step::Setup,
     }
 }
 
@@ -450,7 +422,7 @@ mod tests {
         let install = plan.components[0].install.clone().unwrap().run;
         assert!(install.contains("uv pip install 'python-dotenv'"), "{install}");
         assert!(!manager_command(&install), "{install}");
-        assert_eq!(retry_from(&add), RetryFrom::Install);
+        assert_eq!(retry_from(&add), Step::Install);
         let relax = patch(Change::RelaxPin(RelaxPin {
             package: "psycopg2".into(),
             from_spec: "==2.9.3".into(),
@@ -466,7 +438,7 @@ mod tests {
         }));
         apply_patch(&mut plan, &env).unwrap();
         assert_eq!(plan.components[0].env[0].default_value, "x");
-        assert_eq!(retry_from(&env), RetryFrom::Start);
+        assert_eq!(retry_from(&env), Step::Setup);
         apply_patch(
             &mut plan,
             &patch(Change::SetPort(SetPort {
@@ -503,7 +475,7 @@ mod tests {
             }),
         }));
         apply_patch(&mut plan, &backing).unwrap();
-        assert_eq!(retry_from(&backing), RetryFrom::Provision);
+        assert_eq!(retry_from(&backing), Step::Provision);
         assert_eq!(plan.components[0].backing_services.len(), 1);
         let bad = patch(Change::CreateFile(CreateFile {
             path: "../x".into(),

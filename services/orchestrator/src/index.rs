@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use reporunner_client::ServiceChannel;
+use reporunner_client::Transport;
 use reporunner_indexer::policy::{ModeChoice, ModeInputs, choose_mode};
 use reporunner_proto::{
     auth::v1::TierPolicy,
@@ -23,19 +23,14 @@ use reporunner_proto::{
         SearchRequest as IndexSearchRequest, SearchResponse as IndexSearchResponse,
         index_service_client::IndexServiceClient,
     },
-    orchestrator::v1::{IndexWorkspaceResponse, StepEvent, run_event},
+    orchestrator::v1::IndexWorkspaceResponse,
 };
 use tokio::sync::mpsc;
 use tokio_stream::{StreamExt as _, wrappers::ReceiverStream};
-use tokio_util::sync::CancellationToken;
 
-use crate::{OrchestratorConfig, OrchestratorError, Result, pipeline::Ended, store::RunChange};
+use crate::{OrchestratorConfig, OrchestratorError, Result};
 
-pub(crate) const INDEXER: &str = "indexer";
-
-/// The name of the run step that indexes (a step event only: indexing has no
-/// run state of its own and never fails a run).
-pub(crate) const INDEX_STEP: &str = "index";
+pub(crate) use crate::run::step::INDEXER;
 
 /// A stream of IndexWorkspace messages.
 pub type IndexStream = ReceiverStream<Result<IndexWorkspaceResponse>>;
@@ -137,7 +132,7 @@ impl IndexJob {
     /// it builds.
     async fn start(
         &self,
-        indexer: &ServiceChannel,
+        indexer: &Transport,
         deadline: Duration,
     ) -> Result<(tonic::Streaming<IndexRepoResponse>, ModeChoice)> {
         let call = |mode: IndexMode| {
@@ -171,7 +166,7 @@ impl IndexJob {
 
     /// Indexes, relaying at most `max_messages` progress messages into a
     /// stream; the whole call is bounded by `deadline`.
-    pub async fn stream(self, indexer: ServiceChannel, config: &OrchestratorConfig) -> Result<IndexStream> {
+    pub async fn stream(self, indexer: Transport, config: &OrchestratorConfig) -> Result<IndexStream> {
         let deadline = config.index_deadline();
         let max_messages = config.max_index_messages.max(1);
         let (mut upstream, choice) = self.start(&indexer, deadline).await?;
@@ -221,7 +216,7 @@ impl IndexJob {
 
 /// Asks the indexer whether the workspace has an index, and of which kinds.
 pub(crate) async fn status(
-    indexer: &ServiceChannel,
+    indexer: &Transport,
     deadline: Duration,
     owner_id: &str,
     workspace_id: &str,
@@ -241,7 +236,7 @@ pub(crate) async fn status(
 /// Searches with the decided mode; the indexer may narrow it further (an
 /// index built for text only) and says why.
 pub(crate) async fn search(
-    indexer: &ServiceChannel,
+    indexer: &Transport,
     deadline: Duration,
     request: IndexSearchRequest,
     choice: ModeChoice,
@@ -276,7 +271,7 @@ pub(crate) async fn search(
 }
 
 /// The progress in words, for the index step's detail.
-fn progress_detail(progress: &IndexProgress, mode: IndexMode, model: &str) -> String {
+pub(crate) fn progress_detail(progress: &IndexProgress, mode: IndexMode, model: &str) -> String {
     let mut detail = format!(
         "{} file(s) indexed, {} unchanged, {} removed, {} chunk(s)",
         progress.files_indexed, progress.files_unchanged, progress.files_removed, progress.chunks
@@ -293,101 +288,6 @@ fn progress_detail(progress: &IndexProgress, mode: IndexMode, model: &str) -> St
         }
     ));
     detail
-}
-
-fn step(status: &str, detail: String, elapsed: Duration) -> run_event::Event {
-    run_event::Event::Step(StepEvent {
-        step: INDEX_STEP.to_owned(),
-        status: status.to_owned(),
-        detail,
-        duration_ms: u32::try_from(elapsed.as_millis()).unwrap_or(u32::MAX),
-    })
-}
-
-impl crate::pipeline::Runner {
-    /// The optional index step of a run: step events and notices, never a
-    /// failure of the run. `None` when the run goes on; `Some(Taken)` when
-    /// it was stopped meanwhile.
-    pub(crate) async fn index_step(
-        &self,
-        run_id: &str,
-        job: Option<&IndexJob>,
-        workspace: Option<&Workspace>,
-        cancel: &CancellationToken,
-    ) -> Result<Option<Ended>> {
-        let (Some(job), Some(workspace)) = (job, workspace) else {
-            return Ok(None);
-        };
-        let job = IndexJob {
-            workspace: workspace.clone(),
-            ..job.clone()
-        };
-        let recorder = &self.recorder;
-        let emit = |event: run_event::Event| async move {
-            recorder
-                .record(run_id, RunChange::default(), event)
-                .await
-                .map(|stored| stored.is_none())
-        };
-        let indexer = match self.agents.indexer.clone() {
-            Some(indexer) => indexer,
-            None => {
-                let detail = "this orchestrator has no endpoint for the indexer (endpoints.indexer); the workspace was not indexed".to_owned();
-                return Ok(emit(step("skipped", detail, Duration::ZERO))
-                    .await?
-                    .then_some(Ended::Taken));
-            }
-        };
-        if emit(step("started", String::new(), Duration::ZERO)).await? {
-            return Ok(Some(Ended::Taken));
-        }
-        let started = std::time::Instant::now();
-        let work = async {
-            let mut stream = job.clone().stream(indexer, &self.config).await?;
-            let mut last = None;
-            while let Some(message) = stream.next().await {
-                let message = message?;
-                if message.done {
-                    last = Some(message);
-                    break;
-                }
-            }
-            last.ok_or(OrchestratorError::AgentIncomplete {
-                agent: INDEXER,
-                what: "the final progress message",
-            })
-        };
-        let result = tokio::select! {
-            () = cancel.cancelled() => return Ok(Some(Ended::Taken)),
-            result = work => result,
-        };
-        let elapsed = started.elapsed();
-        let taken = match result {
-            Ok(done) => {
-                let mode = IndexMode::try_from(done.mode).unwrap_or(IndexMode::Text);
-                if !done.fallback_reason.is_empty()
-                    && emit(run_event::Event::Notice(format!(
-                        "indexing: {}",
-                        done.fallback_reason
-                    )))
-                    .await?
-                {
-                    return Ok(Some(Ended::Taken));
-                }
-                let detail = progress_detail(&done.progress.unwrap_or_default(), mode, &done.model);
-                crate::metrics::step(INDEX_STEP, "finished", elapsed);
-                emit(step("finished", detail, elapsed)).await?
-            }
-            Err(err) => {
-                let message = format!("indexing failed (the run goes on): {err}");
-                tracing::info!(error = %message, "index step failed");
-                crate::metrics::step(INDEX_STEP, "failed", elapsed);
-                emit(step("failed", message.clone(), elapsed)).await?
-                    || emit(run_event::Event::Notice(message)).await?
-            }
-        };
-        Ok(taken.then_some(Ended::Taken))
-    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
-//! The orchestrator: the single public entry point. It drives runs through
-//! a [`Pipeline`] of steps, one agent call per step over health-checked
-//! channels (`reporunner-client`), and keeps runs and their events in a
-//! [`RunStore`] (sea-orm on SQLite or PostgreSQL).
+//! The orchestrator: the single public entry point. It drives each run
+//! through its goal's list of steps ([`run`]: read `run/mod.rs` first),
+//! calling the agents through typed clients ([`clients`]) over
+//! health-checked channels (`reporunner-client`), and keeps runs and their
+//! events in a [`RunStore`] (sea-orm on SQLite or PostgreSQL). Plugins are
+//! called at hooks between the steps ([`plugins`]).
 //!
 //! Served: `GetEnvironment` and `GetRecommendations` (env-detector), and the
 //! run lifecycle: `CreateRun` (fetch → detect → analyze, then for goal START
@@ -18,6 +20,7 @@
 //! every run.
 #![forbid(unsafe_code)]
 
+mod clients;
 pub mod config;
 mod entity;
 pub mod error;
@@ -27,13 +30,13 @@ pub mod index;
 mod live;
 pub mod metrics;
 mod migration;
-pub mod pipeline;
+pub mod plugins;
+pub mod run;
 mod service;
-pub mod setup;
 pub mod store;
 
-pub use config::OrchestratorConfig;
+pub use config::{OrchestratorConfig, PluginConfig};
 pub use error::{OrchestratorError, Result};
-pub use pipeline::{Pipeline, Step};
+pub use run::{Step, explain, steps_for};
 pub use service::{Agents, Orchestrator, OrchestratorImpl, RunEvents};
 pub use store::RunStore;

@@ -15,7 +15,7 @@ use reporunner_proto::{
         RunState, SearchRequest, SearchResponse, repo_source, run_event,
     },
 };
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::Instrument as _;
 
@@ -23,7 +23,11 @@ use crate::{
     OrchestratorConfig, OrchestratorError, Result,
     index::{Decision, IndexJob, IndexStream, parse_mode},
     live::{LiveRuns, Recorder},
-    pipeline::{ENV_DETECTOR, Pipeline, RUNNER, RunContext, Runner},
+    plugins::Plugins,
+    run::{
+        Engine, RunContext,
+        step::{DEPENDENCY, ENV_DETECTOR, HEALTH, RUNNER, TESTER},
+    },
     store::{Created, NewRun, RunChange, RunStore, is_terminal},
 };
 
@@ -54,6 +58,8 @@ pub struct Agents {
     /// Indexes workspaces and searches them; without it IndexWorkspace and
     /// Search are refused and a run's index step is skipped with a notice.
     pub indexer: Option<ServiceChannel>,
+    /// One channel per plugin of `orchestrator.plugins`, by name.
+    pub plugins: Vec<(String, ServiceChannel)>,
 }
 
 impl Agents {
@@ -67,32 +73,25 @@ impl Agents {
     }
 
     pub(crate) fn dependency(&self) -> Result<ServiceChannel> {
-        Self::required(self.dependency.as_ref(), crate::pipeline::DEPENDENCY)
+        Self::required(self.dependency.as_ref(), DEPENDENCY)
     }
 
     pub(crate) fn runner(&self) -> Result<ServiceChannel> {
         Self::required(self.runner.as_ref(), RUNNER)
     }
 
-    pub(crate) fn provisioner(&self) -> Result<ServiceChannel> {
-        Self::required(self.provisioner.as_ref(), crate::pipeline::PROVISIONER)
-    }
-
-    pub(crate) fn resolver(&self) -> Result<ServiceChannel> {
-        Self::required(self.resolver.as_ref(), crate::pipeline::RESOLVER)
-    }
-
     pub(crate) fn health(&self) -> Result<ServiceChannel> {
-        Self::required(self.health.as_ref(), crate::pipeline::HEALTH)
+        Self::required(self.health.as_ref(), HEALTH)
     }
 
     pub(crate) fn tester(&self) -> Result<ServiceChannel> {
-        Self::required(self.tester.as_ref(), crate::pipeline::TESTER)
+        Self::required(self.tester.as_ref(), TESTER)
     }
 
-    pub(crate) fn indexer(&self) -> Result<ServiceChannel> {
+    pub(crate) fn indexer(&self) -> Result<reporunner_client::Transport> {
         self.indexer
             .clone()
+            .map(reporunner_client::Transport::from)
             .ok_or_else(|| OrchestratorError::AgentUnavailable {
                 agent: crate::index::INDEXER,
                 detail: "this orchestrator has no endpoint for it (endpoints.indexer); indexing and search are not served".into(),
@@ -211,7 +210,7 @@ pub struct OrchestratorImpl {
     store: RunStore,
     authorizer: Authorizer,
     recorder: Recorder,
-    runner: Runner,
+    engine: Engine,
 }
 
 /// How many stored events one read of a watcher's replay takes.
@@ -253,12 +252,8 @@ impl OrchestratorImpl {
             store: store.clone(),
             live: Arc::new(LiveRuns::new(config.watch_buffer)),
         };
-        let runner = Runner {
-            config: config.clone(),
-            agents: agents.clone(),
-            recorder: recorder.clone(),
-            permits: Arc::new(Semaphore::new(config.max_concurrent_pipelines)),
-        };
+        let plugins = Plugins::new(&config, &agents.plugins);
+        let engine = Engine::new(config.clone(), agents.clone(), plugins, recorder.clone());
         let mut left = Vec::new();
         for id in &interrupted {
             left.extend(store.components(id).await?.into_iter().map(|c| c.process_id));
@@ -267,15 +262,16 @@ impl OrchestratorImpl {
         for (run, components) in running {
             let live = recorder.live.start(&run.id);
             let span = tracing::info_span!("run", run_id = %run.id, user_id = %run.owner_id);
-            tokio::spawn(runner.clone().resume(run.id, components, live).instrument(span));
+            let resumed = crate::run::steps::monitor::resume(engine.clone(), run.id, components, live);
+            tokio::spawn(resumed.instrument(span));
         }
         if !left.is_empty() || (!interrupted.is_empty() && agents.provisioner.is_some()) {
-            let runner = runner.clone();
+            let engine = engine.clone();
             tokio::spawn(async move {
-                runner.stop_processes(&left).await;
+                engine.stop_processes(&left).await;
                 // Their backing services too (Release is idempotent).
                 for id in &interrupted {
-                    runner.release_backing(id).await;
+                    crate::run::steps::provision::release_backing(&engine, id).await;
                 }
             });
         }
@@ -285,7 +281,7 @@ impl OrchestratorImpl {
             store,
             authorizer,
             recorder,
-            runner,
+            engine,
         })
     }
 
@@ -582,7 +578,6 @@ impl Orchestrator for OrchestratorImpl {
     async fn create_run(&self, caller: &Authorized, request: CreateRunRequest) -> Result<Run> {
         let owner_id = caller.principal.user_id.clone();
         let goal = parse_goal(request.goal)?;
-        let pipeline = Pipeline::for_goal(goal)?;
         self.agents.serve(goal)?;
         let platform_override = Platform::try_from(request.platform_override).map_err(|_| {
             OrchestratorError::InvalidArgument(format!(
@@ -678,6 +673,8 @@ impl Orchestrator for OrchestratorImpl {
         let ctx = RunContext {
             run_id: run.id.clone(),
             owner_id: owner_id.clone(),
+            goal: crate::run::effective_goal(goal),
+            plugins_allowed: caller.policy.plugins,
             source,
             limits: FetchLimits {
                 max_total_bytes: caller.policy.max_workspace_bytes,
@@ -694,7 +691,6 @@ impl Orchestrator for OrchestratorImpl {
             env: request.env.into_iter().collect(),
             max_run_seconds: caller.policy.max_run_seconds,
             step_limits: caller.policy.step_limits.unwrap_or_default(),
-            started: Vec::new(),
             max_heal_attempts: caller.policy.max_heal_attempts,
             index,
             ..RunContext::default()
@@ -702,7 +698,7 @@ impl Orchestrator for OrchestratorImpl {
         let span = tracing::info_span!("run", run_id = %run.id, user_id = %owner_id);
         tracing::info!(parent: &span, goal = goal.as_str_name(), "run created");
         crate::metrics::run_created(goal);
-        tokio::spawn(self.runner.clone().drive(pipeline, ctx, live).instrument(span));
+        tokio::spawn(self.engine.clone().drive(ctx, live).instrument(span));
         Ok(run)
     }
 
@@ -772,8 +768,8 @@ impl Orchestrator for OrchestratorImpl {
         }
         // Also what the store knows (a run monitored by another process).
         let processes: Vec<String> = components.into_iter().map(|c| c.process_id).collect();
-        self.runner.stop_processes(&processes).await;
-        self.runner.release_backing(run_id).await;
+        self.engine.stop_processes(&processes).await;
+        crate::run::steps::provision::release_backing(&self.engine, run_id).await;
         match stopped {
             Some((run, _)) => {
                 tracing::info!(run_id, user_id = %caller.user_id, "run stopped");
@@ -984,17 +980,15 @@ fn ends_run(event: &RunEvent) -> bool {
     )
 }
 
-enum Flow {
-    Continue,
-    Done,
-}
+/// Whether a watcher goes on (`Continue`) or is done (`Break`).
+type Watching = std::ops::ControlFlow<()>;
 
 impl Watcher {
     async fn run(mut self, mut live: Option<tokio::sync::broadcast::Receiver<RunEvent>>) {
         use tokio::sync::broadcast::error::RecvError;
         // The replay, read after subscribing: live events it already covers
         // are dropped below by their sequence.
-        if let Flow::Done = self.catch_up().await {
+        if let Watching::Break(()) = self.catch_up().await {
             return;
         }
         loop {
@@ -1013,7 +1007,7 @@ impl Watcher {
                         received = tokio::time::timeout(self.poll, rx.recv()) => received,
                     };
                     match received {
-                        Ok(Ok(event)) if event.sequence <= self.last => Flow::Continue,
+                        Ok(Ok(event)) if event.sequence <= self.last => Watching::Continue(()),
                         Ok(Ok(event)) if event.sequence == self.last + 1 => self.send(event).await,
                         // A gap (the replay is still behind) or a lag: the
                         // store has everything, in order.
@@ -1025,7 +1019,7 @@ impl Watcher {
                     }
                 }
             };
-            if matches!(flow, Flow::Done) {
+            if matches!(flow, Watching::Break(())) {
                 return;
             }
         }
@@ -1033,7 +1027,7 @@ impl Watcher {
 
     /// Sends what the store has after `last`; `Done` once the run's terminal
     /// state was sent (or the run was over before and nothing is left).
-    async fn catch_up(&mut self) -> Flow {
+    async fn catch_up(&mut self) -> Watching {
         // Read the state first: when it is terminal, every event up to the
         // terminal one is stored by now and the read below sees them.
         let over = match self.store.get_run(&self.run_id).await {
@@ -1051,30 +1045,38 @@ impl Watcher {
             };
             let full = events.len() as u64 == REPLAY_BATCH;
             for event in events {
-                if let Flow::Done = self.send(event).await {
-                    return Flow::Done;
+                if let Watching::Break(()) = self.send(event).await {
+                    return Watching::Break(());
                 }
             }
             if !full {
                 break;
             }
         }
-        if over { Flow::Done } else { Flow::Continue }
+        if over {
+            Watching::Break(())
+        } else {
+            Watching::Continue(())
+        }
     }
 
-    async fn send(&mut self, event: RunEvent) -> Flow {
+    async fn send(&mut self, event: RunEvent) -> Watching {
         self.last = event.sequence;
         let end = ends_run(&event);
         let is_log = matches!(event.event, Some(run_event::Event::Log(_)));
         if !(self.without_logs && is_log) && self.tx.send(Ok(event)).await.is_err() {
-            return Flow::Done;
+            return Watching::Break(());
         }
-        if end { Flow::Done } else { Flow::Continue }
+        if end {
+            Watching::Break(())
+        } else {
+            Watching::Continue(())
+        }
     }
 
-    async fn fail(&mut self, err: OrchestratorError) -> Flow {
+    async fn fail(&mut self, err: OrchestratorError) -> Watching {
         let _ = self.tx.send(Err(err)).await;
-        Flow::Done
+        Watching::Break(())
     }
 }
 

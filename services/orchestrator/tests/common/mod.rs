@@ -211,6 +211,7 @@ impl Mesh {
             resolver: None,
             tester: None,
             indexer: None,
+            plugins: Vec::new(),
         };
         let authorizer = Authorizer::new(channel(auth_service_server::SERVICE_NAME, auth_uri));
         let store = RunStore::connect(&db.url).await.unwrap();
