@@ -256,7 +256,7 @@ async fn send(
 }
 
 /// Parses a `grpc-timeout` header value: up to 8 digits and a unit.
-fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+pub(crate) fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     if value.len() < 2 || value.len() > 9 {
         return None;
     }

@@ -8,7 +8,7 @@ use std::{
 };
 
 use tonic::body::Body;
-use tower::{Service, ServiceExt as _, util::BoxCloneSyncService};
+use tower::{Service, util::BoxCloneSyncService};
 
 use crate::ServiceChannel;
 
@@ -39,7 +39,7 @@ impl Transport {
         S::Future: Send + 'static,
     {
         Self {
-            inner: BoxCloneSyncService::new(server.map_err(|never| match never {})),
+            inner: BoxCloneSyncService::new(InProcess(server)),
             label: "in-process",
         }
     }
@@ -47,6 +47,46 @@ impl Transport {
     /// Whether calls stay in this process.
     pub fn is_in_process(&self) -> bool {
         self.label == "in-process"
+    }
+}
+
+/// A server called in this process, under the call's `grpc-timeout` as a
+/// remote server would be: past it the call ends with DEADLINE_EXCEEDED.
+#[derive(Clone)]
+struct InProcess<S>(S);
+
+impl<S> Service<http::Request<Body>> for InProcess<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = BoxError;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx).map_err(|never| match never {})
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let deadline = request
+            .headers()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::channel::parse_grpc_timeout);
+        let call = self.0.call(request);
+        Box::pin(async move {
+            match deadline {
+                Some(deadline) => match tokio::time::timeout(deadline, call).await {
+                    Ok(response) => response.map_err(|never| match never {}),
+                    Err(_) => Err(Box::new(tonic::Status::deadline_exceeded(format!(
+                        "no answer within {} ms",
+                        deadline.as_millis()
+                    ))) as BoxError),
+                },
+                None => call.await.map_err(|never| match never {}),
+            }
+        })
     }
 }
 
