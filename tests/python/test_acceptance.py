@@ -181,22 +181,6 @@ def test_metrics_count_requests_with_rpc_kind_status_labels(server):
     assert "reporunner_grpc_request_duration_seconds_bucket" in body
 
 
-@pytest.fixture(scope="module")
-def stubs(tmp_path_factory):
-    from grpc_tools import protoc
-
-    out = tmp_path_factory.mktemp("stubs")
-    proto_root = ROOT / "proto"
-    files = [str(p.relative_to(proto_root)) for p in proto_root.rglob("*.proto")]
-    include = pathlib.Path(protoc.__file__).parent / "_proto"
-    rc = protoc.main(["protoc", f"-I{proto_root}", f"-I{include}", f"--python_out={out}",
-                      f"--grpc_python_out={out}", *files])
-    assert rc == 0
-    sys.path.insert(0, str(out))
-    yield out
-    sys.path.remove(str(out))
-
-
 def test_a_python_client_registers_logs_in_and_the_admin_lists_users(server, stubs):
     import grpc
 
