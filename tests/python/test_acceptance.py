@@ -423,3 +423,15 @@ def test_cli_indexes_a_run_and_searches_it_embedded(tmp_path):
     out = reporunner("models", "fetch", "all-MiniLM-L6-v2")
     assert out.returncode != 0
     assert "not reachable" in out.stderr and "Unavailable" in out.stderr, out.stderr
+
+
+def test_run_explain_prints_the_goals_steps_without_running(tmp_path):
+    out = subprocess.run([str(BINARY), "run", str(tmp_path), "--goal", "test", "--explain"],
+                         capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "goal TEST:"
+    steps = [line.split()[1] for line in lines[1:]]
+    assert steps == ["fetch", "detect", "analyze", "index", "provision", "install", "build", "test"]
+    assert "(tester)" in lines[-1]
+    assert not any(tmp_path.iterdir()), "nothing ran"

@@ -102,6 +102,10 @@ pub struct RunArgs {
     /// `table`: progress per step; `json`: one RunEvent per line, the Run last.
     #[arg(long, short, value_enum, default_value = "table")]
     pub output: Output,
+    /// Print the steps the run would take for its goal, with the agent each
+    /// calls, and exit without running anything.
+    #[arg(long)]
+    pub explain: bool,
 }
 
 fn parse_env(text: &str) -> Result<(String, String), String> {
@@ -505,6 +509,10 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<bool> {
     } else {
         RunGoal::from(args.goal)
     };
+    if args.explain {
+        print!("{}", reporunner_orchestrator::explain(goal));
+        return Ok(true);
+    }
     let mut connection = Connection::open(settings, args.server.clone()).await?;
     let request = connection
         .request(CreateRunRequest {
