@@ -97,3 +97,45 @@ pub fn describe<F>(passes: &[Pass<F>]) -> Vec<String> {
         .map(|p| format!("{}/{}", p.stage.as_str(), p.name))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Names = Vec<&'static str>;
+
+    fn name_from_facts(s: &mut Scan<'_, Names>) {
+        s.d.c.name = s.facts.join("+");
+    }
+
+    const STOPPING: &[Pass<Names>] = &[
+        Pass::new(Stage::Manifest, "first", |s| s.d.c.name = "first".into()),
+        Pass::new(Stage::Versions, "stop", |s| s.stop = true),
+        Pass::new(Stage::Scripts, "never", |s| s.d.c.name = "never".into()),
+    ];
+
+    #[test]
+    fn passes_share_facts_in_order_and_stop_when_told() {
+        let idx = RepoIndex::from_paths(&[]);
+        let in_order: [Pass<Names>; 3] = [
+            Pass::new(Stage::Manifest, "a", |s| s.facts.push("a")),
+            Pass::new(Stage::Tests, "b", |s| s.facts.push("b")),
+            Pass::new(Stage::Services, "name", name_from_facts),
+        ];
+        let d = run(
+            &in_order,
+            &idx,
+            "app",
+            Draft::new("x", "app", "python"),
+            Names::new(),
+        );
+        assert_eq!(d.c.name, "a+b");
+
+        let d = run(STOPPING, &idx, "", Draft::new("x", "", "python"), Names::new());
+        assert_eq!(d.c.name, "first");
+        assert_eq!(
+            describe(STOPPING),
+            ["manifest/first", "versions/stop", "scripts/never"]
+        );
+    }
+}
