@@ -1,12 +1,22 @@
-//! Prints the plan for a directory: `cargo run -p reporunner-analyzer --example analyze -- DIR [json|dockerfile|devcontainer|procfile]`.
+//! Prints the plan for a directory: `cargo run -p reporunner-analyzer --example analyze -- DIR [json|dockerfile|devcontainer|procfile]`,
+//! or each detector's passes: `... --example analyze -- --passes`.
 
 use std::path::PathBuf;
 
-use reporunner_analyzer::{AnalyzerConfig, ExportFormat, analyze_dir, export_plan};
+use reporunner_analyzer::{AnalyzerConfig, ExportFormat, analyze_dir, detector_passes, export_plan};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let dir = PathBuf::from(args.next().ok_or("usage: analyze DIR [format]")?);
+    let first = args
+        .next()
+        .ok_or("usage: analyze DIR [format] | analyze --passes")?;
+    if first == "--passes" {
+        for (stack, passes) in detector_passes() {
+            println!("{stack}: {}", passes.join(" → "));
+        }
+        return Ok(());
+    }
+    let dir = PathBuf::from(first);
     let dir = std::fs::canonicalize(dir)?;
     let mode = args.next();
     if mode.as_deref() == Some("summary") {

@@ -24,6 +24,7 @@ use std::{
 };
 
 pub use config::AnalyzerConfig;
+pub use detect::detector_passes;
 pub use error::{AnalyzerError, Result};
 pub use export::{ExportFormat, ExportedFile, export_plan};
 use reporunner_proto::common::v1::{Environment, RunPlan};

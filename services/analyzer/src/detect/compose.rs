@@ -4,7 +4,10 @@
 use reporunner_proto::common::v1::{BackingServiceKind, Command, ComponentKind, EnvVar};
 use serde_norway::Value;
 
-use super::{find_line, weight};
+use super::{
+    util::{find_line, port_in},
+    weight,
+};
 use crate::{
     draft::{Draft, backing_from_env, ev, is_secret_name, version_from_tag},
     index::{RepoIndex, join, parent_of},
@@ -95,137 +98,162 @@ pub fn apply(idx: &RepoIndex, drafts: &mut [Draft]) {
         let Some(services) = doc.get("services").and_then(|s| s.as_mapping()) else {
             continue;
         };
-        let base = parent_of(&file).to_owned();
-        let mut backing: Vec<(String, BackingServiceKind, String, u32)> = Vec::new();
-        let mut built: Vec<(usize, Vec<String>)> = Vec::new();
-        for (name, svc) in services.iter().take(100) {
-            let Some(name) = name.as_str() else { continue };
-            let line = find_line(&text, &format!("{name}:"));
-            if let Some(image) = svc.get("image").and_then(|v| v.as_str())
-                && let Some((kind, version)) = image_kind(image)
-                && svc.get("build").is_none()
-            {
-                backing.push((name.to_owned(), kind, version, line));
-                continue;
-            }
-            let context = match svc.get("build") {
-                Some(Value::String(s)) => Some(s.clone()),
-                Some(b @ Value::Mapping(_)) => Some(
-                    b.get("context")
-                        .and_then(|c| c.as_str())
-                        .unwrap_or(".")
-                        .to_owned(),
-                ),
-                _ => None,
-            };
-            let Some(context) = context else { continue };
-            let dir = normalize_dir(&join(&base, context.trim_start_matches("./")));
-            let pos = drafts
-                .iter()
-                .position(|d| d.dir() == dir)
-                .or_else(|| (drafts.len() == 1).then_some(0));
-            let Some(pos) = pos else { continue };
-            let d = &mut drafts[pos];
-            for p in str_list(svc.get("ports"))
-                .iter()
-                .chain(str_list(svc.get("expose")).iter())
-            {
-                let container = p
-                    .rsplit(':')
-                    .next()
-                    .unwrap_or(p)
-                    .split('/')
-                    .next()
-                    .unwrap_or_default();
-                let container = container.split('-').next().unwrap_or(container);
-                if let Ok(port) = container.parse::<u32>() {
-                    d.set_port(
-                        ev("port", &file, line, format!("{name} ports {p}"), weight::COMPOSE),
-                        port,
-                    );
-                    break;
-                }
-            }
-            match svc.get("environment") {
-                Some(Value::Sequence(list)) => {
-                    for item in list.iter().filter_map(|v| v.as_str()).take(200) {
-                        let (k, v) = item.split_once('=').unwrap_or((item, ""));
-                        add_env(d, k, &resolve(v), &file, find_line(&text, item));
-                    }
-                }
-                Some(Value::Mapping(map)) => {
-                    for (k, v) in map.iter().take(200) {
-                        let Some(k) = k.as_str() else { continue };
-                        let v = v
-                            .as_str()
-                            .map(str::to_owned)
-                            .or_else(|| v.as_u64().map(|n| n.to_string()))
-                            .or_else(|| v.as_bool().map(|b| b.to_string()))
-                            .unwrap_or_default();
-                        add_env(d, k, &resolve(&v), &file, find_line(&text, &format!("{k}:")));
-                    }
-                }
-                _ => {}
-            }
-            let command = match svc.get("command") {
-                Some(Value::String(s)) => Some(s.clone()),
-                Some(Value::Sequence(s)) => {
-                    Some(s.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(" "))
-                }
-                _ => None,
-            };
-            if let Some(c) = command {
-                let port = super::procfile::port_in(&c).unwrap_or(d.c.port);
-                d.set_start(
-                    ev(
-                        "start",
-                        &file,
-                        find_line(&text, "command:"),
-                        format!("{name} command: {c}"),
-                        weight::COMPOSE,
-                    ),
-                    Some(Command {
-                        run: c,
-                        working_dir: String::new(),
-                        watch_mode: false,
-                    }),
-                    port,
-                    "",
-                );
-            }
-            built.push((pos, str_list(svc.get("depends_on"))));
+        apply_file(drafts, &file, &text, services);
+    }
+}
+
+/// A backing service declared in compose: (service name, kind, version, line).
+type Backing = (String, BackingServiceKind, String, u32);
+
+/// One compose file: services built from a component's directory speak for
+/// it; image-only services are backing services.
+fn apply_file(drafts: &mut [Draft], file: &str, text: &str, services: &serde_norway::Mapping) {
+    let base = parent_of(file).to_owned();
+    let mut backing: Vec<Backing> = Vec::new();
+    let mut built: Vec<(usize, Vec<String>)> = Vec::new();
+    for (name, svc) in services.iter().take(100) {
+        let Some(name) = name.as_str() else { continue };
+        let line = find_line(text, &format!("{name}:"));
+        if let Some(image) = svc.get("image").and_then(|v| v.as_str())
+            && let Some((kind, version)) = image_kind(image)
+            && svc.get("build").is_none()
+        {
+            backing.push((name.to_owned(), kind, version, line));
+            continue;
         }
-        // Attach backing services: to the components that depend on them,
-        // and those nobody claims to every runnable component.
-        for (name, kind, version, line) in &backing {
-            let e = ev(
-                "backing_service",
-                &file,
-                *line,
-                format!("service {name}"),
-                weight::MANIFEST,
+        let context = match svc.get("build") {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(b @ Value::Mapping(_)) => Some(
+                b.get("context")
+                    .and_then(|c| c.as_str())
+                    .unwrap_or(".")
+                    .to_owned(),
+            ),
+            _ => None,
+        };
+        let Some(context) = context else { continue };
+        let dir = normalize_dir(&join(&base, context.trim_start_matches("./")));
+        let pos = drafts
+            .iter()
+            .position(|d| d.dir() == dir)
+            .or_else(|| (drafts.len() == 1).then_some(0));
+        let Some(pos) = pos else { continue };
+        let d = &mut drafts[pos];
+        service_port(d, svc, name, file, line);
+        service_env(d, svc, file, text);
+        service_command(d, svc, name, file, text);
+        built.push((pos, str_list(svc.get("depends_on"))));
+    }
+    attach_backing(drafts, file, &backing, &built);
+}
+
+/// The first container port of `ports` / `expose`.
+fn service_port(d: &mut Draft, svc: &Value, name: &str, file: &str, line: u32) {
+    for p in str_list(svc.get("ports"))
+        .iter()
+        .chain(str_list(svc.get("expose")).iter())
+    {
+        let container = p
+            .rsplit(':')
+            .next()
+            .unwrap_or(p)
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        let container = container.split('-').next().unwrap_or(container);
+        if let Ok(port) = container.parse::<u32>() {
+            d.set_port(
+                ev("port", file, line, format!("{name} ports {p}"), weight::COMPOSE),
+                port,
             );
-            let claimants: Vec<usize> = built
-                .iter()
-                .filter(|(_, deps)| deps.iter().any(|d| d == name))
-                .map(|(p, _)| *p)
-                .collect();
-            if claimants.is_empty() {
-                for d in drafts
-                    .iter_mut()
-                    .filter(|d| !matches!(d.kind(), ComponentKind::Static | ComponentKind::Library))
-                    .filter(|d| {
-                        !d.has_dep("com.h2database:h2")
-                            || !matches!(kind, BackingServiceKind::Postgresql | BackingServiceKind::Mysql)
-                    })
-                {
+            break;
+        }
+    }
+}
+
+/// `environment` as a list of `K=V` or a mapping.
+fn service_env(d: &mut Draft, svc: &Value, file: &str, text: &str) {
+    match svc.get("environment") {
+        Some(Value::Sequence(list)) => {
+            for item in list.iter().filter_map(|v| v.as_str()).take(200) {
+                let (k, v) = item.split_once('=').unwrap_or((item, ""));
+                add_env(d, k, &resolve(v), file, find_line(text, item));
+            }
+        }
+        Some(Value::Mapping(map)) => {
+            for (k, v) in map.iter().take(200) {
+                let Some(k) = k.as_str() else { continue };
+                let v = v
+                    .as_str()
+                    .map(str::to_owned)
+                    .or_else(|| v.as_u64().map(|n| n.to_string()))
+                    .or_else(|| v.as_bool().map(|b| b.to_string()))
+                    .unwrap_or_default();
+                add_env(d, k, &resolve(&v), file, find_line(text, &format!("{k}:")));
+            }
+        }
+        _ => {}
+    }
+}
+
+fn service_command(d: &mut Draft, svc: &Value, name: &str, file: &str, text: &str) {
+    let command = match svc.get("command") {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Sequence(s)) => Some(s.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(" ")),
+        _ => None,
+    };
+    if let Some(c) = command {
+        let port = port_in(&c).unwrap_or(d.c.port);
+        d.set_start(
+            ev(
+                "start",
+                file,
+                find_line(text, "command:"),
+                format!("{name} command: {c}"),
+                weight::COMPOSE,
+            ),
+            Some(Command {
+                run: c,
+                working_dir: String::new(),
+                watch_mode: false,
+            }),
+            port,
+            "",
+        );
+    }
+}
+
+/// Attach backing services: to the components that depend on them,
+/// and those nobody claims to every runnable component.
+fn attach_backing(drafts: &mut [Draft], file: &str, backing: &[Backing], built: &[(usize, Vec<String>)]) {
+    for (name, kind, version, line) in backing {
+        let e = ev(
+            "backing_service",
+            file,
+            *line,
+            format!("service {name}"),
+            weight::MANIFEST,
+        );
+        let claimants: Vec<usize> = built
+            .iter()
+            .filter(|(_, deps)| deps.iter().any(|d| d == name))
+            .map(|(p, _)| *p)
+            .collect();
+        if claimants.is_empty() {
+            for d in drafts
+                .iter_mut()
+                .filter(|d| !matches!(d.kind(), ComponentKind::Static | ComponentKind::Library))
+                .filter(|d| {
+                    !d.has_dep("com.h2database:h2")
+                        || !matches!(kind, BackingServiceKind::Postgresql | BackingServiceKind::Mysql)
+                })
+            {
+                d.add_backing(*kind, version, e.clone());
+            }
+        } else {
+            for p in claimants {
+                if let Some(d) = drafts.get_mut(p) {
                     d.add_backing(*kind, version, e.clone());
-                }
-            } else {
-                for p in claimants {
-                    if let Some(d) = drafts.get_mut(p) {
-                        d.add_backing(*kind, version, e.clone());
-                    }
                 }
             }
         }

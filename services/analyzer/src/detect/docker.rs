@@ -4,7 +4,10 @@
 use reporunner_proto::common::v1::{Command, EnvVar};
 use serde_json::Value;
 
-use super::weight;
+use super::{
+    util::{command_port, find_line, shell_quote},
+    weight,
+};
 use crate::{
     draft::{Draft, ev, is_secret_name, version_from_tag},
     index::{RepoIndex, parent_of},
@@ -49,11 +52,7 @@ fn command_text(arg: &str) -> String {
         {
             return parts[2..].join(" ");
         }
-        return parts
-            .iter()
-            .map(|p| crate::detect::python::shell_quote(p))
-            .collect::<Vec<_>>()
-            .join(" ");
+        return parts.iter().map(|p| shell_quote(p)).collect::<Vec<_>>().join(" ");
     }
     arg.to_owned()
 }
@@ -70,98 +69,104 @@ pub fn apply(idx: &RepoIndex, drafts: &mut [Draft]) {
             continue;
         };
         let Some(text) = idx.read(&file) else { continue };
-        let d = &mut drafts[pos];
-        let lines = logical_lines(&text);
-        let mut workdir = String::new();
-        let mut entry: Option<(u32, String)> = None;
-        let mut cmd: Option<(u32, String)> = None;
-        for (line, l) in &lines {
-            let (instr, arg) = l.split_once(char::is_whitespace).unwrap_or((l.as_str(), ""));
-            let arg = arg.trim();
-            match instr.to_ascii_uppercase().as_str() {
-                "FROM" => from_runtime(d, &file, *line, arg),
-                "WORKDIR" => workdir = arg.trim_end_matches('/').to_owned(),
-                "EXPOSE" => {
-                    if let Some(p) = arg
-                        .split_whitespace()
-                        .next()
-                        .and_then(|p| p.split('/').next())
-                        .and_then(|p| p.parse::<u32>().ok())
-                    {
-                        d.set_port(
-                            ev("port", &file, *line, format!("EXPOSE {arg}"), weight::DOCKER),
-                            p,
-                        );
-                    }
+        apply_dockerfile(&mut drafts[pos], &file, &text);
+    }
+}
+
+/// FROM, EXPOSE and ENV as they come; ENTRYPOINT + CMD as the start command.
+fn apply_dockerfile(d: &mut Draft, file: &str, text: &str) {
+    let mut workdir = String::new();
+    let mut entry: Option<(u32, String)> = None;
+    let mut cmd: Option<(u32, String)> = None;
+    for (line, l) in &logical_lines(text) {
+        let (instr, arg) = l.split_once(char::is_whitespace).unwrap_or((l.as_str(), ""));
+        let arg = arg.trim();
+        match instr.to_ascii_uppercase().as_str() {
+            "FROM" => from_runtime(d, file, *line, arg),
+            "WORKDIR" => workdir = arg.trim_end_matches('/').to_owned(),
+            "EXPOSE" => {
+                if let Some(p) = arg
+                    .split_whitespace()
+                    .next()
+                    .and_then(|p| p.split('/').next())
+                    .and_then(|p| p.parse::<u32>().ok())
+                {
+                    d.set_port(
+                        ev("port", file, *line, format!("EXPOSE {arg}"), weight::DOCKER),
+                        p,
+                    );
                 }
-                "ENV" => {
-                    let pairs: Vec<(String, String)> = if arg.contains('=') {
-                        arg.split_whitespace()
-                            .filter_map(|kv| kv.split_once('='))
-                            .map(|(k, v)| (k.to_owned(), v.trim_matches('"').to_owned()))
-                            .collect()
-                    } else {
-                        arg.split_once(' ')
-                            .map(|(k, v)| vec![(k.to_owned(), v.trim().to_owned())])
-                            .unwrap_or_default()
-                    };
-                    for (k, v) in pairs {
-                        if [
-                            "PATH",
-                            "PYTHONUNBUFFERED",
-                            "PYTHONDONTWRITEBYTECODE",
-                            "LANG",
-                            "LC_ALL",
-                            "DEBIAN_FRONTEND",
-                            "PIP_NO_CACHE_DIR",
-                            "HOME",
-                        ]
-                        .contains(&k.as_str())
-                            || v.contains('$')
-                        {
-                            continue;
-                        }
-                        d.add_env(EnvVar {
-                            name: k.clone(),
-                            secret: is_secret_name(&k),
-                            default_value: v,
-                            required: false,
-                            source: format!("{file}:{line}"),
-                        });
-                    }
-                }
-                "ENTRYPOINT" => entry = Some((*line, command_text(arg))),
-                "CMD" => cmd = Some((*line, command_text(arg))),
-                _ => {}
             }
+            "ENV" => env_instruction(d, file, *line, arg),
+            "ENTRYPOINT" => entry = Some((*line, command_text(arg))),
+            "CMD" => cmd = Some((*line, command_text(arg))),
+            _ => {}
         }
-        let chosen = match (&entry, &cmd) {
-            (Some((_, e)), Some(c))
-                if e.contains("entrypoint") || e == "tini" || e.contains("dumb-init") || e == "/tini --" =>
-            {
-                Some(c.clone())
-            }
-            (Some((l, e)), Some((_, c))) => Some((*l, format!("{e} {c}"))),
-            (Some(e), None) => Some(e.clone()),
-            (None, Some(c)) => Some(c.clone()),
-            (None, None) => None,
-        };
-        if let Some((line, mut run)) = chosen {
-            if !workdir.is_empty() {
-                run = run.replace(&format!("{workdir}/"), "");
-            }
-            let (port, binding) = super::procfile::command_port(&run, d.c.port);
-            d.set_start(
-                ev("start", &file, line, format!("CMD {run}"), weight::DOCKER),
-                Some(Command {
-                    run,
-                    working_dir: String::new(),
-                    watch_mode: false,
-                }),
-                port,
-                binding,
-            );
+    }
+    let chosen = match (&entry, &cmd) {
+        (Some((_, e)), Some(c))
+            if e.contains("entrypoint") || e == "tini" || e.contains("dumb-init") || e == "/tini --" =>
+        {
+            Some(c.clone())
         }
+        (Some((l, e)), Some((_, c))) => Some((*l, format!("{e} {c}"))),
+        (Some(e), None) => Some(e.clone()),
+        (None, Some(c)) => Some(c.clone()),
+        (None, None) => None,
+    };
+    if let Some((line, mut run)) = chosen {
+        if !workdir.is_empty() {
+            run = run.replace(&format!("{workdir}/"), "");
+        }
+        let (port, binding) = command_port(&run, d.c.port);
+        d.set_start(
+            ev("start", file, line, format!("CMD {run}"), weight::DOCKER),
+            Some(Command {
+                run,
+                working_dir: String::new(),
+                watch_mode: false,
+            }),
+            port,
+            binding,
+        );
+    }
+}
+
+/// `ENV K=V ...` or `ENV K V`, minus the image's own plumbing.
+fn env_instruction(d: &mut Draft, file: &str, line: u32, arg: &str) {
+    let pairs: Vec<(String, String)> = if arg.contains('=') {
+        arg.split_whitespace()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.trim_matches('"').to_owned()))
+            .collect()
+    } else {
+        arg.split_once(' ')
+            .map(|(k, v)| vec![(k.to_owned(), v.trim().to_owned())])
+            .unwrap_or_default()
+    };
+    for (k, v) in pairs {
+        if [
+            "PATH",
+            "PYTHONUNBUFFERED",
+            "PYTHONDONTWRITEBYTECODE",
+            "LANG",
+            "LC_ALL",
+            "DEBIAN_FRONTEND",
+            "PIP_NO_CACHE_DIR",
+            "HOME",
+        ]
+        .contains(&k.as_str())
+            || v.contains('$')
+        {
+            continue;
+        }
+        d.add_env(EnvVar {
+            name: k.clone(),
+            secret: is_secret_name(&k),
+            default_value: v,
+            required: false,
+            source: format!("{file}:{line}"),
+        });
     }
 }
 
@@ -281,7 +286,7 @@ pub fn apply_devcontainer(idx: &RepoIndex, drafts: &mut [Draft]) {
             ev(
                 "port",
                 &file,
-                super::find_line(&text, "forwardPorts"),
+                find_line(&text, "forwardPorts"),
                 format!("forwardPorts {p}"),
                 weight::DEVCONTAINER,
             ),
@@ -307,7 +312,7 @@ pub fn apply_devcontainer(idx: &RepoIndex, drafts: &mut [Draft]) {
         && d.offer(ev(
             "install",
             &file,
-            super::find_line(&text, "CreateCommand"),
+            find_line(&text, "CreateCommand"),
             format!("postCreateCommand: {p}"),
             weight::DEVCONTAINER,
         ))
@@ -322,7 +327,7 @@ pub fn apply_devcontainer(idx: &RepoIndex, drafts: &mut [Draft]) {
         d.note(ev(
             "runtime",
             &file,
-            super::find_line(&text, "\"image\""),
+            find_line(&text, "\"image\""),
             format!("image {image}"),
             0.2,
         ));

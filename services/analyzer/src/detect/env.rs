@@ -8,7 +8,10 @@ use std::sync::LazyLock;
 use regex::Regex;
 use reporunner_proto::common::v1::EnvVar;
 
-use super::{line_of, source_files, weight};
+use super::{
+    util::{line_of, source_files},
+    weight,
+};
 use crate::{
     draft::{Draft, backing_from_dep, backing_from_env, ev, is_secret_name},
     index::{RepoIndex, join},
@@ -68,13 +71,13 @@ fn ignored(name: &str) -> bool {
 
 pub fn apply(idx: &RepoIndex, d: &mut Draft) {
     let dir = d.dir().to_owned();
-    // Templates in the component's directory; the root's apply to a root
-    // component, or to every component when none sits at the root.
-    let mut dirs = vec![dir.clone()];
-    if !dir.is_empty() {
-        dirs.push(String::new());
-    }
-    // A browser-only app or a library does not connect to databases itself.
+    templates(idx, d, &dir);
+    code_reads(idx, d, &dir);
+    dependency_backing(d);
+}
+
+/// A browser-only app or a library does not connect to databases itself.
+fn is_server_side(d: &Draft) -> bool {
     let browser_only = ["vite", "create-react-app", "angular", "vue", "svelte", "react"]
         .iter()
         .any(|f| d.has_framework(f))
@@ -92,60 +95,77 @@ pub fn apply(idx: &RepoIndex, d: &mut Draft) {
         ]
         .iter()
         .any(|f| d.has_framework(f));
-    let server_side = d.c.start.is_some() && !browser_only;
+    d.c.start.is_some() && !browser_only
+}
+
+/// Templates in the component's directory; the root's apply to a root
+/// component, or to every component when none sits at the root.
+fn templates(idx: &RepoIndex, d: &mut Draft, dir: &str) {
+    let mut dirs = vec![dir.to_owned()];
+    if !dir.is_empty() {
+        dirs.push(String::new());
+    }
+    let server_side = is_server_side(d);
     for (n, base) in dirs.iter().enumerate() {
         let own = n == 0;
         for t in TEMPLATES {
             let file = join(base, t);
             let Some(text) = idx.read(&file) else { continue };
             for (i, raw) in text.lines().enumerate().take(2000) {
-                let line = raw.trim().trim_start_matches("export ").trim();
-                if line.starts_with('#') || line.is_empty() {
-                    continue;
-                }
-                let Some((k, v)) = line.split_once('=') else {
-                    continue;
-                };
-                let k = k.trim();
-                if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                    continue;
-                }
-                let v = v.split(" #").next().unwrap_or(v).trim().trim_matches(['"', '\'']);
-                let template_value = is_template_value(v);
-                if let Some(kind) = backing_from_env(k, v).filter(|_| own || server_side) {
-                    d.add_backing(
-                        kind,
-                        "",
-                        ev(
-                            "backing_service",
-                            &file,
-                            i as u32 + 1,
-                            format!("{k}={v}"),
-                            weight::MANIFEST * 0.9,
-                        ),
-                    );
-                }
-                d.add_env(EnvVar {
-                    name: k.to_owned(),
-                    default_value: if template_value {
-                        String::new()
-                    } else {
-                        v.to_owned()
-                    },
-                    required: template_value && k != "PORT",
-                    secret: is_secret_name(k),
-                    source: format!("{file}:{}", i + 1),
-                });
+                template_line(d, &file, i as u32 + 1, raw, own || server_side);
             }
             d.note(ev("env", &file, 0, "env template", weight::MANIFEST));
             break;
         }
-        if n == 0 && d.c.env.iter().any(|e| e.source.starts_with(&join(&dir, ".env"))) && !dir.is_empty() {
+        if n == 0 && d.c.env.iter().any(|e| e.source.starts_with(&join(dir, ".env"))) && !dir.is_empty() {
             break;
         }
     }
+}
 
-    // Code reads.
+/// One `KEY=value` line of a template; its URL may name a backing service.
+fn template_line(d: &mut Draft, file: &str, line_no: u32, raw: &str, backing: bool) {
+    let line = raw.trim().trim_start_matches("export ").trim();
+    if line.starts_with('#') || line.is_empty() {
+        return;
+    }
+    let Some((k, v)) = line.split_once('=') else {
+        return;
+    };
+    let k = k.trim();
+    if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return;
+    }
+    let v = v.split(" #").next().unwrap_or(v).trim().trim_matches(['"', '\'']);
+    let template_value = is_template_value(v);
+    if let Some(kind) = backing_from_env(k, v).filter(|_| backing) {
+        d.add_backing(
+            kind,
+            "",
+            ev(
+                "backing_service",
+                file,
+                line_no,
+                format!("{k}={v}"),
+                weight::MANIFEST * 0.9,
+            ),
+        );
+    }
+    d.add_env(EnvVar {
+        name: k.to_owned(),
+        default_value: if template_value {
+            String::new()
+        } else {
+            v.to_owned()
+        },
+        required: template_value && k != "PORT",
+        secret: is_secret_name(k),
+        source: format!("{file}:{line_no}"),
+    });
+}
+
+/// Env reads in the component's source files.
+fn code_reads(idx: &RepoIndex, d: &mut Draft, dir: &str) {
     let exts: &[&str] = match d.c.language.as_str() {
         "python" => &[".py"],
         "javascript" | "typescript" => &[".js", ".ts", ".mjs", ".cjs", ".jsx", ".tsx"],
@@ -154,31 +174,34 @@ pub fn apply(idx: &RepoIndex, d: &mut Draft) {
         "java" | "kotlin" => &[".java", ".kt"],
         _ => &[],
     };
-    if !exts.is_empty() && !idx.expired() {
-        let preferred = [
-            "settings.py",
-            "config.py",
-            "main.py",
-            "app.py",
-            "config.ts",
-            "config.js",
-            "index.ts",
-            "index.js",
-            "server.js",
-            "main.rs",
-            "main.go",
-            "config.go",
-        ];
-        for f in source_files(idx, &dir, exts, &preferred, 24)
-            .into_iter()
-            .filter(|f| !f.ends_with("build.rs"))
-        {
-            let Some(text) = idx.read_source(&f) else { continue };
-            scan_code(d, &f, &text);
-        }
+    if exts.is_empty() || idx.expired() {
+        return;
     }
+    let preferred = [
+        "settings.py",
+        "config.py",
+        "main.py",
+        "app.py",
+        "config.ts",
+        "config.js",
+        "index.ts",
+        "index.js",
+        "server.js",
+        "main.rs",
+        "main.go",
+        "config.go",
+    ];
+    for f in source_files(idx, dir, exts, &preferred, 24)
+        .into_iter()
+        .filter(|f| !f.ends_with("build.rs"))
+    {
+        let Some(text) = idx.read_source(&f) else { continue };
+        scan_code(d, &f, &text);
+    }
+}
 
-    // Dependency names.
+/// Backing services implied by dependency names.
+fn dependency_backing(d: &mut Draft) {
     let deps: Vec<String> = d.deps.iter().cloned().collect();
     for dep in deps {
         if let Some(kind) = backing_from_dep(&dep) {

@@ -9,11 +9,13 @@ mod go;
 mod java;
 mod native;
 mod node;
+mod pass;
 mod procfile;
 mod python;
 mod readme;
 mod rust;
 mod static_site;
+mod util;
 
 use std::collections::BTreeSet;
 
@@ -24,6 +26,8 @@ use crate::{
     draft::{Draft, default_env_for, ev},
     index::{RepoIndex, file_name, parent_of},
 };
+
+use util::{pad_semver, semver_friendly};
 
 /// Evidence weights, strongest first.
 pub mod weight {
@@ -180,6 +184,19 @@ pub fn plan(idx: &RepoIndex, environment: Option<&Environment>, config: &Analyze
     }
 }
 
+/// Each ecosystem detector and its passes (`stage/name`), in the order
+/// they run, for printing.
+pub fn detector_passes() -> Vec<(&'static str, Vec<String>)> {
+    vec![
+        ("python", python::passes()),
+        ("node", node::passes()),
+        ("rust", rust::passes()),
+        ("go", go::passes()),
+        ("java", java::passes()),
+        ("native", native::passes()),
+    ]
+}
+
 /// Component roots: directories holding a manifest, minus those that belong
 /// to a component above them (Cargo/Maven/Gradle modules, nested Python
 /// packages) and those in test, example and doc trees.
@@ -272,71 +289,6 @@ fn has_ancestor_in(dir: &str, dirs: &BTreeSet<String>) -> bool {
     }
 }
 
-/// Source files of a component worth scanning (by extension), shallow
-/// first, preferred names first, tests and migrations last, at most `limit`.
-pub fn source_files(
-    idx: &RepoIndex,
-    dir: &str,
-    exts: &[&str],
-    preferred: &[&str],
-    limit: usize,
-) -> Vec<String> {
-    let mut files: Vec<(usize, usize, &String)> = idx
-        .files_under(dir)
-        .filter(|f| exts.iter().any(|e| f.ends_with(e)))
-        .filter(|f| {
-            let rel = if dir.is_empty() {
-                f.as_str()
-            } else {
-                &f[dir.len() + 1..]
-            };
-            !rel.split('/').any(|s| {
-                matches!(
-                    s,
-                    "tests"
-                        | "test"
-                        | "migrations"
-                        | "docs"
-                        | "examples"
-                        | "fixtures"
-                        | "__tests__"
-                        | "testdata"
-                ) || s.starts_with('.')
-            }) && crate::index::depth_below(dir, f) <= 5
-        })
-        .map(|f| {
-            let name = file_name(f);
-            let rank = preferred
-                .iter()
-                .position(|p| *p == name)
-                .unwrap_or(preferred.len());
-            (crate::index::depth_below(dir, f), rank, f)
-        })
-        .collect();
-    files.sort();
-    files.into_iter().take(limit).map(|(_, _, f)| f.clone()).collect()
-}
-
-/// The path of `file` relative to the component `dir`.
-pub fn rel_to<'a>(dir: &str, file: &'a str) -> &'a str {
-    if dir.is_empty() {
-        file
-    } else {
-        file.strip_prefix(dir).map_or(file, |r| r.trim_start_matches('/'))
-    }
-}
-
-/// 1-based line of byte offset `pos` in `text`.
-pub fn line_of(text: &str, pos: usize) -> u32 {
-    let pos = pos.min(text.len());
-    text.as_bytes()[..pos].iter().filter(|b| **b == b'\n').count() as u32 + 1
-}
-
-/// 1-based line of the first line containing `needle`, 0 if none.
-pub fn find_line(text: &str, needle: &str) -> u32 {
-    text.find(needle).map_or(0, |p| line_of(text, p))
-}
-
 /// Versions of a runtime the host has, from the environment's toolchains.
 pub fn host_versions(environment: Option<&Environment>, names: &[&str]) -> Vec<String> {
     let Some(env) = environment else { return Vec::new() };
@@ -365,21 +317,11 @@ fn satisfies(runtime: &str, constraint: &str, have: &str) -> Option<bool> {
             Some(specs.contains(&version))
         }
         "node" | "bun" => {
-            let req = semver::VersionReq::parse(&node::semver_friendly(constraint)).ok()?;
+            let req = semver::VersionReq::parse(&semver_friendly(constraint)).ok()?;
             let version = semver::Version::parse(&pad_semver(have)).ok()?;
             Some(req.matches(&version))
         }
         _ => None,
-    }
-}
-
-/// `18` → `18.0.0`, `3.11` → `3.11.0`.
-pub fn pad_semver(v: &str) -> String {
-    let v = v.trim().trim_start_matches('v');
-    match v.split('.').count() {
-        1 => format!("{v}.0.0"),
-        2 => format!("{v}.0"),
-        _ => v.to_owned(),
     }
 }
 
@@ -389,6 +331,30 @@ fn finish(d: &mut Draft, environment: Option<&Environment>, warnings: &mut Vec<S
     for w in d.warnings.drain(..) {
         warnings.push(format!("{name}: {w}"));
     }
+    default_port(d);
+    default_kind(d);
+    backing_env_vars(d);
+    check_host_runtime(d, environment, &name, warnings);
+    let mut confidence = if d.c.start.is_some() {
+        d.weight("start")
+    } else {
+        d.weight("install") * 0.9
+    };
+    if d.c.start.is_some() && d.kind() == ComponentKind::Web && d.c.port == 0 && d.c.port_binding.is_empty() {
+        confidence -= 0.15;
+    }
+    if d.from_readme {
+        confidence = confidence.min(weight::README);
+    }
+    d.c.confidence = (confidence.clamp(0.05, 0.99) * 100.0).round() / 100.0;
+    for e in &mut d.c.evidence {
+        e.weight = (e.weight * 100.0).round() / 100.0;
+    }
+}
+
+/// A valid port; `env:PORT` (bound or read from an env var) with the
+/// language's conventional default.
+fn default_port(d: &mut Draft) {
     if d.c.port > 65535 {
         d.c.port = 0;
     }
@@ -410,6 +376,10 @@ fn finish(d: &mut Draft, environment: Option<&Environment>, warnings: &mut Vec<S
                     .unwrap_or(3000);
         }
     }
+}
+
+/// Library without a start, web with a port, else CLI; web gets `/` as health.
+fn default_kind(d: &mut Draft) {
     if d.kind() == ComponentKind::Unspecified {
         let kind = if d.c.start.is_none() {
             ComponentKind::Library
@@ -423,7 +393,10 @@ fn finish(d: &mut Draft, environment: Option<&Environment>, warnings: &mut Vec<S
     if d.kind() == ComponentKind::Web && d.c.health_paths.is_empty() {
         d.c.health_paths = vec!["/".into()];
     }
-    // The env vars a backing service is read from.
+}
+
+/// The env vars a backing service is read from.
+fn backing_env_vars(d: &mut Draft) {
     let env_names: Vec<(String, String)> =
         d.c.env
             .iter()
@@ -443,61 +416,54 @@ fn finish(d: &mut Draft, environment: Option<&Environment>, warnings: &mut Vec<S
         names.dedup();
         b.env_vars = names;
     }
-    // Runtime against the host.
-    if let Some(rt) = d.c.runtime.clone() {
-        let names: &[&str] = match rt.name.as_str() {
-            "python" => &["python3", "python"],
-            "node" => &["node"],
-            "bun" => &["bun"],
-            "go" => &["go"],
-            "rust" => &["rustc", "cargo"],
-            "java" => &["java"],
-            _ => &[],
-        };
-        let have = host_versions(environment, names);
-        if !have.is_empty() && !rt.version_constraint.is_empty() {
-            let fitting: Vec<&String> = have
-                .iter()
-                .filter(|v| satisfies(&rt.name, &rt.version_constraint, v) == Some(true))
-                .collect();
-            if let Some(best) = fitting.last() {
-                d.note(ev(
-                    "runtime",
-                    "",
-                    0,
-                    format!(
-                        "host has {} {best}, which satisfies {}",
-                        rt.name, rt.version_constraint
-                    ),
-                    0.0,
-                ));
-            } else if have
-                .iter()
-                .all(|v| satisfies(&rt.name, &rt.version_constraint, v).is_some())
-            {
-                warnings.push(format!(
-                    "{name}: needs {} {} but the host has {}",
-                    rt.name,
-                    rt.version_constraint,
-                    have.join(", ")
-                ));
-            }
-        }
-    }
-    let mut confidence = if d.c.start.is_some() {
-        d.weight("start")
-    } else {
-        d.weight("install") * 0.9
+}
+
+/// Runtime against the host: evidence when one fits, a warning when none does.
+fn check_host_runtime(
+    d: &mut Draft,
+    environment: Option<&Environment>,
+    name: &str,
+    warnings: &mut Vec<String>,
+) {
+    let Some(rt) = d.c.runtime.clone() else { return };
+    let names: &[&str] = match rt.name.as_str() {
+        "python" => &["python3", "python"],
+        "node" => &["node"],
+        "bun" => &["bun"],
+        "go" => &["go"],
+        "rust" => &["rustc", "cargo"],
+        "java" => &["java"],
+        _ => &[],
     };
-    if d.c.start.is_some() && d.kind() == ComponentKind::Web && d.c.port == 0 && d.c.port_binding.is_empty() {
-        confidence -= 0.15;
+    let have = host_versions(environment, names);
+    if have.is_empty() || rt.version_constraint.is_empty() {
+        return;
     }
-    if d.from_readme {
-        confidence = confidence.min(weight::README);
-    }
-    d.c.confidence = (confidence.clamp(0.05, 0.99) * 100.0).round() / 100.0;
-    for e in &mut d.c.evidence {
-        e.weight = (e.weight * 100.0).round() / 100.0;
+    let fitting: Vec<&String> = have
+        .iter()
+        .filter(|v| satisfies(&rt.name, &rt.version_constraint, v) == Some(true))
+        .collect();
+    if let Some(best) = fitting.last() {
+        d.note(ev(
+            "runtime",
+            "",
+            0,
+            format!(
+                "host has {} {best}, which satisfies {}",
+                rt.name, rt.version_constraint
+            ),
+            0.0,
+        ));
+    } else if have
+        .iter()
+        .all(|v| satisfies(&rt.name, &rt.version_constraint, v).is_some())
+    {
+        warnings.push(format!(
+            "{name}: needs {} {} but the host has {}",
+            rt.name,
+            rt.version_constraint,
+            have.join(", ")
+        ));
     }
 }
 
@@ -531,11 +497,6 @@ fn unique_names(drafts: &mut [Draft]) {
     }
 }
 
-/// A hex digest such as a workspace directory's name.
-fn is_digest(name: &str) -> bool {
-    name.len() >= 32 && name.chars().all(|c| c.is_ascii_hexdigit())
-}
-
 fn sanitize_name(name: &str) -> String {
     let name = name.rsplit('/').next().unwrap_or(name);
     name.chars()
@@ -551,18 +512,19 @@ fn sanitize_name(name: &str) -> String {
         .to_owned()
 }
 
-/// The component's name when its manifest names none: the directory name,
-/// or "app" at the root when the root's name says nothing (a
-/// content-addressed workspace is named by its digest).
-pub fn default_name(idx: &RepoIndex, dir: &str) -> String {
-    if dir.is_empty() {
-        idx.root()
-            .file_name()
-            .and_then(|n| n.to_str())
-            .filter(|n| !is_digest(n))
-            .unwrap_or("app")
-            .to_owned()
-    } else {
-        file_name(dir).to_owned()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_detector_reads_its_manifest_first_and_names_each_pass_once() {
+        for (stack, passes) in detector_passes() {
+            assert!(
+                passes.first().is_some_and(|p| p.starts_with("manifest/")),
+                "{stack}: {passes:?}"
+            );
+            let unique: BTreeSet<&String> = passes.iter().collect();
+            assert_eq!(unique.len(), passes.len(), "{stack}: {passes:?}");
+        }
     }
 }

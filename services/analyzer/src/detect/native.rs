@@ -5,7 +5,11 @@ use std::sync::LazyLock;
 use regex::Regex;
 use reporunner_proto::common::v1::ComponentKind;
 
-use super::{default_name, line_of, weight};
+use super::{
+    pass::{self, Pass, Stage},
+    util::{default_name, line_of},
+    weight,
+};
 use crate::{
     draft::{Draft, cmd, ev},
     index::{RepoIndex, join},
@@ -17,59 +21,72 @@ static EXECUTABLE: LazyLock<Option<Regex>> =
     LazyLock::new(|| Regex::new(r"add_executable\s*\(\s*([\w.-]+)").ok());
 static CMAKE_VERSION: LazyLock<Option<Regex>> =
     LazyLock::new(|| Regex::new(r"cmake_minimum_required\s*\(\s*VERSION\s+([\d.]+)").ok());
+/// The build system a component uses, with its file and text.
+enum BuildSystem {
+    CMake {
+        file: String,
+        text: String,
+    },
+    Make {
+        file: String,
+        text: String,
+        targets: Vec<(String, u32)>,
+    },
+}
+
+/// What the C/C++ passes read before deciding.
+#[derive(Default)]
+struct Facts {
+    cpp: bool,
+    system: Option<BuildSystem>,
+}
+
+type Scan<'a> = pass::Scan<'a, Facts>;
+
+/// The C/C++ detector, in order.
+const PASSES: &[Pass<Facts>] = &[
+    Pass::new(Stage::Manifest, "sources", sources),
+    Pass::new(Stage::Manifest, "CMake or Make", build_system),
+    Pass::new(Stage::Versions, "toolchain", toolchain),
+    Pass::new(Stage::Scripts, "build", build),
+    Pass::new(Stage::Tests, "test target", test_target),
+    Pass::new(Stage::EntryPoint, "program", program),
+];
+
+/// `stage/name` of each pass, in order.
+pub fn passes() -> Vec<String> {
+    pass::describe(PASSES)
+}
 
 pub fn detect(idx: &RepoIndex, dir: &str) -> Vec<Draft> {
-    let mut d = Draft::new(&default_name(idx, dir), dir, "c");
-    let cpp = idx
+    let d = Draft::new(&default_name(idx, dir), dir, "c");
+    vec![pass::run(PASSES, idx, dir, d, Facts::default())]
+}
+
+/// C, C++, or a Makefile with no C sources (a task runner).
+fn sources(s: &mut Scan<'_>) {
+    let (idx, dir) = (s.idx, s.dir);
+    s.facts.cpp = idx
         .files_under(dir)
         .take(5000)
         .any(|f| [".cpp", ".cc", ".cxx", ".hpp"].iter().any(|e| f.ends_with(e)));
     let has_c = idx.files_under(dir).take(5000).any(|f| f.ends_with(".c"));
-    if cpp {
-        d.c.language = "cpp".into();
+    if s.facts.cpp {
+        s.d.c.language = "cpp".into();
     } else if !has_c {
         // A Makefile with no C sources: a task runner; keep the language generic.
-        d.c.language = "make".into();
+        s.d.c.language = "make".into();
     }
-    let rt_name = if cpp { "cpp" } else { "c" };
+}
+
+/// CMakeLists.txt wins over a Makefile; nothing readable stops detection.
+fn build_system(s: &mut Scan<'_>) {
+    let (idx, dir) = (s.idx, s.dir);
     let cmake = join(dir, "CMakeLists.txt");
     if let Some(text) = idx.read(&cmake) {
-        d.c.package_manager = "cmake".into();
-        d.offer(ev("build", &cmake, 0, "cmake", weight::MANIFEST));
-        d.c.build = cmd("cmake -S . -B build && cmake --build build -j");
-        d.c.test = cmd("ctest --test-dir build --output-on-failure");
-        let version = CMAKE_VERSION
-            .as_ref()
-            .and_then(|re| re.captures(&text))
-            .and_then(|c| c.get(1))
-            .map(|m| format!("cmake>={}", m.as_str()))
-            .unwrap_or_default();
-        d.c.runtime = Some(reporunner_proto::common::v1::Runtime {
-            name: rt_name.into(),
-            version_constraint: version,
-        });
-        if let Some(m) = EXECUTABLE
-            .as_ref()
-            .and_then(|re| re.captures(&text))
-            .and_then(|c| c.get(1))
-        {
-            let exe = m.as_str();
-            if d.set_start(
-                ev(
-                    "start",
-                    &cmake,
-                    line_of(&text, m.start()),
-                    format!("add_executable({exe})"),
-                    weight::MANIFEST,
-                ),
-                cmd(format!("./build/{exe}")),
-                0,
-                "",
-            ) {
-                d.set_kind(ComponentKind::Cli);
-            }
-        }
-        return vec![d];
+        s.d.c.package_manager = "cmake".into();
+        s.facts.system = Some(BuildSystem::CMake { file: cmake, text });
+        return;
     }
     let makefile = ["Makefile", "makefile", "GNUmakefile"]
         .iter()
@@ -78,11 +95,7 @@ pub fn detect(idx: &RepoIndex, dir: &str) -> Vec<Draft> {
     if let Some(mk) = makefile
         && let Some(text) = idx.read(&mk)
     {
-        d.c.package_manager = "make".into();
-        d.c.runtime = Some(reporunner_proto::common::v1::Runtime {
-            name: rt_name.into(),
-            version_constraint: String::new(),
-        });
+        s.d.c.package_manager = "make".into();
         let targets: Vec<(String, u32)> = TARGET
             .as_ref()
             .map(|re| {
@@ -95,71 +108,164 @@ pub fn detect(idx: &RepoIndex, dir: &str) -> Vec<Draft> {
                     .collect()
             })
             .unwrap_or_default();
-        let has = |t: &str| targets.iter().find(|(n, _)| n == t).map(|(_, l)| *l);
-        d.offer(ev("build", &mk, 0, "make", weight::MANIFEST));
-        d.c.build = cmd("make");
-        if let Some(l) = has("install-deps").or_else(|| has("deps")) {
-            d.offer(ev("install", &mk, l, "make deps target", weight::MANIFEST));
-            d.c.install = cmd(if has("install-deps").is_some() {
-                "make install-deps"
-            } else {
-                "make deps"
-            });
+        s.facts.system = Some(BuildSystem::Make {
+            file: mk,
+            text,
+            targets,
+        });
+    } else {
+        s.stop = true;
+    }
+}
+
+/// The line of Makefile target `t`, if there is one.
+fn target(targets: &[(String, u32)], t: &str) -> Option<u32> {
+    targets.iter().find(|(n, _)| n == t).map(|(_, l)| *l)
+}
+
+/// The compiler, with CMake's minimum version.
+fn toolchain(s: &mut Scan<'_>) {
+    let version = match &s.facts.system {
+        Some(BuildSystem::CMake { text, .. }) => CMAKE_VERSION
+            .as_ref()
+            .and_then(|re| re.captures(text))
+            .and_then(|c| c.get(1))
+            .map(|m| format!("cmake>={}", m.as_str()))
+            .unwrap_or_default(),
+        _ => String::new(),
+    };
+    s.d.c.runtime = Some(reporunner_proto::common::v1::Runtime {
+        name: if s.facts.cpp { "cpp" } else { "c" }.into(),
+        version_constraint: version,
+    });
+}
+
+/// cmake / make, and a Makefile's deps target as the install step.
+fn build(s: &mut Scan<'_>) {
+    let d = &mut s.d;
+    match &s.facts.system {
+        Some(BuildSystem::CMake { file, .. }) => {
+            d.offer(ev("build", file, 0, "cmake", weight::MANIFEST));
+            d.c.build = cmd("cmake -S . -B build && cmake --build build -j");
         }
-        if let Some(l) = has("test").or_else(|| has("check")) {
-            let t = if has("test").is_some() {
-                "make test"
-            } else {
-                "make check"
-            };
-            d.offer(ev("test", &mk, l, t, weight::MANIFEST));
-            d.c.test = cmd(t);
-        }
-        // The default goal's program, when the Makefile builds one binary.
-        if let Some((goal, line)) = targets.first() {
-            let program = if goal == "all" {
-                text.lines()
-                    .find_map(|l| l.strip_prefix("all:"))
-                    .and_then(|deps| deps.split_whitespace().next())
-                    .map(str::to_owned)
-            } else {
-                Some(goal.clone())
-            };
-            if let Some(p) = program
-                && has(&p).is_some()
-                && !p.contains('.')
-                && !matches!(
-                    p.as_str(),
-                    "build" | "clean" | "install" | "test" | "check" | "deps" | "lint" | "fmt" | "help"
-                )
-                && text.contains(&format!("-o {p}"))
-            {
-                d.set_start(
-                    ev(
-                        "start",
-                        &mk,
-                        *line,
-                        format!("default goal builds ./{p}"),
-                        weight::CONVENTION,
-                    ),
-                    cmd(format!("./{p}")),
-                    0,
-                    "",
-                );
-                d.set_kind(ComponentKind::Cli);
+        Some(BuildSystem::Make { file, targets, .. }) => {
+            d.offer(ev("build", file, 0, "make", weight::MANIFEST));
+            d.c.build = cmd("make");
+            let install_deps = target(targets, "install-deps");
+            if let Some(l) = install_deps.or_else(|| target(targets, "deps")) {
+                d.offer(ev("install", file, l, "make deps target", weight::MANIFEST));
+                d.c.install = cmd(if install_deps.is_some() {
+                    "make install-deps"
+                } else {
+                    "make deps"
+                });
             }
         }
-        for t in ["run", "serve", "start", "dev"] {
-            if let Some(l) = has(t) {
-                d.set_start(
-                    ev("start", &mk, l, format!("make {t}"), weight::MANIFEST * 0.85),
-                    cmd(format!("make {t}")),
-                    0,
-                    "",
-                );
-                break;
+        None => {}
+    }
+}
+
+/// ctest, or a Makefile's test / check target.
+fn test_target(s: &mut Scan<'_>) {
+    let d = &mut s.d;
+    match &s.facts.system {
+        Some(BuildSystem::CMake { .. }) => {
+            d.c.test = cmd("ctest --test-dir build --output-on-failure");
+        }
+        Some(BuildSystem::Make { file, targets, .. }) => {
+            let test = target(targets, "test");
+            if let Some(l) = test.or_else(|| target(targets, "check")) {
+                let t = if test.is_some() { "make test" } else { "make check" };
+                d.offer(ev("test", file, l, t, weight::MANIFEST));
+                d.c.test = cmd(t);
             }
+        }
+        None => {}
+    }
+}
+
+/// CMake's first executable; a Makefile's default goal program, then its
+/// run / serve / start / dev target.
+fn program(s: &mut Scan<'_>) {
+    let d = &mut s.d;
+    match &s.facts.system {
+        Some(BuildSystem::CMake { file, text }) => cmake_program(d, file, text),
+        Some(BuildSystem::Make { file, text, targets }) => {
+            default_goal_program(d, file, text, targets);
+            for t in ["run", "serve", "start", "dev"] {
+                if let Some(l) = target(targets, t) {
+                    d.set_start(
+                        ev("start", file, l, format!("make {t}"), weight::MANIFEST * 0.85),
+                        cmd(format!("make {t}")),
+                        0,
+                        "",
+                    );
+                    break;
+                }
+            }
+        }
+        None => {}
+    }
+}
+
+fn cmake_program(d: &mut Draft, cmake: &str, text: &str) {
+    if let Some(m) = EXECUTABLE
+        .as_ref()
+        .and_then(|re| re.captures(text))
+        .and_then(|c| c.get(1))
+    {
+        let exe = m.as_str();
+        if d.set_start(
+            ev(
+                "start",
+                cmake,
+                line_of(text, m.start()),
+                format!("add_executable({exe})"),
+                weight::MANIFEST,
+            ),
+            cmd(format!("./build/{exe}")),
+            0,
+            "",
+        ) {
+            d.set_kind(ComponentKind::Cli);
         }
     }
-    vec![d]
+}
+
+/// The default goal's program, when the Makefile builds one binary.
+fn default_goal_program(d: &mut Draft, mk: &str, text: &str, targets: &[(String, u32)]) {
+    let Some((goal, line)) = targets.first() else {
+        return;
+    };
+    let program = if goal == "all" {
+        text.lines()
+            .find_map(|l| l.strip_prefix("all:"))
+            .and_then(|deps| deps.split_whitespace().next())
+            .map(str::to_owned)
+    } else {
+        Some(goal.clone())
+    };
+    if let Some(p) = program
+        && target(targets, &p).is_some()
+        && !p.contains('.')
+        && !matches!(
+            p.as_str(),
+            "build" | "clean" | "install" | "test" | "check" | "deps" | "lint" | "fmt" | "help"
+        )
+        && text.contains(&format!("-o {p}"))
+    {
+        d.set_start(
+            ev(
+                "start",
+                mk,
+                *line,
+                format!("default goal builds ./{p}"),
+                weight::CONVENTION,
+            ),
+            cmd(format!("./{p}")),
+            0,
+            "",
+        );
+        d.set_kind(ComponentKind::Cli);
+    }
 }

@@ -11,7 +11,11 @@ use regex::Regex;
 use reporunner_proto::common::v1::ComponentKind;
 use serde_json::Value;
 
-use super::{default_name, find_line, line_of, rel_to, weight};
+use super::{
+    pass::{self, Pass, Stage},
+    util::{default_name, find_line, glob_match, is_watch, line_of, pad_semver, rel_to, semver_friendly},
+    weight,
+};
 use crate::{
     draft::{Draft, cmd_in, ev, watch_cmd},
     index::{RepoIndex, join, parent_of},
@@ -72,35 +76,6 @@ fn workspace_globs(idx: &RepoIndex, dir: &str) -> Vec<String> {
     globs
 }
 
-/// Matches a workspace glob (`apps/*`, `packages/**`, `tools/cli`) against a
-/// directory relative to the workspace root.
-pub fn glob_match(pattern: &str, path: &str) -> bool {
-    let pattern = pattern.trim().trim_start_matches("./").trim_end_matches('/');
-    let mut pat: Vec<&str> = pattern.split('/').filter(|s| !s.is_empty()).take(32).collect();
-    // `**/**` is `**`; collapsing keeps the match linear in practice.
-    pat.dedup_by(|a, b| *a == "**" && *b == "**");
-    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    fn rec(p: &[&str], s: &[&str], depth: usize) -> bool {
-        if depth > 64 {
-            return false;
-        }
-        match (p.first(), s.first()) {
-            (None, None) => true,
-            (Some(&"**"), _) => rec(&p[1..], s, depth + 1) || (!s.is_empty() && rec(p, &s[1..], depth + 1)),
-            (Some(ps), Some(ss)) => seg_match(ps, ss) && rec(&p[1..], &s[1..], depth + 1),
-            _ => false,
-        }
-    }
-    rec(&pat, &segs, 0)
-}
-
-fn seg_match(p: &str, s: &str) -> bool {
-    match p.split_once('*') {
-        None => p == s,
-        Some((pre, post)) => s.len() >= pre.len() + post.len() && s.starts_with(pre) && s.ends_with(post),
-    }
-}
-
 /// Member directory → workspace root directory.
 pub fn workspace_members(idx: &RepoIndex, node_dirs: &BTreeSet<String>) -> BTreeMap<String, String> {
     let mut members = BTreeMap::new();
@@ -117,7 +92,7 @@ pub fn workspace_members(idx: &RepoIndex, node_dirs: &BTreeSet<String>) -> BTree
             if dir == root {
                 continue;
             }
-            let rel = super::rel_to(root, dir);
+            let rel = rel_to(root, dir);
             if !root.is_empty() && !dir.starts_with(&format!("{root}/")) {
                 continue;
             }
@@ -250,190 +225,62 @@ fn dep_names(pkg: &Value) -> BTreeSet<String> {
     }
     out
 }
-
-/// Whether a script never exits by itself because it watches files.
-pub fn is_watch(script: &str) -> bool {
-    let s = script.trim();
-    let words: Vec<&str> = s.split_whitespace().collect();
-    let has = |w: &str| words.contains(&w);
-    if s.contains("nodemon")
-        || s.contains("--watch")
-        || s.contains("--watchAll")
-        || s.contains("ts-node-dev")
-        || s.contains("tsx watch")
-        || s.contains("next dev")
-        || s.contains("nuxt dev")
-        || s.contains("astro dev")
-        || s.contains("react-scripts start")
-        || s.contains("webpack serve")
-        || s.contains("webpack-dev-server")
-        || s.contains("ng serve")
-        || s.contains("vue-cli-service serve")
-        || s.contains("remix dev")
-        || s.contains("gatsby develop")
-        || s.contains("node --watch")
-        || s.contains("bun --watch")
-        || s.contains("bun --hot")
-    {
-        return true;
-    }
-    // vitest watches unless told `run` (or --run); `vitest watch`/`vitest dev` too.
-    if let Some(pos) = words.iter().position(|w| *w == "vitest") {
-        let next = words.get(pos + 1).copied().unwrap_or("");
-        return next != "run" && !has("--run");
-    }
-    // vite: bare `vite` or `vite dev`/`vite serve` is the dev server.
-    if let Some(pos) = words.iter().position(|w| *w == "vite") {
-        let next = words.get(pos + 1).copied().unwrap_or("");
-        return !matches!(next, "build" | "preview" | "optimize");
-    }
-    false
+/// What the Node passes read before deciding.
+#[derive(Debug, Default)]
+struct Facts {
+    pkg_file: String,
+    /// package.json as text (for evidence lines) and parsed.
+    text: String,
+    pkg: Value,
+    /// The closest ancestor whose workspaces include this package.
+    ws_root: Option<String>,
+    /// Where install runs: the workspace root, else the package itself.
+    install_dir: String,
+    root_pkg: Option<Value>,
+    pm: String,
+    scripts: BTreeMap<String, String>,
 }
 
-/// `>=16 <21` → `>=16, <21`; first alternative of `||`; for the semver crate.
-pub fn semver_friendly(constraint: &str) -> String {
-    let first = constraint.split("||").next().unwrap_or(constraint).trim();
-    let mut out: Vec<String> = Vec::new();
-    let mut pending_op = String::new();
-    for tok in first.split_whitespace() {
-        if tok == "-" {
-            // hyphen ranges: keep it simple
-            continue;
-        }
-        if matches!(tok, ">=" | "<=" | ">" | "<" | "=" | "^" | "~") {
-            pending_op = tok.to_owned();
-            continue;
-        }
-        out.push(format!("{pending_op}{}", tok.trim_start_matches('v')));
-        pending_op.clear();
-    }
-    out.join(", ")
+type Scan<'a> = pass::Scan<'a, Facts>;
+
+/// The Node detector, in order. The package manager is decided before the
+/// runtime because Bun is both.
+const PASSES: &[Pass<Facts>] = &[
+    Pass::new(Stage::Manifest, "package.json", manifest),
+    Pass::new(Stage::Manifest, "workspace", workspace),
+    Pass::new(Stage::Scripts, "package manager", package_manager),
+    Pass::new(Stage::Versions, "runtime", runtime),
+    Pass::new(Stage::Scripts, "build script", build_script),
+    Pass::new(Stage::Tests, "test script", test_script),
+    Pass::new(Stage::EntryPoint, "start", start),
+    Pass::new(Stage::EntryPoint, "defaults", start_defaults),
+];
+
+/// `stage/name` of each pass, in order.
+pub fn passes() -> Vec<String> {
+    pass::describe(PASSES)
 }
 
 pub fn detect(idx: &RepoIndex, dir: &str) -> Vec<Draft> {
-    let mut d = Draft::new(&default_name(idx, dir), dir, "javascript");
-    let pkg_file = join(dir, "package.json");
+    let d = Draft::new(&default_name(idx, dir), dir, "javascript");
+    vec![pass::run(PASSES, idx, dir, d, Facts::default())]
+}
+
+/// Name, dependencies, TypeScript and frameworks.
+fn manifest(s: &mut Scan<'_>) {
+    let (idx, dir) = (s.idx, s.dir);
+    s.facts.pkg_file = join(dir, "package.json");
     let (text, pkg) =
         read_pkg(idx, dir).unwrap_or_else(|| (String::new(), Value::Object(Default::default())));
     if let Some(name) = pkg.get("name").and_then(|v| v.as_str()) {
-        d.c.name = name.to_owned();
+        s.d.c.name = name.to_owned();
     }
-    let deps = dep_names(&pkg);
-    d.deps = deps.clone();
-
-    // Workspace root (for members): the closest ancestor declaring workspaces.
-    let mut ws_root: Option<String> = None;
-    let mut p = dir.to_owned();
-    while !p.is_empty() {
-        p = parent_of(&p).to_owned();
-        let globs = workspace_globs(idx, &p);
-        if globs.iter().any(|g| glob_match(g, rel_to(&p, dir))) {
-            ws_root = Some(p.clone());
-            break;
-        }
+    s.d.deps = dep_names(&pkg);
+    s.facts.text = text;
+    s.facts.pkg = pkg;
+    if idx.has(&join(dir, "tsconfig.json")) || s.d.has_dep("typescript") {
+        s.d.c.language = "typescript".into();
     }
-    let install_dir = ws_root.clone().unwrap_or_else(|| dir.to_owned());
-    let root_pkg = ws_root.as_deref().and_then(|r| read_pkg(idx, r)).map(|(_, v)| v);
-
-    // Package manager.
-    let pm_field = pkg
-        .get("packageManager")
-        .and_then(|v| v.as_str())
-        .or_else(|| {
-            root_pkg
-                .as_ref()
-                .and_then(|r| r.get("packageManager"))
-                .and_then(|v| v.as_str())
-        })
-        .map(str::to_owned);
-    let lock = |name: &str| -> Option<String> {
-        let here = join(dir, name);
-        if idx.has(&here) {
-            return Some(here);
-        }
-        let there = join(&install_dir, name);
-        idx.has(&there).then_some(there)
-    };
-    let (pm, pm_evidence) = if let Some(field) = &pm_field {
-        let name = field.split('@').next().unwrap_or("npm").to_owned();
-        let name = if ["npm", "pnpm", "yarn", "bun"].contains(&name.as_str()) {
-            name
-        } else {
-            "npm".into()
-        };
-        (
-            name,
-            ev(
-                "package_manager",
-                &pkg_file,
-                find_line(&text, "packageManager"),
-                format!("packageManager: {field}"),
-                0.95,
-            ),
-        )
-    } else if let Some(f) = lock("bun.lockb").or_else(|| lock("bun.lock")) {
-        (
-            "bun".into(),
-            ev("package_manager", &f, 0, "bun lockfile", weight::MANIFEST),
-        )
-    } else if let Some(f) = lock("pnpm-lock.yaml").or_else(|| lock("pnpm-workspace.yaml")) {
-        (
-            "pnpm".into(),
-            ev(
-                "package_manager",
-                &f,
-                0,
-                "pnpm lockfile/workspace",
-                weight::MANIFEST,
-            ),
-        )
-    } else if let Some(f) = lock("yarn.lock") {
-        (
-            "yarn".into(),
-            ev("package_manager", &f, 0, "yarn.lock", weight::MANIFEST),
-        )
-    } else if let Some(f) = lock("package-lock.json").or_else(|| lock("npm-shrinkwrap.json")) {
-        (
-            "npm".into(),
-            ev("package_manager", &f, 0, "package-lock.json", weight::MANIFEST),
-        )
-    } else {
-        (
-            "npm".into(),
-            ev("package_manager", &pkg_file, 0, "no lockfile: npm", 0.5),
-        )
-    };
-    d.note(pm_evidence);
-    d.c.package_manager = pm.clone();
-    let has_npm_lock = lock("package-lock.json").is_some();
-    let install = match pm.as_str() {
-        "npm" if has_npm_lock => "npm ci",
-        "npm" => "npm install",
-        "pnpm" => "pnpm install",
-        "yarn" => "yarn install",
-        _ => "bun install",
-    };
-    let wd = if ws_root.is_some() {
-        if install_dir.is_empty() {
-            ".".to_owned()
-        } else {
-            install_dir.clone()
-        }
-    } else {
-        String::new()
-    };
-    d.offer(ev("install", &pkg_file, 0, install, weight::MANIFEST));
-    d.c.install = cmd_in(install, &wd);
-
-    // Language.
-    if idx.has(&join(dir, "tsconfig.json")) || deps.contains("typescript") {
-        d.c.language = "typescript".into();
-    }
-
-    // Runtime.
-    node_runtime(idx, &mut d, dir, &install_dir, &pkg, &text, &pkg_file, &pm);
-
-    // Frameworks.
     for (dep, fw) in [
         ("next", "next"),
         ("nuxt", "nuxt"),
@@ -453,12 +300,127 @@ pub fn detect(idx: &RepoIndex, dir: &str) -> Vec<Draft> {
         ("vue", "vue"),
         ("svelte", "svelte"),
     ] {
-        if deps.contains(dep) {
-            d.add_framework(fw);
+        if s.d.has_dep(dep) {
+            s.d.add_framework(fw);
         }
     }
+}
 
-    let scripts: BTreeMap<String, String> = pkg
+/// Workspace root (for members): the closest ancestor declaring workspaces.
+fn workspace(s: &mut Scan<'_>) {
+    let (idx, dir) = (s.idx, s.dir);
+    let mut p = dir.to_owned();
+    while !p.is_empty() {
+        p = parent_of(&p).to_owned();
+        let globs = workspace_globs(idx, &p);
+        if globs.iter().any(|g| glob_match(g, rel_to(&p, dir))) {
+            s.facts.ws_root = Some(p.clone());
+            break;
+        }
+    }
+    s.facts.install_dir = s.facts.ws_root.clone().unwrap_or_else(|| dir.to_owned());
+    s.facts.root_pkg = s
+        .facts
+        .ws_root
+        .as_deref()
+        .and_then(|r| read_pkg(idx, r))
+        .map(|(_, v)| v);
+}
+
+/// A lockfile in the package, else at the workspace root.
+fn lockfile(s: &Scan<'_>, name: &str) -> Option<String> {
+    let here = join(s.dir, name);
+    if s.idx.has(&here) {
+        return Some(here);
+    }
+    let there = join(&s.facts.install_dir, name);
+    s.idx.has(&there).then_some(there)
+}
+
+/// `packageManager`, else the lockfile, else npm; and the install command.
+fn package_manager(s: &mut Scan<'_>) {
+    let (pm, pm_evidence) = choose_package_manager(s);
+    s.d.note(pm_evidence);
+    s.d.c.package_manager = pm.clone();
+    let has_npm_lock = lockfile(s, "package-lock.json").is_some();
+    let install = match pm.as_str() {
+        "npm" if has_npm_lock => "npm ci",
+        "npm" => "npm install",
+        "pnpm" => "pnpm install",
+        "yarn" => "yarn install",
+        _ => "bun install",
+    };
+    let f = &s.facts;
+    let wd = if f.ws_root.is_some() {
+        if f.install_dir.is_empty() {
+            ".".to_owned()
+        } else {
+            f.install_dir.clone()
+        }
+    } else {
+        String::new()
+    };
+    s.d.offer(ev("install", &f.pkg_file, 0, install, weight::MANIFEST));
+    s.d.c.install = cmd_in(install, &wd);
+    s.facts.pm = pm;
+}
+
+fn choose_package_manager(s: &Scan<'_>) -> (String, reporunner_proto::common::v1::Evidence) {
+    let f = &s.facts;
+    let pm_field = f.pkg.get("packageManager").and_then(|v| v.as_str()).or_else(|| {
+        f.root_pkg
+            .as_ref()
+            .and_then(|r| r.get("packageManager"))
+            .and_then(|v| v.as_str())
+    });
+    let lock = |name: &str| lockfile(s, name);
+    let from_lock = |pm: &str, file: String, detail: &str| {
+        (
+            pm.to_owned(),
+            ev("package_manager", &file, 0, detail, weight::MANIFEST),
+        )
+    };
+    if let Some(field) = pm_field {
+        let name = field.split('@').next().unwrap_or("npm").to_owned();
+        let name = if ["npm", "pnpm", "yarn", "bun"].contains(&name.as_str()) {
+            name
+        } else {
+            "npm".into()
+        };
+        let line = find_line(&f.text, "packageManager");
+        let detail = format!("packageManager: {field}");
+        (name, ev("package_manager", &f.pkg_file, line, detail, 0.95))
+    } else if let Some(file) = lock("bun.lockb").or_else(|| lock("bun.lock")) {
+        from_lock("bun", file, "bun lockfile")
+    } else if let Some(file) = lock("pnpm-lock.yaml").or_else(|| lock("pnpm-workspace.yaml")) {
+        from_lock("pnpm", file, "pnpm lockfile/workspace")
+    } else if let Some(file) = lock("yarn.lock") {
+        from_lock("yarn", file, "yarn.lock")
+    } else if let Some(file) = lock("package-lock.json").or_else(|| lock("npm-shrinkwrap.json")) {
+        from_lock("npm", file, "package-lock.json")
+    } else {
+        let e = ev("package_manager", &f.pkg_file, 0, "no lockfile: npm", 0.5);
+        ("npm".into(), e)
+    }
+}
+
+/// The command that runs a package.json script with the package manager.
+fn run_script(pm: &str, script: &str) -> String {
+    match (pm, script) {
+        ("npm", "start") => "npm start".into(),
+        ("npm", "test") => "npm test".into(),
+        ("npm", s) => format!("npm run {s}"),
+        ("yarn", s) => format!("yarn {s}"),
+        ("pnpm", s) => format!("pnpm run {s}"),
+        (_, s) => format!("bun run {s}"),
+    }
+}
+
+/// The package's scripts and its `build` script.
+fn build_script(s: &mut Scan<'_>) {
+    let f = &mut s.facts;
+    f.scripts = f
+        .pkg
         .get("scripts")
         .and_then(|s| s.as_object())
         .map(|o| {
@@ -468,98 +430,59 @@ pub fn detect(idx: &RepoIndex, dir: &str) -> Vec<Draft> {
                 .collect()
         })
         .unwrap_or_default();
-    let run = |script: &str| -> String {
-        match (pm.as_str(), script) {
-            ("npm", "start") => "npm start".into(),
-            ("npm", "test") => "npm test".into(),
-            ("npm", s) => format!("npm run {s}"),
-            ("yarn", s) => format!("yarn {s}"),
-            ("pnpm", s) => format!("pnpm run {s}"),
-            (_, s) => format!("bun run {s}"),
-        }
-    };
-
-    if let Some(b) = scripts.get("build") {
-        d.offer(ev(
+    if let Some(b) = f.scripts.get("build") {
+        s.d.offer(ev(
             "build",
-            &pkg_file,
-            find_line(&text, "\"build\""),
+            &f.pkg_file,
+            find_line(&f.text, "\"build\""),
             format!("build: {b}"),
             weight::SCRIPT,
         ));
-        d.c.build = watch_cmd(run("build"), is_watch(b));
+        s.d.c.build = watch_cmd(run_script(&f.pm, "build"), is_watch(b));
     }
-    if let Some(t) = scripts.get("test")
+}
+
+fn test_script(s: &mut Scan<'_>) {
+    let f = &s.facts;
+    if let Some(t) = f.scripts.get("test")
         && !t.contains("no test specified")
     {
-        d.offer(ev(
+        s.d.offer(ev(
             "test",
-            &pkg_file,
-            find_line(&text, "\"test\""),
+            &f.pkg_file,
+            find_line(&f.text, "\"test\""),
             format!("test: {t}"),
             weight::SCRIPT,
         ));
-        d.c.test = watch_cmd(run("test"), is_watch(t) || t.contains("jest --watch"));
+        s.d.c.test = watch_cmd(
+            run_script(&f.pm, "test"),
+            is_watch(t) || t.contains("jest --watch"),
+        );
     }
+}
 
-    // Start.
+/// The start script, else `next start`, else a main or conventional file.
+fn start(s: &mut Scan<'_>) {
     let candidates = [
         ("start", weight::SCRIPT),
         ("dev", weight::SCRIPT * 0.9),
         ("serve", weight::SCRIPT * 0.85),
         ("start:dev", weight::SCRIPT * 0.8),
     ];
-    d.scripts = scripts.keys().cloned().collect();
+    s.d.scripts = s.facts.scripts.keys().cloned().collect();
     let chosen = candidates.iter().find(|(name, _)| {
-        scripts
+        s.facts
+            .scripts
             .get(*name)
             .is_some_and(|s| !(s.trim().is_empty() || *name != "start" && is_build_watcher(s)))
     });
-    let is_next = d.has_framework("next");
     if let Some((name, w)) = chosen {
-        let script = scripts.get(*name).cloned().unwrap_or_default();
-        let line = find_line(&text, &format!("\"{name}\""));
-        let (mut port, mut binding) = script_port(&script);
-        let mut run_line = run(name);
-        if binding == "flag:--port" && (script.contains("vite") || script.contains("astro")) {
-            // Only npm needs `--` before a script's own flags; pnpm (7+), yarn
-            // and bun pass them through, and pnpm would hand the script a
-            // literal `--` after which vite ignores `--host` and `--port`.
-            run_line.push_str(if pm == "npm" {
-                " -- --host 0.0.0.0"
-            } else {
-                " --host 0.0.0.0"
-            });
-        }
-        if port == 0 && binding.is_empty() {
-            let (p, b, src) = scan_server(idx, dir, &script, &pkg);
-            if p != 0 || !b.is_empty() {
-                port = p;
-                binding = b;
-                if let Some((file, line, detail)) = src {
-                    d.note(ev("port", &file, line, detail, weight::FRAMEWORK));
-                }
-            }
-        }
-        let mut c = watch_cmd(run_line, is_watch(&script));
-        if let Some(c) = c.as_mut() {
-            c.watch_mode = is_watch(&script);
-        }
-        d.set_start(
-            ev("start", &pkg_file, line, format!("{name}: {script}"), *w),
-            c,
-            port,
-            &binding,
-        );
-        if is_delegating(&script) {
-            d.warnings
-                .push(format!("the {name} script delegates to other packages: {script}"));
-        }
-    } else if is_next {
-        d.set_start(
+        start_script(s, name, *w);
+    } else if s.d.has_framework("next") {
+        s.d.set_start(
             ev(
                 "start",
-                &pkg_file,
+                &s.facts.pkg_file,
                 0,
                 "next dependency without scripts",
                 weight::FRAMEWORK_GUESS,
@@ -569,100 +492,125 @@ pub fn detect(idx: &RepoIndex, dir: &str) -> Vec<Draft> {
             "env:PORT",
         );
     } else {
-        let main = pkg
-            .get("main")
-            .and_then(|v| v.as_str())
-            .map(|m| m.trim_start_matches("./").to_owned());
-        let main_exists = main.as_ref().is_some_and(|m| idx.has(&join(dir, m)));
-        let conventional = [
-            "server.js",
-            "index.js",
-            "app.js",
-            "main.js",
-            "server.ts",
-            "src/index.js",
-            "src/server.js",
-        ]
-        .iter()
-        .find(|f| idx.has(&join(dir, f)))
-        .map(|f| (*f).to_owned());
-        let server_deps = deps
-            .iter()
-            .any(|d| ["express", "fastify", "koa", "hono", "@hapi/hapi"].contains(&d.as_str()));
-        let is_library = !server_deps
-            && (pkg.get("main").is_some() || pkg.get("exports").is_some() || pkg.get("module").is_some());
-        let entry = if main_exists && server_deps {
-            main.clone().map(|m| (m, weight::FRAMEWORK_GUESS))
-        } else if is_library {
-            None
-        } else {
-            conventional.map(|c| (c, weight::CONVENTION))
-        };
-        if let Some((file, w)) = entry {
-            let runner = if pm == "bun" {
-                "bun"
-            } else if file.ends_with(".ts") {
-                "npx tsx"
-            } else {
-                "node"
-            };
-            let (port, binding, src) = scan_file(idx, &join(dir, &file));
-            if let Some((f, line, detail)) = src {
-                d.note(ev("port", &f, line, detail, weight::FRAMEWORK));
-            }
-            d.set_start(
-                ev("start", &join(dir, &file), 0, format!("entry file {file}"), w),
-                watch_cmd(format!("{runner} {file}"), false),
-                port,
-                &binding,
-            );
-        }
+        entry_file(s);
     }
-    if is_next && d.c.port == 0 {
-        d.c.port = 3000;
-        d.c.port_binding = "env:PORT".into();
-    }
-    if d.c.start.is_none() {
-        d.set_kind(ComponentKind::Library);
-    }
-    vec![d]
 }
 
-#[allow(clippy::too_many_arguments)]
-fn node_runtime(
-    idx: &RepoIndex,
-    d: &mut Draft,
-    dir: &str,
-    install_dir: &str,
-    pkg: &Value,
-    text: &str,
-    pkg_file: &str,
-    pm: &str,
-) {
-    let name = if pm == "bun" { "bun" } else { "node" };
-    let mut pin: Option<(String, String)> = None;
-    for f in [".nvmrc", ".node-version"] {
-        for base in [dir, install_dir] {
-            let path = join(base, f);
-            if let Some(t) = idx.read(&path)
-                && let Some(v) = t
-                    .lines()
-                    .map(str::trim)
-                    .find(|l| !l.is_empty() && !l.starts_with('#'))
-            {
-                let v = v.trim_start_matches('v').to_owned();
-                if name == "node" {
-                    d.set_runtime(ev("runtime", &path, 1, format!("node {v}"), 0.9), "node", &v);
-                }
-                pin = Some((path.clone(), v));
-                break;
+/// Starts with the script `name`, its port from the script or the server
+/// file it runs.
+fn start_script(s: &mut Scan<'_>, name: &str, w: f64) {
+    let (idx, dir, f) = (s.idx, s.dir, &s.facts);
+    let script = f.scripts.get(name).cloned().unwrap_or_default();
+    let line = find_line(&f.text, &format!("\"{name}\""));
+    let (mut port, mut binding) = script_port(&script);
+    let mut run_line = run_script(&f.pm, name);
+    if binding == "flag:--port" && (script.contains("vite") || script.contains("astro")) {
+        // Only npm needs `--` before a script's own flags; pnpm (7+), yarn
+        // and bun pass them through, and pnpm would hand the script a
+        // literal `--` after which vite ignores `--host` and `--port`.
+        run_line.push_str(if f.pm == "npm" {
+            " -- --host 0.0.0.0"
+        } else {
+            " --host 0.0.0.0"
+        });
+    }
+    if port == 0 && binding.is_empty() {
+        let (p, b, src) = scan_server(idx, dir, &script, &f.pkg);
+        if p != 0 || !b.is_empty() {
+            port = p;
+            binding = b;
+            if let Some((file, line, detail)) = src {
+                s.d.note(ev("port", &file, line, detail, weight::FRAMEWORK));
             }
         }
-        if pin.is_some() {
-            break;
-        }
     }
-    if let Some(v) = pkg
+    let mut c = watch_cmd(run_line, is_watch(&script));
+    if let Some(c) = c.as_mut() {
+        c.watch_mode = is_watch(&script);
+    }
+    s.d.set_start(
+        ev("start", &f.pkg_file, line, format!("{name}: {script}"), w),
+        c,
+        port,
+        &binding,
+    );
+    if is_delegating(&script) {
+        s.d.warnings
+            .push(format!("the {name} script delegates to other packages: {script}"));
+    }
+}
+
+/// Without a start script: `main` of a server package, else a conventional
+/// file unless the package is a library.
+fn entry_file(s: &mut Scan<'_>) {
+    let (idx, dir, f) = (s.idx, s.dir, &s.facts);
+    let pkg = &f.pkg;
+    let main = pkg
+        .get("main")
+        .and_then(|v| v.as_str())
+        .map(|m| m.trim_start_matches("./").to_owned());
+    let main_exists = main.as_ref().is_some_and(|m| idx.has(&join(dir, m)));
+    let conventional = [
+        "server.js",
+        "index.js",
+        "app.js",
+        "main.js",
+        "server.ts",
+        "src/index.js",
+        "src/server.js",
+    ]
+    .iter()
+    .find(|f| idx.has(&join(dir, f)))
+    .map(|f| (*f).to_owned());
+    let server_deps =
+        s.d.has_any_dep(&["express", "fastify", "koa", "hono", "@hapi/hapi"]);
+    let is_library = !server_deps
+        && (pkg.get("main").is_some() || pkg.get("exports").is_some() || pkg.get("module").is_some());
+    let entry = if main_exists && server_deps {
+        main.clone().map(|m| (m, weight::FRAMEWORK_GUESS))
+    } else if is_library {
+        None
+    } else {
+        conventional.map(|c| (c, weight::CONVENTION))
+    };
+    let Some((file, w)) = entry else { return };
+    let runner = if f.pm == "bun" {
+        "bun"
+    } else if file.ends_with(".ts") {
+        "npx tsx"
+    } else {
+        "node"
+    };
+    let (port, binding, src) = scan_file(idx, &join(dir, &file));
+    if let Some((f, line, detail)) = src {
+        s.d.note(ev("port", &f, line, detail, weight::FRAMEWORK));
+    }
+    s.d.set_start(
+        ev("start", &join(dir, &file), 0, format!("entry file {file}"), w),
+        watch_cmd(format!("{runner} {file}"), false),
+        port,
+        &binding,
+    );
+}
+
+/// Next listens on $PORT (3000); nothing to start is a library.
+fn start_defaults(s: &mut Scan<'_>) {
+    if s.d.has_framework("next") && s.d.c.port == 0 {
+        s.d.c.port = 3000;
+        s.d.c.port_binding = "env:PORT".into();
+    }
+    if s.d.c.start.is_none() {
+        s.d.set_kind(ComponentKind::Library);
+    }
+}
+
+/// .nvmrc / .node-version, volta, then engines (which win a conflict).
+fn runtime(s: &mut Scan<'_>) {
+    let name = if s.facts.pm == "bun" { "bun" } else { "node" };
+    let pin = version_file(s, name);
+    let (f, d) = (&s.facts, &mut s.d);
+    if let Some(v) = f
+        .pkg
         .get("volta")
         .and_then(|v| v.get(name))
         .and_then(|v| v.as_str())
@@ -670,8 +618,8 @@ fn node_runtime(
         d.set_runtime(
             ev(
                 "runtime",
-                pkg_file,
-                find_line(text, "\"volta\""),
+                &f.pkg_file,
+                find_line(&f.text, "\"volta\""),
                 format!("volta {name} {v}"),
                 0.85,
             ),
@@ -679,45 +627,14 @@ fn node_runtime(
             v,
         );
     }
-    if let Some(engines) = pkg
+    if let Some(engines) = f
+        .pkg
         .get("engines")
         .and_then(|e| e.get(name))
         .and_then(|v| v.as_str())
+        && engines_conflict(d, f, name, engines, pin.as_ref())
     {
-        let e = ev(
-            "runtime",
-            pkg_file,
-            find_line(text, "\"engines\""),
-            format!("engines.{name}: {engines}"),
-            weight::MANIFEST,
-        );
-        if let Some((file, v)) = &pin {
-            let req = semver::VersionReq::parse(&semver_friendly(engines));
-            let have = semver::Version::parse(&super::pad_semver(v));
-            if let (Ok(req), Ok(have)) = (req, have)
-                && !req.matches(&have)
-            {
-                d.warnings.push(format!(
-                    "{file} pins node {v} but {pkg_file} engines.node is {engines}; using {engines}"
-                ));
-                d.c.runtime = None;
-                d.set_runtime(
-                    ev(
-                        "runtime",
-                        pkg_file,
-                        find_line(text, "\"engines\""),
-                        format!("engines.{name}: {engines} (conflict)"),
-                        0.99,
-                    ),
-                    name,
-                    engines,
-                );
-                return;
-            }
-            d.note(e);
-        } else {
-            d.set_runtime(e, name, engines);
-        }
+        return;
     }
     if d.c.runtime.is_none() {
         d.c.runtime = Some(reporunner_proto::common::v1::Runtime {
@@ -725,6 +642,76 @@ fn node_runtime(
             version_constraint: String::new(),
         });
     }
+}
+
+/// The first version file found in the package or at the workspace root.
+fn version_file(s: &mut Scan<'_>, name: &str) -> Option<(String, String)> {
+    for f in [".nvmrc", ".node-version"] {
+        for base in [s.dir, s.facts.install_dir.as_str()] {
+            let path = join(base, f);
+            if let Some(t) = s.idx.read(&path)
+                && let Some(v) = t
+                    .lines()
+                    .map(str::trim)
+                    .find(|l| !l.is_empty() && !l.starts_with('#'))
+            {
+                let v = v.trim_start_matches('v').to_owned();
+                if name == "node" {
+                    s.d.set_runtime(ev("runtime", &path, 1, format!("node {v}"), 0.9), "node", &v);
+                }
+                return Some((path.clone(), v));
+            }
+        }
+    }
+    None
+}
+
+/// `engines`: the runtime unless a version file pins it; true when the pin
+/// conflicts with it (engines then wins and the runtime is final).
+fn engines_conflict(
+    d: &mut Draft,
+    f: &Facts,
+    name: &str,
+    engines: &str,
+    pin: Option<&(String, String)>,
+) -> bool {
+    let line = find_line(&f.text, "\"engines\"");
+    let pkg_file = &f.pkg_file;
+    let e = ev(
+        "runtime",
+        pkg_file,
+        line,
+        format!("engines.{name}: {engines}"),
+        weight::MANIFEST,
+    );
+    let Some((file, v)) = pin else {
+        d.set_runtime(e, name, engines);
+        return false;
+    };
+    let req = semver::VersionReq::parse(&semver_friendly(engines));
+    let have = semver::Version::parse(&pad_semver(v));
+    if let (Ok(req), Ok(have)) = (req, have)
+        && !req.matches(&have)
+    {
+        d.warnings.push(format!(
+            "{file} pins node {v} but {pkg_file} engines.node is {engines}; using {engines}"
+        ));
+        d.c.runtime = None;
+        d.set_runtime(
+            ev(
+                "runtime",
+                pkg_file,
+                line,
+                format!("engines.{name}: {engines} (conflict)"),
+                0.99,
+            ),
+            name,
+            engines,
+        );
+        return true;
+    }
+    d.note(e);
+    false
 }
 
 /// Port conventions of well-known commands in a script.
@@ -855,40 +842,4 @@ fn scan_file(idx: &RepoIndex, path: &str) -> (u32, String, Option<(String, u32, 
             format!("listens on {port}{}", if uses_env { " or $PORT" } else { "" }),
         )),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn watch_mode_is_detected() {
-        assert!(is_watch("vitest"));
-        assert!(!is_watch("vitest run"));
-        assert!(!is_watch("vitest --run"));
-        assert!(is_watch("jest --watch"));
-        assert!(!is_watch("jest"));
-        assert!(is_watch("nodemon server.js"));
-        assert!(is_watch("next dev"));
-        assert!(!is_watch("next start"));
-        assert!(is_watch("vite"));
-        assert!(!is_watch("vite build"));
-        assert!(!is_watch("node server.js"));
-    }
-
-    #[test]
-    fn workspace_globs_match() {
-        assert!(glob_match("packages/*", "packages/ui"));
-        assert!(!glob_match("packages/*", "packages/ui/x"));
-        assert!(glob_match("apps/**", "apps/web/x"));
-        assert!(glob_match("./tools/cli/", "tools/cli"));
-        assert!(glob_match("pkg-*", "pkg-a"));
-    }
-
-    #[test]
-    fn engines_become_semver_requirements() {
-        assert_eq!(semver_friendly(">=16 <21"), ">=16, <21");
-        assert_eq!(semver_friendly("^18 || ^20"), "^18");
-        assert!(semver::VersionReq::parse(&semver_friendly(">= 18.0.0")).is_ok());
-    }
 }

@@ -3,7 +3,10 @@
 
 use reporunner_proto::common::v1::{Command, ComponentKind};
 
-use super::weight;
+use super::{
+    util::{command_port, language_of, runtime_of},
+    weight,
+};
 use crate::{
     draft::{Draft, ev},
     index::{RepoIndex, parent_of},
@@ -77,39 +80,6 @@ pub fn apply(idx: &RepoIndex, drafts: &mut Vec<Draft>) {
     }
 }
 
-/// The port and binding a start command implies: `$PORT` in it, or a
-/// server that reads `PORT` itself (gunicorn), or an explicit bind.
-pub fn command_port(command: &str, current: u32) -> (u32, &'static str) {
-    let uses_port = command.contains("$PORT") || command.contains("${PORT");
-    let explicit = port_in(command);
-    let gunicorn = command.contains("gunicorn");
-    if uses_port {
-        (
-            if current != 0 {
-                current
-            } else if gunicorn {
-                8000
-            } else {
-                5000
-            },
-            "env:PORT",
-        )
-    } else if let Some(p) = explicit {
-        (p, "")
-    } else if gunicorn {
-        // gunicorn binds $PORT when set, else 127.0.0.1:8000.
-        (8000, "env:PORT")
-    } else {
-        (current, "")
-    }
-}
-
-/// A port in `--bind 0.0.0.0:8000`, `-b :5000`, `--port 8000`.
-pub fn port_in(command: &str) -> Option<u32> {
-    let re = regex::Regex::new(r"(?:--bind[= ]|-b[= ]?|--port[= ]|-p[= ]?)\S*?:?(\d{2,5})\b").ok()?;
-    re.captures(command)?.get(1)?.as_str().parse().ok()
-}
-
 /// The component a file in `dir` speaks for: the one at `dir`, else the one
 /// at the root, else the only one; a new one when there is none.
 pub fn target_for<'a>(drafts: &'a mut Vec<Draft>, dir: &str, command: &str) -> Option<&'a mut Draft> {
@@ -136,33 +106,4 @@ pub fn target_for<'a>(drafts: &'a mut Vec<Draft>, dir: &str, command: &str) -> O
     });
     drafts.push(d);
     drafts.last_mut()
-}
-
-/// A language guessed from a command line.
-pub fn language_of(command: &str) -> &'static str {
-    let first = command.split_whitespace().next().unwrap_or_default();
-    match first {
-        "python" | "python3" | "gunicorn" | "uvicorn" | "flask" | "streamlit" | "pip" | "poetry" | "uv"
-        | "pipenv" | "hypercorn" | "daphne" | "celery" => "python",
-        "node" | "npm" | "npx" | "yarn" | "pnpm" | "nodemon" => "javascript",
-        "bun" => "javascript",
-        "cargo" => "rust",
-        "go" => "go",
-        "java" | "mvn" | "./mvnw" | "gradle" | "./gradlew" => "java",
-        "make" | "cmake" => "c",
-        _ if first.ends_with(".py") => "python",
-        _ => "",
-    }
-}
-
-pub fn runtime_of(language: &str) -> &'static str {
-    match language {
-        "python" => "python",
-        "javascript" | "typescript" => "node",
-        "rust" => "rust",
-        "go" => "go",
-        "java" => "java",
-        "c" => "c",
-        _ => "",
-    }
 }

@@ -7,7 +7,11 @@ use std::{str::FromStr, sync::LazyLock};
 use regex::Regex;
 use reporunner_proto::common::v1::ComponentKind;
 
-use super::{default_name, find_line, line_of, rel_to, source_files, weight};
+use super::{
+    pass::{self, Pass, Stage},
+    util::{default_name, find_line, glob_match, line_of, rel_to, shell_quote, source_files},
+    weight,
+};
 use crate::{
     draft::{Draft, cmd, ev},
     index::{RepoIndex, join},
@@ -95,9 +99,7 @@ pub fn uv_workspaces(
         for other in python_dirs {
             if other != dir
                 && (dir.is_empty() || other.starts_with(&format!("{dir}/")))
-                && globs
-                    .iter()
-                    .any(|g| super::node::glob_match(g, rel_to(dir, other)))
+                && globs.iter().any(|g| glob_match(g, rel_to(dir, other)))
             {
                 members.insert(other.clone());
                 found = true;
@@ -122,141 +124,206 @@ struct VersionPin {
     weight: f64,
 }
 
-pub fn detect(idx: &RepoIndex, dir: &str) -> Vec<Draft> {
-    let mut d = Draft::new(&default_name(idx, dir), dir, "python");
-    let p = |name: &str| join(dir, name);
-    let mut pins: Vec<VersionPin> = Vec::new();
-    let mut scripts: Vec<(String, String)> = Vec::new();
-    let mut installable = false;
-    let mut pytest_configured = false;
+/// What the Python passes read from the manifests before deciding.
+#[derive(Debug, Default)]
+struct Facts {
+    pins: Vec<VersionPin>,
+    /// Console scripts: (name, target).
+    scripts: Vec<(String, String)>,
+    installable: bool,
+    pytest_configured: bool,
+    is_poetry: bool,
+    /// `[tool.poetry] package-mode = false`.
+    poetry_no_package: bool,
+    /// Poetry's main dependencies: (name, spec).
+    poetry_deps: Vec<(String, String)>,
+    /// PEP 621 dependencies of a virtual (unbuildable) project.
+    project_deps: Vec<String>,
+    main_requirements: Option<String>,
+    /// Pipfile `[packages]`: (name, spec).
+    pipenv_packages: Vec<(String, String)>,
+    conda_file: Option<String>,
+    conda_pip: Vec<String>,
+    conda_pkgs: Vec<String>,
+    /// manage.py and its DJANGO_SETTINGS_MODULE.
+    django_settings: Option<(String, String)>,
+}
 
-    // pyproject.toml
-    let pyproject_path = p("pyproject.toml");
-    let mut is_poetry = false;
-    let mut poetry_deps: Vec<(String, String)> = Vec::new();
-    let mut poetry_package_mode = true;
-    let mut project_deps: Vec<String> = Vec::new();
-    if let Some(text) = idx.read(&pyproject_path) {
-        match toml::from_str::<toml::Table>(&text) {
-            Ok(doc) => {
-                if let Some(project) = doc.get("project").and_then(|v| v.as_table()) {
-                    // Without [build-system] a project is "virtual" (uv's
-                    // default): its dependencies are installed, not itself.
-                    if doc.get("build-system").is_some() {
-                        installable = true;
-                    } else {
-                        project_deps = str_array(project.get("dependencies"));
-                    }
-                    if let Some(name) = project.get("name").and_then(|v| v.as_str()) {
-                        d.c.name = name.to_owned();
-                    }
-                    for dep in str_array(project.get("dependencies")) {
-                        if let Some(n) = requirement_name(&dep) {
-                            d.deps.insert(n);
-                        }
-                    }
-                    if let Some(opt) = project.get("optional-dependencies").and_then(|v| v.as_table()) {
-                        for (_, list) in opt {
-                            for dep in str_array(Some(list)) {
-                                if let Some(n) = requirement_name(&dep) {
-                                    d.deps.insert(n);
-                                }
-                            }
-                        }
-                    }
-                    if let Some(rp) = project.get("requires-python").and_then(|v| v.as_str()) {
-                        pins.push(VersionPin {
-                            file: pyproject_path.clone(),
-                            line: find_line(&text, "requires-python"),
-                            constraint: rp.trim().to_owned(),
-                            exact: None,
-                            weight: weight::MANIFEST * 0.9,
-                        });
-                    }
-                    classifier_pin(&text, &pyproject_path, &mut pins);
-                    if let Some(s) = project.get("scripts").and_then(|v| v.as_table()) {
-                        for (k, v) in s {
-                            scripts.push((k.clone(), v.as_str().unwrap_or_default().to_owned()));
-                        }
-                    }
-                }
-                if let Some(groups) = doc.get("dependency-groups").and_then(|v| v.as_table()) {
-                    for (_, list) in groups {
-                        for dep in str_array(Some(list)) {
-                            if let Some(n) = requirement_name(&dep) {
-                                d.deps.insert(n);
-                            }
-                        }
-                    }
-                }
-                let tool = doc.get("tool").and_then(|v| v.as_table());
-                if let Some(poetry) = tool.and_then(|t| t.get("poetry")).and_then(|v| v.as_table()) {
-                    is_poetry = true;
-                    if let Some(name) = poetry.get("name").and_then(|v| v.as_str()) {
-                        d.c.name = name.to_owned();
-                    }
-                    poetry_package_mode = poetry
-                        .get("package-mode")
-                        .and_then(|v| v.as_bool())
-                        .unwrap_or(true);
-                    let mut tables = vec![poetry.get("dependencies"), poetry.get("dev-dependencies")];
-                    if let Some(groups) = poetry.get("group").and_then(|v| v.as_table()) {
-                        for (_, g) in groups {
-                            tables.push(g.get("dependencies"));
-                        }
-                    }
-                    for (i, t) in tables.into_iter().enumerate() {
-                        let Some(t) = t.and_then(|v| v.as_table()) else {
-                            continue;
-                        };
-                        for (k, v) in t {
-                            let spec = match v {
-                                toml::Value::String(s) => s.clone(),
-                                toml::Value::Table(t) => t
-                                    .get("version")
-                                    .and_then(|v| v.as_str())
-                                    .unwrap_or("*")
-                                    .to_owned(),
-                                _ => "*".into(),
-                            };
-                            if k == "python" {
-                                pins.push(VersionPin {
-                                    file: pyproject_path.clone(),
-                                    line: find_line(&text, "python ="),
-                                    constraint: poetry_to_pep440(&spec),
-                                    exact: None,
-                                    weight: weight::MANIFEST * 0.9,
-                                });
-                                continue;
-                            }
-                            d.deps.insert(normalize(k));
-                            if i == 0 {
-                                poetry_deps.push((k.clone(), spec));
-                            }
-                        }
-                    }
-                    if let Some(s) = poetry.get("scripts").and_then(|v| v.as_table()) {
-                        for (k, v) in s {
-                            scripts.push((k.clone(), v.as_str().unwrap_or_default().to_owned()));
-                        }
-                    }
-                    classifier_pin(&text, &pyproject_path, &mut pins);
-                }
-                if tool.is_some_and(|t| t.contains_key("pytest")) {
-                    pytest_configured = true;
-                }
-                if doc.get("build-system").is_some() {
-                    installable = installable || !is_poetry || poetry_package_mode;
+type Scan<'a> = pass::Scan<'a, Facts>;
+
+/// The Python detector, in order.
+const PASSES: &[Pass<Facts>] = &[
+    Pass::new(Stage::Manifest, "pyproject.toml", pyproject),
+    Pass::new(Stage::Manifest, "requirements", requirements),
+    Pass::new(Stage::Manifest, "Pipfile", pipfile),
+    Pass::new(Stage::Manifest, "setup.py", setup_py),
+    Pass::new(Stage::Manifest, "setup.cfg", setup_cfg),
+    Pass::new(Stage::Manifest, "conda", conda),
+    Pass::new(Stage::Versions, "interpreter", interpreter),
+    Pass::new(Stage::Scripts, "install", install),
+    Pass::new(Stage::EntryPoint, "entry point", entry_point),
+    Pass::new(Stage::EntryPoint, "alembic", alembic),
+    Pass::new(Stage::Tests, "tests", tests),
+    Pass::new(Stage::Services, "django settings", django_databases),
+];
+
+/// `stage/name` of each pass, in order.
+pub fn passes() -> Vec<String> {
+    pass::describe(PASSES)
+}
+
+pub fn detect(idx: &RepoIndex, dir: &str) -> Vec<Draft> {
+    let d = Draft::new(&default_name(idx, dir), dir, "python");
+    vec![pass::run(PASSES, idx, dir, d, Facts::default())]
+}
+
+fn pyproject(s: &mut Scan<'_>) {
+    let path = s.path("pyproject.toml");
+    let Some(text) = s.idx.read(&path) else { return };
+    let doc = match toml::from_str::<toml::Table>(&text) {
+        Ok(doc) => doc,
+        Err(e) => {
+            s.idx.warn(format!(
+                "{path} is not valid TOML: {}",
+                first_line(&e.to_string())
+            ));
+            return;
+        }
+    };
+    if let Some(project) = doc.get("project").and_then(|v| v.as_table()) {
+        pep621_project(s, &doc, project, &text, &path);
+    }
+    if let Some(groups) = doc.get("dependency-groups").and_then(|v| v.as_table()) {
+        for (_, list) in groups {
+            for dep in str_array(Some(list)) {
+                if let Some(n) = requirement_name(&dep) {
+                    s.d.deps.insert(n);
                 }
             }
-            Err(e) => idx.warn(format!(
-                "{pyproject_path} is not valid TOML: {}",
-                first_line(&e.to_string())
-            )),
         }
     }
+    let tool = doc.get("tool").and_then(|v| v.as_table());
+    if let Some(poetry) = tool.and_then(|t| t.get("poetry")).and_then(|v| v.as_table()) {
+        poetry_project(s, poetry, &text, &path);
+    }
+    let f = &mut s.facts;
+    if tool.is_some_and(|t| t.contains_key("pytest")) {
+        f.pytest_configured = true;
+    }
+    if doc.get("build-system").is_some() {
+        f.installable = f.installable || !f.is_poetry || !f.poetry_no_package;
+    }
+}
 
-    // requirements*.txt
+/// PEP 621 `[project]`: name, dependencies, requires-python, scripts.
+fn pep621_project(s: &mut Scan<'_>, doc: &toml::Table, project: &toml::Table, text: &str, path: &str) {
+    // Without [build-system] a project is "virtual" (uv's default): its
+    // dependencies are installed, not itself.
+    if doc.get("build-system").is_some() {
+        s.facts.installable = true;
+    } else {
+        s.facts.project_deps = str_array(project.get("dependencies"));
+    }
+    if let Some(name) = project.get("name").and_then(|v| v.as_str()) {
+        s.d.c.name = name.to_owned();
+    }
+    for dep in str_array(project.get("dependencies")) {
+        if let Some(n) = requirement_name(&dep) {
+            s.d.deps.insert(n);
+        }
+    }
+    if let Some(opt) = project.get("optional-dependencies").and_then(|v| v.as_table()) {
+        for (_, list) in opt {
+            for dep in str_array(Some(list)) {
+                if let Some(n) = requirement_name(&dep) {
+                    s.d.deps.insert(n);
+                }
+            }
+        }
+    }
+    if let Some(rp) = project.get("requires-python").and_then(|v| v.as_str()) {
+        s.facts.pins.push(VersionPin {
+            file: path.to_owned(),
+            line: find_line(text, "requires-python"),
+            constraint: rp.trim().to_owned(),
+            exact: None,
+            weight: weight::MANIFEST * 0.9,
+        });
+    }
+    classifier_pin(text, path, &mut s.facts.pins);
+    if let Some(scripts) = project.get("scripts").and_then(|v| v.as_table()) {
+        for (k, v) in scripts {
+            s.facts
+                .scripts
+                .push((k.clone(), v.as_str().unwrap_or_default().to_owned()));
+        }
+    }
+}
+
+/// `[tool.poetry]`: name, package mode, dependency tables, python, scripts.
+fn poetry_project(s: &mut Scan<'_>, poetry: &toml::Table, text: &str, path: &str) {
+    s.facts.is_poetry = true;
+    if let Some(name) = poetry.get("name").and_then(|v| v.as_str()) {
+        s.d.c.name = name.to_owned();
+    }
+    s.facts.poetry_no_package = !poetry
+        .get("package-mode")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(true);
+    let mut tables = vec![poetry.get("dependencies"), poetry.get("dev-dependencies")];
+    if let Some(groups) = poetry.get("group").and_then(|v| v.as_table()) {
+        for (_, g) in groups {
+            tables.push(g.get("dependencies"));
+        }
+    }
+    for (i, t) in tables.into_iter().enumerate() {
+        let Some(t) = t.and_then(|v| v.as_table()) else {
+            continue;
+        };
+        for (k, v) in t {
+            poetry_dependency(s, k, v, i == 0, text, path);
+        }
+    }
+    if let Some(scripts) = poetry.get("scripts").and_then(|v| v.as_table()) {
+        for (k, v) in scripts {
+            s.facts
+                .scripts
+                .push((k.clone(), v.as_str().unwrap_or_default().to_owned()));
+        }
+    }
+    classifier_pin(text, path, &mut s.facts.pins);
+}
+
+/// One Poetry dependency; `python` is the interpreter constraint.
+fn poetry_dependency(s: &mut Scan<'_>, name: &str, value: &toml::Value, main: bool, text: &str, path: &str) {
+    let spec = match value {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Table(t) => t
+            .get("version")
+            .and_then(|v| v.as_str())
+            .unwrap_or("*")
+            .to_owned(),
+        _ => "*".into(),
+    };
+    if name == "python" {
+        s.facts.pins.push(VersionPin {
+            file: path.to_owned(),
+            line: find_line(text, "python ="),
+            constraint: poetry_to_pep440(&spec),
+            exact: None,
+            weight: weight::MANIFEST * 0.9,
+        });
+        return;
+    }
+    s.d.deps.insert(normalize(name));
+    if main {
+        s.facts.poetry_deps.push((name.to_owned(), spec));
+    }
+}
+
+/// requirements*.txt and requirements/*.txt.
+fn requirements(s: &mut Scan<'_>) {
+    let (idx, dir) = (s.idx, s.dir);
     let req_files: Vec<String> = idx
         .child_files(dir)
         .filter(|f| {
@@ -266,7 +333,7 @@ pub fn detect(idx: &RepoIndex, dir: &str) -> Vec<Draft> {
         .cloned()
         .collect();
     let req_dir_files: Vec<String> = idx
-        .files_under(&p("requirements"))
+        .files_under(&s.path("requirements"))
         .filter(|f| f.ends_with(".txt") && crate::index::depth_below(dir, f) == 2)
         .cloned()
         .collect();
@@ -274,12 +341,12 @@ pub fn detect(idx: &RepoIndex, dir: &str) -> Vec<Draft> {
         if let Some(text) = idx.read(f) {
             for line in text.lines().take(2000) {
                 if let Some(n) = requirement_name(line) {
-                    d.deps.insert(n);
+                    s.d.deps.insert(n);
                 }
             }
         }
     }
-    let main_requirements = if idx.has(&p("requirements.txt")) {
+    s.facts.main_requirements = if idx.has(&s.path("requirements.txt")) {
         Some("requirements.txt".to_owned())
     } else {
         [
@@ -289,169 +356,182 @@ pub fn detect(idx: &RepoIndex, dir: &str) -> Vec<Draft> {
             "requirements/common.txt",
         ]
         .iter()
-        .find(|r| idx.has(&p(r)))
+        .find(|r| idx.has(&s.path(r)))
         .map(|r| (*r).to_owned())
     };
+}
 
-    // Pipfile
-    let pipfile = p("Pipfile");
-    let mut pipenv_packages: Vec<(String, String)> = Vec::new();
-    if let Some(text) = idx.read(&pipfile) {
-        match toml::from_str::<toml::Table>(&text) {
-            Ok(doc) => {
-                for (i, section) in ["packages", "dev-packages"].iter().enumerate() {
-                    if let Some(t) = doc.get(*section).and_then(|v| v.as_table()) {
-                        for (k, v) in t {
-                            d.deps.insert(normalize(k));
-                            if i == 0 {
-                                let spec = v.as_str().unwrap_or("*").to_owned();
-                                pipenv_packages.push((k.clone(), spec));
-                            }
-                        }
-                    }
-                }
-                if let Some(v) = doc
-                    .get("requires")
-                    .and_then(|r| r.get("python_version").or_else(|| r.get("python_full_version")))
-                    .and_then(|v| v.as_str())
-                {
-                    pins.push(VersionPin {
-                        file: pipfile.clone(),
-                        line: find_line(&text, "python_"),
-                        constraint: exact_constraint(v),
-                        exact: Some(v.to_owned()),
-                        weight: weight::MANIFEST * 0.9,
-                    });
-                }
-            }
-            Err(e) => idx.warn(format!(
+fn pipfile(s: &mut Scan<'_>) {
+    let pipfile = s.path("Pipfile");
+    let Some(text) = s.idx.read(&pipfile) else { return };
+    let doc = match toml::from_str::<toml::Table>(&text) {
+        Ok(doc) => doc,
+        Err(e) => {
+            s.idx.warn(format!(
                 "{pipfile} is not valid TOML: {}",
                 first_line(&e.to_string())
-            )),
+            ));
+            return;
+        }
+    };
+    for (i, section) in ["packages", "dev-packages"].iter().enumerate() {
+        if let Some(t) = doc.get(*section).and_then(|v| v.as_table()) {
+            for (k, v) in t {
+                s.d.deps.insert(normalize(k));
+                if i == 0 {
+                    let spec = v.as_str().unwrap_or("*").to_owned();
+                    s.facts.pipenv_packages.push((k.clone(), spec));
+                }
+            }
         }
     }
+    if let Some(v) = doc
+        .get("requires")
+        .and_then(|r| r.get("python_version").or_else(|| r.get("python_full_version")))
+        .and_then(|v| v.as_str())
+    {
+        s.facts.pins.push(VersionPin {
+            file: pipfile.clone(),
+            line: find_line(&text, "python_"),
+            constraint: exact_constraint(v),
+            exact: Some(v.to_owned()),
+            weight: weight::MANIFEST * 0.9,
+        });
+    }
+}
 
-    // setup.py / setup.cfg
-    let setup_py = p("setup.py");
-    if let Some(text) = idx.read(&setup_py) {
-        installable = true;
-        if let Some(c) = SETUP_PY_REQ.as_ref().and_then(|re| re.captures(&text))
-            && let Some(m) = c.get(1)
-        {
-            pins.push(VersionPin {
-                file: setup_py.clone(),
-                line: line_of(&text, m.start()),
-                constraint: m.as_str().to_owned(),
+fn setup_py(s: &mut Scan<'_>) {
+    let setup_py = s.path("setup.py");
+    let Some(text) = s.idx.read(&setup_py) else { return };
+    s.facts.installable = true;
+    if let Some(c) = SETUP_PY_REQ.as_ref().and_then(|re| re.captures(&text))
+        && let Some(m) = c.get(1)
+    {
+        s.facts.pins.push(VersionPin {
+            file: setup_py.clone(),
+            line: line_of(&text, m.start()),
+            constraint: m.as_str().to_owned(),
+            exact: None,
+            weight: weight::MANIFEST * 0.85,
+        });
+    }
+    if let Some(start) = text.find("install_requires") {
+        let rest = &text[start..];
+        let end = rest.find(']').unwrap_or(rest.len());
+        if let Some(re) = QUOTED.as_ref() {
+            for c in re.captures_iter(&rest[..end]) {
+                if let Some(n) = c.get(1).and_then(|m| requirement_name(m.as_str())) {
+                    s.d.deps.insert(n);
+                }
+            }
+        }
+    }
+    classifier_pin(&text, &setup_py, &mut s.facts.pins);
+}
+
+fn setup_cfg(s: &mut Scan<'_>) {
+    let setup_cfg = s.path("setup.cfg");
+    let Some(text) = s.idx.read(&setup_cfg) else {
+        return;
+    };
+    let mut in_requires = false;
+    for (i, line) in text.lines().enumerate().take(5000) {
+        let trimmed = line.trim();
+        if trimmed.starts_with("[tool:pytest]") {
+            s.facts.pytest_configured = true;
+        }
+        if trimmed.starts_with("[metadata]") || trimmed.starts_with("[options]") {
+            s.facts.installable = true;
+        }
+        if let Some(v) = trimmed.strip_prefix("python_requires") {
+            let v = v.trim_start_matches([' ', '=']).trim();
+            s.facts.pins.push(VersionPin {
+                file: setup_cfg.clone(),
+                line: i as u32 + 1,
+                constraint: v.to_owned(),
                 exact: None,
                 weight: weight::MANIFEST * 0.85,
             });
         }
-        if let Some(start) = text.find("install_requires") {
-            let rest = &text[start..];
-            let end = rest.find(']').unwrap_or(rest.len());
-            if let Some(re) = QUOTED.as_ref() {
-                for c in re.captures_iter(&rest[..end]) {
-                    if let Some(n) = c.get(1).and_then(|m| requirement_name(m.as_str())) {
-                        d.deps.insert(n);
-                    }
-                }
-            }
+        if trimmed.starts_with("install_requires") {
+            in_requires = true;
+            continue;
         }
-        classifier_pin(&text, &setup_py, &mut pins);
-    }
-    let setup_cfg = p("setup.cfg");
-    if let Some(text) = idx.read(&setup_cfg) {
-        let mut in_requires = false;
-        for (i, line) in text.lines().enumerate().take(5000) {
-            let trimmed = line.trim();
-            if trimmed.starts_with("[tool:pytest]") {
-                pytest_configured = true;
-            }
-            if trimmed.starts_with("[metadata]") || trimmed.starts_with("[options]") {
-                installable = true;
-            }
-            if let Some(v) = trimmed.strip_prefix("python_requires") {
-                let v = v.trim_start_matches([' ', '=']).trim();
-                pins.push(VersionPin {
-                    file: setup_cfg.clone(),
-                    line: i as u32 + 1,
-                    constraint: v.to_owned(),
-                    exact: None,
-                    weight: weight::MANIFEST * 0.85,
-                });
-            }
-            if trimmed.starts_with("install_requires") {
-                in_requires = true;
-                continue;
-            }
-            if in_requires {
-                if line.starts_with([' ', '\t']) && !trimmed.is_empty() {
-                    if let Some(n) = requirement_name(trimmed) {
-                        d.deps.insert(n);
-                    }
-                } else if !trimmed.is_empty() {
-                    in_requires = false;
+        if in_requires {
+            if line.starts_with([' ', '\t']) && !trimmed.is_empty() {
+                if let Some(n) = requirement_name(trimmed) {
+                    s.d.deps.insert(n);
                 }
+            } else if !trimmed.is_empty() {
+                in_requires = false;
             }
         }
     }
+}
 
-    // conda
-    let mut conda_file = None;
-    let mut conda_pip: Vec<String> = Vec::new();
-    let mut conda_pkgs: Vec<String> = Vec::new();
+/// environment.yml: conda packages, pip packages and the python pin.
+fn conda(s: &mut Scan<'_>) {
     for name in ["environment.yml", "environment.yaml"] {
-        let f = p(name);
-        let Some(text) = idx.read(&f) else { continue };
-        conda_file = Some(name.to_owned());
+        let f = s.path(name);
+        let Some(text) = s.idx.read(&f) else { continue };
+        s.facts.conda_file = Some(name.to_owned());
         match serde_norway::from_str::<serde_norway::Value>(&text) {
             Ok(doc) => {
                 if let Some(list) = doc.get("dependencies").and_then(|v| v.as_sequence()) {
                     for item in list.iter().take(500) {
-                        if let Some(s) = item.as_str() {
-                            let (name, ver) = s.split_once('=').map_or((s, ""), |(n, v)| (n, v));
-                            let name = name.trim().trim_end_matches(['<', '>', '!', '~']);
-                            if name == "python" {
-                                let ver = ver.trim_start_matches('=');
-                                if !ver.is_empty() {
-                                    pins.push(VersionPin {
-                                        file: f.clone(),
-                                        line: find_line(&text, s),
-                                        constraint: exact_constraint(ver),
-                                        exact: Some(ver.trim_end_matches(".*").to_owned()),
-                                        weight: weight::MANIFEST * 0.9,
-                                    });
-                                }
-                            } else if name != "pip" {
-                                d.deps.insert(normalize(name));
-                                conda_pkgs.push(s.to_owned());
-                            }
-                        } else if let Some(pip) = item.get("pip").and_then(|v| v.as_sequence()) {
-                            for dep in pip.iter().filter_map(|v| v.as_str()).take(500) {
-                                if let Some(n) = requirement_name(dep) {
-                                    d.deps.insert(n);
-                                }
-                                conda_pip.push(dep.to_owned());
-                            }
-                        }
+                        conda_item(s, item, &f, &text);
                     }
                 }
             }
-            Err(e) => idx.warn(format!("{f} is not valid YAML: {}", first_line(&e.to_string()))),
+            Err(e) => s
+                .idx
+                .warn(format!("{f} is not valid YAML: {}", first_line(&e.to_string()))),
         }
         break;
     }
+}
 
-    // Interpreter version files.
-    let pv = p(".python-version");
-    if let Some(text) = idx.read(&pv)
+/// One entry of a conda `dependencies` list: `pkg=ver` or a `pip:` list.
+fn conda_item(s: &mut Scan<'_>, item: &serde_norway::Value, f: &str, text: &str) {
+    if let Some(spec) = item.as_str() {
+        let (name, ver) = spec.split_once('=').map_or((spec, ""), |(n, v)| (n, v));
+        let name = name.trim().trim_end_matches(['<', '>', '!', '~']);
+        if name == "python" {
+            let ver = ver.trim_start_matches('=');
+            if !ver.is_empty() {
+                s.facts.pins.push(VersionPin {
+                    file: f.to_owned(),
+                    line: find_line(text, spec),
+                    constraint: exact_constraint(ver),
+                    exact: Some(ver.trim_end_matches(".*").to_owned()),
+                    weight: weight::MANIFEST * 0.9,
+                });
+            }
+        } else if name != "pip" {
+            s.d.deps.insert(normalize(name));
+            s.facts.conda_pkgs.push(spec.to_owned());
+        }
+    } else if let Some(pip) = item.get("pip").and_then(|v| v.as_sequence()) {
+        for dep in pip.iter().filter_map(|v| v.as_str()).take(500) {
+            if let Some(n) = requirement_name(dep) {
+                s.d.deps.insert(n);
+            }
+            s.facts.conda_pip.push(dep.to_owned());
+        }
+    }
+}
+
+/// .python-version and runtime.txt, then the constraint across all pins.
+fn interpreter(s: &mut Scan<'_>) {
+    let pv = s.path(".python-version");
+    if let Some(text) = s.idx.read(&pv)
         && let Some((i, v)) = text
             .lines()
             .enumerate()
             .map(|(i, l)| (i, l.trim()))
             .find(|(_, l)| l.starts_with(|c: char| c.is_ascii_digit()))
     {
-        pins.push(VersionPin {
+        s.facts.pins.push(VersionPin {
             file: pv.clone(),
             line: i as u32 + 1,
             constraint: exact_constraint(v),
@@ -459,14 +539,14 @@ pub fn detect(idx: &RepoIndex, dir: &str) -> Vec<Draft> {
             weight: 0.9,
         });
     }
-    let rt = p("runtime.txt");
-    if let Some(text) = idx.read(&rt) {
+    let rt = s.path("runtime.txt");
+    if let Some(text) = s.idx.read(&rt) {
         let v = text
             .trim()
             .trim_start_matches("python-")
             .trim_start_matches("python");
         if v.starts_with(|c: char| c.is_ascii_digit()) {
-            pins.push(VersionPin {
+            s.facts.pins.push(VersionPin {
                 file: rt.clone(),
                 line: 1,
                 constraint: exact_constraint(v),
@@ -475,125 +555,144 @@ pub fn detect(idx: &RepoIndex, dir: &str) -> Vec<Draft> {
             });
         }
     }
-    decide_version(&mut d, &pins);
+    decide_version(&mut s.d, &s.facts.pins);
+}
 
-    // Package manager and install.
-    let uv_lock = idx.has(&p("uv.lock")) || ancestors(dir).any(|a| idx.has(&join(a, "uv.lock")));
-    let poetry_lock = idx.has(&p("poetry.lock"));
-    let (pm, pm_file, install) = if uv_lock {
-        let install = match (&main_requirements, installable) {
-            (_, true) => "pip install -e .".to_owned(),
-            (Some(r), false) => format!("pip install -r {r}"),
-            (None, false) => pip_install_list(&project_deps),
-        };
-        ("uv", "uv.lock", install)
-    } else if is_poetry || poetry_lock {
-        let install = if poetry_package_mode && installable {
-            "pip install -e .".to_owned()
-        } else if let Some(r) = &main_requirements {
-            format!("pip install -r {r}")
-        } else if !poetry_deps.is_empty() {
-            format!("pip install {}", quoted_specs(&poetry_deps, poetry_to_pep440))
-        } else {
-            "pip install -e .".to_owned()
-        };
-        (
-            "poetry",
-            if poetry_lock {
-                "poetry.lock"
-            } else {
-                "pyproject.toml"
-            },
-            install,
-        )
-    } else if idx.has(&pipfile) {
-        let install = if pipenv_packages.is_empty() {
-            "pip install pipenv && pipenv install --dev --system".to_owned()
-        } else {
-            format!(
-                "pip install {}",
-                quoted_specs(&pipenv_packages, |s| if s == "*" {
-                    String::new()
-                } else {
-                    s.to_owned()
-                })
-            )
-        };
-        ("pipenv", "Pipfile", install)
-    } else if let Some(r) = &main_requirements {
-        let mut install = format!("pip install -r {r}");
-        if installable && idx.has(&p("setup.py")) {
-            install.push_str(" && pip install -e .");
-        }
-        ("pip", "requirements.txt", install)
-    } else if !installable && !project_deps.is_empty() {
-        ("pip", "pyproject.toml", pip_install_list(&project_deps))
-    } else if installable {
-        (
-            "pip",
-            if idx.has(&pyproject_path) {
-                "pyproject.toml"
-            } else {
-                "setup.py"
-            },
-            "pip install -e .".to_owned(),
-        )
-    } else if let Some(cf) = &conda_file {
-        let mut pkgs: Vec<String> = conda_pkgs.iter().map(|s| conda_to_pip(s)).collect();
-        pkgs.extend(conda_pip.iter().map(|s| shell_quote(s)));
-        let install = if pkgs.is_empty() {
-            String::new()
-        } else {
-            format!("pip install {}", pkgs.join(" "))
-        };
-        ("conda", cf.as_str(), install)
-    } else {
-        ("pip", "", String::new())
-    };
+/// Package manager and install command.
+fn install(s: &mut Scan<'_>) {
+    let (pm, pm_file, install) = installer(s);
     if !install.is_empty() {
         let file = if pm_file.is_empty() {
-            dir.to_owned()
+            s.dir.to_owned()
         } else {
-            p(pm_file)
+            s.path(&pm_file)
         };
-        if d.offer(ev(
+        if s.d.offer(ev(
             "install",
             &file,
             0,
             format!("{pm}: {install}"),
             weight::MANIFEST,
         )) {
-            d.c.install = cmd(install);
+            s.d.c.install = cmd(install);
         }
     }
-    if conda_file.is_some() && pm != "conda" {
-        d.note(ev(
+    if let Some(conda_file) = &s.facts.conda_file
+        && pm != "conda"
+    {
+        s.d.note(ev(
             "package_manager",
-            &p(conda_file.as_deref().unwrap_or_default()),
+            &s.path(conda_file),
             0,
             "conda environment also present",
             0.2,
         ));
     }
-    d.c.package_manager = pm.to_owned();
+    s.d.c.package_manager = pm.to_owned();
     if !pm_file.is_empty() {
-        d.note(ev("package_manager", &p(pm_file), 0, pm, weight::MANIFEST));
+        s.d.note(ev("package_manager", &s.path(&pm_file), 0, pm, weight::MANIFEST));
     }
+}
 
-    // Entry points.
-    entry_point(idx, &mut d, dir, &scripts);
-    let alembic = p("alembic.ini");
-    if idx.has(&alembic) && !d.has_framework("django") {
-        d.offer(ev("setup", &alembic, 0, "alembic migrations", weight::MANIFEST));
-        d.c.setup.push(reporunner_proto::common::v1::Command {
+/// (package manager, the file that says so, install command).
+fn installer(s: &Scan<'_>) -> (&'static str, String, String) {
+    let (idx, f) = (s.idx, &s.facts);
+    let uv_lock = idx.has(&s.path("uv.lock")) || ancestors(s.dir).any(|a| idx.has(&join(a, "uv.lock")));
+    let poetry_lock = idx.has(&s.path("poetry.lock"));
+    if uv_lock {
+        let install = match (&f.main_requirements, f.installable) {
+            (_, true) => "pip install -e .".to_owned(),
+            (Some(r), false) => format!("pip install -r {r}"),
+            (None, false) => pip_install_list(&f.project_deps),
+        };
+        ("uv", "uv.lock".into(), install)
+    } else if f.is_poetry || poetry_lock {
+        let file = if poetry_lock {
+            "poetry.lock"
+        } else {
+            "pyproject.toml"
+        };
+        ("poetry", file.into(), poetry_install(f))
+    } else if idx.has(&s.path("Pipfile")) {
+        ("pipenv", "Pipfile".into(), pipenv_install(f))
+    } else if let Some(r) = &f.main_requirements {
+        let mut install = format!("pip install -r {r}");
+        if f.installable && idx.has(&s.path("setup.py")) {
+            install.push_str(" && pip install -e .");
+        }
+        ("pip", "requirements.txt".into(), install)
+    } else if !f.installable && !f.project_deps.is_empty() {
+        ("pip", "pyproject.toml".into(), pip_install_list(&f.project_deps))
+    } else if f.installable {
+        let file = if idx.has(&s.path("pyproject.toml")) {
+            "pyproject.toml"
+        } else {
+            "setup.py"
+        };
+        ("pip", file.into(), "pip install -e .".to_owned())
+    } else if let Some(cf) = &f.conda_file {
+        ("conda", cf.clone(), conda_install(f))
+    } else {
+        ("pip", String::new(), String::new())
+    }
+}
+
+fn poetry_install(f: &Facts) -> String {
+    if !f.poetry_no_package && f.installable {
+        "pip install -e .".to_owned()
+    } else if let Some(r) = &f.main_requirements {
+        format!("pip install -r {r}")
+    } else if !f.poetry_deps.is_empty() {
+        format!("pip install {}", quoted_specs(&f.poetry_deps, poetry_to_pep440))
+    } else {
+        "pip install -e .".to_owned()
+    }
+}
+
+fn pipenv_install(f: &Facts) -> String {
+    if f.pipenv_packages.is_empty() {
+        "pip install pipenv && pipenv install --dev --system".to_owned()
+    } else {
+        format!(
+            "pip install {}",
+            quoted_specs(&f.pipenv_packages, |s| if s == "*" {
+                String::new()
+            } else {
+                s.to_owned()
+            })
+        )
+    }
+}
+
+fn conda_install(f: &Facts) -> String {
+    let mut pkgs: Vec<String> = f.conda_pkgs.iter().map(|s| conda_to_pip(s)).collect();
+    pkgs.extend(f.conda_pip.iter().map(|s| shell_quote(s)));
+    if pkgs.is_empty() {
+        String::new()
+    } else {
+        format!("pip install {}", pkgs.join(" "))
+    }
+}
+
+/// alembic.ini outside Django: migrate before start.
+fn alembic(s: &mut Scan<'_>) {
+    let alembic = s.path("alembic.ini");
+    if s.idx.has(&alembic) && !s.d.has_framework("django") {
+        s.d.offer(ev("setup", &alembic, 0, "alembic migrations", weight::MANIFEST));
+        s.d.c.setup.push(reporunner_proto::common::v1::Command {
             run: "alembic upgrade head".into(),
             working_dir: String::new(),
             watch_mode: false,
         });
     }
+}
 
-    // Tests.
-    if pytest_configured
+/// pytest, tox, Django's runner (set with the entry point) or unittest.
+fn tests(s: &mut Scan<'_>) {
+    let (idx, dir) = (s.idx, s.dir);
+    let p = |name: &str| join(dir, name);
+    let d = &mut s.d;
+    if s.facts.pytest_configured
         || d.has_any_dep(&["pytest", "pytest-django", "pytest-asyncio"])
         || idx.has(&p("pytest.ini"))
         || idx.has(&p("conftest.py"))
@@ -611,7 +710,7 @@ pub fn detect(idx: &RepoIndex, dir: &str) -> Vec<Draft> {
             d.c.test = cmd("tox");
         }
     } else if d.has_framework("django") {
-        // set by the Django branch
+        // set by the Django entry point
     } else if idx
         .files_under(&p("tests"))
         .any(|f| crate::index::file_name(f).starts_with("test"))
@@ -636,7 +735,519 @@ pub fn detect(idx: &RepoIndex, dir: &str) -> Vec<Draft> {
         // A single tests.py beside the app (Flask tutorials, microblog).
         d.c.test = cmd("python -m unittest discover -p \"test*.py\"");
     }
-    vec![d]
+}
+
+/// Databases named in the Django settings module.
+fn django_databases(s: &mut Scan<'_>) {
+    let Some((manage, settings)) = &s.facts.django_settings else {
+        return;
+    };
+    use reporunner_proto::common::v1::BackingServiceKind as K;
+    let base = crate::index::parent_of(manage);
+    let path = settings.replace('.', "/");
+    for cand in [
+        join(base, &format!("{path}.py")),
+        join(base, &format!("{path}/__init__.py")),
+        join(base, &format!("{path}/base.py")),
+    ] {
+        let Some(st) = s.idx.read(&cand) else { continue };
+        for (needle, kind) in [
+            ("django.db.backends.postgresql", K::Postgresql),
+            ("django.db.backends.mysql", K::Mysql),
+            ("django_redis", K::Redis),
+        ] {
+            let line = find_line(&st, needle);
+            if line > 0 {
+                s.d.add_backing(
+                    kind,
+                    "",
+                    ev("backing_service", &cand, line, needle, weight::MANIFEST),
+                );
+            }
+        }
+    }
+}
+
+/// An app object found in code: (file relative to the component, line, name).
+type Found = (String, u32, String);
+
+/// What the entry-point scan found in a component's sources.
+#[derive(Debug, Default)]
+struct Sources {
+    /// (file, variable, line, `FastAPI` or `Starlette`).
+    fastapi: Option<(String, String, u32, String)>,
+    fastapi_built: Option<(String, String, u32, String)>,
+    flask: Option<Found>,
+    factory: Option<Found>,
+    streamlit: Option<String>,
+    gradio: Option<String>,
+    main_script: Option<String>,
+    run_port: Option<u32>,
+    /// .flaskenv and its FLASK_APP value and line.
+    flaskenv: String,
+    flask_app_env: Option<(String, u32)>,
+}
+
+/// Conventional entry file names, most likely first.
+const PREFERRED: [&str; 12] = [
+    "main.py",
+    "app.py",
+    "server.py",
+    "api.py",
+    "asgi.py",
+    "wsgi.py",
+    "application.py",
+    "run.py",
+    "__init__.py",
+    "streamlit_app.py",
+    "Home.py",
+    "ui.py",
+];
+
+/// A start rule: true when it decided the entry point.
+type StartRule = fn(&mut Scan<'_>, &Sources) -> bool;
+
+/// Entry points, strongest signal first; the first rule that applies wins.
+const START_RULES: [StartRule; 7] = [
+    fastapi_start,
+    fastapi_factory_start,
+    flask_start,
+    streamlit_start,
+    gradio_start,
+    main_script_start,
+    console_script_start,
+];
+
+fn entry_point(s: &mut Scan<'_>) {
+    // Django first: manage.py is unambiguous.
+    if django(s) {
+        return;
+    }
+    let found = scan_sources(s.idx, s.dir);
+    for rule in START_RULES {
+        if rule(s, &found) {
+            return;
+        }
+    }
+}
+
+/// manage.py: runserver, settings module, migrations and the test runner.
+fn django(s: &mut Scan<'_>) -> bool {
+    let (idx, dir) = (s.idx, s.dir);
+    let manage = idx
+        .files_under(dir)
+        .filter(|f| crate::index::file_name(f) == "manage.py" && crate::index::depth_below(dir, f) <= 3)
+        .min_by_key(|f| crate::index::depth_below(dir, f))
+        .cloned();
+    let Some(manage) = manage else { return false };
+    if !(s.d.has_dep("django")
+        || s.d.deps.is_empty()
+        || idx.read(&manage).is_some_and(|t| t.contains("django")))
+    {
+        return false;
+    }
+    let d = &mut s.d;
+    d.add_framework("django");
+    let text = idx.read(&manage).unwrap_or_default();
+    let rel = rel_to(dir, &manage).to_owned();
+    d.set_start(
+        ev(
+            "start",
+            &manage,
+            0,
+            format!("Django: python {rel} runserver"),
+            weight::FRAMEWORK,
+        ),
+        cmd(format!("python {rel} runserver")),
+        8000,
+        "django-runserver",
+    );
+    d.set_kind(ComponentKind::Web);
+    d.c.health_paths = vec!["/".into(), "/admin/".into()];
+    django_settings_module(s, &manage, &text);
+    django_migrate_and_test(s, &manage, &rel);
+    true
+}
+
+/// DJANGO_SETTINGS_MODULE from manage.py: an env default, and the module the
+/// services pass reads databases from.
+fn django_settings_module(s: &mut Scan<'_>, manage: &str, text: &str) {
+    let Some(m) = SETTINGS_MODULE
+        .as_ref()
+        .and_then(|re| re.captures(text))
+        .and_then(|c| c.get(1))
+    else {
+        return;
+    };
+    let settings = m.as_str().to_owned();
+    s.d.note(ev(
+        "framework",
+        manage,
+        line_of(text, m.start()),
+        format!("DJANGO_SETTINGS_MODULE={settings}"),
+        weight::FRAMEWORK,
+    ));
+    s.d.add_env(reporunner_proto::common::v1::EnvVar {
+        name: "DJANGO_SETTINGS_MODULE".into(),
+        default_value: settings.clone(),
+        required: false,
+        secret: false,
+        source: format!("{manage}:{}", line_of(text, m.start())),
+    });
+    s.facts.django_settings = Some((manage.to_owned(), settings));
+}
+
+fn django_migrate_and_test(s: &mut Scan<'_>, manage: &str, rel: &str) {
+    let d = &mut s.d;
+    let has_migrations = s
+        .idx
+        .files_under(s.dir)
+        .any(|f| f.contains("/migrations/") && f.ends_with(".py"));
+    if has_migrations {
+        d.offer(ev(
+            "setup",
+            manage,
+            0,
+            "migrations/ present: migrate before start",
+            weight::FRAMEWORK,
+        ));
+        d.c.setup.push(reporunner_proto::common::v1::Command {
+            run: format!("python {rel} migrate"),
+            working_dir: String::new(),
+            watch_mode: false,
+        });
+    }
+    if !d.has_any_dep(&["pytest", "pytest-django"])
+        && d.offer(ev("test", manage, 0, "Django test runner", weight::FRAMEWORK))
+    {
+        d.c.test = cmd(format!("python {rel} test"));
+    }
+}
+
+/// Reads .flaskenv and up to 80 source files, preferred names first.
+fn scan_sources(idx: &RepoIndex, dir: &str) -> Sources {
+    let files = source_files(idx, dir, &[".py"], &PREFERRED, 80);
+    let mut found = Sources {
+        flaskenv: join(dir, ".flaskenv"),
+        ..Sources::default()
+    };
+    if let Some(text) = idx.read(&found.flaskenv) {
+        for (i, line) in text.lines().enumerate() {
+            if let Some(v) = line.trim().strip_prefix("FLASK_APP=") {
+                found.flask_app_env = Some((v.trim().trim_matches(['"', '\'']).to_owned(), i as u32 + 1));
+            }
+        }
+    }
+    for f in &files {
+        let Some(text) = idx.read_source(f) else { continue };
+        let rel = rel_to(dir, f);
+        found.scan_apps(rel, &text);
+        found.scan_scripts(dir, f, rel, &text);
+    }
+    found
+}
+
+impl Sources {
+    /// FastAPI / Starlette / Flask app objects and app factories.
+    fn scan_apps(&mut self, rel: &str, text: &str) {
+        if self.fastapi.is_none()
+            && let Some(c) = FASTAPI_APP.as_ref().and_then(|re| re.captures(text))
+            && let (Some(var), Some(kind)) = (c.get(1), c.get(2))
+        {
+            self.fastapi = Some((
+                rel.to_owned(),
+                var.as_str().to_owned(),
+                line_of(text, var.start()),
+                kind.as_str().to_owned(),
+            ));
+        }
+        // `app = get_application()` in a module that builds a FastAPI app.
+        if self.fastapi_built.is_none()
+            && text.contains("FastAPI(")
+            && let Some(m) = APP_ASSIGN
+                .as_ref()
+                .and_then(|re| re.captures(text))
+                .and_then(|c| c.get(1))
+        {
+            self.fastapi_built = Some((
+                rel.to_owned(),
+                m.as_str().to_owned(),
+                line_of(text, m.start()),
+                "FastAPI".to_owned(),
+            ));
+        }
+        if self.flask.is_none()
+            && let Some(c) = FLASK_APP.as_ref().and_then(|re| re.captures(text))
+            && let Some(var) = c.get(1)
+        {
+            self.flask = Some((
+                rel.to_owned(),
+                line_of(text, var.start()),
+                var.as_str().to_owned(),
+            ));
+        }
+        if self.factory.is_none()
+            && let Some(c) = FACTORY.as_ref().and_then(|re| re.captures(text))
+            && let Some(m) = c.get(1)
+            && (text.contains("Flask(") || text.contains("FastAPI(") || text.contains("Quart("))
+        {
+            self.factory = Some((rel.to_owned(), line_of(text, m.start()), m.as_str().to_owned()));
+        }
+    }
+
+    /// Streamlit and Gradio scripts, `__main__` entry files and `.run(port=…)`.
+    fn scan_scripts(&mut self, dir: &str, file: &str, rel: &str, text: &str) {
+        if self.streamlit.is_none() && STREAMLIT.as_ref().is_some_and(|re| re.is_match(text)) {
+            self.streamlit = Some(rel.to_owned());
+        }
+        if self.gradio.is_none()
+            && GRADIO.as_ref().is_some_and(|re| re.is_match(text))
+            && text.contains(".launch(")
+        {
+            self.gradio = Some(rel.to_owned());
+        }
+        if self.main_script.is_none()
+            && crate::index::depth_below(dir, file) == 1
+            && MAIN_GUARD.as_ref().is_some_and(|re| re.is_match(text))
+            && PREFERRED.contains(&crate::index::file_name(file))
+        {
+            self.main_script = Some(rel.to_owned());
+        }
+        if self.run_port.is_none()
+            && let Some(p) = RUN_PORT
+                .as_ref()
+                .and_then(|re| re.captures(text))
+                .and_then(|c| c.get(1))
+        {
+            self.run_port = p.as_str().parse().ok();
+        }
+    }
+}
+
+/// (module, ` --app-dir src` when the file is under src/).
+fn src_layout(rel: &str) -> (String, String) {
+    match rel.strip_prefix("src/") {
+        Some(rest) => (module_of(rest), " --app-dir src".to_owned()),
+        None => (module_of(rel), String::new()),
+    }
+}
+
+fn fastapi_start(s: &mut Scan<'_>, found: &Sources) -> bool {
+    let Some((rel, var, line, kind)) = found.fastapi.as_ref().or(found.fastapi_built.as_ref()) else {
+        return false;
+    };
+    let d = &mut s.d;
+    let fw = if kind == "Starlette" {
+        "starlette"
+    } else {
+        "fastapi"
+    };
+    d.add_framework(fw);
+    let (module, app_dir) = src_layout(rel);
+    let run = format!("uvicorn {module}:{var} --host 0.0.0.0{app_dir}");
+    let file = join(s.dir, rel);
+    if d.set_start(
+        ev(
+            "start",
+            &file,
+            *line,
+            format!("{var} = {kind}(...)"),
+            weight::FRAMEWORK,
+        ),
+        cmd(run),
+        8000,
+        "flag:--port",
+    ) {
+        d.set_kind(ComponentKind::Web);
+        d.c.health_paths = vec!["/health".into(), "/docs".into(), "/".into()];
+    }
+    if !d.has_dep("uvicorn") && !d.has_dep("fastapi") {
+        d.warnings.push("uvicorn is not a declared dependency".into());
+    }
+    true
+}
+
+fn fastapi_factory_start(s: &mut Scan<'_>, found: &Sources) -> bool {
+    let d = &mut s.d;
+    if !d.has_any_dep(&["fastapi"]) {
+        return false;
+    }
+    let Some((rel, line, fname)) = &found.factory else {
+        return false;
+    };
+    d.add_framework("fastapi");
+    let (module, app_dir) = src_layout(rel);
+    let run = format!("uvicorn {module}:{fname} --factory --host 0.0.0.0{app_dir}");
+    if d.set_start(
+        ev(
+            "start",
+            &join(s.dir, rel),
+            *line,
+            format!("app factory {fname}()"),
+            weight::FRAMEWORK,
+        ),
+        cmd(run),
+        8000,
+        "flag:--port",
+    ) {
+        d.set_kind(ComponentKind::Web);
+    }
+    true
+}
+
+fn flask_start(s: &mut Scan<'_>, found: &Sources) -> bool {
+    let (d, dir) = (&mut s.d, s.dir);
+    if !(d.has_any_dep(&["flask", "quart", "apiflask"])
+        || found.flask.is_some()
+        || found.flask_app_env.is_some())
+    {
+        return false;
+    }
+    d.add_framework(if d.has_dep("quart") { "quart" } else { "flask" });
+    let port = found.run_port.unwrap_or(5000);
+    if let Some((target, file, line, detail)) = flask_target(dir, found) {
+        let run = format!("flask --app {target} run --host 0.0.0.0");
+        if d.set_start(
+            ev("start", &file, line, detail, weight::FRAMEWORK),
+            cmd(run),
+            5000,
+            "flag:--port",
+        ) {
+            d.set_kind(ComponentKind::Web);
+        }
+    } else if let Some(main) = &found.main_script {
+        d.set_start(
+            ev(
+                "start",
+                &join(dir, main),
+                0,
+                "Flask app run as a script",
+                weight::FRAMEWORK_GUESS,
+            ),
+            cmd(format!("python {main}")),
+            port,
+            "",
+        );
+        d.set_kind(ComponentKind::Web);
+    }
+    true
+}
+
+/// The `--app` target: FLASK_APP, else an app factory, else the app object;
+/// with (file, line, detail) for the evidence.
+fn flask_target(dir: &str, found: &Sources) -> Option<(String, String, u32, String)> {
+    if let Some((app, line)) = &found.flask_app_env {
+        Some((
+            app.clone(),
+            found.flaskenv.clone(),
+            *line,
+            format!("FLASK_APP={app}"),
+        ))
+    } else if let Some((rel, line, fname)) = &found.factory {
+        let module = src_layout(rel).0;
+        Some((module, join(dir, rel), *line, format!("app factory {fname}()")))
+    } else {
+        found.flask.as_ref().map(|(rel, line, var)| {
+            let module = src_layout(rel).0;
+            let target = if var == "app" || var == "application" {
+                module
+            } else {
+                format!("{module}:{var}")
+            };
+            (target, join(dir, rel), *line, format!("{var} = Flask(...)"))
+        })
+    }
+}
+
+fn streamlit_start(s: &mut Scan<'_>, found: &Sources) -> bool {
+    let Some(rel) = &found.streamlit else { return false };
+    let d = &mut s.d;
+    d.add_framework("streamlit");
+    d.set_start(
+        ev(
+            "start",
+            &join(s.dir, rel),
+            0,
+            "imports streamlit",
+            weight::FRAMEWORK,
+        ),
+        cmd(format!(
+            "streamlit run {rel} --server.address 0.0.0.0 --server.headless true"
+        )),
+        8501,
+        "flag:--server.port",
+    );
+    d.set_kind(ComponentKind::Web);
+    d.c.health_paths = vec!["/_stcore/health".into(), "/".into()];
+    true
+}
+
+fn gradio_start(s: &mut Scan<'_>, found: &Sources) -> bool {
+    let Some(rel) = &found.gradio else { return false };
+    let d = &mut s.d;
+    d.add_framework("gradio");
+    d.set_start(
+        ev(
+            "start",
+            &join(s.dir, rel),
+            0,
+            "gradio app with .launch()",
+            weight::FRAMEWORK,
+        ),
+        cmd(format!("python {rel}")),
+        7860,
+        "env:GRADIO_SERVER_PORT",
+    );
+    d.set_kind(ComponentKind::Web);
+    d.add_env(reporunner_proto::common::v1::EnvVar {
+        name: "GRADIO_SERVER_NAME".into(),
+        default_value: "0.0.0.0".into(),
+        required: false,
+        secret: false,
+        source: join(s.dir, rel),
+    });
+    true
+}
+
+fn main_script_start(s: &mut Scan<'_>, found: &Sources) -> bool {
+    let Some(main) = &found.main_script else {
+        return false;
+    };
+    let port = found.run_port.unwrap_or(0);
+    s.d.set_start(
+        ev(
+            "start",
+            &join(s.dir, main),
+            0,
+            "__main__ guard in a conventional entry file",
+            weight::CONVENTION,
+        ),
+        cmd(format!("python {main}")),
+        port,
+        "",
+    );
+    true
+}
+
+fn console_script_start(s: &mut Scan<'_>, _found: &Sources) -> bool {
+    let Some((name, target)) = s.facts.scripts.first() else {
+        return false;
+    };
+    let file = pyproject_or(s.idx, s.dir);
+    s.d.set_start(
+        ev(
+            "start",
+            &file,
+            find_line(&s.idx.read(&file).unwrap_or_default(), name),
+            format!("console script {name} = {target}"),
+            weight::MANIFEST * 0.8,
+        ),
+        cmd(name.clone()),
+        0,
+        "",
+    );
+    s.d.set_kind(ComponentKind::Cli);
+    true
 }
 
 /// The directories above `dir`, nearest first, ending with the root ("").
@@ -772,16 +1383,6 @@ fn conda_to_pip(s: &str) -> String {
     shell_quote(&out)
 }
 
-pub fn shell_quote(s: &str) -> String {
-    if s.chars()
-        .all(|c| c.is_ascii_alphanumeric() || "-_./=:@+".contains(c))
-    {
-        s.to_owned()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
-    }
-}
-
 /// Picks the interpreter constraint; a pin outside a declared range is a
 /// conflict: the range wins (installs would fail otherwise) and a warning says so.
 fn decide_version(d: &mut Draft, pins: &[VersionPin]) {
@@ -853,401 +1454,22 @@ fn module_of(rel: &str) -> String {
     m.replace('/', ".")
 }
 
-fn entry_point(idx: &RepoIndex, d: &mut Draft, dir: &str, scripts: &[(String, String)]) {
-    // Django first: manage.py is unambiguous.
-    let manage = idx
-        .files_under(dir)
-        .filter(|f| crate::index::file_name(f) == "manage.py" && crate::index::depth_below(dir, f) <= 3)
-        .min_by_key(|f| crate::index::depth_below(dir, f))
-        .cloned();
-    if let Some(manage) = manage
-        && (d.has_dep("django")
-            || d.deps.is_empty()
-            || idx.read(&manage).is_some_and(|t| t.contains("django")))
-    {
-        d.add_framework("django");
-        let text = idx.read(&manage).unwrap_or_default();
-        let rel = rel_to(dir, &manage).to_owned();
-        d.set_start(
-            ev(
-                "start",
-                &manage,
-                0,
-                format!("Django: python {rel} runserver"),
-                weight::FRAMEWORK,
-            ),
-            cmd(format!("python {rel} runserver")),
-            8000,
-            "django-runserver",
-        );
-        d.set_kind(ComponentKind::Web);
-        d.c.health_paths = vec!["/".into(), "/admin/".into()];
-        if let Some(m) = SETTINGS_MODULE
-            .as_ref()
-            .and_then(|re| re.captures(&text))
-            .and_then(|c| c.get(1))
-        {
-            let settings = m.as_str().to_owned();
-            d.note(ev(
-                "framework",
-                &manage,
-                line_of(&text, m.start()),
-                format!("DJANGO_SETTINGS_MODULE={settings}"),
-                weight::FRAMEWORK,
-            ));
-            d.add_env(reporunner_proto::common::v1::EnvVar {
-                name: "DJANGO_SETTINGS_MODULE".into(),
-                default_value: settings.clone(),
-                required: false,
-                secret: false,
-                source: format!("{manage}:{}", line_of(&text, m.start())),
-            });
-            let base = crate::index::parent_of(&manage);
-            let path = settings.replace('.', "/");
-            for cand in [
-                join(base, &format!("{path}.py")),
-                join(base, &format!("{path}/__init__.py")),
-                join(base, &format!("{path}/base.py")),
-            ] {
-                if let Some(st) = idx.read(&cand) {
-                    for (needle, kind) in [
-                        (
-                            "django.db.backends.postgresql",
-                            reporunner_proto::common::v1::BackingServiceKind::Postgresql,
-                        ),
-                        (
-                            "django.db.backends.mysql",
-                            reporunner_proto::common::v1::BackingServiceKind::Mysql,
-                        ),
-                        (
-                            "django_redis",
-                            reporunner_proto::common::v1::BackingServiceKind::Redis,
-                        ),
-                    ] {
-                        let line = find_line(&st, needle);
-                        if line > 0 {
-                            d.add_backing(
-                                kind,
-                                "",
-                                ev("backing_service", &cand, line, needle, weight::MANIFEST),
-                            );
-                        }
-                    }
-                }
-            }
-        }
-        let has_migrations = idx
-            .files_under(dir)
-            .any(|f| f.contains("/migrations/") && f.ends_with(".py"));
-        if has_migrations {
-            d.offer(ev(
-                "setup",
-                &manage,
-                0,
-                "migrations/ present: migrate before start",
-                weight::FRAMEWORK,
-            ));
-            d.c.setup.push(reporunner_proto::common::v1::Command {
-                run: format!("python {rel} migrate"),
-                working_dir: String::new(),
-                watch_mode: false,
-            });
-        }
-        if !d.has_any_dep(&["pytest", "pytest-django"])
-            && d.offer(ev("test", &manage, 0, "Django test runner", weight::FRAMEWORK))
-        {
-            d.c.test = cmd(format!("python {rel} test"));
-        }
-        return;
-    }
-
-    let preferred = [
-        "main.py",
-        "app.py",
-        "server.py",
-        "api.py",
-        "asgi.py",
-        "wsgi.py",
-        "application.py",
-        "run.py",
-        "__init__.py",
-        "streamlit_app.py",
-        "Home.py",
-        "ui.py",
-    ];
-    let files = source_files(idx, dir, &[".py"], &preferred, 80);
-    let mut fastapi: Option<(String, String, u32, String)> = None;
-    let mut fastapi_built: Option<(String, String, u32, String)> = None;
-    let mut flask: Option<(String, u32, String)> = None;
-    let mut factory: Option<(String, u32, String)> = None;
-    let mut streamlit: Option<String> = None;
-    let mut gradio: Option<String> = None;
-    let mut main_script: Option<String> = None;
-    let mut run_port: Option<u32> = None;
-    // .flaskenv
-    let flaskenv = join(dir, ".flaskenv");
-    let mut flask_app_env: Option<(String, u32)> = None;
-    if let Some(text) = idx.read(&flaskenv) {
-        for (i, line) in text.lines().enumerate() {
-            if let Some(v) = line.trim().strip_prefix("FLASK_APP=") {
-                flask_app_env = Some((v.trim().trim_matches(['"', '\'']).to_owned(), i as u32 + 1));
-            }
-        }
-    }
-    for f in &files {
-        let Some(text) = idx.read_source(f) else { continue };
-        let rel = rel_to(dir, f).to_owned();
-        if fastapi.is_none()
-            && let Some(c) = FASTAPI_APP.as_ref().and_then(|re| re.captures(&text))
-            && let (Some(var), Some(kind)) = (c.get(1), c.get(2))
-        {
-            fastapi = Some((
-                rel.clone(),
-                var.as_str().to_owned(),
-                line_of(&text, var.start()),
-                kind.as_str().to_owned(),
-            ));
-        }
-        // `app = get_application()` in a module that builds a FastAPI app.
-        if fastapi_built.is_none()
-            && text.contains("FastAPI(")
-            && let Some(m) = APP_ASSIGN
-                .as_ref()
-                .and_then(|re| re.captures(&text))
-                .and_then(|c| c.get(1))
-        {
-            fastapi_built = Some((
-                rel.clone(),
-                m.as_str().to_owned(),
-                line_of(&text, m.start()),
-                "FastAPI".to_owned(),
-            ));
-        }
-        if flask.is_none()
-            && let Some(c) = FLASK_APP.as_ref().and_then(|re| re.captures(&text))
-            && let Some(var) = c.get(1)
-        {
-            flask = Some((rel.clone(), line_of(&text, var.start()), var.as_str().to_owned()));
-        }
-        if factory.is_none()
-            && let Some(c) = FACTORY.as_ref().and_then(|re| re.captures(&text))
-            && let Some(m) = c.get(1)
-            && (text.contains("Flask(") || text.contains("FastAPI(") || text.contains("Quart("))
-        {
-            factory = Some((rel.clone(), line_of(&text, m.start()), m.as_str().to_owned()));
-        }
-        if streamlit.is_none() && STREAMLIT.as_ref().is_some_and(|re| re.is_match(&text)) {
-            streamlit = Some(rel.clone());
-        }
-        if gradio.is_none()
-            && GRADIO.as_ref().is_some_and(|re| re.is_match(&text))
-            && text.contains(".launch(")
-        {
-            gradio = Some(rel.clone());
-        }
-        if main_script.is_none()
-            && crate::index::depth_below(dir, f) == 1
-            && MAIN_GUARD.as_ref().is_some_and(|re| re.is_match(&text))
-            && preferred.contains(&crate::index::file_name(f))
-        {
-            main_script = Some(rel.clone());
-        }
-        if run_port.is_none()
-            && let Some(p) = RUN_PORT
-                .as_ref()
-                .and_then(|re| re.captures(&text))
-                .and_then(|c| c.get(1))
-        {
-            run_port = p.as_str().parse().ok();
-        }
-    }
-
-    let src_layout = |rel: &str| -> (String, String) {
-        match rel.strip_prefix("src/") {
-            Some(rest) => (module_of(rest), " --app-dir src".to_owned()),
-            None => (module_of(rel), String::new()),
-        }
-    };
-    let fastapi = fastapi.or(fastapi_built);
-    if let Some((rel, var, line, kind)) = &fastapi {
-        let fw = if kind == "Starlette" {
-            "starlette"
-        } else {
-            "fastapi"
-        };
-        d.add_framework(fw);
-        let (module, app_dir) = src_layout(rel);
-        let run = format!("uvicorn {module}:{var} --host 0.0.0.0{app_dir}");
-        let file = join(dir, rel);
-        if d.set_start(
-            ev(
-                "start",
-                &file,
-                *line,
-                format!("{var} = {kind}(...)"),
-                weight::FRAMEWORK,
-            ),
-            cmd(run),
-            8000,
-            "flag:--port",
-        ) {
-            d.set_kind(ComponentKind::Web);
-            d.c.health_paths = vec!["/health".into(), "/docs".into(), "/".into()];
-        }
-        if !d.has_dep("uvicorn") && !d.has_dep("fastapi") {
-            d.warnings.push("uvicorn is not a declared dependency".into());
-        }
-        return;
-    }
-    if d.has_any_dep(&["fastapi"])
-        && let Some((rel, line, fname)) = &factory
-    {
-        d.add_framework("fastapi");
-        let (module, app_dir) = src_layout(rel);
-        let run = format!("uvicorn {module}:{fname} --factory --host 0.0.0.0{app_dir}");
-        if d.set_start(
-            ev(
-                "start",
-                &join(dir, rel),
-                *line,
-                format!("app factory {fname}()"),
-                weight::FRAMEWORK,
-            ),
-            cmd(run),
-            8000,
-            "flag:--port",
-        ) {
-            d.set_kind(ComponentKind::Web);
-        }
-        return;
-    }
-    if d.has_any_dep(&["flask", "quart", "apiflask"]) || flask.is_some() || flask_app_env.is_some() {
-        d.add_framework(if d.has_dep("quart") { "quart" } else { "flask" });
-        let chosen: Option<(String, String, u32, String)> = if let Some((app, line)) = &flask_app_env {
-            Some((app.clone(), flaskenv.clone(), *line, format!("FLASK_APP={app}")))
-        } else if let Some((rel, line, fname)) = &factory {
-            let module = src_layout(rel).0;
-            Some((module, join(dir, rel), *line, format!("app factory {fname}()")))
-        } else {
-            flask.as_ref().map(|(rel, line, var)| {
-                let module = src_layout(rel).0;
-                let target = if var == "app" || var == "application" {
-                    module
-                } else {
-                    format!("{module}:{var}")
-                };
-                (target, join(dir, rel), *line, format!("{var} = Flask(...)"))
-            })
-        };
-        let port = run_port.unwrap_or(5000);
-        if let Some((target, file, line, detail)) = chosen {
-            let run = format!("flask --app {target} run --host 0.0.0.0");
-            if d.set_start(
-                ev("start", &file, line, detail, weight::FRAMEWORK),
-                cmd(run),
-                5000,
-                "flag:--port",
-            ) {
-                d.set_kind(ComponentKind::Web);
-            }
-        } else if let Some(main) = &main_script {
-            d.set_start(
-                ev(
-                    "start",
-                    &join(dir, main),
-                    0,
-                    "Flask app run as a script",
-                    weight::FRAMEWORK_GUESS,
-                ),
-                cmd(format!("python {main}")),
-                port,
-                "",
-            );
-            d.set_kind(ComponentKind::Web);
-        }
-        return;
-    }
-    if let Some(rel) = &streamlit {
-        d.add_framework("streamlit");
-        d.set_start(
-            ev(
-                "start",
-                &join(dir, rel),
-                0,
-                "imports streamlit",
-                weight::FRAMEWORK,
-            ),
-            cmd(format!(
-                "streamlit run {rel} --server.address 0.0.0.0 --server.headless true"
-            )),
-            8501,
-            "flag:--server.port",
-        );
-        d.set_kind(ComponentKind::Web);
-        d.c.health_paths = vec!["/_stcore/health".into(), "/".into()];
-        return;
-    }
-    if let Some(rel) = &gradio {
-        d.add_framework("gradio");
-        d.set_start(
-            ev(
-                "start",
-                &join(dir, rel),
-                0,
-                "gradio app with .launch()",
-                weight::FRAMEWORK,
-            ),
-            cmd(format!("python {rel}")),
-            7860,
-            "env:GRADIO_SERVER_PORT",
-        );
-        d.set_kind(ComponentKind::Web);
-        d.add_env(reporunner_proto::common::v1::EnvVar {
-            name: "GRADIO_SERVER_NAME".into(),
-            default_value: "0.0.0.0".into(),
-            required: false,
-            secret: false,
-            source: join(dir, rel),
-        });
-        return;
-    }
-    if let Some(main) = &main_script {
-        let port = run_port.unwrap_or(0);
-        d.set_start(
-            ev(
-                "start",
-                &join(dir, main),
-                0,
-                "__main__ guard in a conventional entry file",
-                weight::CONVENTION,
-            ),
-            cmd(format!("python {main}")),
-            port,
-            "",
-        );
-        return;
-    }
-    if let Some((name, target)) = scripts.first() {
-        let file = pyproject_or(idx, dir);
-        d.set_start(
-            ev(
-                "start",
-                &file,
-                find_line(&idx.read(&file).unwrap_or_default(), name),
-                format!("console script {name} = {target}"),
-                weight::MANIFEST * 0.8,
-            ),
-            cmd(name.clone()),
-            0,
-            "",
-        );
-        d.set_kind(ComponentKind::Cli);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passes_run_from_manifests_to_services() {
+        assert!(PASSES.windows(2).all(|w| w[0].stage <= w[1].stage));
+        assert_eq!(
+            passes().first().map(String::as_str),
+            Some("manifest/pyproject.toml")
+        );
+        assert_eq!(
+            passes().last().map(String::as_str),
+            Some("services/django settings")
+        );
+    }
 
     #[test]
     fn requirement_names_are_normalised() {

@@ -5,7 +5,10 @@ use std::sync::LazyLock;
 use regex::Regex;
 use reporunner_proto::common::v1::{Command, ComponentKind};
 
-use super::weight;
+use super::{
+    util::{default_name, is_watch, language_of, port_in, runtime_of},
+    weight,
+};
 use crate::{
     draft::{Draft, ev},
     index::{RepoIndex, join},
@@ -92,48 +95,7 @@ pub fn apply(idx: &RepoIndex, drafts: &mut Vec<Draft>) {
             continue;
         };
         let Some(text) = idx.read(&file) else { continue };
-        let lines = shell_lines(&text);
-        let scripts: Option<std::collections::BTreeSet<String>> = drafts
-            .iter()
-            .find(|d| d.dir() == dir)
-            .map(|d| d.scripts.clone())
-            .filter(|s| !s.is_empty());
-        let script_exists = |c: &str| -> bool {
-            let words: Vec<&str> = c.split_whitespace().collect();
-            let name = match words.as_slice() {
-                ["npm", "start", ..] | ["yarn", "start", ..] => Some("start"),
-                ["npm" | "pnpm" | "bun", "run", s, ..] => Some(*s),
-                ["yarn" | "pnpm", s, ..]
-                    if !matches!(*s, "install" | "add" | "i" | "dlx" | "exec" | "create") =>
-                {
-                    Some(*s)
-                }
-                _ => None,
-            };
-            match (name, &scripts) {
-                (Some(n), Some(s)) => s.contains(n),
-                (Some(_), None) => drafts.iter().all(|d| d.dir() != dir),
-                _ => true,
-            }
-        };
-        // A command for another language is about another part of the repository.
-        let language = drafts
-            .iter()
-            .find(|d| d.dir() == dir)
-            .map(|d| d.c.language.clone())
-            .unwrap_or_default();
-        let same_language = |c: &str| -> bool {
-            let l = super::procfile::language_of(c);
-            l.is_empty()
-                || language.is_empty()
-                || l == language
-                || (l == "javascript" && language == "typescript")
-                || (l == "python" && language == "html")
-        };
-        let lines: Vec<(u32, String)> = lines
-            .into_iter()
-            .filter(|(_, c)| script_exists(c) && same_language(c))
-            .collect();
+        let lines = commands_for(drafts, &dir, &text);
         let start = lines.iter().find_map(|(l, c)| {
             START
                 .iter()
@@ -149,54 +111,12 @@ pub fn apply(idx: &RepoIndex, drafts: &mut Vec<Draft>) {
             .and_then(|re| re.captures(&text))
             .and_then(|c| c.get(1))
             .and_then(|m| m.as_str().parse::<u32>().ok());
-        let pos = drafts
-            .iter()
-            .position(|d| d.dir() == dir)
-            .or_else(|| (dir.is_empty() && drafts.len() == 1).then_some(0));
-        let d = match pos {
-            Some(p) => &mut drafts[p],
-            None if dir.is_empty() && drafts.is_empty() && start.is_some() => {
-                let cmd_text = start.as_ref().map(|s| s.2.clone()).unwrap_or_default();
-                let language = super::procfile::language_of(&cmd_text);
-                let name = super::default_name(idx, "");
-                let mut d = Draft::new(&name, "", if language.is_empty() { "shell" } else { language });
-                d.from_readme = true;
-                d.c.runtime = Some(reporunner_proto::common::v1::Runtime {
-                    name: super::procfile::runtime_of(language).into(),
-                    version_constraint: String::new(),
-                });
-                drafts.push(d);
-                let last = drafts.len() - 1;
-                &mut drafts[last]
-            }
-            None => continue,
+        let start = start.map(|(_, line, c)| (line, c));
+        let Some(d) = target(idx, drafts, &dir, start.as_ref()) else {
+            continue;
         };
-        if let Some((_, line, c)) = start {
-            let uses_port = c.contains("$PORT");
-            let p = if d.c.port != 0 {
-                d.c.port
-            } else {
-                port.or_else(|| super::procfile::port_in(&c)).unwrap_or(0)
-            };
-            if d.set_start(
-                ev("start", &file, line, c.clone(), weight::README),
-                Some(Command {
-                    run: c.clone(),
-                    working_dir: String::new(),
-                    watch_mode: crate::detect::node::is_watch(&c),
-                }),
-                p,
-                if uses_port { "env:PORT" } else { "" },
-            ) {
-                d.c.port = p;
-                if p != 0 && d.kind() == ComponentKind::Unspecified {
-                    d.set_kind(ComponentKind::Web);
-                }
-                if c.contains("runserver") {
-                    d.c.port_binding = "django-runserver".into();
-                    d.c.port = 8000;
-                }
-            }
+        if let Some((line, c)) = start {
+            readme_start(d, &file, line, c, port);
         }
         if let Some((line, c)) = install
             && d.offer(ev("install", &file, line, c.clone(), weight::README))
@@ -221,6 +141,112 @@ pub fn apply(idx: &RepoIndex, drafts: &mut Vec<Draft>) {
                 ),
                 p,
             );
+        }
+    }
+}
+
+/// The README's shell commands that fit the component at `dir`: scripts it
+/// has, and its own language (a command for another language is about
+/// another part of the repository).
+fn commands_for(drafts: &[Draft], dir: &str, text: &str) -> Vec<(u32, String)> {
+    let scripts: Option<std::collections::BTreeSet<String>> = drafts
+        .iter()
+        .find(|d| d.dir() == dir)
+        .map(|d| d.scripts.clone())
+        .filter(|s| !s.is_empty());
+    let script_exists = |c: &str| -> bool {
+        let words: Vec<&str> = c.split_whitespace().collect();
+        let name = match words.as_slice() {
+            ["npm", "start", ..] | ["yarn", "start", ..] => Some("start"),
+            ["npm" | "pnpm" | "bun", "run", s, ..] => Some(*s),
+            ["yarn" | "pnpm", s, ..]
+                if !matches!(*s, "install" | "add" | "i" | "dlx" | "exec" | "create") =>
+            {
+                Some(*s)
+            }
+            _ => None,
+        };
+        match (name, &scripts) {
+            (Some(n), Some(s)) => s.contains(n),
+            (Some(_), None) => drafts.iter().all(|d| d.dir() != dir),
+            _ => true,
+        }
+    };
+    let language = drafts
+        .iter()
+        .find(|d| d.dir() == dir)
+        .map(|d| d.c.language.clone())
+        .unwrap_or_default();
+    let same_language = |c: &str| -> bool {
+        let l = language_of(c);
+        l.is_empty()
+            || language.is_empty()
+            || l == language
+            || (l == "javascript" && language == "typescript")
+            || (l == "python" && language == "html")
+    };
+    shell_lines(text)
+        .into_iter()
+        .filter(|(_, c)| script_exists(c) && same_language(c))
+        .collect()
+}
+
+/// The component the README at `dir` speaks for; at the root of a
+/// repository with no component, a new one when the README says how to start.
+fn target<'a>(
+    idx: &RepoIndex,
+    drafts: &'a mut Vec<Draft>,
+    dir: &str,
+    start: Option<&(u32, String)>,
+) -> Option<&'a mut Draft> {
+    let pos = drafts
+        .iter()
+        .position(|d| d.dir() == dir)
+        .or_else(|| (dir.is_empty() && drafts.len() == 1).then_some(0));
+    match pos {
+        Some(p) => drafts.get_mut(p),
+        None if dir.is_empty() && drafts.is_empty() && start.is_some() => {
+            let cmd_text = start.map(|s| s.1.clone()).unwrap_or_default();
+            let language = language_of(&cmd_text);
+            let name = default_name(idx, "");
+            let mut d = Draft::new(&name, "", if language.is_empty() { "shell" } else { language });
+            d.from_readme = true;
+            d.c.runtime = Some(reporunner_proto::common::v1::Runtime {
+                name: runtime_of(language).into(),
+                version_constraint: String::new(),
+            });
+            drafts.push(d);
+            drafts.last_mut()
+        }
+        None => None,
+    }
+}
+
+/// A README start command, weakest of all evidence.
+fn readme_start(d: &mut Draft, file: &str, line: u32, c: String, port: Option<u32>) {
+    let uses_port = c.contains("$PORT");
+    let p = if d.c.port != 0 {
+        d.c.port
+    } else {
+        port.or_else(|| port_in(&c)).unwrap_or(0)
+    };
+    if d.set_start(
+        ev("start", file, line, c.clone(), weight::README),
+        Some(Command {
+            run: c.clone(),
+            working_dir: String::new(),
+            watch_mode: is_watch(&c),
+        }),
+        p,
+        if uses_port { "env:PORT" } else { "" },
+    ) {
+        d.c.port = p;
+        if p != 0 && d.kind() == ComponentKind::Unspecified {
+            d.set_kind(ComponentKind::Web);
+        }
+        if c.contains("runserver") {
+            d.c.port_binding = "django-runserver".into();
+            d.c.port = 8000;
         }
     }
 }

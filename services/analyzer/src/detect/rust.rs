@@ -7,7 +7,11 @@ use std::sync::LazyLock;
 use regex::Regex;
 use reporunner_proto::common::v1::{BackingServiceKind, ComponentKind};
 
-use super::{default_name, find_line, line_of, rel_to, weight};
+use super::{
+    pass::{self, Pass, Stage},
+    util::{default_name, find_line, glob_match, line_of, rel_to},
+    weight,
+};
 use crate::{
     draft::{Draft, cmd, cmd_in, ev},
     index::{RepoIndex, file_name, join, parent_of},
@@ -64,23 +68,62 @@ fn parse_pkg(idx: &RepoIndex, dir: &str) -> Option<(Pkg, toml::Table)> {
         .and_then(|v| v.as_str())
         .unwrap_or_default()
         .to_owned();
+    let (deps, sqlx_features) = dependencies(&doc);
+    let bins = find_bins(idx, dir, &doc, package.is_some(), &name);
+    let examples = find_examples(idx, dir, &doc);
+    let package_str = |key: &str| {
+        package
+            .and_then(|p| p.get(key))
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    };
+    let default_run = package_str("default-run");
+    let rust_version = package_str("rust-version");
+    Some((
+        Pkg {
+            name,
+            dir: dir.to_owned(),
+            deps,
+            bins,
+            examples,
+            default_run,
+            rust_version,
+            sqlx_features,
+        },
+        doc,
+    ))
+}
+
+/// Dependency names and their `crate/feature` features.
+fn dependencies(doc: &toml::Table) -> (Vec<String>, Vec<String>) {
     let mut deps = Vec::new();
-    let mut sqlx_features = Vec::new();
+    let mut features = Vec::new();
     for key in ["dependencies", "dev-dependencies"] {
         if let Some(t) = doc.get(key).and_then(|v| v.as_table()) {
             for (k, v) in t.iter().take(500) {
                 deps.push(k.clone());
-                if let Some(features) = v.get("features").and_then(|f| f.as_array()) {
-                    for feat in features.iter().filter_map(|f| f.as_str()) {
-                        sqlx_features.push(format!("{k}/{feat}"));
+                if let Some(list) = v.get("features").and_then(|f| f.as_array()) {
+                    for feat in list.iter().filter_map(|f| f.as_str()) {
+                        features.push(format!("{k}/{feat}"));
                     }
                 }
             }
         }
     }
+    (deps, features)
+}
+
+/// src/main.rs, `[[bin]]` targets and src/bin/: (name, file).
+fn find_bins(
+    idx: &RepoIndex,
+    dir: &str,
+    doc: &toml::Table,
+    has_package: bool,
+    name: &str,
+) -> Vec<(String, String)> {
     let mut bins = Vec::new();
-    if package.is_some() && idx.has(&join(dir, "src/main.rs")) {
-        bins.push((name.clone(), join(dir, "src/main.rs")));
+    if has_package && idx.has(&join(dir, "src/main.rs")) {
+        bins.push((name.to_owned(), join(dir, "src/main.rs")));
     }
     if let Some(list) = doc.get("bin").and_then(|b| b.as_array()) {
         for b in list.iter().take(100) {
@@ -109,6 +152,11 @@ fn parse_pkg(idx: &RepoIndex, dir: &str) -> Option<(Pkg, toml::Table)> {
             bins.push((file_name(d).to_owned(), main));
         }
     }
+    bins
+}
+
+/// examples/ files and directories, and `[[example]]` targets: (name, file).
+fn find_examples(idx: &RepoIndex, dir: &str, doc: &toml::Table) -> Vec<(String, String)> {
     let mut examples = Vec::new();
     let ex_dir = join(dir, "examples");
     for f in idx.child_files(&ex_dir) {
@@ -133,27 +181,7 @@ fn parse_pkg(idx: &RepoIndex, dir: &str) -> Option<(Pkg, toml::Table)> {
             }
         }
     }
-    let default_run = package
-        .and_then(|p| p.get("default-run"))
-        .and_then(|v| v.as_str())
-        .map(str::to_owned);
-    let rust_version = package
-        .and_then(|p| p.get("rust-version"))
-        .and_then(|v| v.as_str())
-        .map(str::to_owned);
-    Some((
-        Pkg {
-            name,
-            dir: dir.to_owned(),
-            deps,
-            bins,
-            examples,
-            default_run,
-            rust_version,
-            sqlx_features,
-        },
-        doc,
-    ))
+    examples
 }
 
 fn is_server_source(text: &str) -> bool {
@@ -173,135 +201,189 @@ fn is_server_source(text: &str) -> bool {
     .any(|n| text.contains(n))
 }
 
+/// What the Rust passes read before deciding.
+#[derive(Default)]
+struct Facts {
+    manifest: String,
+    /// The root package (possibly nameless in a virtual workspace) first,
+    /// then the workspace members.
+    pkgs: Vec<Pkg>,
+    doc: toml::Table,
+    is_workspace: bool,
+    /// The file of the chosen start (a bin or example).
+    chosen_file: Option<String>,
+}
+
+type Scan<'a> = pass::Scan<'a, Facts>;
+
+/// The Rust detector, in order.
+const PASSES: &[Pass<Facts>] = &[
+    Pass::new(Stage::Manifest, "Cargo.toml", manifest),
+    Pass::new(Stage::Manifest, "workspace", workspace),
+    Pass::new(Stage::Manifest, "dependencies", dependencies_and_frameworks),
+    Pass::new(Stage::Scripts, "cargo", cargo_commands),
+    Pass::new(Stage::Tests, "cargo test", cargo_test),
+    Pass::new(Stage::Versions, "toolchain", toolchain),
+    Pass::new(Stage::EntryPoint, "bin or example", entry_point),
+    Pass::new(Stage::Services, "database features", database_features),
+];
+
+/// `stage/name` of each pass, in order.
+pub fn passes() -> Vec<String> {
+    pass::describe(PASSES)
+}
+
 pub fn detect(idx: &RepoIndex, dir: &str) -> Vec<Draft> {
-    let mut d = Draft::new(&default_name(idx, dir), dir, "rust");
-    d.c.package_manager = "cargo".into();
-    let manifest = join(dir, "Cargo.toml");
-    let Some((root, doc)) = parse_pkg(idx, dir) else {
-        d.offer(ev("install", &manifest, 0, "Cargo.toml (unparsed)", 0.4));
-        d.c.install = cmd("cargo fetch");
-        d.c.build = cmd("cargo build");
-        return vec![d];
+    let d = Draft::new(&default_name(idx, dir), dir, "rust");
+    vec![pass::run(PASSES, idx, dir, d, Facts::default())]
+}
+
+/// The root Cargo.toml; an unparsable one still fetches and builds.
+fn manifest(s: &mut Scan<'_>) {
+    s.d.c.package_manager = "cargo".into();
+    s.facts.manifest = s.path("Cargo.toml");
+    let Some((root, doc)) = parse_pkg(s.idx, s.dir) else {
+        s.d.offer(ev("install", &s.facts.manifest, 0, "Cargo.toml (unparsed)", 0.4));
+        s.d.c.install = cmd("cargo fetch");
+        s.d.c.build = cmd("cargo build");
+        s.stop = true;
+        return;
     };
     if !root.name.is_empty() {
-        d.c.name = root.name.clone();
+        s.d.c.name = root.name.clone();
     }
-    let mut pkgs = vec![root];
-    let mut is_workspace = false;
-    if let Some(ws) = doc.get("workspace").and_then(|w| w.as_table()) {
-        is_workspace = true;
-        let members: Vec<String> = ws
-            .get("members")
+    s.facts.pkgs = vec![root];
+    s.facts.doc = doc;
+}
+
+/// `[workspace]` members (globs and excludes), parsed as packages.
+fn workspace(s: &mut Scan<'_>) {
+    let (idx, dir) = (s.idx, s.dir);
+    let Some(ws) = s.facts.doc.get("workspace").and_then(|w| w.as_table()) else {
+        return;
+    };
+    s.facts.is_workspace = true;
+    let strings = |key: &str, limit: usize| -> Vec<String> {
+        ws.get(key)
             .and_then(|m| m.as_array())
             .map(|a| {
                 a.iter()
                     .filter_map(|v| v.as_str().map(str::to_owned))
-                    .take(200)
+                    .take(limit)
                     .collect()
             })
-            .unwrap_or_default();
-        let excluded: Vec<String> = ws
-            .get("exclude")
-            .and_then(|m| m.as_array())
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
-            .unwrap_or_default();
-        let mut member_dirs: Vec<String> = Vec::new();
-        for m in &members {
-            if m.contains('*') {
-                for f in idx.files_under(dir).filter(|f| file_name(f) == "Cargo.toml") {
-                    let md = parent_of(f);
-                    if md != dir && super::node::glob_match(m, rel_to(dir, md)) {
-                        member_dirs.push(md.to_owned());
-                    }
+            .unwrap_or_default()
+    };
+    let members = strings("members", 200);
+    let excluded = strings("exclude", usize::MAX);
+    let mut member_dirs: Vec<String> = Vec::new();
+    for m in &members {
+        if m.contains('*') {
+            for f in idx.files_under(dir).filter(|f| file_name(f) == "Cargo.toml") {
+                let md = parent_of(f);
+                if md != dir && glob_match(m, rel_to(dir, md)) {
+                    member_dirs.push(md.to_owned());
                 }
-            } else {
-                member_dirs.push(join(dir, m));
             }
-        }
-        member_dirs.retain(|m| !excluded.iter().any(|e| join(dir, e) == *m));
-        member_dirs.sort();
-        member_dirs.dedup();
-        for m in member_dirs.iter().take(100) {
-            if let Some((p, _)) = parse_pkg(idx, m) {
-                pkgs.push(p);
-            }
-        }
-        if d.c.name.is_empty() || pkgs[0].name.is_empty() {
-            d.c.name = default_name(idx, dir);
+        } else {
+            member_dirs.push(join(dir, m));
         }
     }
+    member_dirs.retain(|m| !excluded.iter().any(|e| join(dir, e) == *m));
+    member_dirs.sort();
+    member_dirs.dedup();
+    for m in member_dirs.iter().take(100) {
+        if let Some((p, _)) = parse_pkg(idx, m) {
+            s.facts.pkgs.push(p);
+        }
+    }
+    if s.d.c.name.is_empty() || s.facts.pkgs[0].name.is_empty() {
+        s.d.c.name = default_name(idx, dir);
+    }
+}
+
+fn dependencies_and_frameworks(s: &mut Scan<'_>) {
+    for p in &s.facts.pkgs {
+        s.d.deps.extend(p.deps.iter().cloned());
+    }
+    for fw in SERVERS {
+        if s.d.deps.contains(*fw) {
+            s.d.add_framework(fw);
+        }
+    }
+}
+
+fn cargo_commands(s: &mut Scan<'_>) {
+    let (d, f) = (&mut s.d, &s.facts);
     d.note(ev(
         "package_manager",
-        &manifest,
+        &f.manifest,
         0,
-        if is_workspace {
+        if f.is_workspace {
             "cargo workspace"
         } else {
             "cargo package"
         },
         weight::MANIFEST,
     ));
-    for p in &pkgs {
-        d.deps.extend(p.deps.iter().cloned());
-    }
-    for fw in SERVERS {
-        if d.deps.contains(*fw) {
-            d.add_framework(fw);
-        }
-    }
-    d.offer(ev("install", &manifest, 0, "cargo fetch", weight::MANIFEST));
+    d.offer(ev("install", &f.manifest, 0, "cargo fetch", weight::MANIFEST));
     d.c.install = cmd("cargo fetch");
-    d.c.build = cmd(if is_workspace {
+    d.c.build = cmd(if f.is_workspace {
         "cargo build --workspace"
     } else {
         "cargo build"
     });
-    d.c.test = cmd(if is_workspace {
+}
+
+fn cargo_test(s: &mut Scan<'_>) {
+    let (d, f) = (&mut s.d, &s.facts);
+    d.c.test = cmd(if f.is_workspace {
         "cargo test --workspace"
     } else {
         "cargo test"
     });
-    d.offer(ev("test", &manifest, 0, "cargo test", weight::MANIFEST));
+    d.offer(ev("test", &f.manifest, 0, "cargo test", weight::MANIFEST));
+}
 
-    // Toolchain.
+/// rust-toolchain(.toml), then the packages' rust-version.
+fn toolchain(s: &mut Scan<'_>) {
     for f in ["rust-toolchain.toml", "rust-toolchain"] {
-        let path = join(dir, f);
-        if let Some(text) = idx.read(&path) {
-            let channel = toml::from_str::<toml::Table>(&text)
-                .ok()
-                .and_then(|t| {
-                    t.get("toolchain")
-                        .and_then(|tc| tc.get("channel"))
-                        .and_then(|c| c.as_str())
-                        .map(str::to_owned)
-                })
-                .or_else(|| {
-                    text.lines()
-                        .map(str::trim)
-                        .find(|l| !l.is_empty() && !l.starts_with('[') && !l.contains('='))
-                        .map(str::to_owned)
-                });
-            if let Some(c) = channel {
-                d.set_runtime(
-                    ev(
-                        "runtime",
-                        &path,
-                        find_line(&text, "channel").max(1),
-                        format!("toolchain {c}"),
-                        0.9,
-                    ),
-                    "rust",
-                    &c,
-                );
-            }
-            break;
+        let path = s.path(f);
+        let Some(text) = s.idx.read(&path) else { continue };
+        let channel = toml::from_str::<toml::Table>(&text)
+            .ok()
+            .and_then(|t| {
+                t.get("toolchain")
+                    .and_then(|tc| tc.get("channel"))
+                    .and_then(|c| c.as_str())
+                    .map(str::to_owned)
+            })
+            .or_else(|| {
+                text.lines()
+                    .map(str::trim)
+                    .find(|l| !l.is_empty() && !l.starts_with('[') && !l.contains('='))
+                    .map(str::to_owned)
+            });
+        if let Some(c) = channel {
+            s.d.set_runtime(
+                ev(
+                    "runtime",
+                    &path,
+                    find_line(&text, "channel").max(1),
+                    format!("toolchain {c}"),
+                    0.9,
+                ),
+                "rust",
+                &c,
+            );
         }
+        break;
     }
-    if let Some(v) = pkgs.iter().find_map(|p| p.rust_version.clone()) {
-        d.set_runtime(
+    if let Some(v) = s.facts.pkgs.iter().find_map(|p| p.rust_version.clone()) {
+        s.d.set_runtime(
             ev(
                 "runtime",
-                &manifest,
+                &s.facts.manifest,
                 0,
                 format!("rust-version {v}"),
                 weight::MANIFEST,
@@ -310,193 +392,247 @@ pub fn detect(idx: &RepoIndex, dir: &str) -> Vec<Draft> {
             &format!(">={v}"),
         );
     }
-    if d.c.runtime.is_none() {
-        d.c.runtime = Some(reporunner_proto::common::v1::Runtime {
+    if s.d.c.runtime.is_none() {
+        s.d.c.runtime = Some(reporunner_proto::common::v1::Runtime {
             name: "rust".into(),
             version_constraint: String::new(),
         });
     }
+}
 
-    // What to run: a bin of a server package, else a server example, else the only bin.
-    let multi = pkgs.iter().filter(|p| !p.bins.is_empty()).count() > 1 || is_workspace;
-    let mut best: Option<(f64, String, String, String)> = None; // weight, run, file, detail
-    let mut server_file: Option<String> = None;
-    for p in &pkgs {
-        let pkg_flag = if multi && !p.name.is_empty() {
-            format!(" -p {}", p.name)
-        } else {
-            String::new()
-        };
-        let is_server_pkg = p.deps.iter().any(|d| SERVERS.contains(&d.as_str()));
-        for (bin, file) in &p.bins {
-            let text = idx.read_source(file).unwrap_or_default();
-            let server = is_server_source(&text) || (is_server_pkg && text.contains("main"));
-            let many_bins = p.bins.len() > 1;
-            let bin_flag = if many_bins && p.default_run.as_deref() != Some(bin) {
-                format!(" --bin {bin}")
-            } else {
-                String::new()
-            };
-            let w = if server {
-                weight::FRAMEWORK
-            } else {
-                weight::MANIFEST * 0.9
-            } - if many_bins && p.default_run.as_deref() != Some(bin) && bin != &p.name {
-                0.1
-            } else {
-                0.0
-            };
-            // Among equals, the simplest-looking program in the shallowest package.
-            let named = |words: &[&str]| words.iter().any(|n| p.name.contains(n) || bin.contains(n));
-            let hint = if named(&["hello"]) {
-                0.03
-            } else if named(&["basic", "simple", "minimal"]) {
-                0.02
-            } else if named(&["server", "api", "web"]) {
-                0.01
-            } else {
-                0.0
-            };
-            let w = w + hint - 0.001 * p.dir.matches('/').count() as f64;
-            let run = format!("cargo run{pkg_flag}{bin_flag}");
-            if best.as_ref().is_none_or(|b| w > b.0) {
-                best = Some((
-                    w,
-                    run,
-                    file.clone(),
-                    format!("bin {bin}{}", if server { " (server)" } else { "" }),
-                ));
-                if server {
-                    server_file = Some(file.clone());
-                }
+/// A program to run: (weight, command, file, detail).
+struct Candidate {
+    weight: f64,
+    run: String,
+    file: String,
+    detail: String,
+}
+
+/// The best candidate so far and the server file it runs, if it serves.
+#[derive(Default)]
+struct Choice {
+    best: Option<Candidate>,
+    server_file: Option<String>,
+}
+
+impl Choice {
+    fn offer(&mut self, c: Candidate, server: bool) {
+        if self.best.as_ref().is_none_or(|b| c.weight > b.weight) {
+            if server {
+                self.server_file = Some(c.file.clone());
             }
+            self.best = Some(c);
         }
     }
-    let best_is_server = best.as_ref().is_some_and(|b| b.0 >= weight::FRAMEWORK - 0.05);
+}
+
+/// What to run: a bin of a server package, else a server example, else the
+/// only bin; else a server in a separate examples workspace.
+fn entry_point(s: &mut Scan<'_>) {
+    let (idx, dir) = (s.idx, s.dir);
+    let pkgs = &s.facts.pkgs;
+    let multi = pkgs.iter().filter(|p| !p.bins.is_empty()).count() > 1 || s.facts.is_workspace;
+    let mut choice = Choice::default();
+    for p in pkgs {
+        bin_candidates(idx, p, multi, &mut choice);
+    }
+    let best_is_server = choice
+        .best
+        .as_ref()
+        .is_some_and(|b| b.weight >= weight::FRAMEWORK - 0.05);
     if !best_is_server {
-        for p in &pkgs {
-            let pkg_flag = if multi && !p.name.is_empty() {
-                format!(" -p {}", p.name)
-            } else {
-                String::new()
-            };
-            for (ex, file) in &p.examples {
-                let text = idx.read_source(file).unwrap_or_default();
-                if is_server_source(&text) {
-                    let w = weight::FRAMEWORK - 0.05;
-                    if best.as_ref().is_none_or(|b| w > b.0) {
-                        best = Some((
-                            w,
-                            format!("cargo run{pkg_flag} --example {ex}"),
-                            file.clone(),
-                            format!("example {ex} serves"),
-                        ));
-                        server_file = Some(file.clone());
-                    }
-                    break;
-                }
-            }
+        for p in pkgs {
+            example_candidate(idx, p, multi, &mut choice);
         }
     }
-    let chosen_file = best.as_ref().map(|b| b.2.clone());
-    if let Some((w, run, file, detail)) = best {
-        let mut port = 0;
-        let mut binding = String::new();
-        let mut scan: Vec<String> = server_file.iter().cloned().collect();
-        if let Some(sf) = &server_file {
-            let src_dir = parent_of(sf).to_owned();
-            scan.extend(
-                idx.files_under(&src_dir)
-                    .filter(|f| f.ends_with(".rs") && Some(*f) != server_file.as_ref())
-                    .take(12)
-                    .cloned(),
-            );
-        }
-        for sf in &scan {
-            if port != 0 {
-                break;
-            }
-            let Some(text) = idx.read_source(sf) else { continue };
-            let found = ADDR.as_ref().and_then(|re| {
-                re.captures_iter(&text)
-                    .filter_map(|c| c.get(1).or_else(|| c.get(2)).or_else(|| c.get(3)))
-                    .find(|m| !DB_PORTS.contains(&m.as_str()))
-            });
-            if let Some(m) = found {
-                {
-                    port = m.as_str().parse().unwrap_or(0);
-                    d.note(ev(
-                        "port",
-                        sf,
-                        line_of(&text, m.start()),
-                        format!("binds port {port}"),
-                        weight::FRAMEWORK,
-                    ));
-                }
-            }
-            if text.contains("\"PORT\"") {
-                binding = "env:PORT".into();
-                if port == 0 {
-                    port = 3000;
-                }
-            }
-        }
-        d.set_start(
-            ev("start", &file, 0, detail, w.min(weight::FRAMEWORK)),
-            cmd(run),
+    s.facts.chosen_file = choice.best.as_ref().map(|b| b.file.clone());
+    if let Some(best) = choice.best {
+        let (port, binding) = bound_port(idx, &mut s.d, choice.server_file.as_deref());
+        s.d.set_start(
+            ev(
+                "start",
+                &best.file,
+                0,
+                best.detail,
+                best.weight.min(weight::FRAMEWORK),
+            ),
+            cmd(best.run),
             port,
             &binding,
         );
-        d.set_kind(if server_file.is_some() {
+        s.d.set_kind(if choice.server_file.is_some() {
             ComponentKind::Web
         } else {
             ComponentKind::Cli
         });
     } else if let Some((run, file)) = examples_workspace_server(idx, dir) {
-        // A library whose runnable servers live in a separate examples workspace.
-        d.set_start(
-            ev(
-                "start",
-                &file,
-                0,
-                "server in the examples workspace",
-                weight::FRAMEWORK_GUESS,
-            ),
-            cmd_in(run, &join(dir, "examples")),
-            0,
-            "",
-        );
-        d.set_kind(ComponentKind::Web);
-        if let Some(text) = idx.read_source(&file)
-            && let Some(m) = ADDR
-                .as_ref()
-                .and_then(|re| re.captures(&text))
-                .and_then(|c| c.get(1).or_else(|| c.get(2)).or_else(|| c.get(3)))
-        {
-            d.c.port = m.as_str().parse().unwrap_or(0);
-        }
+        examples_workspace_start(s, run, &file);
     } else {
-        d.set_kind(ComponentKind::Library);
+        s.d.set_kind(ComponentKind::Library);
     }
-    // In a workspace, the packages that run decide the backing services:
-    // the chosen one when a start was chosen, else all of them.
-    let chosen = chosen_file.as_ref().and_then(|f| {
-        pkgs.iter()
-            .filter(|p| p.dir.is_empty() || f.starts_with(&format!("{}/", p.dir)))
-            .max_by_key(|p| p.dir.len())
-    });
-    match chosen {
-        Some(p) if pkgs.len() > 1 => {
-            d.deps = p.deps.iter().cloned().collect();
-            sqlx_backing(&mut d, p);
+}
+
+/// ` -p NAME` when the component has several packages.
+fn package_flag(p: &Pkg, multi: bool) -> String {
+    if multi && !p.name.is_empty() {
+        format!(" -p {}", p.name)
+    } else {
+        String::new()
+    }
+}
+
+/// Each bin of `p`, weighted: servers first, then the default or
+/// package-named bin, then the simplest-looking name in the shallowest package.
+fn bin_candidates(idx: &RepoIndex, p: &Pkg, multi: bool, choice: &mut Choice) {
+    let pkg_flag = package_flag(p, multi);
+    let is_server_pkg = p.deps.iter().any(|d| SERVERS.contains(&d.as_str()));
+    for (bin, file) in &p.bins {
+        let text = idx.read_source(file).unwrap_or_default();
+        let server = is_server_source(&text) || (is_server_pkg && text.contains("main"));
+        let many_bins = p.bins.len() > 1;
+        let not_default = many_bins && p.default_run.as_deref() != Some(bin);
+        let bin_flag = if not_default {
+            format!(" --bin {bin}")
+        } else {
+            String::new()
+        };
+        let w = if server {
+            weight::FRAMEWORK
+        } else {
+            weight::MANIFEST * 0.9
+        } - if not_default && bin != &p.name { 0.1 } else { 0.0 };
+        // Among equals, the simplest-looking program in the shallowest package.
+        let named = |words: &[&str]| words.iter().any(|n| p.name.contains(n) || bin.contains(n));
+        let hint = if named(&["hello"]) {
+            0.03
+        } else if named(&["basic", "simple", "minimal"]) {
+            0.02
+        } else if named(&["server", "api", "web"]) {
+            0.01
+        } else {
+            0.0
+        };
+        let w = w + hint - 0.001 * p.dir.matches('/').count() as f64;
+        let candidate = Candidate {
+            weight: w,
+            run: format!("cargo run{pkg_flag}{bin_flag}"),
+            file: file.clone(),
+            detail: format!("bin {bin}{}", if server { " (server)" } else { "" }),
+        };
+        choice.offer(candidate, server);
+    }
+}
+
+/// The first example of `p` that serves.
+fn example_candidate(idx: &RepoIndex, p: &Pkg, multi: bool, choice: &mut Choice) {
+    let pkg_flag = package_flag(p, multi);
+    for (ex, file) in &p.examples {
+        let text = idx.read_source(file).unwrap_or_default();
+        if is_server_source(&text) {
+            let candidate = Candidate {
+                weight: weight::FRAMEWORK - 0.05,
+                run: format!("cargo run{pkg_flag} --example {ex}"),
+                file: file.clone(),
+                detail: format!("example {ex} serves"),
+            };
+            choice.offer(candidate, true);
+            break;
         }
-        _ => {
-            for p in &pkgs {
-                sqlx_backing(&mut d, p);
+    }
+}
+
+/// The port a server binds, from its file and its directory's other files;
+/// `env:PORT` when it reads `PORT`.
+fn bound_port(idx: &RepoIndex, d: &mut Draft, server_file: Option<&str>) -> (u32, String) {
+    let mut port = 0;
+    let mut binding = String::new();
+    let mut scan: Vec<String> = server_file.iter().map(|f| (*f).to_owned()).collect();
+    if let Some(sf) = server_file {
+        let src_dir = parent_of(sf).to_owned();
+        scan.extend(
+            idx.files_under(&src_dir)
+                .filter(|f| f.ends_with(".rs") && Some(f.as_str()) != server_file)
+                .take(12)
+                .cloned(),
+        );
+    }
+    for sf in &scan {
+        if port != 0 {
+            break;
+        }
+        let Some(text) = idx.read_source(sf) else { continue };
+        let found = ADDR.as_ref().and_then(|re| {
+            re.captures_iter(&text)
+                .filter_map(|c| c.get(1).or_else(|| c.get(2)).or_else(|| c.get(3)))
+                .find(|m| !DB_PORTS.contains(&m.as_str()))
+        });
+        if let Some(m) = found {
+            port = m.as_str().parse().unwrap_or(0);
+            d.note(ev(
+                "port",
+                sf,
+                line_of(&text, m.start()),
+                format!("binds port {port}"),
+                weight::FRAMEWORK,
+            ));
+        }
+        if text.contains("\"PORT\"") {
+            binding = "env:PORT".into();
+            if port == 0 {
+                port = 3000;
             }
         }
     }
-    vec![d]
+    (port, binding)
+}
+
+/// A library whose runnable servers live in a separate examples workspace.
+fn examples_workspace_start(s: &mut Scan<'_>, run: String, file: &str) {
+    let d = &mut s.d;
+    d.set_start(
+        ev(
+            "start",
+            file,
+            0,
+            "server in the examples workspace",
+            weight::FRAMEWORK_GUESS,
+        ),
+        cmd_in(run, &join(s.dir, "examples")),
+        0,
+        "",
+    );
+    d.set_kind(ComponentKind::Web);
+    if let Some(text) = s.idx.read_source(file)
+        && let Some(m) = ADDR
+            .as_ref()
+            .and_then(|re| re.captures(&text))
+            .and_then(|c| c.get(1).or_else(|| c.get(2)).or_else(|| c.get(3)))
+    {
+        d.c.port = m.as_str().parse().unwrap_or(0);
+    }
+}
+
+/// In a workspace, the packages that run decide the backing services:
+/// the chosen one when a start was chosen, else all of them.
+fn database_features(s: &mut Scan<'_>) {
+    let (d, f) = (&mut s.d, &s.facts);
+    let chosen = f.chosen_file.as_ref().and_then(|file| {
+        f.pkgs
+            .iter()
+            .filter(|p| p.dir.is_empty() || file.starts_with(&format!("{}/", p.dir)))
+            .max_by_key(|p| p.dir.len())
+    });
+    match chosen {
+        Some(p) if f.pkgs.len() > 1 => {
+            d.deps = p.deps.iter().cloned().collect();
+            sqlx_backing(d, p);
+        }
+        _ => {
+            for p in &f.pkgs {
+                sqlx_backing(d, p);
+            }
+        }
+    }
 }
 
 /// Backing services from sqlx / sea-orm / diesel features of one package.

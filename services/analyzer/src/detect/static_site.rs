@@ -2,7 +2,7 @@
 
 use reporunner_proto::common::v1::ComponentKind;
 
-use super::{default_name, weight};
+use super::{util::default_name, weight};
 use crate::{
     draft::{Draft, cmd, ev},
     index::{RepoIndex, join},
@@ -26,7 +26,7 @@ pub fn detect(idx: &RepoIndex, dir: &str) -> Option<Draft> {
         name: "static".into(),
         version_constraint: String::new(),
     });
-    let sub = crate::detect::rel_to(dir, &site_dir);
+    let sub = super::util::rel_to(dir, &site_dir);
     let serve_dir = if sub.is_empty() {
         String::new()
     } else {
