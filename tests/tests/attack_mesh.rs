@@ -77,12 +77,15 @@ impl Decoder for RawCodec {
     }
 }
 
-/// Every method of every agent service, `(service, path)`, from the contracts.
+/// Every method of every agent service a node hosts, `(service, path)`, from
+/// the contracts. (`reporunner.agents.plugin.v1` is served by third parties,
+/// never by a node.)
 fn agent_methods() -> Vec<(String, String)> {
     let methods: Vec<(String, String)> = reporunner_proto::descriptor::pool()
         .services()
         .filter(|s| {
-            s.full_name().starts_with("reporunner.agents.") || s.full_name().starts_with("reporunner.index.")
+            (s.full_name().starts_with("reporunner.agents.") || s.full_name().starts_with("reporunner.index."))
+                && !s.full_name().starts_with("reporunner.agents.plugin.")
         })
         .flat_map(|s| {
             s.methods()

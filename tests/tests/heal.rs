@@ -174,7 +174,7 @@ async fn a_missing_env_var_is_set() {
     let mesh = mesh().await;
     let mut client = mesh.orchestrator();
     let (run, events, _) = heal_to_running(&mesh, &mut client, "heal-missing-env", "heal-missing-env").await;
-    assert_one_heal(&events, "env.missing_var", "start");
+    assert_one_heal(&events, "env.missing_var", "setup");
     assert_applied(&run, |change| {
         matches!(
             change,
@@ -199,7 +199,7 @@ async fn a_taken_port_moves_the_component_to_a_free_one() {
     let mut client = mesh.orchestrator();
     let (run, events, _) =
         heal_to_running(&mesh, &mut client, "heal-port-collision", "heal-port-collision").await;
-    assert_one_heal(&events, "port.in_use", "start");
+    assert_one_heal(&events, "port.in_use", "setup");
     assert_applied(&run, |change| {
         matches!(
             change,
@@ -370,7 +370,7 @@ async fn unapplied_django_migrations_get_a_setup_command() {
         .unwrap();
     let mut client = mesh.orchestrator();
     let (run, events, _) = heal_to_running(&mesh, &mut client, "heal-django-migrate", "notes=0").await;
-    assert_healed_by(&events, "db.not_migrated", "start");
+    assert_healed_by(&events, "db.not_migrated", "setup");
     assert_applied(&run, |change| {
         matches!(
             change,
@@ -378,7 +378,7 @@ async fn unapplied_django_migrations_get_a_setup_command() {
                 if add.command.as_ref().is_some_and(|c| c.run.contains("manage.py migrate"))
         )
     });
-    let setup = steps(&events, "start");
+    let setup = steps(&events, "setup");
     assert!(
         setup
             .iter()

@@ -441,7 +441,8 @@ pub async fn start_node(
                     .plugins
                     .iter()
                     .map(|plugin| {
-                        let service = reporunner_proto::agents::plugin::v1::plugin_service_server::SERVICE_NAME;
+                        let service =
+                            reporunner_proto::agents::plugin::v1::plugin_service_server::SERVICE_NAME;
                         Ok((plugin.name.clone(), agent(service, &plugin.endpoints)?))
                     })
                     .collect::<anyhow::Result<Vec<_>>>()?;
