@@ -188,7 +188,7 @@ def test_a_plugin_is_called_at_each_hook_and_its_patch_reaches_the_app(mesh):
         assert mesh["recorder"].hooks("licence", run_id) == [
             "HOOK_AFTER_ANALYZE", "HOOK_BEFORE_START", "HOOK_AFTER_START", "HOOK_AFTER_TESTS"]
         # Its patch: in the plan, and in the running app's env.
-        env = {e.name: e.value for e in run.plan.components[0].env}
+        env = {e.name: e.default_value for e in run.plan.components[0].env}
         assert env.get("LICENSE_CHECKED") == "yes", run.plan
         url = run.components[0].url
         with urllib.request.urlopen(url, timeout=10) as reply:

@@ -84,7 +84,8 @@ fn agent_methods() -> Vec<(String, String)> {
     let methods: Vec<(String, String)> = reporunner_proto::descriptor::pool()
         .services()
         .filter(|s| {
-            (s.full_name().starts_with("reporunner.agents.") || s.full_name().starts_with("reporunner.index."))
+            (s.full_name().starts_with("reporunner.agents.")
+                || s.full_name().starts_with("reporunner.index."))
                 && !s.full_name().starts_with("reporunner.agents.plugin.")
         })
         .flat_map(|s| {

@@ -249,10 +249,31 @@ async fn send(
         Err(err) => Err(err),
     };
     result.map_err(|err| {
+        // The transport's own `grpc-timeout` fired: the caller's deadline
+        // passed while the endpoint worked. Not the endpoint's failure.
+        if timed_out(&err) {
+            return Status::deadline_exceeded(format!(
+                "{} at {} did not answer within the call's deadline",
+                pool.service(),
+                member.uri
+            ));
+        }
         let reason = reporunner_error::error_chain(&err);
         pool.report_failure(member, reason.clone());
         Status::unavailable(format!("{} at {}: {reason}", pool.service(), member.uri))
     })
+}
+
+/// Whether `err` (or what caused it) is tonic's expired `grpc-timeout`.
+fn timed_out(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(err) = next {
+        if err.is::<tonic::TimeoutExpired>() {
+            return true;
+        }
+        next = err.source();
+    }
+    false
 }
 
 /// Parses a `grpc-timeout` header value: up to 8 digits and a unit.

@@ -205,3 +205,51 @@ async fn a_slow_call_hits_its_deadline() {
     );
     shutdown.cancel();
 }
+
+/// A call's own deadline (`grpc-timeout` from the caller) that passes while
+/// the server is still working is DEADLINE_EXCEEDED, not UNAVAILABLE: the
+/// endpoint answered nothing wrong and is not marked down for it.
+#[tokio::test]
+async fn a_callers_deadline_is_deadline_exceeded_and_leaves_the_endpoint_up() {
+    #[derive(Clone)]
+    struct Slow;
+    #[tonic::async_trait]
+    impl EnvDetectorService for Slow {
+        async fn detect(&self, _: Request<DetectRequest>) -> Result<Response<DetectResponse>, Status> {
+            tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+            Ok(Response::new(DetectResponse::default()))
+        }
+    }
+    let shutdown = CancellationToken::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let uri = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(
+        GrpcServer::new()
+            .stop_timeout(std::time::Duration::from_millis(10))
+            .add_service(EnvDetectorServiceServer::new(Slow))
+            .serve(listener, shutdown.clone()),
+    );
+    let channel = connect(env_detector_service_server::SERVICE_NAME, &[uri], &config()).unwrap();
+    channel
+        .ready_within(std::time::Duration::from_secs(5))
+        .await
+        .expect("the endpoint serves");
+    for _ in 0..3 {
+        let mut request = Request::new(DetectRequest::default());
+        request.set_timeout(std::time::Duration::from_millis(300));
+        let status = EnvDetectorServiceClient::new(channel.clone())
+            .detect(request)
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    }
+    assert!(
+        channel
+            .endpoint_states()
+            .iter()
+            .all(|(_, state)| matches!(state, reporunner_client::EndpointState::Serving)),
+        "{:?}",
+        channel.endpoint_states()
+    );
+    shutdown.cancel();
+}
