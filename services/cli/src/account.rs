@@ -650,6 +650,11 @@ pub fn render_policy(policy: &TierPolicy) -> String {
             limits.max_disk_bytes >> 20
         );
     }
+    let _ = writeln!(
+        out,
+        "Plugins                 {}",
+        if policy.plugins { "called" } else { "not called" }
+    );
     out
 }
 
@@ -762,8 +767,10 @@ mod tests {
                 cpu_millis: 1000,
                 max_disk_bytes: 4 << 30,
             }),
+            plugins: false,
         });
         assert!(shown.contains("free"), "{shown}");
+        assert!(shown.contains("Plugins                 not called"), "{shown}");
         assert!(shown.contains("10"), "{shown}");
         assert!(shown.contains("512 MiB"), "{shown}");
         assert!(shown.contains("30 min"), "{shown}");

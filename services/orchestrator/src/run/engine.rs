@@ -80,11 +80,11 @@ impl Engine {
                 Some(at) => all.split_at(at),
                 None => (&all[..], &[][..]),
             };
-            let mut outcome = self.within(deadline, self.walk(&mut ctx, under_slot)).await;
+            let mut outcome = Box::pin(self.within(deadline, self.walk(&mut ctx, under_slot))).await;
             drop(gauge);
             drop(permit);
             if outcome.is_ok() && ctx.monitor.is_some() {
-                outcome = self.within(deadline, self.walk(&mut ctx, monitoring)).await;
+                outcome = Box::pin(self.within(deadline, self.walk(&mut ctx, monitoring))).await;
             } else if outcome.is_ok() {
                 outcome = self
                     .enter(&run_id, RunState::Succeeded, RunChange::default())
@@ -144,7 +144,7 @@ impl Engine {
             Step::Analyze => steps::analyze::run(self, ctx).await,
             Step::Index => steps::index::run(self, ctx).await,
             Step::Provision => Box::pin(steps::provision::run(self, ctx)).await,
-            Step::Install => Box::pin(steps::install::run_with_build(self, ctx)).await,
+            Step::Install => Box::pin(steps::dependency::run(self, ctx)).await,
             // Taken with install, above; alone only when a list resumes here.
             Step::Build => Ok(()),
             Step::Setup => Box::pin(steps::setup::run(self, ctx)).await,

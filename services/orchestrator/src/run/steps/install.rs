@@ -1,8 +1,8 @@
 //! Install: the dependency agent installs each component's dependencies in
 //! the sandbox. The same call goes on with the component's build command,
-//! so install and build are taken together, component by component: this
-//! file follows the call until its build begins, [`super::build`] follows
-//! the rest.
+//! so install and build are taken together, component by component
+//! ([`super::dependency`]): this file follows the call until its build
+//! begins, [`super::build`] follows the rest.
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -20,45 +20,9 @@ use reporunner_proto::{
 
 use crate::{
     heal::{Failure, TAIL_LINES},
-    run::{
-        Engine, Flow, Halt, RunContext, Step, failure_message, quote_tail,
-        steps::{build, skipped_on_request},
-    },
+    run::{Engine, Flow, Halt, RunContext, Step, failure_message, quote_tail},
     store::RunChange,
 };
-
-/// Installs and builds every component the set-up steps work on, in plan
-/// order; each one's env is kept for the steps after.
-pub(crate) async fn run_with_build(engine: &Engine, ctx: &mut RunContext) -> Flow {
-    for component in ctx.components().to_vec() {
-        let env = install_and_build(engine, ctx, &component).await?;
-        ctx.installed.insert(component.name.clone(), env);
-    }
-    Ok(())
-}
-
-/// Installs and builds one component; its environment for the runner: the
-/// install's env with the user's over it.
-pub(crate) async fn install_and_build(
-    engine: &Engine,
-    ctx: &RunContext,
-    component: &Component,
-) -> Flow<BTreeMap<String, String>> {
-    let name = component.name.as_str();
-    if skipped_on_request(ctx, Step::Install) {
-        let why = format!("{name}: the dependency agent was skipped on request");
-        engine
-            .step(&ctx.run_id, Step::Install, "skipped", why.clone(), Duration::ZERO)
-            .await?;
-        engine
-            .step(&ctx.run_id, Step::Build, "skipped", why, Duration::ZERO)
-            .await?;
-        return Ok(component_env([], &ctx.env));
-    }
-    let after_install = install(engine, ctx, component).await?;
-    let result = build::run(engine, ctx, component, after_install).await?;
-    Ok(component_env(result.env, &ctx.env))
-}
 
 /// The environment of a component: the install's, with the user's over it.
 pub(crate) fn component_env(
@@ -146,7 +110,7 @@ pub(crate) enum AfterInstall {
     },
 }
 
-async fn install(engine: &Engine, ctx: &RunContext, component: &Component) -> Flow<AfterInstall> {
+pub(crate) async fn install(engine: &Engine, ctx: &RunContext, component: &Component) -> Flow<AfterInstall> {
     let run_id = ctx.run_id.as_str();
     let name = component.name.as_str();
     engine

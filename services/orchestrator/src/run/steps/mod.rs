@@ -2,6 +2,7 @@
 
 pub mod analyze;
 pub mod build;
+pub mod dependency;
 pub mod detect;
 pub mod fetch;
 pub mod index;

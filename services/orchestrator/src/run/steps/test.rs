@@ -24,7 +24,7 @@ use reporunner_proto::{
 use crate::{
     run::{
         Engine, Flow, Halt, RunContext, Step, failure_message, quote_tail,
-        steps::{install, provision},
+        steps::{dependency, provision},
     },
     store::{RunChange, RunComponent},
 };
@@ -32,8 +32,8 @@ use crate::{
 pub(crate) async fn run(engine: &Engine, ctx: &mut RunContext) -> Flow {
     let running = ctx.monitor.as_ref().map(|m| m.components.clone());
     match running {
-        Some(running) => against_running(engine, ctx, &running).await,
-        None => alone(engine, ctx).await,
+        Some(running) => Box::pin(against_running(engine, ctx, &running)).await,
+        None => Box::pin(alone(engine, ctx)).await,
     }
 }
 
@@ -87,7 +87,7 @@ async fn against_running(engine: &Engine, ctx: &mut RunContext, running: &[RunCo
             Some(env) => env.clone(),
             None => {
                 provision::provision(engine, ctx, std::slice::from_ref(component)).await?;
-                install::install_and_build(engine, ctx, component).await?
+                dependency::install_and_build(engine, ctx, component).await?
             }
         };
         let env = test_env(ctx, component, installed, running);
