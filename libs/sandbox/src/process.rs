@@ -458,7 +458,11 @@ pub struct Spawned {
 /// process group, stdin closed, stdout and stderr piped. Fails with
 /// [`SandboxError::Unavailable`] when the sandbox is required and cannot be
 /// used.
-pub async fn spawn(sandbox: &Sandbox, settings: &ProcessSettings, spec: &LaunchSpec) -> Result<Spawned, SandboxError> {
+pub async fn spawn(
+    sandbox: &Sandbox,
+    settings: &ProcessSettings,
+    spec: &LaunchSpec,
+) -> Result<Spawned, SandboxError> {
     let step = step_of(spec, settings);
     let prepared = sandbox.prepare(&step).await?;
     let mut command = prepared.command();
