@@ -29,6 +29,7 @@ use reporunner_proto::{
     },
     common::v1::{Principal, Tier},
 };
+use reporunner_tier::tier_label;
 use tonic::{Status, metadata::MetadataValue, server::NamedService};
 use tower::{Layer, Service};
 
@@ -154,24 +155,13 @@ fn tier_of(policy: &TierPolicy) -> Tier {
     Tier::try_from(policy.tier).unwrap_or(Tier::Unspecified)
 }
 
-fn tier_label(tier: Tier) -> &'static str {
-    match tier {
-        Tier::Unspecified => "no",
-        Tier::Free => "Free",
-        Tier::Tester => "Tester",
-        Tier::Advanced => "Advanced",
-        Tier::Premium => "Premium",
-        Tier::Admin => "Admin",
-    }
-}
-
 /// The PERMISSION_DENIED message for a feature the caller's tier lacks.
 fn denial(feature: &str, current: Tier, required: Option<Tier>) -> String {
     match required {
         Some(required) => format!(
             "{feature} needs the {} tier or higher; you are on the {} tier",
-            tier_label(required),
-            tier_label(current)
+            tier_label(required.into()),
+            tier_label(current.into())
         ),
         None => format!("{feature} is not available on any tier"),
     }
@@ -225,21 +215,63 @@ fn exempt(path: &str) -> bool {
     path.starts_with("/grpc.health.v1.") || path.starts_with("/grpc.reflection.")
 }
 
-fn bearer(headers: &http::HeaderMap) -> Result<String, Status> {
-    let value = headers
-        .get(http::header::AUTHORIZATION)
+/// The longest bearer token accepted (an access token is a few hundred bytes).
+pub const MAX_TOKEN_BYTES: usize = 8192;
+
+/// The token of an `authorization` value, by the one rule every service
+/// uses: the scheme `Bearer` in any case, then white space, then the token,
+/// trimmed. A missing value, a value that is not ASCII text, another scheme,
+/// and an empty or overlong token are UNAUTHENTICATED, with a message that
+/// says what to send.
+pub fn parse_bearer(value: Option<&[u8]>) -> Result<&str, Status> {
+    let value = value
         .ok_or_else(|| Status::unauthenticated("missing `authorization: Bearer <token>`; log in first"))?;
-    let text = value
-        .to_str()
-        .map_err(|_| Status::unauthenticated("the authorization header is not text"))?;
-    let token = text
-        .strip_prefix("Bearer ")
-        .or_else(|| text.strip_prefix("bearer "))
-        .ok_or_else(|| Status::unauthenticated("the authorization header must be `Bearer <token>`"))?;
-    if token.is_empty() || token.len() > 8192 {
-        return Err(Status::unauthenticated("the bearer token is empty or too long"));
+    let text = std::str::from_utf8(value)
+        .ok()
+        .filter(|text| text.is_ascii())
+        .ok_or_else(|| Status::unauthenticated("the authorization value is not ASCII text"))?;
+    let text = text.trim();
+    let (scheme, token) = text
+        .split_once(|c: char| c.is_ascii_whitespace())
+        .unwrap_or((text, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(Status::unauthenticated(
+            "the authorization value must be `Bearer <token>`",
+        ));
     }
-    Ok(token.to_owned())
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(Status::unauthenticated(
+            "the bearer token is empty; send `authorization: Bearer <token>`",
+        ));
+    }
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(Status::unauthenticated(format!(
+            "the bearer token is longer than {MAX_TOKEN_BYTES} bytes"
+        )));
+    }
+    Ok(token)
+}
+
+/// The bearer token of an HTTP request's `authorization` header (see
+/// [`parse_bearer`]).
+pub fn bearer(headers: &http::HeaderMap) -> Result<&str, Status> {
+    parse_bearer(
+        headers
+            .get(http::header::AUTHORIZATION)
+            .map(http::HeaderValue::as_bytes),
+    )
+}
+
+/// The bearer token of a gRPC request's `authorization` metadata (see
+/// [`parse_bearer`]).
+pub fn bearer_token<T>(request: &tonic::Request<T>) -> Result<&str, Status> {
+    parse_bearer(
+        request
+            .metadata()
+            .get(http::header::AUTHORIZATION.as_str())
+            .map(MetadataValue::as_encoded_bytes),
+    )
 }
 
 impl<S, B, R> Service<http::Request<B>> for Authenticated<S>
@@ -268,7 +300,7 @@ where
             if exempt(&path) {
                 return inner.call(request).await;
             }
-            let token = bearer(request.headers());
+            let token = bearer(request.headers()).map(str::to_owned);
             let outcome = async {
                 let token = token?;
                 let authorized = layer.authorizer.authorize(&token).await?;
@@ -290,5 +322,98 @@ where
                 Err(status) => Ok(status.into_http()),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+
+    use super::*;
+
+    fn header(value: &str) -> http::HeaderMap {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::AUTHORIZATION,
+            http::HeaderValue::from_str(value).unwrap(),
+        );
+        headers
+    }
+
+    fn metadata(value: &str) -> tonic::Request<()> {
+        let mut request = tonic::Request::new(());
+        request
+            .metadata_mut()
+            .insert("authorization", value.parse().unwrap());
+        request
+    }
+
+    #[test]
+    fn the_scheme_is_any_case_and_the_token_trimmed() {
+        for value in [
+            "Bearer abc",
+            "bearer abc",
+            "BEARER abc",
+            "Bearer   abc  ",
+            "  bEaReR\tabc",
+        ] {
+            assert_eq!(bearer(&header(value)).unwrap(), "abc", "{value:?}");
+            assert_eq!(bearer_token(&metadata(value)).unwrap(), "abc", "{value:?}");
+        }
+    }
+
+    #[test]
+    fn missing_other_schemes_and_empty_tokens_are_unauthenticated() {
+        let missing = bearer(&http::HeaderMap::new()).unwrap_err();
+        assert_eq!(missing.code(), Code::Unauthenticated);
+        assert!(
+            missing.message().contains("log in first"),
+            "{}",
+            missing.message()
+        );
+        let missing = bearer_token(&tonic::Request::new(())).unwrap_err();
+        assert_eq!(missing.code(), Code::Unauthenticated);
+
+        for value in ["Basic abc", "Bearerabc", "Token abc"] {
+            let refused = bearer(&header(value)).unwrap_err();
+            assert_eq!(refused.code(), Code::Unauthenticated, "{value:?}");
+            assert!(
+                refused.message().contains("Bearer <token>"),
+                "{}",
+                refused.message()
+            );
+            assert!(bearer_token(&metadata(value)).is_err(), "{value:?}");
+        }
+        for value in ["Bearer", "Bearer ", "bearer    "] {
+            let empty = bearer(&header(value)).unwrap_err();
+            assert_eq!(empty.code(), Code::Unauthenticated, "{value:?}");
+            assert!(empty.message().contains("empty"), "{}", empty.message());
+            let empty = bearer_token(&metadata(value)).unwrap_err();
+            assert!(empty.message().contains("empty"), "{}", empty.message());
+        }
+    }
+
+    #[test]
+    fn overlong_and_non_ascii_values_are_refused() {
+        let long = format!("Bearer {}", "a".repeat(MAX_TOKEN_BYTES + 1));
+        let refused = bearer(&header(&long)).unwrap_err();
+        assert_eq!(refused.code(), Code::Unauthenticated);
+        assert!(refused.message().contains("longer than"), "{}", refused.message());
+        let longest = format!("Bearer {}", "a".repeat(MAX_TOKEN_BYTES)).into_bytes();
+        assert_eq!(parse_bearer(Some(&longest)).unwrap().len(), MAX_TOKEN_BYTES);
+        let not_text = parse_bearer(Some("Bearer ünï".as_bytes())).unwrap_err();
+        assert!(not_text.message().contains("ASCII"), "{}", not_text.message());
+    }
+
+    #[test]
+    fn denials_name_both_tiers() {
+        assert_eq!(
+            denial("vector search", Tier::Free, Some(Tier::Advanced)),
+            "vector search needs the Advanced tier or higher; you are on the Free tier"
+        );
+        assert_eq!(
+            denial("hybrid search", Tier::Free, None),
+            "hybrid search is not available on any tier"
+        );
     }
 }

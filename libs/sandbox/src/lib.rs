@@ -32,6 +32,7 @@
 
 mod limits;
 mod owner;
+pub mod process;
 
 use std::{
     collections::BTreeMap,
@@ -293,6 +294,12 @@ pub enum SandboxError {
     #[error("cannot prepare {path} for the step: {source}")]
     Prepare {
         path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start {program}: {source}")]
+    Spawn {
+        program: String,
         #[source]
         source: std::io::Error,
     },

@@ -3,6 +3,7 @@
 
 use std::{net::IpAddr, sync::Arc};
 
+use reporunner_authn::bearer_token;
 use reporunner_error::ServiceError;
 use reporunner_proto::{
     auth::v1::{
@@ -70,24 +71,6 @@ fn audit_to_proto(record: AuditRecord) -> AuditEvent {
 
 fn status(err: AuthError) -> Status {
     err.to_status()
-}
-
-/// The bearer token of a request's `authorization` metadata.
-pub fn bearer_token<T>(request: &Request<T>) -> Result<&str, Status> {
-    let value = request
-        .metadata()
-        .get("authorization")
-        .ok_or_else(|| Status::unauthenticated("log in first: no `authorization` metadata"))?;
-    let value = value
-        .to_str()
-        .map_err(|_| Status::unauthenticated("the `authorization` metadata is not text"))?;
-    let token = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| Status::unauthenticated("the `authorization` metadata needs `Bearer <token>`"))?;
-    Ok(token)
 }
 
 async fn caller<T>(auth: &Auth, request: &Request<T>) -> Result<(Principal, TierPolicyConfig), Status> {

@@ -120,7 +120,7 @@ pub async fn register(client: &ClientArgs, username: &str, password: &PasswordAr
         Output::Table => println!(
             "registered {} ({}) on {} and logged in",
             user.username,
-            tier_label(user.tier),
+            tier_name(user.tier()),
             session.server()
         ),
     }
@@ -138,7 +138,7 @@ pub async fn login(client: &ClientArgs, username: &str, password: &PasswordArgs)
             "logged in to {} as {} ({}); login stored in {}",
             session.server(),
             user.username,
-            tier_label(user.tier),
+            tier_name(user.tier()),
             session.credentials_path().display()
         ),
     }
@@ -221,7 +221,7 @@ pub async fn whoami(client: &ClientArgs) -> anyhow::Result<()> {
             println!(
                 "{} ({}) on {}",
                 user.username,
-                tier_label(user.tier),
+                tier_name(user.tier()),
                 session.server()
             );
             println!("id  {}", user.id);
@@ -580,15 +580,11 @@ fn print_user(output: Output, verb: &str, user: &User) -> anyhow::Result<()> {
             "{verb}: {} ({}, {}{})",
             user.username,
             user.id,
-            tier_label(user.tier),
+            tier_name(user.tier()),
             if user.blocked { ", blocked" } else { "" }
         ),
     }
     Ok(())
-}
-
-fn tier_label(tier: i32) -> &'static str {
-    tier_name(Tier::try_from(tier).unwrap_or(Tier::Unspecified))
 }
 
 /// The `reporunner users list` table.
@@ -598,7 +594,7 @@ pub fn render_users(users: &[User]) -> String {
         .map(|u| {
             vec![
                 u.username.clone(),
-                tier_label(u.tier).to_string(),
+                tier_name(u.tier()).to_string(),
                 if u.blocked { "blocked" } else { "active" }.to_string(),
                 u.id.clone(),
             ]
@@ -615,7 +611,7 @@ pub fn render_policy(policy: &TierPolicy) -> String {
         .map(|m| index_mode_name(IndexMode::try_from(*m).unwrap_or(IndexMode::Unspecified)))
         .collect();
     let mut out = String::new();
-    let _ = writeln!(out, "Tier                    {}", tier_label(policy.tier));
+    let _ = writeln!(out, "Tier                    {}", tier_name(policy.tier()));
     let _ = writeln!(
         out,
         "Metered requests / hour {}",
@@ -669,7 +665,7 @@ pub fn render_tier_table(policies: &[TierPolicy]) -> String {
                 .map(|m| index_mode_name(IndexMode::try_from(*m).unwrap_or(IndexMode::Unspecified)))
                 .collect();
             vec![
-                tier_label(p.tier).to_string(),
+                tier_name(p.tier()).to_string(),
                 p.metered_requests_per_hour.to_string(),
                 p.concurrent_runs.to_string(),
                 modes.join(","),

@@ -323,7 +323,7 @@ pub async fn start_node(
             }
             ServiceName::Tester => {
                 // Tests run in the runner's sandbox, with its settings.
-                let sandbox = step_sandbox(settings);
+                let sandbox = step_sandbox(settings).process_settings();
                 let tester = LocalTester::new(settings.tester.clone(), sandbox)
                     .map_err(|e| anyhow::anyhow!("invalid tester settings: {e}"))?;
                 server.add_service(mesh.layer(TesterGrpc::new(Arc::new(tester)).into_server()))

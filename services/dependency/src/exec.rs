@@ -3,8 +3,10 @@
 //! Every command starts as the leader of a new process group
 //! (`process_group(0)`), so that a timeout, a disk limit or a cancelled
 //! request kills everything it started (pip's build subprocesses, npm's
-//! postinstall scripts) with one `kill -KILL -- -<pgid>`. The group is also
+//! postinstall scripts) with one `killpg(SIGKILL)`. The group is also
 //! killed after a normal exit, so no stray daemon outlives its install.
+//! Short captures and quiet attempts go through the shared
+//! `reporunner_exec::run_bounded`; streamed installs are [`run`]'s.
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -14,6 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use reporunner_exec::{Bounds, kill_group, run_bounded};
 use reporunner_proto::{
     agents::dependency::v1::{InstallResponse, install_response},
     common::v1::{LogLine, LogStream},
@@ -24,6 +27,10 @@ use tokio::{io::AsyncReadExt as _, process::Command, sync::mpsc};
 const MAX_SIZE_ENTRIES: usize = 5_000_000;
 /// How long the output of a finished command is still read.
 const DRAIN: Duration = Duration::from_secs(2);
+/// What [`capture`] returns at most.
+const CAPTURE_BYTES: usize = 4 * 1024;
+/// What [`capture`] reads of each stream before trimming.
+const CAPTURE_READ_BYTES: usize = 64 * 1024;
 
 /// Where an install's output goes: the response stream, with sequence
 /// numbers per source, and a tail kept for the result.
@@ -302,7 +309,7 @@ async fn run_spawned(cmd: &Cmd, spawnable: &mut Spawnable, sink: &mut LogSink, g
         }
     };
     if let Some(pgid) = pgid {
-        kill_group(pgid).await;
+        kill_group(pgid);
     }
     let _ = child.start_kill();
     let _ = tokio::time::timeout(DRAIN, child.wait()).await;
@@ -320,31 +327,15 @@ async fn run_spawned(cmd: &Cmd, spawnable: &mut Spawnable, sink: &mut LogSink, g
 
 /// Runs `spawnable` with its output discarded, until `deadline`; whether
 /// it exited 0. For attempts whose failure is expected and uninteresting.
-pub async fn run_quiet(mut spawnable: Spawnable, deadline: Instant) -> bool {
-    spawnable.command.stdout(Stdio::null()).stderr(Stdio::null());
-    let Ok(mut child) = spawnable.command.spawn() else {
-        spawnable.cleanup().await;
-        return false;
-    };
-    let pgid = child.id();
-    let status = tokio::time::timeout_at(deadline.into(), child.wait()).await;
-    if let Some(pgid) = pgid {
-        kill_group(pgid).await;
+/// Its process group is killed when it ends, whichever way.
+pub async fn run_quiet(spawnable: Spawnable, deadline: Instant) -> bool {
+    let Spawnable { command, cgroup } = spawnable;
+    let bounds = Bounds::until(deadline).discard_output().kill_group_after_exit();
+    let outcome = run_bounded(command, &bounds).await;
+    if let Some(dir) = &cgroup {
+        reporunner_sandbox::remove_cgroup(dir).await;
     }
-    spawnable.cleanup().await;
-    matches!(status, Ok(Ok(s)) if s.success())
-}
-
-/// Kills every process of group `pgid` (`kill -KILL -- -<pgid>`); the
-/// workspace forbids `unsafe`, so the signal goes through kill(1).
-pub async fn kill_group(pgid: u32) {
-    let _ = Command::new("kill")
-        .args(["-s", "KILL", "--", &format!("-{pgid}")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .await;
+    matches!(outcome, Ok(out) if out.success())
 }
 
 /// Reads `reader` into lines of at most `max` bytes.
@@ -393,38 +384,28 @@ async fn pump<R: tokio::io::AsyncRead + Unpin>(
     }
 }
 
-/// Runs a short command and returns its trimmed stdout when it exits 0
+/// Runs a short command and returns its trimmed stdout (or, when that is
+/// empty, its stderr), at most [`CAPTURE_BYTES`] of it, when it exits 0
 /// within `timeout`.
 pub async fn capture(program: &Path, args: &[&str], cwd: &Path, timeout: Duration) -> Option<String> {
     let mut command = Command::new(program);
-    command
-        .args(args)
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    let child = command.spawn().ok()?;
-    let pgid = child.id();
-    match tokio::time::timeout(timeout, child.wait_with_output()).await {
-        Ok(Ok(output)) if output.status.success() => {
-            let mut text = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-            if text.is_empty() {
-                // Some tools (old pip, python2) print their version on stderr.
-                text = String::from_utf8_lossy(&output.stderr).trim().to_owned();
-            }
-            text.truncate(4 * 1024);
-            Some(text)
-        }
-        Ok(_) => None,
-        Err(_) => {
-            if let Some(pgid) = pgid {
-                kill_group(pgid).await;
-            }
-            None
-        }
+    command.args(args).current_dir(cwd);
+    let bounds = Bounds::within(timeout).max_output(CAPTURE_READ_BYTES);
+    let output = run_bounded(command, &bounds).await.ok()?;
+    if !output.success() {
+        return None;
     }
+    let mut text = output.stdout_text().trim().to_owned();
+    if text.is_empty() {
+        // Some tools (old pip, python2) print their version on stderr.
+        text = output.stderr_text().trim().to_owned();
+    }
+    let mut end = text.len().min(CAPTURE_BYTES);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    Some(text)
 }
 
 /// The apparent size of the files under `paths` (symlinks not followed),

@@ -12,9 +12,9 @@ use std::{
     time::Duration,
 };
 
+use reporunner_exec::{Bounds, run_bounded};
 use reporunner_proto::common::v1::{Gpu, HostInfo};
-
-use crate::toolchains::{self, run_bounded};
+use tokio::process::Command;
 
 /// The most bytes read from one host file.
 pub(crate) const MAX_FILE_BYTES: u64 = 64 * 1024;
@@ -377,7 +377,7 @@ const MAX_NVIDIA_SMI_OUTPUT: usize = 64 * 1024;
 /// installed, fails or does not answer within `timeout`.
 pub async fn gpus(timeout: Duration) -> Vec<Gpu> {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    match toolchains::which("nvidia-smi", &path) {
+    match reporunner_host::which("nvidia-smi", &path) {
         Some(program) => gpus_with(&program, timeout).await,
         None => Vec::new(),
     }
@@ -385,22 +385,19 @@ pub async fn gpus(timeout: Duration) -> Vec<Gpu> {
 
 /// The GPUs the `nvidia-smi` at `program` reports (see [`gpus`]).
 pub async fn gpus_with(program: &Path, timeout: Duration) -> Vec<Gpu> {
-    let query = run_bounded(
-        program,
-        &[
-            "--query-gpu=index,name,memory.total,driver_version",
-            "--format=csv,noheader,nounits",
-        ],
-        None,
-        timeout,
-        MAX_NVIDIA_SMI_OUTPUT,
-    );
-    let header = run_bounded(program, &[], None, timeout, MAX_NVIDIA_SMI_OUTPUT);
+    let bounds = Bounds::within(timeout).max_output(MAX_NVIDIA_SMI_OUTPUT);
+    let mut query = Command::new(program);
+    query.args([
+        "--query-gpu=index,name,memory.total,driver_version",
+        "--format=csv,noheader,nounits",
+    ]);
+    let query = run_bounded(query, &bounds);
+    let header = run_bounded(Command::new(program), &bounds);
     let (query, header) = tokio::join!(query, header);
     let mut gpus = match query {
-        Ok(out) if out.success => parse_nvidia_smi_csv(&out.stdout),
+        Ok(out) if out.success() => parse_nvidia_smi_csv(&out.stdout_text()),
         Ok(out) => {
-            tracing::debug!(stderr = %out.stderr.trim(), "nvidia-smi query failed");
+            tracing::debug!(stderr = %out.stderr_text().trim(), "nvidia-smi query failed");
             Vec::new()
         }
         Err(err) => {
@@ -408,7 +405,7 @@ pub async fn gpus_with(program: &Path, timeout: Duration) -> Vec<Gpu> {
             Vec::new()
         }
     };
-    let cuda = header.ok().and_then(|out| parse_cuda_version(&out.stdout));
+    let cuda = header.ok().and_then(|out| parse_cuda_version(&out.stdout_text()));
     if let Some(cuda) = cuda {
         for gpu in &mut gpus {
             gpu.cuda_version.clone_from(&cuda);

@@ -8,17 +8,16 @@ use std::{
     collections::{BTreeMap, HashSet},
     ffi::{OsStr, OsString},
     path::{Path, PathBuf},
-    process::Stdio,
     sync::LazyLock,
     time::Duration,
 };
 
 use futures::{StreamExt, stream};
 use regex::Regex;
-use reporunner_proto::common::v1::Toolchain;
-use tokio::io::{AsyncRead, AsyncReadExt};
-
+use reporunner_exec::{Bounds, run_bounded};
 use reporunner_host::{MAX_PATH_DIRS, pyenv};
+use reporunner_proto::common::v1::Toolchain;
+use tokio::process::Command;
 
 use crate::host::under;
 
@@ -228,20 +227,19 @@ pub async fn versions(
     let child_path = child_path.as_deref();
     let mut toolchains: Vec<Toolchain> = stream::iter(found)
         .map(|tool| async move {
-            let version = match run_bounded(
-                &tool.path,
-                version_args(&tool.name),
-                child_path,
-                timeout,
-                MAX_VERSION_OUTPUT,
-            )
-            .await
-            {
-                Ok(out) if out.success => {
-                    extract_version(&format!("{}\n{}", out.stdout, out.stderr)).unwrap_or_default()
+            let mut command = Command::new(&tool.path);
+            command.args(version_args(&tool.name));
+            if let Some(path) = child_path {
+                command.env("PATH", path);
+            }
+            let bounds = Bounds::within(timeout).max_output(MAX_VERSION_OUTPUT);
+            let version = match run_bounded(command, &bounds).await {
+                Ok(out) if out.success() => {
+                    extract_version(&format!("{}\n{}", out.stdout_text(), out.stderr_text()))
+                        .unwrap_or_default()
                 }
                 Ok(out) => {
-                    tracing::debug!(tool = %tool.name, stderr = %out.stderr.trim(), "version command failed");
+                    tracing::debug!(tool = %tool.name, stderr = %out.stderr_text().trim(), "version command failed");
                     String::new()
                 }
                 Err(err) => {
@@ -273,78 +271,6 @@ pub fn extract_version(text: &str) -> Option<String> {
         .filter(|word| !word.contains('/'))
         .find_map(|word| VERSION_RE.find(word))
         .map(|m| m.as_str().to_owned())
-}
-
-/// What a bounded command printed.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Captured {
-    /// Whether it exited with status 0.
-    pub success: bool,
-    /// At most the first `limit` bytes of stdout, lossy UTF-8.
-    pub stdout: String,
-    /// At most the first `limit` bytes of stderr, lossy UTF-8.
-    pub stderr: String,
-}
-
-/// Why a bounded command gave no answer.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error("could not start: {0}")]
-    Spawn(#[source] std::io::Error),
-    #[error("timed out after {} ms", .0.as_millis())]
-    TimedOut(Duration),
-    #[error("could not read its output: {0}")]
-    Io(#[source] std::io::Error),
-}
-
-/// Runs `program args` with stdin closed, keeping at most `limit` bytes of
-/// each output stream, and kills it (and stops waiting) after `timeout`.
-/// `path` replaces the child's PATH when given.
-pub async fn run_bounded(
-    program: &Path,
-    args: &[&str],
-    path: Option<&OsStr>,
-    timeout: Duration,
-    limit: usize,
-) -> Result<Captured, RunError> {
-    let mut command = tokio::process::Command::new(program);
-    command
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    if let Some(path) = path {
-        command.env("PATH", path);
-    }
-    let mut child = command.spawn().map_err(RunError::Spawn)?;
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
-    let run = async {
-        let (out, err) = tokio::join!(read_capped(stdout, limit), read_capped(stderr, limit));
-        let status = child.wait().await.map_err(RunError::Io)?;
-        Ok(Captured {
-            success: status.success(),
-            stdout: out.map_err(RunError::Io)?,
-            stderr: err.map_err(RunError::Io)?,
-        })
-    };
-    // On timeout `child` is dropped with the future, and kill_on_drop kills it.
-    tokio::time::timeout(timeout, run)
-        .await
-        .unwrap_or(Err(RunError::TimedOut(timeout)))
-}
-
-/// Reads the first `limit` bytes of `reader`, then drains the rest so the
-/// writer never blocks on a full pipe.
-async fn read_capped<R: AsyncRead + Unpin>(reader: Option<R>, limit: usize) -> std::io::Result<String> {
-    let Some(mut reader) = reader else {
-        return Ok(String::new());
-    };
-    let mut kept = Vec::new();
-    (&mut reader).take(limit as u64).read_to_end(&mut kept).await?;
-    tokio::io::copy(&mut reader, &mut tokio::io::sink()).await?;
-    Ok(String::from_utf8_lossy(&kept).into_owned())
 }
 
 #[cfg(test)]

@@ -149,7 +149,7 @@ impl IndexerConfig {
         if self.hub_timeout_ms == 0 || self.hub_connect_timeout_ms == 0 {
             return invalid("hub timeouts must be at least 1 ms".into());
         }
-        if crate::models::validate_name(&self.default_model).is_err() {
+        if crate::model_name::validate_name(&self.default_model).is_err() {
             return invalid(format!(
                 "default_model `{}` is not a model name",
                 self.default_model

@@ -52,6 +52,14 @@ impl IndexError {
     }
 }
 
+impl From<reporunner_tier::TierError> for IndexError {
+    fn from(e: reporunner_tier::TierError) -> Self {
+        match e {
+            reporunner_tier::TierError::PermissionDenied(message) => Self::PermissionDenied(message),
+        }
+    }
+}
+
 impl From<reporunner_embed::EmbedError> for IndexError {
     fn from(e: reporunner_embed::EmbedError) -> Self {
         use reporunner_embed::EmbedError;

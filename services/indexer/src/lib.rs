@@ -15,7 +15,8 @@
 //! - [`vector`]: arroy (cosine) on LMDB, exact below a size, tuned above.
 //! - [`fusion`]: hybrid ranking, a convex combination of normalised text and
 //!   vector scores, the text side weighted by query-term coverage.
-//! - [`policy`]: which mode a tier gets ([`policy::choose_mode`]).
+//! - [`policy`]: which mode a tier gets ([`policy::choose_mode`]), the pure
+//!   policy of `reporunner-tier`, re-exported here.
 //!
 //! Re-indexing is incremental: a file whose content hash is unchanged is not
 //! re-chunked nor re-embedded ([`manifest`]). The domain lives behind
@@ -30,8 +31,9 @@ pub mod fusion;
 pub mod grpc;
 pub mod manifest;
 pub mod metrics;
+pub mod model_name;
 pub mod models;
-pub mod policy;
+pub use reporunner_tier::policy;
 pub mod text;
 pub mod tokenize;
 pub mod vector;

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+pub use crate::model_name::validate_name;
 use crate::{
     config::IndexerConfig,
     error::{IndexError, Result},
@@ -28,25 +29,6 @@ pub struct ModelInfo {
     /// The embedding dimension (`hidden_size`).
     pub dim: usize,
     pub size_bytes: u64,
-}
-
-/// Refuses names that are not a plain directory name.
-pub fn validate_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && name != "."
-        && name != ".."
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(IndexError::InvalidRequest(format!(
-            "model name `{name}` must be 1 to 128 letters, digits, '-', '_' or '.' (not starting with '.')"
-        )))
-    }
 }
 
 pub fn model_dir(models_dir: &Path, name: &str) -> PathBuf {

@@ -2,7 +2,7 @@
 //! (`reporunner.index.v1.IndexService`), under the caller's tier policy.
 //!
 //! The mode that serves is decided here, before the indexer is asked, by
-//! [`reporunner_indexer::policy::choose_mode`] from the caller's tier policy,
+//! [`reporunner_tier::policy::choose_mode`] from the caller's tier policy,
 //! the tier table, the env-detector's recommendation and whether it sees an
 //! embedding model installed. When the indexer still lacks the model asked
 //! for (another name, or a model directory the env-detector does not see),
@@ -14,7 +14,6 @@
 use std::time::Duration;
 
 use reporunner_client::Transport;
-use reporunner_indexer::policy::{ModeChoice, ModeInputs, choose_mode};
 use reporunner_proto::{
     auth::v1::TierPolicy,
     common::v1::{IndexMode, Workspace},
@@ -24,6 +23,10 @@ use reporunner_proto::{
         index_service_client::IndexServiceClient,
     },
     orchestrator::v1::IndexWorkspaceResponse,
+};
+use reporunner_tier::{
+    TierError,
+    policy::{ModeChoice, ModeInputs, choose_mode},
 };
 use tokio::sync::mpsc;
 use tokio_stream::{StreamExt as _, wrappers::ReceiverStream};
@@ -79,20 +82,40 @@ pub(crate) fn decide(decision: &Decision<'_>) -> Result<ModeChoice> {
         model_present: decision.model_present,
         strict: decision.strict,
     })
-    .map_err(|e| match e {
-        reporunner_indexer::error::IndexError::PermissionDenied(message) => {
-            OrchestratorError::PermissionDenied(message)
-        }
-        other => OrchestratorError::InvalidArgument(other.to_string()),
-    })
+    .map_err(policy_error)
 }
 
+/// What the tier policy refuses, as the orchestrator's error: every variant
+/// named, so a new refusal cannot pass for the caller's mistake unnoticed.
+fn policy_error(error: TierError) -> OrchestratorError {
+    match error {
+        TierError::PermissionDenied(message) => OrchestratorError::PermissionDenied(message),
+    }
+}
+
+/// A failed indexer call: transport trouble is the agent's (UNAVAILABLE,
+/// DEADLINE_EXCEEDED); anything else keeps the indexer's code, so its
+/// internal failures stay INTERNAL and its refusals stay the caller's.
 fn indexer_error(status: tonic::Status) -> OrchestratorError {
+    use tonic::Code;
     match status.code() {
-        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
             OrchestratorError::from_agent(INDEXER, status)
         }
-        _ => OrchestratorError::Indexer(Box::new(status)),
+        Code::Ok
+        | Code::Unknown
+        | Code::InvalidArgument
+        | Code::NotFound
+        | Code::AlreadyExists
+        | Code::PermissionDenied
+        | Code::ResourceExhausted
+        | Code::FailedPrecondition
+        | Code::Aborted
+        | Code::OutOfRange
+        | Code::Unimplemented
+        | Code::Internal
+        | Code::DataLoss
+        | Code::Unauthenticated => OrchestratorError::Indexer(Box::new(status)),
     }
 }
 
@@ -292,7 +315,66 @@ pub(crate) fn progress_detail(progress: &IndexProgress, mode: IndexMode, model: 
 
 #[cfg(test)]
 mod tests {
+    use reporunner_error::ServiceError as _;
+    use reporunner_proto::common::v1::Tier;
+
     use super::*;
+
+    #[test]
+    fn policy_refusals_and_indexer_failures_keep_their_class() {
+        let free = TierPolicy {
+            tier: Tier::Free as i32,
+            index_modes: vec![IndexMode::Text as i32],
+            ..TierPolicy::default()
+        };
+        let advanced = TierPolicy {
+            tier: Tier::Advanced as i32,
+            index_modes: vec![IndexMode::Text as i32, IndexMode::Vector as i32],
+            ..TierPolicy::default()
+        };
+        let tiers = [free.clone(), advanced];
+        let denied = decide(&Decision {
+            requested: IndexMode::Vector,
+            policy: &free,
+            tiers: &tiers,
+            recommended: true,
+            model_present: true,
+            strict: true,
+        })
+        .unwrap_err()
+        .to_status();
+        assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+        assert!(denied.message().contains("Advanced tier"), "{}", denied.message());
+        assert_eq!(
+            policy_error(TierError::PermissionDenied("no".into()))
+                .to_status()
+                .code(),
+            tonic::Code::PermissionDenied
+        );
+
+        let internal = indexer_error(tonic::Status::internal("lmdb: MDB_CORRUPTED at /data/x"));
+        let status = internal.to_status();
+        assert_eq!(status.code(), tonic::Code::Internal);
+        assert!(!status.message().contains("/data/x"), "{}", status.message());
+        assert_eq!(
+            indexer_error(tonic::Status::unavailable("connection refused"))
+                .to_status()
+                .code(),
+            tonic::Code::Unavailable
+        );
+        assert_eq!(
+            indexer_error(tonic::Status::not_found("workspace has no index"))
+                .to_status()
+                .code(),
+            tonic::Code::NotFound
+        );
+        assert_eq!(
+            indexer_error(tonic::Status::invalid_argument("bad glob"))
+                .to_status()
+                .code(),
+            tonic::Code::InvalidArgument
+        );
+    }
 
     #[test]
     fn workspace_ids_become_plain_names_and_modes_their_indexes() {

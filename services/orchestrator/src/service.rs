@@ -15,6 +15,7 @@ use reporunner_proto::{
         RunState, SearchRequest, SearchResponse, repo_source, run_event,
     },
 };
+use reporunner_tier::{policy::ModeChoice, tier_label};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::Instrument as _;
@@ -339,12 +340,7 @@ impl OrchestratorImpl {
     /// The served index mode for `caller` asking `requested`: their tier,
     /// the env-detector's recommendation and whether it sees an embedding
     /// model decide (see [`crate::index`]).
-    async fn choose(
-        &self,
-        caller: &Authorized,
-        requested: IndexMode,
-        strict: bool,
-    ) -> Result<reporunner_indexer::policy::ModeChoice> {
+    async fn choose(&self, caller: &Authorized, requested: IndexMode, strict: bool) -> Result<ModeChoice> {
         let tiers = self
             .authorizer
             .tier_policies()
@@ -425,17 +421,6 @@ impl OrchestratorImpl {
 
 fn is_admin(caller: &Principal) -> bool {
     caller.tier == i32::from(Tier::Admin)
-}
-
-fn tier_label(tier: i32) -> &'static str {
-    match Tier::try_from(tier).unwrap_or(Tier::Unspecified) {
-        Tier::Unspecified => "unknown",
-        Tier::Free => "Free",
-        Tier::Tester => "Tester",
-        Tier::Advanced => "Advanced",
-        Tier::Premium => "Premium",
-        Tier::Admin => "Admin",
-    }
 }
 
 /// The index modes this host supports. The caller's tier narrows this further

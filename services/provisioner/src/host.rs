@@ -3,16 +3,18 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::Stdio,
     time::Duration,
 };
 
+use reporunner_exec::{Bounds, ExecError, run_bounded};
 use tokio::process::Command;
 
 use crate::error::{ProvisionError, Result};
 
 /// Stderr/stdout bytes of a failed command kept for the log.
 const OUTPUT_TAIL: usize = 2_000;
+/// Bytes kept of each output stream of a command (a client's answer).
+const MAX_OUTPUT: usize = 1024 * 1024;
 
 /// An account a private server runs as (the agent is root).
 #[derive(Clone, Debug)]
@@ -132,24 +134,21 @@ pub fn major_version(text: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
-/// Runs a command to completion within `timeout`; a non-zero exit is an
-/// error whose output tail is logged (not shown to the caller).
-pub async fn run(mut command: Command, what: &str, timeout: Duration) -> Result<String> {
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let child = command
-        .spawn()
-        .map_err(ProvisionError::io(format!("starting {what}")))?;
-    let output = tokio::time::timeout(timeout, child.wait_with_output())
-        .await
-        .map_err(|_| ProvisionError::Timeout(what.to_owned(), timeout))?
-        .map_err(ProvisionError::io(format!("waiting for {what}")))?;
-    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&output.stderr));
-    if !output.status.success() {
+/// Runs a command to completion within `timeout` (see
+/// [`reporunner_exec::run_bounded`]: its own process group, killed with
+/// everything it started when the time is up; at most [`MAX_OUTPUT`] bytes
+/// kept of each stream); a non-zero exit is an error whose output tail is
+/// logged (not shown to the caller).
+pub async fn run(command: Command, what: &str, timeout: Duration) -> Result<String> {
+    let bounds = Bounds::within(timeout).max_output(MAX_OUTPUT);
+    let output = run_bounded(command, &bounds).await.map_err(|e| match e {
+        ExecError::Spawn { source, .. } => ProvisionError::io(format!("starting {what}"))(source),
+        ExecError::TimedOut(_) => ProvisionError::Timeout(what.to_owned(), timeout),
+        ExecError::Io(source) => ProvisionError::io(format!("waiting for {what}"))(source),
+    })?;
+    let mut text = output.stdout_text();
+    text.push_str(&output.stderr_text());
+    if !output.success() {
         let tail = tail(&text);
         tracing::warn!(command = what, status = %output.status, output = tail, "command failed");
         return Err(ProvisionError::Backend(format!(

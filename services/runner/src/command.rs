@@ -5,6 +5,8 @@ use std::{collections::BTreeMap, sync::LazyLock};
 
 use regex::Regex;
 
+use reporunner_sandbox::process;
+
 use crate::error::{Result, RunnerError};
 
 /// How the allocated port reaches the program (`Component.port_binding`).
@@ -158,65 +160,28 @@ pub fn url_host(host: &str) -> String {
     }
 }
 
-/// Checks that a run id or component name can be one path segment.
+/// Checks that a run id or component name can be one path segment (see
+/// [`reporunner_sandbox::process::check_segment`]).
 pub fn check_segment(what: &str, value: &str) -> Result<()> {
-    let ok = !value.is_empty()
-        && value.len() <= 128
-        && value != "."
-        && value != ".."
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(RunnerError::invalid(format!(
-            "{what} {value:?} must be 1 to 128 characters of letters, digits, '-', '_' and '.' (not . or ..)"
-        )))
-    }
+    process::check_segment(what, value).map_err(RunnerError::invalid)
 }
 
 /// Checks that an environment variable name is usable.
 pub fn check_env_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 256
-        && !name.starts_with(|c: char| c.is_ascii_digit())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if ok {
-        Ok(())
-    } else {
-        Err(RunnerError::invalid(format!(
-            "environment variable name {name:?} is not valid"
-        )))
-    }
+    process::check_env_name(name).map_err(RunnerError::invalid)
 }
 
 /// The environment of a process, lowest precedence first: the service's
 /// passed-on variables, the plan's defaults, the request, then what the
-/// runner sets itself (`PORT`, the binding's variable, `HOST`, `TMPDIR`).
+/// runner sets itself (`PORT`, the binding's variable, `HOST`, `TMPDIR`);
+/// see [`reporunner_sandbox::process::environment`].
 pub fn environment(
     passed: impl IntoIterator<Item = (String, String)>,
     plan_defaults: impl IntoIterator<Item = (String, String)>,
     request: &BTreeMap<String, String>,
     runner: impl IntoIterator<Item = (String, String)>,
 ) -> Result<BTreeMap<String, String>> {
-    let mut env: BTreeMap<String, String> = passed.into_iter().collect();
-    for (name, value) in plan_defaults {
-        check_env_name(&name)?;
-        env.insert(name, value);
-    }
-    for (name, value) in request {
-        check_env_name(name)?;
-        if value.contains('\0') {
-            return Err(RunnerError::invalid(format!(
-                "environment variable {name} contains a NUL byte"
-            )));
-        }
-        env.insert(name.clone(), value.clone());
-    }
-    env.entry("PYTHONUNBUFFERED".into()).or_insert_with(|| "1".into());
-    env.extend(runner);
-    Ok(env)
+    process::environment(passed, plan_defaults, request, runner).map_err(RunnerError::invalid)
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Result, RunnerError};
 
 pub use reporunner_sandbox::SandboxMode;
+use reporunner_sandbox::{Limits, SandboxConfig, process::ProcessSettings};
 
 /// Where the processes of a run execute.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,13 +106,13 @@ impl KubernetesConfig {
                 self.image_pull_policy
             ));
         }
-        if !self.namespace.is_empty() && !crate::backend::is_dns_label(&self.namespace) {
+        if !self.namespace.is_empty() && !crate::names::is_dns_label(&self.namespace) {
             return invalid(format!(
                 "kubernetes.namespace {:?} is not a DNS label",
                 self.namespace
             ));
         }
-        if !crate::backend::is_dns_label(&self.volume_claim) {
+        if !crate::names::is_dns_label(&self.volume_claim) {
             return invalid(format!(
                 "kubernetes.volume_claim {:?} is not a valid claim name",
                 self.volume_claim
@@ -123,7 +124,7 @@ impl KubernetesConfig {
         if self.run_as_user <= 0 || self.run_as_group <= 0 {
             return invalid("kubernetes.run_as_user and run_as_group must be above 0 (never root)".into());
         }
-        if let Some(bad) = self.egress_cidrs.iter().find(|c| !crate::backend::is_cidr(c)) {
+        if let Some(bad) = self.egress_cidrs.iter().find(|c| !crate::names::is_cidr(c)) {
             return invalid(format!("kubernetes.egress_cidrs entry {bad:?} is not a CIDR"));
         }
         if self.start_timeout_seconds == 0 || self.api_timeout_seconds == 0 || self.poll_interval_ms == 0 {
@@ -147,6 +148,32 @@ pub struct DefaultLimits {
     pub max_open_files: u32,
     pub max_file_bytes: u64,
     pub max_runtime_seconds: u32,
+}
+
+impl From<DefaultLimits> for Limits {
+    fn from(d: DefaultLimits) -> Self {
+        Self {
+            memory_bytes: d.memory_bytes,
+            cpu_millis: d.cpu_millis,
+            max_processes: d.max_processes,
+            max_open_files: d.max_open_files,
+            max_file_bytes: d.max_file_bytes,
+            max_runtime_seconds: d.max_runtime_seconds,
+        }
+    }
+}
+
+impl From<Limits> for DefaultLimits {
+    fn from(l: Limits) -> Self {
+        Self {
+            memory_bytes: l.memory_bytes,
+            cpu_millis: l.cpu_millis,
+            max_processes: l.max_processes,
+            max_open_files: l.max_open_files,
+            max_file_bytes: l.max_file_bytes,
+            max_runtime_seconds: l.max_runtime_seconds,
+        }
+    }
 }
 
 /// Settings of the runner agent. Unknown keys are refused (a typo in
@@ -245,13 +272,16 @@ pub struct RunnerConfig {
 
 impl Default for RunnerConfig {
     fn default() -> Self {
+        // The sandbox's defaults are the shared process settings' (the
+        // tester starts its test runs with the same ones).
+        let process = ProcessSettings::default();
         Self {
-            log_dir: PathBuf::from("runner/logs"),
-            tmp_dir: PathBuf::from("runner/tmp"),
-            hidden_paths: Vec::new(),
-            writable_paths: Vec::new(),
-            install_env_dir: PathBuf::from("dependency/envs"),
-            install_tools_dir: PathBuf::from("dependency/tools"),
+            log_dir: process.log_dir,
+            tmp_dir: process.tmp_dir,
+            hidden_paths: process.hidden_paths,
+            writable_paths: process.writable_paths,
+            install_env_dir: process.install_env_dir,
+            install_tools_dir: process.install_tools_dir,
             log_buffer_lines: 10_000,
             max_line_bytes: 16 * 1024,
             max_log_file_bytes: 64 * 1024 * 1024,
@@ -261,31 +291,15 @@ impl Default for RunnerConfig {
             // `serve` refuses to run repositories unsandboxed unless the
             // operator says so (`auto` or `off`); the embedded single-user
             // CLI runs with `auto` and warns.
-            sandbox: SandboxMode::Required,
-            bwrap_binary: PathBuf::from("bwrap"),
-            prlimit_binary: PathBuf::from("prlimit"),
-            setpriv_binary: PathBuf::from("setpriv"),
-            unprivileged: true,
-            workspace_roots: Vec::new(),
-            owner_caches: None,
-            cgroup_parent: Some(PathBuf::from("/sys/fs/cgroup/reporunner-runner")),
-            pass_env: [
-                "PATH",
-                "HOME",
-                "LANG",
-                "LC_ALL",
-                "TZ",
-                "USER",
-                "LOGNAME",
-                "PYENV_ROOT",
-                "NVM_DIR",
-                "JAVA_HOME",
-                "GOPATH",
-                "CARGO_HOME",
-                "RUSTUP_HOME",
-            ]
-            .map(String::from)
-            .to_vec(),
+            sandbox: process.sandbox,
+            bwrap_binary: process.bwrap_binary,
+            prlimit_binary: process.prlimit_binary,
+            setpriv_binary: process.setpriv_binary,
+            unprivileged: process.unprivileged,
+            workspace_roots: process.workspace_roots,
+            owner_caches: process.owner_caches,
+            cgroup_parent: process.cgroup_parent,
+            pass_env: process.pass_env,
             max_live_processes: 256,
             max_retained_processes: 1024,
             default_max_restarts: 3,
@@ -294,10 +308,7 @@ impl Default for RunnerConfig {
             restart_backoff_max_ms: 30_000,
             default_grace_seconds: 10,
             max_grace_seconds: 120,
-            default_limits: DefaultLimits {
-                max_open_files: 4096,
-                ..DefaultLimits::default()
-            },
+            default_limits: process.default_limits.into(),
             backend: BackendKind::Local,
             kubernetes: KubernetesConfig::default(),
         }
@@ -305,47 +316,51 @@ impl Default for RunnerConfig {
 }
 
 impl RunnerConfig {
-    /// Refuses a (canonical) workspace outside `workspace_roots`.
-    pub fn check_workspace(&self, workspace: &std::path::Path) -> Result<()> {
-        if self.workspace_roots.is_empty() {
-            return Ok(());
-        }
-        let inside = self.workspace_roots.iter().any(|root| {
-            let root = root.canonicalize().unwrap_or_else(|_| root.clone());
-            workspace.starts_with(&root) && workspace != root
-        });
-        if inside {
-            Ok(())
-        } else {
-            Err(RunnerError::invalid(format!(
-                "workspace_path {} is not a workspace of this host",
-                workspace.display()
-            )))
+    /// The sandbox settings of this runner's processes (and of the tester's,
+    /// which share them).
+    pub fn process_settings(&self) -> ProcessSettings {
+        ProcessSettings {
+            log_dir: self.log_dir.clone(),
+            tmp_dir: self.tmp_dir.clone(),
+            hidden_paths: self.hidden_paths.clone(),
+            writable_paths: self.writable_paths.clone(),
+            install_env_dir: self.install_env_dir.clone(),
+            install_tools_dir: self.install_tools_dir.clone(),
+            workspace_roots: self.workspace_roots.clone(),
+            owner_caches: self.owner_caches.clone(),
+            pass_env: self.pass_env.clone(),
+            default_limits: self.default_limits.into(),
+            sandbox: self.sandbox,
+            bwrap_binary: self.bwrap_binary.clone(),
+            prlimit_binary: self.prlimit_binary.clone(),
+            setpriv_binary: self.setpriv_binary.clone(),
+            unprivileged: self.unprivileged,
+            cgroup_parent: self.cgroup_parent.clone(),
         }
     }
 
+    /// The shared sandbox's settings for this runner's processes.
+    pub fn sandbox_config(&self) -> SandboxConfig {
+        self.process_settings().sandbox_config()
+    }
+
+    /// Refuses a (canonical) workspace outside `workspace_roots`.
+    pub fn check_workspace(&self, workspace: &std::path::Path) -> Result<()> {
+        self.process_settings()
+            .check_workspace(workspace)
+            .map_err(RunnerError::invalid)
+    }
+
     /// Resolves relative `log_dir`, `tmp_dir` and `hidden_paths` against the
-    /// service's data directory (and hides the data directory itself).
+    /// service's data directory (and hides the data directory itself), as
+    /// [`ProcessSettings::resolve`] does.
     pub fn resolve(mut self, data_dir: &std::path::Path) -> Self {
-        if self.log_dir.is_relative() {
-            self.log_dir = data_dir.join(&self.log_dir);
-        }
-        if self.tmp_dir.is_relative() {
-            self.tmp_dir = data_dir.join(&self.tmp_dir);
-        }
-        for path in [&mut self.install_env_dir, &mut self.install_tools_dir] {
-            if path.is_relative() {
-                *path = data_dir.join(&*path);
-            }
-        }
-        for path in &mut self.hidden_paths {
-            if path.is_relative() {
-                *path = data_dir.join(&*path);
-            }
-        }
-        if data_dir.is_absolute() && !self.hidden_paths.iter().any(|p| p == data_dir) {
-            self.hidden_paths.push(data_dir.to_path_buf());
-        }
+        let resolved = self.process_settings().resolve(data_dir);
+        self.log_dir = resolved.log_dir;
+        self.tmp_dir = resolved.tmp_dir;
+        self.install_env_dir = resolved.install_env_dir;
+        self.install_tools_dir = resolved.install_tools_dir;
+        self.hidden_paths = resolved.hidden_paths;
         self
     }
 
@@ -364,39 +379,10 @@ impl RunnerConfig {
     /// Checks what serde cannot.
     pub fn validate(&self) -> Result<()> {
         let invalid = |msg: String| Err(RunnerError::InvalidConfig(msg));
-        for (name, path) in [
-            ("log_dir", &self.log_dir),
-            ("tmp_dir", &self.tmp_dir),
-            ("install_env_dir", &self.install_env_dir),
-            ("install_tools_dir", &self.install_tools_dir),
-        ] {
-            if !path.is_absolute() {
-                return invalid(format!(
-                    "{name} `{}` must be absolute (resolve it against the data directory first)",
-                    path.display()
-                ));
-            }
-        }
-        if let Some(bad) = self
-            .hidden_paths
-            .iter()
-            .find(|p| !p.is_absolute() || p.parent().is_none())
-        {
-            return invalid(format!(
-                "hidden_paths entry `{}` must be an absolute path other than /",
-                bad.display()
-            ));
-        }
-        if let Some(bad) = self
-            .writable_paths
-            .iter()
-            .find(|p| !p.is_absolute() || p.parent().is_none())
-        {
-            return invalid(format!(
-                "writable_paths entry `{}` must be an absolute path other than /",
-                bad.display()
-            ));
-        }
+        // Paths, hidden and writable paths, the cgroup parent.
+        self.process_settings()
+            .validate()
+            .map_err(RunnerError::InvalidConfig)?;
         if self.log_buffer_lines == 0 || self.log_buffer_lines > 10_000_000 {
             return invalid("log_buffer_lines must be between 1 and 10000000".into());
         }
@@ -424,11 +410,6 @@ impl RunnerConfig {
         }
         if self.default_grace_seconds == 0 || self.default_grace_seconds > self.max_grace_seconds {
             return invalid("default_grace_seconds must be between 1 and max_grace_seconds".into());
-        }
-        if let Some(parent) = &self.cgroup_parent
-            && !parent.is_absolute()
-        {
-            return invalid(format!("cgroup_parent `{}` must be absolute", parent.display()));
         }
         if self.backend == BackendKind::Kubernetes {
             if !cfg!(feature = "kubernetes") {

@@ -16,6 +16,7 @@ pub mod error;
 pub mod grpc;
 pub mod logs;
 pub mod metrics;
+pub mod names;
 pub mod port;
 mod runner;
 mod supervisor;

@@ -1,21 +1,22 @@
 //! Shallow clones with the `git` CLI.
 //!
 //! Every git process runs with `GIT_TERMINAL_PROMPT=0`, no stdin, a bounded
-//! capture of stderr and `kill_on_drop`, under the fetch's deadline. Only the
+//! capture of stderr, in its own process group killed at the fetch's
+//! deadline (`reporunner_exec::run_bounded`). Only the
 //! https, ssh and git transports are allowed (and `file` where configured).
 
 use std::{
     path::{Path, PathBuf},
-    process::Stdio,
     time::Instant,
 };
 
-use tokio::{io::AsyncReadExt, process::Command};
+use reporunner_exec::{Bounds, ExecError, run_bounded};
+use tokio::process::Command;
 
 use crate::error::{Result, SourceError};
 
 /// Stderr kept for messages.
-const STDERR_CAP: u64 = 16 * 1024;
+const STDERR_CAP: usize = 16 * 1024;
 /// Longest accepted URL and ref.
 const MAX_URL_LEN: usize = 4096;
 const MAX_REF_LEN: usize = 256;
@@ -109,73 +110,36 @@ impl Git {
             .arg("core.symlinks=true")
             .env("GIT_TERMINAL_PROMPT", "0")
             .env("GIT_LFS_SKIP_SMUDGE", "1")
-            .env("GCM_INTERACTIVE", "never")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            // Its own process group, so that helpers git starts
-            // (remote-https, index-pack, upload-pack) die with it.
-            .process_group(0)
-            .kill_on_drop(true);
+            .env("GCM_INTERACTIVE", "never");
         if std::env::var_os("GIT_SSH_COMMAND").is_none() {
             cmd.env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes");
         }
         cmd
     }
 
-    /// Runs git with `args`; `Err(stderr)` when it fails.
+    /// Runs git with `args`; `Err(stderr)` when it fails. Through
+    /// [`run_bounded`]: its own process group, so that helpers git starts
+    /// (remote-https, index-pack, upload-pack) die with it at the deadline;
+    /// at most [`STDERR_CAP`] bytes kept of each stream.
     async fn run(&self, args: &[&str], stdout: bool) -> Result<std::result::Result<String, String>> {
         let mut cmd = self.command();
         cmd.args(args);
-        if stdout {
-            cmd.stdout(Stdio::piped());
+        let mut bounds = Bounds::until(self.deadline).max_output(STDERR_CAP);
+        if !stdout {
+            bounds = bounds.discard_stdout();
         }
-        let program = self.binary.display().to_string();
-        let mut child = cmd.spawn().map_err(|source| SourceError::Spawn {
-            program: program.clone(),
-            source,
+        let output = run_bounded(cmd, &bounds).await.map_err(|e| match e {
+            ExecError::Spawn { program, source } => SourceError::Spawn { program, source },
+            ExecError::TimedOut(_) => SourceError::Timeout(self.timeout_secs),
+            ExecError::Io(source) => SourceError::Spawn {
+                program: self.binary.display().to_string(),
+                source,
+            },
         })?;
-        let pid = child.id();
-        let stderr = child.stderr.take();
-        let out = child.stdout.take();
-        let work = async move {
-            let read_err = async {
-                let mut kept = Vec::new();
-                if let Some(mut stderr) = stderr {
-                    let _ = (&mut stderr).take(STDERR_CAP).read_to_end(&mut kept).await;
-                    let _ = tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await;
-                }
-                kept
-            };
-            let read_out = async {
-                let mut kept = Vec::new();
-                if let Some(mut out) = out {
-                    let _ = (&mut out).take(STDERR_CAP).read_to_end(&mut kept).await;
-                    let _ = tokio::io::copy(&mut out, &mut tokio::io::sink()).await;
-                }
-                kept
-            };
-            let (err, out, status) = tokio::join!(read_err, read_out, child.wait());
-            (err, out, status)
-        };
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        let mut work = std::pin::pin!(work);
-        let (err, out, status) = tokio::select! {
-            done = &mut work => done,
-            () = tokio::time::sleep(left) => {
-                // Git is not reaped yet (its wait is pending in `work`), so
-                // its group id is still ours. Dropping `work` then kills git.
-                if let Some(pid) = pid {
-                    kill_group(pid).await;
-                }
-                return Err(SourceError::Timeout(self.timeout_secs));
-            }
-        };
-        let status = status.map_err(|source| SourceError::Spawn { program, source })?;
-        if status.success() {
-            Ok(Ok(String::from_utf8_lossy(&out).trim().to_owned()))
+        if output.success() {
+            Ok(Ok(output.stdout_text().trim().to_owned()))
         } else {
-            Ok(Err(String::from_utf8_lossy(&err).into_owned()))
+            Ok(Err(output.stderr_text()))
         }
     }
 
@@ -238,20 +202,6 @@ impl Git {
             )));
         }
         Ok(commit)
-    }
-}
-
-/// Kills process group `pgid` without `unsafe`, by running `kill`.
-async fn kill_group(pgid: u32) {
-    let result = Command::new("kill")
-        .args(["-KILL", "--", &format!("-{pgid}")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .await;
-    if let Err(err) = result {
-        tracing::warn!(pgid, error = %err, "cannot kill a timed-out git process group");
     }
 }
 

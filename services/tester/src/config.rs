@@ -1,8 +1,8 @@
 //! The tester agent's settings. The sandbox (bubblewrap, rlimits, hidden
-//! paths) is the runner agent's: the tester takes a [`RunnerConfig`] beside
-//! these.
+//! paths) is the runner agent's: the tester takes the runner's
+//! [`ProcessSettings`] beside these.
 //!
-//! [`RunnerConfig`]: reporunner_runner::RunnerConfig
+//! [`ProcessSettings`]: reporunner_sandbox::process::ProcessSettings
 
 use serde::{Deserialize, Serialize};
 

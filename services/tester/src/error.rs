@@ -3,7 +3,7 @@
 //! cannot be run at all.
 
 use reporunner_error::{ErrorKind, ServiceError};
-use reporunner_runner::RunnerError;
+use reporunner_sandbox::SandboxError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TesterError {
@@ -25,11 +25,11 @@ pub enum TesterError {
     Spawn(String),
 }
 
-impl From<RunnerError> for TesterError {
-    fn from(err: RunnerError) -> Self {
+impl From<SandboxError> for TesterError {
+    fn from(err: SandboxError) -> Self {
         match err {
-            RunnerError::SandboxUnavailable(why) => Self::Sandbox(why),
-            other => Self::Spawn(other.to_string()),
+            SandboxError::Unavailable(why) => Self::Sandbox(why),
+            err @ (SandboxError::Prepare { .. } | SandboxError::Spawn { .. }) => Self::Spawn(err.to_string()),
         }
     }
 }

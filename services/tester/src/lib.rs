@@ -1,10 +1,12 @@
 //! The tester agent: runs a repository's own tests and reports counts.
 //!
 //! [`LocalTester`] runs a component's `test` command once, with a time
-//! limit, in the runner agent's sandbox (it launches through
-//! `reporunner-runner`'s [`ProcessBackend`]: one process group, bubblewrap,
-//! rlimits), forced out of watch mode (see [`command`]), and reads the
-//! counts from its output (see [`parse`]). How it ended:
+//! limit, in the shared sandbox with the runner's settings (it launches
+//! through `reporunner_sandbox::process`: one process group, bubblewrap, the
+//! owner's uid, a scrubbed environment, rlimits or a cgroup, the run's own
+//! install environments and the owner's caches writable), forced out of
+//! watch mode (see [`command`]), and reads the counts from its output (see
+//! [`parse`]). How it ended:
 //!
 //! - TIMED_OUT: the limit passed; the whole process group was killed;
 //! - NO_TESTS: the framework ran and found nothing to run (also when every
@@ -38,9 +40,9 @@ use reporunner_proto::{
     agents::tester::v1::{RunTestsResponse, TestCounts, TestOutcome},
     common::v1::Component,
 };
-use reporunner_runner::{
-    LocalBackend, ProcessBackend, RunnerConfig,
-    backend::{BackendProcess as _, LaunchSpec, Limits, StopSignal},
+use reporunner_sandbox::{
+    Limits, Sandbox,
+    process::{self, LaunchSpec, ProcessSettings, StopSignal},
 };
 use tokio::{
     io::AsyncReadExt as _,
@@ -72,30 +74,30 @@ pub trait Tester: Send + Sync + 'static {
     fn run_tests(&self, spec: TestSpec) -> impl Future<Output = Result<RunTestsResponse>> + Send;
 }
 
-/// Runs tests as host processes in the runner's sandbox.
+/// Runs tests as host processes in the shared sandbox.
 #[derive(Debug)]
 pub struct LocalTester {
     config: Arc<TesterConfig>,
-    runner: Arc<RunnerConfig>,
-    backend: LocalBackend,
+    settings: ProcessSettings,
+    sandbox: Sandbox,
     slots: Semaphore,
 }
 
 impl LocalTester {
-    /// `runner` is the runner agent's (resolved) configuration: the same
-    /// sandbox, hidden paths and per-run tmp dirs.
-    pub fn new(config: TesterConfig, runner: RunnerConfig) -> Result<Self> {
+    /// `settings` are the sandbox settings of the runner agent's processes
+    /// (resolved; `RunnerConfig::process_settings`): the same sandbox,
+    /// hidden paths, per-run tmp dirs, passed variables and default limits.
+    pub fn new(config: TesterConfig, settings: ProcessSettings) -> Result<Self> {
         config.validate()?;
-        runner
+        settings
             .validate()
             .map_err(|e| TesterError::InvalidConfig(format!("the sandbox settings: {e}")))?;
         metrics::describe();
-        let runner = Arc::new(runner);
         Ok(Self {
             slots: Semaphore::new(config.max_concurrent),
             config: Arc::new(config),
-            backend: LocalBackend::new(Arc::clone(&runner)),
-            runner,
+            sandbox: Sandbox::new(settings.sandbox_config()),
+            settings,
         })
     }
 }
@@ -311,10 +313,8 @@ fn outcome_label(outcome: TestOutcome) -> &'static str {
 impl LocalTester {
     async fn prepare(&self, spec: &TestSpec) -> Result<(LaunchSpec, command::Kind)> {
         let component = &spec.component;
-        reporunner_runner::command::check_segment("run_id", &spec.run_id)
-            .map_err(|e| TesterError::InvalidArgument(e.to_string()))?;
-        reporunner_runner::command::check_segment("component name", &component.name)
-            .map_err(|e| TesterError::InvalidArgument(e.to_string()))?;
+        process::check_segment("run_id", &spec.run_id).map_err(TesterError::InvalidArgument)?;
+        process::check_segment("component name", &component.name).map_err(TesterError::InvalidArgument)?;
         let test = component
             .test
             .as_ref()
@@ -345,9 +345,9 @@ impl LocalTester {
                     spec.workspace_path.display()
                 ))
             })?;
-        self.runner
+        self.settings
             .check_workspace(&workspace)
-            .map_err(|e| TesterError::InvalidArgument(e.to_string()))?;
+            .map_err(TesterError::InvalidArgument)?;
         let relative = if test.working_dir.is_empty() {
             component.path.as_str()
         } else {
@@ -364,13 +364,13 @@ impl LocalTester {
         };
         let command_line = command::one_shot(&test.run, script.as_deref());
 
-        let tmp_dir = self.runner.tmp_dir.join(&spec.run_id);
+        let tmp_dir = self.settings.tmp_dir.join(&spec.run_id);
         let home = tmp_dir.join("home");
         tokio::fs::create_dir_all(&home)
             .await
             .map_err(|e| TesterError::Spawn(format!("cannot create the run's tmp dir: {e}")))?;
         let passed = self
-            .runner
+            .settings
             .pass_env
             .iter()
             .filter_map(|name| Some((name.clone(), std::env::var(name).ok()?)));
@@ -385,10 +385,10 @@ impl LocalTester {
             ("NO_COLOR".into(), "1".into()),
             ("FORCE_COLOR".into(), "0".into()),
         ];
-        let env = reporunner_runner::command::environment(passed, defaults, &spec.env, own)
-            .map_err(|e| TesterError::InvalidArgument(e.to_string()))?;
+        let env =
+            process::environment(passed, defaults, &spec.env, own).map_err(TesterError::InvalidArgument)?;
         let timeout = self.config.timeout(spec.timeout_seconds);
-        let d = &self.runner.default_limits;
+        let d = &self.settings.default_limits;
         let asked = &spec.limits;
         let pick = |asked: u64, default: u64| if asked == 0 { default } else { asked };
         let pick32 = |asked: u32, default: u32| if asked == 0 { default } else { asked };
@@ -427,23 +427,27 @@ impl Tester for LocalTester {
         let timeout = self.config.timeout(spec.timeout_seconds);
         let started = Instant::now();
         tracing::info!(run_id = %spec.run_id, component = %spec.component.name, command = %launch.command, "tests starting");
-        let mut spawned = self.backend.spawn(&launch).await?;
+        let mut spawned = process::spawn(&self.sandbox, &self.settings, &launch).await?;
         let (tx, mut rx) = mpsc::channel::<String>(1024);
         let mut readers = Vec::new();
-        for stream in [spawned.stdout.take(), spawned.stderr.take()]
-            .into_iter()
-            .flatten()
-        {
+        if let Some(stdout) = spawned.stdout.take() {
             readers.push(tokio::spawn(read_lines(
-                stream.0,
+                stdout,
+                self.config.max_line_bytes,
+                tx.clone(),
+            )));
+        }
+        if let Some(stderr) = spawned.stderr.take() {
+            readers.push(tokio::spawn(read_lines(
+                stderr,
                 self.config.max_line_bytes,
                 tx.clone(),
             )));
         }
         drop(tx);
         let mut output = Output::new(&self.config);
-        if !spawned.isolation.note.is_empty() {
-            output.push(&format!("[tester] {}", spawned.isolation.note));
+        if !spawned.note.is_empty() {
+            output.push(&format!("[tester] {}", spawned.note));
         }
         let process = &mut spawned.process;
         let deadline = tokio::time::sleep(timeout);
@@ -455,15 +459,15 @@ impl Tester for LocalTester {
                     Some(line) => output.push(&line),
                     None => lines_open = false,
                 },
-                code = process.wait() => {
+                code = process.wait_exit() => {
                     break Ending::Exited(code.map_err(|e| TesterError::Spawn(e.to_string()))?);
                 }
                 () = &mut deadline => {
                     process.signal(StopSignal::Terminate);
                     let grace = Duration::from_secs(u64::from(self.config.kill_grace_seconds));
-                    if tokio::time::timeout(grace, process.wait()).await.is_err() {
+                    if tokio::time::timeout(grace, process.wait_exit()).await.is_err() {
                         process.signal(StopSignal::Kill);
-                        let _ = tokio::time::timeout(Duration::from_secs(5), process.wait()).await;
+                        let _ = tokio::time::timeout(Duration::from_secs(5), process.wait_exit()).await;
                     }
                     break Ending::TimedOut;
                 }
@@ -513,7 +517,7 @@ impl Tester for LocalTester {
             log_tail: output.tail.into(),
             command: launch.command,
             summary,
-            sandboxed: spawned.isolation.sandboxed,
+            sandboxed: spawned.sandboxed,
         })
     }
 }

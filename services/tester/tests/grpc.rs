@@ -12,7 +12,7 @@ use reporunner_proto::{
     },
     common::v1::{Command, Component, ComponentKind},
 };
-use reporunner_runner::RunnerConfig;
+use reporunner_sandbox::process::ProcessSettings;
 use reporunner_server::{CancellationToken, GrpcServer};
 use reporunner_tester::{LocalTester, TesterConfig, grpc::TesterGrpc};
 use tonic::{Code, transport::Channel};
@@ -31,12 +31,12 @@ impl Drop for Agent {
 
 async fn agent() -> Agent {
     let data = tempfile::tempdir().unwrap();
-    let runner = RunnerConfig::default().resolve(data.path());
+    let sandbox = ProcessSettings::default().resolve(data.path());
     let config = TesterConfig {
         kill_grace_seconds: 1,
         ..TesterConfig::default()
     };
-    let tester = LocalTester::new(config, runner).unwrap();
+    let tester = LocalTester::new(config, sandbox).unwrap();
     let (addr, shutdown) = GrpcServer::new()
         .add_service(TesterGrpc::new(Arc::new(tester)).into_server())
         .spawn_on_loopback()

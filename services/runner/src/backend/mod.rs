@@ -7,38 +7,22 @@
 pub mod kubernetes;
 mod local;
 
-use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, sync::Arc};
+use std::{net::IpAddr, path::PathBuf, sync::Arc};
 
 #[cfg(feature = "kubernetes")]
 pub use kubernetes::{KubernetesBackend, KubernetesProcess};
 pub use local::{LocalBackend, LocalProcess, group_members};
 use tokio::io::AsyncRead;
 
+pub use crate::names::{is_cidr, is_dns_label};
 use crate::{config::RunnerConfig, error::Result};
 
 /// The limits in force for one process (the sandbox's). Zero means no limit.
 pub use reporunner_sandbox::Limits;
 
-/// Everything a backend needs to start one process.
-#[derive(Clone, Debug)]
-pub struct LaunchSpec {
-    pub process_id: String,
-    pub run_id: String,
-    pub component: String,
-    /// The final shell command line, run with `sh -c`.
-    pub command: String,
-    /// The workspace root (the only writable tree besides `tmp_dir`).
-    pub workspace: PathBuf,
-    /// Where the command runs, inside `workspace`.
-    pub working_dir: PathBuf,
-    /// The complete environment.
-    pub env: BTreeMap<String, String>,
-    pub limits: Limits,
-    /// Per-run scratch space, writable.
-    pub tmp_dir: PathBuf,
-    /// Whose sandbox uid the process runs as.
-    pub owner: Option<String>,
-}
+/// Everything a backend needs to start one process (the sandbox's, which
+/// the tester shares).
+pub use reporunner_sandbox::process::LaunchSpec;
 
 /// How a process is isolated, for its status.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -74,13 +58,7 @@ impl std::fmt::Debug for OutputStream {
 }
 
 /// How to ask a process group to end.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StopSignal {
-    /// Please end (SIGTERM).
-    Terminate,
-    /// End now (SIGKILL).
-    Kill,
-}
+pub use reporunner_sandbox::process::StopSignal;
 
 /// Starts processes.
 pub trait ProcessBackend: Send + Sync + 'static {
@@ -224,49 +202,5 @@ impl BackendProcess for ConfiguredProcess {
             #[cfg(feature = "kubernetes")]
             Self::Kubernetes(p) => p.cleanup().await,
         }
-    }
-}
-
-/// Whether `name` is an RFC 1123 DNS label (namespaces, claim names).
-pub fn is_dns_label(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !name.starts_with('-')
-        && !name.ends_with('-')
-}
-
-/// Whether `text` is an IPv4 or IPv6 CIDR (`10.0.0.0/8`, `::/0`).
-pub fn is_cidr(text: &str) -> bool {
-    let Some((addr, bits)) = text.split_once('/') else {
-        return false;
-    };
-    let Ok(bits) = bits.parse::<u8>() else {
-        return false;
-    };
-    match addr.parse::<IpAddr>() {
-        Ok(IpAddr::V4(_)) => bits <= 32,
-        Ok(IpAddr::V6(_)) => bits <= 128,
-        Err(_) => false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_and_cidrs_are_checked() {
-        assert!(is_dns_label("reporunner-runs"));
-        assert!(!is_dns_label("Runs"));
-        assert!(!is_dns_label("-runs"));
-        assert!(!is_dns_label(&"a".repeat(64)));
-        assert!(is_cidr("10.0.0.0/8"));
-        assert!(is_cidr("::/0"));
-        assert!(!is_cidr("10.0.0.0/33"));
-        assert!(!is_cidr("10.0.0.0"));
-        assert!(!is_cidr("example/8"));
     }
 }

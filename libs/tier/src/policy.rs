@@ -1,7 +1,8 @@
 //! Which index mode serves a search: the caller's tier policy (data from the
 //! auth service, `reporunner.auth.v1.TierPolicy`), the env-detector's
 //! recommendation and whether an embedding model is installed. A pure
-//! function, called by the orchestrator before it asks the indexer.
+//! function, called by the orchestrator before it asks the indexer (and
+//! re-exported by the indexer as its `policy` module).
 //!
 //! - A tier whose policy lacks the mode gets text with a fallback reason, or
 //!   PERMISSION_DENIED naming the lowest tier that allows it when `strict`.
@@ -12,12 +13,9 @@
 //! - No model installed: text with the reason, for every tier.
 //! - `INDEX_MODE_UNSPECIFIED` asks for the best mode the tier allows.
 
-use reporunner_proto::{
-    auth::v1::TierPolicy,
-    common::v1::{IndexMode, Tier},
-};
+use reporunner_proto::{auth::v1::TierPolicy, common::v1::IndexMode};
 
-use crate::error::{IndexError, Result};
+use crate::{Result, TierError, tier_label};
 
 /// What [`choose_mode`] decides from.
 #[derive(Clone, Copy, Debug)]
@@ -57,17 +55,6 @@ fn allows(policy: &TierPolicy, mode: IndexMode, recommended: bool) -> bool {
             has(policy, mode) && (recommended || !policy.vector_needs_recommendation)
         }
         IndexMode::Unspecified => false,
-    }
-}
-
-fn tier_label(tier: i32) -> &'static str {
-    match Tier::try_from(tier).unwrap_or(Tier::Unspecified) {
-        Tier::Unspecified => "unknown",
-        Tier::Free => "Free",
-        Tier::Tester => "Tester",
-        Tier::Advanced => "Advanced",
-        Tier::Premium => "Premium",
-        Tier::Admin => "Admin",
     }
 }
 
@@ -131,7 +118,7 @@ pub fn choose_mode(inputs: ModeInputs<'_>) -> Result<ModeChoice> {
             };
             let lowest = lowest_tier_allowing(tiers, requested, recommended);
             if strict {
-                return Err(IndexError::PermissionDenied(match lowest {
+                return Err(TierError::PermissionDenied(match lowest {
                     Some(t) => format!("{feature} needs the {} tier or higher ({why})", tier_label(t)),
                     None => format!("{feature} is not available on any tier ({why})"),
                 }));
@@ -161,6 +148,8 @@ pub fn choose_mode(inputs: ModeInputs<'_>) -> Result<ModeChoice> {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+    use reporunner_proto::common::v1::Tier;
+
     use super::*;
 
     fn policy(tier: Tier, modes: &[IndexMode], needs_rec: bool) -> TierPolicy {
@@ -239,7 +228,7 @@ mod tests {
                 );
                 assert!(c.fallback_reason.contains("served text search"));
                 let err = choose(tier, mode, true, true, true).unwrap_err();
-                assert!(matches!(err, IndexError::PermissionDenied(_)));
+                assert!(matches!(err, TierError::PermissionDenied(_)));
                 // The host recommends vectors: Advanced allows vector search here.
                 let lowest = if mode == Vector { "Advanced" } else { "Premium" };
                 assert!(
