@@ -207,7 +207,9 @@ def run_one(binary, repo, src_root, timeout, grace, logs_dir, label):
                     last_notice = ev["notice"]
                 if "step" in ev and isinstance(ev["step"], dict):
                     s = ev["step"]
-                    last_step = f'{s.get("step", "")} {s.get("status", "")} {s.get("detail", "")}'.strip()
+                    step = s.get("step", "").removeprefix("STEP_").lower()
+                    status = s.get("status", "").removeprefix("STEP_STATUS_").lower()
+                    last_step = f'{step} {status} {s.get("detail", "")}'.strip()
                 if "state" in ev and "runId" in ev:
                     last_state = ev["state"]
                 if goal == "serve" and ev.get("state") == "RUN_STATE_RUNNING" and "runId" in ev and outcome is None:

@@ -12,8 +12,9 @@ use reporunner::ServiceName;
 use reporunner_proto::{
     common::v1::{BackingServiceKind, PlanPatch, plan_patch::Change},
     orchestrator::v1::{
-        CreateRunRequest, HealEvent, RepoSource, Run, RunEvent, RunGoal, RunState, StepEvent, StopRunRequest,
-        orchestrator_service_client::OrchestratorServiceClient, repo_source::Source, run_event,
+        CreateRunRequest, HealEvent, RepoSource, Run, RunEvent, RunGoal, RunState, Step, StepEvent,
+        StepStatus, StopRunRequest, orchestrator_service_client::OrchestratorServiceClient,
+        repo_source::Source, run_event,
     },
 };
 use reporunner_tests::Sandbox;
@@ -51,11 +52,11 @@ fn heals(events: &[RunEvent]) -> Vec<HealEvent> {
         .collect()
 }
 
-fn steps<'a>(events: &'a [RunEvent], step: &str) -> Vec<&'a StepEvent> {
+fn steps(events: &[RunEvent], step: Step) -> Vec<&StepEvent> {
     events
         .iter()
         .filter_map(|e| match &e.event {
-            Some(run_event::Event::Step(s)) if s.step == step => Some(s),
+            Some(run_event::Event::Step(s)) if s.step() == step => Some(s),
             _ => None,
         })
         .collect()
@@ -111,20 +112,20 @@ fn applied(run: &Run) -> Vec<PlanPatch> {
 }
 
 /// Asserts that exactly one heal happened, by `cause`, retrying from `retry_from`.
-fn assert_one_heal(events: &[RunEvent], cause: &str, retry_from: &str) {
+fn assert_one_heal(events: &[RunEvent], cause: &str, retry_from: Step) {
     let heals = heals(events);
     assert_eq!(heals.len(), 1, "{heals:?}");
     assert_eq!(heals[0].cause, cause, "{heals:?}");
-    assert_eq!(heals[0].retry_from, retry_from, "{heals:?}");
+    assert_eq!(heals[0].retry_from(), retry_from, "{heals:?}");
 }
 
 /// Asserts that some heal was by `cause`, retrying from `retry_from`.
-fn assert_healed_by(events: &[RunEvent], cause: &str, retry_from: &str) {
+fn assert_healed_by(events: &[RunEvent], cause: &str, retry_from: Step) {
     let heals = heals(events);
     assert!(
         heals
             .iter()
-            .any(|h| h.cause == cause && h.retry_from == retry_from),
+            .any(|h| h.cause == cause && h.retry_from() == retry_from),
         "{heals:?}"
     );
 }
@@ -158,7 +159,7 @@ async fn a_missing_python_package_is_added_and_installed() {
     let mesh = mesh().await;
     let mut client = mesh.orchestrator();
     let (run, events, _) = heal_to_running(&mesh, &mut client, "heal-missing-dep", "heal-missing-dep").await;
-    assert_one_heal(&events, "python.missing_module", "install");
+    assert_one_heal(&events, "python.missing_module", Step::Install);
     assert_applied(&run, |change| {
         matches!(
             change,
@@ -174,7 +175,7 @@ async fn a_missing_env_var_is_set() {
     let mesh = mesh().await;
     let mut client = mesh.orchestrator();
     let (run, events, _) = heal_to_running(&mesh, &mut client, "heal-missing-env", "heal-missing-env").await;
-    assert_one_heal(&events, "env.missing_var", "setup");
+    assert_one_heal(&events, "env.missing_var", Step::Setup);
     assert_applied(&run, |change| {
         matches!(
             change,
@@ -199,7 +200,7 @@ async fn a_taken_port_moves_the_component_to_a_free_one() {
     let mut client = mesh.orchestrator();
     let (run, events, _) =
         heal_to_running(&mesh, &mut client, "heal-port-collision", "heal-port-collision").await;
-    assert_one_heal(&events, "port.in_use", "setup");
+    assert_one_heal(&events, "port.in_use", Step::Setup);
     assert_applied(&run, |change| {
         matches!(
             change,
@@ -269,10 +270,10 @@ async fn a_postgres_database_is_provisioned_and_released() {
     let mesh = mesh().await;
     let mut client = mesh.orchestrator();
     let (run, events, answer) = heal_to_running(&mesh, &mut client, "heal-postgres", "db=rr_").await;
-    let provision = steps(&events, "provision");
+    let provision = steps(&events, Step::Provision);
     let finished = provision
         .iter()
-        .find(|s| s.status == "finished")
+        .find(|s| s.status() == StepStatus::Finished)
         .unwrap_or_else(|| panic!("{provision:?}"));
     assert!(finished.detail.starts_with("postgresql:"), "{}", finished.detail);
     assert!(finished.detail.contains(":***@"), "{}", finished.detail);
@@ -298,7 +299,7 @@ async fn an_unreachable_postgres_is_added_provisioned_and_released() {
     let mesh = mesh().await;
     let mut client = mesh.orchestrator();
     let (run, events, answer) = heal_to_running(&mesh, &mut client, "heal-postgres-unseen", "hits=").await;
-    assert_healed_by(&events, "db.postgres_unreachable", "provision");
+    assert_healed_by(&events, "db.postgres_unreachable", Step::Provision);
     assert_applied(&run, |change| {
         matches!(
             change,
@@ -324,11 +325,11 @@ async fn a_redis_database_is_provisioned_and_released() {
     let mesh = mesh().await;
     let mut client = mesh.orchestrator();
     let (run, events, answer) = heal_to_running(&mesh, &mut client, "heal-redis", "redis-db=").await;
-    let provision = steps(&events, "provision");
+    let provision = steps(&events, Step::Provision);
     assert!(
         provision
             .iter()
-            .any(|s| s.status == "finished" && s.detail.starts_with("redis:")),
+            .any(|s| s.status() == StepStatus::Finished && s.detail.starts_with("redis:")),
         "{provision:?}"
     );
     let db = answer
@@ -370,7 +371,7 @@ async fn unapplied_django_migrations_get_a_setup_command() {
         .unwrap();
     let mut client = mesh.orchestrator();
     let (run, events, _) = heal_to_running(&mesh, &mut client, "heal-django-migrate", "notes=0").await;
-    assert_healed_by(&events, "db.not_migrated", "setup");
+    assert_healed_by(&events, "db.not_migrated", Step::Setup);
     assert_applied(&run, |change| {
         matches!(
             change,
@@ -378,11 +379,11 @@ async fn unapplied_django_migrations_get_a_setup_command() {
                 if add.command.as_ref().is_some_and(|c| c.run.contains("manage.py migrate"))
         )
     });
-    let setup = steps(&events, "setup");
+    let setup = steps(&events, Step::Setup);
     assert!(
         setup
             .iter()
-            .any(|s| s.status == "finished" && s.detail.contains("-setup-1: exit code 0")),
+            .any(|s| s.status() == StepStatus::Finished && s.detail.contains("-setup-1: exit code 0")),
         "{setup:?}"
     );
     stop(&mesh, &mut client, &run.id).await;
@@ -430,7 +431,7 @@ async fn an_unreachable_redis_is_added_provisioned_and_released() {
     let mesh = mesh().await;
     let mut client = mesh.orchestrator();
     let (run, events, _) = heal_to_running(&mesh, &mut client, "heal-redis-unseen", "hits=").await;
-    assert_healed_by(&events, "db.redis_unreachable", "provision");
+    assert_healed_by(&events, "db.redis_unreachable", Step::Provision);
     let patches = applied(&run);
     assert!(
         patches
@@ -438,11 +439,11 @@ async fn an_unreachable_redis_is_added_provisioned_and_released() {
             .any(|p| matches!(&p.change, Some(Change::AddBackingService(_)))),
         "{patches:?}"
     );
-    let provision = steps(&events, "provision");
+    let provision = steps(&events, Step::Provision);
     assert!(
         provision
             .iter()
-            .any(|s| s.status == "finished" && s.detail.starts_with("redis:")),
+            .any(|s| s.status() == StepStatus::Finished && s.detail.starts_with("redis:")),
         "{provision:?}"
     );
     stop(&mesh, &mut client, &run.id).await;

@@ -14,8 +14,9 @@ use reporunner::{ServiceName, Settings, start_node};
 use reporunner_proto::{
     common::v1::LogLine,
     orchestrator::v1::{
-        CreateRunRequest, GetRunLogsRequest, RepoSource, Run, RunGoal, RunState, StopRunRequest,
-        orchestrator_service_client::OrchestratorServiceClient, repo_source::Source, run_event,
+        ComponentHealth, CreateRunRequest, GetRunLogsRequest, RepoSource, Run, RunGoal, RunState, Step,
+        StepStatus, StopRunRequest, orchestrator_service_client::OrchestratorServiceClient,
+        repo_source::Source, run_event,
     },
 };
 use reporunner_server::CancellationToken;
@@ -134,7 +135,10 @@ async fn stop_leaves_nothing(mesh: &Sandbox, client: &mut OrchestratorServiceCli
         .unwrap();
     assert_eq!(stopped.state(), RunState::Stopped);
     assert!(
-        stopped.components.iter().all(|c| c.health == "stopped"),
+        stopped
+            .components
+            .iter()
+            .all(|c| c.health() == ComponentHealth::Stopped),
         "{:?}",
         stopped.components
     );
@@ -167,24 +171,24 @@ async fn start_fixture(name: &str, expect: &str) {
     eprintln!("{name}: healthy in {:.1} s", began.elapsed().as_secs_f64());
     assert_eq!(run.components.len(), 1, "{:?}", run.components);
     let component = &run.components[0];
-    assert_eq!(component.health, "healthy");
+    assert_eq!(component.health(), ComponentHealth::Healthy);
     assert!(component.port > 0 && component.url.ends_with(&component.port.to_string()));
     let answer = http_get(&component.url);
     assert!(answer.starts_with("HTTP/1."), "{answer}");
     assert!(answer.contains(expect), "{answer}");
 
     let events = events(&mesh, &mut client, &run.id, true).await;
-    let steps: Vec<(String, String)> = events
+    let steps: Vec<(Step, StepStatus)> = events
         .iter()
         .filter_map(|e| match &e.event {
-            Some(run_event::Event::Step(s)) => Some((s.step.clone(), s.status.clone())),
+            Some(run_event::Event::Step(s)) => Some((s.step(), s.status())),
             _ => None,
         })
         .collect();
-    for step in ["install", "start", "probe"] {
+    for step in [Step::Install, Step::Start, Step::Probe] {
         assert!(
-            steps.contains(&(step.to_owned(), "finished".to_owned())),
-            "{step}: {steps:?}"
+            steps.contains(&(step, StepStatus::Finished)),
+            "{step:?}: {steps:?}"
         );
     }
     assert!(
@@ -479,12 +483,12 @@ async fn skipping_the_health_agent_counts_a_running_process_as_up() {
         .run
         .unwrap();
     let run = until_running(&mesh, &mut client, &created.id).await;
-    assert_eq!(run.components[0].health, "unprobed");
+    assert_eq!(run.components[0].health(), ComponentHealth::Unprobed);
     let events = events(&mesh, &mut client, &run.id, true).await;
     assert!(
         events.iter().any(|e| matches!(
             &e.event,
-            Some(run_event::Event::Step(s)) if s.step == "probe" && s.status == "skipped"
+            Some(run_event::Event::Step(s)) if s.step() == Step::Probe && s.status() == StepStatus::Skipped
         )),
         "{events:?}"
     );

@@ -28,8 +28,8 @@ use reporunner_proto::{
     common::v1::{IndexMode, Tier},
     orchestrator::v1::{
         CreateRunRequest, GetRecommendationsRequest, GetRunRequest, IndexWorkspaceRequest,
-        IndexWorkspaceResponse, RepoSource, Run, RunGoal, RunState, SearchRequest, SearchResponse,
-        WatchRunRequest, repo_source::Source, run_event,
+        IndexWorkspaceResponse, RepoSource, Run, RunGoal, RunState, SearchRequest, SearchResponse, Step,
+        StepStatus, WatchRunRequest, repo_source::Source, run_event,
     },
 };
 use reporunner_tests::{FRONT_DOOR, SANDBOX_PASSWORD, Sandbox};
@@ -307,7 +307,9 @@ async fn tiers_choose_the_mode_where_vectors_are_recommended() {
         events.extend(message.unwrap().event);
     }
     let finished = events.iter().find_map(|e| match &e.event {
-        Some(run_event::Event::Step(step)) if step.step == "index" && step.status == "finished" => {
+        Some(run_event::Event::Step(step))
+            if step.step() == Step::Index && step.status() == StepStatus::Finished =>
+        {
             Some(step.detail.clone())
         }
         _ => None,

@@ -11,7 +11,7 @@ use common::{create, events, every_service, get};
 use reporunner_proto::{
     agents::tester::v1::{TestCounts, TestOutcome},
     orchestrator::v1::{
-        Run, RunGoal, RunState, StopRunRequest, TestResult,
+        ComponentHealth, Run, RunGoal, RunState, StopRunRequest, TestResult,
         orchestrator_service_client::OrchestratorServiceClient, run_event,
     },
 };
@@ -171,7 +171,7 @@ async fn tester_start_and_test_keeps_the_app_running_with_its_results() {
     // The tests reached the running app through APP_URL.
     assert_eq!(result.counts, counts(2, 0, 0, 0), "{result:?}");
     assert_eq!(run.components.len(), 1);
-    assert_eq!(run.components[0].health, "healthy");
+    assert_eq!(run.components[0].health(), ComponentHealth::Healthy);
     let answer = common::http_get(&run.components[0].url);
     assert!(answer.contains("hello from test-flask-app"), "{answer}");
     let stopped = client

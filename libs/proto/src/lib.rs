@@ -21,3 +21,4 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "
 
 pub mod descriptor;
 pub mod json;
+pub mod labels;

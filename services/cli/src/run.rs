@@ -23,8 +23,8 @@ use reporunner_proto::{
     agents::tester::v1::TestOutcome,
     orchestrator::v1::{
         CreateRunRequest, GetRunRequest, HealEvent, RepoSource, Run, RunEvent, RunGoal, RunState,
-        StopRunRequest, TestResult, WatchRunRequest, orchestrator_service_client::OrchestratorServiceClient,
-        repo_source, run_event,
+        Step as ProtoStep, StepStatus, StopRunRequest, TestResult, WatchRunRequest,
+        orchestrator_service_client::OrchestratorServiceClient, repo_source, run_event,
     },
 };
 use reporunner_server::CancellationToken;
@@ -319,7 +319,7 @@ pub fn state_name(state: i32) -> String {
 struct Progress {
     multi: MultiProgress,
     terminal: bool,
-    steps: HashMap<String, (ProgressBar, Instant)>,
+    steps: HashMap<ProtoStep, (ProgressBar, Instant)>,
 }
 
 impl Progress {
@@ -342,34 +342,34 @@ impl Progress {
 
     fn event(&mut self, event: &RunEvent) {
         match &event.event {
-            Some(run_event::Event::Step(step)) => match step.status.as_str() {
-                "started" if !self.terminal => {
-                    self.println(format!("… {:<10} {}", step.step, step.detail));
+            Some(run_event::Event::Step(step)) => match step.status() {
+                StepStatus::Started if !self.terminal => {
+                    self.println(format!("… {:<10} {}", step.step().label(), step.detail));
                 }
-                "started" => {
+                StepStatus::Started => {
                     let bar = self.multi.add(ProgressBar::new_spinner());
                     bar.set_style(
                         ProgressStyle::with_template("{spinner} {prefix:<10} {elapsed:>4} {msg}")
                             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
                     );
-                    bar.set_prefix(step.step.clone());
+                    bar.set_prefix(step.step().label());
                     bar.set_message(step.detail.clone());
                     bar.enable_steady_tick(Duration::from_millis(120));
-                    self.steps.insert(step.step.clone(), (bar, Instant::now()));
+                    self.steps.insert(step.step(), (bar, Instant::now()));
                 }
                 status => {
                     let mark = match status {
-                        "finished" => "✓",
-                        "skipped" => "-",
+                        StepStatus::Finished => "✓",
+                        StepStatus::Skipped => "-",
                         _ => "✗",
                     };
                     let line = format!(
                         "{mark} {:<10} {:>5.1}s {}",
-                        step.step,
+                        step.step().label(),
                         f64::from(step.duration_ms) / 1000.0,
                         step.detail
                     );
-                    match self.steps.remove(&step.step) {
+                    match self.steps.remove(&step.step()) {
                         Some((bar, _)) => {
                             bar.set_style(
                                 ProgressStyle::with_template("{msg}")
@@ -385,7 +385,7 @@ impl Progress {
             Some(run_event::Event::Health(health)) => self.println(format!(
                 "  {} is {}{}",
                 health.component,
-                health.health,
+                health.health().label(),
                 if health.detail.is_empty() {
                     String::new()
                 } else {
@@ -394,7 +394,10 @@ impl Progress {
             )),
             Some(run_event::Event::Heal(heal)) => self.println(format!(
                 "  healing attempt {}: {} — {} (retrying from {})",
-                heal.attempt, heal.cause, heal.summary, heal.retry_from
+                heal.attempt,
+                heal.cause,
+                heal.summary,
+                heal.retry_from().label()
             )),
             Some(run_event::Event::Test(result)) => self.println(format!("  tests {}", test_line(result))),
             Some(run_event::Event::Url(url)) => self.println(format!("→ {url}")),
@@ -461,7 +464,9 @@ pub fn summary_with(run: &Run, heals: &[HealEvent]) -> String {
     for component in &run.components {
         out.push_str(&format!(
             "  {:<16} {:<10} {}\n",
-            component.name, component.health, component.url
+            component.name,
+            component.health().label(),
+            component.url
         ));
     }
     if !run.test_results.is_empty() {
@@ -475,7 +480,10 @@ pub fn summary_with(run: &Run, heals: &[HealEvent]) -> String {
         for heal in heals {
             out.push_str(&format!(
                 "  attempt {}: cause {} — {} (retried from {})\n",
-                heal.attempt, heal.cause, heal.summary, heal.retry_from
+                heal.attempt,
+                heal.cause,
+                heal.summary,
+                heal.retry_from().label()
             ));
             for patch in &heal.patches {
                 out.push_str(&format!(
@@ -770,7 +778,7 @@ mod tests {
                     value: "x".into(),
                 })),
             }],
-            retry_from: "start".into(),
+            retry_from: ProtoStep::Start.into(),
         };
         let text = summary_with(&run, &[heal]);
         assert!(text.contains("run r1 failed"), "{text}");

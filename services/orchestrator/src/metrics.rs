@@ -38,8 +38,13 @@ pub(crate) fn run_ended(state: RunState) {
     metrics::counter!(RUNS_ENDED_TOTAL, "state" => label(state.as_str_name(), "RUN_STATE_")).increment(1);
 }
 
-pub(crate) fn step(step: &'static str, status: &'static str, elapsed: Duration) {
-    metrics::histogram!(STEP_SECONDS, "step" => step, "status" => status).record(elapsed.as_secs_f64());
+pub(crate) fn step(
+    step: &'static str,
+    status: reporunner_proto::orchestrator::v1::StepStatus,
+    elapsed: Duration,
+) {
+    metrics::histogram!(STEP_SECONDS, "step" => step, "status" => status.label())
+        .record(elapsed.as_secs_f64());
 }
 
 /// Counts a running pipeline until dropped.

@@ -195,7 +195,7 @@ impl Plugins {
                         .map(|c| ComponentStatus {
                             name: c.name.clone(),
                             url: c.url.clone(),
-                            health: c.health.clone(),
+                            health: c.health,
                             port: c.port,
                         })
                         .collect()

@@ -732,7 +732,7 @@ impl Orchestrator for OrchestratorImpl {
         // finds its run over and stops what it started.
         let mut components = self.store.components(run_id).await?;
         for component in &mut components {
-            component.health = "stopped".into();
+            component.set_health(reporunner_proto::orchestrator::v1::ComponentHealth::Stopped);
         }
         let change = RunChange {
             error: Some(format!("stopped by {}", caller.username)),

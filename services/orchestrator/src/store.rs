@@ -13,7 +13,7 @@ use prost::Message as _;
 use reporunner_proto::{
     common::v1::{RunPlan, Workspace},
     orchestrator::v1::{
-        ComponentStatus, RepoSource, Run, RunEvent, RunGoal, RunState, TestResult, run_event,
+        ComponentHealth, ComponentStatus, RepoSource, Run, RunEvent, RunGoal, RunState, TestResult, run_event,
     },
 };
 use sea_orm::{
@@ -94,10 +94,10 @@ pub struct RunComponent {
     pub name: String,
     #[prost(string, tag = "2")]
     pub url: String,
-    /// "starting", "healthy", "unhealthy", "stopped", or "unprobed" when the
-    /// health agent was skipped.
-    #[prost(string, tag = "3")]
-    pub health: String,
+    /// `ComponentHealth` (tag 3 held it as words until the contract had
+    /// an enum).
+    #[prost(enumeration = "ComponentHealth", tag = "9")]
+    pub health: i32,
     #[prost(uint32, tag = "4")]
     pub port: u32,
     /// The runner's process id (`proc-...`).
@@ -119,7 +119,7 @@ impl RunComponent {
         ComponentStatus {
             name: self.name.clone(),
             url: self.url.clone(),
-            health: self.health.clone(),
+            health: self.health,
             port: self.port,
         }
     }

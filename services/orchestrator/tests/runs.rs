@@ -11,8 +11,8 @@ use reporunner_proto::auth::v1::UsageKind;
 use reporunner_proto::{
     common::v1::Tier,
     orchestrator::v1::{
-        CreateRunRequest, ListRunsRequest, RepoSource, Run, RunEvent, RunGoal, RunState, StepEvent,
-        StopRunRequest, repo_source::Source, run_event,
+        CreateRunRequest, ListRunsRequest, RepoSource, Run, RunEvent, RunGoal, RunState, Step, StepEvent,
+        StepStatus, StopRunRequest, repo_source::Source, run_event,
     },
 };
 use tonic::Code;
@@ -80,19 +80,16 @@ async fn an_analyze_run_of_a_flask_app_fetches_detects_analyzes_and_succeeds() {
         ]
     );
     let trail_steps = steps(&events);
-    let trail: Vec<(&str, &str)> = trail_steps
-        .iter()
-        .map(|s| (s.step.as_str(), s.status.as_str()))
-        .collect();
+    let trail: Vec<(Step, StepStatus)> = trail_steps.iter().map(|s| (s.step(), s.status())).collect();
     assert_eq!(
         trail,
         vec![
-            ("fetch", "started"),
-            ("fetch", "finished"),
-            ("detect", "started"),
-            ("detect", "finished"),
-            ("analyze", "started"),
-            ("analyze", "finished"),
+            (Step::Fetch, StepStatus::Started),
+            (Step::Fetch, StepStatus::Finished),
+            (Step::Detect, StepStatus::Started),
+            (Step::Detect, StepStatus::Finished),
+            (Step::Analyze, StepStatus::Started),
+            (Step::Analyze, StepStatus::Finished),
         ]
     );
     assert!(
@@ -130,7 +127,7 @@ async fn an_analyze_run_of_a_flask_app_fetches_detects_analyzes_and_succeeds() {
         .unwrap();
     let events = mesh.watch(&alice, &again.id, 0).await.unwrap();
     let fetch = &steps(&events)[0];
-    assert_eq!((fetch.step.as_str(), fetch.status.as_str()), ("fetch", "skipped"));
+    assert_eq!((fetch.step(), fetch.status()), (Step::Fetch, StepStatus::Skipped));
     assert!(fetch.detail.contains(&workspace.id), "{}", fetch.detail);
     assert!(
         !states(&events).contains(&RunState::Fetching),
@@ -198,8 +195,8 @@ async fn a_bad_git_url_fails_the_run_with_a_message_naming_it() {
     );
     let failed = steps(&events).pop().unwrap();
     assert_eq!(
-        (failed.step.as_str(), failed.status.as_str()),
-        ("fetch", "failed")
+        (failed.step(), failed.status()),
+        (Step::Fetch, StepStatus::Failed)
     );
     let run = mesh.get(&alice, &run.id).await.unwrap();
     assert_eq!(run.state(), RunState::Failed);
@@ -383,11 +380,12 @@ async fn stop_run_cancels_the_pipeline_and_is_idempotent() {
         states(&events),
         vec![RunState::Pending, RunState::Fetching, RunState::Stopped]
     );
-    let trail: Vec<String> = steps(&events)
-        .iter()
-        .map(|s| format!("{}:{}", s.step, s.status))
-        .collect();
-    assert_eq!(trail, vec!["fetch:started"], "a stopped step leaves no finish");
+    let trail: Vec<(Step, StepStatus)> = steps(&events).iter().map(|s| (s.step(), s.status())).collect();
+    assert_eq!(
+        trail,
+        vec![(Step::Fetch, StepStatus::Started)],
+        "a stopped step leaves no finish"
+    );
     assert_eq!(
         stop(&mesh, &bob, &stuck.id).await.unwrap(),
         stopped,
@@ -682,11 +680,11 @@ async fn a_run_driven_by_another_process_is_watched_and_stopped_through_the_stor
         panic!("under the limit");
     };
     let writer = async {
-        for step in ["fetch", "detect", "analyze"] {
+        for step in [Step::Fetch, Step::Detect, Step::Analyze] {
             tokio::time::sleep(Duration::from_millis(120)).await;
             let event = run_event::Event::Step(StepEvent {
                 step: step.into(),
-                status: "finished".into(),
+                status: StepStatus::Finished.into(),
                 detail: String::new(),
                 duration_ms: 1,
             });
@@ -798,12 +796,12 @@ async fn skipping_the_env_detector_still_analyzes() {
         .await
         .unwrap();
     let events = mesh.watch(&jack, &run.id, 0).await.unwrap();
-    let detect: Vec<String> = steps(&events)
+    let detect: Vec<StepStatus> = steps(&events)
         .iter()
-        .filter(|s| s.step == "detect")
-        .map(|s| s.status.clone())
+        .filter(|s| s.step() == Step::Detect)
+        .map(|s| s.status())
         .collect();
-    assert_eq!(detect, vec!["skipped"], "a skipped step never starts");
+    assert_eq!(detect, vec![StepStatus::Skipped], "a skipped step never starts");
     let run = mesh.get(&jack, &run.id).await.unwrap();
     assert_eq!(run.state(), RunState::Succeeded);
     assert!(!run.plan.unwrap().components.is_empty());

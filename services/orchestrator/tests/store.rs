@@ -12,7 +12,10 @@ use reporunner_orchestrator::{
 };
 use reporunner_proto::{
     common::v1::{Command, Component, RunPlan, Workspace},
-    orchestrator::v1::{RepoSource, Run, RunGoal, RunState, StepEvent, repo_source, run_event},
+    orchestrator::v1::{
+        ComponentHealth, RepoSource, Run, RunGoal, RunState, Step, StepEvent, StepStatus, repo_source,
+        run_event,
+    },
 };
 
 /// Runs `$test(db)` once on SQLite and once on a fresh PostgreSQL database.
@@ -73,11 +76,12 @@ async fn create(store: &RunStore, owner: &str) -> Run {
     }
 }
 
+/// A step event that names itself in its detail.
 fn step(name: &str) -> run_event::Event {
     run_event::Event::Step(StepEvent {
-        step: name.to_owned(),
-        status: "started".into(),
-        detail: String::new(),
+        step: Step::Fetch.into(),
+        status: StepStatus::Started.into(),
+        detail: name.to_owned(),
         duration_ms: 0,
     })
 }
@@ -360,7 +364,7 @@ async fn components_are_kept_and_running_runs_survive_a_restart(db: TestDb) {
     let web = RunComponent {
         name: "web".into(),
         url: "http://127.0.0.1:4242".into(),
-        health: "healthy".into(),
+        health: ComponentHealth::Healthy.into(),
         port: 4242,
         process_id: "proc-1".into(),
         pid: 77,

@@ -11,6 +11,7 @@
 //! end SUCCEEDED or FAILED. Plugins are called at their hooks between steps
 //! (see [`crate::plugins`]).
 
+use reporunner_proto::orchestrator::v1::StepStatus;
 use std::{
     sync::Arc,
     time::{Duration, Instant},
@@ -294,7 +295,7 @@ impl Engine {
             ctx.counted = true;
             self.enter(&ctx.run_id, state, change).await?;
         }
-        self.step(&ctx.run_id, step, "started", detail, Duration::ZERO)
+        self.step(&ctx.run_id, step, StepStatus::Started, detail, Duration::ZERO)
             .await?;
         Ok(Instant::now())
     }

@@ -78,7 +78,7 @@ pub(crate) async fn heal(engine: &Engine, ctx: &mut RunContext) -> Flow<Healed> 
             cause: diagnosis.cause.clone(),
             summary: diagnosis.summary.clone(),
             patches: applied.clone(),
-            retry_from: from.name().to_owned(),
+            retry_from: from.to_proto().into(),
         });
         let change = RunChange {
             plan: Some(plan),

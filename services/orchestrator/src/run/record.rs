@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use reporunner_proto::orchestrator::v1::{RunState, StepEvent, run_event};
+use reporunner_proto::orchestrator::v1::{RunState, StepEvent, StepStatus, run_event};
 
 use crate::{
     run::{Engine, Flow, Halt, Step},
@@ -16,10 +16,15 @@ pub(crate) fn millis(elapsed: Duration) -> u32 {
 }
 
 /// A step's event.
-pub(crate) fn step_event(step: Step, status: &str, detail: String, duration: Duration) -> run_event::Event {
+pub(crate) fn step_event(
+    step: Step,
+    status: StepStatus,
+    detail: String,
+    duration: Duration,
+) -> run_event::Event {
     run_event::Event::Step(StepEvent {
-        step: step.name().to_owned(),
-        status: status.to_owned(),
+        step: step.to_proto().into(),
+        status: status.into(),
         detail,
         duration_ms: millis(duration),
     })
@@ -47,11 +52,11 @@ impl Engine {
         &self,
         run_id: &str,
         step: Step,
-        status: &'static str,
+        status: StepStatus,
         detail: String,
         elapsed: Duration,
     ) -> Flow {
-        if status != "started" {
+        if status != StepStatus::Started {
             crate::metrics::step(step.name(), status, elapsed);
         }
         self.emit(
@@ -76,7 +81,10 @@ impl Engine {
         elapsed: Duration,
     ) -> Halt {
         tracing::info!(step = step.name(), error = %message, "run step failed");
-        match self.step(run_id, step, "failed", message.clone(), elapsed).await {
+        match self
+            .step(run_id, step, StepStatus::Failed, message.clone(), elapsed)
+            .await
+        {
             Ok(()) => Halt::Failed(message),
             Err(halt) => halt,
         }

@@ -88,6 +88,25 @@ impl Step {
         }
     }
 
+    /// The step as the contract names it.
+    pub fn to_proto(self) -> reporunner_proto::orchestrator::v1::Step {
+        use reporunner_proto::orchestrator::v1::Step as Proto;
+        match self {
+            Self::Fetch => Proto::Fetch,
+            Self::Detect => Proto::Detect,
+            Self::Analyze => Proto::Analyze,
+            Self::Index => Proto::Index,
+            Self::Provision => Proto::Provision,
+            Self::Install => Proto::Install,
+            Self::Build => Proto::Build,
+            Self::Setup => Proto::Setup,
+            Self::Start => Proto::Start,
+            Self::Probe => Proto::Probe,
+            Self::Test => Proto::Test,
+            Self::Monitor => Proto::Monitor,
+        }
+    }
+
     /// One line on what the step does, for `--explain`.
     pub fn describe(self) -> &'static str {
         match self {
@@ -323,6 +342,13 @@ mod tests {
         assert_eq!(Step::Index.state(), None);
         assert_eq!(Step::Fetch.deadline(&config), config.fetch_deadline());
         assert_eq!(Step::Build.deadline(&config), config.install_deadline());
+    }
+
+    #[test]
+    fn the_contract_names_every_step_alike() {
+        for step in Step::ALL {
+            assert_eq!(step.to_proto().label(), step.name());
+        }
     }
 
     #[test]

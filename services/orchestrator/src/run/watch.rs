@@ -16,7 +16,7 @@ use reporunner_proto::{
         runner::v1::{ProcessState, ProcessStatus},
     },
     common::v1::ComponentKind,
-    orchestrator::v1::{HealthEvent, run_event},
+    orchestrator::v1::{ComponentHealth, HealthEvent, run_event},
 };
 use tokio_stream::{StreamExt as _, StreamMap};
 use tokio_util::sync::CancellationToken;
@@ -28,8 +28,6 @@ use crate::{
     store::{RunChange, RunComponent},
 };
 
-/// The health of a component that runs without probes.
-pub const UNPROBED: &str = "unprobed";
 /// The longest a health watch is asked to run before it is re-opened.
 const WATCH_SECONDS: u64 = 24 * 3_600;
 
@@ -70,11 +68,12 @@ pub(crate) fn probe_for(component: &RunComponent) -> ProbeSpec {
     }
 }
 
-pub(crate) fn health_name(state: HealthState) -> &'static str {
+/// A probe's verdict as the run's component health.
+pub(crate) fn component_health(state: HealthState) -> ComponentHealth {
     match state {
-        HealthState::Healthy => "healthy",
-        HealthState::Unhealthy => "unhealthy",
-        HealthState::Starting | HealthState::Unspecified => "starting",
+        HealthState::Healthy => ComponentHealth::Healthy,
+        HealthState::Unhealthy => ComponentHealth::Unhealthy,
+        HealthState::Starting | HealthState::Unspecified => ComponentHealth::Starting,
     }
 }
 
@@ -123,7 +122,7 @@ impl Engine {
         let Some(component) = monitor
             .components
             .iter()
-            .find(|c| c.health != "healthy" && c.health != UNPROBED)
+            .find(|c| !matches!(c.health(), ComponentHealth::Healthy | ComponentHealth::Unprobed))
             .or_else(|| monitor.components.first())
         else {
             return;
@@ -154,18 +153,19 @@ impl Engine {
         let Some(result) = result else {
             return Ok(());
         };
-        let health = health_name(result.state());
+        let health = component_health(result.state());
         let Some(component) = monitor.components.iter_mut().find(|c| c.name == name) else {
             return Ok(());
         };
         // A re-opened watch starts over in STARTING: not a change.
-        if component.health == health || (health == "starting" && component.health != "starting") {
+        let was = component.health();
+        if was == health || (health == ComponentHealth::Starting && was != ComponentHealth::Starting) {
             return Ok(());
         }
-        component.health = health.to_owned();
+        component.set_health(health);
         let event = run_event::Event::Health(HealthEvent {
             component: name.to_owned(),
-            health: health.to_owned(),
+            health: health.into(),
             detail: result.detail,
         });
         let change = RunChange {
@@ -249,7 +249,11 @@ impl Engine {
         tokio::pin!(deadline);
         let mut agent_error: Option<String> = None;
         loop {
-            if monitor.components.iter().all(|c| c.health == "healthy") {
+            if monitor
+                .components
+                .iter()
+                .all(|c| c.health() == ComponentHealth::Healthy)
+            {
                 return Ok(());
             }
             tokio::select! {
@@ -288,7 +292,7 @@ impl Engine {
         let late: Vec<&RunComponent> = monitor
             .components
             .iter()
-            .filter(|c| c.health != "healthy")
+            .filter(|c| c.health() != ComponentHealth::Healthy)
             .collect();
         let names: Vec<&str> = late.iter().map(|c| c.name.as_str()).collect();
         let tail = match late.first() {
@@ -350,7 +354,7 @@ impl Engine {
                     _ => tokio::time::sleep(Duration::from_millis(200)).await,
                 }
             }
-            component.health = UNPROBED.into();
+            component.set_health(ComponentHealth::Unprobed);
         }
         Ok(())
     }
@@ -427,6 +431,9 @@ mod tests {
     #[test]
     fn processes_end_for_good_and_health_reads_as_words() {
         assert!(is_over(ProcessState::Failed) && !is_over(ProcessState::Starting));
-        assert_eq!(health_name(HealthState::Unspecified), "starting");
+        assert_eq!(
+            component_health(HealthState::Unspecified),
+            ComponentHealth::Starting
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! install, build, set up, start and test each.
 
 use reporunner_proto::agents::analyzer::v1::AnalyzeRequest;
+use reporunner_proto::orchestrator::v1::StepStatus;
 
 use crate::{
     run::{Engine, Flow, RunContext, Step},
@@ -39,7 +40,8 @@ pub(crate) async fn run(engine: &Engine, ctx: &mut RunContext) -> Flow {
         plan: Some(plan),
         ..RunChange::default()
     };
-    let event = crate::run::record::step_event(Step::Analyze, "finished", detail, started.elapsed());
-    crate::metrics::step(Step::Analyze.name(), "finished", started.elapsed());
+    let event =
+        crate::run::record::step_event(Step::Analyze, StepStatus::Finished, detail, started.elapsed());
+    crate::metrics::step(Step::Analyze.name(), StepStatus::Finished, started.elapsed());
     engine.emit(&ctx.run_id, change, event).await
 }

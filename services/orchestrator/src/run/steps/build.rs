@@ -2,6 +2,7 @@
 //! right after the component's install on the same call (see
 //! [`super::install`]). A component without one has its build skipped.
 
+use reporunner_proto::orchestrator::v1::StepStatus;
 use std::time::{Duration, Instant};
 
 use reporunner_proto::{
@@ -34,7 +35,7 @@ pub(crate) async fn run(
             let result = conclude(engine, ctx, component, Step::Install, started, call, result).await?;
             let why = format!("{name}: no build command");
             engine
-                .step(&ctx.run_id, Step::Build, "skipped", why, Duration::ZERO)
+                .step(&ctx.run_id, Step::Build, StepStatus::Skipped, why, Duration::ZERO)
                 .await?;
             return Ok(result);
         }
@@ -48,7 +49,7 @@ pub(crate) async fn run(
         .step(
             &ctx.run_id,
             Step::Build,
-            "started",
+            StepStatus::Started,
             format!("{name}: {command}"),
             Duration::ZERO,
         )

@@ -4,6 +4,7 @@
 //! the build begins, [`build`] follows the rest. Skipping the dependency
 //! agent skips both (the component runs with what the host has).
 
+use reporunner_proto::orchestrator::v1::StepStatus;
 use std::{collections::BTreeMap, time::Duration};
 
 use reporunner_proto::common::v1::Component;
@@ -38,10 +39,16 @@ pub(crate) async fn install_and_build(
     if skipped_on_request(ctx, Step::Install) {
         let why = format!("{name}: the dependency agent was skipped on request");
         engine
-            .step(&ctx.run_id, Step::Install, "skipped", why.clone(), Duration::ZERO)
+            .step(
+                &ctx.run_id,
+                Step::Install,
+                StepStatus::Skipped,
+                why.clone(),
+                Duration::ZERO,
+            )
             .await?;
         engine
-            .step(&ctx.run_id, Step::Build, "skipped", why, Duration::ZERO)
+            .step(&ctx.run_id, Step::Build, StepStatus::Skipped, why, Duration::ZERO)
             .await?;
         return Ok(component_env([], &ctx.env));
     }

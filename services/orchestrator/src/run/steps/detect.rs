@@ -2,6 +2,7 @@
 //! package managers). The user may skip it.
 
 use reporunner_proto::agents::env_detector::v1::DetectRequest;
+use reporunner_proto::orchestrator::v1::StepStatus;
 
 use crate::run::{
     Engine, Flow, RunContext, Step,
@@ -30,6 +31,12 @@ pub(crate) async fn run(engine: &Engine, ctx: &mut RunContext) -> Flow {
     let detail = format!("{} toolchain(s) found", environment.toolchains.len());
     ctx.environment = Some(environment);
     engine
-        .step(&ctx.run_id, Step::Detect, "finished", detail, started.elapsed())
+        .step(
+            &ctx.run_id,
+            Step::Detect,
+            StepStatus::Finished,
+            detail,
+            started.elapsed(),
+        )
         .await
 }

@@ -1,6 +1,7 @@
 //! Fetch: the source agent clones or copies the repository into a
 //! workspace. Skipped when the run re-uses a workspace fetched earlier.
 
+use reporunner_proto::orchestrator::v1::StepStatus;
 use reporunner_proto::{
     agents::source::v1::{FetchRequest, GitSource, LocalSource, fetch_request},
     orchestrator::v1::repo_source,
@@ -61,7 +62,7 @@ pub(crate) async fn run(engine: &Engine, ctx: &mut RunContext) -> Flow {
         workspace: Some(workspace),
         ..RunChange::default()
     };
-    let event = crate::run::record::step_event(Step::Fetch, "finished", detail, started.elapsed());
-    crate::metrics::step(Step::Fetch.name(), "finished", started.elapsed());
+    let event = crate::run::record::step_event(Step::Fetch, StepStatus::Finished, detail, started.elapsed());
+    crate::metrics::step(Step::Fetch.name(), StepStatus::Finished, started.elapsed());
     engine.emit(&ctx.run_id, change, event).await
 }

@@ -2,6 +2,7 @@
 //! indexes the workspace for search in the mode decided at creation. Never
 //! fails a run: a failure is a failed step event and a notice.
 
+use reporunner_proto::orchestrator::v1::StepStatus;
 use std::time::{Duration, Instant};
 
 use reporunner_proto::common::v1::IndexMode;
@@ -26,7 +27,13 @@ pub(crate) async fn run(engine: &Engine, ctx: &mut RunContext) -> Flow {
         return skip(engine, ctx, Step::Index, detail.into()).await;
     };
     engine
-        .step(&ctx.run_id, Step::Index, "started", String::new(), Duration::ZERO)
+        .step(
+            &ctx.run_id,
+            Step::Index,
+            StepStatus::Started,
+            String::new(),
+            Duration::ZERO,
+        )
         .await?;
     let started = Instant::now();
     let work = async {
@@ -54,14 +61,20 @@ pub(crate) async fn run(engine: &Engine, ctx: &mut RunContext) -> Flow {
             }
             let detail = progress_detail(&done.progress.unwrap_or_default(), mode, &done.model);
             engine
-                .step(&ctx.run_id, Step::Index, "finished", detail, elapsed)
+                .step(&ctx.run_id, Step::Index, StepStatus::Finished, detail, elapsed)
                 .await
         }
         Err(err) => {
             let message = format!("indexing failed (the run goes on): {err}");
             tracing::info!(error = %message, "index step failed");
             engine
-                .step(&ctx.run_id, Step::Index, "failed", message.clone(), elapsed)
+                .step(
+                    &ctx.run_id,
+                    Step::Index,
+                    StepStatus::Failed,
+                    message.clone(),
+                    elapsed,
+                )
                 .await?;
             engine.notice(&ctx.run_id, message).await
         }

@@ -4,6 +4,7 @@
 //! ([`super::dependency`]): this file follows the call until its build
 //! begins, [`super::build`] follows the rest.
 
+use reporunner_proto::orchestrator::v1::StepStatus;
 use std::{
     collections::{BTreeMap, VecDeque},
     time::{Duration, Instant},
@@ -118,7 +119,13 @@ pub(crate) async fn install(engine: &Engine, ctx: &RunContext, component: &Compo
         .await?;
     let started = Instant::now();
     engine
-        .step(run_id, Step::Install, "started", name.to_owned(), Duration::ZERO)
+        .step(
+            run_id,
+            Step::Install,
+            StepStatus::Started,
+            name.to_owned(),
+            Duration::ZERO,
+        )
         .await?;
     let request = InstallRequest {
         run_id: run_id.to_owned(),
@@ -153,7 +160,7 @@ pub(crate) async fn install(engine: &Engine, ctx: &RunContext, component: &Compo
                     .step(
                         run_id,
                         Step::Install,
-                        "finished",
+                        StepStatus::Finished,
                         format!("{name}: dependencies installed"),
                         started.elapsed(),
                     )
@@ -241,7 +248,7 @@ pub(crate) async fn conclude(
         }
     );
     engine
-        .step(&ctx.run_id, step, "finished", detail, since.elapsed())
+        .step(&ctx.run_id, step, StepStatus::Finished, detail, since.elapsed())
         .await?;
     Ok(result)
 }

@@ -14,6 +14,7 @@ pub mod setup;
 pub mod start;
 pub mod test;
 
+use reporunner_proto::orchestrator::v1::StepStatus;
 use std::time::Duration;
 
 use crate::run::{Engine, Flow, RunContext, Step};
@@ -21,7 +22,7 @@ use crate::run::{Engine, Flow, RunContext, Step};
 /// Records `step` as skipped for `reason`.
 pub(crate) async fn skip(engine: &Engine, ctx: &RunContext, step: Step, reason: String) -> Flow {
     engine
-        .step(&ctx.run_id, step, "skipped", reason, Duration::ZERO)
+        .step(&ctx.run_id, step, StepStatus::Skipped, reason, Duration::ZERO)
         .await
 }
 

@@ -7,14 +7,14 @@
 
 use std::{sync::Arc, time::Instant};
 
-use reporunner_proto::orchestrator::v1::{RunState, run_event};
+use reporunner_proto::orchestrator::v1::{ComponentHealth, RunState, run_event};
 
 use crate::{
     live::LiveRun,
     run::{
         Engine, Flow, Halt, RunContext,
         steps::provision::release_backing,
-        watch::{Monitor, UNPROBED, is_over},
+        watch::{Monitor, is_over},
     },
     store::{RunChange, RunComponent},
 };
@@ -57,7 +57,7 @@ pub(crate) async fn resume(
         }
         None => {
             tracing::info!("monitoring of a running run resumed after a restart");
-            let probed = components.iter().all(|c| c.health != UNPROBED);
+            let probed = components.iter().all(|c| c.health() != ComponentHealth::Unprobed);
             let notice = "the orchestrator restarted; the run's processes still run and are monitored again";
             match engine
                 .emit(

@@ -5,6 +5,7 @@
 //! counts as up once its process runs (health "unprobed"). Once every
 //! component is up the run is RUNNING.
 
+use reporunner_proto::orchestrator::v1::StepStatus;
 use std::time::{Duration, Instant};
 
 use reporunner_proto::orchestrator::v1::{RunState, run_event};
@@ -26,7 +27,13 @@ pub(crate) async fn run(engine: &Engine, ctx: &mut RunContext) -> Flow {
     if monitor.probed {
         let started = Instant::now();
         engine
-            .step(&run_id, Step::Probe, "started", names.join(", "), Duration::ZERO)
+            .step(
+                &run_id,
+                Step::Probe,
+                StepStatus::Started,
+                names.join(", "),
+                Duration::ZERO,
+            )
             .await?;
         if let Err(halt) = engine.until_healthy(&mut monitor, &ctx.cancel).await {
             let halt = match halt {
@@ -44,7 +51,7 @@ pub(crate) async fn run(engine: &Engine, ctx: &mut RunContext) -> Flow {
             .step(
                 &run_id,
                 Step::Probe,
-                "finished",
+                StepStatus::Finished,
                 format!("healthy: {}", names.join(", ")),
                 started.elapsed(),
             )
@@ -58,7 +65,13 @@ pub(crate) async fn run(engine: &Engine, ctx: &mut RunContext) -> Flow {
         }
         let why = "the health agent was skipped on request; components count as up once their processes run";
         engine
-            .step(&run_id, Step::Probe, "skipped", why.into(), Duration::ZERO)
+            .step(
+                &run_id,
+                Step::Probe,
+                StepStatus::Skipped,
+                why.into(),
+                Duration::ZERO,
+            )
             .await?;
     }
     for component in &monitor.components {

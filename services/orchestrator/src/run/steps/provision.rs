@@ -3,6 +3,7 @@
 //! reaches the components. Also where the set-up steps' components are
 //! chosen ([`select`]), since provision is the first of those steps.
 
+use reporunner_proto::orchestrator::v1::StepStatus;
 use std::{
     collections::BTreeMap,
     time::{Duration, Instant},
@@ -161,7 +162,7 @@ pub(crate) async fn provision(engine: &Engine, ctx: &mut RunContext, components:
             .step(
                 &run_id,
                 Step::Provision,
-                "started",
+                StepStatus::Started,
                 what.to_owned(),
                 Duration::ZERO,
             )
@@ -203,7 +204,13 @@ pub(crate) async fn provision(engine: &Engine, ctx: &mut RunContext, components:
         );
         ctx.provisioned.insert(kind, response.env.into_iter().collect());
         engine
-            .step(&run_id, Step::Provision, "finished", detail, started.elapsed())
+            .step(
+                &run_id,
+                Step::Provision,
+                StepStatus::Finished,
+                detail,
+                started.elapsed(),
+            )
             .await?;
     }
     Ok(())

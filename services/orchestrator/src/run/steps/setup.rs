@@ -2,6 +2,7 @@
 //! resolver added, e.g. a database migration), once, through the runner, in
 //! the sandbox, with the component's env, after install and before start.
 
+use reporunner_proto::orchestrator::v1::StepStatus;
 use std::time::{Duration, Instant};
 
 use reporunner_proto::{
@@ -48,7 +49,7 @@ async fn setup_command(
         .step(
             &run_id,
             Step::Setup,
-            "started",
+            StepStatus::Started,
             format!("{name}: {}", command.run),
             Duration::ZERO,
         )
@@ -121,7 +122,7 @@ async fn setup_command(
         .step(
             &run_id,
             Step::Setup,
-            "finished",
+            StepStatus::Finished,
             format!("{name}: exit code 0"),
             started.elapsed(),
         )

@@ -3,6 +3,7 @@
 //! install's, its backing services', the user's; the runner adds the plan's
 //! defaults under them).
 
+use reporunner_proto::orchestrator::v1::StepStatus;
 use std::time::{Duration, Instant};
 
 use reporunner_proto::{
@@ -10,7 +11,7 @@ use reporunner_proto::{
         resolver::v1::Phase,
         runner::v1::{RestartPolicy, StartRequest},
     },
-    orchestrator::v1::RunState,
+    orchestrator::v1::{ComponentHealth, RunState},
 };
 
 use crate::{
@@ -36,7 +37,13 @@ pub(crate) async fn run(engine: &Engine, ctx: &mut RunContext) -> Flow {
         let name = component.name.clone();
         let started = Instant::now();
         engine
-            .step(&run_id, Step::Start, "started", name.clone(), Duration::ZERO)
+            .step(
+                &run_id,
+                Step::Start,
+                StepStatus::Started,
+                name.clone(),
+                Duration::ZERO,
+            )
             .await?;
         let request = StartRequest {
             run_id: run_id.clone(),
@@ -70,7 +77,7 @@ pub(crate) async fn run(engine: &Engine, ctx: &mut RunContext) -> Flow {
         components.push(RunComponent {
             name: name.clone(),
             url: status.url.clone(),
-            health: "starting".into(),
+            health: ComponentHealth::Starting.into(),
             port: status.port,
             process_id: status.process_id.clone(),
             pid: status.pid,
@@ -95,10 +102,10 @@ pub(crate) async fn run(engine: &Engine, ctx: &mut RunContext) -> Flow {
             .emit(
                 &run_id,
                 change,
-                step_event(Step::Start, "finished", detail, started.elapsed()),
+                step_event(Step::Start, StepStatus::Finished, detail, started.elapsed()),
             )
             .await?;
-        crate::metrics::step(Step::Start.name(), "finished", started.elapsed());
+        crate::metrics::step(Step::Start.name(), StepStatus::Finished, started.elapsed());
         if !status.sandboxed && !status.sandbox_note.is_empty() {
             engine
                 .notice(&run_id, format!("{name}: {}", status.sandbox_note))

@@ -10,6 +10,7 @@
 //! stays RUNNING and says in a notice which did not. Test failures are
 //! results: they never go to the resolver.
 
+use reporunner_proto::orchestrator::v1::StepStatus;
 use std::{
     collections::BTreeMap,
     time::{Duration, Instant},
@@ -78,7 +79,13 @@ async fn against_running(engine: &Engine, ctx: &mut RunContext, running: &[RunCo
     if testable.is_empty() {
         let why = "no component of the plan has a test command";
         return engine
-            .step(&run_id, Step::Test, "skipped", why.into(), Duration::ZERO)
+            .step(
+                &run_id,
+                Step::Test,
+                StepStatus::Skipped,
+                why.into(),
+                Duration::ZERO,
+            )
             .await;
     }
     let mut results = Vec::with_capacity(testable.len());
@@ -149,7 +156,7 @@ async fn run_one(
         .step(
             &run_id,
             Step::Test,
-            "started",
+            StepStatus::Started,
             format!("{name}: {command}"),
             Duration::ZERO,
         )
@@ -220,7 +227,11 @@ async fn run_one(
         engine.notice(&run_id, format!("{name}: tests {hit}")).await?;
     }
     let detail = format!("{name}: {}: {}", outcome_name(result.outcome()), result.summary);
-    let status = if passed { "finished" } else { "failed" };
+    let status = if passed {
+        StepStatus::Finished
+    } else {
+        StepStatus::Failed
+    };
     engine
         .step(&run_id, Step::Test, status, detail, started.elapsed())
         .await?;
