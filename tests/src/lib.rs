@@ -4,7 +4,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
-//! use reporunner::ServiceName;
+//! use reporunner_node::ServiceName;
 //! use reporunner_tests::Sandbox;
 //! let mesh = Sandbox::builder()
 //!     .replicas(ServiceName::EnvDetector, 2)
@@ -25,9 +25,9 @@
 
 use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
 
-use reporunner::{Node, ServiceName, Settings, start_node};
 use reporunner_client::ServiceChannel;
 use reporunner_identity::{MeshKey, ServiceTokenSource};
+use reporunner_node::{Node, ServiceName, Settings, start_node};
 use reporunner_proto::{
     agents, index, orchestrator::v1::orchestrator_service_client::OrchestratorServiceClient,
 };

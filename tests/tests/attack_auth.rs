@@ -20,7 +20,7 @@ use std::{
     time::Duration,
 };
 
-use reporunner::{ServiceName, Settings};
+use reporunner_node::{ServiceName, Settings};
 use reporunner_proto::auth::v1::{LoginRequest, RegisterRequest, auth_service_client::AuthServiceClient};
 use reporunner_tests::{FRONT_DOOR, Sandbox};
 use tonic::{

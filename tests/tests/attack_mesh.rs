@@ -13,10 +13,10 @@ use std::{
 
 use bytes::{Buf as _, BufMut as _, Bytes};
 use prost::Message as _;
-use reporunner::{ServiceName, Settings, start_node};
 use reporunner_identity::{
     HEALTH, MeshKey, ORCHESTRATOR, SERVICE_HEADER, ServiceTokenSource, allowed_callers, may_call,
 };
+use reporunner_node::{ServiceName, Settings, start_node};
 use reporunner_proto::{
     agents::{
         env_detector::v1::{DetectRequest, env_detector_service_client::EnvDetectorServiceClient},

@@ -10,7 +10,7 @@ use std::{
 };
 
 use futures::StreamExt as _;
-use reporunner::{ServiceName, Settings, start_node};
+use reporunner_node::{ServiceName, Settings, start_node};
 use reporunner_proto::{
     common::v1::LogLine,
     orchestrator::v1::{
