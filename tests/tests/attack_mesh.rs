@@ -195,9 +195,9 @@ fn settings(data_dir: &Path) -> Settings {
         ..Settings::default()
     };
     settings.env_detector.registries.clear();
-    settings.stop_timeout_ms = 200;
-    settings.client.connect_timeout_ms = 1_000;
-    settings.client.health_retry_max_ms = 200;
+    settings.stop_timeout = Duration::from_millis(200);
+    settings.client.connect_timeout = Duration::from_millis(1_000);
+    settings.client.health_retry_max = Duration::from_millis(200);
     settings
 }
 

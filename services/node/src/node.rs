@@ -137,7 +137,7 @@ pub async fn start_node(
         auth: OnceLock::new(),
     };
 
-    let stop_timeout = Duration::from_millis(settings.stop_timeout_ms);
+    let stop_timeout = settings.stop_timeout;
     let mut public = GrpcServer::new()
         .drain_grace(Duration::from_millis(0))
         .stop_timeout(stop_timeout);
