@@ -94,7 +94,12 @@ where
         ConfigError::RenamedKey {
             origin: "environment".into(),
             old: var(old),
-            new: format!("{}={example}", var(new)),
+            // A value with a space needs quotes in a shell.
+            new: if example.contains(' ') {
+                format!("{}=\"{example}\"", var(new))
+            } else {
+                format!("{}={example}", var(new))
+            },
         }
     })?;
     figment
@@ -443,7 +448,14 @@ mod tests {
             let err = load_with_env::<Durations, _>(None, &Flags::default(), "TESTRR_").unwrap_err();
             assert_eq!(
                 err.to_string(),
-                "environment: TESTRR_RUNNER__POLL_SECS is no longer read; use TESTRR_RUNNER__POLL=1m 30s"
+                "environment: TESTRR_RUNNER__POLL_SECS is no longer read; use TESTRR_RUNNER__POLL=\"1m 30s\""
+            );
+            jail.clear_env();
+            jail.set_env("TESTRR_RUNNER__STOP_GRACE_MS", "5000");
+            let err = load_with_env::<Durations, _>(None, &Flags::default(), "TESTRR_").unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "environment: TESTRR_RUNNER__STOP_GRACE_MS is no longer read; use TESTRR_RUNNER__STOP_GRACE=5s"
             );
             Ok(())
         });
