@@ -66,7 +66,7 @@ impl Default for ClientTlsConfig {
             cert: None,
             key: None,
             domain: None,
-            reload_interval: Duration::from_millis(10_000),
+            reload_interval: Duration::from_secs(10),
         }
     }
 }
@@ -81,16 +81,16 @@ impl ClientTlsConfig {
 impl Default for ClientConfig {
     fn default() -> Self {
         Self {
-            connect_timeout: Duration::from_millis(2_000),
-            default_deadline: Duration::from_millis(30_000),
+            connect_timeout: Duration::from_secs(2),
+            default_deadline: Duration::from_secs(30),
             max_attempts: 3,
             initial_backoff: Duration::from_millis(50),
-            max_backoff: Duration::from_millis(1_000),
-            keepalive_interval: Duration::from_millis(10_000),
-            keepalive_timeout: Duration::from_millis(5_000),
-            health_retry_max: Duration::from_millis(2_000),
+            max_backoff: Duration::from_secs(1),
+            keepalive_interval: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(5),
+            health_retry_max: Duration::from_secs(2),
             max_retry_buffer_bytes: 4 << 20,
-            resolve_interval: Duration::from_millis(5_000),
+            resolve_interval: Duration::from_secs(5),
             tls: ClientTlsConfig::default(),
         }
     }
@@ -137,10 +137,10 @@ mod tests {
             assert_eq!(client.tls.domain.as_deref(), Some("reporunner.svc"));
             assert_eq!(
                 client.tls.reload_interval,
-                Duration::from_millis(10_000),
+                Duration::from_secs(10),
                 "unset keys keep defaults"
             );
-            assert_eq!(client.resolve_interval, Duration::from_millis(1000));
+            assert_eq!(client.resolve_interval, Duration::from_secs(1));
             Ok(())
         });
     }

@@ -102,8 +102,8 @@ async fn start(tls: TlsConfig, counter: Counter, shutdown: &CancellationToken) -
 
 fn client_config(tls: ClientTlsConfig) -> ClientConfig {
     ClientConfig {
-        connect_timeout: Duration::from_millis(1_000),
-        default_deadline: Duration::from_millis(3_000),
+        connect_timeout: Duration::from_secs(1),
+        default_deadline: Duration::from_secs(3),
         max_attempts: 1,
         tls,
         ..ClientConfig::default()

@@ -68,8 +68,8 @@ impl Default for TlsConfig {
             cert: None,
             key: None,
             client_ca: None,
-            reload_interval: Duration::from_millis(10_000),
-            handshake_timeout: Duration::from_millis(10_000),
+            reload_interval: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -412,10 +412,10 @@ mod tests {
                 settings.tls.client_ca,
                 Some(PathBuf::from("/etc/reporunner/ca.crt"))
             );
-            assert_eq!(settings.tls.reload_interval, Duration::from_millis(2000));
+            assert_eq!(settings.tls.reload_interval, Duration::from_secs(2));
             assert_eq!(
                 settings.tls.handshake_timeout,
-                Duration::from_millis(10_000),
+                Duration::from_secs(10),
                 "unset keys keep defaults"
             );
             Ok(())

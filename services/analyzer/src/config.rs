@@ -76,7 +76,7 @@ impl Default for AnalyzerConfig {
             max_entries: 200_000,
             max_depth: 24,
             max_file_bytes: 1024 * 1024,
-            time_budget: Duration::from_millis(20_000),
+            time_budget: Duration::from_secs(20),
             max_components: 24,
             max_source_files: 600,
             max_source_bytes: 256 * 1024,

@@ -101,7 +101,7 @@ impl Default for AuthConfig {
             registrations_per_address_per_hour: 5,
             login_failures_per_address_per_hour: 100,
             login_delay_base: Duration::from_millis(250),
-            login_delay_max: Duration::from_millis(60_000),
+            login_delay_max: Duration::from_secs(60),
             login_free_failures: 3,
             login_concurrent_checks_per_account: 4,
             trusted_proxies: Vec::new(),
@@ -567,8 +567,8 @@ mod tests {
         off.validate().unwrap();
         assert_eq!(off.login_delay(50), Duration::ZERO);
         let bad = AuthConfig {
-            login_delay_base: Duration::from_millis(10_000),
-            login_delay_max: Duration::from_millis(1_000),
+            login_delay_base: Duration::from_secs(10),
+            login_delay_max: Duration::from_secs(1),
             ..AuthConfig::default()
         };
         assert!(bad.validate().unwrap_err().to_string().contains("login_delay"));

@@ -65,7 +65,7 @@ impl Default for DependencyConfig {
             default_timeout: Duration::from_secs(900),
             max_timeout: Duration::from_secs(3_600),
             default_max_disk_bytes: 0,
-            disk_check_interval: Duration::from_millis(2_000),
+            disk_check_interval: Duration::from_secs(2),
             max_line_bytes: 4_096,
             log_tail_lines: 50,
             use_uv: true,

@@ -68,9 +68,9 @@ impl Default for EnvDetectorConfig {
         Self {
             root: PathBuf::from("/"),
             registries: default_registries(),
-            registry_timeout: Duration::from_millis(2_000),
+            registry_timeout: Duration::from_secs(2),
             cache_ttl: Duration::from_secs(600),
-            toolchain_timeout: Duration::from_millis(3_000),
+            toolchain_timeout: Duration::from_secs(3),
             model_dir: None,
             extra_path: None,
         }
@@ -155,7 +155,7 @@ mod tests {
         assert_eq!(config.root, PathBuf::from("/srv/fixture"));
         assert_eq!(config.cache_ttl, Duration::from_secs(5));
         assert_eq!(config.registries, default_registries());
-        assert_eq!(config.registry_timeout, Duration::from_millis(2_000));
+        assert_eq!(config.registry_timeout, Duration::from_secs(2));
     }
 
     #[test]

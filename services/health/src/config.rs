@@ -45,10 +45,10 @@ impl Default for HealthConfig {
         Self {
             max_probes: 8,
             max_http_paths: 8,
-            default_timeout: Duration::from_millis(2_000),
-            max_timeout: Duration::from_millis(30_000),
+            default_timeout: Duration::from_secs(2),
+            max_timeout: Duration::from_secs(30),
             min_interval: Duration::from_millis(100),
-            default_interval: Duration::from_millis(1_000),
+            default_interval: Duration::from_secs(1),
             max_startup_grace: Duration::from_secs(3_600),
             max_watches: 1_024,
             max_watch: Duration::from_secs(24 * 3_600),
@@ -87,7 +87,7 @@ mod tests {
     fn defaults_are_valid_and_nonsense_is_refused() {
         HealthConfig::default().validate().unwrap();
         let bad = HealthConfig {
-            default_timeout: Duration::from_millis(60_000),
+            default_timeout: Duration::from_secs(60),
             ..HealthConfig::default()
         };
         assert!(

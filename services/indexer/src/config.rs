@@ -82,8 +82,8 @@ impl Default for IndexerConfig {
             search_k_factor: 2,
             hub_url: "https://huggingface.co".into(),
             workspace_roots: Vec::new(),
-            hub_timeout: Duration::from_millis(300_000),
-            hub_connect_timeout: Duration::from_millis(5_000),
+            hub_timeout: Duration::from_secs(300),
+            hub_connect_timeout: Duration::from_secs(5),
         }
     }
 }

@@ -125,7 +125,7 @@ impl Default for Settings {
             mesh: reporunner_identity::MeshConfig::default(),
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
             data_dir: default_data_dir(),
-            stop_timeout: Duration::from_millis(10_000),
+            stop_timeout: Duration::from_secs(10),
             log: LogConfig::default(),
             tls: reporunner_server::tls::TlsConfig::default(),
             health_listen: None,

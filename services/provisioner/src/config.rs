@@ -121,9 +121,9 @@ impl Default for ProvisionerConfig {
             mysql: MysqlConfig::default(),
             max_private_servers: 8,
             max_resources_per_run: 16,
-            connect_timeout: Duration::from_millis(3_000),
-            query_timeout: Duration::from_millis(10_000),
-            start_timeout: Duration::from_millis(60_000),
+            connect_timeout: Duration::from_secs(3),
+            query_timeout: Duration::from_secs(10),
+            start_timeout: Duration::from_secs(60),
         }
     }
 }

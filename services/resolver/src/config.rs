@@ -63,7 +63,7 @@ impl Default for AdvisorConfig {
             url: String::new(),
             model: String::new(),
             api_key: None,
-            timeout: Duration::from_millis(20_000),
+            timeout: Duration::from_secs(20),
             max_prompt_lines: 120,
             max_response_bytes: 256 * 1024,
             max_patches: 4,

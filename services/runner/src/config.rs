@@ -89,7 +89,7 @@ impl Default for KubernetesConfig {
             egress_cidrs: Vec::new(),
             start_timeout: Duration::from_secs(300),
             api_timeout: Duration::from_secs(30),
-            poll_interval: Duration::from_millis(1000),
+            poll_interval: Duration::from_secs(1),
             scratch_size_mib: 1024,
         }
     }
@@ -297,7 +297,7 @@ impl Default for RunnerConfig {
             default_max_restarts: 3,
             max_restarts_cap: 100,
             restart_backoff_initial: Duration::from_millis(500),
-            restart_backoff_max: Duration::from_millis(30_000),
+            restart_backoff_max: Duration::from_secs(30),
             default_grace: Duration::from_secs(10),
             max_grace: Duration::from_secs(120),
             default_limits: DefaultLimits {
@@ -468,9 +468,9 @@ mod tests {
     fn backoff_doubles_up_to_the_cap() {
         let config = RunnerConfig::default();
         assert_eq!(config.backoff(1), Duration::from_millis(500));
-        assert_eq!(config.backoff(2), Duration::from_millis(1000));
-        assert_eq!(config.backoff(3), Duration::from_millis(2000));
-        assert_eq!(config.backoff(60), Duration::from_millis(30_000));
+        assert_eq!(config.backoff(2), Duration::from_secs(1));
+        assert_eq!(config.backoff(3), Duration::from_secs(2));
+        assert_eq!(config.backoff(60), Duration::from_secs(30));
     }
 
     #[test]
