@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, stream};
-use reporunner::ServiceName;
+use reporunner_node::ServiceName;
 use reporunner_proto::agents::env_detector::v1::{
     DetectRequest, env_detector_service_client::EnvDetectorServiceClient, env_detector_service_server,
 };

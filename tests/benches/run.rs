@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use reporunner::ServiceName;
+use reporunner_node::ServiceName;
 use reporunner_proto::orchestrator::v1::{
     CreateRunRequest, GetRunRequest, RepoSource, RunGoal, RunState, StopRunRequest, repo_source::Source,
 };

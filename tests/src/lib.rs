@@ -4,7 +4,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
-//! use reporunner::ServiceName;
+//! use reporunner_node::ServiceName;
 //! use reporunner_tests::Sandbox;
 //! let mesh = Sandbox::builder()
 //!     .replicas(ServiceName::EnvDetector, 2)
@@ -25,9 +25,9 @@
 
 use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
 
-use reporunner::{Node, ServiceName, Settings, start_node};
 use reporunner_client::ServiceChannel;
 use reporunner_identity::{MeshKey, ServiceTokenSource};
+use reporunner_node::{Node, ServiceName, Settings, start_node};
 use reporunner_proto::{
     agents, index, orchestrator::v1::orchestrator_service_client::OrchestratorServiceClient,
 };
@@ -209,12 +209,12 @@ impl Sandbox {
         builder.settings.source.allowed_local_roots = vec![fixtures_dir()];
         // Keep tests hermetic and quick: no registry probes, short timeouts.
         builder.settings.env_detector.registries.clear();
-        builder.settings.stop_timeout_ms = 200;
-        builder.settings.client.connect_timeout_ms = 1_000;
-        builder.settings.client.default_deadline_ms = 10_000;
-        builder.settings.client.keepalive_interval_ms = 1_000;
-        builder.settings.client.keepalive_timeout_ms = 1_000;
-        builder.settings.client.health_retry_max_ms = 200;
+        builder.settings.stop_timeout = Duration::from_millis(200);
+        builder.settings.client.connect_timeout = Duration::from_millis(1_000);
+        builder.settings.client.default_deadline = Duration::from_millis(10_000);
+        builder.settings.client.keepalive_interval = Duration::from_millis(1_000);
+        builder.settings.client.keepalive_timeout = Duration::from_millis(1_000);
+        builder.settings.client.health_retry_max = Duration::from_millis(200);
         builder
     }
 
@@ -271,8 +271,8 @@ impl Sandbox {
             .collect();
         let name = agent_service(service).expect("an agent service");
         let config = reporunner_client::ClientConfig {
-            connect_timeout_ms: 1_000,
-            health_retry_max_ms: 200,
+            connect_timeout: Duration::from_millis(1_000),
+            health_retry_max: Duration::from_millis(200),
             ..Default::default()
         };
         reporunner_client::connect(name, &endpoints, &config)

@@ -20,7 +20,7 @@ use std::{
     time::Duration,
 };
 
-use reporunner::{ServiceName, Settings};
+use reporunner_node::{ServiceName, Settings};
 use reporunner_proto::auth::v1::{LoginRequest, RegisterRequest, auth_service_client::AuthServiceClient};
 use reporunner_tests::{FRONT_DOOR, Sandbox};
 use tonic::{
@@ -96,8 +96,8 @@ async fn a_hundred_wrong_logins_from_one_address_do_not_lock_the_admin_out_from_
 async fn three_hundred_parallel_guesses_check_at_most_the_configured_number() {
     // No per-pair delay: only the per-address bound decides.
     let mesh = mesh(|s| {
-        s.auth.login_delay_base_ms = 0;
-        s.auth.login_delay_max_ms = 0;
+        s.auth.login_delay_base = Duration::from_millis(0);
+        s.auth.login_delay_max = Duration::from_millis(0);
     })
     .await;
     let attacker = auth_from(&mesh, A).await;

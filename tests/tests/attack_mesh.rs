@@ -13,10 +13,10 @@ use std::{
 
 use bytes::{Buf as _, BufMut as _, Bytes};
 use prost::Message as _;
-use reporunner::{ServiceName, Settings, start_node};
 use reporunner_identity::{
     HEALTH, MeshKey, ORCHESTRATOR, SERVICE_HEADER, ServiceTokenSource, allowed_callers, may_call,
 };
+use reporunner_node::{ServiceName, Settings, start_node};
 use reporunner_proto::{
     agents::{
         env_detector::v1::{DetectRequest, env_detector_service_client::EnvDetectorServiceClient},
@@ -199,9 +199,9 @@ fn settings(data_dir: &Path) -> Settings {
         ..Settings::default()
     };
     settings.env_detector.registries.clear();
-    settings.stop_timeout_ms = 200;
-    settings.client.connect_timeout_ms = 1_000;
-    settings.client.health_retry_max_ms = 200;
+    settings.stop_timeout = Duration::from_millis(200);
+    settings.client.connect_timeout = Duration::from_millis(1_000);
+    settings.client.health_retry_max = Duration::from_millis(200);
     settings
 }
 

@@ -16,7 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use reporunner::{ServiceName, Settings};
+use reporunner_node::{ServiceName, Settings};
 use reporunner_proto::{
     agents::source::v1::{
         FetchRequest, LocalSource, fetch_request, source_service_client::SourceServiceClient,

@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use reporunner::ServiceName;
+use reporunner_node::ServiceName;
 use reporunner_proto::{
     common::v1::{BackingServiceKind, PlanPatch, plan_patch::Change},
     orchestrator::v1::{

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use reporunner::ServiceName;
+use reporunner_node::ServiceName;
 use reporunner_proto::orchestrator::v1::{GetEnvironmentRequest, GetRecommendationsRequest};
 use reporunner_tests::{FRONT_DOOR, Sandbox};
 use tonic::Code;

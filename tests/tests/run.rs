@@ -10,7 +10,7 @@ use std::{
 };
 
 use futures::StreamExt as _;
-use reporunner::{ServiceName, Settings, start_node};
+use reporunner_node::{ServiceName, Settings, start_node};
 use reporunner_proto::{
     common::v1::LogLine,
     orchestrator::v1::{
@@ -263,8 +263,8 @@ fn settings_beside(mesh: &Sandbox, data_dir: PathBuf) -> Settings {
         data_dir,
         ..Settings::default()
     };
-    settings.client.connect_timeout_ms = 1_000;
-    settings.stop_timeout_ms = 200;
+    settings.client.connect_timeout = Duration::from_millis(1_000);
+    settings.stop_timeout = Duration::from_millis(200);
     let uri = |s| vec![format!("http://{}", mesh.addr(s).unwrap())];
     settings.endpoints.auth = uri(ServiceName::Auth);
     settings.endpoints.env_detector = uri(ServiceName::EnvDetector);

@@ -19,7 +19,7 @@ use std::{
 };
 
 use futures::StreamExt as _;
-use reporunner::ServiceName;
+use reporunner_node::ServiceName;
 use reporunner_proto::{
     auth::v1::{
         LoginRequest, RegisterRequest, SetTierRequest, admin_service_client::AdminServiceClient,

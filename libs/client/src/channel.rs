@@ -180,8 +180,11 @@ async fn call_with_retries(
         })?;
     let bytes = body.to_bytes();
     let mut backoff = ExponentialBackoffMaker::new(
-        Duration::from_millis(config.initial_backoff_ms.max(1)),
-        Duration::from_millis(config.max_backoff_ms.max(config.initial_backoff_ms).max(1)),
+        config.initial_backoff.max(Duration::from_millis(1)),
+        config
+            .max_backoff
+            .max(config.initial_backoff)
+            .max(Duration::from_millis(1)),
         0.5,
         HasherRng::default(),
     )

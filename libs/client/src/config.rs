@@ -7,24 +7,32 @@ use serde::{Deserialize, Serialize};
 #[serde(default, deny_unknown_fields)]
 pub struct ClientConfig {
     /// Time allowed to open a connection.
-    pub connect_timeout_ms: u64,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
     /// Deadline of a call whose caller set none.
-    pub default_deadline_ms: u64,
+    #[serde(with = "humantime_serde")]
+    pub default_deadline: Duration,
     /// Attempts of an idempotent call, the first included.
     pub max_attempts: u32,
-    pub initial_backoff_ms: u64,
-    pub max_backoff_ms: u64,
+    #[serde(with = "humantime_serde")]
+    pub initial_backoff: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
     /// HTTP/2 keep-alive: a ping every interval, the connection dropped when
     /// one is not answered within the timeout.
-    pub keepalive_interval_ms: u64,
-    pub keepalive_timeout_ms: u64,
+    #[serde(with = "humantime_serde")]
+    pub keepalive_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
     /// Longest pause between two attempts to re-establish a health watch.
-    pub health_retry_max_ms: u64,
+    #[serde(with = "humantime_serde")]
+    pub health_retry_max: Duration,
     /// Largest request body buffered to allow a retry; larger ones are sent once.
     pub max_retry_buffer_bytes: usize,
     /// How often `dns:///host:port` endpoints are resolved again, so that the
     /// pool follows scale-up and scale-down.
-    pub resolve_interval_ms: u64,
+    #[serde(with = "humantime_serde")]
+    pub resolve_interval: Duration,
     /// TLS to the endpoints (`client.tls.*`); off unless `ca` is set.
     pub tls: ClientTlsConfig,
 }
@@ -47,7 +55,8 @@ pub struct ClientTlsConfig {
     pub domain: Option<String>,
     /// How often the three files are re-read; when they changed, new
     /// connections use them. 0 turns reloading off.
-    pub reload_interval_ms: u64,
+    #[serde(with = "humantime_serde")]
+    pub reload_interval: Duration,
 }
 
 impl Default for ClientTlsConfig {
@@ -57,7 +66,7 @@ impl Default for ClientTlsConfig {
             cert: None,
             key: None,
             domain: None,
-            reload_interval_ms: 10_000,
+            reload_interval: Duration::from_secs(10),
         }
     }
 }
@@ -72,16 +81,16 @@ impl ClientTlsConfig {
 impl Default for ClientConfig {
     fn default() -> Self {
         Self {
-            connect_timeout_ms: 2_000,
-            default_deadline_ms: 30_000,
+            connect_timeout: Duration::from_secs(2),
+            default_deadline: Duration::from_secs(30),
             max_attempts: 3,
-            initial_backoff_ms: 50,
-            max_backoff_ms: 1_000,
-            keepalive_interval_ms: 10_000,
-            keepalive_timeout_ms: 5_000,
-            health_retry_max_ms: 2_000,
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(1),
+            keepalive_interval: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(5),
+            health_retry_max: Duration::from_secs(2),
             max_retry_buffer_bytes: 4 << 20,
-            resolve_interval_ms: 5_000,
+            resolve_interval: Duration::from_secs(5),
             tls: ClientTlsConfig::default(),
         }
     }
@@ -89,10 +98,10 @@ impl Default for ClientConfig {
 
 impl ClientConfig {
     pub(crate) fn connect_timeout(&self) -> Duration {
-        Duration::from_millis(self.connect_timeout_ms.max(1))
+        self.connect_timeout.max(Duration::from_millis(1))
     }
     pub(crate) fn default_deadline(&self) -> Duration {
-        Duration::from_millis(self.default_deadline_ms.max(1))
+        self.default_deadline.max(Duration::from_millis(1))
     }
 }
 
@@ -121,13 +130,17 @@ mod tests {
             jail.set_env("REPORUNNER_CLIENT__TLS__CERT", "/etc/reporunner/tls.crt");
             jail.set_env("REPORUNNER_CLIENT__TLS__KEY", "/etc/reporunner/tls.key");
             jail.set_env("REPORUNNER_CLIENT__TLS__DOMAIN", "reporunner.svc");
-            jail.set_env("REPORUNNER_CLIENT__RESOLVE_INTERVAL_MS", "1000");
+            jail.set_env("REPORUNNER_CLIENT__RESOLVE_INTERVAL", "1s");
             let client = load()?.client;
             assert_eq!(client.tls.ca, Some(PathBuf::from("/etc/reporunner/ca.crt")));
             assert_eq!(client.tls.key, Some(PathBuf::from("/etc/reporunner/tls.key")));
             assert_eq!(client.tls.domain.as_deref(), Some("reporunner.svc"));
-            assert_eq!(client.tls.reload_interval_ms, 10_000, "unset keys keep defaults");
-            assert_eq!(client.resolve_interval_ms, 1000);
+            assert_eq!(
+                client.tls.reload_interval,
+                Duration::from_secs(10),
+                "unset keys keep defaults"
+            );
+            assert_eq!(client.resolve_interval, Duration::from_secs(1));
             Ok(())
         });
     }

@@ -10,7 +10,7 @@ pub(crate) const MAX_ADDRESSES: usize = 256;
 pub type Resolving<'a> = Pin<Box<dyn Future<Output = io::Result<Vec<SocketAddr>>> + Send + 'a>>;
 
 /// Turns a host name and port into socket addresses. The pool calls it once
-/// per `client.resolve_interval_ms` for each `dns:///` endpoint, under the
+/// per `client.resolve_interval` for each `dns:///` endpoint, under the
 /// connect timeout.
 pub trait Resolver: Debug + Send + Sync + 'static {
     fn resolve<'a>(&'a self, host: &'a str, port: u16) -> Resolving<'a>;

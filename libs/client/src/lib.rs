@@ -16,7 +16,7 @@
 //!   watch says SERVING again. With no healthy endpoint a call fails at once
 //!   with UNAVAILABLE naming each endpoint's state;
 //! - DNS discovery: an endpoint `dns:///host:port` stands for every address
-//!   the name resolves to, re-resolved every `resolve_interval_ms`, so the
+//!   the name resolves to, re-resolved every `resolve_interval`, so the
 //!   pool follows scale-up and scale-down ([`Resolver`], [`SystemResolver`]);
 //! - TLS and mutual TLS when `client.tls` is configured ([`ClientTlsConfig`]);
 //! - W3C trace context: the current span's trace goes out as `traceparent`;

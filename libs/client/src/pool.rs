@@ -244,8 +244,8 @@ impl Pool {
         let config = &self.inner.config;
         let mut endpoint_builder = Endpoint::from(uri.clone())
             .connect_timeout(config.connect_timeout())
-            .http2_keep_alive_interval(Duration::from_millis(config.keepalive_interval_ms.max(1)))
-            .keep_alive_timeout(Duration::from_millis(config.keepalive_timeout_ms.max(1)))
+            .http2_keep_alive_interval(config.keepalive_interval.max(Duration::from_millis(1)))
+            .keep_alive_timeout(config.keepalive_timeout.max(Duration::from_millis(1)))
             .keep_alive_while_idle(true);
         if let Some(tls) = tls {
             endpoint_builder = endpoint_builder.tls_config(tls).map_err(|e| ClientError::Tls {
@@ -379,7 +379,7 @@ impl Pool {
         let Some(dns) = self.inner.targets.get(index).map(|t| t.dns.clone()) else {
             return;
         };
-        let interval = Duration::from_millis(self.inner.config.resolve_interval_ms.max(10));
+        let interval = self.inner.config.resolve_interval.max(Duration::from_millis(10));
         let timeout = self.inner.config.connect_timeout();
         tokio::spawn(async move {
             loop {
@@ -408,14 +408,14 @@ impl Pool {
     /// the old connections.
     fn spawn_tls_reload(&self) {
         let settings = self.inner.config.tls.clone();
-        if !settings.is_enabled() || settings.reload_interval_ms == 0 {
+        if !settings.is_enabled() || settings.reload_interval.is_zero() {
             return;
         }
         let pool = self.clone_weak();
         let cancel = self.inner.cancel.clone();
         let service = self.inner.service.clone();
         let config = self.inner.config.clone();
-        let interval = Duration::from_millis(settings.reload_interval_ms);
+        let interval = settings.reload_interval;
         tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -553,7 +553,7 @@ impl Pool {
         let service = self.inner.service.clone();
         let config = self.inner.config.clone();
         tokio::spawn(async move {
-            let max = Duration::from_millis(config.health_retry_max_ms.max(10));
+            let max = config.health_retry_max.max(Duration::from_millis(10));
             let mut pause = Duration::from_millis(50);
             loop {
                 let outcome = tokio::select! {

@@ -119,9 +119,9 @@ async fn replicas(n: u8, shutdown: &CancellationToken) -> (u16, Vec<Replica>) {
 
 fn config() -> ClientConfig {
     ClientConfig {
-        resolve_interval_ms: 50,
-        connect_timeout_ms: 1_000,
-        default_deadline_ms: 3_000,
+        resolve_interval: Duration::from_millis(50),
+        connect_timeout: Duration::from_millis(1_000),
+        default_deadline: Duration::from_millis(3_000),
         ..ClientConfig::default()
     }
 }

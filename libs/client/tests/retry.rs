@@ -5,6 +5,7 @@ use std::sync::{
     Arc,
     atomic::{AtomicUsize, Ordering},
 };
+use std::time::Duration;
 
 use reporunner_client::{ClientConfig, connect};
 use reporunner_proto::agents::{
@@ -75,8 +76,8 @@ async fn start(fake: Fake, shutdown: &CancellationToken) -> String {
 fn config() -> ClientConfig {
     ClientConfig {
         max_attempts: 3,
-        initial_backoff_ms: 5,
-        max_backoff_ms: 20,
+        initial_backoff: Duration::from_millis(5),
+        max_backoff: Duration::from_millis(20),
         ..ClientConfig::default()
     }
 }
@@ -188,7 +189,7 @@ async fn a_slow_call_hits_its_deadline() {
             .serve(listener, shutdown.clone()),
     );
     let config = ClientConfig {
-        default_deadline_ms: 300,
+        default_deadline: Duration::from_millis(300),
         ..config()
     };
     let channel = connect(env_detector_service_server::SERVICE_NAME, &[uri], &config).unwrap();

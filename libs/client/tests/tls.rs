@@ -102,8 +102,8 @@ async fn start(tls: TlsConfig, counter: Counter, shutdown: &CancellationToken) -
 
 fn client_config(tls: ClientTlsConfig) -> ClientConfig {
     ClientConfig {
-        connect_timeout_ms: 1_000,
-        default_deadline_ms: 3_000,
+        connect_timeout: Duration::from_secs(1),
+        default_deadline: Duration::from_secs(3),
         max_attempts: 1,
         tls,
         ..ClientConfig::default()
@@ -249,7 +249,7 @@ async fn replaced_certificates_are_used_without_a_restart() {
     let cert_path = write(dir.path(), "tls.crt", &cert);
     let key_path = write(dir.path(), "tls.key", &key);
     let tls = TlsConfig {
-        reload_interval_ms: 50,
+        reload_interval: Duration::from_millis(50),
         ..TlsConfig::new(&cert_path, &key_path)
     };
     let shutdown = CancellationToken::new();
@@ -427,7 +427,7 @@ async fn a_client_picks_up_a_rotated_certificate_without_a_restart() {
         ca: Some(write(dir.path(), "server-ca.pem", &server_ca.pem)),
         cert: Some(write(dir.path(), "client.pem", &old_cert)),
         key: Some(write(dir.path(), "client.key", &old_key)),
-        reload_interval_ms: 50,
+        reload_interval: Duration::from_millis(50),
         ..ClientTlsConfig::default()
     });
     let channel = connect(

@@ -55,9 +55,11 @@ pub struct TlsConfig {
     pub client_ca: Option<PathBuf>,
     /// How often the three files are checked for new contents; 0 turns
     /// reloading off.
-    pub reload_interval_ms: u64,
+    #[serde(with = "humantime_serde")]
+    pub reload_interval: Duration,
     /// Longest one handshake may take before the connection is dropped.
-    pub handshake_timeout_ms: u64,
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
 }
 
 impl Default for TlsConfig {
@@ -66,8 +68,8 @@ impl Default for TlsConfig {
             cert: None,
             key: None,
             client_ca: None,
-            reload_interval_ms: 10_000,
-            handshake_timeout_ms: 10_000,
+            reload_interval: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -247,13 +249,13 @@ impl Acceptor {
         let server_config = paths.build(&material)?;
         let acceptor = Self {
             current: Arc::new(RwLock::new(Arc::new(server_config))),
-            handshake_timeout: Duration::from_millis(config.handshake_timeout_ms.max(1)),
+            handshake_timeout: config.handshake_timeout.max(Duration::from_millis(1)),
         };
-        if config.reload_interval_ms > 0 {
+        if !config.reload_interval.is_zero() {
             tokio::spawn(reload(
                 paths,
                 material.digest,
-                Duration::from_millis(config.reload_interval_ms),
+                config.reload_interval,
                 acceptor.current.clone(),
                 stop,
             ));
@@ -403,16 +405,17 @@ mod tests {
             jail.set_env("REPORUNNER_TLS__CERT", "/etc/reporunner/tls.crt");
             jail.set_env("REPORUNNER_TLS__KEY", "/etc/reporunner/tls.key");
             jail.set_env("REPORUNNER_TLS__CLIENT_CA", "/etc/reporunner/ca.crt");
-            jail.set_env("REPORUNNER_TLS__RELOAD_INTERVAL_MS", "2000");
+            jail.set_env("REPORUNNER_TLS__RELOAD_INTERVAL", "2s");
             let settings: Settings = crate::config::load(None, &NoFlags {}).map_err(|e| e.to_string())?;
             assert_eq!(settings.tls.cert, Some(PathBuf::from("/etc/reporunner/tls.crt")));
             assert_eq!(
                 settings.tls.client_ca,
                 Some(PathBuf::from("/etc/reporunner/ca.crt"))
             );
-            assert_eq!(settings.tls.reload_interval_ms, 2000);
+            assert_eq!(settings.tls.reload_interval, Duration::from_secs(2));
             assert_eq!(
-                settings.tls.handshake_timeout_ms, 10_000,
+                settings.tls.handshake_timeout,
+                Duration::from_secs(10),
                 "unset keys keep defaults"
             );
             Ok(())

@@ -1,6 +1,7 @@
 //! The analyzer's settings: the bounds of one analysis.
 
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 use crate::error::{AnalyzerError, Result};
 
@@ -17,7 +18,8 @@ pub struct AnalyzerConfig {
     pub max_file_bytes: u64,
     /// Wall-clock budget of one analysis, in milliseconds. When it runs out
     /// the analysis returns what it has, with a warning.
-    pub time_budget_ms: u64,
+    #[serde(with = "humantime_serde")]
+    pub time_budget: Duration,
     /// The most components one plan may hold.
     pub max_components: usize,
     /// The most source files read to find app objects and env reads, over
@@ -74,7 +76,7 @@ impl Default for AnalyzerConfig {
             max_entries: 200_000,
             max_depth: 24,
             max_file_bytes: 1024 * 1024,
-            time_budget_ms: 20_000,
+            time_budget: Duration::from_secs(20),
             max_components: 24,
             max_source_files: 600,
             max_source_bytes: 256 * 1024,
@@ -84,8 +86,8 @@ impl Default for AnalyzerConfig {
 }
 
 impl AnalyzerConfig {
-    pub fn time_budget(&self) -> std::time::Duration {
-        std::time::Duration::from_millis(self.time_budget_ms)
+    pub fn time_budget(&self) -> Duration {
+        self.time_budget
     }
 
     /// Checks what serde cannot.
@@ -100,10 +102,10 @@ impl AnalyzerConfig {
                 self.max_file_bytes
             ));
         }
-        if self.time_budget_ms == 0 || self.time_budget_ms > 600_000 {
+        if self.time_budget.is_zero() || self.time_budget > Duration::from_secs(600) {
             return invalid(format!(
-                "time_budget_ms is {}; it must be between 1 and 600000",
-                self.time_budget_ms
+                "time_budget is {}; it must be above zero and at most 10m",
+                humantime_serde::re::humantime::format_duration(self.time_budget)
             ));
         }
         if self.max_components == 0 {
@@ -127,14 +129,8 @@ mod tests {
 
     #[test]
     fn rejects_a_zero_budget_and_takes_defaults_for_missing_fields() {
-        let config: AnalyzerConfig = serde_json::from_str(r#"{"time_budget_ms": 0}"#).unwrap();
-        assert!(
-            config
-                .validate()
-                .unwrap_err()
-                .to_string()
-                .contains("time_budget_ms")
-        );
+        let config: AnalyzerConfig = serde_json::from_str(r#"{"time_budget": "0s"}"#).unwrap();
+        assert!(config.validate().unwrap_err().to_string().contains("time_budget"));
         assert_eq!(config.max_depth, 24);
     }
 }

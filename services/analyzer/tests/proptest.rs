@@ -131,7 +131,7 @@ proptest! {
             }
             let _ = std::fs::write(&path, bytes);
         }
-        let config = AnalyzerConfig { time_budget_ms: 2_000, ..AnalyzerConfig::default() };
+        let config = AnalyzerConfig { time_budget: Duration::from_millis(2_000), ..AnalyzerConfig::default() };
         let started = Instant::now();
         let plan = analyze_dir(dir.path(), None, &config).unwrap();
         prop_assert!(started.elapsed() < Duration::from_millis(2_000 + 1_500), "took {:?}", started.elapsed());

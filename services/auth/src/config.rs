@@ -37,9 +37,11 @@ pub struct AuthConfig {
     /// The `aud` of issued access tokens, checked on every token.
     pub jwt_audience: String,
     /// Lifetime of an access token, in seconds.
-    pub access_ttl_secs: u64,
+    #[serde(with = "humantime_serde")]
+    pub access_ttl: Duration,
     /// Lifetime of a refresh token, in seconds.
-    pub refresh_ttl_secs: u64,
+    #[serde(with = "humantime_serde")]
+    pub refresh_ttl: Duration,
     /// The HS256 signing secret (at least 32 bytes). Unset means a random key
     /// generated once at `<data_dir>/jwt.key` (mode 0600) and read back later.
     pub jwt_secret: Option<String>,
@@ -57,9 +59,11 @@ pub struct AuthConfig {
     /// After a failed login, the same account is not checked again from the
     /// same address for this long, doubled with every further failure of
     /// that pair in the hour (other addresses are not slowed down).
-    pub login_delay_base_ms: u64,
+    #[serde(with = "humantime_serde")]
+    pub login_delay_base: Duration,
     /// The longest such delay; 0 turns the delay off.
-    pub login_delay_max_ms: u64,
+    #[serde(with = "humantime_serde")]
+    pub login_delay_max: Duration,
     /// Failures of one account from one address before the delay starts:
     /// the owner who mistypes a password once or twice is not made to wait.
     pub login_free_failures: u64,
@@ -89,15 +93,15 @@ impl Default for AuthConfig {
             database_url: String::new(),
             jwt_issuer: "reporunner".into(),
             jwt_audience: "reporunner".into(),
-            access_ttl_secs: 900,
-            refresh_ttl_secs: 30 * 24 * 3600,
+            access_ttl: Duration::from_secs(900),
+            refresh_ttl: Duration::from_secs(30 * 24 * 3600),
             jwt_secret: None,
             max_concurrent_hashes: 2,
             registration: RegistrationMode::Open,
             registrations_per_address_per_hour: 5,
             login_failures_per_address_per_hour: 100,
-            login_delay_base_ms: 250,
-            login_delay_max_ms: 60_000,
+            login_delay_base: Duration::from_millis(250),
+            login_delay_max: Duration::from_secs(60),
             login_free_failures: 3,
             login_concurrent_checks_per_account: 4,
             trusted_proxies: Vec::new(),
@@ -255,29 +259,30 @@ pub fn default_tiers() -> Vec<TierPolicyConfig> {
 
 impl AuthConfig {
     pub fn access_ttl(&self) -> Duration {
-        Duration::from_secs(self.access_ttl_secs)
+        self.access_ttl
     }
 
     pub fn refresh_ttl(&self) -> Duration {
-        Duration::from_secs(self.refresh_ttl_secs)
+        self.refresh_ttl
     }
 
     /// How long the same account is not checked again from the same
     /// address after `failures` failed logins of that pair in the hour:
     /// nothing after none, then the base, doubled per failure, capped.
     pub fn login_delay(&self, failures: u64) -> Duration {
-        if failures <= self.login_free_failures || self.login_delay_max_ms == 0 {
+        if failures <= self.login_free_failures || self.login_delay_max.is_zero() {
             return Duration::ZERO;
         }
         let doublings = u32::try_from(failures - self.login_free_failures - 1)
             .unwrap_or(u32::MAX)
             .min(63);
-        let ms = self
-            .login_delay_base_ms
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let base = millis(self.login_delay_base);
+        let ms = base
             .checked_shl(doublings)
-            .filter(|ms| ms >> doublings == self.login_delay_base_ms)
+            .filter(|ms| ms >> doublings == base)
             .unwrap_or(u64::MAX)
-            .min(self.login_delay_max_ms);
+            .min(millis(self.login_delay_max));
         Duration::from_millis(ms)
     }
 
@@ -311,16 +316,16 @@ impl AuthConfig {
         if self.jwt_issuer.trim().is_empty() || self.jwt_audience.trim().is_empty() {
             return invalid("jwt_issuer and jwt_audience must not be empty".into());
         }
-        if self.access_ttl_secs == 0 || self.access_ttl_secs > 24 * 3600 {
+        if self.access_ttl.is_zero() || self.access_ttl > Duration::from_secs(24 * 3600) {
             return invalid(format!(
-                "access_ttl_secs is {}; it must be between 1 and 86400",
-                self.access_ttl_secs
+                "access_ttl is {:?}; it must be above zero and at most 24h",
+                self.access_ttl
             ));
         }
-        if self.refresh_ttl_secs < self.access_ttl_secs || self.refresh_ttl_secs > 365 * 24 * 3600 {
+        if self.refresh_ttl < self.access_ttl || self.refresh_ttl > Duration::from_secs(365 * 24 * 3600) {
             return invalid(format!(
-                "refresh_ttl_secs is {}; it must be at least access_ttl_secs and at most a year",
-                self.refresh_ttl_secs
+                "refresh_ttl is {:?}; it must be at least access_ttl and at most a year",
+                self.refresh_ttl
             ));
         }
         if let Some(secret) = &self.jwt_secret
@@ -344,13 +349,13 @@ impl AuthConfig {
                     .into(),
             );
         }
-        if self.login_delay_max_ms > 24 * 3_600_000
-            || (self.login_delay_max_ms > 0 && self.login_delay_base_ms > self.login_delay_max_ms)
+        if self.login_delay_max > Duration::from_secs(24 * 3_600)
+            || (!self.login_delay_max.is_zero() && self.login_delay_base > self.login_delay_max)
         {
             return invalid(format!(
-                "login_delay_base_ms is {} and login_delay_max_ms {}; the base must not exceed the maximum (0 turns the delay off), \
+                "login_delay_base is {:?} and login_delay_max {:?}; the base must not exceed the maximum (\"0s\" turns the delay off), \
                  which must be at most a day",
-                self.login_delay_base_ms, self.login_delay_max_ms
+                self.login_delay_base, self.login_delay_max
             ));
         }
         if !(1..=64).contains(&self.login_concurrent_checks_per_account) {
@@ -502,11 +507,11 @@ mod tests {
     fn policy_is_data_read_from_config_text() {
         let mut tiers = serde_json::to_value(default_tiers()).unwrap();
         tiers[0]["metered_requests_per_hour"] = 3.into();
-        let text = serde_json::json!({ "tiers": tiers, "access_ttl_secs": 60 }).to_string();
+        let text = serde_json::json!({ "tiers": tiers, "access_ttl": "1m" }).to_string();
         let config: AuthConfig = serde_json::from_str(&text).unwrap();
         config.validate().unwrap();
         assert_eq!(config.policy(Tier::Free).unwrap().metered_requests_per_hour, 3);
-        assert_eq!(config.access_ttl_secs, 60);
+        assert_eq!(config.access_ttl, Duration::from_secs(60));
         assert_eq!(config.jwt_issuer, "reporunner");
         assert_eq!(
             config.policy(Tier::Free).unwrap().to_proto().index_modes,
@@ -567,14 +572,14 @@ mod tests {
         assert_eq!(default.login_delay(4), Duration::from_millis(250));
         assert_eq!(config.login_delay(u64::MAX), Duration::from_secs(60));
         let off = AuthConfig {
-            login_delay_max_ms: 0,
+            login_delay_max: Duration::from_millis(0),
             ..AuthConfig::default()
         };
         off.validate().unwrap();
         assert_eq!(off.login_delay(50), Duration::ZERO);
         let bad = AuthConfig {
-            login_delay_base_ms: 10_000,
-            login_delay_max_ms: 1_000,
+            login_delay_base: Duration::from_secs(10),
+            login_delay_max: Duration::from_secs(1),
             ..AuthConfig::default()
         };
         assert!(bad.validate().unwrap_err().to_string().contains("login_delay"));

@@ -52,8 +52,8 @@ impl Drop for Server {
 fn config() -> AuthConfig {
     AuthConfig {
         jwt_secret: Some(KEY.into()),
-        login_delay_max_ms: 0,
-        login_delay_base_ms: 0,
+        login_delay_max: Duration::from_millis(0),
+        login_delay_base: Duration::from_millis(0),
         ..AuthConfig::default()
     }
 }
@@ -196,9 +196,9 @@ async fn a_failure_delays_that_account_from_that_address_only_and_the_delay_doub
     let server = Server::start(
         db,
         AuthConfig {
-            login_delay_base_ms: 500,
+            login_delay_base: Duration::from_millis(500),
             login_free_failures: 0,
-            login_delay_max_ms: 2_000,
+            login_delay_max: Duration::from_millis(2_000),
             ..config()
         },
     )

@@ -376,7 +376,7 @@ async fn admin_init(
         data_dir: Option<PathBuf>,
     }
     let settings: Settings = reporunner_server::config::load(config.as_deref(), &Flags { data_dir })?;
-    let auth = reporunner::node::open_auth(&settings).await?;
+    let auth = reporunner_node::open_auth(&settings).await?;
     if let Some(admin) = auth
         .store()
         .find_admin()

@@ -227,7 +227,7 @@ fn embedded_settings(settings: &Settings) -> Settings {
         settings.source.allowed_local_roots = vec![PathBuf::from("/")];
     }
     // Nothing outside this process calls an embedded node: stop it quickly.
-    settings.stop_timeout_ms = settings.stop_timeout_ms.min(500);
+    settings.stop_timeout = settings.stop_timeout.min(Duration::from_millis(500));
     // The machine's owner running their own repository: without a sandbox
     // the run goes on, and says so (serve refuses instead).
     if settings.runner.sandbox == reporunner_runner::SandboxMode::Required {

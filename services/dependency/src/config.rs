@@ -16,6 +16,7 @@
 //!   the component's own directory, where Node looks for it.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use reporunner_proto::agents::dependency::v1::InstallLimits;
 use serde::{Deserialize, Serialize};
@@ -35,13 +36,16 @@ pub struct DependencyConfig {
     /// Installs running at once; more are refused with RESOURCE_EXHAUSTED.
     pub max_concurrent_installs: usize,
     /// Install time when the request gives none, in seconds.
-    pub default_timeout_seconds: u32,
+    #[serde(with = "humantime_serde")]
+    pub default_timeout: Duration,
     /// The longest install time a request may ask for.
-    pub max_timeout_seconds: u32,
+    #[serde(with = "humantime_serde")]
+    pub max_timeout: Duration,
     /// Disk limit of an environment when the request gives none (0: none).
     pub default_max_disk_bytes: u64,
     /// How often the environment's size is measured during an install.
-    pub disk_check_interval_ms: u64,
+    #[serde(with = "humantime_serde")]
+    pub disk_check_interval: Duration,
     /// Bytes kept of one log line; the rest is cut and marked.
     pub max_line_bytes: usize,
     /// Lines of output carried in the result for diagnosis.
@@ -58,10 +62,10 @@ impl Default for DependencyConfig {
             tools_dir: PathBuf::from("dependency/tools"),
             env_dir: PathBuf::from("dependency/envs"),
             max_concurrent_installs: 4,
-            default_timeout_seconds: 900,
-            max_timeout_seconds: 3_600,
+            default_timeout: Duration::from_secs(900),
+            max_timeout: Duration::from_secs(3_600),
             default_max_disk_bytes: 0,
-            disk_check_interval_ms: 2_000,
+            disk_check_interval: Duration::from_secs(2),
             max_line_bytes: 4_096,
             log_tail_lines: 50,
             use_uv: true,
@@ -103,11 +107,11 @@ impl DependencyConfig {
         if self.max_concurrent_installs == 0 {
             return invalid("max_concurrent_installs must be at least 1");
         }
-        if self.default_timeout_seconds == 0 || self.default_timeout_seconds > self.max_timeout_seconds {
-            return invalid("default_timeout_seconds must be between 1 and max_timeout_seconds");
+        if self.default_timeout.is_zero() || self.default_timeout > self.max_timeout {
+            return invalid("default_timeout must be above zero and at most max_timeout");
         }
-        if self.max_line_bytes < 80 || self.disk_check_interval_ms == 0 {
-            return invalid("max_line_bytes must be at least 80 and disk_check_interval_ms at least 1");
+        if self.max_line_bytes < 80 || self.disk_check_interval.is_zero() {
+            return invalid("max_line_bytes must be at least 80 and disk_check_interval above zero");
         }
         Ok(())
     }
@@ -116,12 +120,12 @@ impl DependencyConfig {
     /// timeout is capped.
     pub fn limits(&self, requested: Option<&InstallLimits>) -> Limits {
         let requested = requested.copied().unwrap_or_default();
-        let seconds = match requested.timeout_seconds {
-            0 => self.default_timeout_seconds,
-            s => s.min(self.max_timeout_seconds),
+        let timeout = match requested.timeout_seconds {
+            0 => self.default_timeout,
+            s => Duration::from_secs(u64::from(s)).min(self.max_timeout),
         };
         Limits {
-            timeout: std::time::Duration::from_secs(u64::from(seconds)),
+            timeout,
             max_disk_bytes: match requested.max_disk_bytes {
                 0 => self.default_max_disk_bytes,
                 b => b,

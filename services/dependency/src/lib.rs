@@ -341,7 +341,7 @@ impl Job {
             deadline: self.deadline,
             max_disk_bytes: self.limits.max_disk_bytes,
             disk_paths: report.disk_paths.clone(),
-            disk_interval: std::time::Duration::from_millis(self.config.disk_check_interval_ms),
+            disk_interval: self.config.disk_check_interval,
         }
     }
 

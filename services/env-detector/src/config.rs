@@ -35,12 +35,15 @@ pub struct EnvDetectorConfig {
     /// The registries to probe.
     pub registries: Vec<RegistryTarget>,
     /// Time allowed to each registry probe, in milliseconds.
-    pub registry_timeout_ms: u64,
+    #[serde(with = "humantime_serde")]
+    pub registry_timeout: Duration,
     /// How long toolchain and registry results are reused, in seconds.
-    pub cache_ttl_secs: u64,
+    #[serde(with = "humantime_serde")]
+    pub cache_ttl: Duration,
     /// Time allowed to each version command (`python3 --version`, ...), in
     /// milliseconds.
-    pub toolchain_timeout_ms: u64,
+    #[serde(with = "humantime_serde")]
+    pub toolchain_timeout: Duration,
     /// Where embedding models live. A model is present when some directory
     /// below holds `config.json`, `tokenizer.json` and `model.safetensors`.
     pub model_dir: Option<PathBuf>,
@@ -65,9 +68,9 @@ impl Default for EnvDetectorConfig {
         Self {
             root: PathBuf::from("/"),
             registries: default_registries(),
-            registry_timeout_ms: 2_000,
-            cache_ttl_secs: 600,
-            toolchain_timeout_ms: 3_000,
+            registry_timeout: Duration::from_secs(2),
+            cache_ttl: Duration::from_secs(600),
+            toolchain_timeout: Duration::from_secs(3),
             model_dir: None,
             extra_path: None,
         }
@@ -80,30 +83,30 @@ pub const MAX_REGISTRIES: usize = 32;
 
 impl EnvDetectorConfig {
     pub fn registry_timeout(&self) -> Duration {
-        Duration::from_millis(self.registry_timeout_ms)
+        self.registry_timeout
     }
 
     pub fn cache_ttl(&self) -> Duration {
-        Duration::from_secs(self.cache_ttl_secs)
+        self.cache_ttl
     }
 
     pub fn toolchain_timeout(&self) -> Duration {
-        Duration::from_millis(self.toolchain_timeout_ms)
+        self.toolchain_timeout
     }
 
     /// Checks what serde cannot: timeouts, registry names and URLs.
     pub fn validate(&self) -> Result<()> {
         let invalid = |msg: String| Err(EnvDetectorError::InvalidConfig(msg));
-        if self.registry_timeout_ms == 0 || self.registry_timeout_ms > 60_000 {
+        if self.registry_timeout.is_zero() || self.registry_timeout > Duration::from_secs(60) {
             return invalid(format!(
-                "registry_timeout_ms is {}; it must be between 1 and 60000",
-                self.registry_timeout_ms
+                "registry_timeout is {:?}; it must be above zero and at most 1m",
+                self.registry_timeout
             ));
         }
-        if self.toolchain_timeout_ms == 0 || self.toolchain_timeout_ms > 60_000 {
+        if self.toolchain_timeout.is_zero() || self.toolchain_timeout > Duration::from_secs(60) {
             return invalid(format!(
-                "toolchain_timeout_ms is {}; it must be between 1 and 60000",
-                self.toolchain_timeout_ms
+                "toolchain_timeout is {:?}; it must be above zero and at most 1m",
+                self.toolchain_timeout
             ));
         }
         if self.registries.len() > MAX_REGISTRIES {
@@ -148,11 +151,11 @@ mod tests {
     #[test]
     fn missing_fields_take_defaults() {
         let config: EnvDetectorConfig =
-            serde_json::from_str(r#"{"root": "/srv/fixture", "cache_ttl_secs": 5}"#).unwrap();
+            serde_json::from_str(r#"{"root": "/srv/fixture", "cache_ttl": "5s"}"#).unwrap();
         assert_eq!(config.root, PathBuf::from("/srv/fixture"));
-        assert_eq!(config.cache_ttl_secs, 5);
+        assert_eq!(config.cache_ttl, Duration::from_secs(5));
         assert_eq!(config.registries, default_registries());
-        assert_eq!(config.registry_timeout_ms, 2_000);
+        assert_eq!(config.registry_timeout, Duration::from_secs(2));
     }
 
     #[test]
@@ -177,7 +180,7 @@ mod tests {
         assert!(err.contains("ftp://example.org/"), "{err}");
 
         let config = EnvDetectorConfig {
-            registry_timeout_ms: 0,
+            registry_timeout: Duration::from_millis(0),
             ..EnvDetectorConfig::default()
         };
         assert!(
@@ -185,7 +188,7 @@ mod tests {
                 .validate()
                 .unwrap_err()
                 .to_string()
-                .contains("registry_timeout_ms")
+                .contains("registry_timeout")
         );
     }
 }

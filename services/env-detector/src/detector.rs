@@ -28,7 +28,7 @@ struct ToolScan {
 }
 
 /// Detects the host per [`EnvDetectorConfig`], caching toolchain and registry
-/// results for `cache_ttl_secs`.
+/// results for `cache_ttl`.
 #[derive(Debug)]
 pub struct Detector {
     config: EnvDetectorConfig,

@@ -84,27 +84,29 @@ impl HealthAgent {
     /// Checks a watch request against the configured bounds.
     pub fn validate_watch(&self, request: &WatchRequest) -> Result<WatchSpec> {
         let probes = self.validate(&request.probes)?;
-        if request.startup_grace_seconds > self.config.max_startup_grace_seconds {
+        let startup_grace = Duration::from_secs(u64::from(request.startup_grace_seconds));
+        if startup_grace > self.config.max_startup_grace {
             return Err(HealthError::InvalidProbe(format!(
                 "startup_grace_seconds {} is over the limit of {}",
-                request.startup_grace_seconds, self.config.max_startup_grace_seconds
+                request.startup_grace_seconds,
+                self.config.max_startup_grace.as_secs()
             )));
         }
-        let interval_ms = match request.interval_ms {
-            0 => self.config.default_interval_ms,
-            ms if ms < self.config.min_interval_ms => {
+        let interval = match request.interval_ms {
+            0 => self.config.default_interval,
+            ms if Duration::from_millis(u64::from(ms)) < self.config.min_interval => {
                 return Err(HealthError::InvalidProbe(format!(
                     "interval_ms {ms} is below the minimum of {}",
-                    self.config.min_interval_ms
+                    self.config.min_interval.as_millis()
                 )));
             }
-            ms => ms,
+            ms => Duration::from_millis(u64::from(ms)),
         };
         Ok(WatchSpec {
             component: request.component.clone(),
             probes,
-            startup_grace: Duration::from_secs(u64::from(request.startup_grace_seconds)),
-            interval: Duration::from_millis(u64::from(interval_ms)),
+            startup_grace,
+            interval,
             failure_threshold: request.failure_threshold.max(1),
         })
     }
@@ -148,7 +150,7 @@ impl Health for HealthAgent {
             .map_err(|_| HealthError::TooManyWatches(self.config.max_watches))?;
         let (tx, rx) = mpsc::channel(16);
         let prober = self.prober.clone();
-        let lifetime = Duration::from_secs(self.config.max_watch_seconds);
+        let lifetime = self.config.max_watch;
         ::metrics::gauge!(metrics::WATCHES_OPEN).increment(1.0);
         tokio::spawn(async move {
             let _permit = permit;

@@ -94,15 +94,15 @@ pub fn validate(specs: &[ProbeSpec], config: &HealthConfig) -> Result<Vec<Probe>
 
 fn validate_one(spec: &ProbeSpec, config: &HealthConfig) -> Result<Probe> {
     let invalid = |message: String| Err(HealthError::InvalidProbe(message));
-    let timeout_ms = match spec.timeout_ms {
-        0 => config.default_timeout_ms,
-        ms if ms > config.max_timeout_ms => {
+    let timeout = match spec.timeout_ms {
+        0 => config.default_timeout,
+        ms if Duration::from_millis(u64::from(ms)) > config.max_timeout => {
             return invalid(format!(
                 "probe timeout {ms} ms is over the limit of {} ms",
-                config.max_timeout_ms
+                config.max_timeout.as_millis()
             ));
         }
-        ms => ms,
+        ms => Duration::from_millis(u64::from(ms)),
     };
     let kind = match &spec.probe {
         None => return invalid("a probe spec names no probe (http, tcp, process or log)".into()),
@@ -190,10 +190,7 @@ fn validate_one(spec: &ProbeSpec, config: &HealthConfig) -> Result<Probe> {
             }
         }
     };
-    Ok(Probe {
-        kind,
-        timeout: Duration::from_millis(u64::from(timeout_ms)),
-    })
+    Ok(Probe { kind, timeout })
 }
 
 /// Runs probes; holds the HTTP client and the channel to the runner.

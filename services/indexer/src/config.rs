@@ -52,9 +52,11 @@ pub struct IndexerConfig {
     /// elsewhere is refused. Empty: anywhere (library use; the node sets it).
     pub workspace_roots: Vec<PathBuf>,
     /// Deadline of fetching one model (all files).
-    pub hub_timeout_ms: u64,
+    #[serde(with = "humantime_serde")]
+    pub hub_timeout: Duration,
     /// Deadline of reaching the hub at all.
-    pub hub_connect_timeout_ms: u64,
+    #[serde(with = "humantime_serde")]
+    pub hub_connect_timeout: Duration,
 }
 
 impl Default for IndexerConfig {
@@ -80,8 +82,8 @@ impl Default for IndexerConfig {
             search_k_factor: 2,
             hub_url: "https://huggingface.co".into(),
             workspace_roots: Vec::new(),
-            hub_timeout_ms: 300_000,
-            hub_connect_timeout_ms: 5_000,
+            hub_timeout: Duration::from_secs(300),
+            hub_connect_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -100,11 +102,11 @@ impl IndexerConfig {
     }
 
     pub fn hub_timeout(&self) -> Duration {
-        Duration::from_millis(self.hub_timeout_ms)
+        self.hub_timeout
     }
 
     pub fn hub_connect_timeout(&self) -> Duration {
-        Duration::from_millis(self.hub_connect_timeout_ms)
+        self.hub_connect_timeout
     }
 
     /// The model a request's `model` field names: a tier, a model, or the
@@ -146,8 +148,8 @@ impl IndexerConfig {
         if self.search_k_factor == 0 {
             return invalid("search_k_factor must be at least 1".into());
         }
-        if self.hub_timeout_ms == 0 || self.hub_connect_timeout_ms == 0 {
-            return invalid("hub timeouts must be at least 1 ms".into());
+        if self.hub_timeout.is_zero() || self.hub_connect_timeout.is_zero() {
+            return invalid("hub_timeout and hub_connect_timeout must be above zero".into());
         }
         if crate::model_name::validate_name(&self.default_model).is_err() {
             return invalid(format!(

@@ -228,6 +228,8 @@ fn unreachable(config: &IndexerConfig, repo: &str, dir: &Path, e: &reqwest::Erro
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -269,8 +271,8 @@ mod tests {
         drop(listener);
         let config = IndexerConfig {
             hub_url: format!("http://127.0.0.1:{port}"),
-            hub_connect_timeout_ms: 2_000,
-            hub_timeout_ms: 5_000,
+            hub_connect_timeout: Duration::from_millis(2_000),
+            hub_timeout: Duration::from_millis(5_000),
             ..IndexerConfig::default()
         }
         .resolve(dir.path());

@@ -2,6 +2,7 @@
 
 use std::{path::Path, time::Duration};
 
+use reporunner_server::config::format_duration;
 use serde::{Deserialize, Serialize};
 
 use crate::{OrchestratorError, Result};
@@ -25,6 +26,11 @@ fn plugin_deadline() -> Duration {
 }
 
 /// Orchestrator settings.
+///
+/// Durations are humantime strings in config (`fetch_deadline = "5m 30s"`).
+/// In Rust they stay integer milliseconds (`*_ms`) and seconds (`*_seconds`)
+/// under their old field names, which the pipeline reads and sends in proto
+/// fields of seconds; the accessors (`fetch_deadline()`) give `Duration`s.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct OrchestratorConfig {
@@ -37,17 +43,21 @@ pub struct OrchestratorConfig {
     pub plugins: Vec<PluginConfig>,
     /// Deadline of a Detect call to the env-detector (registry probes take
     /// up to a few seconds on a cold cache).
+    #[serde(rename = "detect_deadline", with = "reporunner_server::config::whole_millis")]
     pub detect_deadline_ms: u64,
     /// Whether the detect step of a run skips the registry probes.
     pub detect_skip_registries: bool,
     /// Deadline of the fetch step (the Fetch call to the source agent). Keep
-    /// it above `fetch_timeout_seconds`, so that the agent's own, more
+    /// it above `fetch_timeout`, so that the agent's own, more
     /// precise limit fires first.
+    #[serde(rename = "fetch_deadline", with = "reporunner_server::config::whole_millis")]
     pub fetch_deadline_ms: u64,
     /// The time limit the source agent applies to one fetch
     /// (`FetchLimits.timeout_seconds`).
+    #[serde(rename = "fetch_timeout", with = "reporunner_server::config::whole_seconds")]
     pub fetch_timeout_seconds: u32,
     /// Deadline of the analyze step (the Analyze call to the analyzer).
+    #[serde(rename = "analyze_deadline", with = "reporunner_server::config::whole_millis")]
     pub analyze_deadline_ms: u64,
     /// Pipelines running at once on this orchestrator; more runs wait in
     /// PENDING for their turn.
@@ -57,34 +67,44 @@ pub struct OrchestratorConfig {
     pub watch_buffer: usize,
     /// How often a watcher re-reads the store when no live event arrives (a
     /// run driven by another replica has no live feed here).
+    #[serde(rename = "watch_poll", with = "reporunner_server::config::whole_millis")]
     pub watch_poll_ms: u64,
     /// The install time limit sent to the dependency agent
     /// (`InstallLimits.timeout_seconds`); covers the build command too.
+    #[serde(rename = "install_timeout", with = "reporunner_server::config::whole_seconds")]
     pub install_timeout_seconds: u32,
     /// Deadline of one Install call (the whole stream); keep it above
-    /// `install_timeout_seconds` so that the agent's own limit fires first.
+    /// `install_timeout` so that the agent's own limit fires first.
+    #[serde(rename = "install_deadline", with = "reporunner_server::config::whole_millis")]
     pub install_deadline_ms: u64,
     /// Deadline of a Start, Stop or Status call to the runner agent.
+    #[serde(rename = "runner_deadline", with = "reporunner_server::config::whole_millis")]
     pub runner_deadline_ms: u64,
     /// Restarts the runner makes of a component that exits with a failure
     /// (restart policy ON_FAILURE) before it fails for good.
     pub max_restarts: u32,
     /// How long a started component may take to answer its health probe
     /// (`cargo run` compiles, `next dev` cold starts) before the run fails.
+    #[serde(rename = "startup_grace", with = "reporunner_server::config::whole_seconds")]
     pub startup_grace_seconds: u32,
     /// Interval of the health agent's probes of a component.
+    #[serde(rename = "probe_interval", with = "reporunner_server::config::whole_millis")]
     pub probe_interval_ms: u32,
     /// Consecutive failed probes before a healthy component is unhealthy.
     pub failure_threshold: u32,
     /// How often a RUNNING run asks the runner whether its processes live.
+    #[serde(rename = "status_poll", with = "reporunner_server::config::whole_millis")]
     pub status_poll_ms: u64,
     /// SIGTERM → SIGKILL grace when a run's processes are stopped.
+    #[serde(rename = "stop_grace", with = "reporunner_server::config::whole_seconds")]
     pub stop_grace_seconds: u32,
     /// The time limit the tester agent applies to one component's tests
     /// (`RunTestsRequest.timeout_seconds`).
+    #[serde(rename = "test_timeout", with = "reporunner_server::config::whole_seconds")]
     pub test_timeout_seconds: u32,
-    /// Deadline of one RunTests call; keep it above `test_timeout_seconds`
+    /// Deadline of one RunTests call; keep it above `test_timeout`
     /// so that the tester's own limit (TIMED_OUT, with counts) fires first.
+    #[serde(rename = "test_deadline", with = "reporunner_server::config::whole_millis")]
     pub test_deadline_ms: u64,
     /// Lines of a component's output quoted in `Run.error` when it fails.
     pub log_tail_lines: usize,
@@ -95,13 +115,23 @@ pub struct OrchestratorConfig {
     /// accounts), the system's temp dir elsewhere. Must be absolute.
     pub provision_dir: String,
     /// Deadline of a Provision or Release call (a private server's start).
+    #[serde(
+        rename = "provision_deadline",
+        with = "reporunner_server::config::whole_millis"
+    )]
     pub provision_deadline_ms: u64,
     /// Deadline of a Diagnose call to the resolver.
+    #[serde(
+        rename = "diagnose_deadline",
+        with = "reporunner_server::config::whole_millis"
+    )]
     pub diagnose_deadline_ms: u64,
     /// Deadline of one IndexRepo call to the indexer (the whole stream:
     /// embedding a large workspace on CPU takes minutes).
+    #[serde(rename = "index_deadline", with = "reporunner_server::config::whole_millis")]
     pub index_deadline_ms: u64,
     /// Deadline of a Search or IndexStatus call to the indexer.
+    #[serde(rename = "search_deadline", with = "reporunner_server::config::whole_millis")]
     pub search_deadline_ms: u64,
     /// Progress messages of one IndexWorkspace stream relayed at most
     /// (the indexer sends one per batch of files).
@@ -222,6 +252,8 @@ impl OrchestratorConfig {
     /// Checks what serde cannot.
     pub fn validate(&self) -> Result<()> {
         let invalid = |message: String| Err(OrchestratorError::InvalidConfig(message));
+        let millis = |ms: u64| format_duration(Duration::from_millis(ms));
+        let seconds = |s: u32| format_duration(Duration::from_secs(u64::from(s)));
         if let Some(url) = &self.database_url
             && !url.trim().is_empty()
             && !(url.starts_with("sqlite:")
@@ -246,52 +278,52 @@ impl OrchestratorConfig {
             }
         }
         for (name, value) in [
-            ("detect_deadline_ms", self.detect_deadline_ms),
-            ("fetch_deadline_ms", self.fetch_deadline_ms),
-            ("analyze_deadline_ms", self.analyze_deadline_ms),
-            ("watch_poll_ms", self.watch_poll_ms),
-            ("install_deadline_ms", self.install_deadline_ms),
-            ("runner_deadline_ms", self.runner_deadline_ms),
-            ("status_poll_ms", self.status_poll_ms),
-            ("test_deadline_ms", self.test_deadline_ms),
-            ("index_deadline_ms", self.index_deadline_ms),
-            ("search_deadline_ms", self.search_deadline_ms),
+            ("detect_deadline", self.detect_deadline_ms),
+            ("fetch_deadline", self.fetch_deadline_ms),
+            ("analyze_deadline", self.analyze_deadline_ms),
+            ("watch_poll", self.watch_poll_ms),
+            ("install_deadline", self.install_deadline_ms),
+            ("runner_deadline", self.runner_deadline_ms),
+            ("status_poll", self.status_poll_ms),
+            ("test_deadline", self.test_deadline_ms),
+            ("index_deadline", self.index_deadline_ms),
+            ("search_deadline", self.search_deadline_ms),
         ] {
             if value == 0 {
                 return invalid(format!("{name} must be above zero"));
             }
         }
         if self.fetch_timeout_seconds == 0 {
-            return invalid("fetch_timeout_seconds must be above zero".into());
+            return invalid("fetch_timeout must be above zero".into());
         }
         if self.fetch_deadline_ms <= u64::from(self.fetch_timeout_seconds) * 1_000 {
             return invalid(format!(
-                "fetch_deadline_ms ({}) must exceed fetch_timeout_seconds ({} s), so that the \
+                "fetch_deadline ({}) must exceed fetch_timeout ({}), so that the \
                  source agent's own limit fires first",
-                self.fetch_deadline_ms, self.fetch_timeout_seconds
+                millis(self.fetch_deadline_ms),
+                seconds(self.fetch_timeout_seconds)
             ));
         }
         if self.install_timeout_seconds == 0 || self.startup_grace_seconds == 0 || self.probe_interval_ms == 0
         {
-            return invalid(
-                "install_timeout_seconds, startup_grace_seconds and probe_interval_ms must be above zero"
-                    .into(),
-            );
+            return invalid("install_timeout, startup_grace and probe_interval must be above zero".into());
         }
         if self.install_deadline_ms <= u64::from(self.install_timeout_seconds) * 1_000 {
             return invalid(format!(
-                "install_deadline_ms ({}) must exceed install_timeout_seconds ({} s), so that the \
+                "install_deadline ({}) must exceed install_timeout ({}), so that the \
                  dependency agent's own limit fires first",
-                self.install_deadline_ms, self.install_timeout_seconds
+                millis(self.install_deadline_ms),
+                seconds(self.install_timeout_seconds)
             ));
         }
         if self.test_timeout_seconds == 0
             || self.test_deadline_ms <= u64::from(self.test_timeout_seconds) * 1_000
         {
             return invalid(format!(
-                "test_deadline_ms ({}) must exceed test_timeout_seconds ({} s, above zero), so that \
+                "test_deadline ({}) must exceed test_timeout ({}, above zero), so that \
                  the tester's own limit fires first",
-                self.test_deadline_ms, self.test_timeout_seconds
+                millis(self.test_deadline_ms),
+                seconds(self.test_timeout_seconds)
             ));
         }
         if !(1..=1024).contains(&self.max_concurrent_pipelines) {
@@ -330,13 +362,32 @@ mod tests {
     }
 
     #[test]
+    fn durations_are_humantime_strings_under_keys_without_units() {
+        let config: OrchestratorConfig = serde_json::from_str(
+            r#"{"fetch_deadline": "6m", "fetch_timeout": "5m", "probe_interval": "250ms",
+                "stop_grace": "10s"}"#,
+        )
+        .unwrap();
+        assert_eq!(config.fetch_deadline(), Duration::from_secs(360));
+        assert_eq!(config.fetch_timeout_seconds, 300);
+        assert_eq!(config.probe_interval_ms, 250);
+        assert_eq!(config.stop_grace_seconds, 10);
+        let text = serde_json::to_string(&OrchestratorConfig::default()).unwrap();
+        assert!(text.contains(r#""fetch_deadline":"5m 30s""#), "{text}");
+        let err = serde_json::from_str::<OrchestratorConfig>(r#"{"stop_grace": "1500ms"}"#).unwrap_err();
+        assert!(err.to_string().contains("not a whole number of seconds"), "{err}");
+        let err = serde_json::from_str::<OrchestratorConfig>(r#"{"stop_grace_seconds": 5}"#).unwrap_err();
+        assert!(err.to_string().contains("stop_grace_seconds"), "{err}");
+    }
+
+    #[test]
     fn refuses_a_fetch_deadline_below_the_agents_limit_and_zero_pipelines() {
         let config = OrchestratorConfig {
             fetch_deadline_ms: 10_000,
             ..OrchestratorConfig::default()
         };
         let message = config.validate().unwrap_err().to_string();
-        assert!(message.contains("fetch_timeout_seconds"), "{message}");
+        assert!(message.contains("fetch_timeout"), "{message}");
         let config = OrchestratorConfig {
             max_concurrent_pipelines: 0,
             ..OrchestratorConfig::default()
@@ -363,7 +414,7 @@ mod tests {
             ..OrchestratorConfig::default()
         };
         let message = config.validate().unwrap_err().to_string();
-        assert!(message.contains("install_timeout_seconds"), "{message}");
+        assert!(message.contains("install_timeout"), "{message}");
         let config = OrchestratorConfig {
             startup_grace_seconds: 0,
             ..OrchestratorConfig::default()
@@ -373,7 +424,7 @@ mod tests {
                 .validate()
                 .unwrap_err()
                 .to_string()
-                .contains("startup_grace_seconds")
+                .contains("startup_grace")
         );
         let config = OrchestratorConfig {
             test_timeout_seconds: 900,
@@ -384,7 +435,7 @@ mod tests {
                 .validate()
                 .unwrap_err()
                 .to_string()
-                .contains("test_timeout_seconds")
+                .contains("test_timeout")
         );
         assert_eq!(
             OrchestratorConfig::default().probe_deadline(),

@@ -102,11 +102,14 @@ pub struct ProvisionerConfig {
     /// Resources one run may hold.
     pub max_resources_per_run: usize,
     /// Deadline of a connection to a server.
-    pub connect_timeout_ms: u64,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
     /// Deadline of one query or command.
-    pub query_timeout_ms: u64,
+    #[serde(with = "humantime_serde")]
+    pub query_timeout: Duration,
     /// Deadline of starting (or stopping) a private server, initdb included.
-    pub start_timeout_ms: u64,
+    #[serde(with = "humantime_serde")]
+    pub start_timeout: Duration,
 }
 
 impl Default for ProvisionerConfig {
@@ -118,9 +121,9 @@ impl Default for ProvisionerConfig {
             mysql: MysqlConfig::default(),
             max_private_servers: 8,
             max_resources_per_run: 16,
-            connect_timeout_ms: 3_000,
-            query_timeout_ms: 10_000,
-            start_timeout_ms: 60_000,
+            connect_timeout: Duration::from_secs(3),
+            query_timeout: Duration::from_secs(10),
+            start_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -136,15 +139,15 @@ impl ProvisionerConfig {
     }
 
     pub fn connect_timeout(&self) -> Duration {
-        Duration::from_millis(self.connect_timeout_ms)
+        self.connect_timeout
     }
 
     pub fn query_timeout(&self) -> Duration {
-        Duration::from_millis(self.query_timeout_ms)
+        self.query_timeout
     }
 
     pub fn start_timeout(&self) -> Duration {
-        Duration::from_millis(self.start_timeout_ms)
+        self.start_timeout
     }
 
     /// Refuses settings that cannot work.
@@ -156,8 +159,8 @@ impl ProvisionerConfig {
                 self.state_dir.display()
             ));
         }
-        if self.connect_timeout_ms == 0 || self.query_timeout_ms == 0 || self.start_timeout_ms == 0 {
-            return invalid("connect, query and start timeouts must be at least 1 ms".into());
+        if self.connect_timeout.is_zero() || self.query_timeout.is_zero() || self.start_timeout.is_zero() {
+            return invalid("connect_timeout, query_timeout and start_timeout must be above zero".into());
         }
         if self.max_resources_per_run == 0 {
             return invalid("max_resources_per_run must be at least 1".into());

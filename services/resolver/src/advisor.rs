@@ -3,8 +3,6 @@
 //! `patches` mirror [`PlanPatch`]'s oneof; each patch passes
 //! [`crate::safety::check`] or is refused, and the diagnosis says why.
 
-use std::time::Duration;
-
 use reporunner_proto::{
     agents::resolver::v1::{Diagnosis, DiagnosisSource, Phase},
     common::v1::{
@@ -59,7 +57,7 @@ pub enum Advice {
 
 impl Advisor {
     pub fn new(config: &AdvisorConfig) -> Result<Self> {
-        let timeout = Duration::from_millis(config.timeout_ms);
+        let timeout = config.timeout;
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)

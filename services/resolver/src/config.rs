@@ -1,6 +1,7 @@
 //! The resolver's settings: log bounds and the optional LLM advisor.
 
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 use crate::error::{ResolverError, Result};
 
@@ -45,7 +46,8 @@ pub struct AdvisorConfig {
     #[serde(skip_serializing)]
     pub api_key: Option<String>,
     /// The deadline of one advisor call, connection included.
-    pub timeout_ms: u64,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
     /// Log lines sent to the advisor (the newest ones).
     pub max_prompt_lines: usize,
     /// Bytes of the advisor's answer read at most.
@@ -61,7 +63,7 @@ impl Default for AdvisorConfig {
             url: String::new(),
             model: String::new(),
             api_key: None,
-            timeout_ms: 20_000,
+            timeout: Duration::from_secs(20),
             max_prompt_lines: 120,
             max_response_bytes: 256 * 1024,
             max_patches: 4,
@@ -76,7 +78,7 @@ impl std::fmt::Debug for AdvisorConfig {
             .field("url", &self.url)
             .field("model", &self.model)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
-            .field("timeout_ms", &self.timeout_ms)
+            .field("timeout", &self.timeout)
             .field("max_prompt_lines", &self.max_prompt_lines)
             .field("max_response_bytes", &self.max_response_bytes)
             .field("max_patches", &self.max_patches)
@@ -102,9 +104,9 @@ impl ResolverConfig {
             if advisor.model.trim().is_empty() {
                 return invalid("advisor.model must be set when the advisor is enabled");
             }
-            if advisor.timeout_ms == 0 || advisor.max_prompt_lines == 0 || advisor.max_response_bytes == 0 {
+            if advisor.timeout.is_zero() || advisor.max_prompt_lines == 0 || advisor.max_response_bytes == 0 {
                 return invalid(
-                    "advisor.timeout_ms, max_prompt_lines and max_response_bytes must be at least 1",
+                    "advisor.timeout must be above zero, max_prompt_lines and max_response_bytes at least 1",
                 );
             }
         }

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use reporunner_proto::{
     agents::resolver::v1::{DiagnoseRequest, DiagnosisSource, Phase},
@@ -86,7 +87,7 @@ fn resolver(url: &str) -> RuleResolver {
             url: url.to_owned(),
             model: "fake-model".into(),
             api_key: Some("sk-test-key".into()),
-            timeout_ms: 5_000,
+            timeout: Duration::from_millis(5_000),
             ..AdvisorConfig::default()
         },
         ..ResolverConfig::default()

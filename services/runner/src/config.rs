@@ -61,11 +61,14 @@ pub struct KubernetesConfig {
     /// internet). Empty: nothing else.
     pub egress_cidrs: Vec<String>,
     /// How long a pod may take to be scheduled, pull its image and start.
-    pub start_timeout_seconds: u32,
+    #[serde(with = "humantime_serde")]
+    pub start_timeout: Duration,
     /// The deadline of each call to the Kubernetes API.
-    pub api_timeout_seconds: u32,
+    #[serde(with = "humantime_serde")]
+    pub api_timeout: Duration,
     /// How often a running pod's status is read.
-    pub poll_interval_ms: u64,
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
     /// Size limit of the pod's scratch space (`TMPDIR`, `HOME`), in MiB.
     pub scratch_size_mib: u32,
 }
@@ -85,9 +88,9 @@ impl Default for KubernetesConfig {
             ingress_from_components: vec!["health".into(), "orchestrator".into()],
             egress_to_components: vec!["provisioner".into()],
             egress_cidrs: Vec::new(),
-            start_timeout_seconds: 300,
-            api_timeout_seconds: 30,
-            poll_interval_ms: 1000,
+            start_timeout: Duration::from_secs(300),
+            api_timeout: Duration::from_secs(30),
+            poll_interval: Duration::from_secs(1),
             scratch_size_mib: 1024,
         }
     }
@@ -127,10 +130,9 @@ impl KubernetesConfig {
         if let Some(bad) = self.egress_cidrs.iter().find(|c| !crate::names::is_cidr(c)) {
             return invalid(format!("kubernetes.egress_cidrs entry {bad:?} is not a CIDR"));
         }
-        if self.start_timeout_seconds == 0 || self.api_timeout_seconds == 0 || self.poll_interval_ms == 0 {
+        if self.start_timeout.is_zero() || self.api_timeout.is_zero() || self.poll_interval.is_zero() {
             return invalid(
-                "kubernetes.start_timeout_seconds, api_timeout_seconds and poll_interval_ms must be above 0"
-                    .into(),
+                "kubernetes.start_timeout, api_timeout and poll_interval must be above zero".into(),
             );
         }
         Ok(())
@@ -255,13 +257,17 @@ pub struct RunnerConfig {
     /// Restarts no request can raise.
     pub max_restarts_cap: u32,
     /// First delay before a restart; it doubles with every restart.
-    pub restart_backoff_initial_ms: u64,
+    #[serde(with = "humantime_serde")]
+    pub restart_backoff_initial: Duration,
     /// The longest delay before a restart.
-    pub restart_backoff_max_ms: u64,
+    #[serde(with = "humantime_serde")]
+    pub restart_backoff_max: Duration,
     /// Time between SIGTERM and SIGKILL when a request gives 0.
-    pub default_grace_seconds: u32,
+    #[serde(with = "humantime_serde")]
+    pub default_grace: Duration,
     /// The longest grace a request may ask for.
-    pub max_grace_seconds: u32,
+    #[serde(with = "humantime_serde")]
+    pub max_grace: Duration,
     /// Limits where the request leaves a field at 0.
     pub default_limits: DefaultLimits,
     /// Where processes run: `local` (default) or `kubernetes`.
@@ -304,10 +310,10 @@ impl Default for RunnerConfig {
             max_retained_processes: 1024,
             default_max_restarts: 3,
             max_restarts_cap: 100,
-            restart_backoff_initial_ms: 500,
-            restart_backoff_max_ms: 30_000,
-            default_grace_seconds: 10,
-            max_grace_seconds: 120,
+            restart_backoff_initial: Duration::from_millis(500),
+            restart_backoff_max: Duration::from_secs(30),
+            default_grace: Duration::from_secs(10),
+            max_grace: Duration::from_secs(120),
             default_limits: process.default_limits.into(),
             backend: BackendKind::Local,
             kubernetes: KubernetesConfig::default(),
@@ -369,11 +375,8 @@ impl RunnerConfig {
         let factor = 1u64
             .checked_shl(restart.saturating_sub(1).min(32))
             .unwrap_or(u64::MAX);
-        Duration::from_millis(
-            self.restart_backoff_initial_ms
-                .saturating_mul(factor)
-                .min(self.restart_backoff_max_ms),
-        )
+        let initial = u64::try_from(self.restart_backoff_initial.as_millis()).unwrap_or(u64::MAX);
+        Duration::from_millis(initial.saturating_mul(factor)).min(self.restart_backoff_max)
     }
 
     /// Checks what serde cannot.
@@ -403,13 +406,13 @@ impl RunnerConfig {
         if self.default_max_restarts > self.max_restarts_cap {
             return invalid("default_max_restarts must not exceed max_restarts_cap".into());
         }
-        if self.restart_backoff_initial_ms == 0
-            || self.restart_backoff_initial_ms > self.restart_backoff_max_ms
-        {
-            return invalid("restart_backoff_initial_ms must be between 1 and restart_backoff_max_ms".into());
+        if self.restart_backoff_initial.is_zero() || self.restart_backoff_initial > self.restart_backoff_max {
+            return invalid(
+                "restart_backoff_initial must be above zero and at most restart_backoff_max".into(),
+            );
         }
-        if self.default_grace_seconds == 0 || self.default_grace_seconds > self.max_grace_seconds {
-            return invalid("default_grace_seconds must be between 1 and max_grace_seconds".into());
+        if self.default_grace.is_zero() || self.default_grace > self.max_grace {
+            return invalid("default_grace must be above zero and at most max_grace".into());
         }
         if self.backend == BackendKind::Kubernetes {
             if !cfg!(feature = "kubernetes") {
@@ -446,9 +449,9 @@ mod tests {
     fn backoff_doubles_up_to_the_cap() {
         let config = RunnerConfig::default();
         assert_eq!(config.backoff(1), Duration::from_millis(500));
-        assert_eq!(config.backoff(2), Duration::from_millis(1000));
-        assert_eq!(config.backoff(3), Duration::from_millis(2000));
-        assert_eq!(config.backoff(60), Duration::from_millis(30_000));
+        assert_eq!(config.backoff(2), Duration::from_secs(1));
+        assert_eq!(config.backoff(3), Duration::from_secs(2));
+        assert_eq!(config.backoff(60), Duration::from_secs(30));
     }
 
     #[test]

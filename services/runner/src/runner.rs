@@ -415,11 +415,11 @@ impl<B: ProcessBackend> Runner for LocalRunner<B> {
     async fn stop(&self, process_id: String, grace_seconds: u32) -> Result<ProcessStatus> {
         let process = self.get(&process_id)?;
         let grace = if grace_seconds == 0 {
-            self.config.default_grace_seconds
+            self.config.default_grace
         } else {
-            grace_seconds.min(self.config.max_grace_seconds)
+            Duration::from_secs(grace_seconds.into()).min(self.config.max_grace)
         };
-        process.stop(Duration::from_secs(grace.into())).await;
+        process.stop(grace).await;
         Ok(process.status())
     }
 

@@ -248,9 +248,9 @@ fn setup(api: &FakeApi) -> Setup {
     .resolve(&root);
     config.kubernetes.namespace = NS.into();
     config.kubernetes.volume_root = root.clone();
-    config.kubernetes.poll_interval_ms = 10;
-    config.kubernetes.start_timeout_seconds = 5;
-    config.kubernetes.api_timeout_seconds = 5;
+    config.kubernetes.poll_interval = Duration::from_millis(10);
+    config.kubernetes.start_timeout = Duration::from_secs(5);
+    config.kubernetes.api_timeout = Duration::from_secs(5);
     let config = Arc::new(config);
     let backend = KubernetesBackend::with_client(Arc::clone(&config), api.client(), NS.into());
     let runner = LocalRunner::with_backend(config, backend).unwrap();

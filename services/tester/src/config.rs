@@ -5,6 +5,7 @@
 //! [`ProcessSettings`]: reporunner_sandbox::process::ProcessSettings
 
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 use crate::error::{Result, TesterError};
 
@@ -13,9 +14,11 @@ use crate::error::{Result, TesterError};
 #[serde(default, deny_unknown_fields)]
 pub struct TesterConfig {
     /// A test run's time limit when the request gives none.
-    pub default_timeout_seconds: u32,
+    #[serde(with = "humantime_serde")]
+    pub default_timeout: Duration,
     /// The longest time limit a request may ask for (longer ones are cut).
-    pub max_timeout_seconds: u32,
+    #[serde(with = "humantime_serde")]
+    pub max_timeout: Duration,
     /// Lines of output returned in `log_tail`.
     pub tail_lines: usize,
     /// Summary-looking lines kept for the parsers (go test -v prints one per
@@ -26,19 +29,20 @@ pub struct TesterConfig {
     /// Test runs at once; more wait for a slot.
     pub max_concurrent: usize,
     /// Time between SIGTERM and SIGKILL when a run times out.
-    pub kill_grace_seconds: u32,
+    #[serde(with = "humantime_serde")]
+    pub kill_grace: Duration,
 }
 
 impl Default for TesterConfig {
     fn default() -> Self {
         Self {
-            default_timeout_seconds: 600,
-            max_timeout_seconds: 3_600,
+            default_timeout: Duration::from_secs(600),
+            max_timeout: Duration::from_secs(3_600),
             tail_lines: 60,
             max_summary_lines: 100_000,
             max_line_bytes: 8 * 1024,
             max_concurrent: 4,
-            kill_grace_seconds: 3,
+            kill_grace: Duration::from_secs(3),
         }
     }
 }
@@ -47,8 +51,8 @@ impl TesterConfig {
     /// Refuses settings that cannot work.
     pub fn validate(&self) -> Result<()> {
         let invalid = |what: &str| Err(TesterError::InvalidConfig(what.to_owned()));
-        if self.default_timeout_seconds == 0 || self.default_timeout_seconds > self.max_timeout_seconds {
-            return invalid("default_timeout_seconds must be between 1 and max_timeout_seconds");
+        if self.default_timeout.is_zero() || self.default_timeout > self.max_timeout {
+            return invalid("default_timeout must be above zero and at most max_timeout");
         }
         if self.tail_lines == 0 || self.max_summary_lines == 0 || self.max_line_bytes < 256 {
             return invalid(
@@ -62,12 +66,11 @@ impl TesterConfig {
     }
 
     /// The time limit of a request asking for `asked` seconds (0: default).
-    pub fn timeout(&self, asked: u32) -> std::time::Duration {
-        let seconds = match asked {
-            0 => self.default_timeout_seconds,
-            n => n.min(self.max_timeout_seconds),
-        };
-        std::time::Duration::from_secs(u64::from(seconds))
+    pub fn timeout(&self, asked: u32) -> Duration {
+        match asked {
+            0 => self.default_timeout,
+            n => Duration::from_secs(u64::from(n)).min(self.max_timeout),
+        }
     }
 }
 

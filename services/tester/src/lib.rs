@@ -464,7 +464,7 @@ impl Tester for LocalTester {
                 }
                 () = &mut deadline => {
                     process.signal(StopSignal::Terminate);
-                    let grace = Duration::from_secs(u64::from(self.config.kill_grace_seconds));
+                    let grace = self.config.kill_grace;
                     if tokio::time::timeout(grace, process.wait_exit()).await.is_err() {
                         process.signal(StopSignal::Kill);
                         let _ = tokio::time::timeout(Duration::from_secs(5), process.wait_exit()).await;

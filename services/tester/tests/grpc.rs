@@ -33,7 +33,7 @@ async fn agent() -> Agent {
     let data = tempfile::tempdir().unwrap();
     let sandbox = ProcessSettings::default().resolve(data.path());
     let config = TesterConfig {
-        kill_grace_seconds: 1,
+        kill_grace: Duration::from_secs(1),
         ..TesterConfig::default()
     };
     let tester = LocalTester::new(config, sandbox).unwrap();

@@ -10,7 +10,7 @@ use std::{
 };
 
 use futures::StreamExt as _;
-use reporunner::ServiceName;
+use reporunner_node::ServiceName;
 use reporunner_proto::orchestrator::v1::{
     CreateRunRequest, GetRunRequest, RepoSource, Run, RunEvent, RunGoal, WatchRunRequest,
     orchestrator_service_client::OrchestratorServiceClient, repo_source::Source,

@@ -39,7 +39,7 @@ pub async fn agent() -> Agent {
         cache_dir: shared.join("cache"),
         tools_dir: shared.join("tools"),
         env_dir: data.path().join("envs"),
-        disk_check_interval_ms: 200,
+        disk_check_interval: Duration::from_millis(200),
         ..DependencyConfig::default()
     };
     serve(config, data).await

@@ -23,10 +23,10 @@
 //! At run time ([`KubernetesBackend`]): the policy is created first (so the
 //! pod is never unprotected), then the pod; the policy is then owned by the
 //! pod, so the API server deletes it with the pod even if the runner dies.
-//! The backend waits (bounded by `start_timeout_seconds`) for the pod to
+//! The backend waits (bounded by `start_timeout`) for the pod to
 //! run, fails at once on image-pull and configuration errors, streams the
 //! container's log (`Api::<Pod>::log_stream`, follow), and reads the pod's
-//! phase and the container's exit code every `poll_interval_ms`. Stop
+//! phase and the container's exit code every `poll_interval`. Stop
 //! deletes the pod with a grace period; kill deletes it with none.
 
 use std::{
@@ -288,7 +288,9 @@ pub fn pod(spec: &LaunchSpec, config: &RunnerConfig, name: &str) -> Result<Pod> 
             enable_service_links: Some(false),
             active_deadline_seconds: (spec.limits.max_runtime_seconds > 0)
                 .then(|| i64::from(spec.limits.max_runtime_seconds)),
-            termination_grace_period_seconds: Some(i64::from(config.max_grace_seconds)),
+            termination_grace_period_seconds: Some(
+                i64::try_from(config.max_grace.as_secs()).unwrap_or(i64::MAX),
+            ),
             runtime_class_name: k.runtime_class.clone(),
             node_selector: (!k.node_selector.is_empty()).then(|| k.node_selector.clone()),
             security_context: Some(PodSecurityContext {
@@ -557,7 +559,7 @@ impl KubernetesBackend {
     }
 
     fn api_timeout(&self) -> Duration {
-        Duration::from_secs(self.config.kubernetes.api_timeout_seconds.into())
+        self.config.kubernetes.api_timeout
     }
 
     async fn cluster(&self) -> Result<(Client, String)> {
@@ -799,7 +801,7 @@ impl KubernetesBackend {
         let poller = tokio::spawn(poll_status(
             pods.clone(),
             name.clone(),
-            Duration::from_millis(k.poll_interval_ms),
+            k.poll_interval,
             timeout,
             seen_tx,
         ));
@@ -815,7 +817,7 @@ impl KubernetesBackend {
                 policies,
                 name,
                 timeout,
-                grace: self.config.max_grace_seconds,
+                grace: u32::try_from(self.config.max_grace.as_secs()).unwrap_or(u32::MAX),
                 seen: seen_rx,
                 poller,
                 cleaned: false,
@@ -830,15 +832,15 @@ impl KubernetesBackend {
 }
 
 /// Waits until the pod runs (its IP) or ended already; fails on fatal
-/// waiting reasons and after `start_timeout_seconds`.
+/// waiting reasons and after `start_timeout`.
 async fn wait_started(
     pods: &Api<Pod>,
     name: &str,
     k: &KubernetesConfig,
     timeout: Duration,
 ) -> Result<Option<IpAddr>> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(k.start_timeout_seconds.into());
-    let interval = Duration::from_millis(k.poll_interval_ms);
+    let deadline = tokio::time::Instant::now() + k.start_timeout;
+    let interval = k.poll_interval;
     let mut last = String::from("pending");
     while tokio::time::Instant::now() < deadline {
         let current = call("read the pod", timeout, pods.get(name)).await?;
@@ -855,7 +857,7 @@ async fn wait_started(
     }
     Err(RunnerError::Cluster(format!(
         "pod {name} did not start within {} s ({last})",
-        k.start_timeout_seconds
+        k.start_timeout.as_secs()
     )))
 }
 

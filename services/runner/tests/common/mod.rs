@@ -57,8 +57,8 @@ pub async fn serve_with(tweak: impl FnOnce(&mut RunnerConfig)) -> Served {
     }
     std::fs::write(sibling.join("secret.txt"), "sibling secret\n").unwrap();
     let mut config = RunnerConfig {
-        restart_backoff_initial_ms: 50,
-        restart_backoff_max_ms: 200,
+        restart_backoff_initial: Duration::from_millis(50),
+        restart_backoff_max: Duration::from_millis(200),
         cgroup_parent: None,
         ..RunnerConfig::default()
     };

@@ -1,6 +1,7 @@
 //! Settings of one `reporunner` process: defaults < `--config` file <
 //! `REPORUNNER_*` env < flags.
 
+use std::time::Duration;
 use std::{net::SocketAddr, path::PathBuf};
 
 use reporunner_analyzer::AnalyzerConfig;
@@ -39,7 +40,8 @@ pub struct Settings {
     /// Where all state lives (`REPORUNNER_DATA_DIR`).
     pub data_dir: PathBuf,
     /// How long in-flight calls may run on shutdown before connections are cut.
-    pub stop_timeout_ms: u64,
+    #[serde(with = "humantime_serde")]
+    pub stop_timeout: Duration,
     pub log: LogConfig,
     /// TLS of this process's gRPC listener (`tls.cert`, `tls.key`,
     /// `tls.client_ca` for mutual TLS); empty keeps plain HTTP/2.
@@ -123,7 +125,7 @@ impl Default for Settings {
             mesh: reporunner_identity::MeshConfig::default(),
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
             data_dir: default_data_dir(),
-            stop_timeout_ms: 10_000,
+            stop_timeout: Duration::from_secs(10),
             log: LogConfig::default(),
             tls: reporunner_server::tls::TlsConfig::default(),
             health_listen: None,
