@@ -42,6 +42,9 @@ pub const HEALTH: &str = "health";
 /// place the mesh's call graph is written down. A service missing here
 /// accepts no caller.
 pub const ALLOWED_CALLERS: &[(&str, &[&str])] = &[
+    // Plugins run outside the node; one built on this crate's `MeshLayer`
+    // (with the mesh key) accepts the orchestrator and no one else.
+    (agents::plugin::v1::plugin_service_server::SERVICE_NAME, &[ORCHESTRATOR]),
     (
         agents::env_detector::v1::env_detector_service_server::SERVICE_NAME,
         &[ORCHESTRATOR],
