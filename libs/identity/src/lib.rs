@@ -44,7 +44,10 @@ pub const HEALTH: &str = "health";
 pub const ALLOWED_CALLERS: &[(&str, &[&str])] = &[
     // Plugins run outside the node; one built on this crate's `MeshLayer`
     // (with the mesh key) accepts the orchestrator and no one else.
-    (agents::plugin::v1::plugin_service_server::SERVICE_NAME, &[ORCHESTRATOR]),
+    (
+        agents::plugin::v1::plugin_service_server::SERVICE_NAME,
+        &[ORCHESTRATOR],
+    ),
     (
         agents::env_detector::v1::env_detector_service_server::SERVICE_NAME,
         &[ORCHESTRATOR],
