@@ -114,6 +114,59 @@ async fn tester_pytest_library_reports_exact_counts_and_a_failure_fails_the_run(
     mesh.stop().await.unwrap();
 }
 
+/// Real-repositories class 1: what the tests need is installed with the
+/// project when the goal runs tests: a PEP 735 group (with an include) and
+/// tox.ini's deps; the runner and the test-only imports are nowhere else.
+/// Both fixtures are versioned from git (hatch-vcs, setuptools-scm) and
+/// arrive without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tester_installs_test_dependency_groups_and_tox_deps() {
+    let mesh = every_service().start().await.unwrap();
+    let mut client = mesh.orchestrator();
+    for (fixture, source) in [
+        ("test-deps-groups", "[dependency-groups] tests"),
+        ("test-deps-tox", "tox.ini [testenv] deps"),
+    ] {
+        let created = create(&mesh, &mut client, fixture, RunGoal::Test, &[]).await;
+        let run = until_over(&mesh, &mut client, &created.id).await;
+        assert_eq!(run.state(), RunState::Succeeded, "{fixture}: {}", run.error);
+        let result = only_result(&run);
+        assert_eq!(result.framework, "pytest", "{fixture}");
+        assert_eq!(result.counts, counts(2, 0, 0, 0), "{fixture}: {result:?}");
+        let said = events(&mesh, &mut client, &run.id, true).await;
+        assert!(
+            said.iter().any(|e| matches!(&e.event,
+                Some(run_event::Event::Log(l)) if l.text.contains("test dependencies from") && l.text.contains(source))),
+            "{fixture}: the install says where the test dependencies came from"
+        );
+    }
+    mesh.stop().await.unwrap();
+}
+
+/// Tests that cannot run for want of a module are healed like a set-up
+/// step (the resolver's missing-module rule); a failing assertion is not
+/// (see the pytest library test above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tester_tests_missing_a_module_are_healed_and_run_again() {
+    let mesh = every_service().start().await.unwrap();
+    let mut client = mesh.orchestrator();
+    let created = create(&mesh, &mut client, "test-heal-missing-module", RunGoal::Test, &[]).await;
+    let run = until_over(&mesh, &mut client, &created.id).await;
+    assert_eq!(run.state(), RunState::Succeeded, "{}", run.error);
+    assert_eq!(only_result(&run).counts, counts(1, 0, 0, 0), "{:?}", run.test_results);
+    let heals: Vec<_> = events(&mesh, &mut client, &run.id, false)
+        .await
+        .into_iter()
+        .filter_map(|e| match e.event {
+            Some(run_event::Event::Heal(heal)) => Some(heal),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(heals.len(), 1, "{heals:?}");
+    assert_eq!(heals[0].cause, "python.missing_module", "{heals:?}");
+    mesh.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tester_cargo_library_counts_unit_and_doc_tests() {
     let mesh = every_service().start().await.unwrap();

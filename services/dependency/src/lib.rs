@@ -31,6 +31,7 @@ pub mod grpc;
 pub mod metrics;
 pub mod node;
 pub mod python;
+pub mod python_test_deps;
 pub mod rust;
 
 use std::{
@@ -181,6 +182,7 @@ impl LocalInstaller {
         };
         let step_limits = request.step_limits.unwrap_or_default();
         Ok(Job {
+            with_tests: request.with_tests,
             cache_root,
             owner,
             sandbox: self.sandbox.clone(),
@@ -300,6 +302,8 @@ pub(crate) struct Job {
     pub owner: Option<String>,
     pub sandbox: Option<Arc<Sandbox>>,
     pub step_limits: reporunner_sandbox::Limits,
+    /// Install what the tests need too.
+    pub with_tests: bool,
 }
 
 /// What an install made, filled in as it goes.

@@ -38,6 +38,7 @@ use reporunner_proto::common::v1::Environment;
 use crate::{
     Failure, Job, Report, Step,
     exec::{self, Cmd, LogSink},
+    python_test_deps,
 };
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -553,7 +554,13 @@ fn lock_constraints(lock: &toml::Value, from_registry: impl Fn(&toml::Value) -> 
 
 /// `Pipfile.lock`'s default packages, pinned, with their markers.
 pub fn pipfile_lock_requirements(lock: &serde_json::Value, dir: &Path) -> Vec<String> {
-    let Some(default) = lock.get("default").and_then(serde_json::Value::as_object) else {
+    pipfile_lock_section(lock, "default", dir)
+}
+
+/// One section of `Pipfile.lock` (`default` or `develop`) as pinned
+/// requirement lines with their markers.
+pub fn pipfile_lock_section(lock: &serde_json::Value, section: &str, dir: &Path) -> Vec<String> {
+    let Some(default) = lock.get(section).and_then(serde_json::Value::as_object) else {
         return Vec::new();
     };
     default
@@ -590,7 +597,7 @@ pub fn pipfile_lock_requirements(lock: &serde_json::Value, dir: &Path) -> Vec<St
 }
 
 /// One `[packages]` entry of a Pipfile.
-fn pipfile_requirement(name: &str, value: &toml::Value, dir: &Path) -> Option<String> {
+pub(crate) fn pipfile_requirement(name: &str, value: &toml::Value, dir: &Path) -> Option<String> {
     match value {
         toml::Value::String(spec) if spec.trim() == "*" => Some(name.to_owned()),
         toml::Value::String(spec) => Some(format!("{name}{}", spec.trim())),
@@ -756,6 +763,11 @@ pub(crate) async fn install(job: &Job, sink: &mut LogSink, report: &mut Report) 
     ] {
         env.insert(key.into(), value);
     }
+    if !in_git_checkout(&job.dir, &job.workspace) {
+        // setuptools-scm and hatch-vcs read the version from git; a
+        // repository handed over as an archive or a copy has none.
+        env.insert("SETUPTOOLS_SCM_PRETEND_VERSION".into(), PRETEND_VERSION.into());
+    }
 
     let uv = if job.config.use_uv {
         ensure_uv(job, sink, report, &python.path).await?
@@ -882,8 +894,95 @@ pub(crate) async fn install(job: &Job, sink: &mut LogSink, report: &mut Report) 
             other => other?,
         }
     }
+    if job.with_tests {
+        let pyproject = read_toml(&job.dir.join("pyproject.toml")).ok().flatten();
+        let test_command = job.component.test.as_ref().map(|c| c.run.as_str()).unwrap_or_default();
+        let installed = plan.project.is_some_and(|p| !p.no_deps);
+        let tests = python_test_deps::read(&job.dir, pyproject.as_ref(), installed, test_command);
+        install_test_deps(job, sink, report, &plan, &tests, test_command, installer).await?;
+    }
     job.custom_install(sink, report).await?;
     job.build(sink, report, None).await
+}
+
+/// The version setuptools-scm and hatch-vcs are told outside a git checkout.
+const PRETEND_VERSION: &str = "0.0.0";
+
+/// Whether `dir` or a parent of it up to `workspace` holds `.git`.
+fn in_git_checkout(dir: &Path, workspace: &Path) -> bool {
+    dir.ancestors()
+        .take_while(|d| d.starts_with(workspace))
+        .any(|d| d.join(".git").exists())
+}
+
+/// Installs what the tests need, after the project's own dependencies and
+/// under the same lock pins. When that fails, the runner the test command
+/// names is tried alone; neither failing fails the install (the test step
+/// then says what is missing, and is healed like any other step).
+async fn install_test_deps(
+    job: &Job,
+    sink: &mut LogSink,
+    report: &Report,
+    plan: &PyPlan,
+    tests: &python_test_deps::TestDeps,
+    test_command: &str,
+    installer: impl Fn(Vec<String>) -> Cmd,
+) -> Step {
+    if tests.is_empty() {
+        sink.system("install", "the tests need nothing more that this agent can read")
+            .await;
+        return Ok(());
+    }
+    sink.system(
+        "install",
+        format!("test dependencies from {}", tests.sources.join(" + ")),
+    )
+    .await;
+    let mut args: Vec<String> = Vec::new();
+    for file in &tests.requirement_files {
+        args.extend(["-r".into(), file.display().to_string()]);
+    }
+    if !tests.requirements.is_empty() {
+        let file = job.env_root.join("requirements-tests.generated.txt");
+        write_lines(&file, &tests.requirements).await?;
+        args.extend(["-r".into(), file.display().to_string()]);
+    }
+    if !tests.extras.is_empty() {
+        args.extend([
+            "-e".into(),
+            format!("{}[{}]", job.dir.display(), tests.extras.join(",")),
+        ]);
+    }
+    if !plan.constraints.is_empty() {
+        let file = job.env_root.join("constraints.generated.txt");
+        write_lines(&file, &plan.constraints).await?;
+        args.extend(["-c".into(), file.display().to_string()]);
+    }
+    let failure = match job.step(sink, report, &installer(args)).await {
+        Err(failure) if !failure.fatal => failure,
+        other => return other,
+    };
+    let runner = python_test_deps::names_pytest(test_command)
+        && (tests.requirements.len() > 1 || !tests.requirement_files.is_empty() || !tests.extras.is_empty());
+    sink.system(
+        "install",
+        format!(
+            "the test dependencies could not be installed ({}){}",
+            failure.message,
+            if runner { "; installing the test runner alone" } else { "" }
+        ),
+    )
+    .await;
+    if runner {
+        match job.step(sink, report, &installer(vec!["pytest".into()])).await {
+            Err(failure) if !failure.fatal => {
+                sink.system("install", format!("pytest could not be installed either ({})", failure.message))
+                    .await;
+            }
+            other => other?,
+        }
+    }
+    Ok(())
 }
 
 async fn write_lines(file: &Path, lines: &[String]) -> Step {

@@ -9,7 +9,7 @@ use std::{path::Path, time::Duration};
 
 use crate::{
     Failure, Job, Report, Step,
-    exec::{self, LogSink},
+    exec::{self, Cmd, LogSink},
 };
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -67,7 +67,53 @@ pub(crate) async fn install(job: &Job, sink: &mut LogSink, report: &mut Report) 
     };
     report.tool = version.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
     job.custom_install(sink, report).await?;
-    job.build(sink, report, Some("cargo build")).await
+    job.build(sink, report, Some("cargo build")).await?;
+    if job.with_tests {
+        // The tests and their dev-dependencies are fetched and built here,
+        // where the network and the build's limits are, not in the test step.
+        let test = job.component.test.as_ref();
+        let line = test_build_line(test.map_or("", |t| t.run.as_str()));
+        let cmd = Cmd::new("sh", &job.command_dir(test), "build")
+            .args(["-c", line.as_str()])
+            .envs(&report.env);
+        job.step(sink, report, &cmd).await?;
+    }
+    Ok(())
+}
+
+/// The build of what `test` (the plan's test command) runs: `cargo test
+/// <args> --no-run` when it is `cargo test`, else every test target.
+fn test_build_line(test: &str) -> String {
+    let test = test.trim();
+    match test.strip_prefix("cargo test") {
+        Some(rest) if rest.is_empty() || rest.starts_with(' ') => {
+            // Arguments after `--` go to the test binaries, not to cargo.
+            let cargo_args = rest.split(" -- ").next().unwrap_or_default().trim();
+            if cargo_args.is_empty() {
+                "cargo test --no-run".to_owned()
+            } else {
+                format!("cargo test {cargo_args} --no-run")
+            }
+        }
+        _ => "cargo test --no-run".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_build_line;
+
+    #[test]
+    fn the_test_build_compiles_what_the_test_command_runs() {
+        assert_eq!(test_build_line("cargo test"), "cargo test --no-run");
+        assert_eq!(
+            test_build_line("cargo test --workspace -- --nocapture"),
+            "cargo test --workspace --no-run"
+        );
+        assert_eq!(test_build_line("cargo test -p core"), "cargo test -p core --no-run");
+        assert_eq!(test_build_line("make test"), "cargo test --no-run");
+        assert_eq!(test_build_line("cargo tests"), "cargo test --no-run");
+    }
 }
 
 async fn probe(cargo: &Path, dir: &Path, env: &std::collections::BTreeMap<String, String>) -> Option<String> {

@@ -692,10 +692,14 @@ fn tests(s: &mut Scan<'_>) {
     let (idx, dir) = (s.idx, s.dir);
     let p = |name: &str| join(dir, name);
     let d = &mut s.d;
+    // tox runs pytest in environments of its own, which it downloads; the
+    // same pytest runs in the component's environment instead.
+    let tox_runs_pytest = idx.read(&p("tox.ini")).is_some_and(|t| t.contains("pytest"));
     if s.facts.pytest_configured
         || d.has_any_dep(&["pytest", "pytest-django", "pytest-asyncio"])
         || idx.has(&p("pytest.ini"))
         || idx.has(&p("conftest.py"))
+        || tox_runs_pytest
     {
         let f = if idx.has(&p("pytest.ini")) {
             p("pytest.ini")

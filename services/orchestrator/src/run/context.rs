@@ -151,6 +151,11 @@ impl RunContext {
         }
     }
 
+    /// Whether the step that just failed left something for the resolver.
+    pub(crate) fn has_failure(&self) -> bool {
+        self.failure.lock().is_ok_and(|slot| slot.is_some())
+    }
+
     pub(crate) fn take_failure(&self) -> Option<Failure> {
         self.failure.lock().ok().and_then(|mut slot| slot.take())
     }

@@ -120,7 +120,7 @@ impl Engine {
                         1
                     };
                 }
-                Err(Halt::Failed(message)) if step.healable() => match healing::heal(self, ctx).await? {
+                Err(Halt::Failed(message)) if step.healable() || ctx.has_failure() => match healing::heal(self, ctx).await? {
                     Healed::Retry(from) => {
                         at = self.resume_at(ctx, steps, from).await?;
                     }

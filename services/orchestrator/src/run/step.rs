@@ -176,7 +176,8 @@ impl Step {
     }
 
     /// Whether a failure of this step goes to the resolver: the steps that
-    /// set the repository up. Test failures are results, never healed.
+    /// set the repository up. Test failures are results, never healed (tests
+    /// that could not run for want of a module are: see `steps/test.rs`).
     pub(crate) fn healable(self) -> bool {
         matches!(
             self,

@@ -21,7 +21,7 @@ use reporunner_proto::{
 
 use crate::{
     heal::{Failure, TAIL_LINES},
-    run::{Engine, Flow, Halt, RunContext, Step, failure_message, quote_tail},
+    run::{Engine, Flow, Halt, RunContext, Step, failure_message, quote_tail, steps_for},
     store::RunChange,
 };
 
@@ -139,6 +139,8 @@ pub(crate) async fn install(engine: &Engine, ctx: &RunContext, component: &Compo
         }),
         owner_id: ctx.owner_id.clone(),
         step_limits: Some(ctx.step_limits),
+        // What the tests need is installed when the goal runs them.
+        with_tests: steps_for(ctx.goal).contains(&Step::Test),
     };
     let stream = match engine.clients.dependency.install(request).await {
         Ok(stream) => stream,

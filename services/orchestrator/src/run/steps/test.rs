@@ -8,7 +8,9 @@
 //! TEST succeeds only when every component's tests PASSED; NO_TESTS,
 //! FAILED, TIMED_OUT and UNPARSED fail it, naming each. START_AND_TEST
 //! stays RUNNING and says in a notice which did not. Test failures are
-//! results: they never go to the resolver.
+//! results: they never go to the resolver. Tests that could not run for
+//! want of a module or a command (`No module named pytest`) are not a
+//! verdict: that failure is healed like any set-up step's.
 
 use reporunner_proto::orchestrator::v1::StepStatus;
 use std::{
@@ -17,12 +19,16 @@ use std::{
 };
 
 use reporunner_proto::{
-    agents::tester::v1::{RunTestsRequest, TestOutcome},
+    agents::{
+        resolver::v1::Phase,
+        tester::v1::{RunTestsRequest, TestOutcome},
+    },
     common::v1::{Component, LogLine},
     orchestrator::v1::{RunState, TestResult, run_event},
 };
 
 use crate::{
+    heal::Failure,
     run::{
         Engine, Flow, Halt, RunContext, Step, failure_message, quote_tail,
         steps::{dependency, provision},
@@ -55,6 +61,16 @@ async fn alone(engine: &Engine, ctx: &mut RunContext) -> Flow {
     match verdict(&results) {
         None => Ok(()),
         Some(message) => {
+            if let Some((result, tail)) = results.iter().find(|(r, tail)| missing_something(r, tail)) {
+                // Not a test's verdict: the tests could not run. The
+                // resolver's missing-module rules apply, as for any step.
+                ctx.failed(Failure {
+                    phase: Phase::Test as i32,
+                    component: result.component.clone(),
+                    exit_code: result.exit_code,
+                    log_tail: tail.clone(),
+                });
+            }
             // The first component that did not pass, in its own words.
             let tail = results
                 .iter()
@@ -111,6 +127,21 @@ async fn against_running(engine: &Engine, ctx: &mut RunContext, running: &[RunCo
             .await?;
     }
     Ok(())
+}
+
+/// Whether a result that did not pass says the tests could not run for
+/// want of a module or a command (and no test failed on its own).
+fn missing_something(result: &TestResult, tail: &[String]) -> bool {
+    const MISSING: &[&str] = &[
+        "No module named",
+        "ModuleNotFoundError",
+        "command not found",
+        "Cannot find module",
+        "ERR_MODULE_NOT_FOUND",
+    ];
+    result.outcome() != TestOutcome::Passed
+        && result.counts.is_none_or(|c| c.failed == 0)
+        && tail.iter().any(|line| MISSING.iter().any(|m| line.contains(m)))
 }
 
 /// A component's test env: its install's, its backing services', the
@@ -211,6 +242,8 @@ async fn run_one(
         command: response.command.clone(),
         summary: response.summary.clone(),
     };
+    // A component's tests run again after a heal: its latest result stands.
+    ctx.test_results.retain(|r| r.component != result.component);
     ctx.test_results.push(result.clone());
     let change = RunChange {
         test_results: Some(ctx.test_results.clone()),
