@@ -814,3 +814,26 @@ fn a_single_tests_py_beside_a_flask_app_is_run_with_unittest() {
     let c = only(&p);
     assert_eq!(test_cmd(c), r#"python -m unittest discover -p "test*.py""#);
 }
+
+/// Real-repositories class 3: a library's README shows how its users
+/// start their apps, with files the library does not have; that is no start
+/// command of the library's, which is tested, not started.
+#[test]
+fn lib_readme_usage_is_a_library_not_the_readmes_app() {
+    let p = plan("lib-readme-usage");
+    let c = only(&p);
+    assert_eq!(start(c), "", "{:#?}", c.evidence);
+    assert_eq!(c.kind(), K::Library);
+    assert_eq!(test_cmd(c), "python -m pytest");
+}
+
+/// Class 3 for Node: an index.js that only exports, in a package with a
+/// test script and no start script, is a library's entry, not a server.
+#[test]
+fn node_lib_entry_is_a_library_and_its_tests_run() {
+    let p = plan("node-lib-entry");
+    let c = only(&p);
+    assert_eq!(start(c), "", "{:#?}", c.evidence);
+    assert_eq!(c.kind(), K::Library);
+    assert_eq!(test_cmd(c), "npm test");
+}

@@ -564,14 +564,26 @@ fn entry_file(s: &mut Scan<'_>) {
     .map(|f| (*f).to_owned());
     let server_deps =
         s.d.has_any_dep(&["express", "fastify", "koa", "hono", "@hapi/hapi"]);
+    // `files` lists what a published package ships: a library's mark.
     let is_library = !server_deps
-        && (pkg.get("main").is_some() || pkg.get("exports").is_some() || pkg.get("module").is_some());
+        && ["main", "exports", "module", "files"]
+            .iter()
+            .any(|key| pkg.get(key).is_some());
+    // A conventional file that shows no server, in a package with tests, is
+    // a library's entry: it would exit at once, and its tests are the goal.
+    let has_tests = pkg
+        .get("scripts")
+        .and_then(|s| s.get("test"))
+        .and_then(|t| t.as_str())
+        .is_some_and(|t| !t.contains("no test specified"));
     let entry = if main_exists && server_deps {
         main.clone().map(|m| (m, weight::FRAMEWORK_GUESS))
     } else if is_library {
         None
     } else {
-        conventional.map(|c| (c, weight::CONVENTION))
+        conventional
+            .filter(|c| server_deps || !has_tests || shows_a_server(idx, &join(dir, c)))
+            .map(|c| (c, weight::CONVENTION))
     };
     let Some((file, w)) = entry else { return };
     let runner = if f.pm == "bun" {
@@ -803,6 +815,16 @@ fn scan_server(
         }
     }
     (0, String::new(), None)
+}
+
+/// Whether a source file starts something long-running: a server's
+/// `listen`/`createServer`, or a port from the environment.
+fn shows_a_server(idx: &RepoIndex, path: &str) -> bool {
+    idx.read_source(path).is_some_and(|text| {
+        ["listen(", "createServer(", "process.env.PORT", "serve("]
+            .iter()
+            .any(|mark| text.contains(mark))
+    })
 }
 
 fn scan_file(idx: &RepoIndex, path: &str) -> (u32, String, Option<(String, u32, String)>) {

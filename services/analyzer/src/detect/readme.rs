@@ -36,6 +36,51 @@ static INSTALL: LazyLock<Option<Regex>> = LazyLock::new(|| {
 static LOCALHOST: LazyLock<Option<Regex>> =
     LazyLock::new(|| Regex::new(r"(?:localhost|127\.0\.0\.1|0\.0\.0\.0):(\d{2,5})").ok());
 
+/// Modules a README may start that live outside the repository.
+const RUNNABLE_MODULES: &[&str] = &[
+    "http.server",
+    "SimpleHTTPServer",
+    "flask",
+    "django",
+    "uvicorn",
+    "gunicorn",
+    "hypercorn",
+    "streamlit",
+    "gradio",
+    "mkdocs",
+];
+
+/// Whether the file or module a README start command names is in the
+/// repository: a library's README shows how *its users* start their apps
+/// (`uvicorn main:app`, `python -m app`, `node server.js`), with files the
+/// library does not have.
+fn names_what_exists(idx: &RepoIndex, dir: &str, command: &str) -> bool {
+    let words: Vec<&str> = command
+        .split_whitespace()
+        .skip_while(|w| matches!(*w, "uv" | "poetry" | "pipenv" | "run"))
+        .collect();
+    let file = |name: &str| idx.has(&join(dir, name)) || idx.has(&join(dir, &format!("src/{name}")));
+    let module = |name: &str| {
+        let path = name.replace('.', "/");
+        RUNNABLE_MODULES.contains(&name)
+            || file(&format!("{path}.py"))
+            || file(&format!("{path}/__init__.py"))
+            || file(&format!("{path}/__main__.py"))
+    };
+    match words.as_slice() {
+        [server, rest @ ..] if matches!(*server, "uvicorn" | "gunicorn" | "hypercorn" | "daphne") => {
+            // `module:app`; an app factory's `'module:create_app()'` too.
+            let target = rest.iter().find(|w| w.contains(':')).map(|w| w.trim_matches(['\'', '"']));
+            target.is_none_or(|target| module(target.split(':').next().unwrap_or(target)))
+        }
+        [python, "-m", name, ..] if python.starts_with("python") => module(name),
+        [python, script, ..] if python.starts_with("python") && script.ends_with(".py") => file(script),
+        ["node", script, ..] => file(script),
+        ["streamlit", "run", script, ..] => file(script),
+        _ => true,
+    }
+}
+
 /// (line, command) of shell lines in fenced blocks.
 fn shell_lines(text: &str) -> Vec<(u32, String)> {
     let mut out = Vec::new();
@@ -100,6 +145,7 @@ pub fn apply(idx: &RepoIndex, drafts: &mut Vec<Draft>) {
             START
                 .iter()
                 .position(|re| re.is_match(c))
+                .filter(|_| names_what_exists(idx, &dir, c))
                 .map(|rank| (rank, *l, c.clone()))
         });
         let install = lines
