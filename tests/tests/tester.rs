@@ -153,7 +153,12 @@ async fn tester_tests_missing_a_module_are_healed_and_run_again() {
     let created = create(&mesh, &mut client, "test-heal-missing-module", RunGoal::Test, &[]).await;
     let run = until_over(&mesh, &mut client, &created.id).await;
     assert_eq!(run.state(), RunState::Succeeded, "{}", run.error);
-    assert_eq!(only_result(&run).counts, counts(1, 0, 0, 0), "{:?}", run.test_results);
+    assert_eq!(
+        only_result(&run).counts,
+        counts(1, 0, 0, 0),
+        "{:?}",
+        run.test_results
+    );
     let heals: Vec<_> = events(&mesh, &mut client, &run.id, false)
         .await
         .into_iter()

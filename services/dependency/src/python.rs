@@ -271,6 +271,9 @@ pub struct PyPlan {
     pub project: Option<Project>,
     /// Whether the project's requirements name setuptools themselves.
     pub names_setuptools: bool,
+    /// `[project].dependencies`, installed instead of the project when it
+    /// cannot be built.
+    pub project_requirements: Vec<String>,
 }
 
 /// How the project itself is installed.
@@ -388,11 +391,15 @@ pub fn plan(dir: &Path, package_manager: &str) -> Result<PyPlan, String> {
         if has_build_system {
             sources.push("pyproject.toml (the project, editable)".into());
             plan.project = Some(Project { no_deps: false });
+            plan.project_requirements = project_deps;
         } else {
             sources.push("pyproject.toml [project].dependencies (no build-system)".into());
             plan.requirements = project_deps;
         }
-    } else if dir.join("setup.py").is_file() || dir.join("setup.cfg").is_file() || has_build_system {
+    } else if dir.join("setup.py").is_file()
+        || describes_a_package(&dir.join("setup.cfg"))
+        || has_build_system
+    {
         sources.push("setup.py (the project, editable)".into());
         plan.project = Some(Project { no_deps: false });
     }
@@ -403,6 +410,16 @@ pub fn plan(dir: &Path, package_manager: &str) -> Result<PyPlan, String> {
     };
     plan.names_setuptools = names_setuptools(&plan);
     Ok(plan)
+}
+
+/// Whether a setup.cfg describes a package (`[metadata]` or `[options]`),
+/// rather than holding only tools' settings (`[flake8]`, `[tool:pytest]`).
+fn describes_a_package(setup_cfg: &Path) -> bool {
+    std::fs::read_to_string(setup_cfg).is_ok_and(|text| {
+        text.lines()
+            .map(str::trim)
+            .any(|l| l == "[metadata]" || l == "[options]")
+    })
 }
 
 /// Whether a requirement line or requirements file names setuptools.
@@ -843,6 +860,7 @@ pub(crate) async fn install(job: &Job, sink: &mut LogSink, report: &mut Report) 
             job.dir.display().to_string(),
         ]);
     }
+    let project_dir = job.dir.display().to_string();
     for args in batches.into_iter().filter(|a| !a.is_empty()) {
         // With uv, the download cache is tried alone first: a warm install
         // then needs no index round trips. A miss costs one quick, silent
@@ -862,7 +880,47 @@ pub(crate) async fn install(job: &Job, sink: &mut LogSink, report: &mut Report) 
             }
         }
         let editable_project = args.first().is_some_and(|a| a == "--no-deps");
+        let with_project = !editable_project && args.iter().any(|a| *a == project_dir);
         match job.step(sink, report, &installer(args.clone())).await {
+            Err(failure) if with_project && !failure.fatal => {
+                // A directory with a manifest is not always a package
+                // (several top-level modules in a flat layout, nothing for
+                // hatch to ship, a version read from git): its dependencies
+                // are installed without it, and it runs from its directory.
+                let mut without: Vec<String> = Vec::with_capacity(args.len());
+                let mut iter = args.iter().peekable();
+                while let Some(arg) = iter.next() {
+                    if arg == "-e" && iter.peek().is_some_and(|next| **next == project_dir) {
+                        iter.next();
+                        continue;
+                    }
+                    without.push(arg.clone());
+                }
+                if !plan.project_requirements.is_empty() {
+                    let file = job.env_root.join("requirements.project.generated.txt");
+                    write_lines(&file, &plan.project_requirements).await?;
+                    without.extend(["-r".into(), file.display().to_string()]);
+                }
+                sink.system(
+                    "install",
+                    format!(
+                        "the project itself could not be installed ({}); installing its dependencies without it",
+                        failure.message
+                    ),
+                )
+                .await;
+                match job.step(sink, report, &installer(without)).await {
+                    Ok(()) => {
+                        sink.system(
+                            "install",
+                            "its dependencies are installed; the project runs from its directory".to_owned(),
+                        )
+                        .await;
+                    }
+                    Err(second) if second.fatal => return Err(second),
+                    Err(_) => return Err(failure),
+                }
+            }
             Err(failure) if editable_project && !failure.fatal => {
                 // Old build backends (poetry's `poetry.masonry.api`, old
                 // setuptools) cannot build editable installs (PEP 660); an
@@ -896,7 +954,12 @@ pub(crate) async fn install(job: &Job, sink: &mut LogSink, report: &mut Report) 
     }
     if job.with_tests {
         let pyproject = read_toml(&job.dir.join("pyproject.toml")).ok().flatten();
-        let test_command = job.component.test.as_ref().map(|c| c.run.as_str()).unwrap_or_default();
+        let test_command = job
+            .component
+            .test
+            .as_ref()
+            .map(|c| c.run.as_str())
+            .unwrap_or_default();
         let installed = plan.project.is_some_and(|p| !p.no_deps);
         let tests = python_test_deps::read(&job.dir, pyproject.as_ref(), installed, test_command);
         install_test_deps(job, sink, report, &plan, &tests, test_command, installer).await?;
@@ -969,15 +1032,22 @@ async fn install_test_deps(
         format!(
             "the test dependencies could not be installed ({}){}",
             failure.message,
-            if runner { "; installing the test runner alone" } else { "" }
+            if runner {
+                "; installing the test runner alone"
+            } else {
+                ""
+            }
         ),
     )
     .await;
     if runner {
         match job.step(sink, report, &installer(vec!["pytest".into()])).await {
             Err(failure) if !failure.fatal => {
-                sink.system("install", format!("pytest could not be installed either ({})", failure.message))
-                    .await;
+                sink.system(
+                    "install",
+                    format!("pytest could not be installed either ({})", failure.message),
+                )
+                .await;
             }
             other => other?,
         }

@@ -100,10 +100,14 @@ impl TestDeps {
     /// Whether some line or file names `package`.
     fn names(&self, package: &str) -> bool {
         let named = |line: &str| requirement_name(line).is_some_and(|n| n == package);
-        self.requirements.iter().chain(&self.extra_lines).any(|l| named(l))
-            || self.requirement_files.iter().any(|f| {
-                std::fs::read_to_string(f).is_ok_and(|text| text.lines().any(named))
-            })
+        self.requirements
+            .iter()
+            .chain(&self.extra_lines)
+            .any(|l| named(l))
+            || self
+                .requirement_files
+                .iter()
+                .any(|f| std::fs::read_to_string(f).is_ok_and(|text| text.lines().any(named)))
     }
 }
 
@@ -172,7 +176,9 @@ pub fn read(
                 deps.extra_lines.extend(strings(optional.get(key)));
                 deps.sources.push(format!("the project's [{key}] extra"));
             } else {
-                let lines = strings(optional.get(key)).into_iter().filter(|l| from_registry(l));
+                let lines = strings(optional.get(key))
+                    .into_iter()
+                    .filter(|l| from_registry(l));
                 deps.add(format!("[project.optional-dependencies] {key}"), lines);
             }
         }
@@ -195,7 +201,11 @@ pub fn read(
         }
     }
     for names in [TEST_FILES, DEV_FILES] {
-        let files: Vec<PathBuf> = names.iter().map(|f| dir.join(f)).filter(|f| f.is_file()).collect();
+        let files: Vec<PathBuf> = names
+            .iter()
+            .map(|f| dir.join(f))
+            .filter(|f| f.is_file())
+            .collect();
         if !files.is_empty() {
             for file in files {
                 deps.sources
@@ -205,7 +215,13 @@ pub fn read(
             break;
         }
     }
-    tox(&mut deps, dir, get(&["tool", "tox", "legacy_tox_ini"]), groups, project_installed);
+    tox(
+        &mut deps,
+        dir,
+        get(&["tool", "tox", "legacy_tox_ini"]),
+        groups,
+        project_installed,
+    );
     if let Some(optional) = get(&["project", "optional-dependencies"]).and_then(toml::Value::as_table) {
         for extra in &deps.extras {
             deps.extra_lines.extend(strings(optional.get(extra.as_str())));
@@ -258,7 +274,10 @@ fn poetry(deps: &mut TestDeps, dir: &Path, poetry: Option<&toml::Value>) {
     let mut tables: Vec<(String, &toml::value::Table)> = Vec::new();
     if let Some(groups) = poetry.get("group").and_then(toml::Value::as_table) {
         for key in test_keys(groups) {
-            if let Some(table) = groups[key.as_str()].get("dependencies").and_then(toml::Value::as_table) {
+            if let Some(table) = groups[key.as_str()]
+                .get("dependencies")
+                .and_then(toml::Value::as_table)
+            {
                 tables.push((format!("[tool.poetry.group.{key}]"), table));
             }
         }
@@ -284,7 +303,10 @@ fn pipfile(deps: &mut TestDeps, dir: &Path) {
         && let Ok(json) = serde_json::from_str::<serde_json::Value>(&text)
     {
         let lines = pipfile_lock_section(&json, "develop", dir);
-        deps.add("Pipfile.lock develop".into(), lines.into_iter().filter(|l| from_registry(l)));
+        deps.add(
+            "Pipfile.lock develop".into(),
+            lines.into_iter().filter(|l| from_registry(l)),
+        );
         return;
     }
     let Ok(text) = std::fs::read_to_string(dir.join("Pipfile")) else {
@@ -354,7 +376,10 @@ fn tox(
     }
     if let Some(groups) = groups {
         for name in unconditional(value("dependency_groups").as_deref()) {
-            deps.add(format!("{source} [{section}] dependency group {name}"), group(groups, &name, 0));
+            deps.add(
+                format!("{source} [{section}] dependency group {name}"),
+                group(groups, &name, 0),
+            );
         }
     }
 }
@@ -372,7 +397,10 @@ fn unconditional(value: Option<&str>) -> Vec<String> {
         let line = match line.split_once(": ") {
             // A factor that names tests still applies to the test env.
             Some((factor, rest)) if !factor.contains(['=', '<', '>', '[', ' ']) => {
-                if factor.split(',').any(|f| TEST_NAMES.contains(&normalise(f).as_str())) {
+                if factor
+                    .split(',')
+                    .any(|f| TEST_NAMES.contains(&normalise(f).as_str()))
+                {
                     rest.trim()
                 } else {
                     continue;
@@ -486,7 +514,11 @@ mod tests {
         let deps = read(dir.path(), Some(&pyproject), true, "python -m pytest");
         assert_eq!(
             deps.requirements,
-            ["pytest>9", "hypothesis", "cloudpickle; platform_python_implementation == 'CPython'"]
+            [
+                "pytest>9",
+                "hypothesis",
+                "cloudpickle; platform_python_implementation == 'CPython'"
+            ]
         );
         assert_eq!(deps.sources, ["[dependency-groups] tests"]);
     }
@@ -532,8 +564,16 @@ mod tests {
             """
             "#,
         );
-        let deps = read(dir.path(), Some(&pyproject), true, "python -m pytest -k 'not perf'");
-        assert_eq!(deps.requirements, ["pytest", "pytest-timeout", "numpy", "hypothesis"]);
+        let deps = read(
+            dir.path(),
+            Some(&pyproject),
+            true,
+            "python -m pytest -k 'not perf'",
+        );
+        assert_eq!(
+            deps.requirements,
+            ["pytest", "pytest-timeout", "numpy", "hypothesis"]
+        );
         assert_eq!(deps.sources, ["pyproject.toml legacy_tox_ini [testenv] deps"]);
     }
 
@@ -551,7 +591,10 @@ mod tests {
         assert_eq!(deps.requirements, ["hypothesis", "attrs>=20,<30"]);
         assert_eq!(deps.requirement_files, [dir.path().join("requirements-ci.txt")]);
         assert_eq!(deps.extras, ["testing"]);
-        assert!(!deps.requirements.iter().any(|r| r == "pytest"), "pytest comes from the file");
+        assert!(
+            !deps.requirements.iter().any(|r| r == "pytest"),
+            "pytest comes from the file"
+        );
     }
 
     #[test]
@@ -562,7 +605,10 @@ mod tests {
         std::fs::write(dir.path().join("requirements/test.txt"), "pytest==8.0\n").unwrap();
         let deps = read(dir.path(), None, false, "pytest");
         assert_eq!(deps.requirement_files, [dir.path().join("requirements/test.txt")]);
-        assert!(deps.requirements.is_empty(), "pytest is named by the file: {deps:?}");
+        assert!(
+            deps.requirements.is_empty(),
+            "pytest is named by the file: {deps:?}"
+        );
     }
 
     #[test]
@@ -591,8 +637,14 @@ mod tests {
     #[test]
     fn the_runner_the_command_names_is_the_minimum() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(read(dir.path(), None, false, "python -m pytest tests").requirements, ["pytest"]);
-        assert_eq!(read(dir.path(), None, false, "cd src && pytest").requirements, ["pytest"]);
+        assert_eq!(
+            read(dir.path(), None, false, "python -m pytest tests").requirements,
+            ["pytest"]
+        );
+        assert_eq!(
+            read(dir.path(), None, false, "cd src && pytest").requirements,
+            ["pytest"]
+        );
         assert!(read(dir.path(), None, false, "python -m unittest discover").is_empty());
     }
 }

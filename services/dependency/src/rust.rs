@@ -110,7 +110,10 @@ mod tests {
             test_build_line("cargo test --workspace -- --nocapture"),
             "cargo test --workspace --no-run"
         );
-        assert_eq!(test_build_line("cargo test -p core"), "cargo test -p core --no-run");
+        assert_eq!(
+            test_build_line("cargo test -p core"),
+            "cargo test -p core --no-run"
+        );
         assert_eq!(test_build_line("make test"), "cargo test --no-run");
         assert_eq!(test_build_line("cargo tests"), "cargo test --no-run");
     }

@@ -83,3 +83,50 @@ async fn the_next_pnpm_fixture_installs_with_pnpm() {
     assert!(result.success, "{result:?}");
     assert!(workspace.path().join("node_modules/.bin/next").exists());
 }
+
+/// Real-repositories class 10: a pyproject.toml and a setup.cfg that hold
+/// only tools' settings are no package; the requirements are installed and
+/// no editable build of the flat layout is tried.
+#[tokio::test]
+async fn a_tool_config_only_project_is_not_built_as_a_package() {
+    let mut agent = agent().await;
+    let workspace = fixture("tool-config-flat");
+    let (lines, result) = install(
+        &mut agent,
+        request(workspace.path(), component("python", "python", "", "pip"), None),
+    )
+    .await;
+    assert!(result.success, "{result:?}");
+    assert!(
+        !lines.iter().any(|l| l.text.contains("-e ")),
+        "no editable install: {:?}",
+        lines.iter().map(|l| &l.text).collect::<Vec<_>>()
+    );
+    let out = common::venv_python(&result, "import tomli_w");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Class 10, the other way round: a manifest with a build backend that
+/// cannot build the directory (nothing for hatch to ship) gets its
+/// dependencies installed without the project, which runs from its
+/// directory.
+#[tokio::test]
+async fn a_project_that_cannot_be_built_gets_its_dependencies() {
+    let mut agent = agent().await;
+    let workspace = fixture("hatch-nothing-to-ship");
+    let (lines, result) = install(
+        &mut agent,
+        request(workspace.path(), component("python", "python", "", "uv"), None),
+    )
+    .await;
+    assert!(result.success, "{result:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.text.contains("installing its dependencies without it")),
+        "{:?}",
+        lines.iter().map(|l| &l.text).collect::<Vec<_>>()
+    );
+    let out = common::venv_python(&result, "import tomli_w");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

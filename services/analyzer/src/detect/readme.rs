@@ -70,7 +70,10 @@ fn names_what_exists(idx: &RepoIndex, dir: &str, command: &str) -> bool {
     match words.as_slice() {
         [server, rest @ ..] if matches!(*server, "uvicorn" | "gunicorn" | "hypercorn" | "daphne") => {
             // `module:app`; an app factory's `'module:create_app()'` too.
-            let target = rest.iter().find(|w| w.contains(':')).map(|w| w.trim_matches(['\'', '"']));
+            let target = rest
+                .iter()
+                .find(|w| w.contains(':'))
+                .map(|w| w.trim_matches(['\'', '"']));
             target.is_none_or(|target| module(target.split(':').next().unwrap_or(target)))
         }
         [python, "-m", name, ..] if python.starts_with("python") => module(name),

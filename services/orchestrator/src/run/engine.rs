@@ -120,17 +120,19 @@ impl Engine {
                         1
                     };
                 }
-                Err(Halt::Failed(message)) if step.healable() || ctx.has_failure() => match healing::heal(self, ctx).await? {
-                    Healed::Retry(from) => {
-                        at = self.resume_at(ctx, steps, from).await?;
+                Err(Halt::Failed(message)) if step.healable() || ctx.has_failure() => {
+                    match healing::heal(self, ctx).await? {
+                        Healed::Retry(from) => {
+                            at = self.resume_at(ctx, steps, from).await?;
+                        }
+                        Healed::No(summary) => {
+                            return Err(Halt::Failed(match summary {
+                                Some(summary) => format!("{message}\nresolver: {summary}"),
+                                None => message,
+                            }));
+                        }
                     }
-                    Healed::No(summary) => {
-                        return Err(Halt::Failed(match summary {
-                            Some(summary) => format!("{message}\nresolver: {summary}"),
-                            None => message,
-                        }));
-                    }
-                },
+                }
                 Err(halt) => return Err(halt),
             }
         }
