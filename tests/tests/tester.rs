@@ -172,6 +172,26 @@ async fn tester_tests_missing_a_module_are_healed_and_run_again() {
     mesh.stop().await.unwrap();
 }
 
+/// Real-repositories class 5: `.python-version` names a version this host
+/// lacks; it is a preference, and the nearest installed interpreter that
+/// requires-python allows runs the tests, with a notice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tester_a_preferred_python_that_is_missing_is_no_hard_pin() {
+    let mesh = every_service().start().await.unwrap();
+    let mut client = mesh.orchestrator();
+    let created = create(&mesh, &mut client, "python-preference", RunGoal::Test, &[]).await;
+    let run = until_over(&mesh, &mut client, &created.id).await;
+    assert_eq!(run.state(), RunState::Succeeded, "{}", run.error);
+    assert_eq!(only_result(&run).counts, counts(1, 0, 0, 0), "{:?}", run.test_results);
+    let said = events(&mesh, &mut client, &run.id, true).await;
+    assert!(
+        said.iter().any(|e| matches!(&e.event,
+            Some(run_event::Event::Log(l)) if l.text.contains("prefers Python 3.5, which is not installed"))),
+        "the install says which interpreter it used instead"
+    );
+    mesh.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tester_cargo_library_counts_unit_and_doc_tests() {
     let mesh = every_service().start().await.unwrap();

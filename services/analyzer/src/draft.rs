@@ -141,6 +141,7 @@ impl Draft {
             self.c.runtime = Some(Runtime {
                 name: name.to_owned(),
                 version_constraint: constraint.to_owned(),
+                preferred_version: String::new(),
             });
             true
         } else {

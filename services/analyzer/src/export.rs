@@ -280,6 +280,7 @@ mod tests {
                 runtime: Some(Runtime {
                     name: "python".into(),
                     version_constraint: "==3.11.*".into(),
+                    preferred_version: String::new(),
                 }),
                 install: Some(Command {
                     run: "pip install -r requirements.txt".into(),

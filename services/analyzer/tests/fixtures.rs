@@ -130,7 +130,9 @@ fn django_migrates_then_runs_with_runserver_binding() {
         c.setup.iter().map(|s| s.run.as_str()).collect::<Vec<_>>(),
         ["python manage.py migrate"]
     );
-    assert_eq!(runtime(c), ("python", "==3.12.3"));
+    // runtime.txt names a version the repository prefers, not a hard pin.
+    assert_eq!(runtime(c), ("python", ""));
+    assert_eq!(c.runtime.as_ref().unwrap().preferred_version, "3.12.3");
     assert_eq!(kinds(c), [B::Postgresql]);
     assert_eq!(env(c, "DJANGO_SETTINGS_MODULE").default_value, "mysite.settings");
     let key = env(c, "DJANGO_SECRET_KEY");
@@ -203,7 +205,9 @@ fn pipenv_flask_with_a_non_default_app_variable() {
     let c = only(&plan("pipenv-flask")).clone();
     assert_eq!(c.package_manager, "pipenv");
     assert_eq!(install(&c), "pip install flask 'redis>=4'");
-    assert_eq!(runtime(&c), ("python", "==3.10.*"));
+    // The Pipfile's python_version is a preference.
+    assert_eq!(runtime(&c), ("python", ""));
+    assert_eq!(c.runtime.as_ref().unwrap().preferred_version, "3.10");
     assert_eq!(start(&c), "flask --app server:webapp run --host 0.0.0.0");
     assert_eq!(kinds(&c), [B::Redis]);
 }

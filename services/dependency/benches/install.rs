@@ -32,6 +32,7 @@ async fn install(installer: &LocalInstaller, workspace: &Path, run_id: &str) -> 
             runtime: Some(Runtime {
                 name: "python".into(),
                 version_constraint: ">=3.9".into(),
+                preferred_version: String::new(),
             }),
             package_manager: "pip".into(),
             ..Component::default()

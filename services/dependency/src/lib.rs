@@ -700,6 +700,7 @@ mod tests {
             runtime: Some(Runtime {
                 name: "bun".into(),
                 version_constraint: String::new(),
+                preferred_version: String::new(),
             }),
             ..Component::default()
         };

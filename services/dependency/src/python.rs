@@ -256,6 +256,63 @@ pub fn choose<'a>(constraint: &str, found: &'a [Interpreter]) -> Result<&'a Inte
     })
 }
 
+/// Like [`choose`], when the repository also names a version it prefers
+/// (`.python-version`, `runtime.txt`): an installed interpreter of that
+/// version the constraint allows wins; else the installed one nearest to
+/// it (the oldest newer one, else the newest older one) that the constraint
+/// allows, with a notice saying so. Only the hard constraint can fail.
+pub fn choose_preferring<'a>(
+    constraint: &str,
+    preferred: &str,
+    found: &'a [Interpreter],
+) -> Result<(&'a Interpreter, Option<String>), String> {
+    let preferred = preferred.trim();
+    let wanted = (!preferred.is_empty())
+        .then(|| parse_constraint(preferred).ok())
+        .flatten();
+    let (Some(wanted), Ok(floor)) = (wanted, Version::from_str(preferred.trim_end_matches(".*"))) else {
+        return choose(constraint, found).map(|i| (i, None));
+    };
+    // Fails, naming what was found, when nothing satisfies the constraint.
+    choose(constraint, found)?;
+    let hard = if constraint.trim().is_empty() {
+        None
+    } else {
+        Some(parse_constraint(constraint)?)
+    };
+    let allowed: Vec<&Interpreter> = found
+        .iter()
+        .filter(|i| hard.as_ref().is_none_or(|h| h.contains(&i.version)))
+        .collect();
+    let exact = allowed
+        .iter()
+        .find(|i| i.default && wanted.contains(&i.version))
+        .or_else(|| allowed.iter().find(|i| wanted.contains(&i.version)));
+    if let Some(exact) = exact {
+        return Ok((exact, None));
+    }
+    // `found` is newest first.
+    let nearest = allowed
+        .iter()
+        .rev()
+        .find(|i| i.version > floor)
+        .or_else(|| allowed.iter().find(|i| i.version < floor))
+        .copied()
+        .ok_or_else(|| "no Python interpreter is installed on this host".to_owned())?;
+    let within = if constraint.trim().is_empty() {
+        String::new()
+    } else {
+        format!(" that satisfies {constraint:?}")
+    };
+    Ok((
+        nearest,
+        Some(format!(
+            "the repository prefers Python {preferred}, which is not installed; using {}, the nearest installed version{within} (interpreters are never downloaded)",
+            nearest.version
+        )),
+    ))
+}
+
 /// What to install into the venv.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PyPlan {
@@ -729,8 +786,18 @@ pub(crate) async fn install(job: &Job, sink: &mut LogSink, report: &mut Report) 
         .as_ref()
         .map(|r| r.version_constraint.trim().to_owned())
         .unwrap_or_default();
+    let preferred = job
+        .component
+        .runtime
+        .as_ref()
+        .map(|r| r.preferred_version.trim().to_owned())
+        .unwrap_or_default();
     let found = interpreters(job.environment.as_ref(), &job.base_path, &job.probes).await;
-    let python = choose(&constraint, &found).map_err(Failure::new)?.clone();
+    let (python, notice) = choose_preferring(&constraint, &preferred, &found).map_err(Failure::new)?;
+    let python = python.clone();
+    if let Some(notice) = notice {
+        sink.system("install", notice).await;
+    }
     let wanted = if constraint.is_empty() {
         "none".to_owned()
     } else {
@@ -1100,6 +1167,29 @@ mod tests {
             "{miss}"
         );
         assert!(choose("nonsense!", &found).unwrap_err().contains("cannot read"));
+    }
+
+    #[test]
+    fn a_preferred_version_is_used_when_installed_else_the_nearest_allowed() {
+        let found = vec![
+            interp("3.13.1", false),
+            interp("3.12.4", false),
+            interp("3.11.9", true),
+            interp("3.9.18", false),
+        ];
+        let pick = |c: &str, p: &str| {
+            choose_preferring(c, p, &found).map(|(i, notice)| (i.version.to_string(), notice.is_some()))
+        };
+        assert_eq!(pick("", "3.12"), Ok(("3.12.4".into(), false)));
+        // .python-version 3.14, requires-python >=3.13: 3.13 with a notice.
+        assert_eq!(pick(">=3.13", "3.14"), Ok(("3.13.1".into(), true)));
+        // The nearest newer one before any older one.
+        assert_eq!(pick("", "3.10"), Ok(("3.11.9".into(), true)));
+        assert_eq!(pick("", "3.7"), Ok(("3.9.18".into(), true)));
+        assert_eq!(pick("<3.11", "3.10.2"), Ok(("3.9.18".into(), true)));
+        // Only the hard constraint fails.
+        assert!(pick(">=3.14", "3.14").unwrap_err().contains("no installed Python satisfies"));
+        assert_eq!(pick(">=3.9", ""), Ok(("3.11.9".into(), false)));
     }
 
     #[test]

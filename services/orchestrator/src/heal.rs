@@ -225,10 +225,10 @@ pub fn apply_patch(plan: &mut RunPlan, patch: &PlanPatch) -> Result<(), String> 
             } else {
                 version.to_owned()
             };
-            component
-                .runtime
-                .get_or_insert_with(Default::default)
-                .version_constraint = constraint;
+            let runtime = component.runtime.get_or_insert_with(Default::default);
+            runtime.version_constraint = constraint;
+            // The heal's version is the one to use, whatever was preferred.
+            runtime.preferred_version.clear();
         }
         Change::ReplaceCommand(replace) => {
             let command = replace.command.clone().ok_or("the patch has no command")?;
@@ -396,6 +396,7 @@ mod tests {
                 runtime: Some(Runtime {
                     name: "python".into(),
                     version_constraint: String::new(),
+                    preferred_version: String::new(),
                 }),
                 ..Component::default()
             }],

@@ -535,6 +535,7 @@ fn cases() -> Vec<Case> {
                 c.runtime = Some(Runtime {
                     name: "python".into(),
                     version_constraint: ">=3.9,<4".into(),
+                    preferred_version: String::new(),
                 });
             },
             PYTHONS_36_313,

@@ -107,6 +107,7 @@ fn go_version(s: &mut Scan<'_>) {
         s.d.c.runtime = Some(reporunner_proto::common::v1::Runtime {
             name: "go".into(),
             version_constraint: String::new(),
+            preferred_version: String::new(),
         });
     }
 }

@@ -210,6 +210,7 @@ fn java_version(s: &mut Scan<'_>) {
         d.c.runtime = Some(reporunner_proto::common::v1::Runtime {
             name: "java".into(),
             version_constraint: String::new(),
+            preferred_version: String::new(),
         });
     }
 }

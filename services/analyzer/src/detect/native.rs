@@ -137,6 +137,7 @@ fn toolchain(s: &mut Scan<'_>) {
     s.d.c.runtime = Some(reporunner_proto::common::v1::Runtime {
         name: if s.facts.cpp { "cpp" } else { "c" }.into(),
         version_constraint: version,
+        preferred_version: String::new(),
     });
 }
 

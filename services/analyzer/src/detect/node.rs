@@ -652,6 +652,7 @@ fn runtime(s: &mut Scan<'_>) {
         d.c.runtime = Some(reporunner_proto::common::v1::Runtime {
             name: name.into(),
             version_constraint: String::new(),
+            preferred_version: String::new(),
         });
     }
 }

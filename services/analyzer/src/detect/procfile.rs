@@ -103,6 +103,7 @@ pub fn target_for<'a>(drafts: &'a mut Vec<Draft>, dir: &str, command: &str) -> O
     d.c.runtime = Some(reporunner_proto::common::v1::Runtime {
         name: runtime_of(language).into(),
         version_constraint: String::new(),
+        preferred_version: String::new(),
     });
     drafts.push(d);
     drafts.last_mut()

@@ -1390,10 +1390,11 @@ fn conda_to_pip(s: &str) -> String {
 /// Picks the interpreter constraint; a pin outside a declared range is a
 /// conflict: the range wins (installs would fail otherwise) and a warning says so.
 fn decide_version(d: &mut Draft, pins: &[VersionPin]) {
-    let ranges: Vec<&VersionPin> = pins
+    let mut ranges: Vec<&VersionPin> = pins
         .iter()
         .filter(|p| p.exact.is_none() && p.weight >= 0.5)
         .collect();
+    ranges.sort_by(|a, b| b.weight.total_cmp(&a.weight));
     let mut chosen: Option<&VersionPin> = None;
     let mut sorted: Vec<&VersionPin> = pins.iter().collect();
     sorted.sort_by(|a, b| b.weight.total_cmp(&a.weight));
@@ -1437,7 +1438,30 @@ fn decide_version(d: &mut Draft, pins: &[VersionPin]) {
             format!("python {}", pin.constraint),
             pin.weight,
         );
-        if wins {
+        let preference = [".python-version", "runtime.txt", "Pipfile"]
+            .iter()
+            .any(|name| pin.file == *name || pin.file.ends_with(&format!("/{name}")));
+        if wins
+            && preference
+            && let Some(exact) = &pin.exact
+        {
+            // A named version is a preference; the hard constraint is the
+            // strongest range beside it (requires-python, classifiers),
+            // else none.
+            let hard = ranges.first().map_or("", |r| r.constraint.as_str());
+            let e = ev(
+                "runtime",
+                &pin.file,
+                pin.line,
+                format!("python {exact} preferred{}", if hard.is_empty() { String::new() } else { format!(", {hard} required") }),
+                pin.weight,
+            );
+            if d.set_runtime(e, "python", hard)
+                && let Some(runtime) = d.c.runtime.as_mut()
+            {
+                runtime.preferred_version = exact.trim_end_matches(".*").to_owned();
+            }
+        } else if wins {
             d.set_runtime(e, "python", &pin.constraint);
         } else {
             d.note(e);
@@ -1447,6 +1471,7 @@ fn decide_version(d: &mut Draft, pins: &[VersionPin]) {
         d.c.runtime = Some(reporunner_proto::common::v1::Runtime {
             name: "python".into(),
             version_constraint: String::new(),
+            preferred_version: String::new(),
         });
     }
 }

@@ -263,6 +263,7 @@ fn target<'a>(
             d.c.runtime = Some(reporunner_proto::common::v1::Runtime {
                 name: runtime_of(language).into(),
                 version_constraint: String::new(),
+                preferred_version: String::new(),
             });
             drafts.push(d);
             drafts.last_mut()

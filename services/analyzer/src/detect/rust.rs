@@ -396,6 +396,7 @@ fn toolchain(s: &mut Scan<'_>) {
         s.d.c.runtime = Some(reporunner_proto::common::v1::Runtime {
             name: "rust".into(),
             version_constraint: String::new(),
+            preferred_version: String::new(),
         });
     }
 }

@@ -25,6 +25,7 @@ pub fn detect(idx: &RepoIndex, dir: &str) -> Option<Draft> {
     d.c.runtime = Some(reporunner_proto::common::v1::Runtime {
         name: "static".into(),
         version_constraint: String::new(),
+        preferred_version: String::new(),
     });
     let sub = super::util::rel_to(dir, &site_dir);
     let serve_dir = if sub.is_empty() {

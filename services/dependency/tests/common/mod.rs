@@ -72,6 +72,7 @@ pub fn component(language: &str, runtime: &str, constraint: &str, manager: &str)
         runtime: Some(Runtime {
             name: runtime.into(),
             version_constraint: constraint.into(),
+            preferred_version: String::new(),
         }),
         package_manager: manager.into(),
         ..Component::default()
