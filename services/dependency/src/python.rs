@@ -1188,7 +1188,11 @@ mod tests {
         assert_eq!(pick("", "3.7"), Ok(("3.9.18".into(), true)));
         assert_eq!(pick("<3.11", "3.10.2"), Ok(("3.9.18".into(), true)));
         // Only the hard constraint fails.
-        assert!(pick(">=3.14", "3.14").unwrap_err().contains("no installed Python satisfies"));
+        assert!(
+            pick(">=3.14", "3.14")
+                .unwrap_err()
+                .contains("no installed Python satisfies")
+        );
         assert_eq!(pick(">=3.9", ""), Ok(("3.11.9".into(), false)));
     }
 

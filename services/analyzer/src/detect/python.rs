@@ -1453,7 +1453,14 @@ fn decide_version(d: &mut Draft, pins: &[VersionPin]) {
                 "runtime",
                 &pin.file,
                 pin.line,
-                format!("python {exact} preferred{}", if hard.is_empty() { String::new() } else { format!(", {hard} required") }),
+                format!(
+                    "python {exact} preferred{}",
+                    if hard.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", {hard} required")
+                    }
+                ),
                 pin.weight,
             );
             if d.set_runtime(e, "python", hard)
