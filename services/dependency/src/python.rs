@@ -947,7 +947,7 @@ pub(crate) async fn install(job: &Job, sink: &mut LogSink, report: &mut Report) 
             }
         }
         let editable_project = args.first().is_some_and(|a| a == "--no-deps");
-        let with_project = !editable_project && args.iter().any(|a| *a == project_dir);
+        let with_project = !editable_project && args.contains(&project_dir);
         match job.step(sink, report, &installer(args.clone())).await {
             Err(failure) if with_project && !failure.fatal => {
                 // A directory with a manifest is not always a package
