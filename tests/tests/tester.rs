@@ -197,6 +197,21 @@ async fn tester_a_preferred_python_that_is_missing_is_no_hard_pin() {
     mesh.stop().await.unwrap();
 }
 
+/// Real-repositories class 4: a C library is built with its own make and
+/// `make test` runs; the TAP its test program prints is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tester_a_c_library_is_built_with_make_and_its_tap_counted() {
+    let mesh = every_service().start().await.unwrap();
+    let mut client = mesh.orchestrator();
+    let created = create(&mesh, &mut client, "c-make-test", RunGoal::Test, &[]).await;
+    let run = until_over(&mesh, &mut client, &created.id).await;
+    assert_eq!(run.state(), RunState::Succeeded, "{}", run.error);
+    let result = only_result(&run);
+    assert_eq!(result.framework, "make test (tap)", "{result:?}");
+    assert_eq!(result.counts, counts(2, 0, 0, 0), "{result:?}");
+    mesh.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tester_cargo_library_counts_unit_and_doc_tests() {
     let mesh = every_service().start().await.unwrap();

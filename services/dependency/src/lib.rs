@@ -29,6 +29,7 @@ pub mod error;
 pub mod exec;
 pub mod grpc;
 pub mod metrics;
+pub mod native;
 pub mod node;
 pub mod python;
 pub mod python_test_deps;
@@ -243,6 +244,8 @@ pub enum Language {
     Python,
     Node,
     Rust,
+    /// C and C++, built with their own tool (CMake, autotools, make).
+    Native,
     /// Static files: nothing to install.
     Nothing,
 }
@@ -263,6 +266,7 @@ impl Language {
                     return Ok(Self::Node);
                 }
                 "rust" | "cargo" => return Ok(Self::Rust),
+                "c" | "cpp" | "c++" | "make" | "cmake" | "autotools" => return Ok(Self::Native),
                 "static" | "html" => return Ok(Self::Nothing),
                 _ => {}
             }
@@ -539,6 +543,7 @@ async fn run_job(job: Job, tx: mpsc::Sender<InstallResponse>) {
             Language::Python => python::install(&job, &mut sink, &mut report).await,
             Language::Node => node::install(&job, &mut sink, &mut report).await,
             Language::Rust => rust::install(&job, &mut sink, &mut report).await,
+            Language::Native => native::install(&job, &mut sink, &mut report).await,
             Language::Nothing => {
                 sink.system("install", "nothing to install for a static component")
                     .await;
@@ -577,6 +582,7 @@ async fn run_job(job: Job, tx: mpsc::Sender<InstallResponse>) {
         Language::Python => "python",
         Language::Node => "node",
         Language::Rust => "rust",
+        Language::Native => "native",
         Language::Nothing => "none",
     };
     ::metrics::counter!(metrics::INSTALLS_TOTAL, "kind" => language, "status" => if success { "ok" } else { "failed" })

@@ -71,6 +71,8 @@ pub fn detect(command: &str) -> Kind {
         Some(Framework::GoTest)
     } else if c.contains("node --test") {
         Some(Framework::NodeTest)
+    } else if word(c, "ctest") {
+        Some(Framework::Ctest)
     } else {
         None
     };

@@ -257,6 +257,26 @@ pub fn decide(
     let said_none = found.iter().any(|f| f.no_tests);
     // pytest exits 5 when it collected nothing.
     let pytest_empty = kind.framework() == Some(Framework::Pytest) && exit_code == 5;
+    if found.is_empty() && *kind == command::Kind::Make {
+        // A Makefile's test target is the project's own suite; what it
+        // prints is its own, and its exit status is its verdict.
+        let passed = exit_code == 0;
+        let counts = parse::Counts {
+            passed: u32::from(passed),
+            failed: u32::from(!passed),
+            ..parse::Counts::default()
+        };
+        let outcome = if passed {
+            TestOutcome::Passed
+        } else {
+            TestOutcome::Failed
+        };
+        let said = format!(
+            "the test target exited with code {exit_code} and printed no per-test summary this agent reads: counted as one {} suite",
+            if passed { "passed" } else { "failed" }
+        );
+        return (outcome, counts, framework, said);
+    }
     if found.is_empty() {
         if pytest_empty {
             return (
@@ -578,6 +598,21 @@ mod tests {
         assert_eq!(outcome, TestOutcome::Passed);
         assert_eq!(counts.passed, 5);
         assert_eq!(framework, "make test (pytest + cargo test)");
+    }
+
+    #[test]
+    fn a_make_test_target_without_a_summary_is_one_suite_judged_by_its_exit() {
+        let (outcome, counts, framework, said) = decide(&command::Kind::Make, &[], Ending::Exited(0));
+        assert_eq!(outcome, TestOutcome::Passed);
+        assert_eq!((counts.passed, counts.failed), (1, 0));
+        assert_eq!(framework, "make test");
+        assert!(said.contains("counted as one passed suite"), "{said}");
+        let (outcome, counts, ..) = decide(&command::Kind::Make, &[], Ending::Exited(2));
+        assert_eq!(outcome, TestOutcome::Failed);
+        assert_eq!((counts.passed, counts.failed), (0, 1));
+        // Any other command without a summary stays unparsed.
+        let (outcome, ..) = decide(&command::Kind::Unknown, &[], Ending::Exited(0));
+        assert_eq!(outcome, TestOutcome::Unparsed);
     }
 
     #[test]

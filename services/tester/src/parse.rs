@@ -13,6 +13,9 @@
 //! | cargo test | every `test result:` line (each test binary and the doc tests), summed |
 //! | go test | `--- PASS/FAIL/SKIP:` lines (`-v`; subtests included) or `-json` actions |
 //! | node:test | `ℹ tests 3` / `# pass 2` / `# fail 1` ... (spec and TAP reporters) |
+//! | CTest | `100% tests passed, 0 tests failed out of 7`; `Not Run` lines are errors, `Skipped` lines skipped |
+//! | Automake | `# PASS:  3` / `# FAIL:  1` / `# SKIP:` / `# XFAIL:` / `# ERROR:` of `make check`'s test-suite summary |
+//! | TAP | `ok N` / `not ok N` lines (`# SKIP` and `# TODO` directives skipped), the last plan's run |
 //!
 //! Mapped onto passed / failed / skipped / errors: pytest's xfailed counts
 //! as skipped and xpassed as passed (both are expected by the suite),
@@ -83,6 +86,9 @@ pub enum Framework {
     CargoTest,
     GoTest,
     NodeTest,
+    Ctest,
+    Automake,
+    Tap,
 }
 
 impl Framework {
@@ -97,6 +103,9 @@ impl Framework {
             Self::CargoTest => "cargo test",
             Self::GoTest => "go test",
             Self::NodeTest => "node:test",
+            Self::Ctest => "ctest",
+            Self::Automake => "automake",
+            Self::Tap => "tap",
         }
     }
 
@@ -553,7 +562,92 @@ pub fn node_test(lines: &[String]) -> Option<Found> {
     })
 }
 
-const ALL: [Framework; 8] = [
+/// CTest's `N% tests passed, F tests failed out of T`, with the
+/// `***Not Run` (errors) and `***Skipped` lines of its list.
+pub fn ctest(lines: &[String]) -> Option<Found> {
+    static SUMMARY: LazyLock<Option<Regex>> =
+        LazyLock::new(|| re(r"^\d+% tests passed,\s+(\d+) tests? failed out of (\d+)"));
+    let summary = SUMMARY.as_ref()?;
+    let (failed, total) = lines.iter().rev().find_map(|line| {
+        let caps = summary.captures(line.trim())?;
+        Some((number(&caps[1]), number(&caps[2])))
+    })?;
+    let count =
+        |mark: &str| u32::try_from(lines.iter().filter(|l| l.contains(mark)).count()).unwrap_or(u32::MAX);
+    let skipped = count("***Skipped").min(total);
+    let errors = count("***Not Run").min(failed);
+    let counts = Counts {
+        passed: total.saturating_sub(failed).saturating_sub(skipped),
+        failed: failed - errors,
+        skipped,
+        errors,
+    };
+    Some(Found {
+        framework: Framework::Ctest,
+        counts,
+        no_tests: total == 0,
+    })
+}
+
+/// The test-suite summary of Automake's `make check`.
+pub fn automake(lines: &[String]) -> Option<Found> {
+    static ROW: LazyLock<Option<Regex>> =
+        LazyLock::new(|| re(r"^# (TOTAL|PASS|SKIP|XFAIL|FAIL|XPASS|ERROR):\s+(\d+)$"));
+    let row = ROW.as_ref()?;
+    let mut counts = Counts::default();
+    let mut seen = false;
+    for line in lines {
+        let Some(caps) = row.captures(line.trim()) else {
+            continue;
+        };
+        let n = number(&caps[2]);
+        match &caps[1] {
+            "TOTAL" => {
+                seen = true;
+                counts = Counts::default();
+            }
+            "PASS" | "XPASS" => counts.passed = counts.passed.saturating_add(n),
+            "SKIP" | "XFAIL" => counts.skipped = counts.skipped.saturating_add(n),
+            "FAIL" => counts.failed = n,
+            _ => counts.errors = n,
+        }
+    }
+    seen.then_some(Found {
+        framework: Framework::Automake,
+        counts,
+        no_tests: counts.ran() == 0,
+    })
+}
+
+/// TAP: `ok` / `not ok` lines. Read only when no other summary is found
+/// (node:test's TAP reporter prints its own totals too).
+pub fn tap(lines: &[String]) -> Option<Found> {
+    static RESULT: LazyLock<Option<Regex>> = LazyLock::new(|| re(r"^(not )?ok \d+\b(.*)$"));
+    let result = RESULT.as_ref()?;
+    let mut counts = Counts::default();
+    let mut seen = false;
+    for line in lines {
+        let Some(caps) = result.captures(line.trim()) else {
+            continue;
+        };
+        seen = true;
+        let directive = caps.get(2).map_or("", |m| m.as_str()).to_ascii_uppercase();
+        if directive.contains("# SKIP") || directive.contains("# TODO") {
+            counts.skipped = counts.skipped.saturating_add(1);
+        } else if caps.get(1).is_some() {
+            counts.failed = counts.failed.saturating_add(1);
+        } else {
+            counts.passed = counts.passed.saturating_add(1);
+        }
+    }
+    seen.then_some(Found {
+        framework: Framework::Tap,
+        counts,
+        no_tests: false,
+    })
+}
+
+const ALL: [Framework; 10] = [
     Framework::Pytest,
     Framework::Unittest,
     Framework::Jest,
@@ -562,6 +656,8 @@ const ALL: [Framework; 8] = [
     Framework::CargoTest,
     Framework::GoTest,
     Framework::NodeTest,
+    Framework::Ctest,
+    Framework::Automake,
 ];
 
 fn run_parser(framework: Framework, lines: &[String]) -> Option<Found> {
@@ -574,6 +670,9 @@ fn run_parser(framework: Framework, lines: &[String]) -> Option<Found> {
         Framework::CargoTest => cargo_test(lines),
         Framework::GoTest => go_test(lines),
         Framework::NodeTest => node_test(lines),
+        Framework::Ctest => ctest(lines),
+        Framework::Automake => automake(lines),
+        Framework::Tap => tap(lines),
     }
 }
 
@@ -587,7 +686,11 @@ pub fn parse(lines: &[String], expected: Option<Framework>) -> Vec<Found> {
         found.framework = framework;
         return vec![found];
     }
-    ALL.into_iter().filter_map(|f| run_parser(f, lines)).collect()
+    let found: Vec<Found> = ALL.into_iter().filter_map(|f| run_parser(f, lines)).collect();
+    if found.is_empty() {
+        return tap(lines).into_iter().collect();
+    }
+    found
 }
 
 /// The sum of what the parsers found.
@@ -798,6 +901,30 @@ mod tests {
         assert_eq!(go_test(&lines("ok  \texample.com/calc\t0.004s\n")), None);
         let out = lines("FAIL\texample.com/calc [build failed]\n");
         assert_eq!(go_test(&out).unwrap().counts, counts(0, 0, 0, 1));
+    }
+
+    #[test]
+    fn ctest_summaries() {
+        let out = lines(
+            "Test project /w/build\n    Start 1: example\n1/3 Test #1: example ..........   Passed    0.01 sec\n2/3 Test #2: big ..............***Skipped   0.00 sec\n3/3 Test #3: bad ..............***Failed    0.02 sec\n\n67% tests passed, 1 tests failed out of 3\n",
+        );
+        let found = ctest(&out).unwrap();
+        assert_eq!(found.counts, counts(1, 1, 1, 0));
+        let all =
+            lines("100% tests passed, 0 tests failed out of 7\n\nTotal Test time (real) =   0.05 sec\n");
+        assert_eq!(ctest(&all).unwrap().counts, counts(7, 0, 0, 0));
+        assert!(ctest(&lines("No tests were found!!!\n")).is_none());
+    }
+
+    #[test]
+    fn automake_and_tap_summaries() {
+        let out = lines(
+            "============================================================================\nTestsuite summary for hello 1.0\n============================================================================\n# TOTAL: 5\n# PASS:  3\n# SKIP:  1\n# XFAIL: 0\n# FAIL:  1\n# XPASS: 0\n# ERROR: 0\n",
+        );
+        assert_eq!(automake(&out).unwrap().counts, counts(3, 1, 1, 0));
+        let out = lines("1..4\nok 1 - adds\nnot ok 2 - subtracts\nok 3 # SKIP no float\nok 4\n");
+        assert_eq!(tap(&out).unwrap().counts, counts(2, 1, 1, 0));
+        assert!(tap(&lines("looks ok to me\n")).is_none());
     }
 
     #[test]
