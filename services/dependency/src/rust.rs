@@ -99,26 +99,6 @@ fn test_build_line(test: &str) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::test_build_line;
-
-    #[test]
-    fn the_test_build_compiles_what_the_test_command_runs() {
-        assert_eq!(test_build_line("cargo test"), "cargo test --no-run");
-        assert_eq!(
-            test_build_line("cargo test --workspace -- --nocapture"),
-            "cargo test --workspace --no-run"
-        );
-        assert_eq!(
-            test_build_line("cargo test -p core"),
-            "cargo test -p core --no-run"
-        );
-        assert_eq!(test_build_line("make test"), "cargo test --no-run");
-        assert_eq!(test_build_line("cargo tests"), "cargo test --no-run");
-    }
-}
-
 async fn probe(cargo: &Path, dir: &Path, env: &std::collections::BTreeMap<String, String>) -> Option<String> {
     let mut command = tokio::process::Command::new(cargo);
     command
@@ -158,4 +138,24 @@ async fn rustup_default(
         .ok()?;
     let text = String::from_utf8_lossy(&output.stdout);
     text.split_whitespace().next().map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_build_line;
+
+    #[test]
+    fn the_test_build_compiles_what_the_test_command_runs() {
+        assert_eq!(test_build_line("cargo test"), "cargo test --no-run");
+        assert_eq!(
+            test_build_line("cargo test --workspace -- --nocapture"),
+            "cargo test --workspace --no-run"
+        );
+        assert_eq!(
+            test_build_line("cargo test -p core"),
+            "cargo test -p core --no-run"
+        );
+        assert_eq!(test_build_line("make test"), "cargo test --no-run");
+        assert_eq!(test_build_line("cargo tests"), "cargo test --no-run");
+    }
 }
