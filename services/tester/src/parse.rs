@@ -174,7 +174,13 @@ pub fn interesting(line: &str) -> bool {
         "no tests to run",
     ];
     let trimmed = line.trim_start();
-    WORDS.iter().any(|w| line.contains(w)) || trimmed.starts_with("# ") || trimmed.starts_with("ℹ ")
+    // TAP results: `ok 1`, `not ok 2`.
+    let tap = trimmed
+        .strip_prefix("not ")
+        .unwrap_or(trimmed)
+        .strip_prefix("ok ")
+        .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()));
+    WORDS.iter().any(|w| line.contains(w)) || trimmed.starts_with("# ") || trimmed.starts_with("ℹ ") || tap
 }
 
 /// pytest's final summary line: `===== 1 failed, 2 passed in 0.12s =====`,
@@ -925,6 +931,8 @@ mod tests {
         let out = lines("1..4\nok 1 - adds\nnot ok 2 - subtracts\nok 3 # SKIP no float\nok 4\n");
         assert_eq!(tap(&out).unwrap().counts, counts(2, 1, 1, 0));
         assert!(tap(&lines("looks ok to me\n")).is_none());
+        assert!(interesting("ok 1 - adds") && interesting("not ok 2 - subtracts"));
+        assert!(!interesting("ok then"));
     }
 
     #[test]
