@@ -435,3 +435,32 @@ def test_run_explain_prints_the_goals_steps_without_running(tmp_path):
     assert steps == ["fetch", "detect", "analyze", "index", "provision", "install", "build", "test"]
     assert "(tester)" in lines[-1]
     assert not any(tmp_path.iterdir()), "nothing ran"
+
+
+def test_a_degraded_run_exits_3_after_its_components_stop(tmp_path):
+    """Partial success in the CLI: one component of two comes up, the URL is printed, and after Ctrl-C the
+    command exits 3 (documented in the README), not 0 or 1."""
+    import signal
+
+    env = dict(os.environ)
+    env.pop("REPORUNNER_SERVER", None)
+    env["REPORUNNER_DATA_DIR"] = str(tmp_path / "data")
+    proc = subprocess.Popen([str(BINARY), "run", str(FIXTURES / "monorepo-partial")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env=env)
+    seen = []
+    deadline = time.monotonic() + 240
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if "press Ctrl-C to stop" in line or time.monotonic() > deadline:
+                break
+        assert any("degraded" in line for line in seen), "".join(seen)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stderr = proc.stderr.read()
+    assert proc.returncode == 3, (proc.returncode, "".join(seen), stderr)
+    assert "the run is degraded" in stderr, stderr

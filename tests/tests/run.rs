@@ -388,6 +388,45 @@ async fn goal_test_succeeds_on_exit_zero_and_fails_with_the_output_otherwise() {
     mesh.stop().await.unwrap();
 }
 
+/// Real-repositories class 6: a component that cannot be installed (Go,
+/// which this host does not install) is left down, its sibling comes up,
+/// and the run is DEGRADED naming the one that is down and why; it stops
+/// clean like a running one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_monorepo_with_one_component_down_is_degraded_not_failed() {
+    let mesh = every_service().start().await.unwrap();
+    let mut client = mesh.orchestrator();
+    let created = create_start(&mesh, &mut client, "monorepo-partial").await;
+    let started = Instant::now();
+    let run = loop {
+        let run = get(&mesh, &mut client, &created.id).await;
+        let over = matches!(
+            run.state(),
+            RunState::Failed | RunState::Stopped | RunState::Interrupted | RunState::Succeeded
+        );
+        if run.state() == RunState::Degraded || over || started.elapsed() > UP_WITHIN {
+            break run;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(run.state(), RunState::Degraded, "{}", run.error);
+    assert!(
+        run.error
+            .starts_with("degraded: 1 of 2 components are down; api: ")
+            && run.error.contains("go components is not supported"),
+        "{}",
+        run.error
+    );
+    assert_eq!(run.components.len(), 1, "{:?}", run.components);
+    let web = &run.components[0];
+    assert_eq!(web.name, "shop-web");
+    assert_eq!(web.health(), ComponentHealth::Healthy, "{web:?}");
+    let answer = http_get(&web.url);
+    assert!(answer.contains("<h1>Shop</h1>"), "{answer}");
+    stop_leaves_nothing(&mesh, &mut client, &run).await;
+    mesh.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_fails_clearly_when_the_plan_has_nothing_to_start() {
     let mesh = every_service().start().await.unwrap();

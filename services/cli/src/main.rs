@@ -236,6 +236,10 @@ fn main() -> std::process::ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) if err.downcast_ref::<Degraded>().is_some() => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::from(reporunner::run::DEGRADED_EXIT)
+        }
         Err(err) => {
             eprintln!("error: {err:#}");
             std::process::ExitCode::FAILURE
@@ -317,7 +321,20 @@ fn quiet_settings(config: Option<&std::path::Path>, embedded: bool) -> anyhow::R
     Ok(settings)
 }
 
-/// `reporunner run`: fails (exit code 1) unless the run reached its goal.
+/// A run that ended DEGRADED: exit code 3.
+#[derive(Debug)]
+struct Degraded;
+
+impl std::fmt::Display for Degraded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the run is degraded: some components are down (see above)")
+    }
+}
+
+impl std::error::Error for Degraded {}
+
+/// `reporunner run`: exit code 0 when the run reached its goal, 3 when it
+/// ended DEGRADED (some components up, others down), else 1.
 async fn run_command(config: Option<PathBuf>, args: reporunner::run::RunArgs) -> anyhow::Result<()> {
     #[derive(Serialize)]
     struct NoFlags {}
@@ -329,10 +346,10 @@ async fn run_command(config: Option<PathBuf>, args: reporunner::run::RunArgs) ->
             ..settings.log.clone()
         });
     }
-    if reporunner::run::run(&settings, args).await? {
-        Ok(())
-    } else {
-        anyhow::bail!("the run did not reach its goal")
+    match reporunner::run::run(&settings, args).await? {
+        reporunner::run::Outcome::Reached => Ok(()),
+        reporunner::run::Outcome::Degraded => Err(Degraded.into()),
+        reporunner::run::Outcome::Missed => anyhow::bail!("the run did not reach its goal"),
     }
 }
 

@@ -299,8 +299,11 @@ fn terminal(state: RunState) -> bool {
 pub fn goal_reached(run: &Run) -> bool {
     let state = RunState::try_from(run.state).unwrap_or(RunState::Unspecified);
     match RunGoal::try_from(run.goal).unwrap_or(RunGoal::Unspecified) {
-        RunGoal::Start => state == RunState::Running,
-        RunGoal::StartAndTest => state == RunState::Running || state == RunState::Succeeded,
+        RunGoal::Start => state == RunState::Running || state == RunState::Degraded,
+        RunGoal::StartAndTest => matches!(
+            state,
+            RunState::Running | RunState::Degraded | RunState::Succeeded
+        ),
         RunGoal::Analyze | RunGoal::Test | RunGoal::Unspecified => state == RunState::Succeeded,
     }
 }
@@ -510,7 +513,7 @@ pub fn summary_with(run: &Run, heals: &[HealEvent]) -> String {
 }
 
 /// `reporunner run`. Answers whether the goal was reached.
-pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<bool> {
+pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<Outcome> {
     let source = repo_source(&args.repo, args.reference.as_deref())?;
     let goal = if args.tests {
         RunGoal::StartAndTest
@@ -519,7 +522,7 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<bool> {
     };
     if args.explain {
         print!("{}", reporunner_orchestrator::explain(goal));
-        return Ok(true);
+        return Ok(Outcome::Reached);
     }
     let mut connection = Connection::open(settings, args.server.clone()).await?;
     let request = connection
@@ -563,6 +566,7 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<bool> {
         .into_inner();
     let interrupt = reporunner_server::shutdown::on_signal();
     let mut reached = false;
+    let mut degraded = false;
     let mut heals: Vec<HealEvent> = Vec::new();
     loop {
         let next = tokio::select! {
@@ -583,9 +587,11 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<bool> {
             let state = RunState::try_from(state).unwrap_or(RunState::Unspecified);
             // START_AND_TEST passes RUNNING before its tests; it is reached
             // when it is RUNNING again with test results.
+            let up = state == RunState::Running || state == RunState::Degraded;
+            degraded |= state == RunState::Degraded;
             let goal_now = match goal {
-                RunGoal::Start => state == RunState::Running,
-                RunGoal::StartAndTest if state == RunState::Running => {
+                RunGoal::Start => up,
+                RunGoal::StartAndTest if up => {
                     let run = get_run(&mut connection, &run_id).await?;
                     !run.test_results.is_empty()
                         || run.plan.as_ref().is_some_and(|p| {
@@ -646,6 +652,7 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<bool> {
         .iter()
         .all(|r| r.outcome == TestOutcome::Passed as i32);
     let ok = (reached || goal_reached(&run)) && tests_passed;
+    degraded |= run.state == RunState::Degraded as i32;
     if !(reached && json) {
         // JSON consumers already have the Run as the last line when the goal was reached.
         if json {
@@ -660,8 +667,29 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<bool> {
         }
     }
     connection.close().await?;
-    Ok(ok)
+    Ok(if degraded && ok {
+        Outcome::Degraded
+    } else if ok {
+        Outcome::Reached
+    } else {
+        Outcome::Missed
+    })
 }
+
+/// How `reporunner run` ended, for its exit code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The goal was reached: exit code 0.
+    Reached,
+    /// Partial success: some components ran and others were left down
+    /// (the run was DEGRADED): exit code [`DEGRADED_EXIT`].
+    Degraded,
+    /// Exit code 1.
+    Missed,
+}
+
+/// The exit code of a run that ended DEGRADED.
+pub const DEGRADED_EXIT: u8 = 3;
 
 async fn get_run(connection: &mut Connection, run_id: &str) -> anyhow::Result<Run> {
     let request = connection

@@ -238,7 +238,9 @@ impl OrchestratorImpl {
     ) -> Result<Self> {
         config.validate()?;
         crate::metrics::describe();
-        let interrupted = store.interrupt_unfinished(&[RunState::Running]).await?;
+        let interrupted = store
+            .interrupt_unfinished(&[RunState::Running, RunState::Degraded])
+            .await?;
         for _ in &interrupted {
             crate::metrics::run_ended(RunState::Interrupted);
         }

@@ -419,11 +419,14 @@ impl RunStore {
         decode_components(row.and_then(|r| r.components))
     }
 
-    /// Runs in RUNNING, with their components: their processes may have
+    /// Runs in RUNNING or DEGRADED, with their components: their processes may have
     /// outlived the orchestrator that started them.
     pub async fn running(&self) -> Result<Vec<(Run, Vec<RunComponent>)>> {
         runs::Entity::find()
-            .filter(runs::Column::State.eq(RunState::Running.as_str_name()))
+            .filter(
+                runs::Column::State
+                    .is_in([RunState::Running.as_str_name(), RunState::Degraded.as_str_name()]),
+            )
             .order_by_asc(runs::Column::CreatedAt)
             .all(&self.db)
             .await?

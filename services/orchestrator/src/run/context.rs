@@ -77,6 +77,9 @@ pub struct RunContext {
     pub plugin_hooks: Option<Vec<Vec<reporunner_proto::agents::plugin::v1::Hook>>>,
     /// What the last failed set-up step left for the resolver.
     pub failure: Arc<Mutex<Option<Failure>>>,
+    /// Components given up on (name, why) while others came up: the run
+    /// ends DEGRADED instead of RUNNING.
+    pub down: Vec<(String, String)>,
 }
 
 impl RunContext {
@@ -149,6 +152,15 @@ impl RunContext {
         if let Ok(mut slot) = self.failure.lock() {
             *slot = Some(failure);
         }
+    }
+
+    /// The component the step that just failed names, if any.
+    pub(crate) fn failing_component(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .ok()
+            .and_then(|slot| slot.as_ref().map(|f| f.component.clone()))
+            .filter(|c| !c.is_empty())
     }
 
     /// Whether the step that just failed left something for the resolver.

@@ -121,15 +121,20 @@ impl Engine {
                     };
                 }
                 Err(Halt::Failed(message)) if step.healable() || ctx.has_failure() => {
+                    let component = ctx.failing_component();
                     match healing::heal(self, ctx).await? {
                         Healed::Retry(from) => {
                             at = self.resume_at(ctx, steps, from).await?;
                         }
                         Healed::No(summary) => {
-                            return Err(Halt::Failed(match summary {
+                            let message = match summary {
                                 Some(summary) => format!("{message}\nresolver: {summary}"),
                                 None => message,
-                            }));
+                            };
+                            match self.give_up_on(ctx, steps, step, component, &message).await? {
+                                Some(resume) => at = resume,
+                                None => return Err(Halt::Failed(message)),
+                            }
                         }
                     }
                 }
@@ -171,6 +176,57 @@ impl Engine {
         }
         steps::provision::select(self, ctx, false).await?;
         Ok(steps.iter().position(|s| *s >= from).unwrap_or(steps.len()))
+    }
+
+    /// Partial success: when a set-up step failed for good for one of
+    /// several components that are to run, that one is left down (the run
+    /// will end DEGRADED, naming it) and the list resumes for the others
+    /// at the step that failed (at start, when processes had started: they
+    /// are started again without it). `None` when the run fails instead.
+    async fn give_up_on(
+        &self,
+        ctx: &mut RunContext,
+        steps: &[Step],
+        step: Step,
+        component: Option<String>,
+        message: &str,
+    ) -> Flow<Option<usize>> {
+        let Some(name) = component else { return Ok(None) };
+        let set_up = matches!(
+            step,
+            Step::Install | Step::Build | Step::Setup | Step::Start | Step::Probe
+        );
+        let remaining: Vec<_> = ctx
+            .components()
+            .iter()
+            .filter(|c| c.name != name)
+            .cloned()
+            .collect();
+        if !ctx.starts || !set_up || remaining.is_empty() || remaining.len() == ctx.components().len() {
+            return Ok(None);
+        }
+        let reason = message.lines().next().unwrap_or(message).to_owned();
+        let others: Vec<&str> = remaining.iter().map(|c| c.name.as_str()).collect();
+        self.notice(
+            &ctx.run_id,
+            format!(
+                "{name} is left down: {reason}; the run goes on with {}",
+                others.join(", ")
+            ),
+        )
+        .await?;
+        ctx.down.push((name, reason));
+        ctx.components = Some(remaining);
+        ctx.take_failure();
+        let from = if step >= Step::Start {
+            let started = std::mem::take(&mut ctx.started);
+            self.stop_processes(&started).await;
+            ctx.monitor = None;
+            Step::Start
+        } else {
+            step
+        };
+        Ok(Some(steps.iter().position(|s| *s >= from).unwrap_or(steps.len())))
     }
 
     /// Runs `work` under the run's tier deadline; past it the run fails

@@ -22,6 +22,11 @@ use crate::run::{
 /// order; each one's env is kept for the steps after.
 pub(crate) async fn run(engine: &Engine, ctx: &mut RunContext) -> Flow {
     for component in ctx.components().to_vec() {
+        // Installed already when the list resumes after a component was
+        // left down.
+        if ctx.installed.contains_key(&component.name) {
+            continue;
+        }
         let env = install_and_build(engine, ctx, &component).await?;
         ctx.installed.insert(component.name.clone(), env);
     }

@@ -146,6 +146,15 @@ pub(crate) async fn install(engine: &Engine, ctx: &RunContext, component: &Compo
         Ok(stream) => stream,
         Err(err) => {
             let message = failure_message(Step::Install, &err);
+            // The agent refused this component (a toolchain it does not
+            // install): the failure is the component's, so that the others
+            // can still come up.
+            ctx.failed(Failure {
+                phase: Phase::Install as i32,
+                component: name.to_owned(),
+                exit_code: 0,
+                log_tail: vec![message.clone()],
+            });
             return Err(engine
                 .step_failed(run_id, Step::Install, message, started.elapsed())
                 .await);

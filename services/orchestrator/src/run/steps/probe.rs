@@ -85,11 +85,31 @@ pub(crate) async fn run(engine: &Engine, ctx: &mut RunContext) -> Flow {
                 .await?;
         }
     }
+    // Components left down make the run DEGRADED, named in its error.
+    let degraded = (!ctx.down.is_empty()).then(|| {
+        let down: Vec<String> = ctx
+            .down
+            .iter()
+            .map(|(name, why)| format!("{name}: {why}"))
+            .collect();
+        format!(
+            "degraded: {} of {} components are down; {}",
+            ctx.down.len(),
+            ctx.down.len() + monitor.components.len(),
+            down.join("; ")
+        )
+    });
+    let state = if degraded.is_some() {
+        RunState::Degraded
+    } else {
+        RunState::Running
+    };
     let change = RunChange {
         components: Some(monitor.components.clone()),
+        error: degraded,
         ..RunChange::default()
     };
-    engine.enter(&run_id, RunState::Running, change).await?;
+    engine.enter(&run_id, state, change).await?;
     ctx.monitor = Some(monitor);
     Ok(())
 }
