@@ -841,3 +841,15 @@ fn node_lib_entry_is_a_library_and_its_tests_run() {
     assert_eq!(c.kind(), K::Library);
     assert_eq!(test_cmd(c), "npm test");
 }
+
+/// Real-repositories class 4: a `configure` script beside CMakeLists.txt
+/// (zlib's layout) builds with `./configure && make`, which needs no
+/// CMake, and tests with the Makefile's `test` target.
+#[test]
+fn c_configure_and_cmake_builds_with_configure_and_make() {
+    let c = only(&plan("c-configure-and-cmake")).clone();
+    assert_eq!(c.package_manager, "make");
+    assert_eq!(c.build.as_ref().unwrap().run, "./configure && make");
+    assert_eq!(test_cmd(&c), "make test");
+    assert_eq!(start(&c), "");
+}

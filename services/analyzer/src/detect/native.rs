@@ -39,6 +39,8 @@ enum BuildSystem {
 struct Facts {
     cpp: bool,
     system: Option<BuildSystem>,
+    /// An autotools `configure` script makes the Makefile.
+    configure: bool,
 }
 
 type Scan<'a> = pass::Scan<'a, Facts>;
@@ -79,9 +81,26 @@ fn sources(s: &mut Scan<'_>) {
     }
 }
 
-/// CMakeLists.txt wins over a Makefile; nothing readable stops detection.
+/// An autotools `configure` (with its Makefile.in) wins, as it needs only
+/// make; then CMakeLists.txt; then a Makefile. Nothing readable stops
+/// detection.
 fn build_system(s: &mut Scan<'_>) {
     let (idx, dir) = (s.idx, s.dir);
+    let configure = join(dir, "configure");
+    let makefile_in = join(dir, "Makefile.in");
+    if idx.has(&configure)
+        && let Some(text) = idx.read(&makefile_in)
+    {
+        s.d.c.package_manager = "make".into();
+        s.facts.configure = true;
+        let targets = targets(&text);
+        s.facts.system = Some(BuildSystem::Make {
+            file: makefile_in,
+            text,
+            targets,
+        });
+        return;
+    }
     let cmake = join(dir, "CMakeLists.txt");
     if let Some(text) = idx.read(&cmake) {
         s.d.c.package_manager = "cmake".into();
@@ -96,18 +115,7 @@ fn build_system(s: &mut Scan<'_>) {
         && let Some(text) = idx.read(&mk)
     {
         s.d.c.package_manager = "make".into();
-        let targets: Vec<(String, u32)> = TARGET
-            .as_ref()
-            .map(|re| {
-                re.captures_iter(&text)
-                    .filter_map(|c| {
-                        c.get(1)
-                            .map(|m| (m.as_str().to_owned(), line_of(&text, m.start())))
-                    })
-                    .take(500)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let targets = targets(&text);
         s.facts.system = Some(BuildSystem::Make {
             file: mk,
             text,
@@ -116,6 +124,22 @@ fn build_system(s: &mut Scan<'_>) {
     } else {
         s.stop = true;
     }
+}
+
+/// A Makefile's targets with their lines.
+fn targets(text: &str) -> Vec<(String, u32)> {
+    TARGET
+        .as_ref()
+        .map(|re| {
+            re.captures_iter(text)
+                .filter_map(|c| {
+                    c.get(1)
+                        .map(|m| (m.as_str().to_owned(), line_of(text, m.start())))
+                })
+                .take(500)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The line of Makefile target `t`, if there is one.
@@ -150,8 +174,13 @@ fn build(s: &mut Scan<'_>) {
             d.c.build = cmd("cmake -S . -B build && cmake --build build -j");
         }
         Some(BuildSystem::Make { file, targets, .. }) => {
-            d.offer(ev("build", file, 0, "make", weight::MANIFEST));
-            d.c.build = cmd("make");
+            let line = if s.facts.configure {
+                "./configure && make"
+            } else {
+                "make"
+            };
+            d.offer(ev("build", file, 0, line, weight::MANIFEST));
+            d.c.build = cmd(line);
             let install_deps = target(targets, "install-deps");
             if let Some(l) = install_deps.or_else(|| target(targets, "deps")) {
                 d.offer(ev("install", file, l, "make deps target", weight::MANIFEST));

@@ -59,6 +59,14 @@ pub fn requirement_name(line: &str) -> Option<String> {
     {
         return None;
     }
+    // pep508_rs 0.9 panics (an `expect` in its name parser) on a name that
+    // ends in a separator, e.g. `U.`; such a line names no distribution.
+    let name_end = line
+        .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+        .unwrap_or(line.len());
+    if line[..name_end].ends_with(['-', '_', '.']) {
+        return None;
+    }
     if let Ok(req) = pep508_rs::Requirement::<pep508_rs::VerbatimUrl>::from_str(line) {
         return Some(normalize(req.name.as_ref()));
     }
@@ -1505,6 +1513,15 @@ mod tests {
             passes().last().map(String::as_str),
             Some("services/django settings")
         );
+    }
+
+    #[test]
+    fn a_name_ending_in_a_separator_is_no_requirement_and_no_panic() {
+        // The analyzer's proptest found that pep508_rs panics on these.
+        for line in ["U.", "a-", "x_", "U. ; python_version > '3'"] {
+            assert_eq!(requirement_name(line), None, "{line}");
+        }
+        assert_eq!(requirement_name("U.S>=1").as_deref(), Some("u-s"));
     }
 
     #[test]
