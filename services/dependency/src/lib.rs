@@ -184,6 +184,10 @@ impl LocalInstaller {
         let step_limits = request.step_limits.unwrap_or_default();
         Ok(Job {
             with_tests: request.with_tests,
+            resolve_before: request
+                .resolve_before
+                .and_then(|t| std::time::SystemTime::try_from(t).ok())
+                .filter(|t| *t < std::time::SystemTime::now()),
             cache_root,
             owner,
             sandbox: self.sandbox.clone(),
@@ -308,6 +312,9 @@ pub(crate) struct Job {
     pub step_limits: reporunner_sandbox::Limits,
     /// Install what the tests need too.
     pub with_tests: bool,
+    /// The repository's own date: unlocked dependencies are first resolved
+    /// as of it.
+    pub resolve_before: Option<std::time::SystemTime>,
 }
 
 /// What an install made, filled in as it goes.
@@ -500,6 +507,39 @@ impl Job {
 
     pub fn cache(&self, name: &str) -> PathBuf {
         self.cache_root.join(name)
+    }
+
+    /// The repository's date as RFC 3339 (`2021-03-04T05:06:07Z`), when
+    /// unlocked dependencies are to be resolved as of it.
+    pub fn resolve_date(&self) -> Option<String> {
+        self.resolve_before
+            .map(|t| humantime_serde::re::humantime::format_rfc3339_seconds(t).to_string())
+    }
+
+    /// Runs `dated` (the install resolved as of the repository's date);
+    /// when it fails, says so and runs `today` (resolved as of now).
+    pub async fn dated_or_today(
+        &self,
+        sink: &mut LogSink,
+        report: &Report,
+        date: &str,
+        dated: &Cmd,
+        today: &Cmd,
+    ) -> Step {
+        match self.step(sink, report, dated).await {
+            Err(failure) if !failure.fatal => {
+                sink.system(
+                    "install",
+                    format!(
+                        "resolving as of the repository's date ({date}) failed ({}); resolving as of today",
+                        failure.message
+                    ),
+                )
+                .await;
+                self.step(sink, report, today).await
+            }
+            other => other,
+        }
     }
 }
 

@@ -393,7 +393,27 @@ pub(crate) async fn install(job: &Job, sink: &mut LogSink, report: &mut Report) 
                     .await;
                     job.step(sink, report, &run(&["install"])).await?;
                 }
-                None => job.step(sink, report, &run(&["install"])).await?,
+                None => match job.resolve_date() {
+                    // No lock: what the repository was written against, as
+                    // of its date; as of today when that fails.
+                    Some(date) => {
+                        sink.system(
+                            "install",
+                            format!("no lockfile: resolving dependencies as of the repository's date ({date}, npm --before)"),
+                        )
+                        .await;
+                        let before = format!("--before={date}");
+                        job.dated_or_today(
+                            sink,
+                            report,
+                            &date,
+                            &run(&["install", &before]),
+                            &run(&["install"]),
+                        )
+                        .await?;
+                    }
+                    None => job.step(sink, report, &run(&["install"])).await?,
+                },
             }
         }
         Manager::Pnpm => {

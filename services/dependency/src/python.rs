@@ -928,12 +928,35 @@ pub(crate) async fn install(job: &Job, sink: &mut LogSink, report: &mut Report) 
         ]);
     }
     let project_dir = job.dir.display().to_string();
+    // No lock: what the repository was written against, as of its date
+    // (uv only; pip has no such option).
+    let locked = !plan.constraints.is_empty() || job.dir.join("Pipfile.lock").is_file();
+    let dated = if locked || uv.is_none() {
+        None
+    } else {
+        job.resolve_date()
+    };
+    if let Some(date) = &dated {
+        sink.system(
+            "install",
+            format!(
+                "no lockfile: resolving dependencies as of the repository's date ({date}, uv --exclude-newer)"
+            ),
+        )
+        .await;
+    }
+    let with_date = |args: &[String]| -> Vec<String> {
+        match &dated {
+            Some(date) => [vec!["--exclude-newer".to_owned(), date.clone()], args.to_vec()].concat(),
+            None => args.to_vec(),
+        }
+    };
     for args in batches.into_iter().filter(|a| !a.is_empty()) {
         // With uv, the download cache is tried alone first: a warm install
         // then needs no index round trips. A miss costs one quick, silent
         // attempt, and the online install follows.
         if uv.is_some() {
-            let offline = installer([vec!["--offline".to_owned()], args.clone()].concat());
+            let offline = installer([vec!["--offline".to_owned()], with_date(&args)].concat());
             if exec::run_quiet(job.command(&offline).await?, job.deadline).await {
                 sink.system(
                     "install",
@@ -948,7 +971,14 @@ pub(crate) async fn install(job: &Job, sink: &mut LogSink, report: &mut Report) 
         }
         let editable_project = args.first().is_some_and(|a| a == "--no-deps");
         let with_project = !editable_project && args.contains(&project_dir);
-        match job.step(sink, report, &installer(args.clone())).await {
+        let outcome = match &dated {
+            Some(date) => {
+                let (dated_cmd, today) = (installer(with_date(&args)), installer(args.clone()));
+                job.dated_or_today(sink, report, date, &dated_cmd, &today).await
+            }
+            None => job.step(sink, report, &installer(args.clone())).await,
+        };
+        match outcome {
             Err(failure) if with_project && !failure.fatal => {
                 // A directory with a manifest is not always a package
                 // (several top-level modules in a flat layout, nothing for
@@ -1016,6 +1046,9 @@ pub(crate) async fn install(job: &Job, sink: &mut LogSink, report: &mut Report) 
                     other => other?,
                 }
             }
+            Err(failure) if !failure.fatal && !with_project && conflicting_freeze(&plan, &sink.tail()) => {
+                install_freeze(job, sink, report, &plan, failure, &installer).await?;
+            }
             other => other?,
         }
     }
@@ -1029,10 +1062,82 @@ pub(crate) async fn install(job: &Job, sink: &mut LogSink, report: &mut Report) 
             .unwrap_or_default();
         let installed = plan.project.is_some_and(|p| !p.no_deps);
         let tests = python_test_deps::read(&job.dir, pyproject.as_ref(), installed, test_command);
-        install_test_deps(job, sink, report, &plan, &tests, test_command, installer).await?;
+        let date = dated.as_deref();
+        install_test_deps(job, sink, report, (&plan, date), &tests, test_command, installer).await?;
     }
     job.custom_install(sink, report).await?;
     job.build(sink, report, None).await
+}
+
+/// A line `pip freeze` writes on Debian and Ubuntu for a distribution that
+/// does not exist.
+const BOGUS_FREEZE_LINE: &str = "pkg-resources==0.0.0";
+
+/// Whether the requirements are a `pip freeze` (every line an exact pin)
+/// that the resolver found contradictory: pip's old resolver installed such
+/// sets as they were, and the repository ran with them.
+fn conflicting_freeze(plan: &PyPlan, tail: &[String]) -> bool {
+    let conflict = tail.iter().any(|l| {
+        l.contains("unsatisfiable") || l.contains("ResolutionImpossible") || l.contains(BOGUS_FREEZE_LINE)
+    });
+    conflict
+        && plan.project.is_none()
+        && plan.requirements.is_empty()
+        && !plan.requirement_files.is_empty()
+        && plan.requirement_files.iter().all(|f| {
+            std::fs::read_to_string(f).is_ok_and(|text| {
+                let mut pins = text
+                    .lines()
+                    .map(|l| l.split('#').next().unwrap_or_default().trim())
+                    .filter(|l| !l.is_empty())
+                    .peekable();
+                pins.peek().is_some() && pins.all(|l| l.contains("==") && !l.starts_with('-'))
+            })
+        })
+}
+
+/// Installs a contradictory freeze as pip's old resolver did: each pin as
+/// it is, without resolving (`--no-deps`), leaving out the bogus
+/// `pkg-resources==0.0.0`. Fails with the resolver's own failure when that
+/// fails too.
+async fn install_freeze(
+    job: &Job,
+    sink: &mut LogSink,
+    report: &Report,
+    plan: &PyPlan,
+    failure: Failure,
+    installer: impl Fn(Vec<String>) -> Cmd,
+) -> Step {
+    let mut pins: Vec<String> = Vec::new();
+    for file in &plan.requirement_files {
+        let text = tokio::fs::read_to_string(file)
+            .await
+            .map_err(|e| Failure::new(format!("cannot read {}: {e}", file.display())))?;
+        pins.extend(
+            text.lines()
+                .map(|l| l.split('#').next().unwrap_or_default().trim().to_owned())
+                .filter(|l| !l.is_empty() && !l.eq_ignore_ascii_case(BOGUS_FREEZE_LINE)),
+        );
+    }
+    sink.system(
+        "install",
+        "the requirements are a freeze whose pins contradict each other; installing each pin as it is (--no-deps), as pip's old resolver did",
+    )
+    .await;
+    let file = job.env_root.join("requirements.freeze.generated.txt");
+    write_lines(&file, &pins).await?;
+    let args = vec![
+        "--no-deps".to_owned(),
+        SETUPTOOLS.to_owned(),
+        "wheel".to_owned(),
+        "-r".to_owned(),
+        file.display().to_string(),
+    ];
+    match job.step(sink, report, &installer(args)).await {
+        Ok(()) => Ok(()),
+        Err(second) if second.fatal => Err(second),
+        Err(_) => Err(failure),
+    }
 }
 
 /// The version setuptools-scm and hatch-vcs are told outside a git checkout.
@@ -1053,7 +1158,7 @@ async fn install_test_deps(
     job: &Job,
     sink: &mut LogSink,
     report: &Report,
-    plan: &PyPlan,
+    (plan, dated): (&PyPlan, Option<&str>),
     tests: &python_test_deps::TestDeps,
     test_command: &str,
     installer: impl Fn(Vec<String>) -> Cmd,
@@ -1088,7 +1193,15 @@ async fn install_test_deps(
         write_lines(&file, &plan.constraints).await?;
         args.extend(["-c".into(), file.display().to_string()]);
     }
-    let failure = match job.step(sink, report, &installer(args)).await {
+    let outcome = match dated {
+        Some(date) => {
+            let dated_args = [vec!["--exclude-newer".to_owned(), date.to_owned()], args.clone()].concat();
+            job.dated_or_today(sink, report, date, &installer(dated_args), &installer(args))
+                .await
+        }
+        None => job.step(sink, report, &installer(args)).await,
+    };
+    let failure = match outcome {
         Err(failure) if !failure.fatal => failure,
         other => return other,
     };

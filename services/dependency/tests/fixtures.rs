@@ -130,3 +130,35 @@ async fn a_project_that_cannot_be_built_gets_its_dependencies() {
     let out = common::venv_python(&result, "import tomli_w");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Real-repositories class 12 (old repositories): a `pip freeze` whose
+/// pins contradict each other (made by pip's old resolver) and hold
+/// Debian's bogus `pkg-resources==0.0.0` is installed pin by pin, as it
+/// was, instead of failing resolution.
+#[tokio::test]
+async fn a_contradictory_freeze_is_installed_as_it_was() {
+    let mut agent = agent().await;
+    let workspace = fixture("frozen-conflict");
+    let (lines, result) = install(
+        &mut agent,
+        request(
+            workspace.path(),
+            component("python", "python", ">=3.8,<3.12", "pip"),
+            None,
+        ),
+    )
+    .await;
+    assert!(result.success, "{result:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.text.contains("pins contradict each other")),
+        "{:?}",
+        lines.iter().map(|l| &l.text).collect::<Vec<_>>()
+    );
+    let out = common::venv_python(
+        &result,
+        "import importlib.metadata as m; print(m.version('jinja2'), m.version('flask'))",
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2.11.3 2.0.2");
+}

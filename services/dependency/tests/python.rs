@@ -485,3 +485,49 @@ async fn an_environment_without_python3_still_defaults_to_what_python3_runs() {
         lines.iter().map(|l| &l.text).collect::<Vec<_>>()
     );
 }
+
+/// Real-repositories class 12: without a lockfile, dependencies are
+/// resolved as of the repository's own date (`resolve_before`): tomli-w
+/// 1.0.0 (December 2021), not today's release; and as of today when that
+/// resolution fails.
+#[tokio::test]
+async fn an_unlocked_install_resolves_as_of_the_repositorys_date() {
+    let mut agent = agent().await;
+    let workspace = tempfile::tempdir().unwrap();
+    write(workspace.path(), &[("requirements.txt", "tomli-w\n")]);
+    let mut dated = request(
+        workspace.path(),
+        component("python", "python", ">=3.8", "pip"),
+        None,
+    );
+    // 2022-06-01T00:00:00Z
+    dated.resolve_before = Some(prost_types::Timestamp {
+        seconds: 1_654_041_600,
+        nanos: 0,
+    });
+    let (lines, result) = install(&mut agent, dated.clone()).await;
+    assert!(result.success, "{result:?}");
+    assert!(
+        lines.iter().any(|l| l
+            .text
+            .contains("resolving dependencies as of the repository's date (2022-06-01T00:00:00Z")),
+        "{:?}",
+        lines.iter().map(|l| &l.text).collect::<Vec<_>>()
+    );
+    let out = venv_python(
+        &result,
+        "import importlib.metadata as m; print(m.version('tomli-w'))",
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1.0.0");
+
+    // Nothing of that date satisfies the requirement: today's resolution.
+    write(workspace.path(), &[("requirements.txt", "tomli-w>=1.1\n")]);
+    let (lines, result) = install(&mut agent, dated).await;
+    assert!(result.success, "{result:?}");
+    assert!(lines.iter().any(|l| l.text.contains("resolving as of today")));
+    let out = venv_python(
+        &result,
+        "import importlib.metadata as m; print(m.version('tomli-w'))",
+    );
+    assert_ne!(String::from_utf8_lossy(&out.stdout).trim(), "1.0.0");
+}

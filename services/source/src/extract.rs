@@ -155,6 +155,9 @@ fn extract_tar<R: Read>(reader: R, writer: &mut TreeWriter, max_files: u64) -> R
             EntryType::Regular if name.ends_with('/') => writer.dir(&name, &rel)?,
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
                 let executable = entry.header().mode().map(|m| m & 0o111 != 0).unwrap_or(false);
+                if let Ok(mtime) = entry.header().mtime() {
+                    writer.saw_time(std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime));
+                }
                 writer.file(&name, &rel, &mut entry, executable)?;
             }
             EntryType::Directory => writer.dir(&name, &rel)?,

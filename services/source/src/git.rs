@@ -207,6 +207,21 @@ impl Git {
 
 /// The line of git's stderr worth showing: the first `fatal:`/`error:` line,
 /// else the first non-empty one.
+impl Git {
+    /// The date of the commit checked out in `dir`; `None` when git cannot
+    /// say.
+    pub(crate) async fn commit_time(&self, dir: &Path) -> Option<std::time::SystemTime> {
+        let dir = dir.to_str()?;
+        let out = self
+            .run(&["-C", dir, "log", "-1", "--format=%ct"], true)
+            .await
+            .ok()?
+            .ok()?;
+        let secs: u64 = out.trim().parse().ok()?;
+        Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+    }
+}
+
 pub(crate) fn first_line(stderr: &str) -> String {
     let lines = || stderr.lines().map(str::trim).filter(|l| !l.is_empty());
     lines()

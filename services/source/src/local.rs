@@ -234,6 +234,9 @@ pub(crate) fn copy_tree(source: &Path, exclude: Vec<PathBuf>, writer: &mut TreeW
                     continue;
                 }
             };
+            if let Ok(modified) = input.metadata().and_then(|m| m.modified()) {
+                writer.saw_time(modified);
+            }
             writer.file(&shown, &rel, &mut input, executable)?;
         } else {
             tracing::warn!(file = %shown, "skipping a socket, fifo or device file");

@@ -104,6 +104,7 @@ impl Source {
                 return Err(err);
             }
         };
+        let content_time = git.commit_time(staging.path()).await;
         let origin = if reference.is_empty() {
             git::redact_url(&url)
         } else {
@@ -114,7 +115,14 @@ impl Source {
             let dot_git = staging.path().join(GIT_DIR);
             fs::remove_dir_all(&dot_git).map_err(|e| SourceError::io("remove", &dot_git, e))?;
             let summary = scan(staging.path(), &limits, deadline)?;
-            finish(staging, &root, &owner_id, &summary, origin, commit)
+            finish(
+                staging,
+                &root,
+                &owner_id,
+                &summary,
+                (origin, commit),
+                content_time,
+            )
         })
         .await?
     }
@@ -137,7 +145,14 @@ impl Source {
             local::copy_tree(&source, policy.excluded(), &mut writer)?;
             let summary = scan(staging.path(), &limits, deadline)?;
             let origin = source.display().to_string();
-            finish(staging, &root, &owner_id, &summary, origin, String::new())
+            finish(
+                staging,
+                &root,
+                &owner_id,
+                &summary,
+                (origin, String::new()),
+                writer.newest(),
+            )
         })
         .await?
     }
@@ -184,8 +199,8 @@ fn finish(
     root: &Path,
     owner_id: &str,
     summary: &TreeSummary,
-    origin: String,
-    commit: String,
+    (origin, commit): (String, String),
+    content_time: Option<SystemTime>,
 ) -> Result<Fetched> {
     let (path, reused) = staging.finish(root, owner_id, summary)?;
     let created = if reused {
@@ -211,6 +226,7 @@ fn finish(
             size_bytes: summary.size_bytes,
             file_count: summary.file_count,
             created_at: Some(prost_types::Timestamp::from(created)),
+            content_time: content_time.map(prost_types::Timestamp::from),
         },
         reused,
     })
@@ -299,7 +315,14 @@ impl Source {
             fs::remove_file(&spool).map_err(|e| SourceError::io("remove", &spool, e))?;
             let summary = scan(staging.path(), &limits, deadline)?;
             let origin = format!("upload:{}", header.file_name);
-            finish(staging, &root, &header.owner_id, &summary, origin, String::new())
+            finish(
+                staging,
+                &root,
+                &header.owner_id,
+                &summary,
+                (origin, String::new()),
+                writer.newest(),
+            )
         })
         .await?
     }

@@ -129,6 +129,8 @@ pub(crate) struct TreeWriter {
     files: u64,
     dirs: u64,
     nodes: HashMap<Vec<String>, Node>,
+    /// The newest file time seen (archive headers, copied files).
+    newest: Option<std::time::SystemTime>,
 }
 
 impl TreeWriter {
@@ -151,7 +153,20 @@ impl TreeWriter {
             files: 0,
             dirs: 0,
             nodes: HashMap::new(),
+            newest: None,
         }
+    }
+
+    /// Notes a file's modification time; times in the future are ignored.
+    pub(crate) fn saw_time(&mut self, time: std::time::SystemTime) {
+        if time <= std::time::SystemTime::now() && self.newest.is_none_or(|n| time > n) {
+            self.newest = Some(time);
+        }
+    }
+
+    /// The newest file time noted.
+    pub(crate) fn newest(&self) -> Option<std::time::SystemTime> {
+        self.newest
     }
 
     pub(crate) fn what(&self) -> &'static str {

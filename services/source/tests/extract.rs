@@ -319,6 +319,8 @@ async fn a_good_archive_is_extracted_and_reused() {
     assert_eq!(ws.file_count, 2);
     assert_eq!(ws.size_bytes, 18);
     assert!(ws.created_at.is_some());
+    // The archive's newest file time is the content's date.
+    assert_eq!(ws.content_time.map(|t| t.seconds), Some(1_700_000_000));
     let path = std::path::Path::new(&ws.path);
     assert_eq!(
         path,

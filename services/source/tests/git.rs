@@ -63,6 +63,11 @@ async fn clones_default_branch_branch_tag_and_commit() {
 
     let main = env.source.fetch(spec(&url, "")).await.unwrap();
     assert_eq!(main.workspace.commit, second);
+    // The commit's date is the content's date.
+    let committed: i64 = git(repo.path(), &["log", "-1", "--format=%ct", &second])
+        .parse()
+        .unwrap();
+    assert_eq!(main.workspace.content_time.map(|t| t.seconds), Some(committed));
     assert_eq!(readme(&main.workspace.path), "v2\n");
     assert_eq!(main.workspace.origin, url);
     let path = Path::new(&main.workspace.path);

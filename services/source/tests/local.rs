@@ -276,3 +276,26 @@ async fn proc_sys_and_dev_are_not_repository_directories() {
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     env.assert_nothing_escaped(&[]);
 }
+
+/// A local copy's content date is its newest file's modification time.
+#[tokio::test]
+async fn a_copy_is_dated_by_its_newest_file() {
+    let project = tempfile::tempdir().unwrap();
+    let p = project.path();
+    fs::write(p.join("old.py"), "x = 1\n").unwrap();
+    fs::write(p.join("new.py"), "y = 2\n").unwrap();
+    for (file, at) in [("old.py", "@1500000000"), ("new.py", "@1600000000")] {
+        let status = std::process::Command::new("touch")
+            .args(["-m", "-d", at])
+            .arg(p.join(file))
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let env = Env::local();
+    let fetched = env.source.fetch(spec("alice", p)).await.unwrap();
+    assert_eq!(
+        fetched.workspace.content_time.map(|t| t.seconds),
+        Some(1_600_000_000)
+    );
+}

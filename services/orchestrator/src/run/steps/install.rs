@@ -141,6 +141,8 @@ pub(crate) async fn install(engine: &Engine, ctx: &RunContext, component: &Compo
         step_limits: Some(ctx.step_limits),
         // What the tests need is installed when the goal runs them.
         with_tests: steps_for(ctx.goal).contains(&Step::Test),
+        // Unlocked dependencies are resolved as of the repository's date.
+        resolve_before: ctx.workspace.as_ref().and_then(|w| w.content_time),
     };
     let stream = match engine.clients.dependency.install(request).await {
         Ok(stream) => stream,
