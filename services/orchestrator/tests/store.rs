@@ -260,6 +260,7 @@ fn workspace(id: &str, owner: &str) -> Workspace {
         size_bytes: 42,
         file_count: 3,
         created_at: None,
+        content_time: None,
     }
 }
 
