@@ -947,7 +947,7 @@ pub(crate) async fn install(job: &Job, sink: &mut LogSink, report: &mut Report) 
     }
     let with_date = |args: &[String]| -> Vec<String> {
         match &dated {
-            Some(date) => [vec!["--exclude-newer".to_owned(), date.clone()], args.to_vec()].concat(),
+            Some(date) => [dated_args(date), args.to_vec()].concat(),
             None => args.to_vec(),
         }
     };
@@ -1067,6 +1067,31 @@ pub(crate) async fn install(job: &Job, sink: &mut LogSink, report: &mut Report) 
     }
     job.custom_install(sink, report).await?;
     job.build(sink, report, None).await
+}
+
+/// Build backends, which old sdists get in their build environments
+/// (`setuptools>=40.8.0` by default): these come as of today, whatever
+/// the repository's date.
+const BUILD_TOOLS: &[&str] = &[
+    "setuptools",
+    "wheel",
+    "setuptools-scm",
+    "hatchling",
+    "hatch-vcs",
+    "flit-core",
+    "poetry-core",
+    "pdm-backend",
+];
+
+/// uv's arguments resolving as of `date`, build backends excepted.
+fn dated_args(date: &str) -> Vec<String> {
+    let now =
+        humantime_serde::re::humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let mut args = vec!["--exclude-newer".to_owned(), date.to_owned()];
+    for tool in BUILD_TOOLS {
+        args.extend(["--exclude-newer-package".to_owned(), format!("{tool}={now}")]);
+    }
+    args
 }
 
 /// A line `pip freeze` writes on Debian and Ubuntu for a distribution that
@@ -1195,7 +1220,7 @@ async fn install_test_deps(
     }
     let outcome = match dated {
         Some(date) => {
-            let dated_args = [vec!["--exclude-newer".to_owned(), date.to_owned()], args.clone()].concat();
+            let dated_args = [dated_args(date), args.clone()].concat();
             job.dated_or_today(sink, report, date, &installer(dated_args), &installer(args))
                 .await
         }

@@ -122,6 +122,10 @@ struct Case {
 
 fn python(_: &mut Component, _: &mut Vec<String>) {}
 
+fn flask_app_option(c: &mut Component, _: &mut Vec<String>) {
+    c.start = command("flask --app server:webapp run --host 0.0.0.0");
+}
+
 fn node(c: &mut Component, _: &mut Vec<String>) {
     c.language = "javascript".into();
     c.package_manager = "npm".into();
@@ -171,6 +175,21 @@ fn cases() -> Vec<Case> {
     const PY_312: &[(&str, &str, &str)] = &[("python3.12", "3.12.1", "/usr/bin/python3.12")];
     vec![
         // Python
+        c(
+            "py_flask_no_app_option",
+            P::Start,
+            2,
+            flask_app_option,
+            &[],
+            "python.flask_app_option",
+            0.9,
+            || {
+                vec![
+                    env("FLASK_APP", "server:webapp"),
+                    replace(S::Start, "flask run --host 0.0.0.0"),
+                ]
+            },
+        ),
         c(
             "py_missing_yaml",
             P::Start,

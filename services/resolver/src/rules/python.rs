@@ -3,13 +3,21 @@
 //! between Flask's family of packages, missing entry points, Flask and
 //! Django settings.
 
-use reporunner_proto::agents::resolver::v1::Phase;
+use reporunner_proto::{agents::resolver::v1::Phase, common::v1::CommandSlot};
 
 use super::{Context, Finding, Hit, Rule};
 use crate::versions::{Constraint, Version, pythons};
 
 pub(super) fn rules() -> Vec<Rule> {
     vec![
+        Rule {
+            cause: "python.flask_app_option",
+            pattern: r"No such option: --app\b",
+            rank: 80,
+            confidence: 0.9,
+            phases: &[Phase::Start, Phase::Setup],
+            check: flask_app_option,
+        },
         Rule {
             cause: "python.setuptools_missing",
             pattern: r"No module named '?(?:pkg_resources|setuptools)\b|Cannot import 'setuptools\.build_meta'",
@@ -604,6 +612,33 @@ fn no_distribution_for_pin(ctx: &Context<'_>, hit: &Hit<'_>) -> Option<Finding> 
             &format!(">={pinned}"),
             format!("a newer {package} release has distributions for the installed Python"),
         )),
+    )
+}
+
+/// Flask before 2.2 has no `--app` option: the app goes in `FLASK_APP`,
+/// which every Flask reads.
+fn flask_app_option(ctx: &Context<'_>, _: &Hit<'_>) -> Option<Finding> {
+    let slot = ctx.phase_slot();
+    let slot = if slot == CommandSlot::Unspecified {
+        CommandSlot::Start
+    } else {
+        slot
+    };
+    let run = ctx.command(slot)?.run.trim().to_owned();
+    let words: Vec<&str> = run.split_whitespace().collect();
+    let at = words.windows(2).position(|w| w[0] == "--app")?;
+    let app = words[at + 1];
+    if !app
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "._:/()-".contains(c))
+    {
+        return None;
+    }
+    let rest: Vec<&str> = words[..at].iter().chain(&words[at + 2..]).copied().collect();
+    Some(
+        Finding::new("this Flask is older than 2.2 and has no --app option")
+            .patch(ctx.set_env("FLASK_APP", app, "Flask before 2.2 finds the app in FLASK_APP"))
+            .patch(ctx.replace(slot, &rest.join(" "), "the same command without --app")),
     )
 }
 
