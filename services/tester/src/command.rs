@@ -73,6 +73,8 @@ pub fn detect(command: &str) -> Kind {
         Some(Framework::NodeTest)
     } else if word(c, "ctest") {
         Some(Framework::Ctest)
+    } else if word(c, "ava") {
+        Some(Framework::Ava)
     } else {
         None
     };

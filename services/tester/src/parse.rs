@@ -14,6 +14,7 @@
 //! | go test | `--- PASS/FAIL/SKIP:` lines (`-v`; subtests included) or `-json` actions |
 //! | node:test | `ℹ tests 3` / `# pass 2` / `# fail 1` ... (spec and TAP reporters) |
 //! | CTest | `100% tests passed, 0 tests failed out of 7`; `Not Run` lines are errors, `Skipped` lines skipped |
+//! | AVA | `35 tests passed`, `2 tests failed`, `1 test skipped`, `1 known failure`, `1 uncaught exception` |
 //! | Automake | `# PASS:  3` / `# FAIL:  1` / `# SKIP:` / `# XFAIL:` / `# ERROR:` of `make check`'s test-suite summary |
 //! | TAP | `ok N` / `not ok N` lines (`# SKIP` and `# TODO` directives skipped), the last plan's run |
 //!
@@ -89,6 +90,7 @@ pub enum Framework {
     Ctest,
     Automake,
     Tap,
+    Ava,
 }
 
 impl Framework {
@@ -106,6 +108,7 @@ impl Framework {
             Self::Ctest => "ctest",
             Self::Automake => "automake",
             Self::Tap => "tap",
+            Self::Ava => "ava",
         }
     }
 
@@ -150,7 +153,7 @@ fn number(text: &str) -> u32 {
 /// Whether a line can matter to any parser; the tester keeps only these
 /// (bounded) besides the output's tail.
 pub fn interesting(line: &str) -> bool {
-    const WORDS: [&str; 21] = [
+    const WORDS: [&str; 24] = [
         "passed",
         "failed",
         "error",
@@ -172,6 +175,9 @@ pub fn interesting(line: &str) -> bool {
         "\"Action\"",
         "no test files",
         "no tests to run",
+        "skipped",
+        "known failure",
+        "uncaught exception",
     ];
     let trimmed = line.trim_start();
     // TAP results: `ok 1`, `not ok 2`.
@@ -595,6 +601,40 @@ pub fn ctest(lines: &[String]) -> Option<Found> {
     })
 }
 
+/// AVA's closing summary lines.
+pub fn ava(lines: &[String]) -> Option<Found> {
+    static ROW: LazyLock<Option<Regex>> = LazyLock::new(|| {
+        re(
+            r"^(\d+) (tests? passed|tests? failed|tests? skipped|tests? todo|known failures?|uncaught exceptions?|unhandled rejections?)$",
+        )
+    });
+    let row = ROW.as_ref()?;
+    let mut counts = Counts::default();
+    let mut seen = false;
+    for line in lines {
+        let Some(caps) = row.captures(line.trim()) else {
+            continue;
+        };
+        seen = true;
+        let n = number(&caps[1]);
+        let what = &caps[2];
+        if what.ends_with("passed") {
+            counts.passed = n;
+        } else if what.ends_with("failed") {
+            counts.failed = n;
+        } else if what.starts_with("test") || what.starts_with("known") {
+            counts.skipped = counts.skipped.saturating_add(n);
+        } else {
+            counts.errors = counts.errors.saturating_add(n);
+        }
+    }
+    seen.then_some(Found {
+        framework: Framework::Ava,
+        counts,
+        no_tests: false,
+    })
+}
+
 /// The test-suite summary of Automake's `make check`.
 pub fn automake(lines: &[String]) -> Option<Found> {
     static ROW: LazyLock<Option<Regex>> =
@@ -653,7 +693,7 @@ pub fn tap(lines: &[String]) -> Option<Found> {
     })
 }
 
-const ALL: [Framework; 10] = [
+const ALL: [Framework; 11] = [
     Framework::Pytest,
     Framework::Unittest,
     Framework::Jest,
@@ -664,6 +704,7 @@ const ALL: [Framework; 10] = [
     Framework::NodeTest,
     Framework::Ctest,
     Framework::Automake,
+    Framework::Ava,
 ];
 
 fn run_parser(framework: Framework, lines: &[String]) -> Option<Found> {
@@ -679,6 +720,7 @@ fn run_parser(framework: Framework, lines: &[String]) -> Option<Found> {
         Framework::Ctest => ctest(lines),
         Framework::Automake => automake(lines),
         Framework::Tap => tap(lines),
+        Framework::Ava => ava(lines),
     }
 }
 
@@ -920,6 +962,19 @@ mod tests {
             lines("100% tests passed, 0 tests failed out of 7\n\nTotal Test time (real) =   0.05 sec\n");
         assert_eq!(ctest(&all).unwrap().counts, counts(7, 0, 0, 0));
         assert!(ctest(&lines("No tests were found!!!\n")).is_none());
+    }
+
+    #[test]
+    fn ava_summaries() {
+        let out = lines(
+            "  ✔ styles\n  ✔ nesting\n  ─\n\n  35 tests passed\n  2 tests skipped\n  1 known failure\n",
+        );
+        assert_eq!(ava(&out).unwrap().counts, counts(35, 0, 3, 0));
+        let out =
+            lines("  ✘ [fail] level\n  ─\n\n  1 test failed\n  1 test passed\n  1 uncaught exception\n");
+        assert_eq!(ava(&out).unwrap().counts, counts(1, 1, 0, 1));
+        // CTest's summary is not AVA's.
+        assert!(ava(&lines("100% tests passed, 0 tests failed out of 7\n")).is_none());
     }
 
     #[test]
