@@ -427,6 +427,26 @@ async fn a_monorepo_with_one_component_down_is_degraded_not_failed() {
     mesh.stop().await.unwrap();
 }
 
+/// Real-repositories class 11: an app that answers 500 with a traceback in
+/// its log fails the probe with that traceback as soon as it is seen, not
+/// after the start-up grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_500_with_a_traceback_fails_the_probe_with_its_cause() {
+    let mesh = every_service().start().await.unwrap();
+    let mut client = mesh.orchestrator();
+    let created = create_start(&mesh, &mut client, "run-500-traceback").await;
+    let run = until_over(&mesh, &mut client, &created.id).await;
+    assert_eq!(run.state(), RunState::Failed, "{}", run.error);
+    assert!(
+        run.error.contains("answers with a server error")
+            && run.error.contains("the settings table is empty"),
+        "{}",
+        run.error
+    );
+    assert!(!run.error.contains("start-up grace"), "{}", run.error);
+    mesh.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_fails_clearly_when_the_plan_has_nothing_to_start() {
     let mesh = every_service().start().await.unwrap();

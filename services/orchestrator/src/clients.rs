@@ -25,7 +25,10 @@ use reporunner_proto::{
         env_detector::v1::{
             DetectRequest, DetectResponse, env_detector_service_client::EnvDetectorServiceClient,
         },
-        health::v1::{WatchRequest, WatchResponse, health_service_client::HealthServiceClient},
+        health::v1::{
+            ProbeRequest, ProbeResponse, WatchRequest, WatchResponse,
+            health_service_client::HealthServiceClient,
+        },
         provisioner::v1::{
             ProvisionRequest, ProvisionResponse, ReleaseRequest, ReleaseResponse,
             provisioner_service_client::ProvisionerServiceClient,
@@ -295,6 +298,15 @@ impl RunnerClient {
 }
 
 impl HealthClient {
+    /// One probe, now.
+    pub async fn probe(&self, request: ProbeRequest) -> Result<ProbeResponse> {
+        HealthServiceClient::new(self.transport()?)
+            .probe(self.request(request))
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| self.failed(status))
+    }
+
     /// A watch of one component's probes, open for at most `deadline`.
     pub async fn watch(
         &self,

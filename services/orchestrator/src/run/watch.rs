@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use reporunner_proto::{
     agents::{
         health::v1::{
-            HealthState, HttpProbe, ProbeResult, ProbeSpec, ProcessProbe, WatchRequest, WatchResponse,
-            probe_spec,
+            HealthState, HttpProbe, ProbeRequest, ProbeResult, ProbeSpec, ProcessProbe, WatchRequest,
+            WatchResponse, probe_spec,
         },
         resolver::v1::Phase,
         runner::v1::{ProcessState, ProcessStatus},
@@ -248,6 +248,9 @@ impl Engine {
         let deadline = tokio::time::sleep(self.config.probe_deadline());
         tokio::pin!(deadline);
         let mut agent_error: Option<String> = None;
+        // When the logs were last looked at for an error report.
+        let started = std::time::Instant::now();
+        let mut looked = started;
         loop {
             if monitor
                 .components
@@ -283,9 +286,47 @@ impl Engine {
                 _ = poll.tick() => {
                     self.check_processes(monitor).await?;
                     self.reopen_watches(monitor).await;
+                    if looked.elapsed() >= ERRORING_FOR {
+                        looked = std::time::Instant::now();
+                        if let Some(halt) = self.erroring_for_good(monitor).await {
+                            return Err(halt);
+                        }
+                    }
                 }
             }
         }
+    }
+
+    /// A component not healthy yet whose log shows an error report (a
+    /// traceback, a stack, a panic) and that answers a probe with 5xx
+    /// fails the probe now: the error will not go away by waiting out the
+    /// grace. Looked at every [`ERRORING_FOR`].
+    async fn erroring_for_good(&self, monitor: &Monitor) -> Option<Halt> {
+        for component in monitor
+            .components
+            .iter()
+            .filter(|c| c.health() != ComponentHealth::Healthy && c.port != 0)
+        {
+            let tail = self.process_tail(&component.process_id).await;
+            if !tail.iter().any(|line| shows_an_error(line)) {
+                continue;
+            }
+            let request = ProbeRequest {
+                probes: vec![probe_for(component)],
+            };
+            let Ok(answer) = self.clients.health.probe(request).await else {
+                continue;
+            };
+            let detail = answer.result.map(|r| r.detail).unwrap_or_default();
+            if answered_5xx(&detail) {
+                return Some(Halt::Failed(format!(
+                    "probe failed: {} answers with a server error ({detail}) and its log shows why{}",
+                    component.name,
+                    quote_tail(&tail)
+                )));
+            }
+        }
+        None
     }
 
     async fn not_healthy_in_time(&self, monitor: &Monitor, agent_error: Option<&str>) -> Halt {
@@ -395,6 +436,34 @@ impl Engine {
             }
         }
     }
+}
+
+/// How long a component answers 5xx, with an error in its log, before the
+/// probe fails without waiting out the grace.
+const ERRORING_FOR: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Whether a probe's detail (`GET / -> 500 in 12 ms`) is a server error.
+fn answered_5xx(detail: &str) -> bool {
+    detail
+        .split("-> ")
+        .nth(1)
+        .is_some_and(|rest| rest.starts_with('5') && rest.chars().take(3).all(|c| c.is_ascii_digit()))
+}
+
+/// Whether a log line is part of an error report: a Python traceback, a
+/// JavaScript stack frame, a Rust panic, a Java exception.
+fn shows_an_error(line: &str) -> bool {
+    let trimmed = line.trim_start();
+    // `RuntimeError: ...`, `sqlalchemy.exc.OperationalError: ...`, `TypeError: ...`.
+    let first = trimmed.split_whitespace().next().unwrap_or_default();
+    let exception = (first.ends_with("Error:") || first.ends_with("Exception:"))
+        && first.chars().next().is_some_and(|c| c.is_ascii_alphabetic());
+    exception
+        || line.contains("Traceback (most recent call last)")
+        || (trimmed.starts_with("at ") && line.starts_with("    ") && trimmed.contains('('))
+        || line.contains("panicked at")
+        || line.contains("Exception in thread")
+        || line.contains("Internal Server Error")
 }
 
 #[cfg(test)]
