@@ -456,12 +456,35 @@ mod tests {
             }))
         }
 
+        /// Like `fetch`: the workspace is named after the header's owner
+        /// and the bytes received.
         async fn upload_archive(
             &self,
-            _: Request<tonic::Streaming<reporunner_proto::agents::source::v1::UploadArchiveRequest>>,
+            request: Request<tonic::Streaming<reporunner_proto::agents::source::v1::UploadArchiveRequest>>,
         ) -> std::result::Result<Response<reporunner_proto::agents::source::v1::UploadArchiveResponse>, Status>
         {
-            Err(Status::unimplemented("not in this fake"))
+            use reporunner_proto::agents::source::v1::upload_archive_request::Part;
+            if self.refuse {
+                return Err(Status::invalid_argument("no such archive"));
+            }
+            let mut stream = request.into_inner();
+            let (mut owner, mut bytes) = (String::new(), 0usize);
+            while let Some(message) = stream.message().await? {
+                match message.part {
+                    Some(Part::Header(header)) => owner = header.owner_id,
+                    Some(Part::Chunk(chunk)) => bytes += chunk.len(),
+                    None => {}
+                }
+            }
+            Ok(Response::new(
+                reporunner_proto::agents::source::v1::UploadArchiveResponse {
+                    workspace: Some(Workspace {
+                        id: format!("upload-of-{owner}-{bytes}"),
+                        ..Workspace::default()
+                    }),
+                    reused: false,
+                },
+            ))
         }
     }
 

@@ -70,22 +70,9 @@ impl Step {
         Self::Monitor,
     ];
 
-    /// The name in [`StepEvent::step`](reporunner_proto::orchestrator::v1::StepEvent).
+    /// The step's word (`fetch`): the contract's label, one list for both.
     pub fn name(self) -> &'static str {
-        match self {
-            Self::Fetch => "fetch",
-            Self::Detect => "detect",
-            Self::Analyze => "analyze",
-            Self::Index => "index",
-            Self::Provision => "provision",
-            Self::Install => "install",
-            Self::Build => "build",
-            Self::Setup => "setup",
-            Self::Start => "start",
-            Self::Probe => "probe",
-            Self::Test => "test",
-            Self::Monitor => "monitor",
-        }
+        self.to_proto().label()
     }
 
     /// The step as the contract names it.
