@@ -124,3 +124,93 @@ async fn a_channel_with_an_identity_is_let_in_as_that_service_and_one_without_is
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
     shutdown.cancel();
 }
+
+/// A plugin that answers with who called it.
+struct WhoAsks;
+
+#[tonic::async_trait]
+impl reporunner_proto::agents::plugin::v1::plugin_service_server::PluginService for WhoAsks {
+    async fn describe(
+        &self,
+        request: Request<reporunner_proto::agents::plugin::v1::DescribeRequest>,
+    ) -> Result<Response<reporunner_proto::agents::plugin::v1::DescribeResponse>, Status> {
+        Ok(Response::new(
+            reporunner_proto::agents::plugin::v1::DescribeResponse {
+                name: mesh_caller(&request).unwrap_or("nobody").to_owned(),
+                ..Default::default()
+            },
+        ))
+    }
+
+    async fn execute(
+        &self,
+        request: Request<reporunner_proto::agents::plugin::v1::ExecuteRequest>,
+    ) -> Result<Response<reporunner_proto::agents::plugin::v1::ExecuteResponse>, Status> {
+        Ok(Response::new(
+            reporunner_proto::agents::plugin::v1::ExecuteResponse {
+                notices: vec![format!("called by {}", mesh_caller(&request).unwrap_or("nobody"))],
+                ..Default::default()
+            },
+        ))
+    }
+}
+
+/// The plugin contract (Describe, Execute) has one caller: a plugin built on
+/// `MeshLayer` lets the orchestrator in and refuses anyone without a mesh
+/// identity, every other mesh service, and another mesh's orchestrator.
+#[tokio::test]
+async fn a_plugin_behind_the_mesh_layer_answers_the_orchestrator_only() {
+    use reporunner_proto::agents::plugin::v1::{
+        DescribeRequest, ExecuteRequest,
+        plugin_service_client::PluginServiceClient,
+        plugin_service_server::{self, PluginServiceServer},
+    };
+    let key = MeshKey::generate();
+    let server = GrpcServer::new().add_service(MeshLayer::new(&key).layer(PluginServiceServer::new(WhoAsks)));
+    let (addr, shutdown) = server.spawn_on_loopback().await.unwrap();
+    let endpoints = [format!("http://{addr}")];
+    let config = ClientConfig::default();
+    let service = plugin_service_server::SERVICE_NAME;
+    let as_service = |name: &str, key: &MeshKey| {
+        connect(service, &endpoints, &config)
+            .unwrap()
+            .with_identity(Arc::new(ServiceTokenSource::new(key, name)))
+    };
+
+    let orchestrator = as_service("orchestrator", &key);
+    orchestrator.ready_within(Duration::from_secs(5)).await.unwrap();
+    let mut client = PluginServiceClient::new(orchestrator);
+    let described = client
+        .describe(DescribeRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(described.name, "orchestrator");
+    let executed = client
+        .execute(ExecuteRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(executed.notices, ["called by orchestrator"]);
+
+    let anonymous = connect(service, &endpoints, &config).unwrap();
+    let status = PluginServiceClient::new(anonymous)
+        .execute(ExecuteRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    for other in ["source", "runner", "tester", "resolver", "health", "dependency"] {
+        let status = PluginServiceClient::new(as_service(other, &key))
+            .describe(DescribeRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied, "{other}: {status:?}");
+    }
+    let stranger = as_service("orchestrator", &MeshKey::generate());
+    let status = PluginServiceClient::new(stranger)
+        .execute(ExecuteRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    shutdown.cancel();
+}
