@@ -293,6 +293,10 @@ async fn an_all_in_one_node_serves_no_agent_on_its_public_listener() {
         "agents have a listener of their own"
     );
     assert!(node.internal_addr.ip().is_loopback(), "{}", node.internal_addr);
+    // Its own services call its agents in process (below: still through
+    // each agent's mesh check, with their identities).
+    let agents: Vec<ServiceName> = ServiceName::ALL.into_iter().filter(|s| !s.is_public()).collect();
+    assert_eq!(node.in_process_agents, agents);
     let public = channel(node.addr);
     let internal = channel(node.internal_addr);
     let user = login(public.clone(), "mallory").await;
@@ -359,8 +363,8 @@ async fn an_all_in_one_node_serves_no_agent_on_its_public_listener() {
         "the orchestrator's Start ran"
     );
 
-    // The node's own calls reach its agents on the internal listener, each
-    // with its identity: the orchestrator's to the env-detector...
+    // The node's own calls reach its agents, each with its identity: the
+    // orchestrator's to the env-detector...
     let mut request = tonic::Request::new(GetEnvironmentRequest {
         skip_registries: true,
         ..Default::default()

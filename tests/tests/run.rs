@@ -305,6 +305,10 @@ async fn a_running_run_survives_an_orchestrator_restart() {
     )
     .await
     .unwrap();
+    assert!(
+        node.in_process_agents.is_empty(),
+        "an orchestrator alone reaches its agents over the network"
+    );
     let mut client = OrchestratorServiceClient::new(
         Endpoint::from_shared(format!("http://{}", node.addr))
             .unwrap()

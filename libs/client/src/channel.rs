@@ -103,25 +103,35 @@ impl Service<http::Request<Body>> for ServiceChannel {
         // Here, not in the future: this runs inside the caller's span.
         reporunner_server::trace::inject(request.headers_mut());
         let pool = self.pool.clone();
-        if let Some(identity) = &self.identity {
-            // A header of its own, never `authorization`: a user's bearer
-            // token on the same request stays what it is.
-            match identity.token().map(http::HeaderValue::try_from) {
-                Ok(Ok(value)) => {
-                    request.headers_mut().insert(SERVICE_HEADER, value);
-                }
-                Ok(Err(_)) | Err(_) => {
-                    let status =
-                        Status::internal(format!("cannot mint the {} service token", identity.service()));
-                    return Box::pin(std::future::ready(Err(Box::new(status) as BoxError)));
-                }
-            }
+        if let Some(identity) = &self.identity
+            && let Err(status) = stamp_identity(identity, request.headers_mut())
+        {
+            return Box::pin(std::future::ready(Err(Box::new(status) as BoxError)));
         }
         Box::pin(async move {
             call(pool, request)
                 .await
                 .map_err(|status| Box::new(status) as BoxError)
         })
+    }
+}
+
+/// Puts `identity`'s service token on a call: a header of its own, never
+/// `authorization`, so that a user's bearer token on the same request stays
+/// what it is.
+pub(crate) fn stamp_identity(
+    identity: &ServiceTokenSource,
+    headers: &mut http::HeaderMap,
+) -> Result<(), Status> {
+    match identity.token().map(http::HeaderValue::try_from) {
+        Ok(Ok(value)) => {
+            headers.insert(SERVICE_HEADER, value);
+            Ok(())
+        }
+        Ok(Err(_)) | Err(_) => Err(Status::internal(format!(
+            "cannot mint the {} service token",
+            identity.service()
+        ))),
     }
 }
 

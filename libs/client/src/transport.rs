@@ -4,8 +4,11 @@
 use std::{
     convert::Infallible,
     fmt,
+    sync::Arc,
     task::{Context, Poll},
 };
+
+use reporunner_identity::ServiceTokenSource;
 
 use tonic::body::Body;
 use tower::{Service, util::BoxCloneSyncService};
@@ -47,6 +50,44 @@ impl Transport {
     /// Whether calls stay in this process.
     pub fn is_in_process(&self) -> bool {
         self.label == "in-process"
+    }
+
+    /// Every call carries `identity`'s service token, as a
+    /// [`ServiceChannel::with_identity`] channel's do: an agent served in
+    /// this process behind its mesh check then answers exactly the callers
+    /// it would answer over the network.
+    pub fn with_identity(self, identity: Arc<ServiceTokenSource>) -> Self {
+        Self {
+            inner: BoxCloneSyncService::new(Identified {
+                inner: self.inner,
+                identity,
+            }),
+            label: self.label,
+        }
+    }
+}
+
+/// A transport whose calls carry a service token.
+#[derive(Clone)]
+struct Identified {
+    inner: BoxCloneSyncService<http::Request<Body>, http::Response<Body>, BoxError>,
+    identity: Arc<ServiceTokenSource>,
+}
+
+impl Service<http::Request<Body>> for Identified {
+    type Response = http::Response<Body>;
+    type Error = BoxError;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        if let Err(status) = crate::channel::stamp_identity(&self.identity, request.headers_mut()) {
+            return Box::pin(std::future::ready(Err(Box::new(status) as BoxError)));
+        }
+        Box::pin(self.inner.call(request))
     }
 }
 

@@ -214,3 +214,48 @@ async fn a_plugin_behind_the_mesh_layer_answers_the_orchestrator_only() {
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
     shutdown.cancel();
 }
+
+/// Embedded mode calls its agents in this process: the agent's mesh check
+/// still decides who gets in, exactly as over the network.
+#[tokio::test]
+async fn an_in_process_agent_keeps_its_mesh_check() {
+    use reporunner_client::Transport;
+    let key = MeshKey::generate();
+    let agent = Transport::in_process(MeshLayer::new(&key).layer(EnvDetectorServiceServer::new(WhoCalls)));
+    let detect = |transport: Transport| async move {
+        let mut request = Request::new(DetectRequest::default());
+        request.set_timeout(Duration::from_secs(5));
+        request
+            .metadata_mut()
+            .insert("authorization", "Bearer user-token".parse().unwrap());
+        EnvDetectorServiceClient::new(transport).detect(request).await
+    };
+
+    let orchestrator = agent.clone().with_identity(Arc::new(ServiceTokenSource::new(
+        &key,
+        reporunner_identity::ORCHESTRATOR,
+    )));
+    assert!(orchestrator.is_in_process());
+    let seen = host(detect(orchestrator).await.expect("the orchestrator is let in"));
+    assert_eq!(seen.hostname, "orchestrator", "the agent sees the orchestrator");
+    assert_eq!(seen.os, "Bearer user-token", "the user's token is left as it was");
+
+    let anonymous = detect(agent.clone()).await.unwrap_err();
+    assert_eq!(anonymous.code(), Code::Unauthenticated, "{anonymous:?}");
+
+    // The health agent may not call the env-detector, in process or not.
+    let health = agent.clone().with_identity(Arc::new(ServiceTokenSource::new(
+        &key,
+        reporunner_identity::HEALTH,
+    )));
+    let refused = detect(health).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+
+    // Another mesh's orchestrator is nobody here.
+    let stranger = agent.with_identity(Arc::new(ServiceTokenSource::new(
+        &MeshKey::generate(),
+        reporunner_identity::ORCHESTRATOR,
+    )));
+    let refused = detect(stranger).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+}

@@ -26,7 +26,7 @@ use std::{
 pub use config::HealthConfig;
 pub use error::{HealthError, Result};
 use probe::{Probe, ProbeKind, Prober};
-use reporunner_client::ServiceChannel;
+use reporunner_client::Transport;
 use reporunner_proto::agents::health::v1::{
     HealthState, ProbeResult, ProbeSpec, WatchRequest, WatchResponse,
 };
@@ -62,8 +62,8 @@ pub struct HealthAgent {
 }
 
 impl HealthAgent {
-    /// `runner` is the channel to the runner agent, needed by log probes only.
-    pub fn new(config: HealthConfig, runner: Option<ServiceChannel>) -> Result<Self> {
+    /// `runner` is the transport to the runner agent, needed by log probes only.
+    pub fn new(config: HealthConfig, runner: Option<Transport>) -> Result<Self> {
         config.validate()?;
         metrics::describe();
         Ok(Self {

@@ -7,7 +7,7 @@ use std::{
 
 use futures::StreamExt as _;
 use regex::{RegexSet, RegexSetBuilder};
-use reporunner_client::ServiceChannel;
+use reporunner_client::Transport;
 use reporunner_proto::agents::{
     health::v1::{ProbeSpec, probe_spec},
     runner::v1::{LogsRequest, runner_service_client::RunnerServiceClient},
@@ -197,12 +197,12 @@ fn validate_one(spec: &ProbeSpec, config: &HealthConfig) -> Result<Probe> {
 #[derive(Clone, Debug)]
 pub struct Prober {
     http: reqwest::Client,
-    runner: Option<RunnerServiceClient<ServiceChannel>>,
+    runner: Option<RunnerServiceClient<Transport>>,
     log_tail_lines: usize,
 }
 
 impl Prober {
-    pub fn new(config: &HealthConfig, runner: Option<ServiceChannel>) -> Result<Self> {
+    pub fn new(config: &HealthConfig, runner: Option<Transport>) -> Result<Self> {
         let http = reqwest::Client::builder()
             // A proxy from the environment must never see probes of local apps.
             .no_proxy()

@@ -6,6 +6,12 @@
 //! A node that hosts a public service (orchestrator, auth) and agents serves
 //! the agents on a second, internal listener (`internal_listen`, loopback by
 //! default), never on the public one.
+//!
+//! Its own services call the agents it hosts in process
+//! ([`Transport::in_process`](reporunner_client::Transport::in_process)): no
+//! socket and no encoding round trip, and still through each agent's mesh
+//! check with the caller's service identity. The agents it does not host are
+//! called over the shared client stack.
 
 use std::{net::SocketAddr, sync::Arc, sync::OnceLock, time::Duration};
 
@@ -30,6 +36,9 @@ pub struct Node {
     /// hosts a public service, else `addr`.
     pub internal_addr: SocketAddr,
     pub services: Vec<ServiceName>,
+    /// The agents this node's own services call in process (every agent it
+    /// hosts).
+    pub in_process_agents: Vec<ServiceName>,
     /// The health of the services on `addr`.
     pub health: Health,
     /// The health of the agents on the internal listener, when there is one.
@@ -135,6 +144,7 @@ pub async fn start_node(
         mesh: MeshLayer::new(&mesh_key),
         shutdown: shutdown.clone(),
         auth: OnceLock::new(),
+        local: Default::default(),
     };
 
     let stop_timeout = settings.stop_timeout;
@@ -156,6 +166,13 @@ pub async fn start_node(
         *slot = (spec.build)(&wiring, server).await?;
     }
     let auth: Option<Arc<Auth>> = wiring.auth.into_inner();
+    let in_process_agents = wiring
+        .local
+        .into_inner()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
     // The given listener serves the public services, or the agents when there
     // are none; TLS and the plain health port go with it.
     let (front, back) = match internal_listener {
@@ -197,6 +214,7 @@ pub async fn start_node(
         addr,
         internal_addr,
         services,
+        in_process_agents,
         health,
         internal_health,
         mesh_key,

@@ -3,7 +3,12 @@
 //! the settings. [`start_node`](crate::start_node) walks the table; nothing
 //! else knows the list.
 
-use std::{fmt, str::FromStr, sync::Arc, sync::OnceLock};
+use std::{
+    convert::Infallible,
+    fmt,
+    str::FromStr,
+    sync::{Arc, Mutex, OnceLock},
+};
 
 use anyhow::Context as _;
 use futures::future::BoxFuture;
@@ -13,7 +18,7 @@ use reporunner_auth::{
     grpc::{AdminGrpc, AuthGrpc},
 };
 use reporunner_authn::{AuthLayer, Authorizer};
-use reporunner_client::ServiceChannel;
+use reporunner_client::{ServiceChannel, Transport};
 use reporunner_dependency::{LocalInstaller, grpc::DependencyGrpc};
 use reporunner_env_detector::{Detector, grpc::EnvDetectorGrpc};
 use reporunner_health::{HealthAgent, grpc::HealthGrpc};
@@ -38,7 +43,8 @@ use reporunner_runner::{LocalRunner, RunnerGrpc};
 use reporunner_server::{CancellationToken, GrpcServer};
 use reporunner_source::{Source, SourceGrpc};
 use reporunner_tester::{LocalTester, grpc::TesterGrpc};
-use tower::Layer as _;
+use tonic::{body::Body, server::NamedService};
+use tower::{Layer as _, Service};
 
 use crate::{Settings, settings::Endpoints};
 
@@ -254,11 +260,64 @@ pub(crate) struct Wiring<'a> {
     pub(crate) shutdown: CancellationToken,
     /// The auth service, once built (the embedded principal needs it).
     pub(crate) auth: OnceLock<Arc<Auth>>,
+    /// The agents built so far, behind their mesh check, for this node's own
+    /// callers to call in process.
+    pub(crate) local: Mutex<Vec<(ServiceName, Transport)>>,
 }
 
 impl Wiring<'_> {
     pub(crate) fn hosts(&self, service: ServiceName) -> bool {
         self.hosted.contains(&service)
+    }
+
+    /// Hosts the agent `service` behind the mesh check, and keeps it for this
+    /// node's own callers: they call it in process, no socket, with their
+    /// service identity checked as over the network.
+    fn agent<S>(&self, name: ServiceName, server: GrpcServer, service: S) -> GrpcServer
+    where
+        S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let guarded = self.mesh.layer(service);
+        if let Ok(mut local) = self.local.lock() {
+            local.push((name, Transport::in_process(guarded.clone())));
+        }
+        server.add_service(guarded)
+    }
+
+    /// The agent `service` as built in this node, when it is.
+    fn local(&self, service: ServiceName) -> Option<Transport> {
+        let local = self.local.lock().ok()?;
+        local
+            .iter()
+            .find(|(name, _)| *name == service)
+            .map(|(_, transport)| transport.clone())
+    }
+
+    /// How `caller` reaches `service`: in process when this node built it,
+    /// else over the client stack to its endpoints.
+    fn transport(&self, service: ServiceName, caller: &Arc<ServiceTokenSource>) -> anyhow::Result<Transport> {
+        match self.local(service) {
+            Some(local) => Ok(local.with_identity(caller.clone())),
+            None => Ok(self.channel(service, Some(caller))?.into()),
+        }
+    }
+
+    /// Like [`transport`](Self::transport), but `None` when the service has no endpoint.
+    fn optional_transport(
+        &self,
+        service: ServiceName,
+        caller: &Arc<ServiceTokenSource>,
+    ) -> anyhow::Result<Option<Transport>> {
+        match self.local(service) {
+            Some(local) => Ok(Some(local.with_identity(caller.clone()))),
+            None => Ok(self.optional_channel(service, Some(caller))?.map(Transport::from)),
+        }
     }
 
     /// Service tokens saying the calls come from `service`.
@@ -352,7 +411,11 @@ fn build_env_detector<'a>(
             config.model_dir = Some(settings.indexer_config().models_dir);
         }
         let detector = Arc::new(Detector::new(config));
-        Ok(server.add_service(w.mesh.layer(EnvDetectorGrpc::new(detector).into_server())))
+        Ok(w.agent(
+            ServiceName::EnvDetector,
+            server,
+            EnvDetectorGrpc::new(detector).into_server(),
+        ))
     })
 }
 
@@ -360,7 +423,11 @@ fn build_source<'a>(w: &'a Wiring<'a>, server: GrpcServer) -> BoxFuture<'a, anyh
     Box::pin(async move {
         let source = Source::new(w.settings.source_config())
             .map_err(|e| anyhow::anyhow!("invalid source settings: {e}"))?;
-        Ok(server.add_service(w.mesh.layer(SourceGrpc::new(Arc::new(source)).into_server())))
+        Ok(w.agent(
+            ServiceName::Source,
+            server,
+            SourceGrpc::new(Arc::new(source)).into_server(),
+        ))
     })
 }
 
@@ -368,7 +435,11 @@ fn build_analyzer<'a>(w: &'a Wiring<'a>, server: GrpcServer) -> BoxFuture<'a, an
     Box::pin(async move {
         let analyzer = RepoAnalyzer::new(w.settings.analyzer.clone())
             .map_err(|e| anyhow::anyhow!("invalid analyzer settings: {e}"))?;
-        Ok(server.add_service(w.mesh.layer(AnalyzerGrpc::new(Arc::new(analyzer)).into_server())))
+        Ok(w.agent(
+            ServiceName::Analyzer,
+            server,
+            AnalyzerGrpc::new(Arc::new(analyzer)).into_server(),
+        ))
     })
 }
 
@@ -382,9 +453,10 @@ fn build_dependency<'a>(w: &'a Wiring<'a>, server: GrpcServer) -> BoxFuture<'a, 
             .map_err(|e| anyhow::anyhow!("invalid dependency settings: {e}"))?
             .with_sandbox(sandbox)
             .with_workspace_roots(vec![settings.source_config().root]);
-        Ok(server.add_service(
-            w.mesh
-                .layer(DependencyGrpc::new(Arc::new(installer)).into_server()),
+        Ok(w.agent(
+            ServiceName::Dependency,
+            server,
+            DependencyGrpc::new(Arc::new(installer)).into_server(),
         ))
     })
 }
@@ -393,20 +465,25 @@ fn build_runner<'a>(w: &'a Wiring<'a>, server: GrpcServer) -> BoxFuture<'a, anyh
     Box::pin(async move {
         let runner = LocalRunner::new(step_sandbox(w.settings))
             .map_err(|e| anyhow::anyhow!("invalid runner settings: {e}"))?;
-        Ok(server.add_service(w.mesh.layer(RunnerGrpc::new(Arc::new(runner)).into_server())))
+        Ok(w.agent(
+            ServiceName::Runner,
+            server,
+            RunnerGrpc::new(Arc::new(runner)).into_server(),
+        ))
     })
 }
 
 fn build_health<'a>(w: &'a Wiring<'a>, server: GrpcServer) -> BoxFuture<'a, anyhow::Result<GrpcServer>> {
     Box::pin(async move {
         // Log probes read the runner's output; without a runner endpoint they are refused.
-        let runner = w.optional_channel(
-            ServiceName::Runner,
-            Some(&w.identity(reporunner_identity::HEALTH)),
-        )?;
+        let runner = w.optional_transport(ServiceName::Runner, &w.identity(reporunner_identity::HEALTH))?;
         let agent = HealthAgent::new(w.settings.health.clone(), runner)
             .map_err(|e| anyhow::anyhow!("invalid health settings: {e}"))?;
-        Ok(server.add_service(w.mesh.layer(HealthGrpc::new(Arc::new(agent)).into_server())))
+        Ok(w.agent(
+            ServiceName::Health,
+            server,
+            HealthGrpc::new(Arc::new(agent)).into_server(),
+        ))
     })
 }
 
@@ -415,9 +492,10 @@ fn build_provisioner<'a>(w: &'a Wiring<'a>, server: GrpcServer) -> BoxFuture<'a,
         let settings = w.settings;
         let provisioner = LocalProvisioner::new(settings.provisioner.clone().resolve(&settings.data_dir))
             .map_err(|e| anyhow::anyhow!("invalid provisioner settings: {e}"))?;
-        Ok(server.add_service(
-            w.mesh
-                .layer(ProvisionerGrpc::new(Arc::new(provisioner)).into_server()),
+        Ok(w.agent(
+            ServiceName::Provisioner,
+            server,
+            ProvisionerGrpc::new(Arc::new(provisioner)).into_server(),
         ))
     })
 }
@@ -426,7 +504,11 @@ fn build_resolver<'a>(w: &'a Wiring<'a>, server: GrpcServer) -> BoxFuture<'a, an
     Box::pin(async move {
         let resolver = RuleResolver::new(w.settings.resolver.clone())
             .map_err(|e| anyhow::anyhow!("invalid resolver settings: {e}"))?;
-        Ok(server.add_service(w.mesh.layer(ResolverGrpc::new(Arc::new(resolver)).into_server())))
+        Ok(w.agent(
+            ServiceName::Resolver,
+            server,
+            ResolverGrpc::new(Arc::new(resolver)).into_server(),
+        ))
     })
 }
 
@@ -438,7 +520,11 @@ fn build_tester<'a>(w: &'a Wiring<'a>, server: GrpcServer) -> BoxFuture<'a, anyh
             step_sandbox(w.settings).process_settings(),
         )
         .map_err(|e| anyhow::anyhow!("invalid tester settings: {e}"))?;
-        Ok(server.add_service(w.mesh.layer(TesterGrpc::new(Arc::new(tester)).into_server())))
+        Ok(w.agent(
+            ServiceName::Tester,
+            server,
+            TesterGrpc::new(Arc::new(tester)).into_server(),
+        ))
     })
 }
 
@@ -446,7 +532,11 @@ fn build_indexer<'a>(w: &'a Wiring<'a>, server: GrpcServer) -> BoxFuture<'a, any
     Box::pin(async move {
         let indexer = LocalIndexer::new(w.settings.indexer_config())
             .map_err(|e| anyhow::anyhow!("invalid indexer settings: {e}"))?;
-        Ok(server.add_service(w.mesh.layer(IndexerGrpc::new(Arc::new(indexer)).into_server())))
+        Ok(w.agent(
+            ServiceName::Indexer,
+            server,
+            IndexerGrpc::new(Arc::new(indexer)).into_server(),
+        ))
     })
 }
 
@@ -459,10 +549,10 @@ fn build_orchestrator<'a>(
         // Its calls to agents say they come from the orchestrator; its calls
         // to auth carry the user's token instead.
         let me = w.identity(reporunner_identity::ORCHESTRATOR);
-        let required = |service| w.channel(service, Some(&me));
+        let required = |service| w.transport(service, &me);
         // Without an optional agent the orchestrator serves goal ANALYZE and
         // refuses START and TEST naming the missing endpoint.
-        let optional = |service| w.optional_channel(service, Some(&me));
+        let optional = |service| w.optional_transport(service, &me);
         let env_detector = required(ServiceName::EnvDetector)?;
         let auth = w.channel(ServiceName::Auth, None)?;
         let layer = METERED
@@ -490,7 +580,7 @@ fn build_orchestrator<'a>(
                 .map(|plugin| {
                     let service = reporunner_proto::agents::plugin::v1::plugin_service_server::SERVICE_NAME;
                     let channel = reporunner_client::connect(service, &plugin.endpoints, &settings.client)?;
-                    Ok((plugin.name.clone(), channel.with_identity(me.clone())))
+                    Ok((plugin.name.clone(), channel.with_identity(me.clone()).into()))
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?,
         };

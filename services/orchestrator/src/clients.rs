@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use reporunner_client::{ServiceChannel, Transport};
+use reporunner_client::Transport;
 use reporunner_proto::{
     agents::{
         analyzer::v1::{AnalyzeRequest, analyzer_service_client::AnalyzerServiceClient},
@@ -61,10 +61,10 @@ pub(crate) struct Agent {
 }
 
 impl Agent {
-    pub fn new(name: &'static str, channel: Option<&ServiceChannel>, deadline: Duration) -> Self {
+    pub fn new(name: &'static str, transport: Option<&Transport>, deadline: Duration) -> Self {
         Self {
             name,
-            transport: channel.cloned().map(Transport::from),
+            transport: transport.cloned(),
             deadline,
         }
     }

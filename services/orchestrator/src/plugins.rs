@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use reporunner_client::{ServiceChannel, Transport};
+use reporunner_client::Transport;
 use reporunner_proto::{
     agents::plugin::v1::{
         DescribeRequest, ExecuteRequest, ExecuteResponse, Hook, plugin_service_client::PluginServiceClient,
@@ -110,7 +110,7 @@ fn hook_after(step: Step, ctx: &RunContext) -> Option<Hook> {
 impl Plugins {
     /// The plugins `config` registers, over `channels` (one per plugin, by
     /// name, built by the node with the orchestrator's identity).
-    pub fn new(config: &OrchestratorConfig, channels: &[(String, ServiceChannel)]) -> Self {
+    pub fn new(config: &OrchestratorConfig, channels: &[(String, Transport)]) -> Self {
         let plugins = config
             .plugins
             .iter()
@@ -118,7 +118,7 @@ impl Plugins {
                 let channel = channels.iter().find(|(name, _)| *name == plugin.name)?;
                 Some(Plugin {
                     name: plugin.name.clone(),
-                    transport: Transport::from(channel.1.clone()),
+                    transport: channel.1.clone(),
                     deadline: plugin.deadline,
                 })
             })

@@ -1,7 +1,7 @@
 use std::{path::Path, sync::Arc, time::Duration};
 
 use reporunner_authn::{Authorized, Authorizer};
-use reporunner_client::ServiceChannel;
+use reporunner_client::Transport;
 use reporunner_proto::{
     agents::runner::v1::{LogsRequest, runner_service_client::RunnerServiceClient},
     agents::{
@@ -32,7 +32,9 @@ use crate::{
     store::{Created, NewRun, RunChange, RunStore, is_terminal},
 };
 
-/// Channels to the agents the orchestrator calls.
+/// Transports to the agents the orchestrator calls: health-checked
+/// channels to their endpoints, or, for agents hosted in the same process
+/// (embedded mode), the agents' own servers called without a network hop.
 ///
 /// The runner's processes live in one runner replica: with several replicas
 /// serving, Status, Stop and Logs must reach the one that started them, so
@@ -42,29 +44,29 @@ use crate::{
 /// without them serves goal ANALYZE and refuses START and TEST up front.
 #[derive(Clone, Debug)]
 pub struct Agents {
-    pub env_detector: ServiceChannel,
-    pub source: ServiceChannel,
-    pub analyzer: ServiceChannel,
-    pub dependency: Option<ServiceChannel>,
-    pub runner: Option<ServiceChannel>,
-    pub health: Option<ServiceChannel>,
+    pub env_detector: Transport,
+    pub source: Transport,
+    pub analyzer: Transport,
+    pub dependency: Option<Transport>,
+    pub runner: Option<Transport>,
+    pub health: Option<Transport>,
     /// Optional: without it, backing services are not provisioned (a
     /// notice says so).
-    pub provisioner: Option<ServiceChannel>,
+    pub provisioner: Option<Transport>,
     /// Optional: without it, failed runs are not healed.
-    pub resolver: Option<ServiceChannel>,
+    pub resolver: Option<Transport>,
     /// Runs the tests (goals TEST and START_AND_TEST); without it those
     /// goals are refused.
-    pub tester: Option<ServiceChannel>,
+    pub tester: Option<Transport>,
     /// Indexes workspaces and searches them; without it IndexWorkspace and
     /// Search are refused and a run's index step is skipped with a notice.
-    pub indexer: Option<ServiceChannel>,
+    pub indexer: Option<Transport>,
     /// One channel per plugin of `orchestrator.plugins`, by name.
-    pub plugins: Vec<(String, ServiceChannel)>,
+    pub plugins: Vec<(String, Transport)>,
 }
 
 impl Agents {
-    fn required(channel: Option<&ServiceChannel>, agent: &'static str) -> Result<ServiceChannel> {
+    fn required(channel: Option<&Transport>, agent: &'static str) -> Result<Transport> {
         channel.cloned().ok_or_else(|| OrchestratorError::AgentUnavailable {
             agent,
             detail: format!(
@@ -73,26 +75,25 @@ impl Agents {
         })
     }
 
-    pub(crate) fn dependency(&self) -> Result<ServiceChannel> {
+    pub(crate) fn dependency(&self) -> Result<Transport> {
         Self::required(self.dependency.as_ref(), DEPENDENCY)
     }
 
-    pub(crate) fn runner(&self) -> Result<ServiceChannel> {
+    pub(crate) fn runner(&self) -> Result<Transport> {
         Self::required(self.runner.as_ref(), RUNNER)
     }
 
-    pub(crate) fn health(&self) -> Result<ServiceChannel> {
+    pub(crate) fn health(&self) -> Result<Transport> {
         Self::required(self.health.as_ref(), HEALTH)
     }
 
-    pub(crate) fn tester(&self) -> Result<ServiceChannel> {
+    pub(crate) fn tester(&self) -> Result<Transport> {
         Self::required(self.tester.as_ref(), TESTER)
     }
 
-    pub(crate) fn indexer(&self) -> Result<reporunner_client::Transport> {
+    pub(crate) fn indexer(&self) -> Result<Transport> {
         self.indexer
             .clone()
-            .map(reporunner_client::Transport::from)
             .ok_or_else(|| OrchestratorError::AgentUnavailable {
                 agent: crate::index::INDEXER,
                 detail: "this orchestrator has no endpoint for it (endpoints.indexer); indexing and search are not served".into(),

@@ -199,9 +199,9 @@ impl Mesh {
         auth_uri: &str,
     ) -> OrchestratorImpl {
         let agents = Agents {
-            env_detector: channel(env_detector_service_server::SERVICE_NAME, agents_uri),
-            source: channel(source_service_server::SERVICE_NAME, agents_uri),
-            analyzer: channel(analyzer_service_server::SERVICE_NAME, agents_uri),
+            env_detector: channel(env_detector_service_server::SERVICE_NAME, agents_uri).into(),
+            source: channel(source_service_server::SERVICE_NAME, agents_uri).into(),
+            analyzer: channel(analyzer_service_server::SERVICE_NAME, agents_uri).into(),
             // None here: this orchestrator serves ANALYZE; START and TEST
             // are tested through the whole mesh (tests/tests/run.rs).
             dependency: None,
