@@ -35,7 +35,7 @@ pub use channel::{ServiceChannel, connect, connect_with_resolver};
 pub use config::{ClientConfig, ClientTlsConfig};
 pub use discovery::{Resolver, Resolving, SystemResolver};
 pub use pool::EndpointState;
-pub use transport::Transport;
+pub use transport::{IN_PROCESS_DEFAULT_DEADLINE, Transport};
 
 /// Why a channel could not be built.
 #[derive(Debug, thiserror::Error)]

@@ -91,8 +91,13 @@ impl Service<http::Request<Body>> for Identified {
     }
 }
 
+/// The deadline of an in-process call that sets none: the client stack's
+/// default (`client.default_deadline`), so that no call waits forever.
+pub const IN_PROCESS_DEFAULT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A server called in this process, under the call's `grpc-timeout` as a
-/// remote server would be: past it the call ends with DEADLINE_EXCEEDED.
+/// remote server would be (else [`IN_PROCESS_DEFAULT_DEADLINE`]): past it the
+/// call ends with DEADLINE_EXCEEDED.
 #[derive(Clone)]
 struct InProcess<S>(S);
 
@@ -114,18 +119,16 @@ where
             .headers()
             .get("grpc-timeout")
             .and_then(|v| v.to_str().ok())
-            .and_then(crate::channel::parse_grpc_timeout);
+            .and_then(crate::channel::parse_grpc_timeout)
+            .unwrap_or(IN_PROCESS_DEFAULT_DEADLINE);
         let call = self.0.call(request);
         Box::pin(async move {
-            match deadline {
-                Some(deadline) => match tokio::time::timeout(deadline, call).await {
-                    Ok(response) => response.map_err(|never| match never {}),
-                    Err(_) => Err(Box::new(tonic::Status::deadline_exceeded(format!(
-                        "no answer within {} ms",
-                        deadline.as_millis()
-                    ))) as BoxError),
-                },
-                None => call.await.map_err(|never| match never {}),
+            match tokio::time::timeout(deadline, call).await {
+                Ok(response) => response.map_err(|never| match never {}),
+                Err(_) => Err(Box::new(tonic::Status::deadline_exceeded(format!(
+                    "no answer within {} ms",
+                    deadline.as_millis()
+                ))) as BoxError),
             }
         })
     }
@@ -159,5 +162,41 @@ impl Service<http::Request<Body>> for Transport {
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         self.inner.call(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server that never answers.
+    #[derive(Clone)]
+    struct Silent;
+
+    impl Service<http::Request<Body>> for Silent {
+        type Response = http::Response<Body>;
+        type Error = Infallible;
+        type Future = std::future::Pending<Result<Self::Response, Infallible>>;
+
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _request: http::Request<Body>) -> Self::Future {
+            std::future::pending()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_in_process_call_without_a_deadline_gets_the_default_one() {
+        let mut transport = Transport::in_process(Silent);
+        let started = tokio::time::Instant::now();
+        let error = transport
+            .call(http::Request::new(Body::empty()))
+            .await
+            .expect_err("a silent server is given up on");
+        assert_eq!(started.elapsed(), IN_PROCESS_DEFAULT_DEADLINE);
+        let status = error.downcast::<tonic::Status>().expect("a status");
+        assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
     }
 }
