@@ -186,6 +186,42 @@ async fn a_missing_env_var_is_set() {
     mesh.stop().await.unwrap();
 }
 
+/// Issue 15, class 7: settings read at import with no default in code take
+/// their values from where the repository keeps them (compose `env_file`,
+/// app.json, devcontainer, CI), and the one kept nowhere gets a placeholder
+/// guessed from its name, which the run's events call a guess.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configuration_the_repository_keeps_is_used_and_the_rest_is_guessed() {
+    let mesh = mesh().await;
+    let mut client = mesh.orchestrator();
+    let (run, events, _) = heal_to_running(
+        &mesh,
+        &mut client,
+        "env-from-repo",
+        "env-from-repo hello-from-env-file title-from-app-json theme-from-devcontainer region-from-ci \
+         hosts=localhost,127.0.0.1 upstream=http://127.0.0.1:9",
+    )
+    .await;
+    assert_one_heal(&events, "env.missing_var", Step::Setup);
+    let heal = &heals(&events)[0];
+    assert!(heal.summary.contains("placeholder is guessed"), "{heal:?}");
+    assert!(
+        heal.patches
+            .iter()
+            .any(|p| p.reason.contains("guessed from its name")
+                && p.reason.contains("--env UPSTREAM_API_URL=")),
+        "{heal:?}"
+    );
+    assert_applied(&run, |change| {
+        matches!(
+            change,
+            Change::SetEnvVar(set) if set.name == "UPSTREAM_API_URL" && set.value == "http://127.0.0.1:9"
+        )
+    });
+    stop(&mesh, &mut client, &run.id).await;
+    mesh.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_taken_port_moves_the_component_to_a_free_one() {
     // The fixture listens on APP_PORT, 47613 by default, which the analyzer

@@ -173,9 +173,12 @@ impl Draft {
 
     pub fn add_env(&mut self, var: EnvVar) {
         if let Some(existing) = self.c.env.iter_mut().find(|e| e.name == var.name) {
+            // A value found later fills a name found without one, and says
+            // where it came from.
             if existing.default_value.is_empty() && !var.default_value.is_empty() {
                 existing.default_value = var.default_value;
                 existing.required = var.required;
+                existing.source = var.source;
             }
             return;
         }

@@ -853,3 +853,45 @@ fn c_configure_and_cmake_builds_with_configure_and_make() {
     assert_eq!(test_cmd(&c), "make test");
     assert_eq!(start(&c), "");
 }
+
+/// Class 7: values the repository keeps outside the code (compose
+/// `env_file`, app.json, devcontainer `containerEnv`, a CI workflow's
+/// `env:`) become the plan's; expressions, `${localEnv:…}` and generators
+/// are not values.
+#[test]
+fn env_from_repo() {
+    let plan = plan("env-from-repo");
+    let c = only(&plan);
+    let value = |name: &str| {
+        c.env
+            .iter()
+            .find(|e| e.name == name)
+            .unwrap_or_else(|| panic!("no {name} in {:#?}", c.env))
+    };
+    assert_eq!(value("GREETING").default_value, "hello-from-env-file");
+    assert_eq!(value("GREETING").source, ".env.dev:2");
+    assert_eq!(value("APP_ALLOWED_HOSTS").default_value, "localhost 127.0.0.1");
+    assert_eq!(value("SITE_TITLE").default_value, "title-from-app-json");
+    let secret = value("SESSION_SECRET");
+    assert!(
+        secret.default_value.is_empty() && secret.required && secret.secret,
+        "{secret:?}"
+    );
+    assert_eq!(value("UI_THEME").default_value, "theme-from-devcontainer");
+    assert!(
+        c.env
+            .iter()
+            .all(|e| e.name != "GITHUB_TOKEN" || e.default_value.is_empty())
+    );
+    assert_eq!(value("STORAGE_REGION").default_value, "region-from-ci");
+    assert_eq!(value("STORAGE_REGION").source, ".github/workflows/ci.yml:9");
+    let upstream = value("UPSTREAM_API_URL");
+    assert!(
+        upstream.default_value.is_empty() && upstream.required,
+        "{upstream:?}"
+    );
+    assert!(
+        c.env.iter().all(|e| e.name != "FORCE_COLOR"),
+        "CI-only variables stay out"
+    );
+}

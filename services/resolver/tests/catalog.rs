@@ -474,6 +474,28 @@ fn cases() -> Vec<Case> {
             0.8,
             || vec![Expect::Secret("SECRET_KEY")],
         ),
+        // No default known: a placeholder from the name's shape (class 7).
+        c(
+            "env_guess_url",
+            P::Start,
+            1,
+            python,
+            &[],
+            "env.missing_var",
+            0.8,
+            || vec![env("UPSTREAM_API_URL", "http://127.0.0.1:9")],
+        ),
+        // `os.environ.get("X").split(...)` with X unset.
+        c(
+            "env_none_split",
+            P::Start,
+            1,
+            python,
+            &[],
+            "env.missing_var",
+            0.75,
+            || vec![env("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")],
+        ),
         c(
             "env_node_missing",
             P::Start,

@@ -98,7 +98,7 @@ pub fn apply(idx: &RepoIndex, drafts: &mut [Draft]) {
         let Some(services) = doc.get("services").and_then(|s| s.as_mapping()) else {
             continue;
         };
-        apply_file(drafts, &file, &text, services);
+        apply_file(idx, drafts, &file, &text, services);
     }
 }
 
@@ -107,7 +107,13 @@ type Backing = (String, BackingServiceKind, String, u32);
 
 /// One compose file: services built from a component's directory speak for
 /// it; image-only services are backing services.
-fn apply_file(drafts: &mut [Draft], file: &str, text: &str, services: &serde_norway::Mapping) {
+fn apply_file(
+    idx: &RepoIndex,
+    drafts: &mut [Draft],
+    file: &str,
+    text: &str,
+    services: &serde_norway::Mapping,
+) {
     let base = parent_of(file).to_owned();
     let mut backing: Vec<Backing> = Vec::new();
     let mut built: Vec<(usize, Vec<String>)> = Vec::new();
@@ -141,6 +147,7 @@ fn apply_file(drafts: &mut [Draft], file: &str, text: &str, services: &serde_nor
         let d = &mut drafts[pos];
         service_port(d, svc, name, file, line);
         service_env(d, svc, file, text);
+        service_env_files(idx, d, svc, &base);
         service_command(d, svc, name, file, text);
         built.push((pos, str_list(svc.get("depends_on"))));
     }
@@ -193,6 +200,33 @@ fn service_env(d: &mut Draft, svc: &Value, file: &str, text: &str) {
             }
         }
         _ => {}
+    }
+}
+
+/// `env_file`: one path or a list of paths or `{path, required}`, relative
+/// to the compose file; each one the repository holds is read like a
+/// template (`KEY=value` lines).
+fn service_env_files(idx: &RepoIndex, d: &mut Draft, svc: &Value, base: &str) {
+    let entries: Vec<String> = match svc.get("env_file") {
+        Some(Value::String(path)) => vec![path.clone()],
+        Some(Value::Sequence(list)) => list
+            .iter()
+            .take(20)
+            .filter_map(|entry| {
+                entry
+                    .as_str()
+                    .or_else(|| entry.get("path").and_then(|p| p.as_str()))
+                    .map(str::to_owned)
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    for entry in entries {
+        let path = normalize_dir(&join(base, entry.trim_start_matches("./")));
+        let Some(content) = idx.read(&path) else { continue };
+        for (i, raw) in content.lines().enumerate().take(2000) {
+            super::env::template_line(d, &path, i as u32 + 1, raw, true);
+        }
     }
 }
 

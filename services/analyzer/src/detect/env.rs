@@ -1,7 +1,9 @@
-//! Env vars: templates (.env.example, .env.sample, ...), getenv calls in
-//! code (os.environ/os.getenv, process.env.X, std::env::var, os.Getenv,
-//! System.getenv), and the backing services env names and dependency
-//! names imply.
+//! Env vars: templates (.env.example, .env.sample, ...), app.json, getenv
+//! calls in code (os.environ/os.getenv, process.env.X, std::env::var,
+//! os.Getenv, System.getenv), values the CI workflows give the variables the
+//! code reads, and the backing services env names and dependency names
+//! imply. (Compose `environment:` and `env_file:` are read by `compose.rs`,
+//! devcontainer `containerEnv` by `docker.rs`.)
 
 use std::sync::LazyLock;
 
@@ -72,7 +74,9 @@ fn ignored(name: &str) -> bool {
 pub fn apply(idx: &RepoIndex, d: &mut Draft) {
     let dir = d.dir().to_owned();
     templates(idx, d, &dir);
+    app_json(idx, d, &dir);
     code_reads(idx, d, &dir);
+    ci_values(idx, d);
     dependency_backing(d);
 }
 
@@ -124,7 +128,7 @@ fn templates(idx: &RepoIndex, d: &mut Draft, dir: &str) {
 }
 
 /// One `KEY=value` line of a template; its URL may name a backing service.
-fn template_line(d: &mut Draft, file: &str, line_no: u32, raw: &str, backing: bool) {
+pub(super) fn template_line(d: &mut Draft, file: &str, line_no: u32, raw: &str, backing: bool) {
     let line = raw.trim().trim_start_matches("export ").trim();
     if line.starts_with('#') || line.is_empty() {
         return;
@@ -162,6 +166,120 @@ fn template_line(d: &mut Draft, file: &str, line_no: u32, raw: &str, backing: bo
         secret: is_secret_name(k),
         source: format!("{file}:{line_no}"),
     });
+}
+
+/// `app.json` (the Heroku app manifest) in the component's directory, else
+/// at the root: `"env": {"NAME": "value"}` or `{"value": ..., "required":
+/// ..., "generator": "secret"}`.
+fn app_json(idx: &RepoIndex, d: &mut Draft, dir: &str) {
+    let Some((file, text)) = [join(dir, "app.json"), "app.json".to_owned()]
+        .into_iter()
+        .find_map(|f| idx.read(&f).map(|t| (f, t)))
+    else {
+        return;
+    };
+    let Ok(doc) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return;
+    };
+    let Some(env) = doc.get("env").and_then(|e| e.as_object()) else {
+        return;
+    };
+    for (name, spec) in env.iter().take(200) {
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            continue;
+        }
+        let (value, required) = match spec {
+            serde_json::Value::String(v) => (v.clone(), false),
+            serde_json::Value::Object(o) => (
+                o.get("value")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_owned(),
+                o.get("required").and_then(|v| v.as_bool()).unwrap_or(true),
+            ),
+            _ => continue,
+        };
+        let value = if is_template_value(&value) {
+            String::new()
+        } else {
+            value
+        };
+        d.add_env(EnvVar {
+            name: name.clone(),
+            required: required && value.is_empty(),
+            secret: is_secret_name(name),
+            source: format!("{file}:{}", find_key_line(&text, name)),
+            default_value: value,
+        });
+    }
+}
+
+/// The 1-based line where `"name"` first appears, 0 when it does not.
+fn find_key_line(text: &str, name: &str) -> u32 {
+    let quoted = format!("\"{name}\"");
+    text.lines()
+        .position(|l| l.contains(&quoted))
+        .map_or(0, |i| i as u32 + 1)
+}
+
+/// The workflows' `env:` (top level, per job, per step) give values to the
+/// variables the plan already has without one: CI is where many projects
+/// keep what their tests and apps need. Secrets and expressions (`${{ }}`)
+/// are not values.
+fn ci_values(idx: &RepoIndex, d: &mut Draft) {
+    let wanting: Vec<String> =
+        d.c.env
+            .iter()
+            .filter(|e| e.default_value.is_empty())
+            .map(|e| e.name.clone())
+            .collect();
+    if wanting.is_empty() {
+        return;
+    }
+    let workflows: Vec<String> = idx
+        .files()
+        .filter(|f| f.starts_with(".github/workflows/") && (f.ends_with(".yml") || f.ends_with(".yaml")))
+        .take(20)
+        .cloned()
+        .collect();
+    for file in workflows {
+        let Some(text) = idx.read(&file) else { continue };
+        let Ok(doc) = serde_norway::from_str::<serde_norway::Value>(&text) else {
+            continue;
+        };
+        let mut maps: Vec<&serde_norway::Value> = doc.get("env").into_iter().collect();
+        if let Some(jobs) = doc.get("jobs").and_then(|j| j.as_mapping()) {
+            for job in jobs.values().take(50) {
+                maps.extend(job.get("env"));
+                if let Some(steps) = job.get("steps").and_then(|s| s.as_sequence()) {
+                    maps.extend(steps.iter().take(200).filter_map(|step| step.get("env")));
+                }
+            }
+        }
+        for map in maps.iter().filter_map(|m| m.as_mapping()) {
+            for (k, v) in map.iter().take(200) {
+                let Some(name) = k.as_str().filter(|n| wanting.iter().any(|w| w == n)) else {
+                    continue;
+                };
+                let value = match v {
+                    serde_norway::Value::String(s) => s.clone(),
+                    serde_norway::Value::Number(n) => n.to_string(),
+                    serde_norway::Value::Bool(b) => b.to_string(),
+                    _ => continue,
+                };
+                if value.is_empty() || value.contains("${{") || is_template_value(&value) {
+                    continue;
+                }
+                d.add_env(EnvVar {
+                    name: name.to_owned(),
+                    default_value: value,
+                    required: false,
+                    secret: is_secret_name(name),
+                    source: format!("{file}:{}", super::util::find_line(&text, &format!("{name}:"))),
+                });
+            }
+        }
+    }
 }
 
 /// Env reads in the component's source files.
