@@ -222,6 +222,33 @@ async fn configuration_the_repository_keeps_is_used_and_the_rest_is_guessed() {
     mesh.stop().await.unwrap();
 }
 
+/// Issue 15, class 8: the database initialisation a repository documents
+/// (its README's set-up script) or defines (the app's own `init-db` Flask
+/// command) runs as a setup step before the first start: the first start
+/// serves, with no heal and no start-up grace waited out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_initialisation_a_repository_documents_runs_before_the_first_start() {
+    let mesh = mesh().await;
+    let mut client = mesh.orchestrator();
+    for (fixture, page) in [
+        (
+            "db-init-flask-command",
+            "db-init-flask-command hello from an initialised database",
+        ),
+        ("db-init-readme", "db-init-readme 2 notes"),
+    ] {
+        let (run, events, _) = heal_to_running(&mesh, &mut client, fixture, page).await;
+        assert!(heals(&events).is_empty(), "{fixture}: {:?}", heals(&events));
+        let setup = steps(&events, Step::Setup);
+        assert!(
+            setup.iter().any(|s| s.status() == StepStatus::Finished),
+            "{fixture}: {setup:?}"
+        );
+        stop(&mesh, &mut client, &run.id).await;
+    }
+    mesh.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_taken_port_moves_the_component_to_a_free_one() {
     // The fixture listens on APP_PORT, 47613 by default, which the analyzer

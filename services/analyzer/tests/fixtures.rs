@@ -895,3 +895,26 @@ fn env_from_repo() {
         "CI-only variables stay out"
     );
 }
+
+fn setup_runs(c: &Component) -> Vec<&str> {
+    c.setup.iter().map(|s| s.run.as_str()).collect()
+}
+
+/// Class 8: the app's own Flask command that creates the schema runs as a
+/// setup step, with the start command's `--app`.
+#[test]
+fn db_init_flask_command() {
+    let plan = plan("db-init-flask-command");
+    let c = only(&plan);
+    assert!(start(c).starts_with("flask --app app run"), "{c:#?}");
+    assert_eq!(setup_runs(c), ["flask --app app init-db"]);
+}
+
+/// Class 8: a database set-up script the README documents runs as a setup
+/// step; the README's install and start lines are not set-up.
+#[test]
+fn db_init_readme() {
+    let plan = plan("db-init-readme");
+    let c = only(&plan);
+    assert_eq!(setup_runs(c), ["python create_db.py"], "{c:#?}");
+}

@@ -6,6 +6,7 @@ mod compose;
 mod docker;
 mod env;
 mod go;
+mod init;
 mod java;
 mod native;
 mod node;
@@ -163,6 +164,7 @@ pub fn plan(idx: &RepoIndex, environment: Option<&Environment>, config: &Analyze
         if idx.expired() {
             break;
         }
+        init::apply(idx, d);
         env::apply(idx, d);
     }
     let mut warnings: Vec<String> = Vec::new();

@@ -33,6 +33,22 @@ static START: LazyLock<Vec<Regex>> = LazyLock::new(|| {
 static INSTALL: LazyLock<Option<Regex>> = LazyLock::new(|| {
     Regex::new(r"^(?:pip3? install (?:-r \S+|-e \.|\.)|poetry install|uv sync|pipenv install|npm (?:install|ci)|yarn(?: install)?$|pnpm install|bun install)").ok()
 });
+/// Commands a README documents to initialise a database before the first
+/// start: migrations, schema creation, seed data. Interactive ones
+/// (`createsuperuser`) are not.
+static INIT: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    Regex::new(concat!(
+        r"^(?:(?:uv|poetry|pipenv) run )?(?:",
+        r"flask (?:--app \S+ )?(?:db upgrade|init-db|init_db|initdb|create-db|create_db|createdb|create-tables|create_tables|forge|seed|deploy)$",
+        r"|python3? (?:\S+/)?(?:create_db|init_db|initdb|db_create|db_init|create_tables|setup_db|seed|seed_db)\.py$",
+        r"|python3? manage\.py (?:migrate|db upgrade|create_db|init_db|initdb|seed)(?: --noinput)?$",
+        r"|alembic upgrade head$",
+        r"|(?:npx )?prisma (?:migrate deploy|db push)$",
+        r"|(?:npm|yarn|pnpm|bun) (?:run )?(?:migrate|db:migrate|db:push|db:setup|seed|db:seed)$",
+        r")"
+    ))
+    .ok()
+});
 static LOCALHOST: LazyLock<Option<Regex>> =
     LazyLock::new(|| Regex::new(r"(?:localhost|127\.0\.0\.1|0\.0\.0\.0):(\d{2,5})").ok());
 
@@ -161,11 +177,22 @@ pub fn apply(idx: &RepoIndex, drafts: &mut Vec<Draft>) {
             .and_then(|c| c.get(1))
             .and_then(|m| m.as_str().parse::<u32>().ok());
         let start = start.map(|(_, line, c)| (line, c));
+        let init: Vec<(u32, String)> = lines
+            .iter()
+            .filter(|(_, c)| {
+                INIT.as_ref().is_some_and(|re| re.is_match(c)) && names_what_exists(idx, &dir, c)
+            })
+            .take(3)
+            .cloned()
+            .collect();
         let Some(d) = target(idx, drafts, &dir, start.as_ref()) else {
             continue;
         };
         if let Some((line, c)) = start {
             readme_start(d, &file, line, c, port);
+        }
+        for (line, c) in init {
+            super::init::add_setup(d, ev("setup", &file, line, c.clone(), weight::README), &c);
         }
         if let Some((line, c)) = install
             && d.offer(ev("install", &file, line, c.clone(), weight::README))
