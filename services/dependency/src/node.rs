@@ -375,6 +375,179 @@ pub(crate) async fn install(job: &Job, sink: &mut LogSink, report: &mut Report) 
             .args(args.iter().copied())
             .envs(&env)
     };
+    let installed = install_with(job, sink, report, manager, &package, &run).await;
+    if let Err(failure) = installed {
+        let failed = if failure.fatal {
+            None
+        } else {
+            failed_lifecycle_script(&sink.tail())
+        };
+        let Some(failed) = failed else {
+            return Err(failure);
+        };
+        without_scripts(job, sink, report, manager, &package, &failed, &run).await?;
+    }
+    // Later commands see the caches too; the result's env keeps what the
+    // runner needs.
+    let mut full = report.env.clone();
+    full.extend(env);
+    let scratch = Report {
+        env: full,
+        disk_paths: report.disk_paths.clone(),
+        ..Report::default()
+    };
+    job.custom_install(sink, &scratch).await?;
+    job.build(sink, &scratch, None).await
+}
+
+/// The dependency whose install script failed the install, from the
+/// manager's output: npm's `npm error path …/node_modules/<name>` (then
+/// `command failed`), Yarn 1's `error …/node_modules/<name>: Command
+/// failed.`, pnpm's `…/node_modules/<name> <script>: Failed` or `…: Running
+/// <script> script, failed`.
+fn failed_lifecycle_script(tail: &[String]) -> Option<String> {
+    static PATTERN: std::sync::LazyLock<Option<regex::Regex>> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(concat!(
+            r"(?:npm (?:ERR!|error) path |^error )\S*node_modules/((?:@[\w.-]+/)?[\w.-]+)(?::? Command failed|$)",
+            r"|node_modules/((?:@[\w.-]+/)?[\w.-]+)(?: (?:pre|post)?install: Failed|: Running (?:pre|post)?install script, failed)",
+        ))
+        .ok()
+    });
+    let re = PATTERN.as_ref()?;
+    let npm_failed = tail
+        .iter()
+        .any(|l| l.contains("command failed") || l.contains("Command failed"));
+    tail.iter().rev().find_map(|line| {
+        let caps = re.captures(line.trim())?;
+        match (caps.get(1), caps.get(2)) {
+            (Some(name), _) if npm_failed => Some(name.as_str().to_owned()),
+            (_, Some(name)) => Some(name.as_str().to_owned()),
+            _ => None,
+        }
+    })
+}
+
+/// Installs again with lifecycle scripts off, because `failed`'s script
+/// failed (typically a download of a prebuilt binary from a host this
+/// network cannot reach), then runs the scripts of every other dependency
+/// (`npm rebuild`, `pnpm rebuild`) and the project's own install scripts,
+/// so only `failed` goes without. Says so in the log.
+async fn without_scripts(
+    job: &Job,
+    sink: &mut LogSink,
+    report: &mut Report,
+    manager: Manager,
+    package: &Value,
+    failed: &str,
+    run: &(dyn Fn(&[&str]) -> Cmd + Sync),
+) -> Step {
+    let args: &[&str] = match manager {
+        Manager::Npm | Manager::Bun => &["install", "--ignore-scripts"],
+        Manager::Pnpm => &["install", "--no-frozen-lockfile", "--ignore-scripts"],
+        Manager::YarnClassic => &[
+            "install",
+            "--non-interactive",
+            "--no-progress",
+            "--ignore-scripts",
+        ],
+        Manager::YarnBerry => &["install", "--mode=skip-build"],
+    };
+    sink.system(
+        "install",
+        format!(
+            "the install script of the dependency {failed} failed (often a download from a host this network \
+             cannot reach); installing again with lifecycle scripts off, then running every other package's"
+        ),
+    )
+    .await;
+    job.step(sink, report, &run(args)).await?;
+    let others = packages_with_install_scripts(&job.dir.join("node_modules"), failed);
+    if !others.is_empty() && matches!(manager, Manager::Npm | Manager::Pnpm) {
+        for chunk in others.chunks(50) {
+            let mut rebuild = vec!["rebuild"];
+            rebuild.extend(chunk.iter().map(String::as_str));
+            job.step(sink, report, &run(&rebuild)).await?;
+        }
+    } else if !others.is_empty() {
+        sink.system(
+            "install",
+            format!("the install scripts of {} did not run either", others.join(", ")),
+        )
+        .await;
+    }
+    let scripts = package.get("scripts");
+    for script in ["preinstall", "install", "postinstall", "prepare"] {
+        if scripts.and_then(|s| s.get(script)).is_some_and(Value::is_string) {
+            job.step(sink, report, &run(&["run", script])).await?;
+        }
+    }
+    sink.system(
+        "install",
+        format!("installed without the install script of {failed}; code that needs what it would have made may fail"),
+    )
+    .await;
+    Ok(())
+}
+
+/// Installed packages (one level, scopes included) whose package.json has
+/// an install script or a `binding.gyp` (node-gyp's default install), but
+/// `except`; sorted, at most 500.
+fn packages_with_install_scripts(node_modules: &Path, except: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut dirs: Vec<(String, PathBuf)> = Vec::new();
+    for entry in std::fs::read_dir(node_modules)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .take(5_000)
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        if name.starts_with('@') {
+            for scoped in std::fs::read_dir(entry.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .take(1_000)
+            {
+                let inner = scoped.file_name().to_string_lossy().into_owned();
+                dirs.push((format!("{name}/{inner}"), scoped.path()));
+            }
+        } else {
+            dirs.push((name, entry.path()));
+        }
+    }
+    for (name, dir) in dirs {
+        if name == except || names.len() >= 500 {
+            continue;
+        }
+        let manifest = std::fs::read_to_string(dir.join("package.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok());
+        let scripted = manifest.as_ref().and_then(|m| m.get("scripts")).is_some_and(|s| {
+            ["preinstall", "install", "postinstall"]
+                .iter()
+                .any(|k| s.get(*k).is_some_and(Value::is_string))
+        });
+        if scripted || dir.join("binding.gyp").is_file() {
+            names.push(name);
+        }
+    }
+    names.sort();
+    names
+}
+
+/// The manager's install, as the lockfile allows.
+async fn install_with(
+    job: &Job,
+    sink: &mut LogSink,
+    report: &mut Report,
+    manager: Manager,
+    package: &Value,
+    run: &(dyn Fn(&[&str]) -> Cmd + Sync),
+) -> Step {
     match manager {
         Manager::Npm => {
             let lock = ["package-lock.json", "npm-shrinkwrap.json"]
@@ -382,7 +555,7 @@ pub(crate) async fn install(job: &Job, sink: &mut LogSink, report: &mut Report) 
                 .find_map(|f| std::fs::read_to_string(job.dir.join(f)).ok())
                 .and_then(|t| serde_json::from_str::<Value>(&t).ok());
             match lock {
-                Some(lock) if npm_lock_matches(&package, &lock) => {
+                Some(lock) if npm_lock_matches(package, &lock) => {
                     job.step(sink, report, &run(&["ci"])).await?
                 }
                 Some(_) => {
@@ -420,7 +593,7 @@ pub(crate) async fn install(job: &Job, sink: &mut LogSink, report: &mut Report) 
             let lock = std::fs::read_to_string(job.dir.join("pnpm-lock.yaml"))
                 .ok()
                 .and_then(|t| serde_norway::from_str::<Value>(&t).ok());
-            let current = lock.as_ref().is_some_and(|l| pnpm_lock_current(&package, l));
+            let current = lock.as_ref().is_some_and(|l| pnpm_lock_current(package, l));
             if current {
                 match job
                     .step(sink, report, &run(&["install", "--frozen-lockfile"]))
@@ -459,17 +632,7 @@ pub(crate) async fn install(job: &Job, sink: &mut LogSink, report: &mut Report) 
         }
         Manager::YarnBerry | Manager::Bun => job.step(sink, report, &run(&["install"])).await?,
     }
-    // Later commands see the caches too; the result's env keeps what the
-    // runner needs.
-    let mut full = report.env.clone();
-    full.extend(env);
-    let scratch = Report {
-        env: full,
-        disk_paths: report.disk_paths.clone(),
-        ..Report::default()
-    };
-    job.custom_install(sink, &scratch).await?;
-    job.build(sink, &scratch, None).await
+    Ok(())
 }
 
 #[cfg(test)]
@@ -477,6 +640,33 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn the_dependency_whose_install_script_failed_is_read_from_each_managers_output() {
+        let lines = |text: &str| text.lines().map(str::to_owned).collect::<Vec<_>>();
+        let npm = lines(
+            "npm error code 1\nnpm error path /w/node_modules/sharp\nnpm error command failed\n\
+             npm error command sh -c (node install/libvips && node install/dll-copy && prebuild-install)",
+        );
+        assert_eq!(failed_lifecycle_script(&npm).as_deref(), Some("sharp"));
+        let npm6 = lines(
+            "npm ERR! code ELIFECYCLE\nnpm ERR! path /w/node_modules/@scope/native\nnpm ERR! command failed",
+        );
+        assert_eq!(failed_lifecycle_script(&npm6).as_deref(), Some("@scope/native"));
+        let yarn = lines("error /w/node_modules/puppeteer: Command failed.\nExit code: 1");
+        assert_eq!(failed_lifecycle_script(&yarn).as_deref(), Some("puppeteer"));
+        let pnpm = lines(
+            "node_modules/.pnpm/sharp@0.32.6/node_modules/sharp install$ node install/libvips\n\
+             node_modules/.pnpm/sharp@0.32.6/node_modules/sharp install: Failed\n ELIFECYCLE  Command failed with exit code 1.",
+        );
+        assert_eq!(failed_lifecycle_script(&pnpm).as_deref(), Some("sharp"));
+        // A project's own failing script, or an install failing otherwise, is not one.
+        let own = lines("npm error path /w\nnpm error command failed\nnpm error command sh -c node setup.js");
+        assert_eq!(failed_lifecycle_script(&own), None);
+        let registry =
+            lines("npm error code E404\nnpm error 404 Not Found - GET https://registry.npmjs.org/nope");
+        assert_eq!(failed_lifecycle_script(&registry), None);
+    }
 
     #[test]
     fn npm_ci_needs_a_lock_that_records_package_json() {

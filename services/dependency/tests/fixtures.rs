@@ -162,3 +162,38 @@ async fn a_contradictory_freeze_is_installed_as_it_was() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2.11.3 2.0.2");
 }
+
+/// Real-repositories class 9: a dependency whose install script downloads
+/// from a host this network cannot reach fails `npm install`; the install
+/// goes on without that one script, and every other script (a dependency's
+/// postinstall, the project's own) still runs.
+#[tokio::test]
+async fn a_dependency_whose_install_script_cannot_download_goes_without_it() {
+    let mut agent = agent().await;
+    let workspace = fixture("node-script-offline");
+    let (lines, result) = install(
+        &mut agent,
+        request(workspace.path(), component("javascript", "node", "", "npm"), None),
+    )
+    .await;
+    let text: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
+    assert!(result.success, "{result:?}\n{}", text.join("\n"));
+    assert!(
+        text.iter()
+            .any(|l| l.contains("install script of the dependency fetches-binary failed")),
+        "{text:?}"
+    );
+    assert!(text.iter().any(|l| l.contains("--ignore-scripts")), "{text:?}");
+    let dir = workspace.path();
+    assert!(dir.join("node_modules/fetches-binary/index.js").exists());
+    assert_eq!(
+        std::fs::read_to_string(dir.join("node_modules/builds-locally/built.txt")).unwrap(),
+        "built-by-its-own-script",
+        "the other dependency's postinstall ran"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("root-postinstall.txt")).unwrap(),
+        "ran",
+        "the project's own postinstall ran"
+    );
+}
