@@ -979,6 +979,22 @@ pub(crate) async fn install(job: &Job, sink: &mut LogSink, report: &mut Report) 
             None => job.step(sink, report, &installer(args.clone())).await,
         };
         match outcome {
+            Err(failure) if !failure.fatal && vcs_unreachable(&sink.tail()) => {
+                let Some(registry) = registry_instead_of_vcs(job, &args, &plan).await? else {
+                    return Err(failure);
+                };
+                sink.system(
+                    "install",
+                    format!(
+                        "a requirement fetched with git could not be fetched ({}); using the same packages from \
+                         the registry: {}",
+                        failure.message,
+                        registry.replaced.join(", ")
+                    ),
+                )
+                .await;
+                job.step(sink, report, &installer(registry.args)).await?;
+            }
             Err(failure) if with_project && !failure.fatal => {
                 // A directory with a manifest is not always a package
                 // (several top-level modules in a flat layout, nothing for
@@ -1260,6 +1276,130 @@ async fn install_test_deps(
     Ok(())
 }
 
+/// Whether an install failed fetching a requirement with git.
+fn vcs_unreachable(tail: &[String]) -> bool {
+    tail.iter().any(|line| {
+        let l = line.to_ascii_lowercase();
+        l.contains("git")
+            && [
+                "unable to access",
+                "could not resolve host",
+                "failed to clone",
+                "git operation failed",
+                "failed to fetch",
+                "could not read from remote",
+                "repository not found",
+            ]
+            .iter()
+            .any(|m| l.contains(m))
+    })
+}
+
+/// An install's arguments with every git requirement replaced by the same
+/// package from the registry, and what was replaced.
+struct Registry {
+    args: Vec<String>,
+    replaced: Vec<String>,
+}
+
+/// `args` with the git requirements of the generated requirements and of
+/// the project's requirement files replaced by [`from_registry`]; `None`
+/// when there is none.
+async fn registry_instead_of_vcs(job: &Job, args: &[String], plan: &PyPlan) -> Step<Option<Registry>> {
+    let mut replaced = Vec::new();
+    let mut out = Vec::with_capacity(args.len());
+    let generated = job.env_root.join("requirements.generated.txt");
+    let mut iter = args.iter().peekable();
+    let mut n = 0;
+    while let Some(arg) = iter.next() {
+        out.push(arg.clone());
+        if arg != "-r" {
+            continue;
+        }
+        let Some(file) = iter.next() else { break };
+        let path = PathBuf::from(file);
+        let lines: Vec<String> = if path == generated {
+            plan.requirements.clone()
+        } else {
+            match tokio::fs::read_to_string(&path).await {
+                Ok(text) => text.lines().take(10_000).map(str::to_owned).collect(),
+                Err(_) => {
+                    out.push(file.clone());
+                    continue;
+                }
+            }
+        };
+        let mut changed = false;
+        let rewritten: Vec<String> = lines
+            .iter()
+            .map(|line| match from_registry(line) {
+                Some(registry) => {
+                    changed = true;
+                    replaced.push(format!("{} → {registry}", line.trim()));
+                    registry
+                }
+                None => line.clone(),
+            })
+            .collect();
+        if changed {
+            n += 1;
+            let copy = job
+                .env_root
+                .join(format!("requirements.registry-{n}.generated.txt"));
+            write_lines(&copy, &rewritten).await?;
+            out.push(copy.display().to_string());
+        } else {
+            out.push(file.clone());
+        }
+    }
+    Ok((!replaced.is_empty()).then_some(Registry { args: out, replaced }))
+}
+
+/// A requirement fetched with git (`name[extras] @ git+URL@ref; markers`,
+/// or the legacy `[-e] git+URL@ref#egg=name`) as the same package from the
+/// registry: pinned to the ref when the ref is a version tag (`v1.2.3`),
+/// else unpinned. `None` for any other line.
+pub(crate) fn from_registry(line: &str) -> Option<String> {
+    static VERSION_TAG: std::sync::LazyLock<Option<regex::Regex>> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"^v?(\d+(?:\.\d+){0,3}(?:(?:a|b|rc|\.post|\.dev)\d+)?)$").ok()
+    });
+    let line = line.trim();
+    let (requirement, markers) = match line.split_once(';') {
+        Some((r, m)) => (r.trim(), Some(m.trim())),
+        None => (line, None),
+    };
+    let (name, url) = if let Some((name, url)) = requirement.split_once(" @ ") {
+        (name.trim().to_owned(), url.trim())
+    } else {
+        let url = requirement.trim_start_matches("-e ").trim();
+        let egg = url.split_once("#egg=")?.1;
+        (egg.split('&').next().unwrap_or(egg).trim().to_owned(), url)
+    };
+    let url = url.strip_prefix("git+")?;
+    let url = url.split('#').next().unwrap_or(url);
+    // The ref is after the last `@` of the path (not the `user@` of the host).
+    let path = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let reference = path
+        .rsplit_once('@')
+        .map(|(_, r)| r)
+        .filter(|r| !r.contains('/') && !r.contains(':'));
+    let valid = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-[],".contains(c));
+    if !valid {
+        return None;
+    }
+    let pin = reference
+        .and_then(|r| VERSION_TAG.as_ref()?.captures(r))
+        .map(|c| format!("=={}", &c[1]))
+        .unwrap_or_default();
+    Some(match markers {
+        Some(markers) => format!("{name}{pin}; {markers}"),
+        None => format!("{name}{pin}"),
+    })
+}
+
 async fn write_lines(file: &Path, lines: &[String]) -> Step {
     let mut text = lines.join("\n");
     text.push('\n');
@@ -1271,6 +1411,38 @@ async fn write_lines(file: &Path, lines: &[String]) -> Step {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn git_requirements_become_the_same_packages_from_the_registry() {
+        assert_eq!(
+            from_registry("markupsafe @ git+https://github.com/pallets/markupsafe.git@2.1.5").as_deref(),
+            Some("markupsafe==2.1.5")
+        );
+        assert_eq!(
+            from_registry("requests[socks] @ git+ssh://git@github.com/psf/requests.git@v2.31.0; python_version >= \"3.8\"")
+                .as_deref(),
+            Some("requests[socks]==2.31.0; python_version >= \"3.8\"")
+        );
+        assert_eq!(
+            from_registry("-e git+https://github.com/benjaminp/six.git@1a2b3c4d#egg=six").as_deref(),
+            Some("six"),
+            "a commit is no version: unpinned"
+        );
+        assert_eq!(
+            from_registry("git+https://example.com/x/attrs.git#egg=attrs&subdirectory=src").as_deref(),
+            Some("attrs")
+        );
+        assert_eq!(from_registry("flask==3.0.0"), None);
+        assert_eq!(from_registry("lib @ https://example.com/lib-1.0.tar.gz"), None);
+        assert_eq!(from_registry("git+https://example.com/no-egg.git"), None);
+        assert!(vcs_unreachable(&[
+            "  × Failed to download and build `markupsafe @ git+https://127.0.0.1:9/m.git@2.1.5`".into(),
+            "  ╰─▶ Git operation failed".into(),
+        ]));
+        assert!(!vcs_unreachable(&[
+            "ERROR: No matching distribution found for nope".into()
+        ]));
+    }
 
     fn interp(version: &str, default: bool) -> Interpreter {
         Interpreter {

@@ -197,3 +197,34 @@ async fn a_dependency_whose_install_script_cannot_download_goes_without_it() {
         "the project's own postinstall ran"
     );
 }
+
+/// Real-repositories class 9: a Pipfile.lock entry pinned to a git URL on
+/// a host this network cannot reach is installed from the registry, at the
+/// version its tag names, and the log says so.
+#[tokio::test]
+async fn a_git_pin_on_an_unreachable_host_comes_from_the_registry() {
+    let mut agent = agent().await;
+    let workspace = fixture("pipfile-git-unreachable");
+    let (lines, result) = install(
+        &mut agent,
+        request(
+            workspace.path(),
+            component("python", "python", "", "pipenv"),
+            None,
+        ),
+    )
+    .await;
+    let text: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
+    assert!(result.success, "{result:?}\n{}", text.join("\n"));
+    assert!(
+        text.iter()
+            .any(|l| l.contains("from the registry") && l.contains("markupsafe==2.1.5")),
+        "{text:?}"
+    );
+    let out = common::venv_python(
+        &result,
+        "import markupsafe, itsdangerous; print(markupsafe.__version__, itsdangerous.__version__)",
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2.1.5 2.1.2");
+}
