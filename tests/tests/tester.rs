@@ -226,6 +226,23 @@ async fn tester_cargo_library_counts_unit_and_doc_tests() {
     mesh.stop().await.unwrap();
 }
 
+/// Real-repositories class 2: a dev-dependency from crates.io is fetched
+/// and built in the install step (`cargo test --no-run`), so the test step,
+/// whose cargo home the sandbox keeps read-only, neither downloads nor
+/// compiles it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tester_cargo_dev_dependencies_are_built_before_the_test_step() {
+    let mesh = every_service().start().await.unwrap();
+    let mut client = mesh.orchestrator();
+    let created = create(&mesh, &mut client, "test-cargo-dev-deps", RunGoal::Test, &[]).await;
+    let run = until_over(&mesh, &mut client, &created.id).await;
+    assert_eq!(run.state(), RunState::Succeeded, "{}", run.error);
+    let result = only_result(&run);
+    assert_eq!(result.framework, "cargo test");
+    assert_eq!(result.counts, counts(2, 0, 0, 0), "{result:?}");
+    mesh.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tester_vitest_in_watch_mode_runs_once_and_finishes() {
     let mesh = every_service().start().await.unwrap();
