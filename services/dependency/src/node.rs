@@ -349,6 +349,15 @@ pub(crate) async fn install(job: &Job, sink: &mut LogSink, report: &mut Report) 
     ] {
         env.insert(key.to_owned(), value);
     }
+    // node-gyp builds addons with Python; it looks in places (pyenv shims,
+    // `python2`) that may not answer here: the host's python3 instead.
+    if let Some(python) = std::env::split_paths(&job.base_path)
+        .filter(|dir| !dir.ends_with("shims"))
+        .map(|dir| dir.join("python3"))
+        .find(|p| p.is_file())
+    {
+        env.insert("npm_config_python".into(), python.display().to_string());
+    }
     let ready = ensure_manager(job, sink, report, manager, &wanted, &env).await?;
     report.tool.clone_from(&ready.tool);
     let mut path = format!("{}:", node_modules.join(".bin").display());
@@ -385,7 +394,29 @@ pub(crate) async fn install(job: &Job, sink: &mut LogSink, report: &mut Report) 
         let Some(failed) = failed else {
             return Err(failure);
         };
-        without_scripts(job, sink, report, manager, &package, &failed, &run).await?;
+        match drop_in_for(&failed, &package) {
+            Some((drop_in, patched)) => {
+                // An addon that cannot be built on this Node: its
+                // maintained drop-in under the same name, so `require` and
+                // the loaders that look it up by name still find it.
+                sink.system(
+                    "install",
+                    format!(
+                        "{failed} cannot be built on this host's Node (its install script failed); using its \
+                         maintained drop-in {drop_in} under the name {failed} (package.json: \"{failed}\": \"{}\")",
+                        alias(drop_in)
+                    ),
+                )
+                .await;
+                let text = serde_json::to_string_pretty(&patched)
+                    .map_err(|e| Failure::new(format!("cannot write package.json: {e}")))?;
+                tokio::fs::write(&manifest, text)
+                    .await
+                    .map_err(|e| Failure::new(format!("cannot write {}: {e}", manifest.display())))?;
+                install_with(job, sink, report, manager, &patched, &run).await?;
+            }
+            None => without_scripts(job, sink, report, manager, &package, &failed, &run).await?,
+        }
     }
     // Later commands see the caches too; the result's env keeps what the
     // runner needs.
@@ -400,16 +431,42 @@ pub(crate) async fn install(job: &Job, sink: &mut LogSink, report: &mut Report) 
     job.build(sink, &scratch, None).await
 }
 
+/// Native addons that no longer build on current Node, and their
+/// maintained drop-ins (same API, pure JavaScript).
+const DROP_INS: &[(&str, &str)] = &[("node-sass", "sass")];
+
+/// The npm alias that installs `drop_in` under another name.
+fn alias(drop_in: &str) -> String {
+    format!("npm:{drop_in}@^1")
+}
+
+/// When `failed` has a drop-in and package.json declares it itself: the
+/// drop-in and package.json with `failed` aliased to it.
+fn drop_in_for(failed: &str, package: &Value) -> Option<(&'static str, Value)> {
+    let (_, drop_in) = DROP_INS.iter().find(|(name, _)| *name == failed)?;
+    let mut patched = package.clone();
+    let mut declared = false;
+    for section in ["dependencies", "devDependencies", "optionalDependencies"] {
+        if let Some(spec) = patched.get_mut(section).and_then(|s| s.get_mut(failed)) {
+            *spec = Value::String(alias(drop_in));
+            declared = true;
+        }
+    }
+    declared.then_some((*drop_in, patched))
+}
+
 /// The dependency whose install script failed the install, from the
 /// manager's output: npm's `npm error path …/node_modules/<name>` (then
 /// `command failed`), Yarn 1's `error …/node_modules/<name>: Command
 /// failed.`, pnpm's `…/node_modules/<name> <script>: Failed` or `…: Running
-/// <script> script, failed`.
+/// <script> script, failed`, node-gyp's `gyp ERR! cwd …/node_modules/<name>`
+/// (whose long output pushes npm's own lines out of the tail).
 fn failed_lifecycle_script(tail: &[String]) -> Option<String> {
     static PATTERN: std::sync::LazyLock<Option<regex::Regex>> = std::sync::LazyLock::new(|| {
         regex::Regex::new(concat!(
             r"(?:npm (?:ERR!|error) path |^error )\S*node_modules/((?:@[\w.-]+/)?[\w.-]+)(?::? Command failed|$)",
             r"|node_modules/((?:@[\w.-]+/)?[\w.-]+)(?: (?:pre|post)?install: Failed|: Running (?:pre|post)?install script, failed)",
+            r"|gyp ERR! cwd \S*node_modules/((?:@[\w.-]+/)?[\w.-]+)$",
         ))
         .ok()
     });
@@ -419,7 +476,7 @@ fn failed_lifecycle_script(tail: &[String]) -> Option<String> {
         .any(|l| l.contains("command failed") || l.contains("Command failed"));
     tail.iter().rev().find_map(|line| {
         let caps = re.captures(line.trim())?;
-        match (caps.get(1), caps.get(2)) {
+        match (caps.get(1), caps.get(2).or_else(|| caps.get(3))) {
             (Some(name), _) if npm_failed => Some(name.as_str().to_owned()),
             (_, Some(name)) => Some(name.as_str().to_owned()),
             _ => None,
@@ -653,6 +710,11 @@ mod tests {
             "npm ERR! code ELIFECYCLE\nnpm ERR! path /w/node_modules/@scope/native\nnpm ERR! command failed",
         );
         assert_eq!(failed_lifecycle_script(&npm6).as_deref(), Some("@scope/native"));
+        let gyp = lines(
+            "npm error gyp ERR! cwd /w/node_modules/node-sass\nnpm error gyp ERR! node -v v20.20.2\n\
+             npm error gyp ERR! not ok\nnpm error Build failed with error code: 1",
+        );
+        assert_eq!(failed_lifecycle_script(&gyp).as_deref(), Some("node-sass"));
         let yarn = lines("error /w/node_modules/puppeteer: Command failed.\nExit code: 1");
         assert_eq!(failed_lifecycle_script(&yarn).as_deref(), Some("puppeteer"));
         let pnpm = lines(
@@ -666,6 +728,19 @@ mod tests {
         let registry =
             lines("npm error code E404\nnpm error 404 Not Found - GET https://registry.npmjs.org/nope");
         assert_eq!(failed_lifecycle_script(&registry), None);
+    }
+
+    #[test]
+    fn node_sass_is_aliased_to_sass_where_package_json_declares_it() {
+        let package =
+            json!({"name": "app", "devDependencies": {"node-sass": "^4.14.1", "sass-loader": "^7"}});
+        let (drop_in, patched) = drop_in_for("node-sass", &package).unwrap();
+        assert_eq!(drop_in, "sass");
+        assert_eq!(patched["devDependencies"]["node-sass"], "npm:sass@^1");
+        assert_eq!(patched["devDependencies"]["sass-loader"], "^7");
+        // Transitive only, or another package: nothing to alias.
+        assert!(drop_in_for("node-sass", &json!({"dependencies": {"gulp-sass": "4"}})).is_none());
+        assert!(drop_in_for("sharp", &json!({"dependencies": {"sharp": "0.32"}})).is_none());
     }
 
     #[test]

@@ -228,3 +228,33 @@ async fn a_git_pin_on_an_unreachable_host_comes_from_the_registry() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2.1.5 2.1.2");
 }
+
+/// Real-repositories class 13: node-sass 4, which cannot be built on this
+/// Node, is replaced by its maintained drop-in `sass` under the same name,
+/// so the build's `require("node-sass").renderSync(...)` still compiles.
+#[tokio::test]
+async fn node_sass_that_cannot_build_is_replaced_by_sass() {
+    let mut agent = agent().await;
+    let workspace = fixture("node-sass-legacy");
+    let mut component = component("javascript", "node", "", "npm");
+    component.build = Some(reporunner_proto::common::v1::Command {
+        run: "npm run build".into(),
+        working_dir: String::new(),
+        watch_mode: false,
+    });
+    let (lines, result) = install(&mut agent, request(workspace.path(), component, None)).await;
+    let text: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
+    assert!(result.success, "{result:?}\n{}", text.join("\n"));
+    assert!(
+        text.iter()
+            .any(|l| l.contains("node-sass cannot be built") && l.contains("drop-in sass")),
+        "{text:?}"
+    );
+    let css = std::fs::read_to_string(workspace.path().join("public/site.css")).unwrap();
+    assert_eq!(css.trim(), "body a{color:#c0ffee}");
+    let installed: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(workspace.path().join("node_modules/node-sass/package.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(installed["name"], "sass", "{installed}");
+}
