@@ -200,6 +200,41 @@ async fn version_of(program: &Path, prefix: &[String], env: &BTreeMap<String, St
     (output.status.success() && !version.is_empty() && version.len() < 64).then_some(version)
 }
 
+/// How the host's Node stands against `engines.node`.
+#[derive(Debug, PartialEq, Eq)]
+enum EnginesFit {
+    /// Satisfies it, or the range or version cannot be read (no verdict).
+    Fits,
+    /// Older than every version the range allows.
+    TooOld,
+    /// Newer than every version it allows (an old app's range): a notice.
+    TooNew,
+}
+
+fn engines_fit(engines: &str, host: &str) -> EnginesFit {
+    use nodejs_semver::{OutsideDirection, Range, Version};
+    let (Ok(range), Ok(version)) = (
+        Range::parse(engines.trim()),
+        Version::parse(host.trim().trim_start_matches('v')),
+    ) else {
+        return EnginesFit::Fits;
+    };
+    if range.satisfies(&version) {
+        EnginesFit::Fits
+    } else if range.outside(&version, OutsideDirection::Lower, false) == Ok(true) {
+        EnginesFit::TooOld
+    } else if range.outside(&version, OutsideDirection::Higher, false) == Ok(true) {
+        EnginesFit::TooNew
+    } else {
+        EnginesFit::Fits
+    }
+}
+
+/// An env of only `PATH`, for probing a program on the host's PATH.
+fn path_only(path: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([("PATH".to_owned(), path.to_owned())])
+}
+
 fn major_matches(version: &str, wanted: &str) -> bool {
     wanted == "latest" || version.split('.').next() == wanted.split('.').next()
 }
@@ -325,6 +360,32 @@ pub(crate) async fn install(job: &Job, sink: &mut LogSink, report: &mut Report) 
     let package: Value =
         serde_json::from_str(&text).map_err(|e| Failure::new(format!("cannot parse package.json: {e}")))?;
     let (manager, wanted) = choose_manager(&job.component.package_manager, &package, &job.dir);
+    if let Some(engines) = package.pointer("/engines/node").and_then(Value::as_str)
+        && let Some(host) = version_of(Path::new("node"), &[], &path_only(&job.base_path)).await
+    {
+        match engines_fit(engines, &host) {
+            EnginesFit::TooOld => {
+                // Refused before anything is installed: Node is never
+                // downloaded, and code written for a newer one fails later
+                // with a less clear error.
+                return Err(Failure::new(format!(
+                    "package.json engines.node is {engines}, and this host's Node is {host}, older than any version \
+                     it allows (Node is never downloaded; install a Node that satisfies it)"
+                )));
+            }
+            EnginesFit::TooNew => {
+                sink.system(
+                    "install",
+                    format!(
+                        "package.json engines.node is {engines}; this host's Node {host} is newer than it allows; \
+                         trying it anyway"
+                    ),
+                )
+                .await;
+            }
+            EnginesFit::Fits => {}
+        }
+    }
 
     let node_modules = job.dir.join("node_modules");
     report.environment_path.clone_from(&node_modules);
@@ -728,6 +789,25 @@ mod tests {
         let registry =
             lines("npm error code E404\nnpm error 404 Not Found - GET https://registry.npmjs.org/nope");
         assert_eq!(failed_lifecycle_script(&registry), None);
+    }
+
+    #[test]
+    fn engines_refuse_only_a_node_older_than_every_allowed_version() {
+        assert_eq!(engines_fit(">=22.12.0", "v20.20.2"), EnginesFit::TooOld);
+        assert_eq!(engines_fit("^20.19.0 || >=22.12.0", "v20.20.2"), EnginesFit::Fits);
+        assert_eq!(
+            engines_fit("^20.19.0 || >=22.12.0", "v20.10.0"),
+            EnginesFit::TooOld
+        );
+        assert_eq!(engines_fit("18.x - 19.x", "v20.20.2"), EnginesFit::TooNew);
+        assert_eq!(engines_fit("^8.9", "v20.20.2"), EnginesFit::TooNew);
+        assert_eq!(
+            engines_fit(">=18 <19 || >=21", "v20.1.0"),
+            EnginesFit::Fits,
+            "in a gap: no verdict"
+        );
+        assert_eq!(engines_fit("not a range", "v20.1.0"), EnginesFit::Fits);
+        assert_eq!(engines_fit(">=14", "garbage"), EnginesFit::Fits);
     }
 
     #[test]

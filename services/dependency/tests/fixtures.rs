@@ -258,3 +258,33 @@ async fn node_sass_that_cannot_build_is_replaced_by_sass() {
     .unwrap();
     assert_eq!(installed["name"], "sass", "{installed}");
 }
+
+/// Real-repositories class 11: `engines.node` that only a newer Node than
+/// the host's satisfies is refused before anything is installed, naming
+/// the range and the host's version.
+#[tokio::test]
+async fn an_engines_range_above_the_hosts_node_is_refused_before_install() {
+    let mut agent = agent().await;
+    let workspace = fixture("node-engines-unmet");
+    let (lines, result) = install(
+        &mut agent,
+        request(workspace.path(), component("javascript", "node", "", "npm"), None),
+    )
+    .await;
+    assert!(!result.success, "{result:?}");
+    let text: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
+    let said = text
+        .iter()
+        .copied()
+        .chain(result.log_tail.iter().map(String::as_str))
+        .any(|l| l.contains("engines.node is >=99.0.0") && l.contains("older than any version"));
+    assert!(said, "{result:?}\n{text:?}");
+    assert!(
+        !workspace.path().join("node_modules").exists(),
+        "nothing was installed"
+    );
+    assert!(
+        !text.iter().any(|l| l.starts_with("$ ") && l.contains("npm")),
+        "npm never ran: {text:?}"
+    );
+}
