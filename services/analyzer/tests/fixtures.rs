@@ -894,6 +894,11 @@ fn env_from_repo() {
         c.env.iter().all(|e| e.name != "FORCE_COLOR"),
         "CI-only variables stay out"
     );
+    assert!(
+        c.env.iter().all(|e| !e.default_value.contains("/data/")),
+        "a path in the container's volume is no value here: {:#?}",
+        c.env
+    );
 }
 
 fn setup_runs(c: &Component) -> Vec<&str> {

@@ -178,13 +178,52 @@ fn service_port(d: &mut Draft, svc: &Value, name: &str, file: &str, line: u32) {
     }
 }
 
-/// `environment` as a list of `K=V` or a mapping.
+/// Where the service's volumes are mounted in its container (`/data` of
+/// `data:/data` or `{target: /data}`).
+fn volume_targets(svc: &Value) -> Vec<String> {
+    let Some(Value::Sequence(volumes)) = svc.get("volumes") else {
+        return Vec::new();
+    };
+    volumes
+        .iter()
+        .take(50)
+        .filter_map(|v| match v {
+            Value::String(s) => s.split(':').nth(1).map(str::to_owned),
+            Value::Mapping(_) => v.get("target").and_then(|t| t.as_str()).map(str::to_owned),
+            _ => None,
+        })
+        .map(|t| t.trim_end_matches('/').to_owned())
+        .filter(|t| t.starts_with('/') && t.len() > 1)
+        .collect()
+}
+
+/// Whether `value` names a path inside one of the container's volumes
+/// (`sqlite:////data/db.sqlite` with a volume at `/data`): it exists only
+/// in the container, so the app's own default serves better here.
+fn in_container_volume(value: &str, targets: &[String]) -> bool {
+    targets.iter().any(|t| {
+        value.match_indices(t.as_str()).any(|(at, _)| {
+            let after = value[at + t.len()..].chars().next();
+            let before = value[..at].chars().last();
+            matches!(after, None | Some('/')) && matches!(before, None | Some('/') | Some('=') | Some(':'))
+        })
+    })
+}
+
+/// `environment` as a list of `K=V` or a mapping; values that point into
+/// the container's volumes are left out.
 fn service_env(d: &mut Draft, svc: &Value, file: &str, text: &str) {
+    let targets = volume_targets(svc);
+    let mut add = |d: &mut Draft, k: &str, v: &str, line: u32| {
+        if !in_container_volume(v, &targets) {
+            add_env(d, k, v, file, line);
+        }
+    };
     match svc.get("environment") {
         Some(Value::Sequence(list)) => {
             for item in list.iter().filter_map(|v| v.as_str()).take(200) {
                 let (k, v) = item.split_once('=').unwrap_or((item, ""));
-                add_env(d, k, &resolve(v), file, find_line(text, item));
+                add(d, k, &resolve(v), find_line(text, item));
             }
         }
         Some(Value::Mapping(map)) => {
@@ -196,7 +235,7 @@ fn service_env(d: &mut Draft, svc: &Value, file: &str, text: &str) {
                     .or_else(|| v.as_u64().map(|n| n.to_string()))
                     .or_else(|| v.as_bool().map(|b| b.to_string()))
                     .unwrap_or_default();
-                add_env(d, k, &resolve(&v), file, find_line(text, &format!("{k}:")));
+                add(d, k, &resolve(&v), find_line(text, &format!("{k}:")));
             }
         }
         _ => {}

@@ -68,7 +68,9 @@ fn same_command(a: &str, b: &str) -> bool {
         s.replace("--noinput", "")
             .replace('_', "-")
             .split_whitespace()
+            .skip_while(|w| matches!(*w, "python" | "python3"))
             .filter(|w| !w.starts_with("--app") && !w.contains(':'))
+            .map(|w| w.trim_start_matches("./"))
             .collect::<Vec<_>>()
             .join(" ")
     };
@@ -223,5 +225,23 @@ fn makefile(idx: &RepoIndex, d: &mut Draft) {
             &run,
         );
         return;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_command;
+
+    #[test]
+    fn one_setup_command_written_two_ways_is_the_same() {
+        assert!(same_command(
+            "python manage.py migrate",
+            "./manage.py migrate --noinput"
+        ));
+        assert!(same_command("flask --app app init-db", "flask init_db"));
+        assert!(!same_command(
+            "python manage.py migrate",
+            "python manage.py load_initial_data"
+        ));
     }
 }

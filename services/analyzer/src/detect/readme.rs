@@ -41,7 +41,7 @@ static INIT: LazyLock<Option<Regex>> = LazyLock::new(|| {
         r"^(?:(?:uv|poetry|pipenv) run )?(?:",
         r"flask (?:--app \S+ )?(?:db upgrade|init-db|init_db|initdb|create-db|create_db|createdb|create-tables|create_tables|forge|seed|deploy)$",
         r"|python3? (?:\S+/)?(?:create_db|init_db|initdb|db_create|db_init|create_tables|setup_db|seed|seed_db)\.py$",
-        r"|python3? manage\.py (?:migrate|db upgrade|create_db|init_db|initdb|seed)(?: --noinput)?$",
+        r"|(?:python3? )?(?:\./)?manage\.py (?:migrate|db upgrade|(?:load|seed|init|create)[\w-]*(?: [\w./-]+)?)(?: --noinput)?$",
         r"|alembic upgrade head$",
         r"|(?:npx )?prisma (?:migrate deploy|db push)$",
         r"|(?:npm|yarn|pnpm|bun) (?:run )?(?:migrate|db:migrate|db:push|db:setup|seed|db:seed)$",
