@@ -214,7 +214,7 @@ fn in_container_volume(value: &str, targets: &[String]) -> bool {
 /// the container's volumes are left out.
 fn service_env(d: &mut Draft, svc: &Value, file: &str, text: &str) {
     let targets = volume_targets(svc);
-    let mut add = |d: &mut Draft, k: &str, v: &str, line: u32| {
+    let add = |d: &mut Draft, k: &str, v: &str, line: u32| {
         if !in_container_volume(v, &targets) {
             add_env(d, k, v, file, line);
         }
