@@ -923,3 +923,12 @@ fn db_init_readme() {
     let c = only(&plan);
     assert_eq!(setup_runs(c), ["python create_db.py"], "{c:#?}");
 }
+
+/// Class 8, Node: a `setup` script that migrates and seeds runs as a setup
+/// step; `prepare` is no database set-up.
+#[test]
+fn db_init_node_script() {
+    let plan = plan("db-init-node-script");
+    let c = only(&plan);
+    assert_eq!(setup_runs(c), ["npm run setup"], "{c:#?}");
+}

@@ -83,7 +83,61 @@ pub fn apply(idx: &RepoIndex, d: &mut Draft) {
     if d.c.language == "python" && d.has_framework("flask") {
         flask(idx, d);
     }
+    if matches!(d.c.language.as_str(), "javascript" | "typescript") {
+        node_scripts(idx, d);
+    }
     makefile(idx, d);
+}
+
+/// Script names a Node project sets its database up with.
+const NODE_SETUP_SCRIPTS: &[&str] = &[
+    "setup",
+    "db:setup",
+    "setup:db",
+    "db:migrate",
+    "migrate",
+    "db:push",
+    "prisma:migrate",
+];
+
+/// A package.json script of those names whose body migrates, generates or
+/// seeds a database (`prisma generate && prisma migrate deploy && prisma db
+/// seed`): a `setup` that installs tools or copies files is not one.
+fn node_scripts(idx: &RepoIndex, d: &mut Draft) {
+    static DATABASE: LazyLock<Option<Regex>> = LazyLock::new(|| {
+        Regex::new(r"(?i)\b(?:prisma|migrat\w*|seed\w*|knex|sequelize|typeorm|drizzle-kit|db:\w+)\b").ok()
+    });
+    let file = join(d.dir(), "package.json");
+    let Some(text) = idx.read(&file) else { return };
+    let Ok(package) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return;
+    };
+    let Some(scripts) = package.get("scripts").and_then(|s| s.as_object()) else {
+        return;
+    };
+    let Some(re) = DATABASE.as_ref() else { return };
+    let Some((name, _)) = NODE_SETUP_SCRIPTS.iter().find_map(|name| {
+        let body = scripts.get(*name)?.as_str()?;
+        (re.is_match(body) && !body.contains("docker")).then_some((*name, body))
+    }) else {
+        return;
+    };
+    let manager = match d.c.package_manager.as_str() {
+        "" => "npm",
+        other => other,
+    };
+    let run = format!("{manager} run {name}");
+    add_setup(
+        d,
+        ev(
+            "setup",
+            &file,
+            find_line(&text, &format!("\"{name}\"")),
+            format!("script {name}"),
+            weight::SCRIPT,
+        ),
+        &run,
+    );
 }
 
 /// `flask --app X` as the start command says it, else plain `flask` (the
