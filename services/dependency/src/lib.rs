@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod native;
 pub mod node;
 pub mod python;
+pub mod python_manifest;
 pub mod python_test_deps;
 pub mod rust;
 

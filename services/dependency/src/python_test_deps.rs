@@ -28,7 +28,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::python::{pipfile_lock_section, pipfile_requirement, poetry_requirement};
+use crate::python_manifest::{pipfile_lock_section, pipfile_requirement, poetry_requirement};
 
 /// Group, extra and environment names that mean "for the tests", most
 /// specific first.
