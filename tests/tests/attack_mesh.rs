@@ -433,7 +433,15 @@ async fn an_all_in_one_node_serves_no_agent_on_its_public_listener() {
     let outcome = reflection_listing(&internal).await.map(|_| ());
     assert_eq!(code(&outcome), Code::Unimplemented, "{outcome:?}");
 
+    // The directory made for private backing servers goes with the node.
+    let provision_dir = node.provision_dir.clone().expect("the node made one");
+    assert!(provision_dir.is_dir(), "{}", provision_dir.display());
     node.stop().await.unwrap();
+    assert!(
+        !provision_dir.exists(),
+        "{} is left behind",
+        provision_dir.display()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

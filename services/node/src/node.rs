@@ -48,6 +48,10 @@ pub struct Node {
     /// The auth service, when this node hosts it (for the embedded
     /// single-user principal).
     pub auth: Option<Arc<Auth>>,
+    /// The directory this node made for runs' private backing servers
+    /// (`orchestrator.provision_dir` unset); removed when the node stops and
+    /// it is empty.
+    pub provision_dir: Option<std::path::PathBuf>,
     shutdown: CancellationToken,
     task: JoinHandle<Result<(), ServeError>>,
 }
@@ -67,12 +71,20 @@ impl Node {
         self.wait().await
     }
 
-    /// Waits until the node stops (its shutdown token was cancelled).
+    /// Waits until the node stops (its shutdown token was cancelled), then
+    /// removes its private backing servers' directory if nothing is left in
+    /// it (a RUNNING run's server outlives the node and keeps it).
     pub async fn wait(self) -> anyhow::Result<()> {
-        self.task
+        let result = self
+            .task
             .await
             .context("server task panicked")?
-            .context("server failed")
+            .context("server failed");
+        if let Some(dir) = &self.provision_dir {
+            // Only an empty directory goes; anything else is an error to ignore.
+            let _ = std::fs::remove_dir(dir);
+        }
+        result
     }
 }
 
@@ -144,6 +156,7 @@ pub async fn start_node(
         mesh: MeshLayer::new(&mesh_key),
         shutdown: shutdown.clone(),
         auth: OnceLock::new(),
+        provision_dir: OnceLock::new(),
         local: Default::default(),
     };
 
@@ -166,6 +179,7 @@ pub async fn start_node(
         *slot = (spec.build)(&wiring, server).await?;
     }
     let auth: Option<Arc<Auth>> = wiring.auth.into_inner();
+    let provision_dir = wiring.provision_dir.into_inner();
     let in_process_agents = wiring
         .local
         .into_inner()
@@ -219,6 +233,7 @@ pub async fn start_node(
         internal_health,
         mesh_key,
         auth,
+        provision_dir,
         shutdown,
         task,
     })

@@ -260,6 +260,9 @@ pub(crate) struct Wiring<'a> {
     pub(crate) shutdown: CancellationToken,
     /// The auth service, once built (the embedded principal needs it).
     pub(crate) auth: OnceLock<Arc<Auth>>,
+    /// The directory of private backing servers this node made, removed
+    /// when the node stops (when empty).
+    pub(crate) provision_dir: OnceLock<std::path::PathBuf>,
     /// The agents built so far, behind their mesh check, for this node's own
     /// callers to call in process.
     pub(crate) local: Mutex<Vec<(ServiceName, Transport)>>,
@@ -586,7 +589,9 @@ fn build_orchestrator<'a>(
         };
         let mut orchestrator_settings = settings.orchestrator.clone();
         if orchestrator_settings.provision_dir.is_empty() {
-            orchestrator_settings.provision_dir = provision_dir(settings)?.display().to_string();
+            let dir = provision_dir(settings)?;
+            orchestrator_settings.provision_dir = dir.display().to_string();
+            let _ = w.provision_dir.set(dir);
         }
         let store = OrchestratorImpl::open_store(&settings.orchestrator, &settings.data_dir)
             .await
