@@ -932,3 +932,17 @@ fn db_init_node_script() {
     let c = only(&plan);
     assert_eq!(setup_runs(c), ["npm run setup"], "{c:#?}");
 }
+
+/// A server whose port is its argument parser's `--port` (clap): the plan
+/// passes the port that way, to the program (after `--`), not to cargo.
+#[test]
+fn rust_clap_port() {
+    let plan = plan("rust-clap-port");
+    let c = only(&plan);
+    assert_eq!(c.port_binding, "flag:--port", "{c:#?}");
+    assert!(
+        start(c).starts_with("cargo run") && start(c).ends_with(" --"),
+        "{}",
+        start(c)
+    );
+}

@@ -447,8 +447,12 @@ fn entry_point(s: &mut Scan<'_>) {
         }
     }
     s.facts.chosen_file = choice.best.as_ref().map(|b| b.file.clone());
-    if let Some(best) = choice.best {
+    if let Some(mut best) = choice.best {
         let (port, binding) = bound_port(idx, &mut s.d, choice.server_file.as_deref());
+        // The port flag goes to the program, not to cargo.
+        if binding.starts_with("flag:") && best.run.starts_with("cargo run") && !best.run.contains(" -- ") {
+            best.run.push_str(" --");
+        }
         s.d.set_start(
             ev(
                 "start",
@@ -584,8 +588,26 @@ fn bound_port(idx: &RepoIndex, d: &mut Draft, server_file: Option<&str>) -> (u32
             }
         }
     }
+    // A `port` option of the server's own argument parser (clap, structopt,
+    // argh): the runner passes the port it picks as `--port N`.
+    if binding.is_empty()
+        && let Some(file) = server_file
+        && let Some(text) = idx.read_source(file)
+        && CLAP_PORT.as_ref().is_some_and(|re| re.is_match(&text))
+    {
+        binding = "flag:--port".into();
+        d.note(ev("port", file, 0, "a --port option", weight::FRAMEWORK));
+    }
     (port, binding)
 }
+
+/// A `port` field that a derive-based argument parser reads from `--port`.
+static CLAP_PORT: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    Regex::new(
+        r"#\[(?:arg|clap|structopt|argh)\([^\]]*\blong\b[^\]]*\)\]\s*(?:(?:///[^\n]*|#\[[^\n]*\])\s*)*(?:pub(?:\([^)]*\))?\s+)?port\s*:",
+    )
+    .ok()
+});
 
 /// A library whose runnable servers live in a separate examples workspace.
 fn examples_workspace_start(s: &mut Scan<'_>, run: String, file: &str) {
