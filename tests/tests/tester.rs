@@ -226,6 +226,21 @@ async fn tester_cargo_library_counts_unit_and_doc_tests() {
     mesh.stop().await.unwrap();
 }
 
+/// A C library whose tests live in `tests/Makefile` (no root build file):
+/// `make -C tests`, judged by its exit status as one suite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tester_c_library_tests_in_a_tests_makefile() {
+    let mesh = every_service().start().await.unwrap();
+    let mut client = mesh.orchestrator();
+    let created = create(&mesh, &mut client, "c-tests-dir", RunGoal::Test, &[]).await;
+    let run = until_over(&mesh, &mut client, &created.id).await;
+    assert_eq!(run.state(), RunState::Succeeded, "{}", run.error);
+    let result = only_result(&run);
+    assert_eq!(result.command, "make -C tests", "{result:?}");
+    assert_eq!(result.counts, counts(1, 0, 0, 0), "{result:?}");
+    mesh.stop().await.unwrap();
+}
+
 /// Real-repositories class 2: a dev-dependency from crates.io is fetched
 /// and built in the install step (`cargo test --no-run`), so the test step,
 /// whose cargo home the sandbox keeps read-only, neither downloads nor

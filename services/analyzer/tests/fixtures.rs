@@ -946,3 +946,14 @@ fn rust_clap_port() {
         start(c)
     );
 }
+
+/// A C library whose only Makefile runs its tests, beside an inert clib
+/// package.json: one C component at the root, tested with `make -C tests`.
+#[test]
+fn c_tests_dir() {
+    let plan = plan("c-tests-dir");
+    let c = only(&plan);
+    assert_eq!(c.language, "c", "{c:#?}");
+    assert_eq!(test_cmd(c), "make -C tests");
+    assert_eq!(c.kind(), K::Library);
+}

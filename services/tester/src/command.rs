@@ -80,7 +80,9 @@ pub fn detect(command: &str) -> Kind {
     };
     match framework {
         Some(f) => Kind::Framework(f),
-        None if Regex::new(r"(^|[\s;&|])make(\s+-\S+)*\s+(test|check)\b").is_ok_and(|r| r.is_match(c)) => {
+        None if Regex::new(r"(^|[\s;&|])make(?:\s+-C\s+\S+|\s+-\S+)*(?:\s+(?:test|check)\b|\s*$)")
+            .is_ok_and(|r| r.is_match(c)) =>
+        {
             Kind::Make
         }
         None => Kind::Unknown,
@@ -190,6 +192,9 @@ mod tests {
             assert_eq!(detect(command), Kind::Framework(framework), "{command}");
         }
         assert_eq!(detect("make test"), Kind::Make);
+        assert_eq!(detect("make -C tests"), Kind::Make, "a test directory's Makefile");
+        assert_eq!(detect("make -j2 check"), Kind::Make);
+        assert_eq!(detect("make -C tests install"), Kind::Unknown);
         assert_eq!(detect("make -j2 check"), Kind::Make);
         assert_eq!(detect("npm test"), Kind::Unknown);
         assert_eq!(detect("./run-tests.sh"), Kind::Unknown);

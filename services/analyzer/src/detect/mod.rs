@@ -235,6 +235,14 @@ fn component_roots(idx: &RepoIndex) -> Vec<(String, Eco)> {
         };
         found.insert((dir.to_owned(), eco));
     }
+    // A C/C++ library whose only Makefile runs its tests (`tests/Makefile`):
+    // the root is the component, tested with that Makefile.
+    if !found.iter().any(|(d, _)| d.is_empty()) || found.iter().all(|(d, e)| !d.is_empty() || *e == Eco::Node)
+    {
+        if native::tests_makefile(idx).is_some() {
+            found.insert((String::new(), Eco::Native));
+        }
+    }
     let dirs_of = |eco: Eco| -> BTreeSet<String> {
         found
             .iter()
@@ -262,7 +270,9 @@ fn component_roots(idx: &RepoIndex) -> Vec<(String, Eco)> {
             Eco::Rust | Eco::Go | Eco::Java => !under_same,
             Eco::Native => {
                 !under_same
-                    && !found.iter().any(|(d, e)| d == dir && *e != Eco::Native)
+                    && !found.iter().any(|(d, e)| {
+                        d == dir && *e != Eco::Native && !(*e == Eco::Node && node_inert(idx, d))
+                    })
                     && !has_ancestor_in(dir, &all)
             }
         };
@@ -273,6 +283,11 @@ fn component_roots(idx: &RepoIndex) -> Vec<(String, Eco)> {
     // Root first, then by path.
     roots.sort_by(|a, b| (a.0.is_empty(), &b.0).cmp(&(b.0.is_empty(), &a.0)).reverse());
     roots
+}
+
+/// Whether the package.json at `dir` is one npm has nothing to do with.
+fn node_inert(idx: &RepoIndex, dir: &str) -> bool {
+    !node::is_component(idx, dir, &BTreeSet::new(), &std::collections::BTreeMap::new())
 }
 
 fn has_ancestor_in(dir: &str, dirs: &BTreeSet<String>) -> bool {

@@ -121,6 +121,9 @@ fn build_system(s: &mut Scan<'_>) {
             text,
             targets,
         });
+    } else if dir.is_empty() && tests_makefile(idx).is_some() {
+        // Only the tests have a Makefile (`test_target`).
+        s.d.c.package_manager = "make".into();
     } else {
         s.stop = true;
     }
@@ -195,9 +198,54 @@ fn build(s: &mut Scan<'_>) {
     }
 }
 
-/// ctest, or a Makefile's test / check target.
+/// The Makefile of a C/C++ repository's test directory (`tests/`, `test/`)
+/// when the repository's root has C or C++ sources or headers (`src/`,
+/// `include/`) and no build file of its own: the directory to `make -C`.
+pub fn tests_makefile(idx: &RepoIndex) -> Option<&'static str> {
+    let root_build = [
+        "Makefile",
+        "makefile",
+        "GNUmakefile",
+        "CMakeLists.txt",
+        "configure",
+    ]
+    .iter()
+    .any(|f| idx.has(f));
+    if root_build {
+        return None;
+    }
+    let dir = ["tests", "test"].into_iter().find(|d| {
+        ["Makefile", "makefile", "GNUmakefile"]
+            .iter()
+            .any(|m| idx.has(&join(d, m)))
+    })?;
+    let c_sources = idx
+        .files()
+        .take(5000)
+        .any(|f| [".c", ".h", ".cpp", ".hpp", ".cc"].iter().any(|e| f.ends_with(e)));
+    c_sources.then_some(dir)
+}
+
+/// ctest, or a Makefile's test / check target; for a library whose only
+/// Makefile is its tests', `make -C tests`.
 fn test_target(s: &mut Scan<'_>) {
     let d = &mut s.d;
+    if s.facts.system.is_none()
+        && s.dir.is_empty()
+        && let Some(tests) = tests_makefile(s.idx)
+    {
+        let t = format!("make -C {tests}");
+        d.offer(ev(
+            "test",
+            &join(tests, "Makefile"),
+            0,
+            t.clone(),
+            weight::MANIFEST,
+        ));
+        d.c.test = cmd(t);
+        d.set_kind(ComponentKind::Library);
+        return;
+    }
     match &s.facts.system {
         Some(BuildSystem::CMake { .. }) => {
             d.c.test = cmd("ctest --test-dir build --output-on-failure");

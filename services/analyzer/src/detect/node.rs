@@ -148,6 +148,23 @@ pub fn is_component(
         )
     });
     let _ = all;
+    // A manifest npm has nothing to do with: no scripts, no dependencies, no
+    // entry (a clib `package.json` beside C sources).
+    let inert = [
+        "scripts",
+        "dependencies",
+        "devDependencies",
+        "main",
+        "bin",
+        "exports",
+        "module",
+        "workspaces",
+    ]
+    .iter()
+    .all(|k| pkg.get(*k).is_none());
+    if inert {
+        return false;
+    }
     if other_eco_here {
         let deps = dep_names(&pkg);
         return has_script("start")
