@@ -237,11 +237,8 @@ fn component_roots(idx: &RepoIndex) -> Vec<(String, Eco)> {
     }
     // A C/C++ library whose only Makefile runs its tests (`tests/Makefile`):
     // the root is the component, tested with that Makefile.
-    if !found.iter().any(|(d, _)| d.is_empty()) || found.iter().all(|(d, e)| !d.is_empty() || *e == Eco::Node)
-    {
-        if native::tests_makefile(idx).is_some() {
-            found.insert((String::new(), Eco::Native));
-        }
+    if found.iter().all(|(d, e)| !d.is_empty() || *e == Eco::Node) && native::tests_makefile(idx).is_some() {
+        found.insert((String::new(), Eco::Native));
     }
     let dirs_of = |eco: Eco| -> BTreeSet<String> {
         found
