@@ -293,27 +293,7 @@ pub fn apply_devcontainer(idx: &RepoIndex, drafts: &mut [Draft]) {
             p as u32,
         );
     }
-    for key in ["containerEnv", "remoteEnv"] {
-        let Some(env) = doc.get(key).and_then(|e| e.as_object()) else {
-            continue;
-        };
-        for (name, value) in env.iter().take(200) {
-            // `${localEnv:X}` and `${containerEnv:X}` are the user's, not values.
-            let Some(value) = value.as_str().filter(|v| !v.contains("${")) else {
-                continue;
-            };
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                continue;
-            }
-            d.add_env(reporunner_proto::common::v1::EnvVar {
-                name: name.clone(),
-                default_value: value.to_owned(),
-                required: false,
-                secret: crate::draft::is_secret_name(name),
-                source: format!("{file}:{}", find_line(&text, &format!("\"{name}\""))),
-            });
-        }
-    }
+    container_env(d, &doc, &file, &text);
     let post = doc
         .get("postCreateCommand")
         .or_else(|| doc.get("onCreateCommand"));
@@ -352,5 +332,30 @@ pub fn apply_devcontainer(idx: &RepoIndex, drafts: &mut [Draft]) {
             format!("image {image}"),
             0.2,
         ));
+    }
+}
+
+/// devcontainer `containerEnv` and `remoteEnv` values (not `${localEnv:…}`).
+fn container_env(d: &mut Draft, doc: &Value, file: &str, text: &str) {
+    for key in ["containerEnv", "remoteEnv"] {
+        let Some(env) = doc.get(key).and_then(|e| e.as_object()) else {
+            continue;
+        };
+        for (name, value) in env.iter().take(200) {
+            // `${localEnv:X}` and `${containerEnv:X}` are the user's, not values.
+            let Some(value) = value.as_str().filter(|v| !v.contains("${")) else {
+                continue;
+            };
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                continue;
+            }
+            d.add_env(reporunner_proto::common::v1::EnvVar {
+                name: name.clone(),
+                default_value: value.to_owned(),
+                required: false,
+                secret: crate::draft::is_secret_name(name),
+                source: format!("{file}:{}", find_line(text, &format!("\"{name}\""))),
+            });
+        }
     }
 }

@@ -1403,10 +1403,31 @@ fn decide_version(d: &mut Draft, pins: &[VersionPin]) {
         .filter(|p| p.exact.is_none() && p.weight >= 0.5)
         .collect();
     ranges.sort_by(|a, b| b.weight.total_cmp(&a.weight));
-    let mut chosen: Option<&VersionPin> = None;
     let mut sorted: Vec<&VersionPin> = pins.iter().collect();
     sorted.sort_by(|a, b| b.weight.total_cmp(&a.weight));
+    let chosen = choose_pin(d, &sorted, &ranges);
     for pin in &sorted {
+        let wins = chosen.is_some_and(|c| std::ptr::eq(c, *pin));
+        record_pin(d, pin, wins, ranges.first().copied());
+    }
+    if d.c.runtime.is_none() {
+        d.c.runtime = Some(reporunner_proto::common::v1::Runtime {
+            name: "python".into(),
+            version_constraint: String::new(),
+            preferred_version: String::new(),
+        });
+    }
+}
+
+/// The strongest pin, skipping exact versions a range contradicts; warns
+/// about the contradictions and about exact pins that disagree.
+fn choose_pin<'p>(
+    d: &mut Draft,
+    sorted: &[&'p VersionPin],
+    ranges: &[&VersionPin],
+) -> Option<&'p VersionPin> {
+    let mut chosen: Option<&VersionPin> = None;
+    for pin in sorted {
         if let Some(exact) = &pin.exact {
             let conflicting = ranges.iter().find(|r| {
                 let specs = pep440_rs::VersionSpecifiers::from_str(&r.constraint);
@@ -1437,57 +1458,51 @@ fn decide_version(d: &mut Draft, pins: &[VersionPin]) {
             chosen = Some(pin);
         }
     }
-    for pin in &sorted {
-        let wins = chosen.is_some_and(|c| std::ptr::eq(c, *pin));
+    chosen
+}
+
+/// One pin as evidence; the chosen one sets the runtime. A named version
+/// from `.python-version`, `runtime.txt` or a Pipfile is a preference, with
+/// the strongest range beside it (`hard`) as the constraint.
+fn record_pin(d: &mut Draft, pin: &VersionPin, wins: bool, hard: Option<&VersionPin>) {
+    let e = ev(
+        "runtime",
+        &pin.file,
+        pin.line,
+        format!("python {}", pin.constraint),
+        pin.weight,
+    );
+    let preference = [".python-version", "runtime.txt", "Pipfile"]
+        .iter()
+        .any(|name| pin.file == *name || pin.file.ends_with(&format!("/{name}")));
+    if wins
+        && preference
+        && let Some(exact) = &pin.exact
+    {
+        let hard = hard.map_or("", |r| r.constraint.as_str());
         let e = ev(
             "runtime",
             &pin.file,
             pin.line,
-            format!("python {}", pin.constraint),
+            format!(
+                "python {exact} preferred{}",
+                if hard.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {hard} required")
+                }
+            ),
             pin.weight,
         );
-        let preference = [".python-version", "runtime.txt", "Pipfile"]
-            .iter()
-            .any(|name| pin.file == *name || pin.file.ends_with(&format!("/{name}")));
-        if wins
-            && preference
-            && let Some(exact) = &pin.exact
+        if d.set_runtime(e, "python", hard)
+            && let Some(runtime) = d.c.runtime.as_mut()
         {
-            // A named version is a preference; the hard constraint is the
-            // strongest range beside it (requires-python, classifiers),
-            // else none.
-            let hard = ranges.first().map_or("", |r| r.constraint.as_str());
-            let e = ev(
-                "runtime",
-                &pin.file,
-                pin.line,
-                format!(
-                    "python {exact} preferred{}",
-                    if hard.is_empty() {
-                        String::new()
-                    } else {
-                        format!(", {hard} required")
-                    }
-                ),
-                pin.weight,
-            );
-            if d.set_runtime(e, "python", hard)
-                && let Some(runtime) = d.c.runtime.as_mut()
-            {
-                runtime.preferred_version = exact.trim_end_matches(".*").to_owned();
-            }
-        } else if wins {
-            d.set_runtime(e, "python", &pin.constraint);
-        } else {
-            d.note(e);
+            runtime.preferred_version = exact.trim_end_matches(".*").to_owned();
         }
-    }
-    if d.c.runtime.is_none() {
-        d.c.runtime = Some(reporunner_proto::common::v1::Runtime {
-            name: "python".into(),
-            version_constraint: String::new(),
-            preferred_version: String::new(),
-        });
+    } else if wins {
+        d.set_runtime(e, "python", &pin.constraint);
+    } else {
+        d.note(e);
     }
 }
 
