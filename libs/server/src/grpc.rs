@@ -310,3 +310,34 @@ impl GrpcServer {
         Ok(())
     }
 }
+
+/// `service` inside the layers a [`GrpcServer`] puts around what it serves
+/// (request metrics outermost, then the decode-error rewrite), for callers
+/// in the same process (`reporunner_client::Transport::in_process` in an
+/// all-in-one node): such calls are counted and answered as over the
+/// network.
+pub fn served_in_process<S>(
+    service: S,
+) -> impl Service<
+    http::Request<Body>,
+    Response = http::Response<Body>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<http::Response<Body>, Infallible>> + Send + 'static,
+> + Clone
++ Send
++ Sync
++ 'static
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    tower::ServiceBuilder::new()
+        .map_response(|response: http::Response<crate::metrics::MeteredBody<Body>>| response.map(Body::new))
+        .layer(GrpcMetricsLayer)
+        .layer(DecodeErrorLayer)
+        .service(service)
+}

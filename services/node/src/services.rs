@@ -288,7 +288,10 @@ impl Wiring<'_> {
     {
         let guarded = self.mesh.layer(service);
         if let Ok(mut local) = self.local.lock() {
-            local.push((name, Transport::in_process(guarded.clone())));
+            // The server's own layers too: in-process calls are counted in
+            // the request metrics like the network's.
+            let served = reporunner_server::served_in_process(guarded.clone());
+            local.push((name, Transport::in_process(served)));
         }
         server.add_service(guarded)
     }
