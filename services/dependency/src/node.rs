@@ -469,11 +469,19 @@ pub(crate) async fn install(job: &Job, sink: &mut LogSink, report: &mut Report) 
                     ),
                 )
                 .await;
-                let text = serde_json::to_string_pretty(&patched)
-                    .map_err(|e| Failure::new(format!("cannot write package.json: {e}")))?;
-                tokio::fs::write(&manifest, text)
-                    .await
-                    .map_err(|e| Failure::new(format!("cannot write {}: {e}", manifest.display())))?;
+                // package.json is edited by `npm pkg set` in the sandbox, as
+                // the owner: the install scripts that just ran may have made
+                // it (or its directory) a link to a host file, which the agent
+                // itself must never write through.
+                let npm = exec::which("npm", &job.base_path)
+                    .ok_or_else(|| Failure::new("`npm` is not on this host's PATH"))?;
+                for section in declared_sections(&failed, &package) {
+                    let set = format!("{section}.{failed}={}", alias(drop_in));
+                    let cmd = Cmd::new(&npm, &job.dir, "install")
+                        .args(["pkg", "set", set.as_str()])
+                        .envs(&env);
+                    job.step(sink, report, &cmd).await?;
+                }
                 install_with(job, sink, report, manager, &patched, &run).await?;
             }
             None => without_scripts(job, sink, report, manager, &package, &failed, &run).await?,
@@ -499,6 +507,14 @@ const DROP_INS: &[(&str, &str)] = &[("node-sass", "sass")];
 /// The npm alias that installs `drop_in` under another name.
 fn alias(drop_in: &str) -> String {
     format!("npm:{drop_in}@^1")
+}
+
+/// The dependency sections of package.json that declare `name`.
+fn declared_sections(name: &str, package: &Value) -> Vec<&'static str> {
+    ["dependencies", "devDependencies", "optionalDependencies"]
+        .into_iter()
+        .filter(|section| package.get(*section).and_then(|s| s.get(name)).is_some())
+        .collect()
 }
 
 /// When `failed` has a drop-in and package.json declares it itself: the
@@ -611,45 +627,53 @@ async fn without_scripts(
 /// an install script or a `binding.gyp` (node-gyp's default install), but
 /// `except`; sorted, at most 500.
 fn packages_with_install_scripts(node_modules: &Path, except: &str) -> Vec<String> {
+    // The install scripts that ran may have left links to host paths:
+    // nothing here follows one (a linked package goes without a rebuild).
+    let real = |path: &Path, dir: bool| {
+        std::fs::symlink_metadata(path).is_ok_and(|m| if dir { m.is_dir() } else { m.is_file() })
+    };
     let mut names = Vec::new();
+    if !real(node_modules, true) {
+        return names;
+    }
+    let entries = |dir: &Path, most: usize| -> Vec<(String, PathBuf)> {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .take(most)
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+            .collect()
+    };
     let mut dirs: Vec<(String, PathBuf)> = Vec::new();
-    for entry in std::fs::read_dir(node_modules)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .take(5_000)
-    {
-        let name = entry.file_name().to_string_lossy().into_owned();
+    for (name, path) in entries(node_modules, 5_000) {
         if name.starts_with('.') {
             continue;
         }
         if name.starts_with('@') {
-            for scoped in std::fs::read_dir(entry.path())
-                .into_iter()
-                .flatten()
-                .flatten()
-                .take(1_000)
-            {
-                let inner = scoped.file_name().to_string_lossy().into_owned();
-                dirs.push((format!("{name}/{inner}"), scoped.path()));
+            for (inner, scoped) in entries(&path, 1_000) {
+                dirs.push((format!("{name}/{inner}"), scoped));
             }
         } else {
-            dirs.push((name, entry.path()));
+            dirs.push((name, path));
         }
     }
     for (name, dir) in dirs {
         if name == except || names.len() >= 500 {
             continue;
         }
-        let manifest = std::fs::read_to_string(dir.join("package.json"))
-            .ok()
+        let manifest_path = dir.join("package.json");
+        let manifest = real(&manifest_path, false)
+            .then(|| std::fs::read_to_string(&manifest_path).ok())
+            .flatten()
             .and_then(|t| serde_json::from_str::<Value>(&t).ok());
         let scripted = manifest.as_ref().and_then(|m| m.get("scripts")).is_some_and(|s| {
             ["preinstall", "install", "postinstall"]
                 .iter()
                 .any(|k| s.get(*k).is_some_and(Value::is_string))
         });
-        if scripted || dir.join("binding.gyp").is_file() {
+        if scripted || real(&dir.join("binding.gyp"), false) {
             names.push(name);
         }
     }
@@ -808,6 +832,31 @@ mod tests {
         );
         assert_eq!(engines_fit("not a range", "v20.1.0"), EnginesFit::Fits);
         assert_eq!(engines_fit(">=14", "garbage"), EnginesFit::Fits);
+    }
+
+    #[test]
+    fn links_left_in_node_modules_are_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let modules = dir.path().join("node_modules");
+        std::fs::create_dir_all(modules.join("real")).unwrap();
+        std::fs::write(
+            modules.join("real/package.json"),
+            r#"{"scripts": {"install": "x"}}"#,
+        )
+        .unwrap();
+        // A package that is a link to a host directory: not listed, not read.
+        let host = tempfile::tempdir().unwrap();
+        std::fs::write(
+            host.path().join("package.json"),
+            r#"{"scripts": {"install": "x"}}"#,
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(host.path(), modules.join("linked")).unwrap();
+        assert_eq!(packages_with_install_scripts(&modules, "none"), ["real"]);
+        // node_modules itself a link: nothing.
+        let elsewhere = dir.path().join("elsewhere");
+        std::os::unix::fs::symlink(&modules, &elsewhere).unwrap();
+        assert!(packages_with_install_scripts(&elsewhere, "none").is_empty());
     }
 
     #[test]

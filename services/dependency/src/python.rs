@@ -1091,57 +1091,45 @@ struct Registry {
     replaced: Vec<String>,
 }
 
-/// `args` with the git requirements of the generated requirements and of
-/// the project's requirement files replaced by [`from_registry`]; `None`
-/// when there is none.
+/// `args` with the git requirements of the plan's generated requirements
+/// (Pipfile, Pipfile.lock, pyproject) replaced by [`from_registry`]; `None`
+/// when there is none. The project's own requirement files are not read
+/// again: install code has run since the plan was made, and the agent reads
+/// nothing in the workspace after that.
 async fn registry_instead_of_vcs(job: &Job, args: &[String], plan: &PyPlan) -> Step<Option<Registry>> {
+    let generated = job
+        .env_root
+        .join("requirements.generated.txt")
+        .display()
+        .to_string();
     let mut replaced = Vec::new();
-    let mut out = Vec::with_capacity(args.len());
-    let generated = job.env_root.join("requirements.generated.txt");
-    let mut iter = args.iter().peekable();
-    let mut n = 0;
-    while let Some(arg) = iter.next() {
-        out.push(arg.clone());
-        if arg != "-r" {
-            continue;
-        }
-        let Some(file) = iter.next() else { break };
-        let path = PathBuf::from(file);
-        let lines: Vec<String> = if path == generated {
-            plan.requirements.clone()
-        } else {
-            match tokio::fs::read_to_string(&path).await {
-                Ok(text) => text.lines().take(10_000).map(str::to_owned).collect(),
-                Err(_) => {
-                    out.push(file.clone());
-                    continue;
-                }
+    let rewritten: Vec<String> = plan
+        .requirements
+        .iter()
+        .map(|line| match from_registry(line) {
+            Some(registry) => {
+                replaced.push(format!("{} → {registry}", line.trim()));
+                registry
             }
-        };
-        let mut changed = false;
-        let rewritten: Vec<String> = lines
-            .iter()
-            .map(|line| match from_registry(line) {
-                Some(registry) => {
-                    changed = true;
-                    replaced.push(format!("{} → {registry}", line.trim()));
-                    registry
-                }
-                None => line.clone(),
-            })
-            .collect();
-        if changed {
-            n += 1;
-            let copy = job
-                .env_root
-                .join(format!("requirements.registry-{n}.generated.txt"));
-            write_lines(&copy, &rewritten).await?;
-            out.push(copy.display().to_string());
-        } else {
-            out.push(file.clone());
-        }
+            None => line.clone(),
+        })
+        .collect();
+    if replaced.is_empty() {
+        return Ok(None);
     }
-    Ok((!replaced.is_empty()).then_some(Registry { args: out, replaced }))
+    let copy = job.env_root.join("requirements.registry.generated.txt");
+    write_lines(&copy, &rewritten).await?;
+    let args = args
+        .iter()
+        .map(|arg| {
+            if *arg == generated {
+                copy.display().to_string()
+            } else {
+                arg.clone()
+            }
+        })
+        .collect();
+    Ok(Some(Registry { args, replaced }))
 }
 
 /// A requirement fetched with git (`name[extras] @ git+URL@ref; markers`,
