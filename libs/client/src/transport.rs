@@ -32,15 +32,7 @@ impl Transport {
     /// in this process. What the network stack adds is not added: no
     /// service token, no balancing; use it where caller and agent share a
     /// process and a trust boundary (embedded mode, tests with fakes).
-    pub fn in_process<S>(server: S) -> Self
-    where
-        S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static,
-    {
+    pub fn in_process<S: reporunner_server::GrpcRoute>(server: S) -> Self {
         Self {
             inner: BoxCloneSyncService::new(InProcess(server)),
             label: "in-process",

@@ -120,13 +120,7 @@ impl GrpcServer {
     /// starts.
     pub fn add_service<S>(mut self, service: S) -> Self
     where
-        S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
-            + NamedService
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static,
+        S: GrpcRoute + NamedService,
     {
         self.health.services.push(S::NAME);
         self.routes.add_service(service);
@@ -311,30 +305,36 @@ impl GrpcServer {
     }
 }
 
+/// A gRPC service as a server routes to it and as a caller in the same
+/// process calls it: a generated `XServiceServer`, layered or not.
+pub trait GrpcRoute:
+    Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible, Future: Send + 'static>
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> GrpcRoute for S where
+    S: Service<
+            http::Request<Body>,
+            Response = http::Response<Body>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// `service` inside the layers a [`GrpcServer`] puts around what it serves
 /// (request metrics outermost, then the decode-error rewrite), for callers
 /// in the same process (`reporunner_client::Transport::in_process` in an
 /// all-in-one node): such calls are counted and answered as over the
 /// network.
-pub fn served_in_process<S>(
-    service: S,
-) -> impl Service<
-    http::Request<Body>,
-    Response = http::Response<Body>,
-    Error = Infallible,
-    Future = impl Future<Output = Result<http::Response<Body>, Infallible>> + Send + 'static,
-> + Clone
-+ Send
-+ Sync
-+ 'static
-where
-    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-{
+pub fn served_in_process<S: GrpcRoute>(service: S) -> impl GrpcRoute {
     tower::ServiceBuilder::new()
         .map_response(|response: http::Response<crate::metrics::MeteredBody<Body>>| response.map(Body::new))
         .layer(GrpcMetricsLayer)

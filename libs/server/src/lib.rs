@@ -26,5 +26,5 @@ pub mod telemetry;
 pub mod tls;
 pub mod trace;
 
-pub use grpc::{GrpcServer, Health, ServeError, served_in_process};
+pub use grpc::{GrpcRoute, GrpcServer, Health, ServeError, served_in_process};
 pub use tokio_util::sync::CancellationToken;

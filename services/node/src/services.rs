@@ -4,7 +4,6 @@
 //! else knows the list.
 
 use std::{
-    convert::Infallible,
     fmt,
     str::FromStr,
     sync::{Arc, Mutex, OnceLock},
@@ -43,8 +42,8 @@ use reporunner_runner::{LocalRunner, RunnerGrpc};
 use reporunner_server::{CancellationToken, GrpcServer};
 use reporunner_source::{Source, SourceGrpc};
 use reporunner_tester::{LocalTester, grpc::TesterGrpc};
-use tonic::{body::Body, server::NamedService};
-use tower::{Layer as _, Service};
+use tonic::server::NamedService;
+use tower::Layer as _;
 
 use crate::{Settings, settings::Endpoints};
 
@@ -278,13 +277,7 @@ impl Wiring<'_> {
     /// service identity checked as over the network.
     fn agent<S>(&self, name: ServiceName, server: GrpcServer, service: S) -> GrpcServer
     where
-        S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
-            + NamedService
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static,
+        S: reporunner_server::GrpcRoute + NamedService,
     {
         let guarded = self.mesh.layer(service);
         if let Ok(mut local) = self.local.lock() {
