@@ -580,3 +580,113 @@ async fn in_mesh_mode_agents_answer_only_the_services_allowed_to_call_them() {
     );
     mesh.stop().await.unwrap();
 }
+
+/// A channel over the Unix socket at `path`.
+fn unix_channel(path: &Path) -> Channel {
+    let path = path.to_path_buf();
+    Endpoint::from_static("http://localhost")
+        .timeout(Duration::from_secs(15))
+        .connect_with_connector_lazy(tower::service_fn(move |_: tonic::transport::Uri| {
+            let path = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(path).await?,
+                ))
+            }
+        }))
+}
+
+/// The data directory's control socket (`reporunner` commands talking to the
+/// process that owns the directory): who may call it is the machine user
+/// that owns it. Calls without a token are the local owner's; a token is
+/// checked as on the public port; no agent is served there; the socket is
+/// 0600 and a peer of another uid is refused even when the mode would let
+/// it in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_socket_serves_its_owner_and_refuses_everyone_else() {
+    use reporunner_proto::auth::v1::WhoAmIRequest;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let data_dir = tempfile::tempdir().unwrap();
+    let socket_path = data_dir.path().join("reporunner.sock");
+    let socket = reporunner_server::local::bind_control_socket(&socket_path).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let node = Box::pin(reporunner_node::start_node_with(
+        &settings(data_dir.path()),
+        &ServiceName::ALL,
+        listener,
+        CancellationToken::new(),
+        reporunner_node::NodeOptions {
+            control_socket: Some(socket),
+        },
+    ))
+    .await
+    .unwrap();
+    let mode = std::fs::metadata(&socket_path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+
+    let local = unix_channel(&socket_path);
+    let me = AuthServiceClient::new(local.clone())
+        .who_am_i(WhoAmIRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(me.user.unwrap().username, reporunner_auth::LOCAL_OWNER);
+    // The orchestrator answers the local owner too.
+    OrchestratorServiceClient::new(local.clone())
+        .list_runs(reporunner_proto::orchestrator::v1::ListRunsRequest::default())
+        .await
+        .unwrap();
+    // A token of the caller's own is checked, not replaced.
+    let outcome = call(
+        &local,
+        "/reporunner.auth.v1.AuthService/WhoAmI",
+        Bytes::new(),
+        &Credentials::User("not-a-token".into()),
+    )
+    .await;
+    assert_eq!(code(&outcome), Code::Unauthenticated, "{outcome:?}");
+    // The agents are not on the socket, whatever the caller brings.
+    for (_, path) in agent_methods() {
+        let outcome = call(&local, &path, Bytes::new(), &Credentials::None).await;
+        assert_eq!(code(&outcome), Code::Unimplemented, "{path}: {outcome:?}");
+    }
+
+    // Another user of the machine: the directory and the socket would let
+    // it in here, the peer check does not.
+    std::fs::set_permissions(data_dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let probe = |uid: &str| {
+        // Sends the HTTP/2 preface and an empty SETTINGS frame; prints how
+        // many bytes the server answered before closing or 3 s passed.
+        let script = "import socket,sys\n\
+            s=socket.socket(socket.AF_UNIX)\n\
+            s.settimeout(3)\n\
+            s.connect(sys.argv[1])\n\
+            s.sendall(b'PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n'+bytes([0,0,0,4,0,0,0,0,0]))\n\
+            try:\n  print(len(s.recv(4096)))\n\
+            except Exception as e:\n  print(0)\n";
+        let output = std::process::Command::new("setpriv")
+            .args([
+                &format!("--reuid={uid}"),
+                &format!("--regid={uid}"),
+                "--clear-groups",
+            ])
+            .args(["/usr/bin/python3", "-c", script])
+            .arg(&socket_path)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .parse::<usize>()
+            .unwrap()
+    };
+    assert!(probe("0") > 0, "the owner (root here) gets the server's SETTINGS");
+    assert_eq!(probe("65534"), 0, "nobody gets nothing");
+    node.stop().await.unwrap();
+}

@@ -559,6 +559,51 @@ async fn skipping_the_health_agent_counts_a_running_process_as_up() {
     mesh.stop().await.unwrap();
 }
 
+/// `run --logs` (WatchRun with logs) and `runs logs` after the run show the
+/// app's own output, not only install and build lines: the components'
+/// output is part of the run's history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_apps_output_is_in_the_runs_history_after_the_stop() {
+    let mesh = every_service().start().await.unwrap();
+    let mut client = mesh.orchestrator();
+    let created = create_start(&mesh, &mut client, "run-flask").await;
+    let run = until_running(&mesh, &mut client, &created.id).await;
+    let component = run.components[0].clone();
+    let url = component.url.clone();
+    tokio::task::spawn_blocking(move || http_get(&url)).await.unwrap();
+    let request_line = |text: &str| text.contains("\"GET / HTTP/1.0\" 200");
+    // Recorded as it is written: seen live by a watcher with logs.
+    let recorded = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let seen = events(&mesh, &mut client, &run.id, true).await;
+            if seen.iter().any(|e| {
+                matches!(&e.event, Some(run_event::Event::Log(l)) if l.source == component.name && request_line(&l.text))
+            }) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    })
+    .await;
+    assert!(
+        recorded.is_ok(),
+        "WatchRun with logs shows the app's request line"
+    );
+    stop_leaves_nothing(&mesh, &mut client, &run).await;
+    // After the stop, from the run's history alone.
+    let lines = logs(&mesh, &mut client, &run.id, &component.name).await;
+    assert!(lines.iter().any(|l| request_line(&l.text)), "{lines:?}");
+    assert!(lines.iter().all(|l| l.source == component.name));
+    // Sequences resume: nothing at or before the last one comes again.
+    let last = lines.last().unwrap().sequence;
+    assert!(
+        logs_after(&mesh, &mut client, &run.id, &component.name, last)
+            .await
+            .is_empty()
+    );
+    mesh.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_logs_follow_the_components_output_until_the_stop() {
     let mesh = every_service().start().await.unwrap();

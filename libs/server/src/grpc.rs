@@ -86,6 +86,10 @@ pub struct GrpcServer {
     stop_timeout: Duration,
     tls: Option<TlsConfig>,
     health_listener: Option<TcpListener>,
+    local_socket: Option<(
+        tokio::net::UnixListener,
+        std::sync::Arc<dyn crate::local::LocalCaller>,
+    )>,
     reflection: bool,
 }
 
@@ -112,6 +116,7 @@ impl GrpcServer {
             stop_timeout: Duration::from_secs(10),
             tls: None,
             health_listener: None,
+            local_socket: None,
             reflection: true,
         }
     }
@@ -154,6 +159,18 @@ impl GrpcServer {
     /// It reports the same states as the main listener and stops with it.
     pub fn health_listener(mut self, listener: TcpListener) -> Self {
         self.health_listener = Some(listener);
+        self
+    }
+
+    /// Also serves every service of this server on the data directory's
+    /// control socket (see [`crate::local`]): calls without a token of their
+    /// own are made as `caller`. It stops with the server.
+    pub fn local_socket(
+        mut self,
+        listener: tokio::net::UnixListener,
+        caller: std::sync::Arc<dyn crate::local::LocalCaller>,
+    ) -> Self {
+        self.local_socket = Some((listener, caller));
         self
     }
 
@@ -256,7 +273,17 @@ impl GrpcServer {
             (Some(_), None) => "tls",
             (Some(_), Some(_)) => "mtls",
         };
+        let local_socket = self.local_socket.take();
         let (routes, health) = self.routes()?;
+        if let Some((listener, caller)) = local_socket {
+            let socket =
+                crate::local::serve_control_socket(listener, routes.clone(), caller, stopped.clone());
+            tokio::spawn(async move {
+                if let Err(err) = socket.await {
+                    tracing::warn!(%err, "the control socket failed");
+                }
+            });
+        }
         health.set_all(true).await;
         tracing::info!(?addr, services = ?health.services(), tls, "grpc server listening");
 

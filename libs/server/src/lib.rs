@@ -8,6 +8,8 @@
 //!   INVALID_ARGUMENT on every route, not INTERNAL.
 //! - [`metrics`]: the Prometheus recorder, every metric name, and the
 //!   `/metrics` HTTP endpoint.
+//! - [`local`]: the data directory's control socket (the owner process's
+//!   public services, for the machine user's other commands).
 //! - [`config`]: layered configuration, defaults < file < `REPORUNNER_*` env <
 //!   flags.
 //! - [`telemetry`]: tracing subscriber setup.
@@ -20,6 +22,7 @@
 pub mod config;
 pub mod decode;
 mod grpc;
+pub mod local;
 pub mod metrics;
 pub mod shutdown;
 pub mod telemetry;

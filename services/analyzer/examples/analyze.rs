@@ -1,4 +1,4 @@
-//! Prints the plan for a directory: `cargo run -p reporunner-analyzer --example analyze -- DIR [json|dockerfile|devcontainer|procfile]`,
+//! Prints the plan for a directory: `cargo run -p reporunner-analyzer --example analyze -- DIR [json|dockerfile|compose|devcontainer|procfile]`,
 //! or each detector's passes: `... --example analyze -- --passes`.
 
 use std::path::PathBuf;
@@ -96,6 +96,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let format = match mode.as_deref() {
         Some("dockerfile") => ExportFormat::Dockerfile,
+        Some("compose") => ExportFormat::Compose,
         Some("devcontainer") => ExportFormat::Devcontainer,
         Some("procfile") => ExportFormat::Procfile,
         _ => ExportFormat::Json,

@@ -16,16 +16,20 @@ pub enum AnalyzerError {
     #[error("workspace path `{0}` is not a directory")]
     NotADirectory(String),
     /// The caller asked for an export format that does not exist.
-    #[error("export format {0} is not known; use json, dockerfile, devcontainer or procfile")]
+    #[error("export format {0} is not known; use json, dockerfile, devcontainer, procfile or compose")]
     InvalidFormat(i32),
+    /// The plan starts nothing (a library), so it has no Dockerfile,
+    /// compose file or Procfile; the message says why and what it offers.
+    #[error("{0}")]
+    NothingToStart(String),
     /// The request carried no plan to export.
     #[error("the request carries no plan")]
     MissingPlan,
     /// The configuration cannot work.
     #[error("invalid analyzer configuration: {0}")]
     InvalidConfig(String),
-    /// A plan could not be rendered as JSON.
-    #[error("cannot render the plan as JSON: {0}")]
+    /// A plan could not be rendered (JSON, YAML).
+    #[error("cannot render the plan: {0}")]
     Render(String),
     /// A blocking analysis task panicked or was cancelled.
     #[error("an analysis task did not finish")]
@@ -39,7 +43,7 @@ impl ServiceError for AnalyzerError {
                 ErrorKind::InvalidArgument
             }
             Self::NotFound(_) => ErrorKind::NotFound,
-            Self::InvalidConfig(_) => ErrorKind::FailedPrecondition,
+            Self::InvalidConfig(_) | Self::NothingToStart(_) => ErrorKind::FailedPrecondition,
             Self::Render(_) | Self::Task(_) => ErrorKind::Internal,
         }
     }
@@ -66,6 +70,13 @@ mod tests {
         let status = AnalyzerError::NotADirectory("/srv/file".into()).to_status();
         assert_eq!(status.code(), Code::InvalidArgument);
         assert!(status.message().contains("/srv/file"));
+    }
+
+    #[test]
+    fn a_plan_that_starts_nothing_is_a_failed_precondition_with_its_reason() {
+        let status = AnalyzerError::NothingToStart("this repository is a library".into()).to_status();
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert_eq!(status.message(), "this repository is a library");
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //!
 //! The domain lives behind [`Analyzer`] ([`RepoAnalyzer`] is the
 //! implementation); [`grpc`] is a thin adapter; [`export::export_plan`]
-//! renders a plan as JSON, a Dockerfile, a devcontainer.json or a Procfile.
+//! renders a plan as JSON, a Dockerfile, a compose file, a devcontainer.json
+//! or a Procfile.
 #![forbid(unsafe_code)]
 
 pub mod config;

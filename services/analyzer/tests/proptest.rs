@@ -144,8 +144,23 @@ proptest! {
         }
         let names: std::collections::BTreeSet<_> = plan.components.iter().map(|c| &c.name).collect();
         prop_assert_eq!(names.len(), plan.components.len(), "component names are unique");
-        for format in [ExportFormat::Json, ExportFormat::Dockerfile, ExportFormat::Devcontainer, ExportFormat::Procfile] {
-            export_plan(&plan, format).unwrap();
+        let starts = plan
+            .components
+            .iter()
+            .any(|c| c.start.as_ref().is_some_and(|s| !s.run.trim().is_empty()));
+        for format in [
+            ExportFormat::Json,
+            ExportFormat::Dockerfile,
+            ExportFormat::Devcontainer,
+            ExportFormat::Procfile,
+            ExportFormat::Compose,
+        ] {
+            match export_plan(&plan, format) {
+                Ok(_) => {}
+                // Only a plan with nothing to start is refused an image.
+                Err(reporunner_analyzer::AnalyzerError::NothingToStart(_)) => prop_assert!(!starts),
+                Err(e) => prop_assert!(false, "{format:?}: {e}"),
+            }
         }
     }
 }

@@ -24,6 +24,10 @@ pub use error::{AuthError, Result};
 pub use password::{PasswordHasher, check_password_policy};
 
 pub use service::Auth;
+
+/// The principal of the machine's owner in embedded mode and on a data
+/// directory's control socket ([`Auth::local_session`]).
+pub const LOCAL_OWNER: &str = "local";
 pub use store::{
     AuditEntry, AuditRecord, AuthStore, NewUser, QuotaOutcome, RefreshTokenRecord, UsageCount, UserRecord,
 };

@@ -480,21 +480,73 @@ impl Auth {
         }
     }
 
+    /// Whether `user_id` is an embedded local owner ([`Auth::local_session`]
+    /// made it): its creation is in the audit log as `local.created`.
+    pub async fn is_local_owner(&self, user_id: &str) -> Result<bool> {
+        let mut page = String::new();
+        // Bounded: the creation is the oldest event about the user.
+        for _ in 0..1_000 {
+            let (events, next) = self.store.list_audit_events(Some(user_id), 500, &page).await?;
+            if events.iter().any(|e| e.action == "local.created") {
+                return Ok(true);
+            }
+            if next.is_empty() {
+                break;
+            }
+            page = next;
+        }
+        Ok(false)
+    }
+
     /// Creates the single admin on first start; a no-op when this admin
     /// exists already; [`AuthError::AdminExists`] when another one does.
+    /// An embedded local owner that holds the admin tier (a data directory
+    /// used with `reporunner run` before any admin was made) steps down to
+    /// Premium: the new admin takes over, audited as `admin.takeover`.
     /// The password is never logged.
     pub async fn ensure_admin(&self, username: &str, password: &str) -> Result<UserRecord> {
         let username = username.trim();
-        if let Some(admin) = self.store.find_admin().await? {
-            return if admin.username == username {
-                Ok(admin)
-            } else {
-                Err(AuthError::AdminExists)
-            };
-        }
-        let admin = self.new_user(username, password, Tier::Admin).await?;
+        let local_owner = match self.store.find_admin().await? {
+            Some(admin) if admin.username == username => return Ok(admin),
+            // The embedded local owner holds the admin tier until a real
+            // admin is made: it steps down to Premium (below).
+            Some(admin) if self.is_local_owner(&admin.id).await? => Some(admin),
+            Some(_) => return Err(AuthError::AdminExists),
+            None => None,
+        };
+        let admin = match &local_owner {
+            Some(local) => {
+                validate_username(username)?;
+                check_password_policy(username, password)?;
+                let password_hash = self.hasher.hash(password).await?;
+                self.store
+                    .hand_over_admin(
+                        &local.id,
+                        NewUser {
+                            username: username.to_owned(),
+                            password_hash,
+                            tier: Tier::Admin,
+                        },
+                    )
+                    .await?
+            }
+            None => self.new_user(username, password, Tier::Admin).await?,
+        };
         self.audit(Some(&admin.id), Some(&admin.id), "admin.created", String::new())
             .await?;
+        if let Some(local) = &local_owner {
+            self.audit(
+                Some(&admin.id),
+                Some(&local.id),
+                "admin.takeover",
+                format!(
+                    "`{}` is the admin now; the local owner `{}` is premium",
+                    admin.username, local.username
+                ),
+            )
+            .await?;
+            tracing::info!(admin = %admin.username, local = %local.username, "the admin took over from the local owner");
+        }
         tracing::info!(username = %admin.username, "created the admin");
         Ok(admin)
     }

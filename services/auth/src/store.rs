@@ -355,6 +355,52 @@ impl AuthStore {
         self.require_user(id).await
     }
 
+    /// Makes `new` the admin in place of the admin `from`, who becomes a
+    /// Premium user, in one transaction: there is never no admin, and never
+    /// two. Only for the embedded local owner stepping down (see
+    /// `Auth::ensure_admin`).
+    pub async fn hand_over_admin(&self, from: &str, new: NewUser) -> Result<UserRecord> {
+        let username = new.username.trim().to_owned();
+        validate_username(&username)?;
+        let txn = self.db.begin().await?;
+        let demoted = users::Entity::update_many()
+            .col_expr(users::Column::Tier, Expr::value(tier_name(Tier::Premium)))
+            .col_expr(users::Column::AdminSingleton, Expr::value(Option::<i32>::None))
+            .col_expr(users::Column::UpdatedAt, Expr::value(now_ms()))
+            .filter(users::Column::Id.eq(from))
+            .filter(users::Column::AdminSingleton.is_not_null())
+            .exec(&txn)
+            .await?;
+        if demoted.rows_affected != 1 {
+            return Err(AuthError::AdminExists);
+        }
+        let now = now_ms();
+        let model = users::ActiveModel {
+            id: Set(new_id()),
+            username: Set(username.clone()),
+            password_hash: Set(new.password_hash),
+            tier: Set(tier_name(Tier::Admin).to_owned()),
+            blocked: Set(false),
+            admin_singleton: Set(Some(1)),
+            created_at: Set(now),
+            updated_at: Set(now),
+        };
+        let created = match users::Entity::insert(model).exec_with_returning(&txn).await {
+            Ok(m) => m,
+            Err(e) => {
+                return Err(match is_unique_violation(&e) {
+                    Some(msg) if msg.contains("admin_singleton") || msg.contains("users_one_admin") => {
+                        AuthError::AdminExists
+                    }
+                    Some(_) => AuthError::UsernameTaken(username),
+                    None => e.into(),
+                });
+            }
+        };
+        txn.commit().await?;
+        created.try_into()
+    }
+
     /// Deletes a user with their refresh tokens and quota events (the audit
     /// log keeps its records). The admin cannot be deleted.
     pub async fn delete_user(&self, id: &str) -> Result<()> {

@@ -686,10 +686,33 @@ async fn local_session_is_the_admin_on_a_fresh_install(db: &TestDb) {
         .unwrap();
     let (user, _) = service.local_session("owner").await.unwrap();
     assert_eq!(user.tier, Tier::Admin);
+    // A weak password is refused before anything changes.
+    assert!(service.ensure_admin("other", "short").await.is_err());
+    assert_eq!(service.store().find_admin().await.unwrap().unwrap().id, user.id);
+    // A real admin takes over; the local owner steps down to Premium.
+    let admin = service.ensure_admin("other", ADMIN_PASSWORD).await.unwrap();
+    assert_eq!(admin.tier, Tier::Admin);
+    let local = service.store().find_user(&user.id).await.unwrap().unwrap();
+    assert_eq!(local.tier, Tier::Premium);
+    let (events, _) = service
+        .store()
+        .list_audit_events(Some(&user.id), 50, "")
+        .await
+        .unwrap();
     assert!(
-        service.ensure_admin("other", ADMIN_PASSWORD).await.is_err(),
-        "the local owner is the single admin"
+        events
+            .iter()
+            .any(|e| e.action == "admin.takeover" && e.actor_id.as_deref() == Some(admin.id.as_str())),
+        "{events:?}"
     );
+    // The local owner keeps working, as Premium.
+    let (again, _) = service.local_session("owner").await.unwrap();
+    assert_eq!((again.id, again.tier), (user.id, Tier::Premium));
+    // There is still exactly one admin: nobody else takes over from it.
+    assert!(matches!(
+        service.ensure_admin("third", ADMIN_PASSWORD).await,
+        Err(reporunner_auth::AuthError::AdminExists)
+    ));
 }
 
 /// Runs each scenario once on SQLite and once on PostgreSQL.

@@ -116,13 +116,13 @@ pub async fn register(client: &ClientArgs, username: &str, password: &PasswordAr
         .unwrap_or_default();
     login_with(&mut session, username, &password).await?;
     match client.output {
-        Output::Json => println!("{}", reporunner_proto::json::to_string_pretty(&user)?),
-        Output::Table => println!(
+        Output::Json => crate::outln!("{}", reporunner_proto::json::to_string_pretty(&user)?)?,
+        Output::Table => crate::outln!(
             "registered {} ({}) on {} and logged in",
             user.username,
             tier_name(user.tier()),
             session.server()
-        ),
+        )?,
     }
     Ok(())
 }
@@ -133,14 +133,14 @@ pub async fn login(client: &ClientArgs, username: &str, password: &PasswordArgs)
     let password = read_password(password, "Password: ", false)?;
     let user = login_with(&mut session, username, &password).await?;
     match client.output {
-        Output::Json => println!("{}", reporunner_proto::json::to_string_pretty(&user)?),
-        Output::Table => println!(
+        Output::Json => crate::outln!("{}", reporunner_proto::json::to_string_pretty(&user)?)?,
+        Output::Table => crate::outln!(
             "logged in to {} as {} ({}); login stored in {}",
             session.server(),
             user.username,
             tier_name(user.tier()),
             session.credentials_path().display()
-        ),
+        )?,
     }
     Ok(())
 }
@@ -170,7 +170,7 @@ async fn login_with(session: &mut Session, username: &str, password: &str) -> an
 pub async fn logout(client: &ClientArgs, all: bool) -> anyhow::Result<()> {
     let mut session = Session::open(client.server.clone())?;
     let Some(credentials) = session.credentials().cloned() else {
-        println!("not logged in to {}", session.server());
+        crate::outln!("not logged in to {}", session.server())?;
         return Ok(());
     };
     let auth = session.auth().await;
@@ -191,14 +191,14 @@ pub async fn logout(client: &ClientArgs, all: bool) -> anyhow::Result<()> {
     };
     session.forget()?;
     match revoked {
-        Ok(_) => println!(
+        Ok(_) => crate::outln!(
             "logged out of {}{}",
             session.server(),
             if all { " everywhere" } else { "" }
-        ),
-        Err(err) => println!(
+        )?,
+        Err(err) => crate::outln!(
             "forgot the stored login; the server could not revoke it ({err:#}), it expires by itself"
-        ),
+        )?,
     }
     Ok(())
 }
@@ -206,6 +206,7 @@ pub async fn logout(client: &ClientArgs, all: bool) -> anyhow::Result<()> {
 /// `reporunner whoami`.
 pub async fn whoami(client: &ClientArgs) -> anyhow::Result<()> {
     let mut session = Session::open(client.server.clone())?;
+    session.require_login()?;
     let auth = session.auth().await?;
     let response = session
         .call(|token| {
@@ -215,16 +216,16 @@ pub async fn whoami(client: &ClientArgs) -> anyhow::Result<()> {
         .await?
         .into_inner();
     match client.output {
-        Output::Json => println!("{}", reporunner_proto::json::to_string_pretty(&response)?),
+        Output::Json => crate::outln!("{}", reporunner_proto::json::to_string_pretty(&response)?)?,
         Output::Table => {
             let user = response.user.unwrap_or_default();
-            println!(
+            crate::outln!(
                 "{} ({}) on {}",
                 user.username,
                 tier_name(user.tier()),
                 session.server()
-            );
-            println!("id  {}", user.id);
+            )?;
+            crate::outln!("id  {}", user.id)?;
         }
     }
     Ok(())
@@ -243,11 +244,12 @@ pub async fn limits(client: &ClientArgs, all: bool) -> anyhow::Result<()> {
             .map_err(describe)?
             .into_inner();
         match client.output {
-            Output::Json => println!("{}", reporunner_proto::json::to_string_pretty(&response)?),
-            Output::Table => print!("{}", render_tier_table(&response.policies)),
+            Output::Json => crate::outln!("{}", reporunner_proto::json::to_string_pretty(&response)?)?,
+            Output::Table => crate::out!("{}", render_tier_table(&response.policies))?,
         }
         return Ok(());
     }
+    session.require_login()?;
     let auth = session.auth().await?;
     let response = session
         .call(|token| {
@@ -258,8 +260,8 @@ pub async fn limits(client: &ClientArgs, all: bool) -> anyhow::Result<()> {
         .into_inner();
     let policy = response.policy.unwrap_or_default();
     match client.output {
-        Output::Json => println!("{}", reporunner_proto::json::to_string_pretty(&policy)?),
-        Output::Table => print!("{}", render_policy(&policy)),
+        Output::Json => crate::outln!("{}", reporunner_proto::json::to_string_pretty(&policy)?)?,
+        Output::Table => crate::out!("{}", render_policy(&policy))?,
     }
     Ok(())
 }
@@ -267,6 +269,7 @@ pub async fn limits(client: &ClientArgs, all: bool) -> anyhow::Result<()> {
 /// `reporunner usage [--user NAME]`: your own usage, or (admin) anyone's.
 pub async fn usage(client: &ClientArgs, user: Option<&str>) -> anyhow::Result<()> {
     let mut session = Session::open(client.server.clone())?;
+    session.require_login()?;
     let user_id = match user {
         Some(user) => resolve_user(&mut session, user).await?.id,
         None => String::new(),
@@ -281,8 +284,8 @@ pub async fn usage(client: &ClientArgs, user: Option<&str>) -> anyhow::Result<()
         .await?
         .into_inner();
     match client.output {
-        Output::Json => println!("{}", reporunner_proto::json::to_string_pretty(&response)?),
-        Output::Table => print!("{}", render_usage(&response)),
+        Output::Json => crate::outln!("{}", reporunner_proto::json::to_string_pretty(&response)?)?,
+        Output::Table => crate::out!("{}", render_usage(&response))?,
     }
     Ok(())
 }
@@ -330,6 +333,7 @@ pub enum UsersCommand {
 /// Runs an admin users command.
 pub async fn admin_users(client: &ClientArgs, command: UsersCommand) -> anyhow::Result<()> {
     let mut session = Session::open(client.server.clone())?;
+    session.require_login()?;
     let admin = session.admin().await?;
     match command {
         UsersCommand::List { page_size, all } => {
@@ -366,12 +370,12 @@ pub async fn admin_users(client: &ClientArgs, command: UsersCommand) -> anyhow::
                         users,
                         next_page_token: page_token,
                     };
-                    println!("{}", reporunner_proto::json::to_string_pretty(&response)?);
+                    crate::outln!("{}", reporunner_proto::json::to_string_pretty(&response)?)?;
                 }
                 Output::Table => {
-                    print!("{}", render_users(&users));
+                    crate::out!("{}", render_users(&users))?;
                     if !page_token.is_empty() {
-                        println!("more users follow; use --all");
+                        crate::outln!("more users follow; use --all")?;
                     }
                 }
             }
@@ -456,8 +460,8 @@ pub async fn admin_users(client: &ClientArgs, command: UsersCommand) -> anyhow::
                 })
                 .await?;
             match client.output {
-                Output::Json => println!("{}", reporunner_proto::json::to_string_pretty(&target)?),
-                Output::Table => println!("deleted {} ({})", target.username, target.id),
+                Output::Json => crate::outln!("{}", reporunner_proto::json::to_string_pretty(&target)?)?,
+                Output::Table => crate::outln!("deleted {} ({})", target.username, target.id)?,
             }
         }
         UsersCommand::Upgrade { user, tier } => {
@@ -486,6 +490,7 @@ pub async fn admin_users(client: &ClientArgs, command: UsersCommand) -> anyhow::
 /// `reporunner admin audit`: admin actions and security events, newest first.
 pub async fn admin_audit(client: &ClientArgs, user: Option<&str>, limit: u32) -> anyhow::Result<()> {
     let mut session = Session::open(client.server.clone())?;
+    session.require_login()?;
     let target_id = match user {
         Some(user) => resolve_user(&mut session, user).await?.id,
         None => String::new(),
@@ -511,7 +516,7 @@ pub async fn admin_audit(client: &ClientArgs, user: Option<&str>, limit: u32) ->
         .await?
         .into_inner();
     match client.output {
-        Output::Json => println!("{}", reporunner_proto::json::to_string_pretty(&response)?),
+        Output::Json => crate::outln!("{}", reporunner_proto::json::to_string_pretty(&response)?)?,
         Output::Table => {
             let rows: Vec<Vec<String>> = response
                 .events
@@ -526,10 +531,10 @@ pub async fn admin_audit(client: &ClientArgs, user: Option<&str>, limit: u32) ->
                     ]
                 })
                 .collect();
-            print!(
+            crate::out!(
                 "{}",
                 table(&["TIME", "ACTION", "ACTOR", "TARGET", "DETAIL"], &rows)
-            );
+            )?;
         }
     }
     Ok(())
@@ -575,14 +580,14 @@ async fn resolve_user(session: &mut Session, user: &str) -> anyhow::Result<User>
 
 fn print_user(output: Output, verb: &str, user: &User) -> anyhow::Result<()> {
     match output {
-        Output::Json => println!("{}", reporunner_proto::json::to_string_pretty(user)?),
-        Output::Table => println!(
+        Output::Json => crate::outln!("{}", reporunner_proto::json::to_string_pretty(user)?)?,
+        Output::Table => crate::outln!(
             "{verb}: {} ({}, {}{})",
             user.username,
             user.id,
             tier_name(user.tier()),
             if user.blocked { ", blocked" } else { "" }
-        ),
+        )?,
     }
     Ok(())
 }

@@ -115,41 +115,7 @@ pub async fn analyze(settings: &Settings, target: Target, detect_host: bool) -> 
                     })
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}"))?,
-                Target::Archive(path, format) => {
-                    let file = tokio::fs::File::open(&path)
-                        .await
-                        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
-                    let chunks = futures::stream::unfold(file, |mut file| async move {
-                        use tokio::io::AsyncReadExt as _;
-                        let mut buffer = vec![0; ARCHIVE_CHUNK];
-                        match file.read(&mut buffer).await {
-                            Ok(0) => None,
-                            Ok(n) => {
-                                buffer.truncate(n);
-                                Some((Ok(buffer), file))
-                            }
-                            Err(err) => Some((
-                                Err(reporunner_source::SourceError::UploadAborted(err.to_string())),
-                                file,
-                            )),
-                        }
-                    });
-                    source
-                        .upload(
-                            UploadSpec {
-                                owner_id: LOCAL_OWNER.into(),
-                                format,
-                                file_name: path
-                                    .file_name()
-                                    .map(|n| n.to_string_lossy().into_owned())
-                                    .unwrap_or_default(),
-                                limits: None,
-                            },
-                            chunks,
-                        )
-                        .await
-                        .map_err(|e| anyhow::anyhow!("{e}"))?
-                }
+                Target::Archive(path, format) => upload_archive(&source, &path, format).await?,
                 Target::Directory(_) => anyhow::bail!("a directory is analyzed in place"),
             };
             let workspace = fetched.workspace;
@@ -163,6 +129,68 @@ pub async fn analyze(settings: &Settings, target: Target, detect_host: bool) -> 
     }
 }
 
+/// Extracts the archive at `path` through the source agent's library (its
+/// safety checks: no links out, no paths out, size and file-count limits)
+/// into a fresh temporary directory: `reporunner run ARCHIVE` runs what it
+/// holds as a local directory. The directory goes with the returned guard.
+pub async fn unpack_archive(
+    settings: &Settings,
+    path: &Path,
+    format: ArchiveFormat,
+) -> anyhow::Result<(tempfile::TempDir, PathBuf)> {
+    let scratch = tempfile::Builder::new()
+        .prefix("reporunner-archive-")
+        .tempdir()
+        .map_err(|e| anyhow::anyhow!("cannot create a temporary directory: {e}"))?;
+    let mut config = settings.source_config();
+    config.root = scratch.path().join("workspaces");
+    let source = Source::new(config).map_err(|e| anyhow::anyhow!("invalid source settings: {e}"))?;
+    let fetched = upload_archive(&source, path, format).await?;
+    let workspace = PathBuf::from(&fetched.workspace.path);
+    Ok((scratch, workspace))
+}
+
+/// Feeds the archive at `path` to `source`'s extractor.
+async fn upload_archive(
+    source: &Source,
+    path: &Path,
+    format: ArchiveFormat,
+) -> anyhow::Result<reporunner_source::Fetched> {
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+    let chunks = futures::stream::unfold(file, |mut file| async move {
+        use tokio::io::AsyncReadExt as _;
+        let mut buffer = vec![0; ARCHIVE_CHUNK];
+        match file.read(&mut buffer).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buffer.truncate(n);
+                Some((Ok(buffer), file))
+            }
+            Err(err) => Some((
+                Err(reporunner_source::SourceError::UploadAborted(err.to_string())),
+                file,
+            )),
+        }
+    });
+    source
+        .upload(
+            UploadSpec {
+                owner_id: LOCAL_OWNER.into(),
+                format,
+                file_name: path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                limits: None,
+            },
+            chunks,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
 /// `--export` values.
 pub fn export_format(name: &str) -> anyhow::Result<ExportFormat> {
     match name {
@@ -170,7 +198,10 @@ pub fn export_format(name: &str) -> anyhow::Result<ExportFormat> {
         "dockerfile" => Ok(ExportFormat::Dockerfile),
         "devcontainer" => Ok(ExportFormat::Devcontainer),
         "procfile" => Ok(ExportFormat::Procfile),
-        other => anyhow::bail!("cannot export as {other}; use json, dockerfile, devcontainer or procfile"),
+        "compose" => Ok(ExportFormat::Compose),
+        other => {
+            anyhow::bail!("cannot export as {other}; use json, dockerfile, devcontainer, procfile or compose")
+        }
     }
 }
 
@@ -200,6 +231,7 @@ mod tests {
         );
         let err = parse_target("/no/such/dir", None).unwrap_err().to_string();
         assert!(err.contains("/no/such/dir"), "{err}");
+        assert!(matches!(export_format("compose"), Ok(ExportFormat::Compose)));
         assert!(export_format("helm").is_err());
     }
 }

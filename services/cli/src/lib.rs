@@ -6,9 +6,13 @@
 pub mod account;
 pub mod analyze;
 pub mod credentials;
+pub mod errors;
 pub mod output;
+pub mod owner;
 pub mod run;
 pub mod search;
 pub mod session;
+pub mod stdout;
+pub mod ui;
 
 pub use reporunner_node::{Node, ServiceName, Settings, start_node};

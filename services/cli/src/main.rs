@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use reporunner::{
     ServiceName, Settings,
     account::{self, ClientArgs, PasswordArgs, UsersCommand},
-    output, start_node,
+    output,
 };
 use reporunner_env_detector::{DetectOptions, Detector, EnvDetector as _, platform::parse_platform_name};
 use reporunner_proto::{
@@ -22,16 +22,49 @@ use reporunner_proto::{
 };
 use serde::Serialize;
 
+/// What each exit code means; shown at the end of `reporunner --help`.
+const EXIT_CODES: &str = "\
+Exit codes:
+  0    done: the goal was reached, the command did what it says
+  1    failed: the run did not reach its goal, or another error (the message says which)
+  2    the command line is wrong
+  3    the run is degraded: some components run, others are down
+  4    not logged in, or the login expired: run `reporunner login`
+  5    the server cannot be reached (the message names its address)
+  6    a git host cannot be reached (the message names the host)
+  130  stopped with Ctrl-C
+
+Files:
+  settings   $XDG_CONFIG_HOME/reporunner/config.toml (else ~/.config/...), or --config
+  data       $XDG_DATA_HOME/reporunner (else ~/.local/share/reporunner), or --data-dir;
+             the first process on a data dir owns it, the others talk to it
+             through its control socket (reporunner.sock)";
+
 #[derive(Parser, Debug)]
 #[command(
     name = "reporunner",
     version,
-    about = "Take any repository and get it running, with no human in the loop."
+    about = "Take any repository and get it running, with no human in the loop.",
+    after_help = EXIT_CODES,
+    after_long_help = EXIT_CODES
 )]
 struct Cli {
-    /// A TOML settings file (lowest precedence after defaults; then REPORUNNER_* env, then flags).
-    #[arg(long, global = true, env = "REPORUNNER_CONFIG")]
+    /// A TOML settings file (default: $XDG_CONFIG_HOME/reporunner/config.toml
+    /// when it exists; then REPORUNNER_* env, then flags).
+    #[arg(long, global = true, env = "REPORUNNER_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Where all state lives [env: REPORUNNER_DATA_DIR] [default: ~/.local/share/reporunner]
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Print results and errors only: no progress, no notes.
+    #[arg(long, short, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Print more: -v the embedded services' info logs, -vv debug logs.
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Colour: on a terminal unless NO_COLOR is set (auto), always, or never.
+    #[arg(long, global = true, value_enum, default_value = "auto", value_name = "WHEN")]
+    color: reporunner::ui::ColorChoice,
     #[command(subcommand)]
     command: Command,
 }
@@ -39,21 +72,35 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Host services: all of them (embedded, the default) or the ones named with --service.
+    #[command(
+        after_help = "Examples:\n  reporunner serve\n  reporunner serve --listen 0.0.0.0:50051 --data-dir /srv/reporunner\n  REPORUNNER_ADMIN__USERNAME=admin REPORUNNER_ADMIN__PASSWORD=... reporunner serve"
+    )]
     Serve(ServeArgs),
     /// Detect this host's platform, hardware, toolchains and registries.
+    #[command(after_help = "Examples:\n  reporunner env\n  reporunner env --skip-registries -o json")]
     Env(EnvArgs),
-    /// Take a repository to a running, health-checked app (embedded unless --server).
+    /// Take a repository to a running, health-checked app (on this machine unless --server).
+    #[command(
+        after_help = "Examples:\n  reporunner run .\n  reporunner run https://github.com/pallets/flask --goal test\n  reporunner run ./app.tar.gz --env SECRET_KEY=dev --logs\n  reporunner run . --tests --skip-agents provisioner\n  reporunner run . --explain"
+    )]
     Run(reporunner::run::RunArgs),
-    /// List, inspect, follow and stop runs (embedded unless --server).
+    /// List, inspect, follow and stop runs (on this machine unless --server).
+    #[command(
+        after_help = "Examples:\n  reporunner runs list\n  reporunner runs show 3f2a\n  reporunner runs logs 3f2a --source web -f\n  reporunner runs logs 3f2a --sources\n  reporunner runs stop 3f2a\n\nA run id may be shortened to any prefix that names one run."
+    )]
     Runs {
         #[command(subcommand)]
         command: reporunner::run::RunsCommand,
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Index a run's workspace (or one of yours by id) for search (embedded unless --server).
+    /// Index a run's workspace (or one of yours by id) for search (on this machine unless --server).
+    #[command(after_help = "Examples:\n  reporunner index 3f2a\n  reporunner index 3f2a --mode hybrid")]
     Index(reporunner::search::IndexArgs),
-    /// Search an indexed workspace: `path:line` hits with snippets (embedded unless --server).
+    /// Search an indexed workspace: `path:line` hits with snippets (on this machine unless --server).
+    #[command(
+        after_help = "Examples:\n  reporunner search 'fn main'\n  reporunner search 'database url' --mode hybrid --limit 5"
+    )]
     Search(reporunner::search::SearchArgs),
     /// Embedding models of this host (`<data>/models`): list, or fetch one from the hub.
     Models {
@@ -65,8 +112,17 @@ enum Command {
     },
     /// Decide how to run a repository (offline, in this process): a directory,
     /// an archive (.tar, .tar.gz, .zip) or a git URL.
+    #[command(
+        after_help = "Examples:\n  reporunner analyze .\n  reporunner analyze https://github.com/pallets/flask -o json\n  reporunner analyze . --export dockerfile > Dockerfile\n  reporunner analyze . --export compose > compose.yaml"
+    )]
     Analyze(AnalyzeArgs),
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Examples:\n  reporunner completions bash > ~/.local/share/bash-completion/completions/reporunner\n  reporunner completions zsh > \"${fpath[1]}/_reporunner\"\n  reporunner completions fish > ~/.config/fish/completions/reporunner.fish"
+    )]
+    Completions { shell: clap_complete::Shell },
     /// Create an account on a server and log in.
+    #[command(after_help = "Examples:\n  reporunner register ada --server https://rr.example")]
     Register {
         username: String,
         #[command(flatten)]
@@ -75,6 +131,9 @@ enum Command {
         client: ClientArgs,
     },
     /// Log in and store the tokens (mode 0600) in your config directory.
+    #[command(
+        after_help = "Examples:\n  reporunner login ada --server https://rr.example\n  echo \"$PASSWORD\" | reporunner login ada --password-stdin"
+    )]
     Login {
         username: String,
         #[command(flatten)]
@@ -91,11 +150,13 @@ enum Command {
         client: ClientArgs,
     },
     /// Who the stored login is.
+    #[command(after_help = "Examples:\n  reporunner whoami\n  reporunner whoami -o json")]
     Whoami {
         #[command(flatten)]
         client: ClientArgs,
     },
     /// Metered requests, runs, agent calls and searches: yours, or (admin) anyone's.
+    #[command(after_help = "Examples:\n  reporunner usage\n  reporunner usage --user ada")]
     Usage {
         /// A username or id (admin only).
         #[arg(long)]
@@ -104,6 +165,7 @@ enum Command {
         client: ClientArgs,
     },
     /// What your tier allows; with --all, what every tier allows.
+    #[command(after_help = "Examples:\n  reporunner limits\n  reporunner limits --all")]
     Limits {
         /// Every tier's limits (needs no login).
         #[arg(long)]
@@ -112,6 +174,9 @@ enum Command {
         client: ClientArgs,
     },
     /// Administration: the single admin, users and the audit log.
+    #[command(
+        after_help = "Examples:\n  reporunner admin init --username admin\n  reporunner admin users list\n  reporunner admin users block ada --reason spam\n  reporunner admin audit --user ada"
+    )]
     Admin {
         #[command(subcommand)]
         command: AdminCommand,
@@ -128,7 +193,9 @@ struct AnalyzeArgs {
     /// `table` shows components, commands and evidence; `json` prints the RunPlan (proto3 JSON).
     #[arg(long, short, value_enum, default_value = "table")]
     output: OutputFormat,
-    /// Print the plan as a dockerfile, devcontainer (devcontainer.json), procfile or json instead.
+    /// Print the plan as a dockerfile, compose (docker-compose.yml with its backing services),
+    /// devcontainer (devcontainer.json), procfile or json instead. A library (nothing to start)
+    /// has no dockerfile, compose or procfile: that is an error.
     #[arg(long, value_name = "FORMAT")]
     export: Option<String>,
     /// Do not look at this host's toolchains (versions then come from the repository alone).
@@ -140,12 +207,11 @@ struct AnalyzeArgs {
 enum AdminCommand {
     /// Create the single admin in this host's data directory (no server needed).
     /// The password is prompted for (or read with --password-stdin) and never printed.
+    /// On a data directory used with `reporunner run` before, the new admin takes over
+    /// from the local owner, who stays as a Premium user.
     Init {
         #[arg(long, default_value = "admin")]
         username: String,
-        /// Where all state lives [env: REPORUNNER_DATA_DIR]
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
         #[command(flatten)]
         password: PasswordArgs,
     },
@@ -178,10 +244,6 @@ struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     metrics_listen: Option<SocketAddr>,
-    /// Where all state lives [env: REPORUNNER_DATA_DIR]
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    data_dir: Option<PathBuf>,
     /// Host only this service (repeatable); the others are reached at `endpoints.*`.
     #[arg(long = "service", value_name = "NAME")]
     #[serde(skip)]
@@ -227,6 +289,7 @@ fn with_token<T>(message: T, token: Option<&str>) -> anyhow::Result<tonic::Reque
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    reporunner::ui::Ui::new(cli.quiet, cli.verbose, cli.color).install();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -236,46 +299,94 @@ fn main() -> std::process::ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(err) if err.downcast_ref::<Degraded>().is_some() => {
-            eprintln!("error: {err:#}");
-            std::process::ExitCode::from(reporunner::run::DEGRADED_EXIT)
-        }
         Err(err) => {
-            eprintln!("error: {err:#}");
-            std::process::ExitCode::FAILURE
+            let (code, shown) = reporunner::errors::exit_code(&err);
+            if let Some(shown) = shown {
+                eprintln!("{shown}");
+            }
+            std::process::ExitCode::from(code)
         }
     }
 }
 
+/// The global flags every command's settings start from.
+struct Globals {
+    config: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+}
+
+impl Globals {
+    /// The settings: defaults < the config file (--config, else
+    /// `$XDG_CONFIG_HOME/reporunner/config.toml` when it exists) <
+    /// `REPORUNNER_*` < `flags` (with the global --data-dir).
+    fn settings_with<F: Serialize>(&self, flags: &F) -> anyhow::Result<Settings> {
+        #[derive(Serialize)]
+        struct Merged<'a, F> {
+            #[serde(flatten)]
+            flags: &'a F,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            data_dir: Option<&'a PathBuf>,
+        }
+        let file = self.config.clone().or_else(reporunner::ui::discovered_config);
+        Ok(reporunner_server::config::load(
+            file.as_deref(),
+            &Merged {
+                flags,
+                data_dir: self.data_dir.as_ref(),
+            },
+        )?)
+    }
+
+    fn settings(&self) -> anyhow::Result<Settings> {
+        #[derive(Serialize)]
+        struct NoFlags {}
+        self.settings_with(&NoFlags {})
+    }
+
+    /// [`Globals::settings`], with the services this process may host
+    /// logging at the level -q/-v ask for (unless RUST_LOG).
+    fn quiet_settings(&self) -> anyhow::Result<Settings> {
+        let settings = self.settings()?;
+        reporunner_server::telemetry::init(&reporunner_server::telemetry::LogConfig {
+            level: reporunner::ui::get().log_level().into(),
+            ..settings.log.clone()
+        });
+        Ok(settings)
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let globals = Globals {
+        config: cli.config,
+        data_dir: cli.data_dir,
+    };
     match cli.command {
-        Command::Serve(args) => serve(cli.config, args).await,
-        Command::Env(args) => env(cli.config, args).await,
-        Command::Analyze(args) => analyze(cli.config, args).await,
-        Command::Run(args) => run_command(cli.config, args).await,
+        Command::Serve(args) => serve(&globals, args).await,
+        Command::Env(args) => env(&globals, args).await,
+        Command::Analyze(args) => analyze(&globals, args).await,
+        Command::Run(args) => run_command(&globals, args).await,
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command, "reporunner", &mut script);
+            reporunner::out!("{}", String::from_utf8_lossy(&script))?;
+            Ok(())
+        }
         Command::Index(args) => {
-            let settings = quiet_settings(cli.config.as_deref(), args.client.server.is_none())?;
+            let settings = globals.quiet_settings()?;
             reporunner::search::index(&settings, args).await
         }
         Command::Search(args) => {
-            let settings = quiet_settings(cli.config.as_deref(), args.client.server.is_none())?;
+            let settings = globals.quiet_settings()?;
             reporunner::search::search(&settings, args).await
         }
         Command::Models { command, output } => {
-            let settings = quiet_settings(cli.config.as_deref(), true)?;
+            let settings = globals.quiet_settings()?;
             let command = command.unwrap_or(reporunner::search::ModelsCommand::List);
             reporunner::search::models(&settings, command, output).await
         }
         Command::Runs { command, client } => {
-            #[derive(Serialize)]
-            struct NoFlags {}
-            let settings: Settings = reporunner_server::config::load(cli.config.as_deref(), &NoFlags {})?;
-            if client.server.is_none() {
-                reporunner_server::telemetry::init(&reporunner_server::telemetry::LogConfig {
-                    level: "error".into(),
-                    ..settings.log.clone()
-                });
-            }
+            let settings = globals.quiet_settings()?;
             reporunner::run::runs(&settings, client.server, client.output, command).await
         }
         Command::Register {
@@ -293,11 +404,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Usage { user, client } => account::usage(&client, user.as_deref()).await,
         Command::Limits { all, client } => account::limits(&client, all).await,
         Command::Admin { command } => match command {
-            AdminCommand::Init {
-                username,
-                data_dir,
-                password,
-            } => admin_init(cli.config, username, data_dir, password).await,
+            AdminCommand::Init { username, password } => admin_init(&globals, username, password).await,
             AdminCommand::Users { command, client } => account::admin_users(&client, command).await,
             AdminCommand::Audit { user, limit, client } => {
                 account::admin_audit(&client, user.as_deref(), limit).await
@@ -306,58 +413,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// The settings, with the embedded services logging errors only (unless
-/// RUST_LOG) when `embedded`.
-fn quiet_settings(config: Option<&std::path::Path>, embedded: bool) -> anyhow::Result<Settings> {
-    #[derive(Serialize)]
-    struct NoFlags {}
-    let settings: Settings = reporunner_server::config::load(config, &NoFlags {})?;
-    if embedded {
-        reporunner_server::telemetry::init(&reporunner_server::telemetry::LogConfig {
-            level: "error".into(),
-            ..settings.log.clone()
-        });
-    }
-    Ok(settings)
-}
-
-/// A run that ended DEGRADED: exit code 3.
-#[derive(Debug)]
-struct Degraded;
-
-impl std::fmt::Display for Degraded {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the run is degraded: some components are down (see above)")
-    }
-}
-
-impl std::error::Error for Degraded {}
-
 /// `reporunner run`: exit code 0 when the run reached its goal, 3 when it
-/// ended DEGRADED (some components up, others down), else 1.
-async fn run_command(config: Option<PathBuf>, args: reporunner::run::RunArgs) -> anyhow::Result<()> {
-    #[derive(Serialize)]
-    struct NoFlags {}
-    let settings: Settings = reporunner_server::config::load(config.as_deref(), &NoFlags {})?;
-    if args.server.is_none() {
-        // Embedded: the services log to stderr only when asked (RUST_LOG).
-        reporunner_server::telemetry::init(&reporunner_server::telemetry::LogConfig {
-            level: "error".into(),
-            ..settings.log.clone()
-        });
-    }
+/// ended DEGRADED (some components up, others down), 130 when stopped with
+/// Ctrl-C, else 1 (see [`reporunner::errors`]).
+async fn run_command(globals: &Globals, args: reporunner::run::RunArgs) -> anyhow::Result<()> {
+    let settings = globals.quiet_settings()?;
     match reporunner::run::run(&settings, args).await? {
         reporunner::run::Outcome::Reached => Ok(()),
-        reporunner::run::Outcome::Degraded => Err(Degraded.into()),
+        reporunner::run::Outcome::Degraded => Err(reporunner::errors::Actionable::Degraded.into()),
+        reporunner::run::Outcome::Interrupted => Err(reporunner::errors::Actionable::Interrupted.into()),
+        reporunner::run::Outcome::HostUnreachable(error) => Err(error.into()),
         reporunner::run::Outcome::Missed => anyhow::bail!("the run did not reach its goal"),
     }
 }
 
 /// `reporunner analyze`.
-async fn analyze(config: Option<PathBuf>, args: AnalyzeArgs) -> anyhow::Result<()> {
-    #[derive(Serialize)]
-    struct NoFlags {}
-    let settings: Settings = reporunner_server::config::load(config.as_deref(), &NoFlags {})?;
+async fn analyze(globals: &Globals, args: AnalyzeArgs) -> anyhow::Result<()> {
+    let settings = globals.settings()?;
     let export = args
         .export
         .as_deref()
@@ -367,32 +439,22 @@ async fn analyze(config: Option<PathBuf>, args: AnalyzeArgs) -> anyhow::Result<(
     let plan = reporunner::analyze::analyze(&settings, target, !args.no_host).await?;
     if let Some(format) = export {
         let file = reporunner_analyzer::export_plan(&plan, format).map_err(|e| anyhow::anyhow!("{e}"))?;
-        print!("{}", file.content);
+        reporunner::out!("{}", file.content)?;
         if !file.content.ends_with('\n') {
-            println!();
+            reporunner::outln!()?;
         }
         return Ok(());
     }
     match args.output {
-        OutputFormat::Json => println!("{}", reporunner_proto::json::to_string_pretty(&plan)?),
-        OutputFormat::Table => print!("{}", output::plan(&plan)),
+        OutputFormat::Json => reporunner::outln!("{}", reporunner_proto::json::to_string_pretty(&plan)?)?,
+        OutputFormat::Table => reporunner::out!("{}", output::plan(&plan))?,
     }
     Ok(())
 }
 
 /// `reporunner admin init`: creates the admin in the configured auth store.
-async fn admin_init(
-    config: Option<PathBuf>,
-    username: String,
-    data_dir: Option<PathBuf>,
-    password: PasswordArgs,
-) -> anyhow::Result<()> {
-    #[derive(Serialize)]
-    struct Flags {
-        #[serde(skip_serializing_if = "Option::is_none")]
-        data_dir: Option<PathBuf>,
-    }
-    let settings: Settings = reporunner_server::config::load(config.as_deref(), &Flags { data_dir })?;
+async fn admin_init(globals: &Globals, username: String, password: PasswordArgs) -> anyhow::Result<()> {
+    let settings = globals.settings()?;
     let auth = reporunner_node::open_auth(&settings).await?;
     if let Some(admin) = auth
         .store()
@@ -400,26 +462,35 @@ async fn admin_init(
         .await
         .map_err(|e| anyhow::anyhow!("cannot read the auth database: {e}"))?
     {
-        anyhow::bail!(
-            "the admin already exists (`{}`); there is exactly one admin",
-            admin.username
-        );
+        // The local owner of `reporunner run` holds the admin tier until a
+        // real admin takes over; another admin is never replaced.
+        let local = auth
+            .is_local_owner(&admin.id)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot read the auth database: {e}"))?;
+        if !local {
+            anyhow::bail!(
+                "the admin already exists (`{}`); there is exactly one admin \
+                 (it can manage users with `reporunner admin users`)",
+                admin.username
+            );
+        }
     }
     let password = account::read_password(&password, "Admin password: ", true)?;
     let admin = auth
         .ensure_admin(&username, &password)
         .await
         .map_err(|e| anyhow::anyhow!("cannot create the admin `{username}`: {e}"))?;
-    println!(
+    reporunner::outln!(
         "created the admin `{}` in {}",
         admin.username,
         settings.data_dir.display()
-    );
+    )?;
     Ok(())
 }
 
-async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
-    let settings: Settings = reporunner_server::config::load(config.as_deref(), &args)?;
+async fn serve(globals: &Globals, args: ServeArgs) -> anyhow::Result<()> {
+    let settings = globals.settings_with(&args)?;
     reporunner_server::telemetry::init(&settings.log);
     reporunner_auth::files::create_private_dir(&settings.data_dir)
         .with_context(|| format!("cannot create the data directory {}", settings.data_dir.display()))?;
@@ -446,7 +517,29 @@ async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
-    let node = start_node(&settings, &services, listener, shutdown).await?;
+    // A node with the public services owns its data directory: the other
+    // commands on it talk to this process through its control socket.
+    let hosts_public = [ServiceName::Orchestrator, ServiceName::Auth]
+        .iter()
+        .all(|s| services.contains(s));
+    let mut owned = if hosts_public {
+        match reporunner::owner::claim(&settings.data_dir)? {
+            reporunner::owner::DataDir::Owned(owned) => Some(owned),
+            reporunner::owner::DataDir::Taken(owner) => anyhow::bail!(
+                "{} is in use by {owner}; stop it first, or give this server another --data-dir",
+                settings.data_dir.display()
+            ),
+        }
+    } else {
+        None
+    };
+    let options = reporunner_node::NodeOptions {
+        control_socket: owned.as_ref().map(|o| o.bind_socket()).transpose()?,
+    };
+    let node = reporunner_node::start_node_with(&settings, &services, listener, shutdown, options).await?;
+    if let Some(owned) = &mut owned {
+        owned.announce("serve", &format!("http://{}", node.addr))?;
+    }
     let names: Vec<&str> = node.services.iter().map(|s| s.as_str()).collect();
     tracing::info!(
         addr = %node.addr,
@@ -456,6 +549,7 @@ async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
         "reporunner serving"
     );
     node.wait().await?;
+    drop(owned);
     if let Some(metrics) = metrics {
         metrics
             .await
@@ -465,7 +559,7 @@ async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn env(config: Option<PathBuf>, args: EnvArgs) -> anyhow::Result<()> {
+async fn env(globals: &Globals, args: EnvArgs) -> anyhow::Result<()> {
     let platform = match &args.platform {
         Some(name) => parse_platform_name(name).map_err(|e| anyhow::anyhow!("{e}"))?,
         None => Platform::Unspecified,
@@ -512,9 +606,7 @@ async fn env(config: Option<PathBuf>, args: EnvArgs) -> anyhow::Result<()> {
             }
         }
         None => {
-            #[derive(Serialize)]
-            struct NoFlags {}
-            let settings: Settings = reporunner_server::config::load(config.as_deref(), &NoFlags {})?;
+            let settings = globals.settings()?;
             let detector = Arc::new(Detector::new(settings.env_detector));
             let options = DetectOptions {
                 platform_override: (platform != Platform::Unspecified).then_some(platform),
@@ -532,14 +624,14 @@ async fn env(config: Option<PathBuf>, args: EnvArgs) -> anyhow::Result<()> {
         }
     };
     match args.output {
-        OutputFormat::Json => println!("{}", reporunner_proto::json::to_string_pretty(&response)?),
-        OutputFormat::Table => print!(
+        OutputFormat::Json => reporunner::outln!("{}", reporunner_proto::json::to_string_pretty(&response)?)?,
+        OutputFormat::Table => reporunner::out!(
             "{}",
             output::environment(
                 &response.environment.unwrap_or_default(),
                 response.recommendations.as_ref()
             )
-        ),
+        )?,
     }
     Ok(())
 }

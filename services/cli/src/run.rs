@@ -1,24 +1,24 @@
 //! `reporunner run` and `reporunner runs ...`: the run pipeline from the
 //! command line.
 //!
-//! Without `--server` (or `REPORUNNER_SERVER`) everything is embedded: this
-//! process starts every service on a loopback port, over the data directory,
-//! and acts as the machine's owner (the local single-user principal), so a new
-//! user needs nothing else. The data directory is locked while it is in use,
-//! so two embedded processes never share it. With `--server` the commands talk
-//! to that server with the stored login.
+//! Without `--server` (or `REPORUNNER_SERVER`) the commands work on the data
+//! directory: when no other process owns it, this process starts every
+//! service on a loopback port over it, owns it (see [`crate::owner`]) and
+//! acts as the machine's owner (the local single-user principal), so a new
+//! user needs nothing else; when another process owns it, they talk to that
+//! process through its control socket. With `--server` the commands talk to
+//! that server with the stored login.
 
 use std::{
-    collections::HashMap,
     path::{Path, PathBuf},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use futures::StreamExt as _;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use reporunner_client::ServiceChannel;
+use reporunner_client::Transport;
 use reporunner_proto::{
     agents::tester::v1::TestOutcome,
     orchestrator::v1::{
@@ -32,12 +32,13 @@ use reporunner_server::CancellationToken;
 use crate::{
     Node, ServiceName, Settings,
     account::Output,
+    owner::{self, DataDir, OwnedDir, OwnerInfo},
     session::{Session, bearer, describe},
-    start_node,
 };
+use reporunner_node::{NodeOptions, start_node_with};
 
 /// The principal `reporunner run` acts as in embedded mode.
-pub const LOCAL_USER: &str = "local";
+pub const LOCAL_USER: &str = reporunner_auth::LOCAL_OWNER;
 
 /// What a run should achieve, on the command line.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -66,7 +67,7 @@ impl From<GoalArg> for RunGoal {
 /// `reporunner run` options.
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// A directory or a git URL.
+    /// A directory, an archive (.tar, .tar.gz, .zip) or a git URL.
     pub repo: String,
     /// For a git URL: a branch, tag or commit.
     #[arg(long = "ref")]
@@ -77,8 +78,8 @@ pub struct RunArgs {
     /// nothing to start: tests only). Same as `--goal start-and-test`.
     #[arg(long, conflicts_with = "goal")]
     pub tests: bool,
-    /// Agents to skip, comma-separated (e.g. provisioner,tester).
-    #[arg(long, value_delimiter = ',')]
+    /// Agents to skip, comma-separated: env-detector, provisioner, dependency, health, resolver.
+    #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(reporunner_orchestrator::Step::skippable_agents()))]
     pub skip_agents: Vec<String>,
     /// Extra environment for every component, KEY=VALUE (repeatable).
     #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
@@ -121,52 +122,91 @@ fn parse_env(text: &str) -> Result<(String, String), String> {
     Ok((key.to_owned(), value.to_owned()))
 }
 
-/// Where the orchestrator is: in this process, or on a server.
+/// Where the orchestrator is: in this process, behind the data directory's
+/// owner (its control socket), or on a server.
 pub struct Connection {
-    pub client: OrchestratorServiceClient<ServiceChannel>,
-    token: String,
+    pub client: OrchestratorServiceClient<Transport>,
+    /// None: the control socket makes the call as the local owner.
+    token: Option<String>,
     session: Option<Session>,
     node: Option<Node>,
-    _lock: Option<std::fs::File>,
+    owned: Option<OwnedDir>,
+    /// Who owns the data directory, when it is another process.
+    pub owner: Option<OwnerInfo>,
 }
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection")
             .field("embedded", &self.node.is_some())
+            .field("owner", &self.owner)
             .finish_non_exhaustive()
     }
 }
 
 impl Connection {
-    /// The server's orchestrator with the stored login, or an embedded node
-    /// over `settings.data_dir` with the local principal.
-    pub async fn open(settings: &Settings, server: Option<String>) -> anyhow::Result<Self> {
+    /// The server's orchestrator with the stored login; else the data
+    /// directory's: through its owner's control socket when another process
+    /// owns it (with the stored login when that login is for the owner's
+    /// address, else as the local owner), or an embedded node that owns it
+    /// from now on, as the local owner. `command` names this process in the
+    /// directory's lock file.
+    pub async fn open(settings: &Settings, server: Option<String>, command: &str) -> anyhow::Result<Self> {
         if let Some(server) = server {
-            let mut session = Session::open(Some(server))?;
-            let token = session.access_token().await?;
-            let channel = session
-                .channel(reporunner_proto::orchestrator::v1::orchestrator_service_server::SERVICE_NAME)
-                .await?;
-            return Ok(Self {
-                client: OrchestratorServiceClient::new(channel),
-                token,
-                session: Some(session),
-                node: None,
-                _lock: None,
-            });
+            return Self::server(Session::open(Some(server))?).await;
         }
-        let lock = lock_data_dir(&settings.data_dir)?;
+        match owner::claim(&settings.data_dir)? {
+            DataDir::Taken(info) => {
+                let session = Session::open(None)?;
+                if session.credentials().is_some_and(|c| c.server == info.address) {
+                    let mut connection = Self::server(session).await?;
+                    connection.owner = Some(info);
+                    return Ok(connection);
+                }
+                let transport = Transport::unix_socket(&info.socket);
+                Ok(Self {
+                    client: OrchestratorServiceClient::new(transport),
+                    token: None,
+                    session: None,
+                    node: None,
+                    owned: None,
+                    owner: Some(info),
+                })
+            }
+            DataDir::Owned(owned) => Self::start_embedded(settings, owned, command).await,
+        }
+    }
+
+    async fn server(mut session: Session) -> anyhow::Result<Self> {
+        let token = session.access_token().await?;
+        let channel = session
+            .channel(reporunner_proto::orchestrator::v1::orchestrator_service_server::SERVICE_NAME)
+            .await?;
+        Ok(Self {
+            client: OrchestratorServiceClient::new(Transport::from(channel)),
+            token: Some(token),
+            session: Some(session),
+            node: None,
+            owned: None,
+            owner: None,
+        })
+    }
+
+    async fn start_embedded(settings: &Settings, mut owned: OwnedDir, command: &str) -> anyhow::Result<Self> {
+        let socket = owned.bind_socket()?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .context("cannot open a loopback port for the embedded services")?;
         let settings = &embedded_settings(settings);
         // Boxed: every service's set-up makes a large future.
-        let node = Box::pin(start_node(
+        let node = Box::pin(start_node_with(
             settings,
             &ServiceName::ALL,
             listener,
             CancellationToken::new(),
+            NodeOptions {
+                control_socket: Some(socket),
+            },
         ))
         .await?;
         let auth = node
@@ -177,44 +217,53 @@ impl Connection {
             .local_session(LOCAL_USER)
             .await
             .map_err(|e| anyhow::anyhow!("cannot open the local session: {e}"))?;
+        let address = format!("http://{}", node.addr);
         let channel = reporunner_client::connect(
             reporunner_proto::orchestrator::v1::orchestrator_service_server::SERVICE_NAME,
-            &[format!("http://{}", node.addr)],
+            std::slice::from_ref(&address),
             &settings.client,
         )?;
         channel
             .ready_within(Duration::from_secs(10))
             .await
             .map_err(|s| anyhow::anyhow!("the embedded orchestrator did not start: {}", s.message()))?;
+        owned.announce(command, &address)?;
         Ok(Self {
-            client: OrchestratorServiceClient::new(channel),
-            token: tokens.access.token,
+            client: OrchestratorServiceClient::new(Transport::from(channel)),
+            token: Some(tokens.access.token),
             session: None,
             node: Some(node),
-            _lock: Some(lock),
+            owned: Some(owned),
+            owner: None,
         })
     }
 
+    /// Whether this process hosts the services (its runs end with it).
     pub fn embedded(&self) -> bool {
         self.node.is_some()
     }
 
     /// A request carrying this connection's token (refreshed when a server
-    /// session needs it).
+    /// session needs it); none over the control socket.
     pub async fn request<T>(&mut self, message: T) -> anyhow::Result<tonic::Request<T>> {
         if let Some(session) = &mut self.session {
-            self.token = session.access_token().await?;
+            self.token = Some(session.access_token().await?);
         }
-        bearer(message, &self.token).map_err(describe)
+        match &self.token {
+            Some(token) => bearer(message, token).map_err(describe),
+            None => Ok(tonic::Request::new(message)),
+        }
     }
 
-    /// Stops the embedded node, if any.
+    /// Stops the embedded node, if any, and gives the data directory up.
     pub async fn close(self) -> anyhow::Result<()> {
         drop(self.client);
-        match self.node {
+        let stopped = match self.node {
             Some(node) => node.stop().await,
             None => Ok(()),
-        }
+        };
+        drop(self.owned);
+        stopped
     }
 }
 
@@ -236,30 +285,6 @@ fn embedded_settings(settings: &Settings) -> Settings {
     settings
 }
 
-/// Takes `<data_dir>/reporunner.lock`, so that two embedded processes never
-/// share one data directory.
-pub fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
-    reporunner_auth::files::create_private_dir(data_dir)
-        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
-    let path = data_dir.join("reporunner.lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
-            "another reporunner process is using {}; talk to it with --server, or use another --data-dir",
-            data_dir.display()
-        ),
-        Err(std::fs::TryLockError::Error(err)) => {
-            Err(anyhow::anyhow!("cannot lock {}: {err}", path.display()))
-        }
-    }
-}
-
 /// The RepoSource for a command-line argument.
 pub fn repo_source(repo: &str, reference: Option<&str>) -> anyhow::Result<RepoSource> {
     let path = Path::new(repo);
@@ -276,11 +301,9 @@ pub fn repo_source(repo: &str, reference: Option<&str>) -> anyhow::Result<RepoSo
     {
         repo_source::Source::GitUrl(repo.to_owned())
     } else if path.is_file() {
-        anyhow::bail!(
-            "{repo} is a file; `reporunner run` takes a directory or a git URL (try `reporunner analyze` for archives)"
-        )
+        anyhow::bail!("{repo} is a file but not an archive (.tar, .tar.gz, .tgz or .zip)")
     } else {
-        anyhow::bail!("{repo} is neither a directory nor a git URL")
+        anyhow::bail!("{repo} is neither a directory, an archive (.tar, .tar.gz, .zip) nor a git URL")
     };
     Ok(RepoSource {
         source: Some(source),
@@ -317,75 +340,98 @@ pub fn state_name(state: i32) -> String {
         .to_ascii_lowercase()
 }
 
-/// Renders run events as progress: a spinner per step on a terminal, plain
-/// lines otherwise.
+/// Renders run events as progress, the way cargo and docker build do. On a
+/// terminal, finished steps stay on screen with their times (printed above
+/// the live area) and the current step has a spinner, its elapsed time, a
+/// count of what its tool reported done and the tool's last line; on a pipe,
+/// plain lines. `-q` keeps results and failures only.
 struct Progress {
     multi: MultiProgress,
     terminal: bool,
-    steps: HashMap<ProtoStep, (ProgressBar, Instant)>,
+    /// Print every log line (`--logs`), not only the last one in the spinner.
+    show_logs: bool,
+    quiet: bool,
+    steps: Vec<(ProtoStep, Active)>,
 }
 
+/// A step in progress on a terminal.
+struct Active {
+    bar: ProgressBar,
+    detail: String,
+    /// Packages, crates or modules the tool reported done.
+    done: u32,
+}
+
+/// Lines by which install and build tools report one more thing done.
+const DONE_MARKERS: [&str; 6] = [
+    "Collecting ",
+    "Compiling ",
+    "Installing ",
+    "Downloaded ",
+    "Building wheel for ",
+    "Fetched ",
+];
+
 impl Progress {
-    fn new() -> Self {
+    fn new(show_logs: bool) -> Self {
         use std::io::IsTerminal as _;
+        let ui = crate::ui::get();
         Self {
             multi: MultiProgress::new(),
             terminal: std::io::stderr().is_terminal(),
-            steps: HashMap::new(),
+            show_logs,
+            quiet: ui.quiet,
+            steps: Vec::new(),
         }
     }
 
-    fn println(&self, line: String) {
+    /// Plain lines only, whatever standard error is.
+    fn plain(show_logs: bool) -> Self {
+        Self {
+            terminal: false,
+            ..Self::new(show_logs)
+        }
+    }
+
+    /// Whether log lines are wanted from the run (shown, or in the spinner).
+    fn wants_logs(&self) -> bool {
+        self.show_logs || (self.terminal && !self.quiet)
+    }
+
+    /// A line that stays: above the live area on a terminal, else on
+    /// standard output.
+    fn println(&self, line: String) -> anyhow::Result<()> {
         if self.terminal {
             let _ = self.multi.println(line);
         } else {
-            println!("{line}");
+            crate::outln!("{line}")?;
         }
+        Ok(())
     }
 
-    fn event(&mut self, event: &RunEvent) {
+    fn event(&mut self, event: &RunEvent) -> anyhow::Result<()> {
         match &event.event {
-            Some(run_event::Event::Step(step)) => match step.status() {
-                StepStatus::Started if !self.terminal => {
-                    self.println(format!("… {:<10} {}", step.step().label(), step.detail));
-                }
-                StepStatus::Started => {
-                    let bar = self.multi.add(ProgressBar::new_spinner());
-                    bar.set_style(
-                        ProgressStyle::with_template("{spinner} {prefix:<10} {elapsed:>4} {msg}")
-                            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-                    );
-                    bar.set_prefix(step.step().label());
-                    bar.set_message(step.detail.clone());
-                    bar.enable_steady_tick(Duration::from_millis(120));
-                    self.steps.insert(step.step(), (bar, Instant::now()));
-                }
-                status => {
-                    let mark = match status {
-                        StepStatus::Finished => "✓",
-                        StepStatus::Skipped => "-",
-                        _ => "✗",
-                    };
-                    let line = format!(
-                        "{mark} {:<10} {:>5.1}s {}",
-                        step.step().label(),
-                        f64::from(step.duration_ms) / 1000.0,
-                        step.detail
-                    );
-                    match self.steps.remove(&step.step()) {
-                        Some((bar, _)) => {
-                            bar.set_style(
-                                ProgressStyle::with_template("{msg}")
-                                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-                            );
-                            bar.finish_with_message(line);
-                        }
-                        None => self.println(line),
+            Some(run_event::Event::Step(step)) => self.step(step)?,
+            Some(run_event::Event::Log(line)) => {
+                if let Some((_, active)) = self.steps.last_mut() {
+                    if DONE_MARKERS.iter().any(|m| line.text.trim_start().starts_with(m)) {
+                        active.done += 1;
                     }
+                    let counted = if active.done > 0 {
+                        format!("[{} done] ", active.done)
+                    } else {
+                        String::new()
+                    };
+                    let last: String = line.text.trim().chars().take(80).collect();
+                    active
+                        .bar
+                        .set_message(format!("{} {counted}{}", active.detail, crate::ui::dim(&last)));
                 }
-            },
-            Some(run_event::Event::Log(line)) => self.println(format!("  {} | {}", line.source, line.text)),
-            Some(run_event::Event::Health(health)) => self.println(format!(
+                if self.show_logs {
+                    self.println(format!("  {} | {}", line.source, line.text))?;
+                }
+            }
+            Some(run_event::Event::Health(health)) if !self.quiet => self.println(format!(
                 "  {} is {}{}",
                 health.component,
                 health.health().label(),
@@ -394,24 +440,83 @@ impl Progress {
                 } else {
                     format!(" ({})", health.detail)
                 }
-            )),
-            Some(run_event::Event::Heal(heal)) => self.println(format!(
+            ))?,
+            Some(run_event::Event::Heal(heal)) if !self.quiet => self.println(format!(
                 "  healing attempt {}: {} — {} (retrying from {})",
                 heal.attempt,
                 heal.cause,
                 heal.summary,
                 heal.retry_from().label()
-            )),
-            Some(run_event::Event::Test(result)) => self.println(format!("  tests {}", test_line(result))),
-            Some(run_event::Event::Url(url)) => self.println(format!("→ {url}")),
-            Some(run_event::Event::Notice(notice)) => self.println(format!("note: {notice}")),
-            Some(run_event::Event::State(_)) | None => {}
+            ))?,
+            Some(run_event::Event::Test(result)) => self.println(format!("  tests {}", test_line(result)))?,
+            Some(run_event::Event::Url(url)) => self.println(format!("→ {}", crate::ui::bold(url)))?,
+            Some(run_event::Event::Notice(notice)) if !self.quiet => {
+                self.println(format!("note: {notice}"))?
+            }
+            _ => {}
         }
+        Ok(())
     }
 
+    fn step(&mut self, step: &reporunner_proto::orchestrator::v1::StepEvent) -> anyhow::Result<()> {
+        let label = step.step().label();
+        if step.status() == StepStatus::Started {
+            if self.quiet {
+                return Ok(());
+            }
+            if !self.terminal {
+                return self.println(format!("… {label:<10} {}", step.detail));
+            }
+            let bar = self.multi.add(ProgressBar::new_spinner());
+            bar.set_style(
+                ProgressStyle::with_template("{spinner:.cyan} {prefix:<10} {elapsed:>4} {wide_msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.set_prefix(label);
+            bar.set_message(step.detail.clone());
+            bar.enable_steady_tick(Duration::from_millis(120));
+            self.steps.push((
+                step.step(),
+                Active {
+                    bar,
+                    detail: step.detail.clone(),
+                    done: 0,
+                },
+            ));
+            return Ok(());
+        }
+        let failed = !matches!(step.status(), StepStatus::Finished | StepStatus::Skipped);
+        let mark = match step.status() {
+            StepStatus::Finished => crate::ui::good("✓"),
+            StepStatus::Skipped => crate::ui::dim("-"),
+            _ => crate::ui::bad("✗"),
+        };
+        let mut done = 0;
+        if let Some(index) = self.steps.iter().rposition(|(s, _)| *s == step.step()) {
+            let (_, active) = self.steps.remove(index);
+            done = active.done;
+            active.bar.finish_and_clear();
+            self.multi.remove(&active.bar);
+        }
+        if self.quiet && !failed {
+            return Ok(());
+        }
+        let counted = if done > 0 {
+            format!(" [{done} done]")
+        } else {
+            String::new()
+        };
+        self.println(format!(
+            "{mark} {label:<10} {:>5.1}s {}{counted}",
+            f64::from(step.duration_ms) / 1000.0,
+            step.detail
+        ))
+    }
+
+    /// Clears what is still spinning (the run ended or was stopped).
     fn finish(&mut self) {
-        for (_, (bar, _)) in self.steps.drain() {
-            bar.abandon();
+        for (_, active) in self.steps.drain(..) {
+            active.bar.finish_and_clear();
         }
     }
 }
@@ -462,7 +567,12 @@ pub fn summary(run: &Run) -> String {
 pub fn summary_with(run: &Run, heals: &[HealEvent]) -> String {
     let mut out = format!("run {} {}\n", run.id, state_name(run.state));
     if !run.error.is_empty() {
-        out.push_str(&format!("error: {}\n", run.error));
+        // A stop is what someone asked for, not an error.
+        if run.state == RunState::Stopped as i32 {
+            out.push_str(&format!("  ({})\n", run.error));
+        } else {
+            out.push_str(&format!("error: {}\n", run.error));
+        }
     }
     for component in &run.components {
         out.push_str(&format!(
@@ -514,17 +624,33 @@ pub fn summary_with(run: &Run, heals: &[HealEvent]) -> String {
 
 /// `reporunner run`. Answers whether the goal was reached.
 pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<Outcome> {
-    let source = repo_source(&args.repo, args.reference.as_deref())?;
+    // An archive is unpacked (with the source agent's checks) and run as the
+    // directory it holds; the directory lives as long as this command.
+    let mut _unpacked = None;
+    let source = match crate::analyze::parse_target(&args.repo, args.reference.as_deref()) {
+        Ok(crate::analyze::Target::Archive(path, format)) => {
+            anyhow::ensure!(
+                args.server.is_none(),
+                "{} is an archive: `reporunner run` unpacks archives on this machine only; \
+                 for --server, push the repository to a git host, or unpack it there",
+                args.repo
+            );
+            let (guard, dir) = crate::analyze::unpack_archive(settings, &path, format).await?;
+            _unpacked = Some(guard);
+            repo_source(&dir.to_string_lossy(), None)?
+        }
+        _ => repo_source(&args.repo, args.reference.as_deref())?,
+    };
     let goal = if args.tests {
         RunGoal::StartAndTest
     } else {
         RunGoal::from(args.goal)
     };
     if args.explain {
-        print!("{}", reporunner_orchestrator::explain(goal));
+        crate::out!("{}", reporunner_orchestrator::explain(goal))?;
         return Ok(Outcome::Reached);
     }
-    let mut connection = Connection::open(settings, args.server.clone()).await?;
+    let mut connection = Connection::open(settings, args.server.clone(), "run").await?;
     let request = connection
         .request(CreateRunRequest {
             source: Some(source),
@@ -546,16 +672,16 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<Outcome> 
         .ok_or_else(|| anyhow::anyhow!("the orchestrator answered CreateRun without a run"))?;
     let run_id = created.id.clone();
     let json = matches!(args.output, Output::Json);
-    let mut progress = (!json).then(Progress::new);
+    let mut progress = (!json).then(|| Progress::new(args.logs));
     if let Some(progress) = &progress {
-        progress.println(format!("run {run_id}: {}", args.repo));
+        progress.println(format!("run {run_id}: {}", args.repo))?;
     }
-
+    let with_logs = progress.as_ref().map_or(args.logs, Progress::wants_logs);
     let watch = connection
         .request(WatchRunRequest {
             run_id: run_id.clone(),
             after_sequence: 0,
-            without_logs: !args.logs,
+            without_logs: !with_logs,
         })
         .await?;
     let mut events = connection
@@ -579,9 +705,9 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<Outcome> 
             heals.push(heal.clone());
         }
         if json {
-            println!("{}", reporunner_proto::json::to_string(&event)?);
+            crate::outln!("{}", reporunner_proto::json::to_string(&event)?)?;
         } else if let Some(progress) = &mut progress {
-            progress.event(&event);
+            progress.event(&event)?;
         }
         if let Some(run_event::Event::State(state)) = event.event {
             let state = RunState::try_from(state).unwrap_or(RunState::Unspecified);
@@ -609,10 +735,10 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<Outcome> 
                     // user follows it; say where it is and keep going.
                     let run = get_run(&mut connection, &run_id).await?;
                     if json {
-                        println!("{}", reporunner_proto::json::to_string(&run)?);
+                        crate::outln!("{}", reporunner_proto::json::to_string(&run)?)?;
                     } else {
-                        println!("{}", summary_with(&run, &heals));
-                        println!("press Ctrl-C to stop");
+                        crate::outln!("{}", summary_with(&run, &heals))?;
+                        crate::outln!("press Ctrl-C to stop")?;
                     }
                 } else {
                     break;
@@ -656,18 +782,22 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<Outcome> 
     if !(reached && json) {
         // JSON consumers already have the Run as the last line when the goal was reached.
         if json {
-            println!("{}", reporunner_proto::json::to_string(&run)?);
+            crate::outln!("{}", reporunner_proto::json::to_string(&run)?)?;
         } else {
             if goal == RunGoal::Analyze
                 && let Some(plan) = &run.plan
             {
-                print!("{}", crate::output::plan(plan));
+                crate::out!("{}", crate::output::plan(plan))?;
             }
-            print!("{}", summary_with(&run, &heals));
+            crate::out!("{}", summary_with(&run, &heals))?;
         }
     }
     connection.close().await?;
-    Ok(if degraded && ok {
+    Ok(if interrupt.is_cancelled() {
+        Outcome::Interrupted
+    } else if let Some(unreachable) = host_unreachable(&run.error) {
+        Outcome::HostUnreachable(unreachable)
+    } else if degraded && ok {
         Outcome::Degraded
     } else if ok {
         Outcome::Reached
@@ -677,7 +807,7 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<Outcome> 
 }
 
 /// How `reporunner run` ended, for its exit code.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// The goal was reached: exit code 0.
     Reached,
@@ -686,10 +816,21 @@ pub enum Outcome {
     Degraded,
     /// Exit code 1.
     Missed,
+    /// Stopped with Ctrl-C: exit code 130.
+    Interrupted,
+    /// The git host could not be reached: exit code 6.
+    HostUnreachable(crate::errors::Actionable),
 }
 
-/// The exit code of a run that ended DEGRADED.
-pub const DEGRADED_EXIT: u8 = 3;
+/// The git host a run's error says could not be reached.
+fn host_unreachable(error: &str) -> Option<crate::errors::Actionable> {
+    let start = error.find(reporunner_source::HOST_UNREACHABLE)? + reporunner_source::HOST_UNREACHABLE.len();
+    let (host, detail) = error[start..].split_once(" cannot be reached: ")?;
+    Some(crate::errors::Actionable::HostUnreachable {
+        host: host.to_owned(),
+        detail: detail.to_owned(),
+    })
+}
 
 async fn get_run(connection: &mut Connection, run_id: &str) -> anyhow::Result<Run> {
     let request = connection
@@ -747,13 +888,13 @@ mod tests {
     }
 
     #[test]
-    fn a_data_dir_is_used_by_one_embedded_process_at_a_time() {
-        let dir = tempfile::tempdir().unwrap();
-        let held = lock_data_dir(dir.path()).unwrap();
-        let err = lock_data_dir(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("another reporunner process"), "{err}");
-        drop(held);
-        lock_data_dir(dir.path()).unwrap();
+    fn an_unreachable_git_host_is_read_from_the_runs_error() {
+        let found = host_unreachable("fetch failed: the git host github.com cannot be reached: fatal: x");
+        assert!(
+            matches!(&found, Some(crate::errors::Actionable::HostUnreachable { host, detail }) if host == "github.com" && detail == "fatal: x"),
+            "{found:?}"
+        );
+        assert!(host_unreachable("fetch failed: the source agent failed: disk full").is_none());
     }
 
     #[test]
@@ -835,19 +976,29 @@ pub enum RunsCommand {
         limit: u32,
     },
     /// One run: state, components, plan, and its events so far.
-    Show { run_id: String },
-    /// A run's captured output.
-    Logs {
+    Show {
+        /// A run id, or any prefix of one that names a single run.
         run_id: String,
-        /// Only this component or step.
-        #[arg(long)]
+    },
+    /// A run's output: install, build, setup, the components' own and the tests'.
+    Logs {
+        /// A run id, or any prefix of one that names a single run.
+        run_id: String,
+        /// Only this component or step (see --sources).
+        #[arg(long, conflicts_with = "sources")]
         source: Option<String>,
-        /// Keep following new lines.
-        #[arg(long, short)]
+        /// Keep following new lines until the run ends.
+        #[arg(long, short, conflicts_with = "sources")]
         follow: bool,
+        /// List the run's log sources with their line counts instead.
+        #[arg(long)]
+        sources: bool,
     },
     /// Stop every component of a run.
-    Stop { run_id: String },
+    Stop {
+        /// A run id, or any prefix of one that names a single run.
+        run_id: String,
+    },
 }
 
 /// Runs a `reporunner runs` command.
@@ -859,7 +1010,7 @@ pub async fn runs(
 ) -> anyhow::Result<()> {
     use reporunner_proto::orchestrator::v1::{GetRunLogsRequest, ListRunsRequest};
 
-    let mut connection = Connection::open(settings, server).await?;
+    let mut connection = Connection::open(settings, server, "runs").await?;
     let json = matches!(output, Output::Json);
     match command {
         RunsCommand::List { limit } => {
@@ -877,7 +1028,7 @@ pub async fn runs(
                 .map_err(describe)?
                 .into_inner();
             if json {
-                println!("{}", reporunner_proto::json::to_string_pretty(&response)?);
+                crate::outln!("{}", reporunner_proto::json::to_string_pretty(&response)?)?;
             } else {
                 let rows: Vec<Vec<String>> = response
                     .runs
@@ -896,13 +1047,14 @@ pub async fn runs(
                         ]
                     })
                     .collect();
-                print!(
+                crate::out!(
                     "{}",
                     crate::output::table(&["ID", "STATE", "GOAL", "SOURCE", "CREATED"], &rows)
-                );
+                )?;
             }
         }
         RunsCommand::Show { run_id } => {
+            let run_id = resolve_run_id(&mut connection, &run_id).await?;
             let run = get_run(&mut connection, &run_id).await?;
             let request = connection
                 .request(WatchRunRequest {
@@ -928,28 +1080,27 @@ pub async fn runs(
                 }
             }
             if json {
-                println!("{}", reporunner_proto::json::to_string_pretty(&run)?);
+                crate::outln!("{}", reporunner_proto::json::to_string_pretty(&run)?)?;
                 for event in &events {
-                    println!("{}", reporunner_proto::json::to_string(event)?);
+                    crate::outln!("{}", reporunner_proto::json::to_string(event)?)?;
                 }
             } else {
-                print!("{}", summary(&run));
-                println!("source   {}", source_label(run.source.as_ref()));
+                crate::out!("{}", summary(&run))?;
+                crate::outln!("source   {}", source_label(run.source.as_ref()))?;
                 if let Some(workspace) = &run.workspace {
-                    println!("workspace {} ({} files)", workspace.id, workspace.file_count);
+                    crate::outln!("workspace {} ({} files)", workspace.id, workspace.file_count)?;
                 }
                 if let Some(plan) = &run.plan {
-                    println!();
-                    print!("{}", crate::output::plan(plan));
+                    crate::outln!()?;
+                    crate::out!("{}", crate::output::plan(plan))?;
                 }
-                println!("\nevents");
-                let mut progress = Progress::new();
-                progress.terminal = false;
+                crate::outln!("\nevents")?;
+                let mut progress = Progress::plain(false);
                 for event in &events {
                     if let Some(run_event::Event::State(state)) = event.event {
-                        println!("  state {}", state_name(state));
+                        crate::outln!("  state {}", state_name(state))?;
                     } else {
-                        progress.event(event);
+                        progress.event(event)?;
                     }
                 }
             }
@@ -958,7 +1109,9 @@ pub async fn runs(
             run_id,
             source,
             follow,
+            sources,
         } => {
+            let run_id = resolve_run_id(&mut connection, &run_id).await?;
             let request = connection
                 .request(GetRunLogsRequest {
                     run_id,
@@ -973,18 +1126,43 @@ pub async fn runs(
                 .await
                 .map_err(describe)?
                 .into_inner();
+            // Sources in the order they first wrote, with their line counts.
+            let mut counts: Vec<(String, u64)> = Vec::new();
             while let Some(message) = stream.next().await {
                 let Some(line) = message.map_err(describe)?.line else {
                     continue;
                 };
-                if json {
-                    println!("{}", reporunner_proto::json::to_string(&line)?);
+                if sources {
+                    match counts.iter_mut().find(|(s, _)| *s == line.source) {
+                        Some((_, count)) => *count += 1,
+                        None => counts.push((line.source, 1)),
+                    }
+                } else if json {
+                    crate::outln!("{}", reporunner_proto::json::to_string(&line)?)?;
                 } else {
-                    println!("{} | {}", line.source, line.text);
+                    crate::outln!("{} | {}", line.source, line.text)?;
+                }
+            }
+            if sources {
+                if json {
+                    let list: Vec<serde_json::Value> = counts
+                        .iter()
+                        .map(|(source, lines)| serde_json::json!({"source": source, "lines": lines}))
+                        .collect();
+                    crate::outln!("{}", serde_json::to_string_pretty(&list)?)?;
+                } else {
+                    let rows: Vec<Vec<String>> = counts
+                        .into_iter()
+                        .map(|(source, lines)| vec![source, lines.to_string()])
+                        .collect();
+                    crate::out!("{}", crate::output::table(&["SOURCE", "LINES"], &rows))?;
                 }
             }
         }
         RunsCommand::Stop { run_id } => {
+            let run_id = resolve_run_id(&mut connection, &run_id).await?;
+            let before = get_run(&mut connection, &run_id).await?;
+            let was_over = terminal(RunState::try_from(before.state).unwrap_or(RunState::Unspecified));
             let request = connection.request(StopRunRequest { run_id }).await?;
             let run = connection
                 .client
@@ -995,13 +1173,79 @@ pub async fn runs(
                 .run
                 .unwrap_or_default();
             if json {
-                println!("{}", reporunner_proto::json::to_string_pretty(&run)?);
+                crate::outln!("{}", reporunner_proto::json::to_string_pretty(&run)?)?;
+            } else if was_over {
+                crate::outln!(
+                    "run {} is {} already; nothing to stop",
+                    run.id,
+                    state_name(run.state)
+                )?;
             } else {
-                print!("{}", summary(&run));
+                crate::out!("{}", summary(&run))?;
             }
         }
     }
     connection.close().await
+}
+
+/// The full id of the run `given` names: itself when it is a run id, else
+/// the one run of the caller's whose id starts with it.
+pub async fn resolve_run_id(connection: &mut Connection, given: &str) -> anyhow::Result<String> {
+    use reporunner_proto::orchestrator::v1::ListRunsRequest;
+    let given = given.trim();
+    anyhow::ensure!(!given.is_empty(), "the run id is empty");
+    let request = connection
+        .request(GetRunRequest {
+            run_id: given.to_owned(),
+        })
+        .await?;
+    match connection.client.get_run(request).await {
+        Ok(_) => return Ok(given.to_owned()),
+        Err(status)
+            if matches!(
+                status.code(),
+                tonic::Code::NotFound | tonic::Code::InvalidArgument
+            ) => {}
+        Err(status) => return Err(describe(status)),
+    }
+    let mut matches = Vec::new();
+    let mut page_token = String::new();
+    // Bounded: 20 pages of 500 runs.
+    for _ in 0..20 {
+        let request = connection
+            .request(ListRunsRequest {
+                page_size: 500,
+                page_token: page_token.clone(),
+                states: Vec::new(),
+            })
+            .await?;
+        let page = connection
+            .client
+            .list_runs(request)
+            .await
+            .map_err(describe)?
+            .into_inner();
+        matches.extend(
+            page.runs
+                .into_iter()
+                .map(|r| r.id)
+                .filter(|id| id.starts_with(given)),
+        );
+        if page.next_page_token.is_empty() || matches.len() > 1 {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    match matches.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => {
+            anyhow::bail!("no run of yours has an id that starts with `{given}` (see `reporunner runs list`)")
+        }
+        many => anyhow::bail!(
+            "`{given}` is the start of several run ids ({}); give more of it",
+            many.join(", ")
+        ),
+    }
 }
 
 fn source_label(source: Option<&RepoSource>) -> String {

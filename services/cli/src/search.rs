@@ -42,7 +42,7 @@ impl From<ModeArg> for IndexMode {
 /// `reporunner index` options.
 #[derive(Args, Debug)]
 pub struct IndexArgs {
-    /// A run id, or a workspace id (`sha256:...`) of yours.
+    /// A run id (or a prefix of one), or a workspace id (`sha256:...`) of yours.
     pub target: String,
     /// The mode to index for (default: the best your tier and this host allow).
     #[arg(long, value_enum)]
@@ -59,7 +59,8 @@ pub struct IndexArgs {
 pub struct SearchArgs {
     /// What to look for: words, identifiers, or a description (vector modes).
     pub query: String,
-    /// A run id or workspace id (default: your newest run with a workspace).
+    /// A run id (or a prefix of one) or a workspace id (default: what `reporunner index`
+    /// indexed last here, else your newest run with a workspace).
     #[arg(long = "in", value_name = "RUN_OR_WORKSPACE")]
     pub target: Option<String>,
     /// The mode to search in (default: the best your tier and this host allow).
@@ -109,14 +110,66 @@ fn mode_name(mode: i32) -> String {
 
 /// `reporunner index`.
 pub async fn index(settings: &Settings, args: IndexArgs) -> anyhow::Result<()> {
-    let mut connection = Connection::open(settings, args.client.server.clone()).await?;
+    let mut connection = Connection::open(settings, args.client.server.clone(), "index").await?;
     let result = index_on(&mut connection, &args).await;
     connection.close().await?;
-    result
+    let indexed = result?;
+    // `search` without --in looks here next.
+    if let Err(err) = LastIndexed::remember(&place(settings, &args.client), &indexed) {
+        eprintln!("note: cannot remember the index for `reporunner search`: {err:#}");
+    }
+    Ok(())
 }
 
-async fn index_on(connection: &mut Connection, args: &IndexArgs) -> anyhow::Result<()> {
-    let (run_id, workspace_id) = target(&args.target);
+/// Where a command works: its server, or this machine's data directory.
+fn place(settings: &Settings, client: &ClientArgs) -> String {
+    match &client.server {
+        Some(server) => server.trim_end_matches('/').to_owned(),
+        None => format!("data-dir:{}", settings.data_dir.display()),
+    }
+}
+
+/// The target each place indexed last, in `last-index.json` beside the
+/// stored login.
+struct LastIndexed;
+
+impl LastIndexed {
+    fn path() -> anyhow::Result<std::path::PathBuf> {
+        Ok(crate::credentials::default_path()?.with_file_name("last-index.json"))
+    }
+
+    fn read() -> std::collections::BTreeMap<String, String> {
+        Self::path()
+            .ok()
+            .and_then(|path| std::fs::read_to_string(path).ok())
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_default()
+    }
+
+    fn remember(place: &str, target: &str) -> anyhow::Result<()> {
+        let path = Self::path()?;
+        let mut known = Self::read();
+        known.insert(place.to_owned(), target.to_owned());
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&path, serde_json::to_string_pretty(&known)?)?;
+        Ok(())
+    }
+
+    fn recall(place: &str) -> Option<String> {
+        Self::read().remove(place)
+    }
+}
+
+/// Indexes the target; answers it as `search --in` takes it.
+async fn index_on(connection: &mut Connection, args: &IndexArgs) -> anyhow::Result<String> {
+    let given = if args.target.starts_with("sha256:") {
+        args.target.clone()
+    } else {
+        crate::run::resolve_run_id(connection, &args.target).await?
+    };
+    let (run_id, workspace_id) = target(&given);
     let request = connection
         .request(IndexWorkspaceRequest {
             run_id,
@@ -144,11 +197,11 @@ async fn index_on(connection: &mut Connection, args: &IndexArgs) -> anyhow::Resu
             told = true;
         }
         if json {
-            println!("{}", reporunner_proto::json::to_string(&message)?);
+            crate::outln!("{}", reporunner_proto::json::to_string(&message)?)?;
         } else if message.done {
             let p = message.progress.unwrap_or_default();
             let modes: Vec<String> = message.modes.iter().map(|&m| mode_name(m)).collect();
-            println!(
+            crate::outln!(
                 "indexed: {} file(s) seen, {} indexed, {} unchanged, {} removed, {} skipped; {} chunk(s){}",
                 p.files_seen,
                 p.files_indexed,
@@ -161,11 +214,11 @@ async fn index_on(connection: &mut Connection, args: &IndexArgs) -> anyhow::Resu
                 } else {
                     String::new()
                 }
-            );
-            println!("modes: {}", modes.join(", "));
+            )?;
+            crate::outln!("modes: {}", modes.join(", "))?;
         }
         if message.done {
-            return Ok(());
+            return Ok(given);
         }
     }
     anyhow::bail!("the indexer ended without its final message")
@@ -176,8 +229,9 @@ pub async fn search(settings: &Settings, args: SearchArgs) -> anyhow::Result<()>
     if !(1..=100).contains(&args.limit) {
         anyhow::bail!("-k must be between 1 and 100");
     }
-    let mut connection = Connection::open(settings, args.client.server.clone()).await?;
-    let result = search_on(&mut connection, &args).await;
+    let mut connection = Connection::open(settings, args.client.server.clone(), "search").await?;
+    let last = LastIndexed::recall(&place(settings, &args.client));
+    let result = search_on(&mut connection, &args, last).await;
     connection.close().await?;
     let response = result?;
     if !response.fallback_reason.is_empty() {
@@ -188,19 +242,25 @@ pub async fn search(settings: &Settings, args: SearchArgs) -> anyhow::Result<()>
         );
     }
     match args.client.output {
-        Output::Json => println!("{}", reporunner_proto::json::to_string_pretty(&response)?),
+        Output::Json => crate::outln!("{}", reporunner_proto::json::to_string_pretty(&response)?)?,
         Output::Table => {
             eprintln!("mode: {}", mode_name(response.mode));
-            print!("{}", hits(&response.hits));
+            crate::out!("{}", hits(&response.hits))?;
         }
     }
     Ok(())
 }
 
-async fn search_on(connection: &mut Connection, args: &SearchArgs) -> anyhow::Result<SearchResponse> {
-    let (run_id, workspace_id) = match &args.target {
-        Some(text) => target(text),
-        None => (newest_run_with_workspace(connection).await?, String::new()),
+async fn search_on(
+    connection: &mut Connection,
+    args: &SearchArgs,
+    last_indexed: Option<String>,
+) -> anyhow::Result<SearchResponse> {
+    let (run_id, workspace_id) = match (&args.target, last_indexed) {
+        (Some(text), _) if text.starts_with("sha256:") => target(text),
+        (Some(text), _) => (crate::run::resolve_run_id(connection, text).await?, String::new()),
+        (None, Some(last)) => target(&last),
+        (None, None) => (newest_run_with_workspace(connection).await?, String::new()),
     };
     let request = connection
         .request(SearchRequest {
@@ -292,13 +352,13 @@ pub async fn models(settings: &Settings, command: ModelsCommand, output: Output)
                             })
                         })
                         .collect();
-                    println!("{}", serde_json::to_string_pretty(&rows)?);
+                    crate::outln!("{}", serde_json::to_string_pretty(&rows)?)?;
                 }
-                Output::Table if models.is_empty() => println!(
+                Output::Table if models.is_empty() => crate::outln!(
                     "no embedding model installed under {}; `reporunner models fetch {}` (or copy one there, see README \"Search\")",
                     config.models_dir.display(),
                     config.default_model
-                ),
+                )?,
                 Output::Table => {
                     let rows: Vec<Vec<String>> = models
                         .iter()
@@ -311,10 +371,10 @@ pub async fn models(settings: &Settings, command: ModelsCommand, output: Output)
                             ]
                         })
                         .collect();
-                    print!(
+                    crate::out!(
                         "{}",
                         crate::output::table(&["MODEL", "DIM", "SIZE", "PATH"], &rows)
-                    );
+                    )?;
                 }
             }
         }
@@ -323,12 +383,12 @@ pub async fn models(settings: &Settings, command: ModelsCommand, output: Output)
             let model = reporunner_indexer::models::fetch_model(&config, &name)
                 .await
                 .map_err(err)?;
-            println!(
+            crate::outln!(
                 "installed {} ({} dimensions) in {}",
                 model.name,
                 model.dim,
                 model.path.display()
-            );
+            )?;
         }
     }
     Ok(())

@@ -16,7 +16,10 @@ use reporunner_proto::auth::v1::{
 };
 use tonic::{Code, Status};
 
-use crate::credentials::{self, Credentials};
+use crate::{
+    credentials::{self, Credentials},
+    errors::Actionable,
+};
 
 /// Where a client goes when nothing says otherwise: `reporunner serve`'s default.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:50051";
@@ -80,7 +83,10 @@ impl Session {
         channel
             .ready_within(READY_WITHIN)
             .await
-            .map_err(|s| anyhow::anyhow!("{} is not serving: {}", self.server, s.message()))?;
+            .map_err(|s| Actionable::ServerDown {
+                server: self.server.clone(),
+                detail: s.message().to_owned(),
+            })?;
         Ok(channel)
     }
 
@@ -122,8 +128,9 @@ impl Session {
     /// An access token that is valid for at least a minute, refreshing it
     /// when needed.
     pub async fn access_token(&mut self) -> anyhow::Result<String> {
+        self.require_login()?;
         let Some(credentials) = &self.credentials else {
-            anyhow::bail!("not logged in to {}; run `reporunner login`", self.server);
+            return Err(self.not_logged_in());
         };
         if credentials.access_expires_at != 0 && credentials.access_expires_at - REFRESH_MARGIN_SECS <= now()
         {
@@ -132,19 +139,36 @@ impl Session {
         self.credentials
             .as_ref()
             .map(|c| c.access_token.clone())
-            .ok_or_else(|| anyhow::anyhow!("not logged in to {}; run `reporunner login`", self.server))
+            .ok_or_else(|| self.not_logged_in())
+    }
+
+    /// Fails with "not logged in" (exit code 4) before anything is dialled
+    /// when there is no stored login for this server.
+    pub fn require_login(&self) -> anyhow::Result<()> {
+        match &self.credentials {
+            Some(_) => Ok(()),
+            None => Err(self.not_logged_in()),
+        }
+    }
+
+    fn not_logged_in(&self) -> anyhow::Error {
+        Actionable::NotLoggedIn {
+            server: self.server.clone(),
+        }
+        .into()
     }
 
     /// Trades the refresh token for a new pair and stores it.
     pub async fn refresh(&mut self) -> anyhow::Result<()> {
         let Some(credentials) = self.credentials.clone() else {
-            anyhow::bail!("not logged in to {}; run `reporunner login`", self.server);
+            return Err(self.not_logged_in());
         };
         if credentials.refresh_expires_at != 0 && credentials.refresh_expires_at <= now() {
-            anyhow::bail!(
-                "the login for {} has expired; run `reporunner login`",
-                self.server
-            );
+            return Err(Actionable::LoginExpired {
+                server: self.server.clone(),
+                detail: "the refresh token expired".into(),
+            }
+            .into());
         }
         let response = self
             .auth()
@@ -161,11 +185,11 @@ impl Session {
                     .ok_or_else(|| anyhow::anyhow!("the server's Refresh answer has no tokens"))?;
                 self.save(&credentials.username, tokens)
             }
-            Err(status) if status.code() == Code::Unauthenticated => anyhow::bail!(
-                "the login for {} is no longer valid ({}); run `reporunner login`",
-                self.server,
-                status.message()
-            ),
+            Err(status) if status.code() == Code::Unauthenticated => Err(Actionable::LoginExpired {
+                server: self.server.clone(),
+                detail: status.message().to_owned(),
+            }
+            .into()),
             Err(status) => Err(describe(status)),
         }
     }

@@ -101,6 +101,26 @@ fn loopback_uri(addr: SocketAddr) -> String {
     }
 }
 
+/// What a node may get beside its settings.
+#[derive(Debug, Default)]
+pub struct NodeOptions {
+    /// The data directory's control socket
+    /// ([`reporunner_server::local::bind_control_socket`]): the public
+    /// services are served on it too, calls without a token as the local
+    /// owner ([`reporunner_auth::LOCAL_OWNER`]). Needs auth in the node.
+    pub control_socket: Option<tokio::net::UnixListener>,
+}
+
+/// [`start_node_with`] without options.
+pub async fn start_node(
+    settings: &Settings,
+    services: &[ServiceName],
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Node> {
+    start_node_with(settings, services, listener, shutdown, NodeOptions::default()).await
+}
+
 /// Starts `services`: the public ones (orchestrator, auth) on `listener`, the
 /// agents on `listener` too when the node hosts no public service, else on a
 /// second listener at `settings.internal_listen`. Services hosted here call
@@ -108,11 +128,12 @@ fn loopback_uri(addr: SocketAddr) -> String {
 /// as remote ones); the others are reached at `settings.endpoints`. Calls to
 /// agents carry the caller's service identity. Each service is built by its
 /// row of the service table, in start order.
-pub async fn start_node(
+pub async fn start_node_with(
     settings: &Settings,
     services: &[ServiceName],
     listener: TcpListener,
     shutdown: CancellationToken,
+    options: NodeOptions,
 ) -> anyhow::Result<Node> {
     let addr = listener.local_addr().context("listener has no local address")?;
     let mut services: Vec<ServiceName> = services.to_vec();
@@ -197,6 +218,12 @@ pub async fn start_node(
         None => (agents, None),
     };
     let mut front = front.tls(settings.tls.clone());
+    if let Some(socket) = options.control_socket {
+        let auth = auth
+            .clone()
+            .context("a control socket needs the auth service in the same node")?;
+        front = front.local_socket(socket, Arc::new(LocalOwner::new(auth)));
+    }
     if let Some(health_addr) = settings.health_listen {
         let health_listener = TcpListener::bind(health_addr)
             .await
@@ -237,4 +264,45 @@ pub async fn start_node(
         shutdown,
         task,
     })
+}
+
+/// The local owner's access token for calls over the control socket,
+/// issued once and again a minute before it expires.
+#[derive(Debug)]
+struct LocalOwner {
+    auth: Arc<Auth>,
+    cached: tokio::sync::Mutex<Option<(String, u64)>>,
+}
+
+impl LocalOwner {
+    fn new(auth: Arc<Auth>) -> Self {
+        Self {
+            auth,
+            cached: tokio::sync::Mutex::new(None),
+        }
+    }
+}
+
+impl reporunner_server::local::LocalCaller for LocalOwner {
+    fn bearer(&self) -> std::pin::Pin<Box<dyn Future<Output = Result<String, String>> + Send + '_>> {
+        Box::pin(async move {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let mut cached = self.cached.lock().await;
+            if let Some((token, expires_at)) = cached.as_ref()
+                && *expires_at > now + 60
+            {
+                return Ok(token.clone());
+            }
+            let (_, tokens) = self
+                .auth
+                .local_session(reporunner_auth::LOCAL_OWNER)
+                .await
+                .map_err(|e| format!("cannot open the local owner's session: {e}"))?;
+            let token = tokens.access.token;
+            *cached = Some((token.clone(), tokens.access.expires_at));
+            Ok(token)
+        })
+    }
 }

@@ -3,7 +3,6 @@ use std::{path::Path, sync::Arc, time::Duration};
 use reporunner_authn::{Authorized, Authorizer};
 use reporunner_client::Transport;
 use reporunner_proto::{
-    agents::runner::v1::{LogsRequest, runner_service_client::RunnerServiceClient},
     agents::{
         env_detector::v1::{DetectRequest, env_detector_service_client::EnvDetectorServiceClient},
         source::v1::FetchLimits,
@@ -573,6 +572,17 @@ impl Orchestrator for OrchestratorImpl {
                 request.platform_override
             ))
         })?;
+        let skippable = crate::run::Step::skippable_agents();
+        if let Some(unknown) = request
+            .skip_agents
+            .iter()
+            .find(|agent| !skippable.contains(&agent.as_str()))
+        {
+            return Err(OrchestratorError::InvalidArgument(format!(
+                "skip_agents: `{unknown}` is not an agent a run can skip; those are {}",
+                skippable.join(", ")
+            )));
+        }
         let source = request.source.clone().ok_or_else(|| {
             OrchestratorError::InvalidArgument(
                 "a run needs a source: git_url, local_path or workspace_id".into(),
@@ -719,6 +729,7 @@ impl Orchestrator for OrchestratorImpl {
             run_id: run_id.to_owned(),
             last: after_sequence,
             without_logs,
+            follow: true,
             poll: self.config.watch_poll(),
             tx,
         };
@@ -852,93 +863,46 @@ impl Orchestrator for OrchestratorImpl {
     }
 
     async fn run_logs(&self, caller: &Principal, request: GetRunLogsRequest) -> Result<RunLogs> {
-        self.visible_run(caller, &request.run_id).await?;
+        let GetRunLogsRequest {
+            run_id,
+            source,
+            follow,
+            after_sequence,
+        } = request;
+        // Every line (install, build, setup, the components', the tests') is
+        // in the run's history: the processes' output is recorded as it is
+        // written (`run::output`), so it outlives the runner that ran them.
+        let live = if follow {
+            self.recorder.live.get(&run_id).map(|l| l.events.subscribe())
+        } else {
+            None
+        };
+        self.visible_run(caller, &run_id).await?;
+        let (events_tx, mut events) = mpsc::channel(256);
+        let watcher = Watcher {
+            store: self.store.clone(),
+            run_id,
+            last: after_sequence,
+            without_logs: false,
+            follow,
+            poll: self.config.watch_poll(),
+            tx: events_tx,
+        };
+        tokio::spawn(watcher.run(live));
         let (tx, rx) = mpsc::channel(256);
-        let store = self.store.clone();
-        let runner = self.agents.runner.clone();
-        let deadline = self.config.runner_deadline();
         tokio::spawn(async move {
-            let GetRunLogsRequest {
-                run_id,
-                source,
-                follow,
-                after_sequence,
-            } = request;
-            let wanted = |s: &str| source.is_empty() || source == s;
-            // Install, build and test lines, as the run recorded them.
-            let mut last = 0;
-            loop {
-                let events = match store.events_after(&run_id, last, REPLAY_BATCH).await {
-                    Ok(events) => events,
-                    Err(err) => {
-                        let _ = tx.send(Err(err)).await;
-                        return;
-                    }
-                };
-                let full = events.len() as u64 == REPLAY_BATCH;
-                for event in events {
-                    last = event.sequence;
-                    if let Some(run_event::Event::Log(line)) = event.event
-                        && wanted(&line.source)
-                        && line.sequence > after_sequence
-                        && tx.send(Ok(line)).await.is_err()
-                    {
-                        return;
-                    }
-                }
-                if !full {
-                    break;
-                }
-            }
-            // The components' output, from the runner that runs them.
-            let components = match store.components(&run_id).await {
-                Ok(components) => components,
-                Err(err) => {
-                    let _ = tx.send(Err(err)).await;
-                    return;
-                }
-            };
-            let mut streams = tokio_stream::StreamMap::new();
-            let runner = match (components.iter().any(|c| wanted(&c.name)), runner) {
-                (false, _) => return,
-                (true, Some(runner)) => runner,
-                (true, None) => {
-                    let _ = tx
-                        .send(Agents::required(None, RUNNER).map(|_| LogLine::default()))
-                        .await;
-                    return;
-                }
-            };
-            for component in components.into_iter().filter(|c| wanted(&c.name)) {
-                let mut call = tonic::Request::new(LogsRequest {
-                    process_id: component.process_id.clone(),
-                    follow,
-                    after_sequence,
-                });
-                call.set_timeout(if follow {
-                    Duration::from_secs(24 * 3_600)
-                } else {
-                    deadline
-                });
-                match RunnerServiceClient::new(runner.clone()).logs(call).await {
-                    Ok(response) => {
-                        streams.insert(component.name, response.into_inner());
-                    }
-                    // The runner forgot it (restarted): nothing to show.
-                    Err(status) if status.code() == tonic::Code::NotFound => {}
-                    Err(status) => {
-                        let _ = tx.send(Err(OrchestratorError::from_agent(RUNNER, status))).await;
-                        return;
-                    }
-                }
-            }
-            while let Some((name, item)) = tokio_stream::StreamExt::next(&mut streams).await {
+            while let Some(item) = events.recv().await {
                 let sent = match item {
-                    Ok(response) => match response.line {
-                        Some(line) => tx.send(Ok(LogLine { source: name, ..line })).await,
-                        None => Ok(()),
-                    },
-                    Err(status) => tx.send(Err(OrchestratorError::from_agent(RUNNER, status))).await,
+                    Ok(RunEvent {
+                        sequence,
+                        event: Some(run_event::Event::Log(line)),
+                        ..
+                    }) if source.is_empty() || line.source == source => {
+                        // The event's sequence: what `after_sequence` resumes from.
+                        tx.send(Ok(LogLine { sequence, ..line })).await
+                    }
+                    Ok(_) => Ok(()),
+                    Err(err) => tx.send(Err(err)).await,
                 };
                 if sent.is_err() {
                     return;
@@ -956,6 +920,8 @@ struct Watcher {
     /// The sequence of the last event sent (or skipped).
     last: u64,
     without_logs: bool,
+    /// False: the history so far, then the stream ends.
+    follow: bool,
     poll: Duration,
     tx: mpsc::Sender<Result<RunEvent>>,
 }
@@ -977,6 +943,9 @@ impl Watcher {
         // The replay, read after subscribing: live events it already covers
         // are dropped below by their sequence.
         if let Watching::Break(()) = self.catch_up().await {
+            return;
+        }
+        if !self.follow {
             return;
         }
         loop {

@@ -806,3 +806,34 @@ async fn skipping_the_env_detector_still_analyzes() {
     assert_eq!(run.state(), RunState::Succeeded);
     assert!(!run.plan.unwrap().components.is_empty());
 }
+
+/// `--skip-agents bogus` used to be accepted and ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skipping_an_agent_no_run_can_skip_is_refused_by_name() {
+    let db = common::sqlite();
+    let mesh = Mesh::start(&db, test_config()).await;
+    let jack = mesh.user("jack").await;
+    for agent in ["bogus", "runner", "source"] {
+        let status = mesh
+            .create_with(
+                &jack,
+                CreateRunRequest {
+                    source: Some(RepoSource {
+                        source: Some(Source::LocalPath(mesh.flask_fixture("skip-bad"))),
+                        r#ref: String::new(),
+                    }),
+                    skip_agents: vec!["health".into(), agent.into()],
+                    ..CreateRunRequest::default()
+                },
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{agent}");
+        let message = status.message();
+        assert!(
+            message.contains(&format!("`{agent}`"))
+                && message.contains("provisioner, dependency, health, resolver"),
+            "{message}"
+        );
+    }
+}

@@ -48,6 +48,12 @@ pub enum SourceError {
     /// The git remote could not be reached or the clone failed.
     #[error("{0}")]
     GitUnavailable(String),
+    /// The network path to the git host is not there (no DNS answer, no
+    /// route, refused, timed out): this agent works, the remote it was sent
+    /// to does not answer from this host. The message starts with
+    /// [`HOST_UNREACHABLE`](crate::HOST_UNREACHABLE) and names the host.
+    #[error("the git host {host} cannot be reached: {detail}")]
+    GitHostUnreachable { host: String, detail: String },
     /// The fetch did not finish within its time limit.
     #[error("the fetch did not finish within {0} seconds")]
     Timeout(u64),
@@ -103,7 +109,9 @@ impl ServiceError for SourceError {
             Self::GitUnavailable(_) => ErrorKind::Unavailable,
             Self::Timeout(_) => ErrorKind::DeadlineExceeded,
             Self::UploadAborted(_) => ErrorKind::Aborted,
-            Self::InvalidConfig(_) | Self::LocalPathsDisabled => ErrorKind::FailedPrecondition,
+            Self::InvalidConfig(_) | Self::LocalPathsDisabled | Self::GitHostUnreachable { .. } => {
+                ErrorKind::FailedPrecondition
+            }
             Self::Io { .. } | Self::Spawn { .. } | Self::Task(_) => ErrorKind::Internal,
         }
     }

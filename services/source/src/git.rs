@@ -262,12 +262,82 @@ fn classify(url: &str, reference: &str, stderr: &str) -> SourceError {
             "git repository {url} not found or not accessible: {line}"
         ));
     }
+    let unreachable = [
+        "could not resolve host",
+        "could not resolve hostname",
+        "failed to connect",
+        "connection refused",
+        "connection timed out",
+        "operation timed out",
+        "network is unreachable",
+        "no route to host",
+        "temporary failure in name resolution",
+        "name or service not known",
+    ];
+    if unreachable.iter().any(|marker| lower.contains(marker)) {
+        return SourceError::GitHostUnreachable {
+            host: git_host(url).unwrap_or_else(|| url.to_owned()),
+            detail: line,
+        };
+    }
     SourceError::GitUnavailable(format!("git clone of {url} failed: {line}"))
+}
+
+/// The host of a git URL (`https://user@host:port/path`, `git@host:path`).
+fn git_host(url: &str) -> Option<String> {
+    let rest = match url.split_once("://") {
+        Some((_, rest)) => rest,
+        // scp-like: user@host:path
+        None => url.split_once(':')?.0,
+    };
+    let authority = rest.split('/').next()?;
+    let host_port = authority.rsplit('@').next()?;
+    let host = if let Some(bracketed) = host_port.strip_prefix('[') {
+        bracketed.split(']').next()?
+    } else {
+        host_port.split(':').next()?
+    };
+    (!host.is_empty()).then(|| host.to_owned())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unreachable_host_is_named_and_not_blamed_on_the_agent() {
+        let err = classify(
+            "https://user@git.example.org:8443/o/r.git",
+            "",
+            "Cloning into 'x'...\nfatal: unable to access 'https://git.example.org:8443/o/r.git/': Could not resolve host: git.example.org\n",
+        );
+        assert!(
+            matches!(&err, SourceError::GitHostUnreachable { host, .. } if host == "git.example.org"),
+            "{err:?}"
+        );
+        let message = err.to_string();
+        assert!(message.starts_with(crate::HOST_UNREACHABLE), "{message}");
+        assert!(message.contains("Could not resolve host"), "{message}");
+        use reporunner_error::ServiceError as _;
+        assert_eq!(err.to_status().code(), tonic::Code::FailedPrecondition);
+        let ssh = classify(
+            "git@github.com:o/r.git",
+            "",
+            "ssh: connect to host github.com port 22: Connection refused\nfatal: Could not read from remote repository.",
+        );
+        assert!(
+            matches!(&ssh, SourceError::GitHostUnreachable { host, .. } if host == "github.com"),
+            "{ssh:?}"
+        );
+        assert_eq!(git_host("https://[::1]:9/r").as_deref(), Some("::1"));
+        // A repository that is not there is still NOT_FOUND.
+        let missing = classify(
+            "https://github.com/o/r.git",
+            "",
+            "remote: Repository not found.\nfatal: repository 'x' not found",
+        );
+        assert!(matches!(missing, SourceError::GitNotFound(_)), "{missing:?}");
+    }
 
     #[test]
     fn urls_that_smuggle_options_or_helpers_are_refused() {

@@ -30,6 +30,10 @@ use reporunner_proto::{
 };
 pub use source::Source;
 
+/// How the message of an unreachable git host begins, wherever it is
+/// passed on (a run's error): `the git host HOST cannot be reached: ...`.
+pub const HOST_UNREACHABLE: &str = "the git host ";
+
 /// Where a fetch takes its files from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SourceSpec {

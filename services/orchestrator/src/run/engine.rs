@@ -20,6 +20,7 @@ use std::{
 use reporunner_proto::orchestrator::v1::RunState;
 use tokio::sync::Semaphore;
 
+use crate::run::with_cause_line;
 use crate::{
     Agents, OrchestratorConfig, OrchestratorError, Result,
     clients::Clients,
@@ -128,7 +129,9 @@ impl Engine {
                         }
                         Healed::No(summary) => {
                             let message = match summary {
-                                Some(summary) => format!("{message}\nresolver: {summary}"),
+                                Some((summary, matched)) => {
+                                    format!("{}\nresolver: {summary}", with_cause_line(&message, &matched))
+                                }
                                 None => message,
                             };
                             match self.give_up_on(ctx, steps, step, component, &message).await? {

@@ -23,8 +23,9 @@ use crate::{
 pub(crate) enum Healed {
     /// The plan was patched: resume the list at this step.
     Retry(Step),
-    /// Nothing new to try; the diagnosis's summary when there was one.
-    No(Option<String>),
+    /// Nothing new to try; the diagnosis's summary when there was one, and
+    /// the log line it matched (empty when none).
+    No(Option<(String, String)>),
 }
 
 /// Asks the resolver about the last failure and applies the first
@@ -55,12 +56,17 @@ pub(crate) async fn heal(engine: &Engine, ctx: &mut RunContext) -> Flow<Healed> 
             return Ok(Healed::No(None));
         }
     };
-    let summary = diagnoses.first().map(|d| format!("{} ({})", d.summary, d.cause));
+    let summary = diagnoses
+        .first()
+        .map(|d| (format!("{} ({})", d.summary, d.cause), d.matched_line.clone()));
     if ctx.heals >= ctx.max_heal_attempts {
-        let summary = summary.map(|s| {
-            format!(
-                "{s}; not healed: your tier allows {} heal attempt(s) per run",
-                ctx.max_heal_attempts
+        let summary = summary.map(|(s, line)| {
+            (
+                format!(
+                    "{s}; not healed: your tier allows {} heal attempt(s) per run",
+                    ctx.max_heal_attempts
+                ),
+                line,
             )
         });
         return Ok(Healed::No(summary));

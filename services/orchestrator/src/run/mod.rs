@@ -11,12 +11,15 @@
 //! - [`context`]: what a run carries from step to step.
 //! - [`watch`]: the started components' health watches and process checks
 //!   (probe, monitor, and resuming after a restart).
+//! - [`output`]: the started processes' output, recorded as the run's log
+//!   events.
 //! - [`record`]: how a step writes events and state, and the one way a step
 //!   stops: `Err(Halt)`.
 
 pub mod context;
 pub mod engine;
 pub mod healing;
+pub mod output;
 pub mod record;
 pub mod step;
 pub mod steps;
@@ -64,12 +67,42 @@ pub(crate) async fn until_cancel<T>(
 /// where it gave some.
 pub(crate) fn failure_message(step: Step, err: &OrchestratorError) -> String {
     let what = match err {
+        // A verdict about what the request names (a repository that is not
+        // there, a git host that does not answer), not a failure of the
+        // agent: its words alone.
+        OrchestratorError::AgentFailed { status, .. }
+            if matches!(
+                status.code(),
+                tonic::Code::NotFound | tonic::Code::FailedPrecondition | tonic::Code::PermissionDenied
+            ) =>
+        {
+            status.message().to_owned()
+        }
         OrchestratorError::AgentFailed { agent, status } => {
             format!("the {agent} agent failed: {}", status.message())
         }
         other => other.to_string(),
     };
     format!("{} failed: {what}", step.name())
+}
+
+/// `message` (a failure with its last lines, see [`quote_tail`]) with the
+/// line the resolver matched as the cause at the head of its tail when the
+/// tail does not hold it already: the line that says what went wrong often
+/// comes before a long stack trace.
+pub(crate) fn with_cause_line(message: &str, matched: &str) -> String {
+    let matched = matched.trim_end();
+    if matched.trim().is_empty() || message.contains(matched) {
+        return message.to_owned();
+    }
+    const TAIL: &str = "; last lines:\n";
+    match message.find(TAIL) {
+        Some(at) => {
+            let split = at + TAIL.len();
+            format!("{}{matched}\n…\n{}", &message[..split], &message[split..])
+        }
+        None => format!("{message}; the line that names the cause:\n{matched}"),
+    }
 }
 
 /// `lines` as the tail of a message.
@@ -96,6 +129,38 @@ mod tests {
         assert!(
             failure_message(Step::Analyze, &err)
                 .starts_with("analyze failed: the analyzer agent is unavailable")
+        );
+        // A verdict about the request, not the agent: its words alone.
+        let err = OrchestratorError::from_agent(
+            "source",
+            tonic::Status::failed_precondition("the git host github.com cannot be reached: fatal: x"),
+        );
+        assert_eq!(
+            failure_message(Step::Fetch, &err),
+            "fetch failed: the git host github.com cannot be reached: fatal: x"
+        );
+    }
+
+    #[test]
+    fn the_cause_line_heads_a_tail_that_lost_it() {
+        let message = format!(
+            "start failed: app exited with 1{}",
+            quote_tail(&[
+                "    at Module._load (node:internal)".into(),
+                "Node.js v20.1.0".into()
+            ])
+        );
+        let shown = with_cause_line(&message, "Error: Cannot find module 'express'");
+        assert_eq!(
+            shown,
+            "start failed: app exited with 1; last lines:\nError: Cannot find module 'express'\n…\n    at Module._load (node:internal)\nNode.js v20.1.0"
+        );
+        // Already there, or nothing matched: unchanged.
+        assert_eq!(with_cause_line(&message, "Node.js v20.1.0"), message);
+        assert_eq!(with_cause_line(&message, ""), message);
+        assert_eq!(
+            with_cause_line("start failed", "boom"),
+            "start failed; the line that names the cause:\nboom"
         );
     }
 

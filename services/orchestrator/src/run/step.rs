@@ -145,6 +145,20 @@ impl Step {
         }
     }
 
+    /// The agents a run may be asked to skip (`CreateRunRequest.skip_agents`),
+    /// each once: those of the skippable steps, in step order, and the
+    /// resolver (a failed step then fails the run without healing).
+    pub fn skippable_agents() -> Vec<&'static str> {
+        let mut agents: Vec<&'static str> = Self::ALL
+            .iter()
+            .filter(|step| step.skippable())
+            .map(|step| step.agent())
+            .collect();
+        agents.dedup();
+        agents.push(RESOLVER);
+        agents
+    }
+
     /// Whether the user may skip it: the others produce what later steps
     /// need. Skipping "dependency" skips install and build (the component
     /// runs with what the host has); skipping "health" counts a component

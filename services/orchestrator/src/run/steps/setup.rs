@@ -84,6 +84,13 @@ async fn setup_command(
         }
     };
     ctx.started.push(status.process_id.clone());
+    crate::run::output::record_output(
+        &engine.clients.runner,
+        &engine.recorder,
+        &run_id,
+        &name,
+        &status.process_id,
+    );
     let until = Instant::now() + engine.config.install_deadline();
     let status = loop {
         let status = engine

@@ -74,6 +74,13 @@ pub(crate) async fn run(engine: &Engine, ctx: &mut RunContext) -> Flow {
             }
         };
         ctx.started.push(status.process_id.clone());
+        crate::run::output::record_output(
+            &engine.clients.runner,
+            &engine.recorder,
+            &run_id,
+            &name,
+            &status.process_id,
+        );
         components.push(RunComponent {
             name: name.clone(),
             url: status.url.clone(),

@@ -1,4 +1,12 @@
-//! Renders a plan as JSON, a Dockerfile, a devcontainer.json or a Procfile.
+//! Renders a plan as JSON, a Dockerfile, a docker-compose.yml, a
+//! devcontainer.json or a Procfile.
+//!
+//! The Dockerfile, compose file and Procfile start something: a plan with
+//! no start command (a library) has none of them, and says so.
+
+mod compose;
+mod dockerfile;
+mod image;
 
 use reporunner_proto::{
     agents::analyzer::v1::ExportFormat as ProtoFormat,
@@ -14,6 +22,7 @@ pub enum ExportFormat {
     Dockerfile,
     Devcontainer,
     Procfile,
+    Compose,
 }
 
 impl TryFrom<i32> for ExportFormat {
@@ -25,6 +34,7 @@ impl TryFrom<i32> for ExportFormat {
             Ok(ProtoFormat::Dockerfile) => Ok(Self::Dockerfile),
             Ok(ProtoFormat::Devcontainer) => Ok(Self::Devcontainer),
             Ok(ProtoFormat::Procfile) => Ok(Self::Procfile),
+            Ok(ProtoFormat::Compose) => Ok(Self::Compose),
             Ok(ProtoFormat::Unspecified) | Err(_) => Err(AnalyzerError::InvalidFormat(value)),
         }
     }
@@ -37,17 +47,33 @@ pub struct ExportedFile {
     pub content: String,
 }
 
-/// Renders `plan` in `format`.
+/// Renders `plan` in `format`. A Dockerfile, compose file or Procfile of a
+/// plan that starts nothing is [`AnalyzerError::NothingToStart`].
 pub fn export_plan(plan: &RunPlan, format: ExportFormat) -> Result<ExportedFile> {
+    let generator = if plan.generator.is_empty() {
+        crate::GENERATOR
+    } else {
+        &plan.generator
+    };
     let (file_name, content) = match format {
         ExportFormat::Json => (
             "runplan.json",
             reporunner_proto::json::to_string_pretty(plan)
                 .map_err(|e| AnalyzerError::Render(e.to_string()))?,
         ),
-        ExportFormat::Dockerfile => ("Dockerfile", dockerfile(plan)),
+        ExportFormat::Dockerfile => (
+            "Dockerfile",
+            dockerfile::dockerfile(plan, startable(plan, "no image to run")?, generator),
+        ),
+        ExportFormat::Compose => (
+            "docker-compose.yml",
+            compose::compose(startable(plan, "no service to compose")?, generator)?,
+        ),
         ExportFormat::Devcontainer => (".devcontainer/devcontainer.json", devcontainer(plan)),
-        ExportFormat::Procfile => ("Procfile", procfile(plan)),
+        ExportFormat::Procfile => {
+            startable(plan, "no process to declare")?;
+            ("Procfile", procfile(plan))
+        }
     };
     Ok(ExportedFile {
         file_name: file_name.to_owned(),
@@ -55,71 +81,75 @@ pub fn export_plan(plan: &RunPlan, format: ExportFormat) -> Result<ExportedFile>
     })
 }
 
-/// The component an image is built around: the first web one, else the first.
+/// The component to start, or why there is `nothing` (e.g. "no image to
+/// run"): a library's tests are named so that the user knows what it does
+/// offer.
+fn startable<'a>(plan: &'a RunPlan, nothing: &str) -> Result<&'a Component> {
+    if let Some(c) = primary(plan).filter(|c| has_start(c)) {
+        return Ok(c);
+    }
+    let tests: Vec<String> = plan
+        .components
+        .iter()
+        .filter_map(|c| {
+            let test = c.test.as_ref().filter(|t| !t.run.trim().is_empty())?;
+            let dir = rel_dir(c, &test.working_dir);
+            Some(if dir.is_empty() {
+                format!("`{}`", test.run.trim())
+            } else {
+                format!("`{}` in {dir}", test.run.trim())
+            })
+        })
+        .collect();
+    let why = if plan.components.is_empty() {
+        format!("the plan has no component: nothing to start, so there is {nothing}")
+    } else if tests.is_empty() {
+        format!(
+            "no component of this repository has a start command (a library or a build-only project): \
+             nothing to start, so there is {nothing}"
+        )
+    } else {
+        format!(
+            "this repository is a library: nothing to start, so there is {nothing}; its tests run with {}",
+            tests.join(", ")
+        )
+    };
+    Err(AnalyzerError::NothingToStart(why))
+}
+
+fn has_start(c: &Component) -> bool {
+    c.start.as_ref().is_some_and(|s| !s.run.trim().is_empty())
+}
+
+/// The component an image is built around: the first web one that
+/// starts, else the first that starts, else the first.
 fn primary(plan: &RunPlan) -> Option<&Component> {
     plan.components
         .iter()
-        .find(|c| c.kind == ComponentKind::Web as i32 && c.start.is_some())
-        .or_else(|| plan.components.iter().find(|c| c.start.is_some()))
+        .find(|c| c.kind == ComponentKind::Web as i32 && has_start(c))
+        .or_else(|| plan.components.iter().find(|c| has_start(c)))
         .or_else(|| plan.components.first())
 }
 
-/// A base image for a runtime and constraint.
-fn base_image(c: &Component) -> String {
-    let (name, constraint) = c
-        .runtime
-        .as_ref()
-        .map_or(("", ""), |r| (r.name.as_str(), r.version_constraint.as_str()));
-    let version: String = constraint
-        .trim_start_matches(['=', '>', '<', '^', '~', 'v', ' '])
-        .chars()
-        .take_while(|ch| ch.is_ascii_digit() || *ch == '.')
-        .collect();
-    let version = version.trim_end_matches('.');
-    let major_minor = |v: &str, def: &str| -> String {
-        let parts: Vec<&str> = v.split('.').filter(|p| !p.is_empty()).take(2).collect();
-        if parts.is_empty() {
-            def.to_owned()
-        } else {
-            parts.join(".")
-        }
-    };
-    match name {
-        "python" => format!("python:{}-slim", major_minor(version, "3.12")),
-        "node" => format!(
-            "node:{}-slim",
-            version
-                .split('.')
-                .next()
-                .filter(|v| !v.is_empty())
-                .unwrap_or("20")
-        ),
-        "bun" => "oven/bun:1".to_owned(),
-        "rust" => format!("rust:{}", if version.is_empty() { "1" } else { version }),
-        "go" => format!("golang:{}", major_minor(version, "1.22")),
-        "java" => format!(
-            "eclipse-temurin:{}-jdk",
-            version
-                .split('.')
-                .next()
-                .filter(|v| !v.is_empty())
-                .unwrap_or("17")
-        ),
-        "static" => "python:3.12-slim".to_owned(),
-        _ => "debian:bookworm-slim".to_owned(),
-    }
-}
-
-fn dir_of(c: &Component, working_dir: &str) -> String {
+/// A directory of the repository, relative to its root ("" for the root):
+/// `working_dir`, else the component's path.
+fn rel_dir(c: &Component, working_dir: &str) -> String {
     let d = if working_dir.is_empty() {
         c.path.as_str()
     } else {
         working_dir
     };
-    if d.is_empty() || d == "." {
+    let d = d.trim_start_matches("./").trim_end_matches('/');
+    if d == "." { String::new() } else { d.to_owned() }
+}
+
+/// The same directory in the image, under `/app`.
+fn dir_of(c: &Component, working_dir: &str) -> String {
+    let d = rel_dir(c, working_dir);
+    if d.is_empty() {
         "/app".to_owned()
     } else {
-        format!("/app/{}", d.trim_start_matches("./"))
+        format!("/app/{d}")
     }
 }
 
@@ -127,45 +157,32 @@ fn json_str(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned())
 }
 
-fn dockerfile(plan: &RunPlan) -> String {
-    let mut out = String::from("# Generated by ");
-    out.push_str(if plan.generator.is_empty() {
-        crate::GENERATOR
+/// A word for `sh`: as it is when plain, else single-quoted.
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:@+".contains(c))
+    {
+        s.to_owned()
     } else {
-        &plan.generator
-    });
-    out.push('\n');
-    let Some(c) = primary(plan) else {
-        out.push_str("# The plan has no component.\nFROM debian:bookworm-slim\n");
-        return out;
-    };
-    out.push_str(&format!("FROM {}\nWORKDIR /app\nCOPY . /app\n", base_image(c)));
-    let comp_dir = dir_of(c, "");
-    for e in c.env.iter().filter(|e| !e.secret && !e.default_value.is_empty()) {
-        out.push_str(&format!("ENV {}={}\n", e.name, json_str(&e.default_value)));
+        format!("'{}'", s.replace('\'', "'\\''"))
     }
-    for cmd in [&c.install, &c.build].into_iter().flatten() {
-        if !cmd.run.is_empty() {
-            out.push_str(&format!(
-                "WORKDIR {}\nRUN {}\n",
-                dir_of(c, &cmd.working_dir),
-                cmd.run
-            ));
-        }
+}
+
+/// `[A-Za-z_][A-Za-z0-9_]*`: a name every shell and compose take.
+fn env_name_ok(name: &str) -> bool {
+    name.bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Sets a name once; a later value replaces an earlier one in place.
+fn upsert(env: &mut Vec<(String, String)>, name: &str, value: &str) {
+    match env.iter_mut().find(|(n, _)| n == name) {
+        Some(slot) => value.clone_into(&mut slot.1),
+        None => env.push((name.to_owned(), value.to_owned())),
     }
-    out.push_str(&format!("WORKDIR {comp_dir}\n"));
-    if c.port != 0 {
-        out.push_str(&format!("ENV PORT={}\nEXPOSE {}\n", c.port, c.port));
-    }
-    if let Some(start) = &c.start {
-        let mut run = start.run.clone();
-        for s in c.setup.iter().rev() {
-            run = format!("{} && {run}", s.run);
-        }
-        let run = with_port(c, &run);
-        out.push_str(&format!("CMD [\"sh\", \"-c\", {}]\n", json_str(&run)));
-    }
-    out
 }
 
 /// The start command with the port applied per `port_binding`.
@@ -184,7 +201,7 @@ fn devcontainer(plan: &RunPlan) -> String {
     let c = primary(plan);
     let image = c.map_or_else(
         || "mcr.microsoft.com/devcontainers/base:bookworm".to_owned(),
-        base_image,
+        |c| image::base_image(c).image,
     );
     let mut install: Vec<String> = Vec::new();
     for comp in &plan.components {
@@ -311,7 +328,92 @@ mod tests {
         assert!(f.content.contains("EXPOSE 8000"));
         assert!(
             f.content
-                .contains("python manage.py migrate && python manage.py runserver 0.0.0.0:8000")
+                .contains("python manage.py migrate && exec python manage.py runserver 0.0.0.0:8000"),
+            "{}",
+            f.content
+        );
+    }
+
+    /// The reported Node library (`engines.node: ">= 0.10"`, tests only):
+    /// it was `FROM node:0-slim` with no CMD; now it is refused, saying why
+    /// and how its tests run, as FAILED_PRECONDITION.
+    #[test]
+    fn a_library_has_no_image_and_says_how_its_tests_run() {
+        use reporunner_error::ServiceError as _;
+
+        let library = RunPlan {
+            components: vec![Component {
+                name: "tiny-slug".into(),
+                path: ".".into(),
+                kind: ComponentKind::Library as i32,
+                runtime: Some(Runtime {
+                    name: "node".into(),
+                    version_constraint: ">= 0.10".into(),
+                    preferred_version: String::new(),
+                }),
+                install: Some(Command {
+                    run: "npm install".into(),
+                    ..Default::default()
+                }),
+                test: Some(Command {
+                    run: "npm test".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        for format in [
+            ExportFormat::Dockerfile,
+            ExportFormat::Compose,
+            ExportFormat::Procfile,
+        ] {
+            let err = export_plan(&library, format).unwrap_err();
+            let message = err.to_string();
+            assert!(
+                message.starts_with("this repository is a library: nothing to start"),
+                "{message}"
+            );
+            assert!(message.ends_with("its tests run with `npm test`"), "{message}");
+            assert_eq!(err.to_status().code(), tonic::Code::FailedPrecondition);
+        }
+        let err = export_plan(&library, ExportFormat::Dockerfile).unwrap_err();
+        assert!(err.to_string().contains("there is no image to run"), "{err}");
+        let devcontainer = export_plan(&library, ExportFormat::Devcontainer).unwrap();
+        assert!(
+            devcontainer.content.contains("\"image\": \"node:22-slim\""),
+            "{}",
+            devcontainer.content
+        );
+        export_plan(&library, ExportFormat::Json).unwrap();
+        let empty = export_plan(&RunPlan::default(), ExportFormat::Dockerfile).unwrap_err();
+        assert!(empty.to_string().contains("the plan has no component"), "{empty}");
+    }
+
+    /// The reported Flask app: `.python-version` 3.11, run with 3.11,
+    /// exported as `python:3.12-slim`.
+    #[test]
+    fn a_flask_app_is_built_on_the_python_it_prefers() {
+        let mut flask = plan();
+        if let Some(runtime) = flask.components[0].runtime.as_mut() {
+            runtime.version_constraint.clear();
+            runtime.preferred_version = "3.11".into();
+        }
+        let f = export_plan(&flask, ExportFormat::Dockerfile).unwrap();
+        assert!(f.content.contains("\nFROM python:3.11-slim\n"), "{}", f.content);
+    }
+
+    #[test]
+    fn compose_is_a_format_of_its_own() {
+        assert_eq!(ExportFormat::try_from(5).unwrap(), ExportFormat::Compose);
+        let f = export_plan(&plan(), ExportFormat::Compose).unwrap();
+        assert_eq!(f.file_name, "docker-compose.yml");
+        let doc: serde_norway::Value = serde_norway::from_str(&f.content).unwrap();
+        assert_eq!(
+            doc["services"]["api"]["build"].as_str(),
+            Some("."),
+            "{}",
+            f.content
         );
     }
 
