@@ -5,7 +5,7 @@ VENV ?= .venv
 PYTHON ?= python3
 CARGO ?= cargo
 
-.PHONY: all run fmt lint test test-rust test-python test-manifests proto-lint bench bench-reference clean-venv models
+.PHONY: all run fmt lint test test-rust test-python test-manifests proto-lint bench bench-reference clean-venv models tools
 
 all: lint test
 
@@ -29,7 +29,12 @@ $(VENV)/.installed: tests/python/requirements.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 	touch $@
 
-test: proto-lint test-rust test-python
+## tools: cargo-nextest, buf and the system tools the tests drive (tests/tools.sh)
+tools:
+	tests/tools.sh
+
+test: tools
+	$(MAKE) proto-lint test-rust test-python
 
 test-rust: models
 	$(CARGO) nextest run --workspace --no-fail-fast
