@@ -71,31 +71,19 @@ impl Connection {
         )
     }
 
-    /// The value a custom env var name asks for.
+    /// The value a custom env var name asks for
+    /// ([`reporunner_backing::part_for`]).
     fn value_for(&self, name: &str) -> String {
-        let upper = name.to_ascii_uppercase();
-        let ends = |suffixes: &[&str]| suffixes.iter().any(|s| upper.ends_with(s));
-        if ends(&["URL", "URI", "DSN"]) {
-            if upper.contains("JDBC") && self.flavor != Flavor::Redis {
-                return self.jdbc_url();
-            }
-            if upper.contains("ASYNCPG") && self.flavor == Flavor::Postgres {
-                return self.url_with("postgresql+asyncpg");
-            }
-            return self.url();
-        }
-        if ends(&["HOST", "HOSTNAME", "SERVER"]) {
-            self.host.clone()
-        } else if ends(&["PORT"]) {
-            self.port.to_string()
-        } else if ends(&["USER", "USERNAME"]) {
-            self.user.clone()
-        } else if ends(&["PASSWORD", "PASS", "PASSWD", "PWD"]) {
-            self.password.clone()
-        } else if ends(&["DB", "DATABASE", "NAME", "DBNAME", "INDEX"]) {
-            self.database.clone()
-        } else {
-            self.url()
+        use reporunner_backing::Part;
+        match reporunner_backing::part_for(name) {
+            Part::JdbcUrl if self.flavor != Flavor::Redis => self.jdbc_url(),
+            Part::AsyncpgUrl if self.flavor == Flavor::Postgres => self.url_with("postgresql+asyncpg"),
+            Part::Url | Part::JdbcUrl | Part::AsyncpgUrl => self.url(),
+            Part::Host => self.host.clone(),
+            Part::Port => self.port.to_string(),
+            Part::User => self.user.clone(),
+            Part::Password => self.password.clone(),
+            Part::Database => self.database.clone(),
         }
     }
 

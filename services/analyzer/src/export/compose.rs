@@ -169,36 +169,25 @@ impl Kind {
     /// The value a variable name asks for, by the provisioner's rules: a
     /// URL for `*URL`/`*URI`/`*DSN` and unknown names, else the part.
     fn value_for(&self, name: &str) -> String {
-        let upper = name.to_ascii_uppercase();
-        let ends = |suffixes: &[&str]| suffixes.iter().any(|s| upper.ends_with(s));
+        use reporunner_backing::Part;
         let sql = matches!(
             self.kind,
             BackingServiceKind::Postgresql | BackingServiceKind::Mysql
         );
-        if ends(&["URL", "URI", "DSN"]) {
-            if upper.contains("JDBC") && sql {
-                return format!(
-                    "jdbc:{}://{}:{}/{}?user={}&password={}",
-                    self.scheme, self.service, self.port, self.database, self.user, self.password
-                );
+        match reporunner_backing::part_for(name) {
+            Part::JdbcUrl if sql => format!(
+                "jdbc:{}://{}:{}/{}?user={}&password={}",
+                self.scheme, self.service, self.port, self.database, self.user, self.password
+            ),
+            Part::AsyncpgUrl if self.kind == BackingServiceKind::Postgresql => {
+                self.url_with("postgresql+asyncpg")
             }
-            if upper.contains("ASYNCPG") && self.kind == BackingServiceKind::Postgresql {
-                return self.url_with("postgresql+asyncpg");
-            }
-            return self.url_with(self.scheme);
-        }
-        if ends(&["HOST", "HOSTNAME", "SERVER"]) {
-            self.service.to_owned()
-        } else if ends(&["PORT"]) {
-            self.port.to_string()
-        } else if ends(&["USER", "USERNAME"]) {
-            self.user.to_owned()
-        } else if ends(&["PASSWORD", "PASS", "PASSWD", "PWD"]) {
-            self.password.to_owned()
-        } else if ends(&["DB", "DATABASE", "NAME", "DBNAME", "INDEX"]) {
-            self.database.to_owned()
-        } else {
-            self.url_with(self.scheme)
+            Part::Url | Part::JdbcUrl | Part::AsyncpgUrl => self.url_with(self.scheme),
+            Part::Host => self.service.to_owned(),
+            Part::Port => self.port.to_string(),
+            Part::User => self.user.to_owned(),
+            Part::Password => self.password.to_owned(),
+            Part::Database => self.database.to_owned(),
         }
     }
 }
