@@ -43,11 +43,8 @@ class User:
         self.env["XDG_CONFIG_HOME"] = str(tmp_path / "config")
         self.env["REPORUNNER_CREDENTIALS"] = str(tmp_path / "config" / "reporunner" / "credentials.json")
         self.env["REPORUNNER_ENV_DETECTOR__REGISTRIES"] = "[]"
-        # A user's PATH, not the test runner's: the pytest venv's python is not an interpreter to build
-        # apps with (its base is; the env-detector does not resolve a venv to its base yet).
-        venv = os.environ.get("VIRTUAL_ENV") or str(pathlib.Path(os.sys.executable).parent.parent)
-        self.env["PATH"] = os.pathsep.join(
-            p for p in self.env.get("PATH", "").split(os.pathsep) if p and not p.startswith(venv))
+        # PATH keeps the test venv first (as `make test-python` sets it): a venv's python stands for its
+        # base interpreter, and apps' environments are built from that.
 
     def run(self, *args, stdin=None, timeout=180, data_dir=True, env=None):
         argv = [str(BINARY), *args]

@@ -40,6 +40,41 @@ pub fn is_executable(path: &Path) -> bool {
     }
 }
 
+/// The interpreter a virtual environment's `python` stands for: `path` is
+/// `<venv>/bin/python3[.N]` of a venv (`<venv>/pyvenv.cfg` names its base
+/// interpreter's directory as `home`), so the base interpreter of that
+/// version in `home`; `None` when `path` is not in a venv or the base is not
+/// there. A venv is somebody's environment with their packages (and often
+/// under a directory the sandbox hides): never the interpreter to build an
+/// app's own environment from.
+pub fn venv_base(path: &Path) -> Option<PathBuf> {
+    let venv = path.parent()?.parent()?;
+    let config = std::fs::read_to_string(venv.join("pyvenv.cfg")).ok()?;
+    let field = |key: &str| {
+        config.lines().take(64).find_map(|line| {
+            let (k, v) = line.split_once('=')?;
+            (k.trim() == key).then(|| v.trim().to_owned())
+        })
+    };
+    let home = PathBuf::from(field("home")?);
+    if !home.is_absolute() {
+        return None;
+    }
+    let name = path.file_name()?.to_str()?;
+    let version = field("version").or_else(|| field("version_info"));
+    let minor = version.as_deref().and_then(|v| {
+        let mut parts = v.split('.');
+        Some(format!("python{}.{}", parts.next()?, parts.next()?))
+    });
+    // The same name first (python3.11 for python3.11), then the venv's
+    // version, then python3.
+    [Some(name.to_owned()), minor, Some("python3".to_owned())]
+        .into_iter()
+        .flatten()
+        .map(|candidate| home.join(candidate))
+        .find(|candidate| is_executable(candidate) && !candidate.starts_with(venv))
+}
+
 pub mod pyenv {
     //! pyenv's installed CPython versions. Its versioned shims
     //! (`python3.12`) fail unless that version is selected, so callers look
@@ -204,5 +239,36 @@ mod tests {
         let with = std::env::join_paths(["/usr/bin", "/home/u/.pyenv/shims"]).unwrap();
         assert!(pyenv::on_path(root, &with));
         assert!(!pyenv::on_path(root, OsStr::new("/usr/bin:/bin")));
+    }
+
+    #[test]
+    fn a_venvs_python_stands_for_its_base_interpreter() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("base/bin");
+        std::fs::create_dir_all(&base).unwrap();
+        for name in ["python3", "python3.11"] {
+            std::fs::write(base.join(name), "#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(base.join(name), std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let venv = dir.path().join("venv");
+        std::fs::create_dir_all(venv.join("bin")).unwrap();
+        std::fs::write(
+            venv.join("pyvenv.cfg"),
+            format!(
+                "home = {}\ninclude-system-site-packages = false\nversion = 3.11.7\n",
+                base.display()
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            super::venv_base(&venv.join("bin/python3")),
+            Some(base.join("python3"))
+        );
+        assert_eq!(
+            super::venv_base(&venv.join("bin/python")),
+            Some(base.join("python3.11"))
+        );
+        // Not a venv: nothing to resolve.
+        assert_eq!(super::venv_base(&base.join("python3")), None);
     }
 }

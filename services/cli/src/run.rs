@@ -691,6 +691,16 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<Outcome> 
         .map_err(describe)?
         .into_inner();
     let interrupt = reporunner_server::shutdown::on_signal();
+    // The terminal went away (its window closed): stop the run as Ctrl-C
+    // does, rather than leave an app nobody can see or stop.
+    if let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        let interrupt = interrupt.clone();
+        tokio::spawn(async move {
+            if hangup.recv().await.is_some() {
+                interrupt.cancel();
+            }
+        });
+    }
     let mut reached = false;
     let mut degraded = false;
     let mut heals: Vec<HealEvent> = Vec::new();

@@ -105,6 +105,13 @@ pub async fn interpreters(
             candidates.push((installed.python3(), false));
         }
     }
+    // A venv's python stands for its base interpreter: an app's environment
+    // is never built from somebody else's venv.
+    for (path, _) in &mut candidates {
+        if let Some(base) = reporunner_host::venv_base(path) {
+            *path = base;
+        }
+    }
     let probes = candidates.iter().map(|(path, default)| async move {
         let probed = match cache.get(path) {
             Some(probed) => probed,

@@ -124,6 +124,15 @@ pub fn find_tools(root: &Path, path: &OsStr) -> Vec<FoundTool> {
             found.insert(name, exe);
         }
     }
+    // A venv's python (the server started from inside one) is somebody's
+    // environment: the interpreter it stands for is the one to report.
+    for (name, exe) in found.iter_mut() {
+        if (name == "python3" || is_versioned_python(name))
+            && let Some(base) = reporunner_host::venv_base(exe)
+        {
+            *exe = base;
+        }
+    }
     for name in POSTGRES_TOOLS {
         if !found.contains_key(*name)
             && let Some(exe) = postgres_tool(root, name)
@@ -276,6 +285,35 @@ pub fn extract_version(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Started from inside a venv (its bin first on PATH), the host's
+    /// interpreter is the venv's base, not the venv.
+    #[test]
+    fn a_venv_first_on_path_reports_its_base_interpreter() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("usr/bin");
+        let venv = dir.path().join("venv");
+        std::fs::create_dir_all(&base).unwrap();
+        std::fs::create_dir_all(venv.join("bin")).unwrap();
+        for exe in [base.join("python3.11"), venv.join("bin/python3")] {
+            std::fs::write(&exe, "#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        std::fs::write(
+            venv.join("pyvenv.cfg"),
+            format!("home = {}\nversion = 3.11.4\n", base.display()),
+        )
+        .unwrap();
+        let path = std::env::join_paths([venv.join("bin"), base.clone()]).unwrap();
+        let found = find_tools(dir.path(), &path);
+        let pythons: Vec<&FoundTool> = found.iter().filter(|t| t.name.starts_with("python3")).collect();
+        assert!(pythons.iter().all(|t| !t.path.starts_with(&venv)), "{pythons:?}");
+        assert!(
+            pythons.iter().any(|t| t.path == base.join("python3.11")),
+            "{pythons:?}"
+        );
+    }
 
     #[test]
     fn versions_are_extracted_from_real_outputs() {

@@ -96,9 +96,16 @@ pub async fn events(
         .await
         .unwrap()
         .into_inner();
+    // The replay arrives at once; after it a live run goes on (with logs, a
+    // running app's output, its health probes' requests among it, never
+    // stops): what came within a few seconds.
+    let until = tokio::time::Instant::now() + Duration::from_secs(6);
     let mut events = Vec::new();
     while let Ok(Some(Ok(message))) = tokio::time::timeout(Duration::from_secs(2), stream.next()).await {
         events.extend(message.event);
+        if tokio::time::Instant::now() > until {
+            break;
+        }
     }
     events
 }
