@@ -559,6 +559,35 @@ async fn skipping_the_health_agent_counts_a_running_process_as_up() {
     mesh.stop().await.unwrap();
 }
 
+/// A server of its own protocol (no HTTP) is up once its port accepts
+/// connections: an HTTP probe waited out its grace and failed the run
+/// (tokio-rs/mini-redis).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_speaks_no_http_is_up_when_its_port_answers() {
+    use std::io::{BufRead as _, Write as _};
+    let mesh = every_service().start().await.unwrap();
+    let mut client = mesh.orchestrator();
+    let created = create_start(&mesh, &mut client, "rust-tcp-service").await;
+    let run = until_running(&mesh, &mut client, &created.id).await;
+    let component = &run.components[0];
+    assert_eq!(component.health(), ComponentHealth::Healthy);
+    assert!(component.url.starts_with("tcp://127.0.0.1:"), "{}", component.url);
+    let address = component.url.trim_start_matches("tcp://").to_owned();
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(address).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream.write_all(b"PING\r\n").unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(stream).read_line(&mut line).unwrap();
+        line
+    })
+    .await
+    .unwrap();
+    assert_eq!(answer, "+PONG\r\n");
+    stop_leaves_nothing(&mesh, &mut client, &run).await;
+    mesh.stop().await.unwrap();
+}
+
 /// `run --logs` (WatchRun with logs) and `runs logs` after the run show the
 /// app's own output, not only install and build lines: the components'
 /// output is part of the run's history.

@@ -947,6 +947,19 @@ fn rust_clap_port() {
     );
 }
 
+/// A server that listens on a port but speaks no HTTP (no HTTP framework,
+/// no HTTP in its source): a service probed by connecting, with its port
+/// from `PORT`. A hand-written HTTP server on a bare listener
+/// (rust-clap-port) stays a web component.
+#[test]
+fn rust_tcp_service() {
+    let service = plan("rust-tcp-service");
+    let c = only(&service);
+    assert_eq!(c.kind(), K::Service, "{c:#?}");
+    assert_eq!(c.port_binding, "env:PORT", "{c:#?}");
+    assert_eq!(only(&plan("rust-clap-port")).kind(), K::Web);
+}
+
 /// A C library whose only Makefile runs its tests, beside an inert clib
 /// package.json: one C component at the root, tested with `make -C tests`.
 #[test]

@@ -165,6 +165,7 @@ fn component_kind(kind: i32) -> &'static str {
         ComponentKind::Library => "library",
         ComponentKind::Cli => "cli",
         ComponentKind::Static => "static",
+        ComponentKind::Service => "service",
     }
 }
 

@@ -204,7 +204,7 @@ impl<B: ProcessBackend> LocalRunner<B> {
         let port = match (&binding, u16::try_from(component.port)) {
             // No binding, a fixed port: the program listens there.
             (PortBinding::None, Ok(fixed)) if fixed != 0 => Some(fixed),
-            (PortBinding::None, _) if !serves_http(component.kind()) => None,
+            (PortBinding::None, _) if !listens(component.kind()) => None,
             _ => Some(self.ports.allocate(host)?),
         };
         let host_text = host.to_string();
@@ -288,13 +288,20 @@ impl<B: ProcessBackend> LocalRunner<B> {
         tokio::spawn(write_file(log_path, self.config.max_log_file_bytes, file_rx));
 
         let url = match port {
-            Some(port) if serves_http(component.kind()) || !component.port_binding.is_empty() => {
+            Some(port) if listens(component.kind()) || !component.port_binding.is_empty() => {
                 let shown = match spawned.address {
                     Some(address) => command::url_host(&address.to_string()),
                     None if host.is_unspecified() => "127.0.0.1".to_owned(),
                     None => command::url_host(&host_text),
                 };
-                format!("http://{shown}:{port}")
+                // A service that speaks something else is reached at its
+                // address, not at an HTTP URL.
+                let scheme = if component.kind() == ComponentKind::Service {
+                    "tcp"
+                } else {
+                    "http"
+                };
+                format!("{scheme}://{shown}:{port}")
             }
             _ => String::new(),
         };
@@ -348,8 +355,13 @@ impl<B: ProcessBackend> LocalRunner<B> {
 fn serves_http(kind: ComponentKind) -> bool {
     match kind {
         ComponentKind::Web | ComponentKind::Static | ComponentKind::Unspecified => true,
-        ComponentKind::Worker | ComponentKind::Library | ComponentKind::Cli => false,
+        ComponentKind::Worker | ComponentKind::Library | ComponentKind::Cli | ComponentKind::Service => false,
     }
+}
+
+/// Whether a component of `kind` listens on a port (HTTP or not).
+fn listens(kind: ComponentKind) -> bool {
+    serves_http(kind) || kind == ComponentKind::Service
 }
 
 fn relative_display(relative: &str) -> &str {

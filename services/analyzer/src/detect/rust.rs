@@ -201,6 +201,22 @@ fn is_server_source(text: &str) -> bool {
     .any(|n| text.contains(n))
 }
 
+/// Whether the server in `file` answers HTTP: a package of the component
+/// depends on an HTTP framework, or the source names HTTP. A bare
+/// `TcpListener` server without either speaks its own protocol (a Redis or
+/// chat server) and is probed by connecting to its port.
+fn speaks_http(idx: &RepoIndex, pkgs: &[Pkg], file: &str) -> bool {
+    if pkgs
+        .iter()
+        .any(|p| p.deps.iter().any(|d| SERVERS.contains(&d.as_str())))
+    {
+        return true;
+    }
+    let text = idx.read_source(file).unwrap_or_default();
+    let without_bare_listener = text.replace("TcpListener::bind", "");
+    is_server_source(&without_bare_listener) || text.contains("HTTP/1.") || text.contains("http::")
+}
+
 /// What the Rust passes read before deciding.
 #[derive(Default)]
 struct Facts {
@@ -465,11 +481,12 @@ fn entry_point(s: &mut Scan<'_>) {
             port,
             &binding,
         );
-        s.d.set_kind(if choice.server_file.is_some() {
-            ComponentKind::Web
-        } else {
-            ComponentKind::Cli
-        });
+        let kind = match choice.server_file.as_deref() {
+            Some(file) if !speaks_http(idx, pkgs, file) => ComponentKind::Service,
+            Some(_) => ComponentKind::Web,
+            None => ComponentKind::Cli,
+        };
+        s.d.set_kind(kind);
     } else if let Some((run, file)) = examples_workspace_server(idx, dir) {
         examples_workspace_start(s, run, &file);
     } else {

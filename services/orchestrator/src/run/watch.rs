@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use reporunner_proto::{
     agents::{
         health::v1::{
-            HealthState, HttpProbe, ProbeRequest, ProbeResult, ProbeSpec, ProcessProbe, WatchRequest,
-            WatchResponse, probe_spec,
+            HealthState, HttpProbe, ProbeRequest, ProbeResult, ProbeSpec, ProcessProbe, TcpProbe,
+            WatchRequest, WatchResponse, probe_spec,
         },
         resolver::v1::Phase,
         runner::v1::{ProcessState, ProcessStatus},
@@ -56,6 +56,21 @@ impl Monitor {
 pub(crate) fn probe_for(component: &RunComponent) -> ProbeSpec {
     let probe = if component.url.is_empty() || component.kind == ComponentKind::Worker as i32 {
         probe_spec::Probe::Process(ProcessProbe { pid: component.pid })
+    } else if component.kind == ComponentKind::Service as i32 {
+        // Up when its port accepts connections: it speaks no HTTP.
+        let host = component
+            .url
+            .split_once("://")
+            .map_or(component.url.as_str(), |(_, rest)| rest)
+            .rsplit_once(':')
+            .map_or("127.0.0.1", |(host, _)| host)
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        probe_spec::Probe::Tcp(TcpProbe {
+            host,
+            port: component.port,
+        })
     } else {
         probe_spec::Probe::Http(HttpProbe {
             base_url: component.url.clone(),
@@ -487,6 +502,21 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        // A server of another protocol (a RESP or SMTP server) is up when
+        // its port accepts connections; an HTTP probe would never pass.
+        let service = RunComponent {
+            url: "tcp://127.0.0.1:6380".into(),
+            port: 6380,
+            kind: ComponentKind::Service.into(),
+            ..web.clone()
+        };
+        assert_eq!(
+            probe_for(&service).probe,
+            Some(probe_spec::Probe::Tcp(TcpProbe {
+                host: "127.0.0.1".into(),
+                port: 6380
+            }))
+        );
         let worker = RunComponent {
             kind: ComponentKind::Worker.into(),
             ..web

@@ -30,7 +30,11 @@ pub(crate) fn not_startable(component: &Component) -> Option<String> {
     match kind {
         ComponentKind::Library => return Some("it is a library (try goal TEST)".into()),
         ComponentKind::Cli => return Some("it is a command-line program, not a service".into()),
-        ComponentKind::Web | ComponentKind::Worker | ComponentKind::Static | ComponentKind::Unspecified => {}
+        ComponentKind::Web
+        | ComponentKind::Worker
+        | ComponentKind::Static
+        | ComponentKind::Service
+        | ComponentKind::Unspecified => {}
     }
     let start = component.start.as_ref().map_or("", |c| c.run.trim());
     start
