@@ -958,6 +958,12 @@ fn rust_tcp_service() {
     assert_eq!(c.kind(), K::Service, "{c:#?}");
     assert_eq!(c.port_binding, "env:PORT", "{c:#?}");
     assert_eq!(only(&plan("rust-clap-port")).kind(), K::Web);
+    // The same class in Node: `net.createServer`, no HTTP module.
+    let node = plan("node-tcp-service");
+    let c = only(&node);
+    assert_eq!(c.kind(), K::Service, "{c:#?}");
+    assert_eq!((c.port, c.port_binding.as_str()), (6390, "env:PORT"), "{c:#?}");
+    assert_eq!(start(c), "npm start");
 }
 
 /// A C library whose only Makefile runs its tests, beside an inert clib

@@ -531,6 +531,7 @@ fn start_script(s: &mut Scan<'_>, name: &str, w: f64) {
             " --host 0.0.0.0"
         });
     }
+    let mut server_file = None;
     if port == 0 && binding.is_empty() {
         let (p, b, src) = scan_server(idx, dir, &script, &f.pkg);
         if p != 0 || !b.is_empty() {
@@ -538,6 +539,7 @@ fn start_script(s: &mut Scan<'_>, name: &str, w: f64) {
             binding = b;
             if let Some((file, line, detail)) = src {
                 s.d.note(ev("port", &file, line, detail, weight::FRAMEWORK));
+                server_file = Some(file);
             }
         }
     }
@@ -554,6 +556,20 @@ fn start_script(s: &mut Scan<'_>, name: &str, w: f64) {
     if is_delegating(&script) {
         s.d.warnings
             .push(format!("the {name} script delegates to other packages: {script}"));
+    }
+    raw_tcp_kind(s, server_file.as_deref());
+}
+
+/// A server file of no HTTP framework that serves its own protocol over
+/// `net` makes the component a service (probed by connecting).
+fn raw_tcp_kind(s: &mut Scan<'_>, server_file: Option<&str>) {
+    let http_deps =
+        s.d.has_any_dep(&["express", "fastify", "koa", "hono", "@hapi/hapi", "next"]);
+    if !http_deps
+        && let Some(file) = server_file
+        && s.idx.read_source(file).is_some_and(|t| serves_raw_tcp(&t))
+    {
+        s.d.set_kind(ComponentKind::Service);
     }
 }
 
@@ -620,6 +636,28 @@ fn entry_file(s: &mut Scan<'_>) {
         port,
         &binding,
     );
+    if port != 0 || !binding.is_empty() {
+        raw_tcp_kind(s, Some(&join(dir, &file)));
+    }
+}
+
+/// Whether a Node entry file serves a protocol of its own over `net`
+/// (`net.createServer`) and no HTTP: it is up when its port accepts
+/// connections, an HTTP probe would never pass.
+fn serves_raw_tcp(text: &str) -> bool {
+    let uses = |module: &str| {
+        [
+            format!("require('{module}')"),
+            format!("require(\"{module}\")"),
+            format!("from '{module}'"),
+            format!("from \"{module}\""),
+            format!("'node:{module}'"),
+            format!("\"node:{module}\""),
+        ]
+        .iter()
+        .any(|form| text.contains(form.as_str()))
+    };
+    uses("net") && text.contains("createServer(") && !uses("http") && !uses("https") && !uses("http2")
 }
 
 /// Next listens on $PORT (3000); nothing to start is a library.
