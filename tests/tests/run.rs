@@ -564,10 +564,16 @@ async fn skipping_the_health_agent_counts_a_running_process_as_up() {
 /// (tokio-rs/mini-redis).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_speaks_no_http_is_up_when_its_port_answers() {
+    for fixture in ["rust-tcp-service", "python-tcp-service"] {
+        pong_service_runs(fixture).await;
+    }
+}
+
+async fn pong_service_runs(fixture: &str) {
     use std::io::{BufRead as _, Write as _};
     let mesh = every_service().start().await.unwrap();
     let mut client = mesh.orchestrator();
-    let created = create_start(&mesh, &mut client, "rust-tcp-service").await;
+    let created = create_start(&mesh, &mut client, fixture).await;
     let run = until_running(&mesh, &mut client, &created.id).await;
     let component = &run.components[0];
     assert_eq!(component.health(), ComponentHealth::Healthy);

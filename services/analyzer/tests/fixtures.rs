@@ -964,6 +964,11 @@ fn rust_tcp_service() {
     assert_eq!(c.kind(), K::Service, "{c:#?}");
     assert_eq!((c.port, c.port_binding.as_str()), (6390, "env:PORT"), "{c:#?}");
     assert_eq!(start(c), "npm start");
+    // And in Python: `asyncio.start_server`, no HTTP.
+    let python = plan("python-tcp-service");
+    let c = only(&python);
+    assert_eq!(c.kind(), K::Service, "{c:#?}");
+    assert_eq!((c.port, c.port_binding.as_str()), (6391, "env:PORT"), "{c:#?}");
 }
 
 /// A C library whose only Makefile runs its tests, beside an inert clib

@@ -1238,7 +1238,34 @@ fn main_script_start(s: &mut Scan<'_>, found: &Sources) -> bool {
         port,
         "",
     );
+    if s.idx
+        .read_source(&join(s.dir, main))
+        .is_some_and(|text| serves_raw_tcp(&text))
+    {
+        s.d.set_kind(ComponentKind::Service);
+    }
     true
+}
+
+/// Whether a script serves a protocol of its own over TCP (`socketserver`,
+/// `asyncio.start_server`, a listening socket) and no HTTP: it is up when
+/// its port accepts connections, an HTTP probe would never pass.
+fn serves_raw_tcp(text: &str) -> bool {
+    let tcp = text.contains("socketserver.")
+        || text.contains("from socketserver import")
+        || text.contains("asyncio.start_server(")
+        || (text.contains("socket.socket(") && text.contains(".listen("));
+    let http = [
+        "http.server",
+        "HTTPServer",
+        "BaseHTTPRequestHandler",
+        "wsgiref",
+        "aiohttp",
+        "HTTP/1.",
+    ]
+    .iter()
+    .any(|marker| text.contains(marker));
+    tcp && !http
 }
 
 fn console_script_start(s: &mut Scan<'_>, _found: &Sources) -> bool {
