@@ -7,7 +7,8 @@ and judge the run:
 
   serve   `reporunner run DIR -o json`: reached when the run reaches RUNNING and a printed URL answers with a
           status below 500; the run is then stopped (SIGINT to its process group, SIGKILL after a grace period).
-  test    `reporunner run DIR --tests -o json`: reached when it exits 0 with >= 1 passed test and none failed.
+  test    `reporunner run DIR --tests -o json`: reached when it exits 0 with >= 1 passed test and none failed
+          (a service keeps running after its tests: then when its RUNNING Run line carries them).
   expect = "refusal": the run should end early (FAILED) with an error naming why; reported as "refused".
 
 Results: reached / failed / refused / timeout / missing. Prints a markdown table and writes it to --out.
@@ -228,6 +229,20 @@ def run_one(binary, repo, src_root, timeout, grace, logs_dir, label):
                                 break
                         if outcome is None:
                             outcome = ("failed", "RUNNING but no URL answered < 500: " + "; ".join(codes))
+                # A service with tests keeps running after them (`--tests` is
+                # start-and-test): its Run line with the results is the end.
+                if (goal == "test" and outcome is None and "id" in ev and "runId" not in ev
+                        and ev.get("state") == "RUN_STATE_RUNNING" and ev.get("testResults")):
+                    results = ev["testResults"]
+                    passed = sum(int(r.get("counts", {}).get("passed", 0)) for r in results)
+                    failed = sum(int(r.get("counts", {}).get("failed", 0)) + int(r.get("counts", {}).get("errors", 0))
+                                 for r in results)
+                    summary = "; ".join(f'{r.get("component", "")}: {r.get("framework", "")} {r.get("summary", "")}'
+                                        .strip() for r in results)
+                    if passed >= 1 and failed == 0:
+                        outcome = ("reached", f"{passed} passed, app still running ({summary})")
+                    else:
+                        outcome = ("failed", summary)
             if outcome is not None:
                 break
             if proc.poll() is not None:
