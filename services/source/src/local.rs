@@ -1,8 +1,12 @@
 //! Copies a local directory into a workspace.
 //!
-//! The walk honours `.gitignore` and `.ignore` files, leaves `.git` out and
-//! skips dependency and build directories (`node_modules`, `target`, `.venv`,
-//! `venv`, `__pycache__`) wherever they are. Symlinks are never followed: one
+//! The walk honours `.gitignore` files in a git work tree (as git does: a
+//! tree without `.git`, such as an unpacked release or a copied checkout,
+//! keeps every file, as its archive would; a project may track files its
+//! `.gitignore` matches, and they are part of it), and `.ignore` files
+//! always; it leaves `.git` out and skips dependency and build directories
+//! (`node_modules`, `target`, `.venv`, `venv`, `__pycache__`) wherever they
+//! are. Symlinks are never followed: one
 //! is copied as a symlink when its target stays inside the tree, else skipped
 //! with a warning. Sockets, fifos and devices are skipped.
 //!
@@ -169,7 +173,7 @@ pub(crate) fn copy_tree(source: &Path, exclude: Vec<PathBuf>, writer: &mut TreeW
         .git_exclude(false)
         .git_ignore(true)
         .ignore(true)
-        .require_git(false)
+        .require_git(true)
         .follow_links(false)
         .same_file_system(false)
         .sort_by_file_name(|a, b| a.cmp(b))

@@ -44,6 +44,27 @@ fn make_project() -> tempfile::TempDir {
     dir
 }
 
+/// Without `.git`, `.gitignore` means nothing (as to git): a copied tree
+/// keeps what its `.gitignore` matches, as its archive would. uthash tracks
+/// `tests/keystat.c` under a `keystat.*` rule, and its tests need it.
+#[tokio::test]
+async fn a_tree_without_git_keeps_what_its_gitignore_matches() {
+    let project = make_project();
+    fs::remove_dir_all(project.path().join(".git")).unwrap();
+    fs::write(project.path().join("keystat.c"), "int main(void) { return 0; }\n").unwrap();
+    fs::write(project.path().join(".gitignore"), "*.log\nbuild/\nkeystat.*\n").unwrap();
+    let env = Env::local();
+    let fetched = env.source.fetch(spec("alice", project.path())).await.unwrap();
+    let ws = Path::new(&fetched.workspace.path);
+    for kept in ["keystat.c", "debug.log", "build/out.bin", "src/main.py"] {
+        assert!(ws.join(kept).is_file(), "{kept} is kept");
+    }
+    // Dependency and build directories are still left out.
+    for skipped in ["node_modules", ".venv", "target", "src/__pycache__"] {
+        assert!(!ws.join(skipped).exists(), "{skipped} is skipped");
+    }
+}
+
 #[tokio::test]
 async fn copies_respect_gitignore_and_skip_dependency_dirs() {
     let project = make_project();
