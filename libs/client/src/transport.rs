@@ -34,7 +34,7 @@ impl Transport {
     /// process and a trust boundary (embedded mode, tests with fakes).
     pub fn in_process<S: reporunner_server::GrpcRoute>(server: S) -> Self {
         Self {
-            inner: BoxCloneSyncService::new(InProcess(server)),
+            inner: BoxCloneSyncService::new(Deadlined(server)),
             label: "in-process",
         }
     }
@@ -110,52 +110,19 @@ impl Service<http::Request<Body>> for Identified {
 /// default (`client.default_deadline`), so that no call waits forever.
 pub const IN_PROCESS_DEFAULT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// A server called in this process, under the call's `grpc-timeout` as a
-/// remote server would be (else [`IN_PROCESS_DEFAULT_DEADLINE`]): past it the
-/// call ends with DEADLINE_EXCEEDED.
+/// A call under its `grpc-timeout` (else [`IN_PROCESS_DEFAULT_DEADLINE`],
+/// which is then told to the server too, as the network stack does): past
+/// it the call ends with DEADLINE_EXCEEDED. Wraps a server called in this
+/// process, and the control socket's channel.
 #[derive(Clone)]
-struct InProcess<S>(S);
+struct Deadlined<S>(S);
 
-impl<S> Service<http::Request<Body>> for InProcess<S>
+impl<S> Service<http::Request<Body>> for Deadlined<S>
 where
-    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible> + Send + 'static,
+    S: Service<http::Request<Body>, Response = http::Response<Body>> + Send + 'static,
+    S::Error: Into<BoxError>,
     S::Future: Send + 'static,
 {
-    type Response = http::Response<Body>;
-    type Error = BoxError;
-    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.0.poll_ready(cx).map_err(|never| match never {})
-    }
-
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        let deadline = request
-            .headers()
-            .get("grpc-timeout")
-            .and_then(|v| v.to_str().ok())
-            .and_then(crate::channel::parse_grpc_timeout)
-            .unwrap_or(IN_PROCESS_DEFAULT_DEADLINE);
-        let call = self.0.call(request);
-        Box::pin(async move {
-            match tokio::time::timeout(deadline, call).await {
-                Ok(response) => response.map_err(|never| match never {}),
-                Err(_) => Err(Box::new(tonic::Status::deadline_exceeded(format!(
-                    "no answer within {} ms",
-                    deadline.as_millis()
-                ))) as BoxError),
-            }
-        })
-    }
-}
-
-/// A channel whose calls end with DEADLINE_EXCEEDED past their
-/// `grpc-timeout` (else [`IN_PROCESS_DEFAULT_DEADLINE`]), as a
-/// [`ServiceChannel`]'s do.
-#[derive(Clone)]
-struct Deadlined(tonic::transport::Channel);
-
-impl Service<http::Request<Body>> for Deadlined {
     type Response = http::Response<Body>;
     type Error = BoxError;
     type Future = std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
@@ -165,19 +132,17 @@ impl Service<http::Request<Body>> for Deadlined {
     }
 
     fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
-        let deadline = request
+        let given = request
             .headers()
             .get("grpc-timeout")
             .and_then(|v| v.to_str().ok())
             .and_then(crate::channel::parse_grpc_timeout);
-        if deadline.is_none() {
-            // Told to the server too, as the network stack does.
-            let value = format!("{}m", IN_PROCESS_DEFAULT_DEADLINE.as_millis());
-            if let Ok(value) = value.parse() {
-                request.headers_mut().insert("grpc-timeout", value);
-            }
+        if given.is_none()
+            && let Ok(value) = format!("{}m", IN_PROCESS_DEFAULT_DEADLINE.as_millis()).parse()
+        {
+            request.headers_mut().insert("grpc-timeout", value);
         }
-        let deadline = deadline.unwrap_or(IN_PROCESS_DEFAULT_DEADLINE);
+        let deadline = given.unwrap_or(IN_PROCESS_DEFAULT_DEADLINE);
         let call = self.0.call(request);
         Box::pin(async move {
             match tokio::time::timeout(deadline, call).await {

@@ -235,6 +235,25 @@ async fn another_users_run_is_not_found_but_the_admin_sees_every_run() {
     assert_eq!(status.code(), Code::NotFound, "{status:?}");
     let status = mesh.watch(&bob, &run.id, 0).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    // The run's recorded output (its app's own lines among it) is no more
+    // visible than the run, followed or not.
+    for follow in [false, true] {
+        let status = mesh
+            .client
+            .clone()
+            .get_run_logs(as_user(
+                &bob,
+                reporunner_proto::orchestrator::v1::GetRunLogsRequest {
+                    run_id: run.id.clone(),
+                    source: String::new(),
+                    follow,
+                    after_sequence: 0,
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    }
     let status = mesh
         .client
         .clone()
