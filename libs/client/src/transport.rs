@@ -2,7 +2,6 @@
 //! to the service's endpoints or the service's own server in this process.
 
 use std::{
-    convert::Infallible,
     fmt,
     sync::Arc,
     task::{Context, Poll},
@@ -189,6 +188,8 @@ impl Service<http::Request<Body>> for Transport {
 
 #[cfg(test)]
 mod tests {
+    use std::convert::Infallible;
+
     use super::*;
 
     /// A server that never answers.
