@@ -170,6 +170,9 @@ def run_one(binary, repo, src_root, timeout, grace, logs_dir, label):
     cmd = [binary, "run", str(work), "-o", "json"]
     if goal == "test":
         cmd.append("--tests")
+    if logs_dir:
+        # The install, build, setup, app and test output, as log events in the JSON lines kept below.
+        cmd.append("--logs")
 
     events = []
     lines = []
@@ -336,8 +339,16 @@ def main():
     ap.add_argument("--grace", type=float, default=20, help="seconds between SIGINT and SIGKILL when stopping")
     ap.add_argument("--corpus", default=str(HERE / "corpus.toml"))
     ap.add_argument("--corpus-dir", default="/tmp/corpus", help="unpacked trees, one <owner>__<name> per repository")
-    ap.add_argument("--logs", default="", help="keep each run's JSON events and stderr in this directory")
+    ap.add_argument("--logs", default="", help="keep each run's JSON events, its log lines included, and its stderr in this directory")
+    ap.add_argument("--allow-unsandboxed", action="store_true",
+                    help="run even without bubblewrap (the embedded CLI then runs every step unsandboxed, as this "
+                         "user: results are not comparable with sandboxed ones)")
     args = ap.parse_args()
+    if not shutil.which("bwrap") and not args.allow_unsandboxed:
+        # Without it the embedded CLI falls back to running the repositories' code as this user (root, here):
+        # tests that check file permissions pass or fail for the wrong reason.
+        sys.exit("bubblewrap (bwrap) is not installed, so runs would not be sandboxed: install it "
+                 "(tests/tools.sh does) or pass --allow-unsandboxed")
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
 

@@ -170,6 +170,32 @@ async fn a_missing_python_package_is_added_and_installed() {
     mesh.stop().await.unwrap();
 }
 
+/// Real-repositories class: code written against an older release line of
+/// an unpinned dependency imports a name today's release dropped. No table
+/// knows the pair: the install says which distribution ships the module and
+/// at which version, and the release line below it is installed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_an_unpinned_dependency_dropped_gets_its_earlier_release_line() {
+    let mesh = mesh().await;
+    let mut client = mesh.orchestrator();
+    let (run, events, _) = heal_to_running(
+        &mesh,
+        &mut client,
+        "heal-version-skew",
+        "hello from heal-version-skew: Name",
+    )
+    .await;
+    assert_one_heal(&events, "python.version_skew", Step::Install);
+    assert_applied(&run, |change| {
+        matches!(
+            change,
+            Change::AddPackage(add) if add.name == "WTForms" && add.version_spec == "<3"
+        )
+    });
+    stop(&mesh, &mut client, &run.id).await;
+    mesh.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_env_var_is_set() {
     let mesh = mesh().await;

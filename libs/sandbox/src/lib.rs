@@ -17,7 +17,8 @@
 //! program and everything shares its process group.
 //!
 //! What a step sees (see SECURITY.md):
-//! - a read-only root; fresh /dev, /proc and /tmp;
+//! - a read-only root; fresh /dev, /proc and /tmp; the run's scratch dir
+//!   (its `TMPDIR`) bound again at the short [`SHORT_TMPDIR`];
 //! - `hidden_paths` (the data dir, the workspace root, /root, /home) under
 //!   empty tmpfs; toolchains under the server's home bound back read-only;
 //! - `masked_paths` (shadow files, SSH host keys, sudoers) covered;
@@ -432,6 +433,10 @@ impl Sandbox {
             }
         }
         let mut env = step.env.clone();
+        if bwrap.is_some() && scratch_dir(step).is_some() {
+            // The run's scratch space, bound again at a short path.
+            env.insert("TMPDIR".into(), SHORT_TMPDIR.into());
+        }
         if let Some(home) = &step.home {
             env.insert("HOME".into(), home.display().to_string());
             // The server's toolchains keep their state under its own home.
@@ -575,6 +580,13 @@ impl Sandbox {
             let path = path.display().to_string();
             args.extend(["--bind".into(), path.clone(), path]);
         }
+        if let Some(scratch) = scratch_dir(step) {
+            args.extend([
+                "--bind".into(),
+                scratch.display().to_string(),
+                SHORT_TMPDIR.into(),
+            ]);
+        }
         args.extend(["--chdir".into(), step.cwd.display().to_string()]);
         args.extend(
             [
@@ -588,6 +600,23 @@ impl Sandbox {
         );
         args
     }
+}
+
+/// Where a sandboxed step finds its `TMPDIR`: the run's scratch dir bound
+/// again at a short path, so that what tools make under it stays short
+/// (an AF_UNIX socket's path must fit in 108 bytes; pytest's `tmp_path` of
+/// a long test name under a deep data dir does not).
+pub const SHORT_TMPDIR: &str = "/tmp/run";
+
+/// The step's `TMPDIR` when it is one of its writable dirs (the run's
+/// scratch space), outside [`SHORT_TMPDIR`].
+fn scratch_dir(step: &Step) -> Option<&Path> {
+    let tmp = Path::new(step.env.get("TMPDIR")?);
+    (tmp.is_absolute()
+        && !tmp.starts_with(SHORT_TMPDIR)
+        && step.writable.iter().any(|w| w == tmp)
+        && tmp.is_dir())
+    .then_some(tmp)
 }
 
 /// Kills everything in a step's cgroup and removes it.

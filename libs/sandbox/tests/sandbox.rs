@@ -235,3 +235,41 @@ async fn toolchains_under_the_servers_home_work_with_the_steps_own_home() {
     let out = run(&host.sandbox, &step).await;
     assert!(out.stdout.contains("cargo-ok"), "{}\n{}", out.stdout, out.stderr);
 }
+
+/// A run's scratch dir lies deep under the data dir, and what tools make
+/// under TMPDIR (pytest's `tmp_path` of a long test name) is deeper still:
+/// an AF_UNIX socket there would pass the 108-byte limit of its path. The
+/// step sees the scratch dir at a short TMPDIR; what it writes there lands
+/// in the run's scratch dir.
+#[tokio::test]
+async fn a_unix_socket_binds_under_tmpdir_however_deep_the_data_dir() {
+    if !usable() {
+        return;
+    }
+    let host = host();
+    let scratch = host
+        .data
+        .join("runner/tmp/b8cc6cb3-cebb-4e3a-a09f-519da172f00a-a-long-run-directory-name");
+    std::fs::create_dir_all(&scratch).expect("scratch");
+    let deep = "pytest-of-nobody/pytest-0/test_the_server_listens_on_a_unix_socket_0";
+    let script = format!(
+        "mkdir -p \"$TMPDIR/{deep}\" && python3 -c 'import os, socket; \
+         s = socket.socket(socket.AF_UNIX); s.bind(os.environ[\"TMPDIR\"] + \"/{deep}/s.sock\"); print(\"bound\")' \
+         && echo kept > \"$TMPDIR/kept\" && echo \"$TMPDIR\""
+    );
+    let mut step = step(&host, &script);
+    step.env.insert("TMPDIR".into(), scratch.display().to_string());
+    step.writable.push(scratch.clone());
+    assert!(
+        format!("{}/{deep}/s.sock", scratch.display()).len() > 108,
+        "the host path must be too long for a socket"
+    );
+    let out = run(&host.sandbox, &step).await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("bound"), "{}", out.stdout);
+    assert_eq!(out.stdout.lines().last(), Some(reporunner_sandbox::SHORT_TMPDIR));
+    assert_eq!(
+        std::fs::read_to_string(scratch.join("kept")).expect("written through"),
+        "kept\n"
+    );
+}

@@ -33,6 +33,7 @@ pub mod native;
 pub mod node;
 pub mod python;
 pub mod python_manifest;
+pub mod python_packages;
 pub mod python_test_deps;
 pub mod rust;
 
@@ -631,6 +632,14 @@ async fn run_job(job: Job, tx: mpsc::Sender<InstallResponse>) {
     ::metrics::histogram!(metrics::INSTALL_SECONDS, "kind" => language)
         .record(started.elapsed().as_secs_f64());
     tracing::info!(success, exit_code, tool = %report.tool, "install finished");
+    let packages = if success && job.language == Language::Python {
+        let venv = report.environment_path.clone();
+        tokio::task::spawn_blocking(move || python_packages::packages(&venv))
+            .await
+            .unwrap_or_default()
+    } else {
+        BTreeMap::new()
+    };
     let result = InstallResult {
         success,
         exit_code,
@@ -639,6 +648,7 @@ async fn run_job(job: Job, tx: mpsc::Sender<InstallResponse>) {
         env: report.env.into_iter().collect(),
         duration_ms: u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX),
         log_tail: sink.tail(),
+        packages: packages.into_iter().collect(),
     };
     let _ = tx
         .send(InstallResponse {

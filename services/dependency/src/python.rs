@@ -774,6 +774,46 @@ pub(crate) async fn install(job: &Job, sink: &mut LogSink, report: &mut Report) 
             }
             None => job.step(sink, report, &installer(args.clone())).await,
         };
+        let legacy = match &outcome {
+            Err(failure) if !failure.fatal => legacy_setuptools(&sink.tail()),
+            _ => None,
+        };
+        if let (Err(_), Some(legacy)) = (&outcome, legacy) {
+            // An old `setup.py` uses what setuptools has since removed:
+            // its build gets the newest setuptools that still has it,
+            // in the venv (pip builds there without isolation) and in
+            // isolated build environments (a build constraint).
+            sink.system(
+                "install",
+                format!(
+                    "an old package's setup.py needs {} ({}); installing again with it",
+                    legacy.cap, legacy.cause
+                ),
+            )
+            .await;
+            let file = job.env_root.join("build-constraints.generated.txt");
+            write_lines(&file, &[legacy.cap.to_owned()]).await?;
+            let constrained = |args: Vec<String>| {
+                let mut cmd = installer(args);
+                let var = if uv.is_some() {
+                    "UV_BUILD_CONSTRAINT"
+                } else {
+                    "PIP_CONSTRAINT"
+                };
+                cmd.env.insert(var.to_owned(), file.display().to_string());
+                cmd
+            };
+            job.step(sink, report, &constrained(vec![legacy.cap.to_owned()]))
+                .await?;
+            match &dated {
+                Some(date) => {
+                    let (dated_cmd, today) = (constrained(with_date(&args)), constrained(args.clone()));
+                    job.dated_or_today(sink, report, date, &dated_cmd, &today).await?;
+                }
+                None => job.step(sink, report, &constrained(args.clone())).await?,
+            }
+            continue;
+        }
         match outcome {
             Err(failure) if !failure.fatal && vcs_unreachable(&sink.tail()) => {
                 let Some(registry) = registry_instead_of_vcs(job, &args, &plan).await? else {
@@ -1072,6 +1112,57 @@ async fn install_test_deps(
     Ok(())
 }
 
+/// What an old `setup.py` needs of setuptools, read from a failed build.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct LegacySetuptools {
+    /// The requirement its build gets, e.g. `setuptools<58`.
+    cap: &'static str,
+    /// What it uses that newer releases removed.
+    cause: &'static str,
+}
+
+/// Build failures of old `setup.py` files, by what they use that setuptools
+/// removed, strictest cap first: `Feature` (gone in 46), `use_2to3` (58),
+/// the `test` command (72).
+const LEGACY_SETUPTOOLS: &[(&str, LegacySetuptools)] = &[
+    (
+        "cannot import name 'Feature' from 'setuptools'",
+        LegacySetuptools {
+            cap: "setuptools<46",
+            cause: "setuptools.Feature, removed in setuptools 46",
+        },
+    ),
+    (
+        "use_2to3 is invalid",
+        LegacySetuptools {
+            cap: "setuptools<58",
+            cause: "use_2to3, removed in setuptools 58",
+        },
+    ),
+    (
+        "No module named 'setuptools.command.test'",
+        LegacySetuptools {
+            cap: "setuptools<72",
+            cause: "the test command, removed in setuptools 72",
+        },
+    ),
+    (
+        "cannot import name 'test' from 'setuptools.command'",
+        LegacySetuptools {
+            cap: "setuptools<72",
+            cause: "the test command, removed in setuptools 72",
+        },
+    ),
+];
+
+/// The strictest setuptools cap the failed install's output asks for.
+fn legacy_setuptools(tail: &[String]) -> Option<LegacySetuptools> {
+    LEGACY_SETUPTOOLS
+        .iter()
+        .find(|(marker, _)| tail.iter().any(|line| line.contains(marker)))
+        .map(|(_, legacy)| *legacy)
+}
+
 /// Whether an install failed fetching a requirement with git.
 fn vcs_unreachable(tail: &[String]) -> bool {
     tail.iter().any(|line| {
@@ -1195,6 +1286,38 @@ async fn write_lines(file: &Path, lines: &[String]) -> Step {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_old_setup_py_gets_the_strictest_setuptools_it_names() {
+        let tail = |lines: &[&str]| lines.iter().map(|l| (*l).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            legacy_setuptools(&tail(&[
+                "      error in anyjson setup command: use_2to3 is invalid."
+            ]))
+            .map(|l| l.cap),
+            Some("setuptools<58")
+        );
+        assert_eq!(
+            legacy_setuptools(&tail(&[
+                "error in anyjson setup command: use_2to3 is invalid.",
+                "ImportError: cannot import name 'Feature' from 'setuptools' (/v/setuptools/__init__.py)",
+            ]))
+            .map(|l| l.cap),
+            Some("setuptools<46"),
+            "two old packages: the cap both can build with"
+        );
+        assert_eq!(
+            legacy_setuptools(&tail(&[
+                "ModuleNotFoundError: No module named 'setuptools.command.test'"
+            ]))
+            .map(|l| l.cap),
+            Some("setuptools<72")
+        );
+        assert_eq!(
+            legacy_setuptools(&tail(&["error: Failed to build `cffi==1.11.2`"])),
+            None
+        );
+    }
 
     #[test]
     fn git_requirements_become_the_same_packages_from_the_registry() {

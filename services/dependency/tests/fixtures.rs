@@ -288,3 +288,33 @@ async fn an_engines_range_above_the_hosts_node_is_refused_before_install() {
         "npm never ran: {text:?}"
     );
 }
+
+/// Real-repositories class: old repositories pin sdists whose `setup.py`
+/// uses what setuptools has since removed (`use_2to3`, `Feature`). The
+/// install fails, names the cause, and installs again with the newest
+/// setuptools that still has it, in the venv and in the isolated build.
+#[tokio::test]
+async fn an_old_setup_py_is_built_with_the_setuptools_it_needs() {
+    let mut agent = agent().await;
+    let workspace = fixture("python-legacy-setup-py");
+    let (lines, result) = install(
+        &mut agent,
+        request(
+            workspace.path(),
+            component("python", "python", ">=3.8", "pip"),
+            None,
+        ),
+    )
+    .await;
+    let texts: Vec<&String> = lines.iter().map(|l| &l.text).collect();
+    assert!(result.success, "{result:?} {texts:?}");
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("an old package's setup.py needs setuptools<58 (use_2to3")),
+        "{texts:?}"
+    );
+    let out = common::venv_python(&result, "import anyjson; print(anyjson.serialize([1]))");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[1]");
+}

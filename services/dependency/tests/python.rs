@@ -51,6 +51,20 @@ async fn a_requirements_flask_app_gets_a_venv_where_flask_imports() {
         "import flask, pkg_resources; print(flask.Flask.__name__)",
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // What the venv provides, by module, for the resolver: Flask's own
+    // module and those of its dependencies, each with its version.
+    let version = |module: &str| {
+        let code = format!("import importlib.metadata as m; print(m.version('{module}'))");
+        String::from_utf8_lossy(&venv_python(&result, &code).stdout)
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(result.packages["flask"], format!("Flask=={}", version("flask")));
+    assert_eq!(
+        result.packages["markupsafe"],
+        format!("MarkupSafe=={}", version("markupsafe"))
+    );
+    assert!(result.packages.contains_key("werkzeug"), "{:?}", result.packages);
 
     // The workspace stays clean: the venv lives under the agent's env dir.
     assert!(!workspace.path().join(".venv").exists());

@@ -94,6 +94,7 @@ impl RuleResolver {
             self.config.max_log_lines,
             self.config.max_line_bytes,
         )
+        .with_packages(&request.packages)
     }
 }
 

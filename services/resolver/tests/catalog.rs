@@ -1067,6 +1067,7 @@ fn request(case: &Case) -> DiagnoseRequest {
             ..Environment::default()
         }),
         tried: Vec::new(),
+        packages: std::collections::HashMap::new(),
     }
 }
 
@@ -1260,4 +1261,96 @@ async fn a_start_that_exits_zero_without_a_candidate_is_diagnosed_without_a_patc
     assert!(d.patches.is_empty());
     assert!((d.confidence - 0.5).abs() < 1e-9);
     assert_eq!(d.matched_line, "usage: tool [-h] {sync,serve}");
+}
+
+/// Old code against today's release of an unpinned dependency: a name the
+/// installed distribution no longer has. No table knows the pair; the
+/// environment says which distribution ships the module and at which
+/// version, and the release line below it is tried, then the one below
+/// that.
+#[tokio::test]
+async fn a_name_an_installed_distribution_lost_asks_for_its_earlier_release_line() {
+    let resolver = resolver().await;
+    let mut request_ = request(&case("py_werkzeug"));
+    request_.log_tail = std::fs::read_to_string(format!(
+        "{}/tests/logs/py_skew_unlisted.log",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+    .lines()
+    .map(str::to_owned)
+    .collect();
+
+    // Without knowing the environment, nothing is guessed.
+    let response = resolver.diagnose(request_.clone()).await.unwrap();
+    assert!(
+        response.diagnoses.iter().all(|d| d.patches.is_empty()),
+        "{:?}",
+        response.diagnoses
+    );
+
+    request_.packages = [
+        ("wtforms".to_owned(), "WTForms==3.2.1".to_owned()),
+        ("flask".to_owned(), "Flask==3.1.2".to_owned()),
+    ]
+    .into();
+    let response = resolver.diagnose(request_.clone()).await.unwrap();
+    let first = &response.diagnoses[0];
+    assert_eq!(first.cause, "python.version_skew");
+    assert!(first.summary.contains("WTForms 3.2.1"), "{}", first.summary);
+    assert_eq!(first.patches.len(), 1);
+    check_patch("py_skew_unlisted", &add("WTForms", "<3"), &first.patches[0]);
+
+    // Still missing in 2.x: one release line further down.
+    request_.tried.push(first.patches[0].clone());
+    request_
+        .packages
+        .insert("wtforms".into(), "WTForms==2.3.3".into());
+    let response = resolver.diagnose(request_.clone()).await.unwrap();
+    check_patch(
+        "py_skew_unlisted",
+        &add("WTForms", "<2"),
+        &response.diagnoses[0].patches[0],
+    );
+
+    // A 0.x line steps by minor; an attribute removed from a module is the
+    // same class; the standard library and the repository's own modules are
+    // not in the environment, and get no patch.
+    request_.tried.clear();
+    request_.log_tail =
+        vec!["AttributeError: module 'jose.jwt' has no attribute 'get_unverified_headers'".into()];
+    request_
+        .packages
+        .insert("jose".into(), "python-jose==0.14.2".into());
+    let response = resolver.diagnose(request_.clone()).await.unwrap();
+    check_patch(
+        "py_skew_attr",
+        &add("python-jose", "<0.14"),
+        &response.diagnoses[0].patches[0],
+    );
+    // A third-party Django app's system check fails: its release line below.
+    request_.log_tail = std::fs::read_to_string(format!(
+        "{}/tests/logs/django_package_check.log",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+    .lines()
+    .map(str::to_owned)
+    .collect();
+    request_
+        .packages
+        .insert("treebeard".into(), "django-treebeard==5.3.1".into());
+    let response = resolver.diagnose(request_.clone()).await.unwrap();
+    check_patch(
+        "django_package_check",
+        &add("django-treebeard", "<5"),
+        &response.diagnoses[0].patches[0],
+    );
+    request_.log_tail = vec!["AttributeError: module 'settings' has no attribute 'DEBUG'".into()];
+    let response = resolver.diagnose(request_).await.unwrap();
+    assert!(
+        response.diagnoses.iter().all(|d| d.patches.is_empty()),
+        "{:?}",
+        response.diagnoses
+    );
 }

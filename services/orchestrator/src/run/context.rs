@@ -59,6 +59,9 @@ pub struct RunContext {
     pub provisioned: BTreeMap<i32, BTreeMap<String, String>>,
     /// The env each installed component got from its install, by name.
     pub installed: BTreeMap<String, BTreeMap<String, String>>,
+    /// What each installed component's environment provides, by name
+    /// (`InstallResult.packages`), for the resolver.
+    pub packages: BTreeMap<String, BTreeMap<String, String>>,
     /// Runner process ids this run started, in order, so that none is left
     /// behind when the run ends.
     pub started: Vec<String>,

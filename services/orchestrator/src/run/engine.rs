@@ -176,6 +176,7 @@ impl Engine {
         ctx.take_failure();
         if from <= Step::Install {
             ctx.installed.clear();
+            ctx.packages.clear();
         }
         steps::provision::select(self, ctx, false).await?;
         Ok(steps.iter().position(|s| *s >= from).unwrap_or(steps.len()))

@@ -48,6 +48,11 @@ pub(crate) async fn heal(engine: &Engine, ctx: &mut RunContext) -> Flow<Healed> 
         plan: Some(plan.clone()),
         environment: ctx.environment.clone(),
         tried: ctx.tried.clone(),
+        packages: ctx
+            .packages
+            .get(&failure.component)
+            .map(|p| p.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default(),
     };
     let diagnoses = match engine.clients.resolver.diagnose(request).await {
         Ok(diagnoses) => diagnoses,

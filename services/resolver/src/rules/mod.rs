@@ -110,6 +110,9 @@ pub struct Context<'a> {
     pub toolchains: &'a [Toolchain],
     /// The last lines of the log, oldest first, each bounded.
     pub lines: Vec<&'a str>,
+    /// What the component's environment provides: importable module ->
+    /// `Name==version` (`DiagnoseRequest.packages`).
+    pub packages: Option<&'a std::collections::HashMap<String, String>>,
 }
 
 impl<'a> Context<'a> {
@@ -147,7 +150,22 @@ impl<'a> Context<'a> {
             plan,
             toolchains,
             lines,
+            packages: None,
         }
+    }
+
+    /// The same context, knowing what the component's environment provides.
+    #[must_use]
+    pub fn with_packages(mut self, packages: &'a std::collections::HashMap<String, String>) -> Self {
+        self.packages = Some(packages);
+        self
+    }
+
+    /// The distribution and installed version that provide module `module`
+    /// (`a.b` is looked up as `a`), when the request said.
+    pub fn package_of(&self, module: &str) -> Option<(&'a str, &'a str)> {
+        let top = module.split('.').next()?;
+        self.packages?.get(top)?.split_once("==")
     }
 
     /// Whether any line contains `needle` (case-sensitive).

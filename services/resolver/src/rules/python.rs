@@ -51,6 +51,22 @@ pub(super) fn rules() -> Vec<Rule> {
             check: version_skew,
         },
         Rule {
+            cause: "python.version_skew",
+            pattern: r"AttributeError: module '(?P<module>[A-Za-z0-9_.]+)' has no attribute '(?P<name>[A-Za-z0-9_]+)'",
+            rank: 50,
+            confidence: 0.7,
+            phases: &[],
+            check: version_skew,
+        },
+        Rule {
+            cause: "python.version_skew",
+            pattern: r"\((?P<module>[a-z_][a-z0-9_]{1,40})\.E[0-9]{3}\) ",
+            rank: 55,
+            confidence: 0.65,
+            phases: &[],
+            check: failing_package_check,
+        },
+        Rule {
             cause: "python.numpy_alias_removed",
             pattern: r"module 'numpy' has no attribute '(?P<alias>float|int|bool|object|complex|str|long|unicode)'",
             rank: 80,
@@ -355,15 +371,83 @@ const SKEW: &[(&str, &str, &str, &str)] = &[
 
 fn version_skew(ctx: &Context<'_>, hit: &Hit<'_>) -> Option<Finding> {
     let (module, name) = (hit.get("module"), hit.get("name"));
-    let (_, _, dist, bound) = SKEW
+    if let Some((_, _, dist, bound)) = SKEW
         .iter()
-        .find(|(m, n, _, _)| m.eq_ignore_ascii_case(module) && *n == name)?;
+        .find(|(m, n, _, _)| m.eq_ignore_ascii_case(module) && *n == name)
+    {
+        return Some(
+            Finding::new(format!(
+                "`{name}` was removed from {module}; the code needs an older {dist} ({dist}{bound})"
+            ))
+            .patch(ctx.add_package(
+                dist,
+                bound,
+                format!("{dist}{bound} still has `{module}.{name}`"),
+            )),
+        );
+    }
+    // Any other name an installed distribution no longer has: the code was
+    // written against an older release line. The one below the installed
+    // one is tried (a major, or a minor of a 0.x); a later attempt, if the
+    // name is still missing, goes one further down.
+    let (dist, version) = ctx.package_of(module)?;
+    let bound = below_release_line(version)?;
     Some(
         Finding::new(format!(
-            "`{name}` was removed from {module}; the code needs an older {dist} ({dist}{bound})"
+            "`{name}` is not in {module} as {dist} {version} ships it; the code was written against an older \
+             {dist} ({dist}{bound})"
         ))
-        .patch(ctx.add_package(dist, bound, format!("{dist}{bound} still has `{module}.{name}`"))),
+        .confidence(0.7)
+        .patch(ctx.add_package(
+            dist,
+            &bound,
+            format!("{dist} {version} has no `{module}.{name}`; its earlier release line may"),
+        )),
     )
+}
+
+/// A Django system check of a third-party app fails (`(treebeard.E001)`):
+/// a newer release of the app checks for what the code, written against an
+/// older one, does not do. The app's release line below the installed one
+/// is tried. Django's own checks (`fields.E304`, `admin.E108`) name no
+/// installed module, and get no patch.
+fn failing_package_check(ctx: &Context<'_>, hit: &Hit<'_>) -> Option<Finding> {
+    let module = hit.get("module");
+    let (dist, version) = ctx.package_of(module)?;
+    if dist.eq_ignore_ascii_case("django") {
+        return None;
+    }
+    let bound = below_release_line(version)?;
+    Some(
+        Finding::new(format!(
+            "a system check of {dist} {version} fails ({module}.E…); the code was written against an older \
+             {dist} ({dist}{bound})"
+        ))
+        .confidence(0.65)
+        .patch(ctx.add_package(
+            dist,
+            &bound,
+            format!("{dist} {version} adds a check the code fails; its earlier release line may not have it"),
+        )),
+    )
+}
+
+/// The bound below `version`'s release line: `<3` for 3.2.1, `<0.14` for
+/// 0.14.1; none for 0.0.x.
+fn below_release_line(version: &str) -> Option<String> {
+    let mut parts = version.split('.').map(|p| {
+        p.chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse::<u64>()
+            .ok()
+    });
+    let major = parts.next()??;
+    if major > 0 {
+        return Some(format!("<{major}"));
+    }
+    let minor = parts.next()??;
+    (minor > 0).then(|| format!("<0.{minor}"))
 }
 
 fn numpy_alias(ctx: &Context<'_>, hit: &Hit<'_>) -> Option<Finding> {

@@ -27,19 +27,28 @@ pub(crate) async fn run(engine: &Engine, ctx: &mut RunContext) -> Flow {
         if ctx.installed.contains_key(&component.name) {
             continue;
         }
-        let env = install_and_build(engine, ctx, &component).await?;
-        ctx.installed.insert(component.name.clone(), env);
+        let installed = install_and_build(engine, ctx, &component).await?;
+        ctx.installed.insert(component.name.clone(), installed.env);
+        ctx.packages.insert(component.name.clone(), installed.packages);
     }
     Ok(())
 }
 
-/// Installs and builds one component; its environment for the runner: the
-/// install's env with the user's over it.
+/// What one component's install and build gave.
+pub(crate) struct Installed {
+    /// Its environment for the runner: the install's env with the user's
+    /// over it.
+    pub env: BTreeMap<String, String>,
+    /// What the environment provides (`InstallResult.packages`).
+    pub packages: BTreeMap<String, String>,
+}
+
+/// Installs and builds one component.
 pub(crate) async fn install_and_build(
     engine: &Engine,
     ctx: &RunContext,
     component: &Component,
-) -> Flow<BTreeMap<String, String>> {
+) -> Flow<Installed> {
     let name = component.name.as_str();
     if skipped_on_request(ctx, Step::Install) {
         let why = format!("{name}: the dependency agent was skipped on request");
@@ -55,9 +64,15 @@ pub(crate) async fn install_and_build(
         engine
             .step(&ctx.run_id, Step::Build, StepStatus::Skipped, why, Duration::ZERO)
             .await?;
-        return Ok(component_env([], &ctx.env));
+        return Ok(Installed {
+            env: component_env([], &ctx.env),
+            packages: BTreeMap::new(),
+        });
     }
     let after_install = install::install(engine, ctx, component).await?;
     let result = build::run(engine, ctx, component, after_install).await?;
-    Ok(component_env(result.env, &ctx.env))
+    Ok(Installed {
+        env: component_env(result.env, &ctx.env),
+        packages: result.packages.into_iter().collect(),
+    })
 }

@@ -110,7 +110,7 @@ async fn against_running(engine: &Engine, ctx: &mut RunContext, running: &[RunCo
             Some(env) => env.clone(),
             None => {
                 provision::provision(engine, ctx, std::slice::from_ref(component)).await?;
-                dependency::install_and_build(engine, ctx, component).await?
+                dependency::install_and_build(engine, ctx, component).await?.env
             }
         };
         let env = test_env(ctx, component, installed, running);
