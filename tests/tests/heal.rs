@@ -196,6 +196,27 @@ async fn a_name_an_unpinned_dependency_dropped_gets_its_earlier_release_line() {
     mesh.stop().await.unwrap();
 }
 
+/// Real-repositories class: Heroku-era code keys on the `postgres://`
+/// scheme Heroku gives (bakerydemo adds `django.contrib.postgres` only
+/// then); the provisioned URL is given in the scheme the code names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_url_comes_in_the_scheme_the_code_names() {
+    let mesh = mesh().await;
+    let mut client = mesh.orchestrator();
+    let (run, events, _) = heal_to_running(
+        &mesh,
+        &mut client,
+        "postgres-heroku-scheme",
+        "hello from postgres-heroku-scheme: postgres://",
+    )
+    .await;
+    assert!(heals(&events).is_empty(), "{:?}", heals(&events));
+    let plan = run.plan.as_ref().unwrap();
+    assert_eq!(plan.components[0].backing_services[0].url_scheme, "postgres");
+    stop(&mesh, &mut client, &run.id).await;
+    mesh.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_env_var_is_set() {
     let mesh = mesh().await;

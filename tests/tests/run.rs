@@ -237,6 +237,20 @@ async fn axum_built_with_cargo_runs_healthy_and_stops_clean() {
     start_fixture("run-axum", "hello from run-axum").await;
 }
 
+/// Real-repositories class: sqlx's `query!` macros check each query against
+/// the database while the crate compiles, and the repository ships no
+/// offline query data. The build runs against the run's own PostgreSQL with
+/// the migrations applied; the app, which migrates the database itself,
+/// then finds it empty and migrates it once (one note, not two).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlx_checked_queries_build_against_the_runs_migrated_database() {
+    start_fixture(
+        "rust-sqlx-checked-queries",
+        "hello from rust-sqlx-checked-queries (note 1)",
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_reaches_running_with_one_of_two_runners_not_serving() {
     let mut mesh = Sandbox::builder()

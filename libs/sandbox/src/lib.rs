@@ -17,7 +17,8 @@
 //! program and everything shares its process group.
 //!
 //! What a step sees (see SECURITY.md):
-//! - a read-only root; fresh /dev, /proc and /tmp; the run's scratch dir
+//! - a read-only root; fresh /dev (with a private, writable /dev/shm), /proc
+//!   and /tmp; the run's scratch dir
 //!   (its `TMPDIR`) bound again at the short [`SHORT_TMPDIR`];
 //! - `hidden_paths` (the data dir, the workspace root, /root, /home) under
 //!   empty tmpfs; toolchains under the server's home bound back read-only;
@@ -495,6 +496,12 @@ impl Sandbox {
             "/",
             "--dev",
             "/dev",
+            // POSIX shared memory (Python's multiprocessing, browsers)
+            // needs a writable /dev/shm, which `--dev` leaves root's.
+            "--perms",
+            "1777",
+            "--tmpfs",
+            "/dev/shm",
             "--proc",
             "/proc",
             "--perms",

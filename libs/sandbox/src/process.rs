@@ -692,7 +692,7 @@ mod tests {
         let config = ProcessSettings::default().resolve(Path::new("/srv/data"));
         let args = bwrap_args(&spec(), &config).join(" ");
         assert!(
-            args.starts_with("--ro-bind / / --dev /dev --proc /proc --perms 1777 --tmpfs /tmp"),
+            args.starts_with("--ro-bind / / --dev /dev --perms 1777 --tmpfs /dev/shm --proc /proc --perms 1777 --tmpfs /tmp"),
             "{args}"
         );
         // Paths that do not exist are not bound (bubblewrap would fail); the

@@ -273,3 +273,23 @@ async fn a_unix_socket_binds_under_tmpdir_however_deep_the_data_dir() {
         "kept\n"
     );
 }
+
+/// POSIX shared memory lives in /dev/shm: Python's multiprocessing (a
+/// server with worker processes, a `Value`), browsers and test runners
+/// need it writable, and `--dev` alone leaves it root's.
+#[tokio::test]
+async fn a_step_can_use_posix_shared_memory() {
+    if !usable() {
+        return;
+    }
+    let host = host();
+    let step = step(
+        &host,
+        "python3 -c 'import multiprocessing; v = multiprocessing.Value(\"i\", 7); print(\"shared\", v.value)' \
+         && touch /dev/shm/x && ls -ld /dev/shm",
+    );
+    let out = run(&host.sandbox, &step).await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("shared 7"), "{}", out.stdout);
+    assert!(out.stdout.contains("drwxrwxrwt"), "{}", out.stdout);
+}

@@ -21,6 +21,8 @@ pub struct Draft {
     pub from_readme: bool,
     /// package.json script names, to check README commands against.
     pub scripts: BTreeSet<String>,
+    /// The code names `postgres://` (Heroku's scheme) in a string.
+    pub names_postgres_scheme: bool,
 }
 
 /// Evidence for `field` from `file` at `line` (0 = whole file).
@@ -202,6 +204,7 @@ impl Draft {
             version: version.to_owned(),
             env_vars: Vec::new(),
             evidence: vec![evidence],
+            url_scheme: String::new(),
         });
     }
 

@@ -398,6 +398,16 @@ fn npm_workspaces_install_at_the_root() {
     assert!(client.start.as_ref().unwrap().watch_mode);
 }
 
+/// Code that names `postgres://` (Heroku's scheme) gets its PostgreSQL URL
+/// in that scheme; code that does not keeps the provisioner's.
+#[test]
+fn code_naming_the_heroku_postgres_scheme_asks_for_it() {
+    let p = plan("postgres-heroku-scheme");
+    assert_eq!(backing(only(&p), B::Postgresql).url_scheme, "postgres");
+    let p = plan("monorepo-compose");
+    assert_eq!(backing(at(&p, "backend"), B::Postgresql).url_scheme, "");
+}
+
 #[test]
 fn monorepo_with_compose_postgres_and_redis() {
     let p = plan("monorepo-compose");

@@ -442,6 +442,24 @@ pub fn which(name: &str, path: &str) -> Option<PathBuf> {
     reporunner_host::which(name, std::ffi::OsStr::new(path))
 }
 
+/// An exclusive lock on `<tools_dir>/.<name>.lock`, across processes,
+/// held until the returned file is dropped.
+pub async fn tools_lock(tools_dir: &Path, name: &str) -> std::io::Result<std::fs::File> {
+    tokio::fs::create_dir_all(tools_dir).await?;
+    let path = tools_dir.join(format!(".{name}.lock"));
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
+        file.lock()?;
+        Ok(file)
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

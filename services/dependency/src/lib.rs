@@ -184,7 +184,20 @@ impl LocalInstaller {
             None => self.config.cache_dir.clone(),
         };
         let step_limits = request.step_limits.unwrap_or_default();
+        if request.backing_env.len() > MAX_BACKING_ENV {
+            return Err(invalid(format!(
+                "backing_env has {} variables; at most {MAX_BACKING_ENV}",
+                request.backing_env.len()
+            )));
+        }
+        for (name, value) in &request.backing_env {
+            reporunner_sandbox::process::check_env_name(name).map_err(invalid)?;
+            if value.contains('\0') {
+                return Err(invalid(format!("backing_env {name} contains a NUL byte")));
+            }
+        }
         Ok(Job {
+            backing_env: request.backing_env.into_iter().collect(),
             with_tests: request.with_tests,
             resolve_before: request
                 .resolve_before
@@ -317,7 +330,13 @@ pub(crate) struct Job {
     /// The repository's own date: unlocked dependencies are first resolved
     /// as of it.
     pub resolve_before: Option<std::time::SystemTime>,
+    /// The connection variables of the component's backing services, for
+    /// its build.
+    pub backing_env: BTreeMap<String, String>,
 }
+
+/// At most this many backing-service variables are taken.
+const MAX_BACKING_ENV: usize = 256;
 
 /// What an install made, filled in as it goes.
 #[derive(Debug, Default)]
@@ -494,7 +513,8 @@ impl Job {
         self.step(sink, report, &cmd).await
     }
 
-    /// Runs the plan's build command, if it has one, with `env`.
+    /// Runs the plan's build command, if it has one, with the install's env
+    /// and the backing services'.
     pub async fn build(&self, sink: &mut LogSink, report: &Report, default: Option<&str>) -> Step {
         let build = self.component.build.as_ref();
         let line = build.map(|b| b.run.trim()).filter(|r| !r.is_empty()).or(default);
@@ -503,8 +523,16 @@ impl Job {
         };
         let cmd = Cmd::new("sh", &self.command_dir(build), "build")
             .args(["-c", line])
-            .envs(&report.env);
+            .envs(&self.build_env(report));
         self.step(sink, report, &cmd).await
+    }
+
+    /// A build step's environment: the backing services' variables, the
+    /// install's over them.
+    pub fn build_env(&self, report: &Report) -> BTreeMap<String, String> {
+        let mut env = self.backing_env.clone();
+        env.extend(report.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env
     }
 
     pub fn cache(&self, name: &str) -> PathBuf {

@@ -28,6 +28,48 @@ use crate::{
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Packages an app cannot run without that download binaries of their own,
+/// from a host that is not the npm registry, when they install or generate
+/// code: the package, the host, and the variable that names a mirror.
+const BINARY_HOSTS: &[(&str, &str, &str)] = &[
+    ("prisma", "binaries.prisma.sh", "PRISMA_ENGINES_MIRROR"),
+    ("@prisma/client", "binaries.prisma.sh", "PRISMA_ENGINES_MIRROR"),
+];
+
+/// How long a binary host gets to answer.
+const REACH_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Whether `host` accepts a connection on 443 within [`REACH_TIMEOUT`].
+async fn can_reach(host: &'static str) -> Result<(), String> {
+    match tokio::time::timeout(REACH_TIMEOUT, tokio::net::TcpStream::connect((host, 443))).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {} s", REACH_TIMEOUT.as_secs())),
+    }
+}
+
+/// Why the app cannot be installed: a package of [`BINARY_HOSTS`] it
+/// depends on, whose host `reach` cannot reach, with no mirror configured.
+async fn unreachable_binary_host<F, Fut>(package: &Value, reach: F) -> Option<String>
+where
+    F: Fn(&'static str) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let (name, host, mirror) = BINARY_HOSTS.iter().find(|(name, _, mirror)| {
+        std::env::var_os(mirror).is_none()
+            && SECTIONS.iter().any(|section| {
+                package
+                    .pointer(&format!("/{section}/{}", name.replace('/', "~1")))
+                    .is_some()
+            })
+    })?;
+    let why = reach(host).await.err()?;
+    Some(format!(
+        "{name} downloads its engines from {host} (not the npm registry) when it installs and generates its \
+         client, and this host cannot reach it ({why}); set {mirror} to a mirror it can reach"
+    ))
+}
+
 /// A Node package manager.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Manager {
@@ -288,6 +330,11 @@ async fn ensure_manager(
         return Ok(ready(version));
     }
     let _lock = job.tool_lock.lock().await;
+    // Other processes share the tools dir (agents of other nodes, parallel
+    // test processes).
+    let _file_lock = exec::tools_lock(&job.config.tools_dir, name)
+        .await
+        .map_err(|e| Failure::new(format!("the tools dir cannot be locked: {e}")))?;
     if let Some(version) = version_of(&binary, &[], env).await {
         return Ok(ready(version));
     }
@@ -385,6 +432,11 @@ pub(crate) async fn install(job: &Job, sink: &mut LogSink, report: &mut Report) 
             }
             EnginesFit::Fits => {}
         }
+    }
+    if let Some(refusal) = unreachable_binary_host(&package, can_reach).await {
+        // Refused before a minute of installing: the app cannot come up
+        // without what that host serves.
+        return Err(Failure::new(refusal));
     }
 
     let node_modules = job.dir.join("node_modules");
@@ -813,6 +865,29 @@ mod tests {
         let registry =
             lines("npm error code E404\nnpm error 404 Not Found - GET https://registry.npmjs.org/nope");
         assert_eq!(failed_lifecycle_script(&registry), None);
+    }
+
+    #[tokio::test]
+    async fn a_package_whose_binary_host_is_unreachable_is_refused_naming_host_and_mirror() {
+        let prisma: Value = serde_json::from_str(
+            r#"{"dependencies": {"@prisma/client": "^5"}, "devDependencies": {"prisma": "^5"}}"#,
+        )
+        .unwrap();
+        let down = |_: &'static str| async { Err("failed to lookup address information".to_owned()) };
+        let up = |_: &'static str| async { Ok(()) };
+        let refusal = unreachable_binary_host(&prisma, down).await.unwrap();
+        assert!(
+            refusal.starts_with("prisma downloads its engines from binaries.prisma.sh"),
+            "{refusal}"
+        );
+        assert!(refusal.contains("failed to lookup address") && refusal.contains("PRISMA_ENGINES_MIRROR"));
+        assert_eq!(unreachable_binary_host(&prisma, up).await, None, "reachable");
+        let plain: Value = serde_json::from_str(r#"{"dependencies": {"express": "^4"}}"#).unwrap();
+        assert_eq!(
+            unreachable_binary_host(&plain, down).await,
+            None,
+            "no such package"
+        );
     }
 
     #[test]

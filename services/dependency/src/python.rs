@@ -527,6 +527,19 @@ async fn ensure_uv(job: &Job, sink: &mut LogSink, report: &Report, python: &Path
         return Ok(Some(uv));
     }
     let _lock = job.tool_lock.lock().await;
+    // Other processes share the tools dir (agents of other nodes, parallel
+    // test processes): the install is theirs to see whole or not at all.
+    let _file_lock = match exec::tools_lock(&job.config.tools_dir, "uv").await {
+        Ok(lock) => lock,
+        Err(e) => {
+            sink.system(
+                "install",
+                format!("the tools dir cannot be locked ({e}); using pip"),
+            )
+            .await;
+            return Ok(None);
+        }
+    };
     if let Some(uv) = uv_at(&binary).await {
         return Ok(Some(uv));
     }

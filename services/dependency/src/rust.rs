@@ -12,6 +12,8 @@ use crate::{
     exec::{self, Cmd, LogSink},
 };
 
+mod sqlx;
+
 const PROBE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Builds the component.
@@ -67,6 +69,7 @@ pub(crate) async fn install(job: &Job, sink: &mut LogSink, report: &mut Report) 
     };
     report.tool = version.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
     job.custom_install(sink, report).await?;
+    let checked = sqlx::prepare(job, sink, report).await?;
     job.build(sink, report, Some("cargo build")).await?;
     if job.with_tests {
         // The tests and their dev-dependencies are fetched and built here,
@@ -75,8 +78,11 @@ pub(crate) async fn install(job: &Job, sink: &mut LogSink, report: &mut Report) 
         let line = test_build_line(test.map_or("", |t| t.run.as_str()));
         let cmd = Cmd::new("sh", &job.command_dir(test), "build")
             .args(["-c", line.as_str()])
-            .envs(&report.env);
+            .envs(&job.build_env(report));
         job.step(sink, report, &cmd).await?;
+    }
+    if let Some(checked) = checked {
+        sqlx::after_build(job, sink, report, &checked).await?;
     }
     Ok(())
 }

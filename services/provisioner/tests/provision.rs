@@ -69,6 +69,17 @@ fn run_dir() -> tempfile::TempDir {
     dir
 }
 
+/// A server binary this test needs is missing on this host: it is skipped
+/// with `why` printed, except in CI (`CI=true`), where it fails, so that
+/// what its name promises is never passed over silently.
+fn missing(why: &str) {
+    assert!(
+        !std::env::var("CI").is_ok_and(|v| v == "true"),
+        "{why}; CI must run this test (tests/tools.sh installs what it needs)"
+    );
+    eprintln!("skipped: {why}");
+}
+
 fn skip_pg() -> bool {
     let skip = std::env::var("REPORUNNER_SKIP_PG").is_ok_and(|v| v == "1");
     if skip {
@@ -85,6 +96,7 @@ fn request(run_id: &str, kind: BackingServiceKind, env_vars: &[&str], run_dir: &
             version: String::new(),
             env_vars: env_vars.iter().map(|s| (*s).to_owned()).collect(),
             evidence: vec![],
+            url_scheme: String::new(),
         }),
         run_dir: run_dir.into(),
     }
@@ -205,11 +217,11 @@ async fn postgres_reuse_gives_each_run_its_own_database_and_role() {
 #[tokio::test]
 async fn a_private_postgres_is_started_when_reuse_is_off_and_removed_on_release() {
     if postgres::find_bin_dir(None).is_none() {
-        eprintln!("initdb/pg_ctl are not installed: skipping the private PostgreSQL test");
+        missing("initdb/pg_ctl are not installed: the private PostgreSQL test cannot run");
         return;
     }
     if let Err(e) = reporunner_provisioner::host::account_for("postgres", "PostgreSQL") {
-        eprintln!("skipping the private PostgreSQL test: {e}");
+        missing(&format!("the private PostgreSQL test cannot run: {e}"));
         return;
     }
     let state = tempfile::tempdir().unwrap();
@@ -308,7 +320,7 @@ async fn redis_reuse_gives_each_run_its_own_database_and_release_flushes_it() {
 #[tokio::test]
 async fn a_private_redis_server_is_started_when_configured() {
     if reporunner_provisioner::redis::find_server().is_none() {
-        eprintln!("redis-server is not installed: skipping the private Redis test");
+        missing("redis-server is not installed: the private Redis test cannot run");
         return;
     }
     let state = tempfile::tempdir().unwrap();
@@ -395,7 +407,7 @@ async fn release_after_an_agent_restart_still_cleans_up() {
 #[tokio::test]
 async fn a_private_mysql_server_is_started_when_installed() {
     if reporunner_provisioner::mysql::find_binaries().is_err() {
-        eprintln!("mariadbd/mysqld is not installed: skipping the private MySQL test");
+        missing("mariadbd/mysqld is not installed: the private MySQL test cannot run");
         return;
     }
     let state = tempfile::tempdir().unwrap();
@@ -513,7 +525,7 @@ async fn auto_mode_starts_a_private_server_when_the_shared_one_is_unreachable_an
     assert_eq!(status.code(), Code::Unavailable, "{}", status.message());
 
     if reporunner_provisioner::redis::find_server().is_none() {
-        eprintln!("redis-server is not installed: skipping the auto-mode fallback");
+        missing("redis-server is not installed: the auto-mode fallback to a private Redis cannot run");
         return;
     }
     let response = provision(

@@ -454,6 +454,7 @@ fn typed(ctx: &Context<'_>, value: Value) -> std::result::Result<PlanPatch, Stri
                 version: s.version,
                 env_vars: s.env_vars,
                 evidence: Vec::new(),
+                url_scheme: String::new(),
             }),
         }));
     }

@@ -8,7 +8,7 @@
 use std::sync::LazyLock;
 
 use regex::Regex;
-use reporunner_proto::common::v1::EnvVar;
+use reporunner_proto::common::v1::{BackingServiceKind, EnvVar};
 
 use super::{
     util::{line_of, source_files},
@@ -78,6 +78,16 @@ pub fn apply(idx: &RepoIndex, d: &mut Draft) {
     code_reads(idx, d, &dir);
     ci_values(idx, d);
     dependency_backing(d);
+    if d.names_postgres_scheme
+        && let Some(postgres) =
+            d.c.backing_services
+                .iter_mut()
+                .find(|b| b.kind == BackingServiceKind::Postgresql as i32)
+    {
+        // Heroku-style code keys on `postgres://` (`startswith`, a scheme
+        // check that adds django.contrib.postgres): it gets that scheme.
+        postgres.url_scheme = "postgres".into();
+    }
 }
 
 /// A browser-only app or a library does not connect to databases itself.
@@ -340,6 +350,9 @@ fn dependency_backing(d: &mut Draft) {
 }
 
 fn scan_code(d: &mut Draft, file: &str, text: &str) {
+    d.names_postgres_scheme |= ["\"postgres://", "'postgres://", "`postgres://"]
+        .iter()
+        .any(|quoted| text.contains(quoted));
     // name, default, has_default, line, required (a read that fails without it)
     let mut found: Vec<(String, String, bool, u32, bool)> = Vec::new();
     let mut push = |name: &str, default: Option<&str>, pos: usize, required: bool| {

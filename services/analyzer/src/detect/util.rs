@@ -38,10 +38,16 @@ pub fn source_files(
         })
         .map(|f| {
             let name = file_name(f);
+            // Then what a settings or config package holds (Django's
+            // `settings/base.py`), then the rest.
+            let in_settings = f
+                .rsplit('/')
+                .skip(1)
+                .any(|part| matches!(part, "settings" | "config" | "conf"));
             let rank = preferred
                 .iter()
                 .position(|p| *p == name)
-                .unwrap_or(preferred.len());
+                .unwrap_or(preferred.len() + usize::from(!in_settings));
             (crate::index::depth_below(dir, f), rank, f)
         })
         .collect();
@@ -263,6 +269,26 @@ pub fn runtime_of(language: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_settings_package_is_read_before_the_other_modules_of_its_depth() {
+        let dir = tempfile::tempdir().unwrap();
+        for app in 0..30 {
+            let module = dir.path().join(format!("proj/app{app:02}"));
+            std::fs::create_dir_all(&module).unwrap();
+            std::fs::write(module.join("models.py"), "x = 1\n").unwrap();
+        }
+        std::fs::create_dir_all(dir.path().join("proj/settings")).unwrap();
+        std::fs::write(dir.path().join("proj/settings/base.py"), "DEBUG = False\n").unwrap();
+        let idx = RepoIndex::build(
+            dir.path(),
+            &crate::AnalyzerConfig::default(),
+            std::time::Instant::now() + std::time::Duration::from_secs(30),
+        );
+        let files = source_files(&idx, "", &[".py"], &["settings.py"], 24);
+        assert_eq!(files.len(), 24);
+        assert_eq!(files[0], "proj/settings/base.py", "{files:?}");
+    }
 
     #[test]
     fn watch_mode_is_detected() {

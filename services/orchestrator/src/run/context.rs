@@ -8,7 +8,9 @@ use std::{
 
 use reporunner_proto::{
     agents::source::v1::FetchLimits,
-    common::v1::{Component, Environment, PlanPatch, Platform, RunPlan, StepLimits, Workspace},
+    common::v1::{
+        BackingServiceKind, Component, Environment, PlanPatch, Platform, RunPlan, StepLimits, Workspace,
+    },
     orchestrator::v1::{RepoSource, RunGoal, TestResult},
 };
 use tokio_util::sync::CancellationToken;
@@ -131,11 +133,19 @@ impl RunContext {
     }
 
     /// The env of `component`'s backing services, as provisioned.
+    /// A URL of a scheme the code names instead (`postgres://` for
+    /// Heroku-style code) is given in that scheme.
     pub(crate) fn backing_env(&self, component: &Component) -> BTreeMap<String, String> {
         let mut env = BTreeMap::new();
         for service in &component.backing_services {
             if let Some(provisioned) = self.provisioned.get(&service.kind) {
-                env.extend(provisioned.iter().map(|(k, v)| (k.clone(), v.clone())));
+                let rescheme = |value: &String| match (service.url_scheme.as_str(), service.kind()) {
+                    ("postgres", BackingServiceKind::Postgresql) => value
+                        .strip_prefix("postgresql://")
+                        .map_or_else(|| value.clone(), |rest| format!("postgres://{rest}")),
+                    _ => value.clone(),
+                };
+                env.extend(provisioned.iter().map(|(k, v)| (k.clone(), rescheme(v))));
             }
         }
         env

@@ -310,6 +310,7 @@ impl<'a> Context<'a> {
                     version: String::new(),
                     env_vars,
                     evidence: Vec::new(),
+                    url_scheme: String::new(),
                 }),
             }),
         )

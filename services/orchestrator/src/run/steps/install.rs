@@ -143,6 +143,7 @@ pub(crate) async fn install(engine: &Engine, ctx: &RunContext, component: &Compo
         with_tests: steps_for(ctx.goal).contains(&Step::Test),
         // Unlocked dependencies are resolved as of the repository's date.
         resolve_before: ctx.workspace.as_ref().and_then(|w| w.content_time),
+        backing_env: ctx.backing_env(component).into_iter().collect(),
     };
     let stream = match engine.clients.dependency.install(request).await {
         Ok(stream) => stream,
