@@ -107,10 +107,12 @@ fn run_pids(run_id: &str) -> Vec<u32> {
         let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
             continue;
         };
-        if environ
-            .split(|b| *b == 0)
-            .any(|var| var.starts_with(b"TMPDIR=") && var.ends_with(suffix.as_bytes()))
-        {
+        // Sandboxed, TMPDIR is the short bind of that dir; HOME lies in it.
+        let home = format!("{suffix}/home");
+        if environ.split(|b| *b == 0).any(|var| {
+            (var.starts_with(b"TMPDIR=") && var.ends_with(suffix.as_bytes()))
+                || (var.starts_with(b"HOME=") && var.ends_with(home.as_bytes()))
+        }) {
             pids.push(pid);
         }
     }
