@@ -449,22 +449,25 @@ async fn a_redis_database_is_provisioned_and_released() {
         .trim()
         .to_owned();
     assert_ne!(db, "0", "the run gets a database of its own");
-    let claim = || {
-        let out = std::process::Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", "6379", "-n", "0", "GET"])
-            .arg(format!("reporunner:provisioner:db:{db}"))
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
-    assert!(claim().starts_with(&run.id), "{}", claim());
+    assert!(redis_claim(&db).starts_with(&run.id), "{}", redis_claim(&db));
     stop(&mesh, &mut client, &run.id).await;
     assert!(
-        !claim().starts_with(&run.id),
+        !redis_claim(&db).starts_with(&run.id),
         "Release dropped the claim: {}",
-        claim()
+        redis_claim(&db)
     );
     mesh.stop().await.unwrap();
+}
+
+/// Who holds Redis database `db` of the shared server, as the provisioner
+/// records it (`reporunner:provisioner:db:<n>` in database 0).
+fn redis_claim(db: &str) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", "6379", "-n", "0", "GET"])
+        .arg(format!("reporunner:provisioner:db:{db}"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -540,7 +543,7 @@ async fn skipping_the_resolver_fails_as_before() {
 async fn an_unreachable_redis_is_added_provisioned_and_released() {
     let mesh = mesh().await;
     let mut client = mesh.orchestrator();
-    let (run, events, _) = heal_to_running(&mesh, &mut client, "heal-redis-unseen", "hits=").await;
+    let (run, events, answer) = heal_to_running(&mesh, &mut client, "heal-redis-unseen", "hits=").await;
     assert_healed_by(&events, "db.redis_unreachable", Step::Provision);
     let patches = applied(&run);
     assert!(
@@ -556,6 +559,19 @@ async fn an_unreachable_redis_is_added_provisioned_and_released() {
             .any(|s| s.status() == StepStatus::Finished && s.detail.starts_with("redis:")),
         "{provision:?}"
     );
+    // The added service is the run's own database, released with the run.
+    let db = answer
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("redis-db="))
+        .unwrap_or_else(|| panic!("{answer}"))
+        .to_owned();
+    assert_ne!(db, "0", "the run gets a database of its own");
+    assert!(redis_claim(&db).starts_with(&run.id), "{}", redis_claim(&db));
     stop(&mesh, &mut client, &run.id).await;
+    assert!(
+        !redis_claim(&db).starts_with(&run.id),
+        "Release dropped the claim: {}",
+        redis_claim(&db)
+    );
     mesh.stop().await.unwrap();
 }

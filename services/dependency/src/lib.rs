@@ -547,7 +547,9 @@ impl Job {
     }
 
     /// Runs `dated` (the install resolved as of the repository's date);
-    /// when it fails, says so and runs `today` (resolved as of now).
+    /// when it fails, says so and runs `today` (resolved as of now). A
+    /// dated install that failed once in this run (a heal's install again)
+    /// is not tried again: a marker in the run's environment dir says so.
     pub async fn dated_or_today(
         &self,
         sink: &mut LogSink,
@@ -556,8 +558,26 @@ impl Job {
         dated: &Cmd,
         today: &Cmd,
     ) -> Step {
+        use std::hash::{Hash as _, Hasher as _};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        dated.display().hash(&mut hasher);
+        let marker = self
+            .env_root
+            .join(format!(".dated-failed-{:016x}", hasher.finish()));
+        if tokio::fs::try_exists(&marker).await.unwrap_or(false) {
+            sink.system(
+                "install",
+                format!(
+                    "resolving as of the repository's date ({date}) failed on an earlier attempt of this run; \
+                     resolving as of today"
+                ),
+            )
+            .await;
+            return self.step(sink, report, today).await;
+        }
         match self.step(sink, report, dated).await {
             Err(failure) if !failure.fatal => {
+                let _ = tokio::fs::write(&marker, &failure.message).await;
                 sink.system(
                     "install",
                     format!(

@@ -536,9 +536,21 @@ async fn an_unlocked_install_resolves_as_of_the_repositorys_date() {
 
     // Nothing of that date satisfies the requirement: today's resolution.
     write(workspace.path(), &[("requirements.txt", "tomli-w>=1.1\n")]);
-    let (lines, result) = install(&mut agent, dated).await;
+    let (lines, result) = install(&mut agent, dated.clone()).await;
     assert!(result.success, "{result:?}");
     assert!(lines.iter().any(|l| l.text.contains("resolving as of today")));
+
+    // The same install again in the same run (a heal's): the dated
+    // resolution that failed is not tried again.
+    let (lines, result) = install(&mut agent, dated.clone()).await;
+    assert!(result.success, "{result:?}");
+    assert!(
+        lines.iter().any(|l| l
+            .text
+            .contains("failed on an earlier attempt of this run; resolving as of today")),
+        "{:?}",
+        lines.iter().map(|l| &l.text).collect::<Vec<_>>()
+    );
     let out = venv_python(
         &result,
         "import importlib.metadata as m; print(m.version('tomli-w'))",

@@ -178,6 +178,29 @@ async fn tcp_and_process_probes_see_listeners_and_live_processes() {
         "{}",
         result.detail
     );
+
+    // The closed port alone: unhealthy, and the detail names the address.
+    let result = client
+        .probe(ProbeRequest {
+            probes: vec![ProbeSpec {
+                probe: Some(probe_spec::Probe::Tcp(TcpProbe {
+                    host: "127.0.0.1".into(),
+                    port,
+                })),
+                timeout_ms: 0,
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .result
+        .unwrap();
+    assert_eq!(result.state, HealthState::Unhealthy as i32, "{}", result.detail);
+    assert!(
+        result.detail.contains(&format!("tcp 127.0.0.1:{port}: ")) && result.detail.contains("refused"),
+        "{}",
+        result.detail
+    );
     shutdown.cancel();
 }
 

@@ -65,21 +65,42 @@ mod tests {
 
     const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
+    /// Two adjacent ports held by this test: (listener on p, listener on p+1).
+    fn adjacent_pair() -> (TcpListener, TcpListener) {
+        for _ in 0..100 {
+            let first = TcpListener::bind((LOCAL, 0)).unwrap();
+            let port = first.local_addr().unwrap().port();
+            if port == u16::MAX {
+                continue;
+            }
+            if let Ok(second) = TcpListener::bind((LOCAL, port + 1)) {
+                return (first, second);
+            }
+        }
+        panic!("no two adjacent free ports in 100 tries");
+    }
+
     #[test]
     fn ports_come_from_the_range_and_busy_ones_are_skipped() {
         let any = PortAllocator::new(0, 0).allocate(LOCAL).unwrap();
         assert_ne!(any, 0);
-        // Find two adjacent free ports, hold the first, and ask the range.
-        let held = TcpListener::bind((LOCAL, 0)).unwrap();
+        // Hold two adjacent ports, let the second go, and ask the range of
+        // both: the busy one is skipped, whichever the round robin starts at.
+        let (held, next) = adjacent_pair();
         let busy = held.local_addr().unwrap().port();
-        if busy == u16::MAX {
-            return;
-        }
+        drop(next);
         let allocator = PortAllocator::new(busy, busy + 1);
-        if PortAllocator::is_free(LOCAL, busy + 1) {
-            assert_eq!(allocator.allocate(LOCAL).unwrap(), busy + 1);
-        }
+        assert_eq!(allocator.allocate(LOCAL).unwrap(), busy + 1);
+        assert_eq!(
+            allocator.allocate(LOCAL).unwrap(),
+            busy + 1,
+            "the round robin's second start"
+        );
         let only_busy = PortAllocator::new(busy, busy);
-        assert!(only_busy.allocate(LOCAL).is_err());
+        let err = only_busy.allocate(LOCAL).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("no port in {busy}..={busy} is free")),
+            "{err}"
+        );
     }
 }

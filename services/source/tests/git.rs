@@ -144,7 +144,18 @@ async fn file_urls_are_refused_unless_configured() {
 
 #[tokio::test]
 async fn dangerous_urls_and_refs_never_reach_git() {
-    let env = Env::new();
+    // A "git" that records each start: it must never be started.
+    use std::os::unix::fs::PermissionsExt;
+    let bin = tempfile::tempdir().unwrap();
+    let started = bin.path().join("started");
+    let fake = bin.path().join("git");
+    fs::write(
+        &fake,
+        format!("#!/bin/sh\necho \"$@\" >> {}\n", started.display()),
+    )
+    .unwrap();
+    fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
+    let env = Env::with(|c| c.git_binary = fake.clone());
     for (url, reference) in [
         ("ext::sh -c touch% /tmp/pwned", ""),
         ("--upload-pack=touch /tmp/pwned", ""),
@@ -153,7 +164,17 @@ async fn dangerous_urls_and_refs_never_reach_git() {
         let err = env.source.fetch(spec(url, reference)).await.unwrap_err();
         assert_eq!(err.to_status().code(), Code::InvalidArgument, "{url}: {err}");
     }
+    assert!(
+        !started.exists(),
+        "git was started: {}",
+        fs::read_to_string(&started).unwrap_or_default()
+    );
     env.assert_nothing_escaped(&[]);
+
+    // The same fake does record a fetch that is allowed, so its silence above
+    // means something.
+    let _ = env.source.fetch(spec("file:///tmp/x", "")).await;
+    assert!(started.exists(), "the recording git was not used");
 }
 
 #[tokio::test]
