@@ -442,6 +442,19 @@ pub fn which(name: &str, path: &str) -> Option<PathBuf> {
     reporunner_host::which(name, std::ffi::OsStr::new(path))
 }
 
+/// The first `max_bytes` of the text file at `path`; `None` when it cannot
+/// be read as UTF-8.
+pub fn read_bounded(path: &Path, max_bytes: u64) -> Option<String> {
+    use std::io::Read as _;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(max_bytes)
+        .read_to_string(&mut text)
+        .ok()?;
+    Some(text)
+}
+
 /// An exclusive lock on `<tools_dir>/.<name>.lock`, across processes,
 /// held until the returned file is dropped.
 pub async fn tools_lock(tools_dir: &Path, name: &str) -> std::io::Result<std::fs::File> {

@@ -6,7 +6,6 @@
 
 use std::{
     collections::BTreeMap,
-    io::Read as _,
     path::{Path, PathBuf},
 };
 
@@ -66,13 +65,7 @@ fn site_packages(venv: &Path) -> Vec<PathBuf> {
 }
 
 fn read_bounded(path: &Path) -> Option<String> {
-    let mut text = String::new();
-    std::fs::File::open(path)
-        .ok()?
-        .take(MAX_FILE_BYTES)
-        .read_to_string(&mut text)
-        .ok()?;
-    Some(text)
+    crate::exec::read_bounded(path, MAX_FILE_BYTES)
 }
 
 /// `Name==version` from the distribution's `METADATA`.

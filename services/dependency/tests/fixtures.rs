@@ -297,15 +297,7 @@ async fn an_engines_range_above_the_hosts_node_is_refused_before_install() {
 async fn an_old_setup_py_is_built_with_the_setuptools_it_needs() {
     // A cache of its own: a wheel built by an earlier run would be served
     // from the shared one, and nothing would be built.
-    let shared = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dependency-agent");
-    let data = tempfile::tempdir().unwrap();
-    let config = reporunner_dependency::DependencyConfig {
-        cache_dir: data.path().join("cache"),
-        tools_dir: shared.join("tools"),
-        env_dir: data.path().join("envs"),
-        ..reporunner_dependency::DependencyConfig::default()
-    };
-    let mut agent = common::serve(config, data).await;
+    let mut agent = common::agent_with_own_cache().await;
     let workspace = fixture("python-legacy-setup-py");
     let (lines, result) = install(
         &mut agent,

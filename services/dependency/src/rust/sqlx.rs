@@ -149,14 +149,7 @@ fn psql(base_path: &str) -> Option<PathBuf> {
 }
 
 fn read_bounded(path: &Path) -> Option<String> {
-    use std::io::Read as _;
-    let mut text = String::new();
-    std::fs::File::open(path)
-        .ok()?
-        .take(MAX_FILE_BYTES)
-        .read_to_string(&mut text)
-        .ok()?;
-    Some(text)
+    exec::read_bounded(path, MAX_FILE_BYTES)
 }
 
 /// Whether the crate at `dir` checks sqlx queries online, and what it

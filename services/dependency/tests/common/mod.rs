@@ -45,6 +45,22 @@ pub async fn agent() -> Agent {
     serve(config, data).await
 }
 
+/// An agent with a download cache of its own (the tools are shared): a
+/// wheel an earlier test built is not served from the cache, so the build
+/// happens here.
+pub async fn agent_with_own_cache() -> Agent {
+    let shared = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dependency-agent");
+    let data = tempfile::tempdir().unwrap();
+    let config = DependencyConfig {
+        cache_dir: data.path().join("cache"),
+        tools_dir: shared.join("tools"),
+        env_dir: data.path().join("envs"),
+        disk_check_interval: Duration::from_millis(200),
+        ..DependencyConfig::default()
+    };
+    serve(config, data).await
+}
+
 pub async fn serve(config: DependencyConfig, data: tempfile::TempDir) -> Agent {
     let installer = LocalInstaller::new(config).unwrap();
     let (addr, shutdown) = GrpcServer::new()
