@@ -559,8 +559,18 @@ impl Job {
         today: &Cmd,
     ) -> Step {
         use std::hash::{Hash as _, Hasher as _};
+        // The same install, whatever the time: the per-package cut-offs
+        // (`--exclude-newer-package NAME=<now>`) are left out of the key.
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        dated.display().hash(&mut hasher);
+        dated.program.hash(&mut hasher);
+        let mut args = dated.args.iter();
+        while let Some(arg) = args.next() {
+            if arg == "--exclude-newer-package" {
+                args.next();
+                continue;
+            }
+            arg.hash(&mut hasher);
+        }
         let marker = self
             .env_root
             .join(format!(".dated-failed-{:016x}", hasher.finish()));

@@ -550,13 +550,43 @@ async fn ensure_uv(job: &Job, sink: &mut LogSink, report: &Report, python: &Path
     .await;
     let staging = job.config.tools_dir.join(format!(".uv-{}", std::process::id()));
     let _ = tokio::fs::remove_dir_all(&staging).await;
+    // The quick way: the interpreter's own pip puts uv's wheel into a
+    // directory of its own (uv is one static binary; no venv to make, which
+    // costs seconds). An interpreter without a usable pip makes a venv.
+    let pip_cache = job.cache("pip").display().to_string();
+    let target = Cmd::new(python, &job.config.tools_dir, "install")
+        .tool()
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "--no-input",
+            "--target",
+        ])
+        .arg(staging.as_os_str())
+        .arg("uv")
+        .envs(&[("PIP_CACHE_DIR".to_owned(), pip_cache.clone())].into());
+    if exec::run_quiet(job.command(&target).await?, job.deadline).await
+        && uv_at(&staging.join("bin/uv")).await.is_some()
+    {
+        sink.system("install", format!("$ {} (uv installed)", target.display()))
+            .await;
+        let _ = tokio::fs::remove_dir_all(&home).await;
+        if tokio::fs::rename(&staging, &home).await.is_ok()
+            && let Some(uv) = uv_at(&binary).await
+        {
+            return Ok(Some(uv));
+        }
+    }
+    let _ = tokio::fs::remove_dir_all(&staging).await;
     let venv = Cmd::new(python, &job.config.tools_dir, "install")
         .args(["-m".as_ref(), "venv".as_ref(), staging.as_os_str()])
         .tool();
     let pip = Cmd::new(staging.join("bin/python"), &job.config.tools_dir, "install")
         .tool()
         .args(["-m", "pip", "install", "--disable-pip-version-check", "uv"])
-        .envs(&[("PIP_CACHE_DIR".to_owned(), job.cache("pip").display().to_string())].into());
+        .envs(&[("PIP_CACHE_DIR".to_owned(), pip_cache)].into());
     let installed = match job.step(sink, report, &venv).await {
         Ok(()) => job.step(sink, report, &pip).await,
         Err(e) => Err(e),

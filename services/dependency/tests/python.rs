@@ -557,3 +557,33 @@ async fn an_unlocked_install_resolves_as_of_the_repositorys_date() {
     );
     assert_ne!(String::from_utf8_lossy(&out.stdout).trim(), "1.0.0");
 }
+
+/// On a host without uv, the first install puts it into the tools dir with
+/// the interpreter's own pip (`--target`, no venv to make: seconds off
+/// every cold first run), and uses it.
+#[tokio::test]
+async fn uv_is_installed_into_a_fresh_tools_dir_with_the_interpreters_pip() {
+    let mut agent = common::fresh_agent().await;
+    let workspace = tempfile::tempdir().unwrap();
+    write(workspace.path(), &[("requirements.txt", "tomli-w\n")]);
+    let (lines, result) = install(
+        &mut agent,
+        request(
+            workspace.path(),
+            component("python", "python", ">=3.8", "pip"),
+            None,
+        ),
+    )
+    .await;
+    let texts: Vec<&String> = lines.iter().map(|l| &l.text).collect();
+    assert!(result.success, "{result:?} {texts:?}");
+    assert!(result.tool.starts_with("uv 0."), "{}", result.tool);
+    assert!(
+        texts.iter().any(
+            |t| t.contains("pip install --disable-pip-version-check --no-input --target")
+                && t.ends_with("(uv installed)")
+        ),
+        "{texts:?}"
+    );
+    assert!(agent.data.path().join("tools/uv/bin/uv").is_file());
+}

@@ -61,6 +61,19 @@ pub async fn agent_with_own_cache() -> Agent {
     serve(config, data).await
 }
 
+/// An agent with nothing installed yet: its own tools dir and cache.
+pub async fn fresh_agent() -> Agent {
+    let data = tempfile::tempdir().unwrap();
+    let config = DependencyConfig {
+        cache_dir: data.path().join("cache"),
+        tools_dir: data.path().join("tools"),
+        env_dir: data.path().join("envs"),
+        disk_check_interval: Duration::from_millis(200),
+        ..DependencyConfig::default()
+    };
+    serve(config, data).await
+}
+
 pub async fn serve(config: DependencyConfig, data: tempfile::TempDir) -> Agent {
     let installer = LocalInstaller::new(config).unwrap();
     let (addr, shutdown) = GrpcServer::new()
