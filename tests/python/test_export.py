@@ -102,7 +102,7 @@ def assert_one_env_per_name_and_one_workdir_per_change(lines: list[str]) -> None
             "python:3.12-slim",
             r"COPY requirements\.txt /app/$",
             r"RUN pip install -r requirements\.txt$",
-            r'CMD \["flask", "--app", "app", "run", "--host", "0\.0\.0\.0", "--port", "5000"\]$',
+            r'CMD \["flask", "run", "--host", "0\.0\.0\.0", "--port", "5000"\]$',
             (),
         ),
         (
@@ -126,7 +126,7 @@ def assert_one_env_per_name_and_one_workdir_per_change(lines: list[str]) -> None
             "python:3.10-slim",
             None,
             r"RUN pip install flask 'redis>=4'$",
-            r'CMD \["flask", "--app", "server:webapp", "run", "--host", "0\.0\.0\.0", "--port", "5000"\]$',
+            r'CMD \["flask", "run", "--host", "0\.0\.0\.0", "--port", "5000"\]$',
             ("DL3013",),
         ),
     ],
@@ -145,6 +145,9 @@ def test_a_service_dockerfile_lints_clean_and_installs_before_the_sources(
     else:
         assert not any(line.startswith("COPY") for line in lines[:sources]), dockerfile
     assert re.match(cmd, lines[-1]), dockerfile
+    if cmd.startswith(r'CMD \["flask", "run"'):
+        # The app is named in FLASK_APP, which every Flask reads.
+        assert any(line.startswith("ENV FLASK_APP=") for line in lines), dockerfile
     assert_one_env_per_name_and_one_workdir_per_change(lines)
 
 

@@ -300,6 +300,7 @@ def run_one(binary, repo, src_root, timeout, grace, logs_dir, label):
     res["result"] = result
     res["cause"] = one_line(cause)
     res["notice"] = one_line(last_notice) if last_notice else ""
+    res["healthy"], res["steps"] = timeline(events)
 
     if logs_dir:
         d = Path(logs_dir)
@@ -313,19 +314,75 @@ def run_one(binary, repo, src_root, timeout, grace, logs_dir, label):
     return res
 
 
+def parse_time(stamp):
+    """An RFC 3339 timestamp of a RunEvent (`2026-12-06T21:00:01.123456789Z`) as epoch seconds."""
+    m = re.match(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d+))?Z$", stamp or "")
+    if not m:
+        return None
+    import calendar
+    whole = calendar.timegm(tuple(int(x) for x in m.groups()[:6]))
+    return whole + (float("0." + m.group(7)) if m.group(7) else 0.0)
+
+
+def timeline(events):
+    """Time to healthy (the run's own events: its first to the first HEALTHY health event) and the seconds each
+    step took, in order, from the step events' durations (`install 12.3 s, start 1.0 s, ...`)."""
+    times = [parse_time(e.get("time")) for e in events if "runId" in e]
+    times = [t for t in times if t is not None]
+    healthy = None
+    for e in events:
+        h = e.get("health")
+        if isinstance(h, dict) and h.get("health") == "COMPONENT_HEALTH_HEALTHY" and times:
+            t = parse_time(e.get("time"))
+            if t is not None:
+                healthy = round(t - times[0], 1)
+                break
+    steps = []
+    for e in events:
+        s = e.get("step")
+        if isinstance(s, dict) and s.get("durationMs") and s.get("status", "").endswith(("FINISHED", "FAILED")):
+            name = s.get("step", "").removeprefix("STEP_").lower()
+            status = "" if s["status"].endswith("FINISHED") else " failed"
+            steps.append(f'{name}{status} {int(s["durationMs"]) / 1000:.1f}')
+    return healthy, ", ".join(steps)
+
+
+def quantile(values, q):
+    """The q-quantile of `values` by linear interpolation (q = 0.5 is the median)."""
+    v = sorted(values)
+    if not v:
+        return None
+    at = (len(v) - 1) * q
+    lo = int(at)
+    hi = min(lo + 1, len(v) - 1)
+    return round(v[lo] + (v[hi] - v[lo]) * (at - lo), 1)
+
+
+def healthy_summary(rows, label):
+    """Median and p90 of the time to healthy of the web apps that reached RUNNING."""
+    got = [r["healthy"] for r in rows if r["binary"] == label and r["goal"] == "serve" and r["result"] == "reached"
+           and r.get("healthy") is not None]
+    if not got:
+        return "No web app reached RUNNING."
+    return (f"Time to healthy of the {len(got)} web apps that reached RUNNING: median {quantile(got, 0.5)} s, "
+            f"p90 {quantile(got, 0.9)} s.")
+
+
 def verdict(r):
     want = "refused" if r["expect"] == "refusal" else "reached"
     return "yes" if r["result"] == want else "no"
 
 
 def table(rows, label):
-    out = [f"| repository | goal | result | as expected | seconds | cause |",
-           "|---|---|---|---|---:|---|"]
+    out = [f"| repository | goal | result | as expected | seconds | to healthy | cause |",
+           "|---|---|---|---|---:|---:|---|"]
     for r in rows:
         if r["binary"] != label:
             continue
         goal = r["goal"] + (" (refusal)" if r["expect"] == "refusal" else "")
-        out.append(f'| {r["repo"]} | {goal} | {r["result"]} | {verdict(r)} | {r["seconds"]} | {r["cause"]} |')
+        out.append(f'| {r["repo"]} | {goal} | {r["result"]} | {verdict(r)} | {r["seconds"]} | {r.get("healthy") or "-"} | {r["cause"]} |')
+    out.append("")
+    out.append(healthy_summary(rows, label))
     return "\n".join(out)
 
 
@@ -382,6 +439,10 @@ def main():
             r = run_one(path, repo, args.corpus_dir, args.timeout, args.grace, args.logs, label)
             rows.append(r)
             print(f"    -> {r['result']} in {r['seconds']}s: {r['cause']}", flush=True)
+            if r.get("healthy") is not None:
+                print(f"       healthy after {r['healthy']}s", flush=True)
+            if r.get("steps"):
+                print(f"       steps: {r['steps']}", flush=True)
             if jsonl:
                 jsonl.write(json.dumps(r) + "\n")
                 jsonl.flush()

@@ -575,3 +575,22 @@ async fn an_unreachable_redis_is_added_provisioned_and_released() {
     );
     mesh.stop().await.unwrap();
 }
+
+/// Real-repositories class: a Flask older than 2.2 has no `--app` option.
+/// The app is named in FLASK_APP, which every Flask reads, so such an app
+/// comes up at the first start instead of after a failed start and a heal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flask_older_than_2_2_starts_without_a_heal() {
+    let mesh = mesh().await;
+    let mut client = mesh.orchestrator();
+    let (run, events, _) = heal_to_running(
+        &mesh,
+        &mut client,
+        "flask-before-2-2",
+        "hello from flask-before-2-2",
+    )
+    .await;
+    assert!(heals(&events).is_empty(), "{:?}", heals(&events));
+    stop(&mesh, &mut client, &run.id).await;
+    mesh.stop().await.unwrap();
+}

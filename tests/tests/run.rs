@@ -523,7 +523,7 @@ async fn a_running_app_that_dies_for_good_fails_the_run() {
     // are spent.
     let started = Instant::now();
     let over = loop {
-        for pid in run_pids_running(&run.id, "--app app run") {
+        for pid in run_pids_running(&run.id, "flask run") {
             let _ = std::process::Command::new("kill")
                 .args(["-9", &pid.to_string()])
                 .status();

@@ -87,7 +87,9 @@ fn start_file(c: &Component) -> &str {
 fn flask_factory_uses_flaskenv_and_reads_env_template() {
     let p = plan("flask-factory");
     let c = only(&p);
-    assert_eq!(start(c), "flask --app app run --host 0.0.0.0");
+    // The app goes in FLASK_APP, which every Flask reads (`--app` came with 2.2).
+    assert_eq!(start(c), "flask run --host 0.0.0.0");
+    assert_eq!(env(c, "FLASK_APP").default_value, "app");
     assert_eq!((c.port, c.port_binding.as_str()), (5000, "flag:--port"));
     assert_eq!(c.package_manager, "pip");
     assert_eq!(install(c), "pip install -r requirements.txt");
@@ -208,7 +210,8 @@ fn pipenv_flask_with_a_non_default_app_variable() {
     // The Pipfile's python_version is a preference.
     assert_eq!(runtime(&c), ("python", ""));
     assert_eq!(c.runtime.as_ref().unwrap().preferred_version, "3.10");
-    assert_eq!(start(&c), "flask --app server:webapp run --host 0.0.0.0");
+    assert_eq!(start(&c), "flask run --host 0.0.0.0");
+    assert_eq!(env(&c, "FLASK_APP").default_value, "server:webapp");
     assert_eq!(kinds(&c), [B::Redis]);
 }
 
@@ -916,13 +919,14 @@ fn setup_runs(c: &Component) -> Vec<&str> {
 }
 
 /// Class 8: the app's own Flask command that creates the schema runs as a
-/// setup step, with the start command's `--app`.
+/// setup step, with the start command's app (in FLASK_APP).
 #[test]
 fn db_init_flask_command() {
     let plan = plan("db-init-flask-command");
     let c = only(&plan);
-    assert!(start(c).starts_with("flask --app app run"), "{c:#?}");
-    assert_eq!(setup_runs(c), ["flask --app app init-db"]);
+    assert!(start(c).starts_with("flask run"), "{c:#?}");
+    assert_eq!(env(c, "FLASK_APP").default_value, "app");
+    assert_eq!(setup_runs(c), ["flask init-db"]);
 }
 
 /// Class 8: a database set-up script the README documents runs as a setup

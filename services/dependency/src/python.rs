@@ -513,9 +513,28 @@ async fn uv_at(path: &Path) -> Option<Uv> {
     })
 }
 
-/// uv from PATH, else from the tools dir, else installed there from PyPI.
-/// `None` when it cannot be had: pip is used instead.
-async fn ensure_uv(job: &Job, sink: &mut LogSink, report: &Report, python: &Path) -> Step<Option<Uv>> {
+/// The interpreters that may install uv into the tools dir, in the order
+/// they are tried: the host's default, then the one the component uses,
+/// then the others, newest first. uv is one static binary, so which
+/// interpreter fetches it does not matter, but uv's wheel needs Python 3.8
+/// or later: a component on an older interpreter (its pip finds no uv at
+/// all) must not fall back to pip, whose serial source builds take many
+/// times as long.
+fn uv_installers<'a>(chosen: &'a Interpreter, found: &'a [Interpreter]) -> Vec<&'a Path> {
+    let mut order: Vec<&Path> = Vec::new();
+    let default = found.iter().find(|i| i.default);
+    for i in default.into_iter().chain([chosen]).chain(found) {
+        if !order.contains(&i.path.as_path()) {
+            order.push(&i.path);
+        }
+    }
+    order
+}
+
+/// uv from PATH, else from the tools dir, else installed there from PyPI
+/// with the first of `installers` whose pip can. `None` when it cannot be
+/// had: pip is used instead.
+async fn ensure_uv(job: &Job, sink: &mut LogSink, report: &Report, installers: &[&Path]) -> Step<Option<Uv>> {
     if let Some(path) = exec::which("uv", &job.base_path)
         && let Some(uv) = uv_at(&path).await
     {
@@ -554,31 +573,37 @@ async fn ensure_uv(job: &Job, sink: &mut LogSink, report: &Report, python: &Path
     // directory of its own (uv is one static binary; no venv to make, which
     // costs seconds). An interpreter without a usable pip makes a venv.
     let pip_cache = job.cache("pip").display().to_string();
-    let target = Cmd::new(python, &job.config.tools_dir, "install")
-        .tool()
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--disable-pip-version-check",
-            "--no-input",
-            "--target",
-        ])
-        .arg(staging.as_os_str())
-        .arg("uv")
-        .envs(&[("PIP_CACHE_DIR".to_owned(), pip_cache.clone())].into());
-    if exec::run_quiet(job.command(&target).await?, job.deadline).await
-        && uv_at(&staging.join("bin/uv")).await.is_some()
-    {
-        sink.system("install", format!("$ {} (uv installed)", target.display()))
-            .await;
-        let _ = tokio::fs::remove_dir_all(&home).await;
-        if tokio::fs::rename(&staging, &home).await.is_ok()
-            && let Some(uv) = uv_at(&binary).await
+    for python in installers {
+        let target = Cmd::new(python, &job.config.tools_dir, "install")
+            .tool()
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "--no-input",
+                "--target",
+            ])
+            .arg(staging.as_os_str())
+            .arg("uv")
+            .envs(&[("PIP_CACHE_DIR".to_owned(), pip_cache.clone())].into());
+        if exec::run_quiet(job.command(&target).await?, job.deadline).await
+            && uv_at(&staging.join("bin/uv")).await.is_some()
         {
-            return Ok(Some(uv));
+            sink.system("install", format!("$ {} (uv installed)", target.display()))
+                .await;
+            let _ = tokio::fs::remove_dir_all(&home).await;
+            if tokio::fs::rename(&staging, &home).await.is_ok()
+                && let Some(uv) = uv_at(&binary).await
+            {
+                return Ok(Some(uv));
+            }
         }
+        let _ = tokio::fs::remove_dir_all(&staging).await;
     }
+    let Some(python) = installers.first() else {
+        return Ok(None);
+    };
     let _ = tokio::fs::remove_dir_all(&staging).await;
     let venv = Cmd::new(python, &job.config.tools_dir, "install")
         .args(["-m".as_ref(), "venv".as_ref(), staging.as_os_str()])
@@ -693,7 +718,7 @@ pub(crate) async fn install(job: &Job, sink: &mut LogSink, report: &mut Report) 
     }
 
     let uv = if job.config.use_uv {
-        ensure_uv(job, sink, report, &python.path).await?
+        ensure_uv(job, sink, report, &uv_installers(&python, &found)).await?
     } else {
         None
     };

@@ -587,3 +587,55 @@ async fn uv_is_installed_into_a_fresh_tools_dir_with_the_interpreters_pip() {
     );
     assert!(agent.data.path().join("tools/uv/bin/uv").is_file());
 }
+
+/// uv's wheel needs Python 3.8 or later, so a component on an older
+/// interpreter cannot fetch it with its own pip. uv still comes into the
+/// tools dir (by the host's default interpreter) and installs for the old
+/// one: pip's serial source builds of an old lock took 29 s where uv takes
+/// a few.
+#[tokio::test]
+async fn a_component_on_python_older_than_uv_supports_still_installs_with_uv() {
+    // This host's interpreters: pyenv's, as the agent finds them.
+    let pyenv = std::env::var_os("PYENV_ROOT")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".pyenv")))
+        .unwrap_or_default()
+        .join("versions");
+    let installed: Vec<String> = std::fs::read_dir(&pyenv)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let old = ["3.7", "3.6"]
+        .into_iter()
+        .find(|v| installed.iter().any(|i| i.starts_with(&format!("{v}."))));
+    let Some(old) = old else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have a Python older than 3.8 (pyenv, as the machine image has)"
+        );
+        eprintln!("skipped: no Python older than 3.8 on this host");
+        return;
+    };
+    let mut agent = common::fresh_agent().await;
+    let workspace = tempfile::tempdir().unwrap();
+    write(workspace.path(), &[("requirements.txt", "tomli-w==1.0.0\n")]);
+    let (lines, result) = install(
+        &mut agent,
+        request(
+            workspace.path(),
+            component("python", "python", &format!("=={old}.*"), "pip"),
+            None,
+        ),
+    )
+    .await;
+    let texts: Vec<&String> = lines.iter().map(|l| &l.text).collect();
+    assert!(result.success, "{result:?} {texts:?}");
+    assert!(result.tool.starts_with("uv 0."), "{} {texts:?}", result.tool);
+    let out = venv_python(&result, "import sys; print(sys.version_info[:2])");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("({}, {})", &old[..1], &old[2..]),
+    );
+}

@@ -1118,14 +1118,23 @@ fn flask_start(s: &mut Scan<'_>, found: &Sources) -> bool {
     d.add_framework(if d.has_dep("quart") { "quart" } else { "flask" });
     let port = found.run_port.unwrap_or(5000);
     if let Some((target, file, line, detail)) = flask_target(dir, found) {
-        let run = format!("flask --app {target} run --host 0.0.0.0");
+        // The app goes in FLASK_APP, which every Flask reads; `--app` came
+        // with Flask 2.2, and older ones (most unpinned apps of their era)
+        // would fail the start and cost a heal.
         if d.set_start(
             ev("start", &file, line, detail, weight::FRAMEWORK),
-            cmd(run),
+            cmd("flask run --host 0.0.0.0".to_owned()),
             5000,
             "flag:--port",
         ) {
             d.set_kind(ComponentKind::Web);
+            d.add_env(reporunner_proto::common::v1::EnvVar {
+                name: "FLASK_APP".into(),
+                default_value: target,
+                required: false,
+                secret: false,
+                source: if line > 0 { format!("{file}:{line}") } else { file },
+            });
         }
     } else if let Some(main) = &found.main_script {
         d.set_start(
