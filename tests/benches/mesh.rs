@@ -1,7 +1,11 @@
 //! `make bench`: the shared client stack (health-checked pool, deadline,
 //! idempotent retries) against a plain tonic channel, calling the same
-//! env-detector in the same process, at 1000 concurrent clients.
-//! Figures are ratios against the plain channel, measured in the same run.
+//! env-detector in the same process, at 1000 concurrent clients; and an
+//! authenticated orchestrator call (ListRuns with a user's bearer token:
+//! the auth layer's Authorize call to the auth service, then the store)
+//! against a bare tonic echo server (the gRPC health service alone, no
+//! auth) in the same process, at 1000 concurrent clients.
+//! Figures are ratios against the reference measured in the same run.
 
 use std::time::{Duration, Instant};
 
@@ -51,6 +55,110 @@ where
     )
 }
 
+/// Calls per second, p50 and p99 of `calls` calls of `call`, `CLIENTS` at
+/// a time.
+async fn measure<F, Fut>(calls: usize, call: F) -> (f64, Duration, Duration)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let started = Instant::now();
+    let mut latencies: Vec<Duration> = stream::iter(0..calls)
+        .map(|_| {
+            let call = call();
+            async move {
+                let t = Instant::now();
+                call.await;
+                t.elapsed()
+            }
+        })
+        .buffer_unordered(CLIENTS)
+        .collect()
+        .await;
+    let elapsed = started.elapsed();
+    latencies.sort();
+    (
+        calls as f64 / elapsed.as_secs_f64(),
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() * 99 / 100],
+    )
+}
+
+/// The authenticated orchestrator call against a bare echo server.
+async fn authenticated_vs_echo() -> anyhow::Result<()> {
+    use reporunner_proto::orchestrator::v1::ListRunsRequest;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+    let mesh = Sandbox::builder()
+        .with_all([
+            ServiceName::Auth,
+            ServiceName::EnvDetector,
+            ServiceName::Source,
+            ServiceName::Analyzer,
+            ServiceName::Orchestrator,
+        ])
+        .start()
+        .await?;
+    let orchestrator = mesh.orchestrator();
+    let list = || {
+        let mut client = orchestrator.clone();
+        let request = mesh.request(ListRunsRequest {
+            page_size: 1,
+            ..Default::default()
+        });
+        async move {
+            client.list_runs(request).await.expect("ListRuns succeeds");
+        }
+    };
+
+    // The echo: tonic with the health service alone, on its own port.
+    let (_reporter, health) = tonic_health::server::health_reporter();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tonic::transport::Server::builder()
+        .add_service(health)
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async {
+            let _ = stopped.await;
+        });
+    let server = tokio::spawn(server);
+    let echo = HealthClient::new(
+        tonic::transport::Channel::from_shared(format!("http://{addr}"))?
+            .connect()
+            .await?,
+    );
+    let check = || {
+        let mut client = echo.clone();
+        async move {
+            client
+                .check(HealthCheckRequest::default())
+                .await
+                .expect("the echo answers");
+        }
+    };
+
+    // Warm both (connections, caches), then measure.
+    let _ = measure(CALLS / 4, check).await;
+    let _ = measure(CALLS / 4, list).await;
+    let (echo_rps, echo_p50, echo_p99) = measure(CALLS, check).await;
+    let (auth_rps, auth_p50, auth_p99) = measure(CALLS, list).await;
+    println!(
+        "| authenticated orchestrator call (ListRuns, bearer token), {CLIENTS} concurrent | bare tonic echo {echo_rps:.0} calls/s | {auth_rps:.0} calls/s | {:.2}x |",
+        auth_rps / echo_rps
+    );
+    println!(
+        "| authenticated call p50 latency | echo {echo_p50:?} | {auth_p50:?} | {:.2}x |",
+        auth_p50.as_secs_f64() / echo_p50.as_secs_f64()
+    );
+    println!(
+        "| authenticated call p99 latency | echo {echo_p99:?} | {auth_p99:?} | {:.2}x |",
+        auth_p99.as_secs_f64() / echo_p99.as_secs_f64()
+    );
+    let _ = shutdown.send(());
+    let _ = server.await;
+    mesh.stop().await
+}
+
 fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
@@ -97,6 +205,7 @@ fn main() -> anyhow::Result<()> {
             "| client stack p99 latency | plain {plain_p99:?} | {stack_p99:?} | {:.2}x |",
             stack_p99.as_secs_f64() / plain_p99.as_secs_f64()
         );
-        mesh.stop().await
+        mesh.stop().await?;
+        authenticated_vs_echo().await
     })
 }

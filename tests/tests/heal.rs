@@ -594,3 +594,55 @@ async fn a_flask_older_than_2_2_starts_without_a_heal() {
     stop(&mesh, &mut client, &run.id).await;
     mesh.stop().await.unwrap();
 }
+
+/// The caller's tier bounds the heals of a run (`max_heal_attempts`): a
+/// tier that allows none fails a run the resolver could heal, naming the
+/// limit, and applies no patch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tier_with_no_heal_attempts_fails_a_healable_run_naming_the_limit() {
+    use reporunner_proto::common::v1::Tier;
+    let mesh = Sandbox::builder()
+        .with_all(ServiceName::ALL)
+        .settings(|settings| {
+            settings.orchestrator.max_restarts = 0;
+            settings.orchestrator.status_poll_ms = 500;
+            for policy in &mut settings.auth.tiers {
+                if policy.tier == Tier::Free {
+                    policy.max_heal_attempts = 0;
+                }
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    let mut client = mesh.orchestrator();
+    // The sandbox's user is a Free user.
+    let created = create_start(&mesh, &mut client, "heal-missing-dep").await;
+    let started = Instant::now();
+    let run = loop {
+        let run = get(&mesh, &mut client, &created.id).await;
+        if matches!(
+            run.state(),
+            RunState::Failed
+                | RunState::Running
+                | RunState::Succeeded
+                | RunState::Stopped
+                | RunState::Interrupted
+        ) {
+            break run;
+        }
+        assert!(started.elapsed() < UP_WITHIN, "{run:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(run.state(), RunState::Failed, "{run:?}");
+    assert!(
+        run.error
+            .contains("not healed: your tier allows 0 heal attempt(s) per run"),
+        "{}",
+        run.error
+    );
+    assert!(applied(&run).is_empty(), "{:?}", applied(&run));
+    let events = events(&mesh, &mut client, &run.id, false).await;
+    assert!(heals(&events).is_empty(), "{:?}", heals(&events));
+    mesh.stop().await.unwrap();
+}

@@ -72,6 +72,14 @@ pub struct AuthConfig {
     /// Peers whose `x-forwarded-for` is believed (reverse proxies). From any
     /// other peer the header is ignored and the peer is the client.
     pub trusted_proxies: Vec<IpAddr>,
+    /// How long Authorize may use what it read of a user (tier, blocked)
+    /// before reading it again; 0 reads it on every call. A block, tier
+    /// change or delete made through this replica applies at once; one made
+    /// through another replica applies within this time.
+    #[serde(with = "humantime_serde")]
+    pub authorize_cache_ttl: Duration,
+    /// The most users whose reads Authorize keeps.
+    pub authorize_cache_users: usize,
     /// The limits of each tier.
     pub tiers: Vec<TierPolicyConfig>,
 }
@@ -105,6 +113,8 @@ impl Default for AuthConfig {
             login_free_failures: 3,
             login_concurrent_checks_per_account: 4,
             trusted_proxies: Vec::new(),
+            authorize_cache_ttl: Duration::from_millis(500),
+            authorize_cache_users: 100_000,
             tiers: default_tiers(),
         }
     }
@@ -335,6 +345,15 @@ impl AuthConfig {
                 "jwt_secret has {} bytes; it needs at least {MIN_JWT_SECRET_LEN}",
                 secret.len()
             ));
+        }
+        if self.authorize_cache_ttl > Duration::from_secs(1) {
+            return invalid(format!(
+                "authorize_cache_ttl is {:?}; it must be at most 1s (a block must apply on every replica within it)",
+                self.authorize_cache_ttl
+            ));
+        }
+        if self.authorize_cache_users == 0 {
+            return invalid("authorize_cache_users must be above zero".into());
         }
         if !(1..=64).contains(&self.max_concurrent_hashes) {
             return invalid(format!(

@@ -5,6 +5,7 @@
 //! The domain lives in [`service::Auth`]; [`grpc`] adapts it to tonic.
 #![forbid(unsafe_code)]
 
+mod cache;
 pub mod config;
 mod entity;
 pub mod error;

@@ -10,7 +10,9 @@ use reporunner_proto::{
 
 use crate::{
     AuthConfig, AuthError, AuthStore, NewUser, PasswordHasher, RegistrationMode, Result, TierPolicyConfig,
-    TokenIssuer, UserRecord, check_password_policy, now_ms,
+    TokenIssuer, UserRecord,
+    cache::{Cached, UserCache},
+    check_password_policy, now_ms,
     store::{AuditEntry, AuditRecord, LoginReservation, QuotaOutcome, UsageCount},
     throttle::{KeyedPermits, address_key},
     tier::tier_name,
@@ -55,6 +57,8 @@ pub struct Auth {
     dummy_hash: String,
     /// Password checks running per username (`login_concurrent_checks_per_account`).
     checks_per_account: KeyedPermits,
+    /// What Authorize read of each user, for `authorize_cache_ttl`.
+    users: UserCache,
 }
 
 /// Checks a username: 3 to 64 characters of `[A-Za-z0-9_.-]`.
@@ -91,6 +95,7 @@ impl Auth {
         );
         let dummy_hash = hasher.hash(&new_refresh_token().token).await?;
         let checks_per_account = KeyedPermits::new(config.login_concurrent_checks_per_account);
+        let users = UserCache::new(config.authorize_cache_ttl, config.authorize_cache_users);
         Ok(Self {
             store,
             hasher,
@@ -98,6 +103,7 @@ impl Auth {
             config,
             dummy_hash,
             checks_per_account,
+            users,
         })
     }
 
@@ -387,16 +393,29 @@ impl Auth {
     /// deletion or a tier change takes effect on the very next call.
     pub async fn authorize(&self, access_token: &str) -> Result<(Principal, TierPolicyConfig)> {
         let claims = self.tokens.verify(access_token)?;
-        let user = self
-            .store
-            .find_user(&claims.sub)
-            .await?
-            .ok_or(AuthError::InvalidToken)?;
+        let user = match self.users.get(&claims.sub) {
+            Some(user) => user,
+            None => {
+                let seen = self.users.generation();
+                let record = self
+                    .store
+                    .find_user(&claims.sub)
+                    .await?
+                    .ok_or(AuthError::InvalidToken)?;
+                let user = Cached {
+                    principal: record.principal(),
+                    tier: record.tier,
+                    blocked: record.blocked,
+                };
+                self.users.put(&claims.sub, user.clone(), seen);
+                user
+            }
+        };
         if user.blocked {
             return Err(AuthError::Blocked);
         }
         let policy = self.policy(user.tier)?.clone();
-        Ok((user.principal(), policy))
+        Ok((user.principal, policy))
     }
 
     /// The current record of the caller.
@@ -519,7 +538,8 @@ impl Auth {
                 validate_username(username)?;
                 check_password_policy(username, password)?;
                 let password_hash = self.hasher.hash(password).await?;
-                self.store
+                let admin = self
+                    .store
                     .hand_over_admin(
                         &local.id,
                         NewUser {
@@ -528,7 +548,9 @@ impl Auth {
                             tier: Tier::Admin,
                         },
                     )
-                    .await?
+                    .await?;
+                self.users.evict(&local.id);
+                admin
             }
             None => self.new_user(username, password, Tier::Admin).await?,
         };
@@ -591,6 +613,7 @@ impl Auth {
     pub async fn block_user(&self, caller: &Principal, user_id: &str, reason: &str) -> Result<UserRecord> {
         self.ensure_caller_is_admin(caller).await?;
         let user = self.store.set_blocked(user_id, true).await?;
+        self.users.evict(user_id);
         self.store.revoke_all_refresh_tokens(user_id).await?;
         self.audit(
             Some(&caller.user_id),
@@ -605,6 +628,7 @@ impl Auth {
     pub async fn unblock_user(&self, caller: &Principal, user_id: &str) -> Result<UserRecord> {
         self.ensure_caller_is_admin(caller).await?;
         let user = self.store.set_blocked(user_id, false).await?;
+        self.users.evict(user_id);
         self.audit(
             Some(&caller.user_id),
             Some(user_id),
@@ -623,6 +647,7 @@ impl Auth {
             .await?
             .ok_or_else(|| AuthError::UserNotFound(user_id.to_owned()))?;
         self.store.delete_user(user_id).await?;
+        self.users.evict(user_id);
         self.audit(
             Some(&caller.user_id),
             Some(user_id),
@@ -641,6 +666,7 @@ impl Auth {
             .await?
             .ok_or_else(|| AuthError::UserNotFound(user_id.to_owned()))?;
         let user = self.store.set_tier(user_id, tier).await?;
+        self.users.evict(user_id);
         self.audit(
             Some(&caller.user_id),
             Some(user_id),

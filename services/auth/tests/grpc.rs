@@ -324,6 +324,57 @@ async fn eleventh_metered_request_of_a_free_user_is_refused(db: &TestDb) {
     assert_eq!(usage.metered_remaining, 0);
 }
 
+/// ConsumeQuota spends the caller's own quota: another user's is refused
+/// (PERMISSION_DENIED, nothing spent), except to the admin.
+async fn only_the_admin_spends_another_users_quota(db: &TestDb) {
+    let mut h = Harness::start(db).await;
+    let (a, _, _) = h.user("spender").await;
+    let (b, _, b_id) = h.user("victim").await;
+    let spend = |user_id: &str, token: &str| {
+        authed(
+            ConsumeQuotaRequest {
+                user_id: user_id.to_owned(),
+                kind: UsageKind::MeteredRequest.into(),
+                rpc: "test".into(),
+            },
+            token,
+        )
+    };
+    let refused = h.auth.consume_quota(spend(&b_id, &a)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    assert!(
+        refused
+            .message()
+            .contains("only the admin may spend another user's quota"),
+        "{}",
+        refused.message()
+    );
+    let auth = h.auth.clone();
+    let remaining = |token: String| {
+        let mut auth = auth.clone();
+        async move {
+            auth.get_usage(authed(GetUsageRequest::default(), &token))
+                .await
+                .unwrap()
+                .into_inner()
+                .metered_remaining
+        }
+    };
+    assert_eq!(
+        remaining(b.clone()).await,
+        10,
+        "nothing of the victim's was spent"
+    );
+    let spent = h
+        .auth
+        .consume_quota(spend(&b_id, &h.admin_token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(spent.remaining, 9);
+    assert_eq!(remaining(b).await, 9);
+}
+
 async fn usage_is_private_but_not_to_the_admin(db: &TestDb) {
     let mut h = Harness::start(db).await;
     let (a, _, _) = h.user("usera").await;
@@ -744,6 +795,7 @@ on_both!(
     non_admin_cannot_call_admin_rpcs,
     eleventh_metered_request_of_a_free_user_is_refused,
     usage_is_private_but_not_to_the_admin,
+    only_the_admin_spends_another_users_quota,
     refresh_tokens_rotate,
     bad_access_tokens_are_unauthenticated,
     logout_then_refresh_is_unauthenticated,

@@ -138,3 +138,95 @@ async fn three_times_the_limit_through_two_replicas_lets_exactly_the_limit_throu
     drop((a, b));
     drop(db);
 }
+
+/// Authorize keeps what it read of a user for `authorize_cache_ttl`
+/// (500 ms), so a change made through one replica reaches another only
+/// when that expires: a block, a tier change and a delete each apply on
+/// the other replica within 1 s (and on their own replica at once), while
+/// the other replica was answering from its cache until then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_block_tier_change_and_delete_apply_on_another_replica_within_a_second() {
+    use reporunner_auth::AuthError;
+    use reporunner_proto::common::v1::Tier;
+    use std::time::{Duration, Instant};
+
+    let Some(db) = common::postgres().await else {
+        return;
+    };
+    let replica = |url: String| async move {
+        let store = AuthStore::connect(&url).await.unwrap();
+        let config = AuthConfig {
+            jwt_secret: Some(KEY.into()),
+            ..AuthConfig::default()
+        };
+        Auth::new(store, config, KEY.as_bytes()).await.unwrap()
+    };
+    let a = replica(db.url.clone()).await;
+    let b = replica(db.url.clone()).await;
+    let admin = a.ensure_admin("root", PASSWORD).await.unwrap().principal();
+    a.register("mallory", PASSWORD, None).await.unwrap();
+    let (user, tokens) = a.login("mallory", PASSWORD, None).await.unwrap();
+    let token = tokens.access.token;
+
+    // Within 1 s of `change` (made on `a`), `b` says `applied`; `a` at once.
+    async fn applies_within_a_second(
+        a: &Auth,
+        b: &Auth,
+        token: &str,
+        applied: impl Fn(
+            &reporunner_auth::Result<(
+                reporunner_proto::common::v1::Principal,
+                reporunner_auth::TierPolicyConfig,
+            )>,
+        ) -> bool,
+        change: impl std::future::Future<Output = ()>,
+    ) -> Duration {
+        // `b` has the user cached from here on.
+        assert!(!applied(&b.authorize(token).await));
+        change.await;
+        let changed = Instant::now();
+        assert!(
+            applied(&a.authorize(token).await),
+            "the replica that made the change applies it at once"
+        );
+        loop {
+            if applied(&b.authorize(token).await) {
+                return changed.elapsed();
+            }
+            assert!(
+                changed.elapsed() < Duration::from_secs(1),
+                "not applied on the other replica within 1 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    let took = applies_within_a_second(
+        &a,
+        &b,
+        &token,
+        |r| matches!(r, Ok((_, policy)) if policy.tier == Tier::Premium),
+        async {
+            a.set_tier(&admin, &user.id, Tier::Premium).await.unwrap();
+        },
+    )
+    .await;
+    eprintln!("tier change on the other replica after {took:?}");
+    let took = applies_within_a_second(&a, &b, &token, |r| matches!(r, Err(AuthError::Blocked)), async {
+        a.block_user(&admin, &user.id, "test").await.unwrap();
+    })
+    .await;
+    eprintln!("block on the other replica after {took:?}");
+    a.unblock_user(&admin, &user.id).await.unwrap();
+    let took = applies_within_a_second(
+        &a,
+        &b,
+        &token,
+        |r| matches!(r, Err(AuthError::InvalidToken)),
+        async {
+            a.delete_user(&admin, &user.id).await.unwrap();
+        },
+    )
+    .await;
+    eprintln!("delete on the other replica after {took:?}");
+}

@@ -838,7 +838,13 @@ pub(crate) async fn install(job: &Job, sink: &mut LogSink, report: &mut Report) 
         let outcome = match &dated {
             Some(date) => {
                 let (dated_cmd, today) = (installer(with_date(&args)), installer(args.clone()));
-                job.dated_or_today(sink, report, date, &dated_cmd, &today).await
+                // When the project itself fails to build, the date is not
+                // why: its dependencies are installed without it, still as
+                // of the date (below), not resolved again as of today.
+                job.dated_or_today_unless(sink, report, date, (&dated_cmd, &today), |tail| {
+                    with_project && project_build_failed(tail, &project_dir)
+                })
+                .await
             }
             None => job.step(sink, report, &installer(args.clone())).await,
         };
@@ -926,7 +932,14 @@ pub(crate) async fn install(job: &Job, sink: &mut LogSink, report: &mut Report) 
                     ),
                 )
                 .await;
-                match job.step(sink, report, &installer(without)).await {
+                let installed = match &dated {
+                    Some(date) => {
+                        let (dated_cmd, today) = (installer(with_date(&without)), installer(without));
+                        job.dated_or_today(sink, report, date, &dated_cmd, &today).await
+                    }
+                    None => job.step(sink, report, &installer(without)).await,
+                };
+                match installed {
                     Ok(()) => {
                         sink.system(
                             "install",
@@ -1231,6 +1244,20 @@ fn legacy_setuptools(tail: &[String]) -> Option<LegacySetuptools> {
         .map(|(_, legacy)| *legacy)
 }
 
+/// Whether an install failed building the project in `project_dir` itself
+/// (uv: ``Failed to build `name @ file://<dir>` ``; pip: its editable
+/// metadata or build step did not run), rather than resolving or building
+/// a dependency.
+fn project_build_failed(tail: &[String], project_dir: &str) -> bool {
+    let own = format!("@ file://{project_dir}");
+    tail.iter().any(|line| {
+        line.contains("Failed to build `") && line.trim_end().trim_end_matches('`').ends_with(&own)
+            || line.contains("editable")
+                && (line.contains("did not run successfully")
+                    || line.contains("Getting requirements to build"))
+    })
+}
+
 /// Whether an install failed fetching a requirement with git.
 fn vcs_unreachable(tail: &[String]) -> bool {
     tail.iter().any(|line| {
@@ -1385,6 +1412,24 @@ mod tests {
             legacy_setuptools(&tail(&["error: Failed to build `cffi==1.11.2`"])),
             None
         );
+    }
+
+    #[test]
+    fn a_failed_build_of_the_project_itself_is_told_from_a_dependencys() {
+        let lines = |text: &str| text.lines().map(str::to_owned).collect::<Vec<_>>();
+        let own = lines(
+            "Resolved 38 packages in 5.28s\n\
+             error: Failed to build `microblog-api @ file:///w/ws/3470a8`\n  \
+             cause: The build backend returned an error",
+        );
+        assert!(project_build_failed(&own, "/w/ws/3470a8"));
+        let dependency =
+            lines("error: Failed to build `markupsafe==1.0`\n  cause: The build backend returned an error");
+        assert!(!project_build_failed(&dependency, "/w/ws/3470a8"));
+        let other_dir = lines("error: Failed to build `lib @ file:///w/ws/3470a8/vendor/lib`");
+        assert!(!project_build_failed(&other_dir, "/w/ws/3470a8"));
+        let pip = lines("  × Preparing editable metadata (pyproject.toml) did not run successfully.");
+        assert!(project_build_failed(&pip, "/w/ws/3470a8"));
     }
 
     #[test]

@@ -149,3 +149,83 @@ async fn a_timeout_kills_the_whole_process_group() {
     }
     assert!(!alive, "the background sleeper {pid} survived the timeout");
 }
+
+/// Yarn 1 comes from the npm registry into the tools dir when the host has
+/// none, and installs the app's dependencies (`yarn install`, scripts off).
+#[tokio::test]
+async fn a_yarn_app_gets_yarn_1_from_npm_and_its_node_modules() {
+    let mut agent = agent().await;
+    let workspace = tempfile::tempdir().unwrap();
+    write(
+        workspace.path(),
+        &[(
+            "package.json",
+            r#"{"name": "y1", "version": "1.0.0", "private": true, "dependencies": {"left-pad": "1.3.0"}}"#,
+        )],
+    );
+    let (lines, result) = install(
+        &mut agent,
+        request(
+            workspace.path(),
+            component("javascript", "node", "", "yarn"),
+            None,
+        ),
+    )
+    .await;
+    let texts: Vec<&String> = lines.iter().map(|l| &l.text).collect();
+    assert!(result.success, "{result:?} {texts:?}");
+    assert!(result.tool.starts_with("yarn 1."), "{}", result.tool);
+    assert!(
+        workspace
+            .path()
+            .join("node_modules/left-pad/package.json")
+            .exists()
+    );
+    // Yarn 1 writes its own lockfile, in its own format.
+    let lock = std::fs::read_to_string(workspace.path().join("yarn.lock")).unwrap();
+    assert!(
+        lock.contains("# yarn lockfile v1") && lock.contains("left-pad@1.3.0"),
+        "{lock}"
+    );
+    let path = &result.env["PATH"];
+    assert!(
+        std::env::split_paths(path).any(|d| d.join("yarn").exists()),
+        "{path}"
+    );
+}
+
+/// Bun comes from the npm registry too (its binary is the platform package
+/// `@oven/bun-linux-x64`, also on npm), and installs the app's
+/// dependencies with its own lockfile.
+#[tokio::test]
+async fn a_bun_app_gets_bun_from_npm_and_its_node_modules() {
+    let mut agent = agent().await;
+    let workspace = tempfile::tempdir().unwrap();
+    write(
+        workspace.path(),
+        &[(
+            "package.json",
+            r#"{"name": "bn", "version": "1.0.0", "private": true, "dependencies": {"left-pad": "1.3.0"}}"#,
+        )],
+    );
+    let (lines, result) = install(
+        &mut agent,
+        request(workspace.path(), component("javascript", "node", "", "bun"), None),
+    )
+    .await;
+    let texts: Vec<&String> = lines.iter().map(|l| &l.text).collect();
+    assert!(result.success, "{result:?} {texts:?}");
+    assert!(result.tool.starts_with("bun 1."), "{}", result.tool);
+    assert!(
+        workspace
+            .path()
+            .join("node_modules/left-pad/package.json")
+            .exists()
+    );
+    assert!(
+        ["bun.lock", "bun.lockb"]
+            .iter()
+            .any(|f| workspace.path().join(f).is_file()),
+        "no bun lockfile"
+    );
+}

@@ -639,3 +639,56 @@ async fn a_component_on_python_older_than_uv_supports_still_installs_with_uv() {
         format!("({}, {})", &old[..1], &old[2..]),
     );
 }
+
+/// A project that is no package (hatch finds nothing to ship, as in
+/// miguelgrinberg/microblog-api) fails its own build whatever the date:
+/// its dependencies are installed without it, still as of the
+/// repository's date, with no resolution as of today in between.
+#[tokio::test]
+async fn a_project_whose_own_build_fails_keeps_its_dependencies_dated() {
+    // A cache of its own: an older hatchling another test left in the
+    // shared cache would build this project offline.
+    let mut agent = common::agent_with_own_cache().await;
+    let workspace = tempfile::tempdir().unwrap();
+    write(
+        workspace.path(),
+        &[
+            (
+                "pyproject.toml",
+                "[project]\nname = \"notapackage\"\nversion = \"0.1.0\"\ndependencies = [\"tomli-w\"]\n\n\
+                 [build-system]\nrequires = [\"hatchling\"]\nbuild-backend = \"hatchling.build\"\n",
+            ),
+            // A package named unlike the project: hatch ships nothing.
+            ("api/__init__.py", ""),
+            ("serve.py", "import api\n"),
+        ],
+    );
+    let mut dated = request(
+        workspace.path(),
+        component("python", "python", ">=3.8", "pip"),
+        None,
+    );
+    // 2024-07-07T00:00:00Z: tomli-w 1.0.0 (1.1.0 came in October 2024).
+    dated.resolve_before = Some(prost_types::Timestamp {
+        seconds: 1_720_310_400,
+        nanos: 0,
+    });
+    let (lines, result) = install(&mut agent, dated).await;
+    let texts: Vec<&String> = lines.iter().map(|l| &l.text).collect();
+    assert!(result.success, "{result:?} {texts:?}");
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.starts_with("the project itself could not be installed")),
+        "{texts:?}"
+    );
+    assert!(
+        !texts.iter().any(|t| t.contains("resolving as of today")),
+        "the project's own build failure was taken for the date's: {texts:?}"
+    );
+    let out = venv_python(
+        &result,
+        "import importlib.metadata as m; print(m.version('tomli-w'))",
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1.0.0");
+}

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Env, RawEntry, gzip, tar, zip};
+use common::{Env, RawEntry, gzip, tar, zip, zip_with_links};
 use reporunner_error::ServiceError;
 use reporunner_proto::agents::source::v1::{ArchiveFormat, FetchLimits};
 use reporunner_source::SourceError;
@@ -112,6 +112,48 @@ async fn symlinks_pointing_outside_are_refused() {
         );
         env.assert_nothing_escaped(&[]);
     }
+}
+
+/// Zip archives carry symlinks too (unix mode S_IFLNK, the target as the
+/// entry's content): one inside is kept as a link, one that escapes is
+/// refused naming it, and a file written through an inside link is refused.
+#[tokio::test]
+async fn zip_symlinks_inside_are_kept_and_escaping_ones_refused() {
+    let env = Env::new();
+    let archive = zip_with_links(&[
+        ("proj/run.sh", Ok(b"#!/bin/sh\necho hi\n")),
+        ("proj/latest", Err("run.sh")),
+    ]);
+    let fetched = env
+        .upload("proj.zip", ArchiveFormat::Zip, archive, None)
+        .await
+        .unwrap();
+    let path = std::path::Path::new(&fetched.workspace.path);
+    assert_eq!(
+        std::fs::read_link(path.join("proj/latest")).unwrap(),
+        std::path::Path::new("run.sh")
+    );
+    env.assert_nothing_escaped(&["alice"]);
+
+    for target in ["../../../..", "/etc/passwd", "a/../../.."] {
+        let env = Env::new();
+        let archive = zip_with_links(&[("a/out", Err(target))]);
+        assert_refused(
+            env.upload("evil.zip", ArchiveFormat::Zip, archive, None).await,
+            "a/out",
+            "escapes the workspace",
+        );
+        env.assert_nothing_escaped(&[]);
+    }
+
+    let env = Env::new();
+    let archive = zip_with_links(&[("sub/link", Err("..")), ("sub/link/pwned.txt", Ok(b"owned"))]);
+    assert_refused(
+        env.upload("evil.zip", ArchiveFormat::Zip, archive, None).await,
+        "sub/link/pwned.txt",
+        "through the symlink",
+    );
+    env.assert_nothing_escaped(&[]);
 }
 
 #[tokio::test]

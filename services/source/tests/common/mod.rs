@@ -168,6 +168,25 @@ pub fn zip(files: &[(&str, &[u8])]) -> Vec<u8> {
     writer.finish().unwrap().into_inner()
 }
 
+/// A zip of files and symlinks, in order: `(name, Ok(content))` is a file,
+/// `(name, Err(target))` a symlink to `target`.
+pub fn zip_with_links(entries: &[(&str, Result<&[u8], &str>)]) -> Vec<u8> {
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        .unix_permissions(0o644);
+    for (name, entry) in entries {
+        match entry {
+            Ok(content) => {
+                writer.start_file(*name, options).unwrap();
+                writer.write_all(content).unwrap();
+            }
+            Err(target) => writer.add_symlink(*name, *target, options).unwrap(),
+        }
+    }
+    writer.finish().unwrap().into_inner()
+}
+
 /// Runs git in `dir` with a fixed identity; panics on failure.
 pub fn git(dir: &Path, args: &[&str]) -> String {
     let out = std::process::Command::new("git")
