@@ -5,7 +5,7 @@ VENV ?= .venv
 PYTHON ?= python3
 CARGO ?= cargo
 
-.PHONY: all run fmt lint test test-rust test-python test-manifests proto-lint bench bench-reference clean-venv models tools
+.PHONY: all run fmt lint test test-rust test-python test-manifests proto-lint bench bench-reference clean-venv models tools realworld
 
 all: lint test
 
@@ -56,6 +56,18 @@ bench: models
 	$(CARGO) bench -p reporunner-dependency --bench install
 	$(CARGO) bench -p reporunner-tests --bench run
 	$(CARGO) bench -p reporunner-indexer --bench index
+
+## realworld: the practice corpus (tests/realworld/corpus.toml), each repository cold (a fresh data dir),
+## sandboxed, with this checkout's release build; ONLY=owner/name,... for some. The trees are unpacked at
+## their pinned commits under CORPUS_DIR (see corpus.toml). Not part of `make test`: it needs the package
+## registries and takes 10-25 minutes. The table, with each web app's time to healthy and the median and
+## p90, goes to REALWORLD_OUT.
+CORPUS_DIR ?= /tmp/corpus
+REALWORLD_OUT ?= target/realworld.md
+realworld:
+	$(CARGO) build --release -p reporunner
+	$(PYTHON) tests/realworld/run.py --binary "$$($(CARGO) metadata --format-version 1 --no-deps | $(PYTHON) -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')/release/reporunner" \
+		--corpus-dir $(CORPUS_DIR) --timeout 300 --out $(REALWORLD_OUT) $(if $(ONLY),--only $(ONLY),)
 
 ## bench-reference: Python sentence-transformers in target/bench-st-venv, the
 ## reference of the indexer's embedding row (~5 minutes and ~3 GB: torch from

@@ -11,7 +11,10 @@ and judge the run:
           (a service keeps running after its tests: then when its RUNNING Run line carries them).
   expect = "refusal": the run should end early (FAILED) with an error naming why; reported as "refused".
 
-Results: reached / failed / refused / timeout / missing. Prints a markdown table and writes it to --out.
+Results: reached / failed / refused / timeout / missing. Prints a markdown table and writes it to --out. The
+table has each run's time to healthy (the run's own events, from its first to its first HEALTHY health event)
+and, per binary, the median and p90 of it over the web apps that reached RUNNING; the progress lines show the
+seconds each step took. `make realworld` runs every repository with this checkout's release build.
 Several binaries may be given (--binary LABEL=PATH, repeatable): each repository is then run with each binary in
 turn, one run at a time, so that a partial measurement is still a paired comparison.
 
