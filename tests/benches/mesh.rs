@@ -4,7 +4,9 @@
 //! authenticated orchestrator call (ListRuns with a user's bearer token:
 //! the auth layer's Authorize call to the auth service, then the store)
 //! against a bare tonic echo server (the gRPC health service alone, no
-//! auth) in the same process, at 1000 concurrent clients.
+//! auth) in the same process, at 1000 concurrent clients, with the auth
+//! service's Authorize RPC alone beside them (the hop each authenticated
+//! call makes).
 //! Figures are ratios against the reference measured in the same run.
 
 use std::time::{Duration, Instant};
@@ -137,14 +139,36 @@ async fn authenticated_vs_echo() -> anyhow::Result<()> {
         }
     };
 
-    // Warm both (connections, caches), then measure.
+    // The auth service's Authorize alone (the hop every authenticated
+    // orchestrator call makes), to tell its share from the orchestrator's.
+    let access_token = mesh.register_and_login("bench-authorize").await?;
+    let auth = reporunner_proto::auth::v1::auth_service_client::AuthServiceClient::new(
+        mesh.channel(ServiceName::Auth),
+    );
+    let authorize = || {
+        let mut client = auth.clone();
+        let request = reporunner_proto::auth::v1::AuthorizeRequest {
+            access_token: access_token.clone(),
+        };
+        async move {
+            client.authorize(request).await.expect("Authorize succeeds");
+        }
+    };
+
+    // Warm all three (connections, caches), then measure.
     let _ = measure(CALLS / 4, check).await;
+    let _ = measure(CALLS / 4, authorize).await;
     let _ = measure(CALLS / 4, list).await;
     let (echo_rps, echo_p50, echo_p99) = measure(CALLS, check).await;
+    let (authorize_rps, _, _) = measure(CALLS, authorize).await;
     let (auth_rps, auth_p50, auth_p99) = measure(CALLS, list).await;
     println!(
         "| authenticated orchestrator call (ListRuns, bearer token), {CLIENTS} concurrent | bare tonic echo {echo_rps:.0} calls/s | {auth_rps:.0} calls/s | {:.2}x |",
         auth_rps / echo_rps
+    );
+    println!(
+        "| the auth service's Authorize RPC alone, {CLIENTS} concurrent | bare tonic echo {echo_rps:.0} calls/s | {authorize_rps:.0} calls/s | {:.2}x |",
+        authorize_rps / echo_rps
     );
     println!(
         "| authenticated call p50 latency | echo {echo_p50:?} | {auth_p50:?} | {:.2}x |",
