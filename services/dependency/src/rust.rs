@@ -68,6 +68,16 @@ pub(crate) async fn install(job: &Job, sink: &mut LogSink, report: &mut Report) 
         }
     };
     report.tool = version.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+    if names_line_tables_only(&version) {
+        // Built to run, not to step through in a debugger: line tables
+        // only (a panic's backtrace keeps its files and lines). A tenth
+        // less build time and a third less target dir than full debug
+        // info. The same variable reaches `cargo run` and `cargo test`,
+        // so they find the build as it is.
+        report
+            .env
+            .insert("CARGO_PROFILE_DEV_DEBUG".into(), "line-tables-only".into());
+    }
     job.custom_install(sink, report).await?;
     let checked = sqlx::prepare(job, sink, report).await?;
     job.build(sink, report, Some("cargo build")).await?;
@@ -85,6 +95,16 @@ pub(crate) async fn install(job: &Job, sink: &mut LogSink, report: &mut Report) 
         sqlx::after_build(job, sink, report, &checked).await?;
     }
     Ok(())
+}
+
+/// Whether this cargo (`cargo 1.95.0 (…)`) knows the debug level
+/// `line-tables-only` (cargo 1.71 and later).
+fn names_line_tables_only(version: &str) -> bool {
+    let Some(number) = version.split_whitespace().nth(1) else {
+        return false;
+    };
+    let mut parts = number.split(['.', '-']).map(str::parse::<u32>);
+    matches!((parts.next(), parts.next()), (Some(Ok(1)), Some(Ok(minor))) if minor >= 71)
 }
 
 /// The build of what `test` (the plan's test command) runs: `cargo test
@@ -148,7 +168,17 @@ async fn rustup_default(
 
 #[cfg(test)]
 mod tests {
-    use super::test_build_line;
+    use super::{names_line_tables_only, test_build_line};
+
+    #[test]
+    fn line_tables_only_is_named_from_cargo_1_71_on() {
+        assert!(names_line_tables_only("cargo 1.95.0 (f2932725b 2026-01-01)"));
+        assert!(names_line_tables_only("cargo 1.71.0"));
+        assert!(names_line_tables_only("cargo 1.80.0-nightly (abc 2024-05-01)"));
+        assert!(!names_line_tables_only("cargo 1.70.0 (ec8a8a0ca 2023-04-25)"));
+        assert!(!names_line_tables_only("cargo"));
+        assert!(!names_line_tables_only("cargo 2.0.0"));
+    }
 
     #[test]
     fn the_test_build_compiles_what_the_test_command_runs() {
