@@ -21,6 +21,7 @@ use reporunner_tests::Sandbox;
 const CLIENTS: usize = 1000;
 const CALLS: usize = 20_000;
 
+/// `CALLS` Detect calls through `client`, timed by [`measure`].
 async fn run<T>(client: EnvDetectorServiceClient<T>) -> (f64, Duration, Duration)
 where
     T: tonic::client::GrpcService<tonic::body::Body> + Clone + Send + 'static,
@@ -29,32 +30,19 @@ where
     <T::ResponseBody as tonic::transport::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
     T::Future: Send,
 {
-    let started = Instant::now();
-    let mut latencies: Vec<Duration> = stream::iter(0..CALLS)
-        .map(|_| {
-            let mut client = client.clone();
-            async move {
-                let t = Instant::now();
-                client
-                    .detect(DetectRequest {
-                        skip_registries: true,
-                        ..Default::default()
-                    })
-                    .await
-                    .expect("detect succeeds");
-                t.elapsed()
-            }
-        })
-        .buffer_unordered(CLIENTS)
-        .collect()
-        .await;
-    let elapsed = started.elapsed();
-    latencies.sort();
-    (
-        CALLS as f64 / elapsed.as_secs_f64(),
-        latencies[latencies.len() / 2],
-        latencies[latencies.len() * 99 / 100],
-    )
+    measure(CALLS, || {
+        let mut client = client.clone();
+        async move {
+            client
+                .detect(DetectRequest {
+                    skip_registries: true,
+                    ..Default::default()
+                })
+                .await
+                .expect("detect succeeds");
+        }
+    })
+    .await
 }
 
 /// Calls per second, p50 and p99 of `calls` calls of `call`, `CLIENTS` at

@@ -31,11 +31,17 @@ const UP_WITHIN: Duration = Duration::from_secs(480);
 /// Every service hosted, once; a crashing component fails at once (no
 /// restarts) so that the resolver sees it quickly.
 async fn mesh() -> Sandbox {
+    mesh_with(|_| {}).await
+}
+
+/// [`mesh`] with more settings changed by `edit`.
+async fn mesh_with(edit: impl FnOnce(&mut reporunner_node::Settings)) -> Sandbox {
     Sandbox::builder()
         .with_all(ServiceName::ALL)
         .settings(|settings| {
             settings.orchestrator.max_restarts = 0;
             settings.orchestrator.status_poll_ms = 500;
+            edit(settings);
         })
         .start()
         .await
@@ -601,20 +607,14 @@ async fn a_flask_older_than_2_2_starts_without_a_heal() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tier_with_no_heal_attempts_fails_a_healable_run_naming_the_limit() {
     use reporunner_proto::common::v1::Tier;
-    let mesh = Sandbox::builder()
-        .with_all(ServiceName::ALL)
-        .settings(|settings| {
-            settings.orchestrator.max_restarts = 0;
-            settings.orchestrator.status_poll_ms = 500;
-            for policy in &mut settings.auth.tiers {
-                if policy.tier == Tier::Free {
-                    policy.max_heal_attempts = 0;
-                }
+    let mesh = mesh_with(|settings| {
+        for policy in &mut settings.auth.tiers {
+            if policy.tier == Tier::Free {
+                policy.max_heal_attempts = 0;
             }
-        })
-        .start()
-        .await
-        .unwrap();
+        }
+    })
+    .await;
     let mut client = mesh.orchestrator();
     // The sandbox's user is a Free user.
     let created = create_start(&mesh, &mut client, "heal-missing-dep").await;

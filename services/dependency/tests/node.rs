@@ -8,26 +8,39 @@ use std::time::{Duration, Instant};
 use common::{agent, component, install, request, with_build, write};
 use reporunner_proto::agents::dependency::v1::InstallLimits;
 
-#[tokio::test]
-async fn a_pnpm_app_gets_pnpm_from_npm_and_its_node_modules() {
+/// A private app whose one dependency is `left-pad` 1.3.0, installed with
+/// `manager`: its workspace, the install's log lines and its result.
+async fn install_left_pad(
+    manager: &str,
+) -> (
+    tempfile::TempDir,
+    Vec<reporunner_proto::common::v1::LogLine>,
+    reporunner_proto::agents::dependency::v1::InstallResult,
+) {
     let mut agent = agent().await;
     let workspace = tempfile::tempdir().unwrap();
     write(
         workspace.path(),
         &[(
             "package.json",
-            r#"{"name": "pn", "version": "1.0.0", "private": true, "dependencies": {"left-pad": "1.3.0"}}"#,
+            r#"{"name": "app", "version": "1.0.0", "private": true, "dependencies": {"left-pad": "1.3.0"}}"#,
         )],
     );
     let (lines, result) = install(
         &mut agent,
         request(
             workspace.path(),
-            component("javascript", "node", "", "pnpm"),
+            component("javascript", "node", "", manager),
             None,
         ),
     )
     .await;
+    (workspace, lines, result)
+}
+
+#[tokio::test]
+async fn a_pnpm_app_gets_pnpm_from_npm_and_its_node_modules() {
+    let (workspace, lines, result) = install_left_pad("pnpm").await;
     assert!(result.success, "{result:?}");
     assert!(result.tool.starts_with("pnpm 9."), "{}", result.tool);
     assert!(
@@ -154,24 +167,7 @@ async fn a_timeout_kills_the_whole_process_group() {
 /// none, and installs the app's dependencies (`yarn install`, scripts off).
 #[tokio::test]
 async fn a_yarn_app_gets_yarn_1_from_npm_and_its_node_modules() {
-    let mut agent = agent().await;
-    let workspace = tempfile::tempdir().unwrap();
-    write(
-        workspace.path(),
-        &[(
-            "package.json",
-            r#"{"name": "y1", "version": "1.0.0", "private": true, "dependencies": {"left-pad": "1.3.0"}}"#,
-        )],
-    );
-    let (lines, result) = install(
-        &mut agent,
-        request(
-            workspace.path(),
-            component("javascript", "node", "", "yarn"),
-            None,
-        ),
-    )
-    .await;
+    let (workspace, lines, result) = install_left_pad("yarn").await;
     let texts: Vec<&String> = lines.iter().map(|l| &l.text).collect();
     assert!(result.success, "{result:?} {texts:?}");
     assert!(result.tool.starts_with("yarn 1."), "{}", result.tool);
@@ -199,20 +195,7 @@ async fn a_yarn_app_gets_yarn_1_from_npm_and_its_node_modules() {
 /// dependencies with its own lockfile.
 #[tokio::test]
 async fn a_bun_app_gets_bun_from_npm_and_its_node_modules() {
-    let mut agent = agent().await;
-    let workspace = tempfile::tempdir().unwrap();
-    write(
-        workspace.path(),
-        &[(
-            "package.json",
-            r#"{"name": "bn", "version": "1.0.0", "private": true, "dependencies": {"left-pad": "1.3.0"}}"#,
-        )],
-    );
-    let (lines, result) = install(
-        &mut agent,
-        request(workspace.path(), component("javascript", "node", "", "bun"), None),
-    )
-    .await;
+    let (workspace, lines, result) = install_left_pad("bun").await;
     let texts: Vec<&String> = lines.iter().map(|l| &l.text).collect();
     assert!(result.success, "{result:?} {texts:?}");
     assert!(result.tool.starts_with("bun 1."), "{}", result.tool);

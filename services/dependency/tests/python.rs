@@ -509,16 +509,15 @@ async fn an_unlocked_install_resolves_as_of_the_repositorys_date() {
     let mut agent = agent().await;
     let workspace = tempfile::tempdir().unwrap();
     write(workspace.path(), &[("requirements.txt", "tomli-w\n")]);
-    let mut dated = request(
-        workspace.path(),
-        component("python", "python", ">=3.8", "pip"),
-        None,
-    );
     // 2022-06-01T00:00:00Z
-    dated.resolve_before = Some(prost_types::Timestamp {
-        seconds: 1_654_041_600,
-        nanos: 0,
-    });
+    let dated = common::as_of(
+        request(
+            workspace.path(),
+            component("python", "python", ">=3.8", "pip"),
+            None,
+        ),
+        1_654_041_600,
+    );
     let (lines, result) = install(&mut agent, dated.clone()).await;
     assert!(result.success, "{result:?}");
     assert!(
@@ -663,16 +662,15 @@ async fn a_project_whose_own_build_fails_keeps_its_dependencies_dated() {
             ("serve.py", "import api\n"),
         ],
     );
-    let mut dated = request(
-        workspace.path(),
-        component("python", "python", ">=3.8", "pip"),
-        None,
-    );
     // 2024-07-07T00:00:00Z: tomli-w 1.0.0 (1.1.0 came in October 2024).
-    dated.resolve_before = Some(prost_types::Timestamp {
-        seconds: 1_720_310_400,
-        nanos: 0,
-    });
+    let dated = common::as_of(
+        request(
+            workspace.path(),
+            component("python", "python", ">=3.8", "pip"),
+            None,
+        ),
+        1_720_310_400,
+    );
     let (lines, result) = install(&mut agent, dated).await;
     let texts: Vec<&String> = lines.iter().map(|l| &l.text).collect();
     assert!(result.success, "{result:?} {texts:?}");

@@ -127,6 +127,13 @@ pub fn request(workspace: &Path, component: Component, limits: Option<InstallLim
     }
 }
 
+/// `request` resolved as of `seconds` after the epoch (the repository's
+/// date, `resolve_before`).
+pub fn as_of(mut request: InstallRequest, seconds: i64) -> InstallRequest {
+    request.resolve_before = Some(prost_types::Timestamp { seconds, nanos: 0 });
+    request
+}
+
 /// Runs an install to its end: the log lines, then the result.
 pub async fn install(agent: &mut Agent, request: InstallRequest) -> (Vec<LogLine>, InstallResult) {
     let mut stream = agent.client.install(request).await.unwrap().into_inner();
