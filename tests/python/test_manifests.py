@@ -299,14 +299,19 @@ def test_stateless_services_autoscale_and_keep_one_pod_in_drains(prod):
         assert target["kind"] == "Deployment" and target["name"] in deployments
         assert hpa["spec"]["minReplicas"] >= 2
         assert deployments[name]["spec"]["replicas"] >= 2
-    # One orchestrator per store until runs are leased (a starting one takes
-    # over every unfinished run).
+    # Two leased orchestrators, by hand: a scale-down would interrupt the
+    # removed replica's pipelines.
     assert "reporunner-orchestrator" not in hpas
+    orchestrator = deployments["reporunner-orchestrator"]
+    assert orchestrator["spec"]["replicas"] == 2
+    assert orchestrator["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    env = {e["name"]: e for e in orchestrator["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["REPORUNNER_ORCHESTRATOR__REPLICA_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     for service in SERVICES:
         pdb = pdbs[f"reporunner-{service}"]
         selector = pdb["spec"]["selector"]["matchLabels"]
         assert selector["app.kubernetes.io/component"] == service
-        if service in STATELESS:
+        if service in STATELESS or service == "orchestrator":
             assert pdb["spec"]["minAvailable"] == 1
         else:
             # A single replica: a PDB of minAvailable 1 would block every drain.

@@ -271,6 +271,113 @@ async fn a_run_reaches_running_with_one_of_two_runners_not_serving() {
     mesh.stop().await.unwrap();
 }
 
+/// Two runners, both serving: calls about a process (status, logs, stop)
+/// go to the runner that started it, not round robin to one that never
+/// heard of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_on_two_serving_runners_is_watched_and_stopped_through_the_runner_that_started_it() {
+    let mesh = Sandbox::builder()
+        .with_all(ServiceName::ALL.into_iter().filter(|s| *s != ServiceName::Runner))
+        .replicas(ServiceName::Runner, 2)
+        .settings(|s| s.orchestrator.status_poll_ms = 150)
+        .start()
+        .await
+        .unwrap();
+    let mut client = mesh.orchestrator();
+    let created = create_start(&mesh, &mut client, "run-flask").await;
+    let run = until_running(&mesh, &mut client, &created.id).await;
+    // Many status polls later, with both runners in the pool, still RUNNING.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let later = get(&mesh, &mut client, &run.id).await;
+    assert_eq!(later.state(), RunState::Running, "{}", later.error);
+    let app = logs(&mesh, &mut client, &run.id, &run.components[0].name).await;
+    assert!(!app.is_empty(), "the app's output is read from its runner");
+    stop_leaves_nothing(&mesh, &mut client, &later).await;
+    mesh.stop().await.unwrap();
+}
+
+/// Two orchestrators on one PostgreSQL: the one that drives a RUNNING run
+/// dies (its node stops; the runner and the app stay), and the other takes
+/// the run over once the lease expired: still RUNNING, monitored again, and
+/// stopped clean by the survivor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_orchestrator_driving_a_run_dies_the_other_replica_takes_it_over() {
+    let Some(db) = reporunner_testdb::postgres("orchestrator_test").await else {
+        return;
+    };
+    let url = db.url.clone();
+    let mut mesh = every_service()
+        .settings(|s| {
+            s.orchestrator.database_url = Some(url.clone());
+            s.orchestrator.replica_id = "replica-a".into();
+            s.orchestrator.run_lease_ms = 2_000;
+        })
+        .start()
+        .await
+        .unwrap();
+    let mut beside = settings_beside(&mesh, mesh.data_dir().to_path_buf());
+    beside.orchestrator.database_url = Some(url.clone());
+    beside.orchestrator.replica_id = "replica-b".into();
+    beside.orchestrator.run_lease_ms = 2_000;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let b = start_node(
+        &beside,
+        &[ServiceName::Orchestrator],
+        listener,
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let mut on_b = OrchestratorServiceClient::new(
+        Endpoint::from_shared(format!("http://{}", b.addr))
+            .unwrap()
+            .connect_lazy(),
+    );
+
+    let mut on_a = mesh.orchestrator();
+    let created = create_start(&mesh, &mut on_a, "run-flask").await;
+    let run = until_running(&mesh, &mut on_a, &created.id).await;
+    let pids = run_pids(&run.id);
+    assert!(!pids.is_empty());
+    // B sees it through the store and leaves it alone.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(get(&mesh, &mut on_b, &run.id).await.state(), RunState::Running);
+    let before = events(&mesh, &mut on_b, &run.id, true).await;
+    assert!(
+        !before
+            .iter()
+            .any(|e| matches!(&e.event, Some(run_event::Event::Notice(n)) if n.contains("monitored again"))),
+        "B took over a live replica's run: {before:?}"
+    );
+
+    // A dies.
+    mesh.nodes(ServiceName::Orchestrator)[0].stop().await.unwrap();
+    assert_eq!(run_pids(&run.id), pids, "the app outlives its orchestrator");
+    let died = Instant::now();
+    loop {
+        let now = events(&mesh, &mut on_b, &run.id, true).await;
+        if now
+            .iter()
+            .any(|e| matches!(&e.event, Some(run_event::Event::Notice(n)) if n.contains("monitored again")))
+        {
+            break;
+        }
+        assert!(
+            died.elapsed() < Duration::from_secs(40),
+            "B never took the run over: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let after = get(&mesh, &mut on_b, &run.id).await;
+    assert_eq!(after.state(), RunState::Running, "{}", after.error);
+    let answer = http_get(&run.components[0].url);
+    assert!(answer.contains("hello from run-flask"), "{answer}");
+    stop_leaves_nothing(&mesh, &mut on_b, &after).await;
+    b.stop().await.unwrap();
+    mesh.stop().await.unwrap();
+    drop(db);
+}
+
 /// Settings for a node beside `mesh`, over `data_dir`, reaching its services.
 fn settings_beside(mesh: &Sandbox, data_dir: PathBuf) -> Settings {
     let mut settings = Settings {
@@ -347,6 +454,75 @@ async fn a_running_run_survives_an_orchestrator_restart() {
 
     // The new orchestrator stops what the old one started.
     stop_leaves_nothing(&mesh, &mut client, &after).await;
+    node.stop().await.unwrap();
+    mesh.stop().await.unwrap();
+}
+
+/// A RUNNING run whose app died while no orchestrator watched it (its
+/// runner went down with it) becomes INTERRUPTED at the takeover, and its
+/// components show as stopped, never with the health they had before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_interrupted_at_a_takeover_shows_its_components_stopped() {
+    let shared = tempfile::tempdir().unwrap();
+    let data_dir = shared.path().to_path_buf();
+    let mut mesh = every_service()
+        .settings(|s| s.data_dir = data_dir.clone())
+        .start()
+        .await
+        .unwrap();
+    let mut client = mesh.orchestrator();
+    let created = create_start(&mesh, &mut client, "run-flask").await;
+    let run = until_running(&mesh, &mut client, &created.id).await;
+    assert!(
+        run.components
+            .iter()
+            .all(|c| c.health() == ComponentHealth::Healthy),
+        "{run:?}"
+    );
+
+    let mut beside = settings_beside(&mesh, data_dir.clone());
+    beside.orchestrator.runner_deadline_ms = 2_000;
+    // The orchestrator, the runner and the app go away (the host's crash).
+    mesh.nodes(ServiceName::Orchestrator)[0].stop().await.unwrap();
+    mesh.nodes(ServiceName::Runner)[0].stop().await.unwrap();
+    for pid in run_pids(&run.id) {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+    }
+    let stopped = Instant::now();
+    while run_pids(&run.id)
+        .iter()
+        .any(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z ")))
+    {
+        assert!(stopped.elapsed() < Duration::from_secs(20), "the app did not die");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let node = start_node(
+        &beside,
+        &[ServiceName::Orchestrator],
+        listener,
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let mut client = OrchestratorServiceClient::new(
+        Endpoint::from_shared(format!("http://{}", node.addr))
+            .unwrap()
+            .connect_lazy(),
+    );
+    let over = until_over(&mesh, &mut client, &run.id).await;
+    assert_eq!(over.state(), RunState::Interrupted, "{}", over.error);
+    assert!(over.error.contains("cannot be found"), "{}", over.error);
+    assert!(!over.components.is_empty());
+    assert!(
+        over.components
+            .iter()
+            .all(|c| c.health() == ComponentHealth::Stopped),
+        "{:?}",
+        over.components
+    );
     node.stop().await.unwrap();
     mesh.stop().await.unwrap();
 }

@@ -135,8 +135,20 @@ pub(crate) fn stamp_identity(
     }
 }
 
+/// Endpoint affinity, both ways. On a response: the endpoint that answered
+/// (set by the channel, whatever the server sent). On a request: the
+/// endpoint to call when it still serves (the one that answered an earlier
+/// call about the same target, such as the runner that started a process);
+/// taken off before the call leaves.
+pub const ENDPOINT_HEADER: &str = "x-reporunner-endpoint";
+
 async fn call(pool: Pool, mut request: http::Request<Body>) -> Result<http::Response<Body>, Status> {
     let path = request.uri().path().to_owned();
+    let preferred: Option<String> = request
+        .headers_mut()
+        .remove(ENDPOINT_HEADER)
+        .and_then(|v| v.to_str().ok().map(str::to_owned));
+    let preferred = preferred.as_deref();
     let deadline = match request
         .headers()
         .get("grpc-timeout")
@@ -155,9 +167,11 @@ async fn call(pool: Pool, mut request: http::Request<Body>) -> Result<http::Resp
         .is_some_and(|m| m.idempotent && matches!(m.kind, MethodKind::Unary | MethodKind::ServerStreaming));
     let attempts = async {
         if retryable && pool.config().max_attempts > 1 {
-            call_with_retries(&pool, &path, request).await
+            call_with_retries(&pool, &path, request, preferred).await
         } else {
-            let member = pool.pick(pool.config().connect_timeout()).await?;
+            let member = pool
+                .pick_preferring(preferred, pool.config().connect_timeout())
+                .await?;
             send(&pool, &member, request).await
         }
     };
@@ -176,6 +190,7 @@ async fn call_with_retries(
     pool: &Pool,
     path: &str,
     request: http::Request<Body>,
+    preferred: Option<&str>,
 ) -> Result<http::Response<Body>, Status> {
     let config = pool.config();
     let (parts, body) = request.into_parts();
@@ -204,7 +219,7 @@ async fn call_with_retries(
     let mut attempt = 1;
     loop {
         let request = rebuild(&parts, bytes.clone());
-        let outcome = match pool.pick(config.connect_timeout()).await {
+        let outcome = match pool.pick_preferring(preferred, config.connect_timeout()).await {
             Ok(member) => send(pool, &member, request).await,
             Err(status) => Err(status),
         };
@@ -261,20 +276,27 @@ async fn send(
         Ok(ready) => ready.call(request).await,
         Err(err) => Err(err),
     };
-    result.map_err(|err| {
-        // The transport's own `grpc-timeout` fired: the caller's deadline
-        // passed while the endpoint worked. Not the endpoint's failure.
-        if timed_out(&err) {
-            return Status::deadline_exceeded(format!(
-                "{} at {} did not answer within the call's deadline",
-                pool.service(),
-                member.uri
-            ));
-        }
-        let reason = reporunner_error::error_chain(&err);
-        pool.report_failure(member, reason.clone());
-        Status::unavailable(format!("{} at {}: {reason}", pool.service(), member.uri))
-    })
+    result
+        .map(|mut response| {
+            if let Ok(value) = http::HeaderValue::try_from(member.uri.to_string()) {
+                response.headers_mut().insert(ENDPOINT_HEADER, value);
+            }
+            response
+        })
+        .map_err(|err| {
+            // The transport's own `grpc-timeout` fired: the caller's deadline
+            // passed while the endpoint worked. Not the endpoint's failure.
+            if timed_out(&err) {
+                return Status::deadline_exceeded(format!(
+                    "{} at {} did not answer within the call's deadline",
+                    pool.service(),
+                    member.uri
+                ));
+            }
+            let reason = reporunner_error::error_chain(&err);
+            pool.report_failure(member, reason.clone());
+            Status::unavailable(format!("{} at {}: {reason}", pool.service(), member.uri))
+        })
 }
 
 /// Whether `err` (or what caused it) is tonic's expired `grpc-timeout`.

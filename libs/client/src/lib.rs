@@ -18,6 +18,9 @@
 //! - DNS discovery: an endpoint `dns:///host:port` stands for every address
 //!   the name resolves to, re-resolved every `resolve_interval`, so the
 //!   pool follows scale-up and scale-down ([`Resolver`], [`SystemResolver`]);
+//! - endpoint affinity: each response names the endpoint that answered
+//!   ([`ENDPOINT_HEADER`]), and a request that names one goes there while
+//!   it serves (calls about a process go to the runner that started it);
 //! - TLS and mutual TLS when `client.tls` is configured ([`ClientTlsConfig`]);
 //! - W3C trace context: the current span's trace goes out as `traceparent`;
 //! - the caller's service identity, when set with
@@ -31,7 +34,7 @@ mod discovery;
 mod pool;
 mod transport;
 
-pub use channel::{ServiceChannel, connect, connect_with_resolver};
+pub use channel::{ENDPOINT_HEADER, ServiceChannel, connect, connect_with_resolver};
 pub use config::{ClientConfig, ClientTlsConfig};
 pub use discovery::{Resolver, Resolving, SystemResolver};
 pub use pool::EndpointState;

@@ -493,6 +493,26 @@ impl Pool {
             .collect()
     }
 
+    /// The endpoint `uri` when it is a serving member (endpoint-affine
+    /// calls: the replica that holds the call's target); else, as
+    /// [`pick`](Self::pick), any serving endpoint, which answers for what it
+    /// can (a pod another replica started) or NOT_FOUND.
+    pub(crate) async fn pick_preferring(
+        &self,
+        uri: Option<&str>,
+        wait: Duration,
+    ) -> Result<Arc<Member>, tonic::Status> {
+        if let Some(uri) = uri
+            && let Some(member) = self
+                .members()
+                .into_iter()
+                .find(|m| m.uri == *uri && m.state() == EndpointState::Serving)
+        {
+            return Ok(member);
+        }
+        self.pick(wait).await
+    }
+
     /// The next serving endpoint, round robin. When none serves but some have
     /// not answered yet, waits for news until `wait` runs out.
     pub(crate) async fn pick(&self, wait: Duration) -> Result<Arc<Member>, tonic::Status> {

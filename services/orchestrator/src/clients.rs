@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use reporunner_client::Transport;
+use reporunner_client::{ENDPOINT_HEADER, Transport};
 use reporunner_proto::{
     agents::{
         analyzer::v1::{AnalyzeRequest, analyzer_service_client::AnalyzerServiceClient},
@@ -220,24 +220,63 @@ impl DependencyClient {
     }
 }
 
+/// A process as the orchestrator keeps it (`RunComponent.process_id`): the
+/// runner's id, then `@` and the runner endpoint that started it when the
+/// call went over the network (`proc-1f…@http://10.0.0.7:50051`). Calls
+/// about the process go to that endpoint while it serves (a local process
+/// lives only there), else to any runner (a pod any replica can reach).
+fn split_process(handle: &str) -> (&str, Option<&str>) {
+    match handle.split_once('@') {
+        Some((id, endpoint)) if !endpoint.is_empty() => (id, Some(endpoint)),
+        _ => (handle, None),
+    }
+}
+
 impl RunnerClient {
-    /// Starts a process; its status.
+    /// Starts a process; its status, its `process_id` naming the runner
+    /// endpoint that started it (see [`split_process`]).
     pub async fn start(&self, request: StartRequest) -> Result<ProcessStatus> {
-        RunnerServiceClient::new(self.transport()?)
+        let response = RunnerServiceClient::new(self.transport()?)
             .start(self.request(request))
             .await
-            .map_err(|status| self.failed(status))?
+            .map_err(|status| self.failed(status))?;
+        let endpoint = response
+            .metadata()
+            .get(ENDPOINT_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let mut status = response
             .into_inner()
             .status
-            .ok_or_else(|| self.incomplete("status"))
+            .ok_or_else(|| self.incomplete("status"))?;
+        if let Some(endpoint) = endpoint {
+            status.process_id = format!("{}@{endpoint}", status.process_id);
+        }
+        Ok(status)
+    }
+
+    /// `message` about the process `handle` names, under `deadline`, sent to
+    /// the runner that holds it; the runner's own process id.
+    fn about<T>(
+        &self,
+        handle: &str,
+        deadline: Duration,
+        message: impl FnOnce(String) -> T,
+    ) -> tonic::Request<T> {
+        let (id, endpoint) = split_process(handle);
+        let mut request = self.request_within(message(id.to_owned()), deadline);
+        if let Some(value) = endpoint.and_then(|e| tonic::metadata::MetadataValue::try_from(e).ok()) {
+            request.metadata_mut().insert(ENDPOINT_HEADER, value);
+        }
+        request
     }
 
     pub async fn status(&self, process_id: &str) -> Result<ProcessStatus> {
-        let request = StatusRequest {
-            process_id: process_id.to_owned(),
-        };
+        let request = self.about(process_id, self.deadline, |process_id| StatusRequest {
+            process_id,
+        });
         RunnerServiceClient::new(self.transport()?)
-            .status(self.request(request))
+            .status(request)
             .await
             .map_err(|status| self.failed(status))?
             .into_inner()
@@ -247,13 +286,13 @@ impl RunnerClient {
 
     /// Stops a process, waiting up to `grace` for it to end.
     pub async fn stop(&self, process_id: &str, grace_seconds: u32) -> Result<()> {
-        let request = StopRequest {
-            process_id: process_id.to_owned(),
-            grace_seconds,
-        };
         let deadline = self.deadline + Duration::from_secs(u64::from(grace_seconds));
+        let request = self.about(process_id, deadline, |process_id| StopRequest {
+            process_id,
+            grace_seconds,
+        });
         RunnerServiceClient::new(self.transport()?)
-            .stop(self.request_within(request, deadline))
+            .stop(request)
             .await
             .map(drop)
             .map_err(|status| self.failed(status))
@@ -266,8 +305,13 @@ impl RunnerClient {
         request: LogsRequest,
         deadline: Duration,
     ) -> Result<tonic::Streaming<LogsResponse>> {
+        let handle = request.process_id.clone();
+        let request = self.about(&handle, deadline, |process_id| LogsRequest {
+            process_id,
+            ..request
+        });
         RunnerServiceClient::new(self.transport()?)
-            .logs(self.request_within(request, deadline))
+            .logs(request)
             .await
             .map(tonic::Response::into_inner)
             .map_err(|status| self.failed(status))

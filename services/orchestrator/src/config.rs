@@ -136,6 +136,17 @@ pub struct OrchestratorConfig {
     /// Progress messages of one IndexWorkspace stream relayed at most
     /// (the indexer sends one per batch of files).
     pub max_index_messages: usize,
+    /// This replica's name in the run store's leases. Runs are leased to
+    /// the replica that drives them; a replica that starts under the name
+    /// of one that died takes its runs over at once, others wait for the
+    /// lease to expire. Empty: the host name (a pod's name on Kubernetes).
+    /// Give each replica its own when several run on one host.
+    pub replica_id: String,
+    /// How long a run's lease lasts without renewal (renewed every third of
+    /// it). After a replica dies, another takes its runs over within about
+    /// this long (plus a third).
+    #[serde(rename = "run_lease", with = "reporunner_server::config::whole_millis")]
+    pub run_lease_ms: u64,
 }
 
 impl Default for OrchestratorConfig {
@@ -169,6 +180,8 @@ impl Default for OrchestratorConfig {
             index_deadline_ms: 1_800_000,
             search_deadline_ms: 30_000,
             max_index_messages: 100_000,
+            replica_id: String::new(),
+            run_lease_ms: 15_000,
         }
     }
 }
@@ -236,6 +249,25 @@ impl OrchestratorConfig {
         Duration::from_millis(self.test_deadline_ms.max(1))
     }
 
+    /// How long a run's lease lasts without renewal.
+    pub fn run_lease(&self) -> Duration {
+        Duration::from_millis(self.run_lease_ms.max(300))
+    }
+
+    /// This replica's lease name: `replica_id`, else the host name.
+    pub fn replica(&self) -> String {
+        let configured = self.replica_id.trim();
+        if !configured.is_empty() {
+            return configured.to_owned();
+        }
+        std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+            .map(|name| name.trim().to_owned())
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| "orchestrator".to_owned())
+    }
+
     pub fn watch_poll(&self) -> Duration {
         Duration::from_millis(self.watch_poll_ms.max(10))
     }
@@ -288,6 +320,7 @@ impl OrchestratorConfig {
             ("test_deadline", self.test_deadline_ms),
             ("index_deadline", self.index_deadline_ms),
             ("search_deadline", self.search_deadline_ms),
+            ("run_lease", self.run_lease_ms),
         ] {
             if value == 0 {
                 return invalid(format!("{name} must be above zero"));
@@ -337,6 +370,15 @@ impl OrchestratorConfig {
                 "watch_buffer is {}; it must be between 1 and 65536",
                 self.watch_buffer
             ));
+        }
+        if self.run_lease_ms < 300 {
+            return invalid(format!(
+                "run_lease is {}; it must be at least 300ms (it is renewed every third of it)",
+                millis(self.run_lease_ms)
+            ));
+        }
+        if self.replica_id.len() > 253 || self.replica_id.chars().any(char::is_control) {
+            return invalid("replica_id must be at most 253 characters with no control characters".into());
         }
         Ok(())
     }

@@ -32,6 +32,11 @@ pub mod runs {
         pub components: Option<Vec<u8>>,
         /// A prost-encoded `StoredTestResults`: `Run.test_results`.
         pub test_results: Option<Vec<u8>>,
+        /// The replica driving the run (`OrchestratorConfig::replica`);
+        /// none for runs older than leases.
+        pub lease_owner: Option<String>,
+        /// Unix milliseconds until which `lease_owner` holds the run.
+        pub lease_until: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -27,6 +27,7 @@ pub mod error;
 pub mod grpc;
 pub mod heal;
 pub mod index;
+mod lease;
 mod live;
 pub mod metrics;
 mod migration;

@@ -63,6 +63,14 @@ impl LiveRuns {
         self.runs.lock().ok()?.get(run_id).cloned()
     }
 
+    /// The runs driven here.
+    pub fn ids(&self) -> Vec<String> {
+        self.runs
+            .lock()
+            .map(|runs| runs.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Forgets a run whose pipeline ended; its watchers see the feed close
     /// and read the rest from the store.
     pub fn finish(&self, run_id: &str) {

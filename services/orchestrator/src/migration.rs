@@ -14,6 +14,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0001Runs),
             Box::new(M0002Components),
             Box::new(M0003TestResults),
+            Box::new(M0004Leases),
         ]
     }
 
@@ -39,6 +40,8 @@ enum Runs {
     UpdatedAt,
     Components,
     TestResults,
+    LeaseOwner,
+    LeaseUntil,
 }
 
 #[derive(DeriveIden)]
@@ -208,5 +211,71 @@ impl MigrationTrait for M0003TestResults {
                     .to_owned(),
             )
             .await
+    }
+}
+
+/// Who drives each run and until when (see `store::Lease`): runs left by a
+/// dead replica are found by their expired lease, never by start-up alone.
+/// Runs from before this migration have no owner: the first replica to
+/// start takes them over.
+struct M0004Leases;
+
+impl MigrationName for M0004Leases {
+    fn name(&self) -> &str {
+        "m0004_leases"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0004Leases {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // One column per statement: SQLite's ALTER TABLE adds one at a time.
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Runs::Table)
+                    .add_column(ColumnDef::new(Runs::LeaseOwner).string().null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Runs::Table)
+                    .add_column(
+                        ColumnDef::new(Runs::LeaseUntil)
+                            .big_integer()
+                            .not_null()
+                            .default(0),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("runs_lease_owner")
+                    .table(Runs::Table)
+                    .col(Runs::LeaseOwner)
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_index(
+                Index::drop()
+                    .name("runs_lease_owner")
+                    .table(Runs::Table)
+                    .to_owned(),
+            )
+            .await?;
+        for column in [Runs::LeaseUntil, Runs::LeaseOwner] {
+            manager
+                .alter_table(Table::alter().table(Runs::Table).drop_column(column).to_owned())
+                .await?;
+        }
+        Ok(())
     }
 }

@@ -17,6 +17,7 @@ use reporunner_proto::{
 use reporunner_tier::{policy::ModeChoice, tier_label};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use crate::{
@@ -28,7 +29,7 @@ use crate::{
         Engine, RunContext,
         step::{DEPENDENCY, ENV_DETECTOR, HEALTH, RUNNER, TESTER},
     },
-    store::{Created, NewRun, RunChange, RunStore, is_terminal},
+    store::{Created, Lease, NewRun, RunChange, RunStore, is_terminal},
 };
 
 /// Transports to the agents the orchestrator calls: health-checked
@@ -212,6 +213,8 @@ pub struct OrchestratorImpl {
     authorizer: Authorizer,
     recorder: Recorder,
     engine: Engine,
+    /// Stops this replica's lease keeper (shutdown).
+    keeper: CancellationToken,
 }
 
 /// How many stored events one read of a watcher's replay takes.
@@ -220,16 +223,14 @@ const REPLAY_BATCH: u64 = 256;
 const MAX_SOURCE_LEN: usize = 4096;
 
 impl OrchestratorImpl {
-    /// Validates `config` and takes over the runs a previous process left:
-    /// RUNNING runs whose processes still live at the runner are monitored
-    /// again (in the background: the runner may be starting beside us), the
+    /// Validates `config` and takes over the runs no live replica holds
+    /// (see [`crate::lease`]): those a previous life of this replica left,
+    /// those whose replica died, and those older than leases. RUNNING runs
+    /// whose processes still live at the runner are monitored again; the
     /// others become INTERRUPTED with their events and logs kept, and their
-    /// processes are stopped. Runs in other unfinished states become
-    /// INTERRUPTED (their pipelines cannot be resumed).
-    ///
-    /// With several replicas on one PostgreSQL store, a starting replica
-    /// takes over the runs of the others too: run one orchestrator per store
-    /// until runs are leased.
+    /// processes are stopped. Then keeps this replica's leases until
+    /// [`shutdown`](Self::shutdown). Runs leased to another live replica are
+    /// never touched.
     pub async fn new(
         config: OrchestratorConfig,
         agents: Agents,
@@ -238,18 +239,10 @@ impl OrchestratorImpl {
     ) -> Result<Self> {
         config.validate()?;
         crate::metrics::describe();
-        let interrupted = store
-            .interrupt_unfinished(&[RunState::Running, RunState::Degraded])
-            .await?;
-        for _ in &interrupted {
-            crate::metrics::run_ended(RunState::Interrupted);
-        }
-        if !interrupted.is_empty() {
-            tracing::warn!(
-                runs = interrupted.len(),
-                "runs left unfinished by a previous process are now interrupted"
-            );
-        }
+        let store = store.leased_by(Lease {
+            replica: config.replica(),
+            ttl: config.run_lease(),
+        });
         let config = Arc::new(config);
         let recorder = Recorder {
             store: store.clone(),
@@ -257,27 +250,11 @@ impl OrchestratorImpl {
         };
         let plugins = Plugins::new(&config, &agents.plugins);
         let engine = Engine::new(config.clone(), agents.clone(), plugins, recorder.clone());
-        let mut left = Vec::new();
-        for id in &interrupted {
-            left.extend(store.components(id).await?.into_iter().map(|c| c.process_id));
-        }
-        let running = store.running().await?;
-        for (run, components) in running {
-            let live = recorder.live.start(&run.id);
-            let span = tracing::info_span!("run", run_id = %run.id, user_id = %run.owner_id);
-            let resumed = crate::run::steps::monitor::resume(engine.clone(), run.id, components, live);
-            tokio::spawn(resumed.instrument(span));
-        }
-        if !left.is_empty() || (!interrupted.is_empty() && agents.provisioner.is_some()) {
-            let engine = engine.clone();
-            tokio::spawn(async move {
-                engine.stop_processes(&left).await;
-                // Their backing services too (Release is idempotent).
-                for id in &interrupted {
-                    crate::run::steps::provision::release_backing(&engine, id).await;
-                }
-            });
-        }
+        let claimed = store.claim_unheld(true).await?;
+        crate::lease::take_over(&engine, claimed).await?;
+        let keeper = CancellationToken::new();
+        tokio::spawn(crate::lease::keep(engine.clone(), keeper.clone()));
+        tracing::info!(replica = %store.lease().replica, lease = ?config.run_lease(), "orchestrator holds its runs by lease");
         Ok(Self {
             config,
             agents,
@@ -285,6 +262,7 @@ impl OrchestratorImpl {
             authorizer,
             recorder,
             engine,
+            keeper,
         })
     }
 
@@ -311,9 +289,11 @@ impl OrchestratorImpl {
         &self.store
     }
 
-    /// Cancels every pipeline running here (their runs stay as they are and
-    /// become INTERRUPTED on the next start).
+    /// Stops renewing leases and cancels every pipeline running here: their
+    /// runs and processes stay as they are, for this replica's next start or
+    /// another replica once the leases expire.
     pub fn shutdown(&self) {
+        self.keeper.cancel();
         self.recorder.live.cancel_all();
     }
 

@@ -8,6 +8,8 @@
 //! sequence numbers 1, 2, 3, ... without gaps, and nothing is written to a
 //! run after its terminal state.
 
+use std::sync::Arc;
+
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use prost::Message as _;
 use reporunner_proto::{
@@ -160,10 +162,43 @@ impl RunChange {
     }
 }
 
+/// Who this store's writer is in the runs' leases: a run belongs to the
+/// replica that created or took it over, which renews the lease while it
+/// lives. Another replica takes a run over only once its lease expired (or,
+/// at start-up, when the run is leased to the starting replica's own name:
+/// its previous life).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// The replica's name (`OrchestratorConfig::replica`).
+    pub replica: String,
+    /// How long a lease lasts without renewal.
+    pub ttl: std::time::Duration,
+}
+
+impl Default for Lease {
+    fn default() -> Self {
+        let config = crate::OrchestratorConfig::default();
+        Self {
+            replica: config.replica(),
+            ttl: config.run_lease(),
+        }
+    }
+}
+
+impl Lease {
+    fn until(&self, now: i64) -> i64 {
+        now.saturating_add(i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX))
+    }
+}
+
+/// The most runs one sweep takes over, so that a sweep stays short.
+pub const MAX_CLAIMS: u64 = 1_000;
+
 /// The orchestrator's database of runs and run events.
 #[derive(Clone, Debug)]
 pub struct RunStore {
     db: DatabaseConnection,
+    lease: Arc<Lease>,
 }
 
 impl RunStore {
@@ -177,7 +212,10 @@ impl RunStore {
         };
         let path = private_sqlite::prepare(url).map_err(private)?;
         let db = Database::connect(url).await?;
-        let store = Self { db };
+        let store = Self {
+            db,
+            lease: Arc::new(Lease::default()),
+        };
         Migrator::up(&store.db, None).await?;
         if let Some(path) = path {
             private_sqlite::tighten(&path).map_err(private)?;
@@ -187,6 +225,98 @@ impl RunStore {
 
     pub fn connection(&self) -> &DatabaseConnection {
         &self.db
+    }
+
+    /// This store writing as `lease`'s replica: the runs it creates are
+    /// leased to it.
+    #[must_use]
+    pub fn leased_by(mut self, lease: Lease) -> Self {
+        self.lease = Arc::new(lease);
+        self
+    }
+
+    /// The replica this store writes as.
+    pub fn lease(&self) -> &Lease {
+        &self.lease
+    }
+
+    /// Extends the leases this replica holds on `run_ids` (the runs it
+    /// drives) while they are unfinished; how many. A run it holds but no
+    /// longer drives is left to expire, and is then taken over.
+    pub async fn renew_leases(&self, run_ids: &[String]) -> Result<u64> {
+        if run_ids.is_empty() {
+            return Ok(0);
+        }
+        let until = self.lease.until(now_ms());
+        Ok(runs::Entity::update_many()
+            .col_expr(runs::Column::LeaseUntil, Expr::value(until))
+            .filter(runs::Column::Id.is_in(run_ids.iter().map(String::as_str)))
+            .filter(runs::Column::LeaseOwner.eq(self.lease.replica.as_str()))
+            .filter(runs::Column::State.is_not_in(terminal_names()))
+            .exec(&self.db)
+            .await?
+            .rows_affected)
+    }
+
+    /// Which of `run_ids` another replica holds now (it took them over).
+    pub async fn leased_elsewhere(&self, run_ids: &[String]) -> Result<Vec<String>> {
+        if run_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(runs::Entity::find()
+            .select_only()
+            .column(runs::Column::Id)
+            .filter(runs::Column::Id.is_in(run_ids.iter().map(String::as_str)))
+            .filter(runs::Column::LeaseOwner.is_not_null())
+            .filter(runs::Column::LeaseOwner.ne(self.lease.replica.as_str()))
+            .into_tuple::<String>()
+            .all(&self.db)
+            .await?)
+    }
+
+    /// Takes over unfinished runs nobody holds: their lease expired, or
+    /// they have no owner (older than leases), or (`own`: at start-up) they
+    /// are leased to this replica's name. Each is claimed by one conditional
+    /// update, so that of two replicas sweeping at once only one gets it.
+    /// Returns the claimed ids, at most [`MAX_CLAIMS`], oldest first.
+    pub async fn claim_unheld(&self, own: bool) -> Result<Vec<String>> {
+        let now = now_ms();
+        let unheld = || {
+            let mut free = Condition::any()
+                .add(runs::Column::LeaseOwner.is_null())
+                .add(runs::Column::LeaseUntil.lt(now));
+            if own {
+                free = free.add(runs::Column::LeaseOwner.eq(self.lease.replica.as_str()));
+            }
+            Condition::all()
+                .add(runs::Column::State.is_not_in(terminal_names()))
+                .add(free)
+        };
+        let candidates: Vec<String> = runs::Entity::find()
+            .select_only()
+            .column(runs::Column::Id)
+            .filter(unheld())
+            .order_by_asc(runs::Column::CreatedAt)
+            .limit(MAX_CLAIMS)
+            .into_tuple::<String>()
+            .all(&self.db)
+            .await?;
+        let until = self.lease.until(now);
+        let mut claimed = Vec::with_capacity(candidates.len());
+        for id in candidates {
+            let taken = runs::Entity::update_many()
+                .col_expr(runs::Column::LeaseOwner, Expr::value(self.lease.replica.clone()))
+                .col_expr(runs::Column::LeaseUntil, Expr::value(until))
+                .filter(runs::Column::Id.eq(id.as_str()))
+                .filter(unheld())
+                .exec(&self.db)
+                .await?
+                .rows_affected;
+            if taken == 1 {
+                claimed.push(id);
+            }
+        }
+        Ok(claimed)
     }
 
     /// Creates a PENDING run with its first event, unless the owner already
@@ -221,6 +351,8 @@ impl RunStore {
             updated_at: Set(now),
             components: Set(None),
             test_results: Set(None),
+            lease_owner: Set(Some(self.lease.replica.clone())),
+            lease_until: Set(self.lease.until(now)),
         })
         .exec_without_returning(&txn)
         .await?;
@@ -417,57 +549,6 @@ impl RunStore {
     pub async fn components(&self, id: &str) -> Result<Vec<RunComponent>> {
         let row = runs::Entity::find_by_id(id.to_owned()).one(&self.db).await?;
         decode_components(row.and_then(|r| r.components))
-    }
-
-    /// Runs in RUNNING or DEGRADED, with their components: their processes may have
-    /// outlived the orchestrator that started them.
-    pub async fn running(&self) -> Result<Vec<(Run, Vec<RunComponent>)>> {
-        runs::Entity::find()
-            .filter(
-                runs::Column::State
-                    .is_in([RunState::Running.as_str_name(), RunState::Degraded.as_str_name()]),
-            )
-            .order_by_asc(runs::Column::CreatedAt)
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .map(|row| {
-                let components = decode_components(row.components.clone())?;
-                Ok((to_run(row)?, components))
-            })
-            .collect()
-    }
-
-    /// Marks every run that is not over, and not in one of `except`, as
-    /// INTERRUPTED (a previous process died while driving it); returns
-    /// their ids.
-    pub async fn interrupt_unfinished(&self, except: &[RunState]) -> Result<Vec<String>> {
-        let mut keep = terminal_names();
-        keep.extend(except.iter().map(|s| s.as_str_name()));
-        let ids: Vec<String> = runs::Entity::find()
-            .select_only()
-            .column(runs::Column::Id)
-            .filter(runs::Column::State.is_not_in(keep))
-            .into_tuple::<String>()
-            .all(&self.db)
-            .await?;
-        let mut interrupted = Vec::with_capacity(ids.len());
-        for id in ids {
-            let change = RunChange {
-                error: Some(
-                    "the orchestrator restarted while this run was in progress; create a new run".into(),
-                ),
-                ..RunChange::default()
-            };
-            if self
-                .transition(&id, RunState::Interrupted, change)
-                .await?
-                .is_some()
-            {
-                interrupted.push(id);
-            }
-        }
-        Ok(interrupted)
     }
 }
 

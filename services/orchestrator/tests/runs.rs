@@ -540,6 +540,64 @@ async fn runs_in_progress_when_the_orchestrator_restarts_become_interrupted() {
     );
 }
 
+/// Two orchestrators on one PostgreSQL: a starting replica never touches
+/// the runs of a live one; when the one driving a run dies (it stops
+/// renewing its leases), the other takes the run over once the lease
+/// expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_orchestrator_leaves_a_live_replicas_runs_and_takes_over_a_dead_ones() {
+    let Some(db) = common::postgres().await else {
+        return;
+    };
+    let lease = Duration::from_millis(1_500);
+    let as_replica = |name: &str| reporunner_orchestrator::OrchestratorConfig {
+        replica_id: name.to_owned(),
+        run_lease_ms: 1_500,
+        ..test_config()
+    };
+    let mesh = Mesh::start(&db, as_replica("a")).await;
+    let alice = mesh.user("alice").await;
+    mesh.set_tier(&alice, Tier::Premium).await;
+    let fetching = mesh
+        .create(&alice, Source::GitUrl(silent_git_url().await))
+        .await
+        .unwrap();
+    until_state(&mesh, &alice, &fetching.id, RunState::Fetching).await;
+
+    // B starts and sweeps for several lease periods: A's run stays A's.
+    let b = mesh.replica(&db, as_replica("b")).await;
+    tokio::time::sleep(lease * 3).await;
+    let run = mesh.get(&alice, &fetching.id).await.unwrap();
+    assert_eq!(run.state(), RunState::Fetching, "{run:?}");
+
+    // A dies: no more renewals, its pipeline gone, the run left as it was.
+    mesh.orchestrator.shutdown();
+    let died = std::time::Instant::now();
+    let taken = loop {
+        let run = mesh.store.get_run(&fetching.id).await.unwrap().unwrap();
+        if run.state() != RunState::Fetching {
+            break run;
+        }
+        assert!(
+            died.elapsed() < lease * 4,
+            "B did not take the run over within {:?}",
+            lease * 4
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        died.elapsed() >= lease / 2,
+        "taken over before A's lease could expire ({:?})",
+        died.elapsed()
+    );
+    assert_eq!(taken.state(), RunState::Interrupted, "{taken:?}");
+    assert!(taken.error.contains("stopped or restarted"), "{}", taken.error);
+    let events = mesh.store.events_after(&fetching.id, 0, 100).await.unwrap();
+    assert_gap_free(&events, 1);
+    assert_eq!(states(&events).last(), Some(&RunState::Interrupted));
+    b.shutdown();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn goals_and_indexing_beyond_this_pipeline_are_refused_up_front() {
     let db = common::sqlite();

@@ -3,12 +3,12 @@
 
 mod common;
 
-use std::collections::HashSet;
+use std::{collections::HashSet, time::Duration};
 
 use common::TestDb;
 use reporunner_orchestrator::{
     OrchestratorError, RunStore,
-    store::{Created, NewRun, RunChange, RunComponent},
+    store::{Created, Lease, NewRun, RunChange, RunComponent},
 };
 use reporunner_proto::{
     common::v1::{Command, Component, RunPlan, Workspace},
@@ -17,6 +17,7 @@ use reporunner_proto::{
         run_event,
     },
 };
+use sea_orm::ConnectionTrait as _;
 
 /// Runs `$test(db)` once on SQLite and once on a fresh PostgreSQL database.
 macro_rules! on_both_databases {
@@ -43,9 +44,10 @@ on_both_databases!(
     the_concurrent_run_limit_holds_under_concurrent_creations,
     listing_pages_newest_first_by_owner_and_state,
     workspaces_are_found_only_for_the_user_who_fetched_them,
-    unfinished_runs_become_interrupted,
+    a_run_is_taken_over_only_when_its_lease_expired_or_at_its_owners_restart,
+    of_replicas_sweeping_at_once_exactly_one_takes_each_run,
     runs_round_trip_their_messages,
-    components_are_kept_and_running_runs_survive_a_restart,
+    components_are_kept_with_the_run,
 );
 
 fn new_run(owner: &str) -> NewRun {
@@ -283,42 +285,95 @@ async fn workspaces_are_found_only_for_the_user_who_fetched_them(db: TestDb) {
     assert_eq!(store.find_workspace("alice", "sha256:other").await.unwrap(), None);
 }
 
-async fn unfinished_runs_become_interrupted(db: TestDb) {
-    let store = RunStore::connect(&db.url).await.unwrap();
-    let pending = create(&store, "alice").await;
-    let fetching = create(&store, "alice").await;
-    store
-        .transition(&fetching.id, RunState::Fetching, RunChange::default())
-        .await
-        .unwrap()
-        .unwrap();
-    let done = create(&store, "alice").await;
-    store
-        .transition(&done.id, RunState::Succeeded, RunChange::default())
-        .await
-        .unwrap()
-        .unwrap();
+/// The store `db` writing as `replica`, with leases of `ttl`.
+async fn replica(db: &TestDb, replica: &str, ttl: Duration) -> RunStore {
+    RunStore::connect(&db.url).await.unwrap().leased_by(Lease {
+        replica: replica.to_owned(),
+        ttl,
+    })
+}
 
-    let mut interrupted = store.interrupt_unfinished(&[]).await.unwrap();
-    interrupted.sort();
-    let mut expected = vec![pending.id.clone(), fetching.id.clone()];
-    expected.sort();
-    assert_eq!(interrupted, expected);
-    for id in [&pending.id, &fetching.id] {
-        let run = store.get_run(id).await.unwrap().unwrap();
-        assert_eq!(run.state(), RunState::Interrupted);
-        assert!(run.error.contains("restarted"), "{}", run.error);
-        let last = store.events_after(id, 0, 10).await.unwrap().pop().unwrap();
-        assert_eq!(
-            last.event,
-            Some(run_event::Event::State(RunState::Interrupted.into()))
-        );
-    }
+fn sorted(mut ids: Vec<String>) -> Vec<String> {
+    ids.sort();
+    ids
+}
+
+async fn a_run_is_taken_over_only_when_its_lease_expired_or_at_its_owners_restart(db: TestDb) {
+    let long = Duration::from_secs(60);
+    let a = replica(&db, "a", long).await;
+    let b = replica(&db, "b", long).await;
+    let held = create(&a, "alice").await;
+    let done = create(&a, "alice").await;
+    a.transition(&done.id, RunState::Succeeded, RunChange::default())
+        .await
+        .unwrap()
+        .unwrap();
+    // A live replica's run is nobody else's, not even at their start-up.
+    assert!(b.claim_unheld(false).await.unwrap().is_empty());
+    assert!(b.claim_unheld(true).await.unwrap().is_empty());
+    assert!(a.claim_unheld(false).await.unwrap().is_empty());
+    // Its own restart takes it at once; a finished run is never claimed.
+    assert_eq!(a.claim_unheld(true).await.unwrap(), vec![held.id.clone()]);
     assert_eq!(
-        store.get_run(&done.id).await.unwrap().unwrap().state(),
-        RunState::Succeeded
+        a.renew_leases(&[held.id.clone(), done.id.clone()]).await.unwrap(),
+        1
     );
-    assert!(store.interrupt_unfinished(&[]).await.unwrap().is_empty());
+
+    // A replica that stops renewing loses its runs once the lease expires.
+    let short = replica(&db, "a", Duration::from_millis(300)).await;
+    let dying = create(&short, "alice").await;
+    assert!(b.claim_unheld(false).await.unwrap().is_empty());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(b.claim_unheld(false).await.unwrap(), vec![dying.id.clone()]);
+    // The old owner sees it lost the run and cannot renew it any more.
+    assert_eq!(
+        short
+            .leased_elsewhere(&[dying.id.clone(), held.id.clone()])
+            .await
+            .unwrap(),
+        vec![dying.id.clone()]
+    );
+    assert_eq!(
+        short.renew_leases(std::slice::from_ref(&dying.id)).await.unwrap(),
+        0
+    );
+    assert!(
+        b.leased_elsewhere(std::slice::from_ref(&dying.id))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // A run from before leases (no owner) goes to the first replica that
+    // sweeps.
+    a.connection()
+        .execute_unprepared(&format!(
+            "UPDATE runs SET lease_owner = NULL, lease_until = 0 WHERE id = '{}'",
+            held.id
+        ))
+        .await
+        .unwrap();
+    assert_eq!(b.claim_unheld(false).await.unwrap(), vec![held.id.clone()]);
+    assert!(a.claim_unheld(true).await.unwrap().is_empty());
+}
+
+async fn of_replicas_sweeping_at_once_exactly_one_takes_each_run(db: TestDb) {
+    let dead = replica(&db, "dead", Duration::from_millis(300)).await;
+    let mut runs = Vec::new();
+    for _ in 0..12 {
+        runs.push(create(&dead, "alice").await.id);
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let mut sweeps = Vec::new();
+    for name in ["r1", "r2", "r3", "r4"] {
+        let sweeper = replica(&db, name, Duration::from_secs(60)).await;
+        sweeps.push(tokio::spawn(async move { sweeper.claim_unheld(false).await }));
+    }
+    let mut all = Vec::new();
+    for sweep in sweeps {
+        all.extend(sweep.await.unwrap().unwrap());
+    }
+    assert_eq!(sorted(all.clone()), sorted(runs), "each run taken once: {all:?}");
 }
 
 async fn runs_round_trip_their_messages(db: TestDb) {
@@ -358,7 +413,7 @@ async fn runs_round_trip_their_messages(db: TestDb) {
     assert_eq!(store.get_run("missing").await.unwrap(), None);
 }
 
-async fn components_are_kept_and_running_runs_survive_a_restart(db: TestDb) {
+async fn components_are_kept_with_the_run(db: TestDb) {
     let store = RunStore::connect(&db.url).await.unwrap();
     let running = create(&store, "alice").await;
     let starting = create(&store, "alice").await;
@@ -391,18 +446,14 @@ async fn components_are_kept_and_running_runs_survive_a_restart(db: TestDb) {
     assert_eq!(store.components(&running.id).await.unwrap(), vec![web.clone()]);
     assert!(store.components(&starting.id).await.unwrap().is_empty());
 
-    // A restart keeps RUNNING runs (their processes may live on) and
-    // interrupts the others.
-    let interrupted = store.interrupt_unfinished(&[RunState::Running]).await.unwrap();
-    assert_eq!(interrupted, vec![starting.id.clone()]);
-    let kept = store.running().await.unwrap();
-    assert_eq!(kept.len(), 1);
-    assert_eq!(kept[0].0.id, running.id);
-    assert_eq!(kept[0].1, vec![web]);
-    assert_eq!(
-        store.get_run(&running.id).await.unwrap().unwrap().state(),
-        RunState::Running
-    );
+    // Stored with the run: what a replica taking it over reads back.
+    let (again, _) = store
+        .append(&running.id, RunChange::default(), step("still"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.components, vec![web.status()]);
+    assert_eq!(store.components(&running.id).await.unwrap(), vec![web]);
 }
 
 /// The default store is `<data_dir>/orchestrator.db`: the directory is

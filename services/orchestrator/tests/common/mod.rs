@@ -246,6 +246,12 @@ impl Mesh {
         self.serve_orchestrator().await;
     }
 
+    /// Another orchestrator replica over the same store and agents, beside
+    /// the served one (not served itself).
+    pub async fn replica(&self, db: &TestDb, config: OrchestratorConfig) -> OrchestratorImpl {
+        Self::orchestrator_over(db, config, &self.agents_uri, &self.auth_uri).await
+    }
+
     pub async fn user(&self, name: &str) -> User {
         let user = self.auth.register(name, PASSWORD, None).await.unwrap();
         let (_, tokens) = self.auth.login(name, PASSWORD, None).await.unwrap();

@@ -51,6 +51,7 @@ pub(crate) async fn resume(
                 error: Some(format!(
                     "the orchestrator restarted while this run was running and {why}; create a new run"
                 )),
+                components: Some(stopped(components)),
                 ..RunChange::default()
             };
             engine.enter(&run_id, RunState::Interrupted, change).await
@@ -86,6 +87,15 @@ pub(crate) async fn resume(
         release_backing(&engine, &run_id).await;
     }
     engine.recorder.live.finish(&run_id);
+}
+
+/// `components` as an interrupted run shows them: stopped, whatever their
+/// last probe said (nothing watches them any more).
+pub(crate) fn stopped(mut components: Vec<RunComponent>) -> Vec<RunComponent> {
+    for component in &mut components {
+        component.set_health(ComponentHealth::Stopped);
+    }
+    components
 }
 
 /// Why the run cannot be resumed: a process that ended or is gone.
