@@ -51,6 +51,7 @@ test-manifests: $(VENV)/.installed
 
 bench: models
 	$(CARGO) bench -p reporunner-tests --bench mesh
+	$(CARGO) run --release -p reporunner-tests --bin load -- --users 200 --seconds 10 --echo-seconds 5
 	$(CARGO) bench -p reporunner-auth --bench auth
 	$(CARGO) bench -p reporunner-analyzer --bench analyze
 	$(CARGO) bench -p reporunner-dependency --bench install
@@ -68,6 +69,16 @@ realworld:
 	$(CARGO) build --release -p reporunner
 	$(PYTHON) tests/realworld/run.py --binary "$$($(CARGO) metadata --format-version 1 --no-deps | $(PYTHON) -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')/release/reporunner" \
 		--corpus-dir $(CORPUS_DIR) --timeout 300 --out $(REALWORLD_OUT) $(if $(ONLY),--only $(ONLY),)
+
+## load: USERS concurrent users for SECONDS through the orchestrator of a mesh in this process (auth,
+## agents, indexer; SQLite), against a bare tonic echo measured the same way: rps, p50/p99/p99.9,
+## errors by code, RSS and open files (tests/src/load.rs). `make bench` runs a short one.
+## The soak: make load USERS=200 SECONDS=1800.
+USERS ?= 1000
+SECONDS ?= 60
+LOAD_OUT ?= target/load.md
+load:
+	$(CARGO) run --release -p reporunner-tests --bin load -- --users $(USERS) --seconds $(SECONDS) --out $(LOAD_OUT)
 
 ## bench-reference: Python sentence-transformers in target/bench-st-venv, the
 ## reference of the indexer's embedding row (~5 minutes and ~3 GB: torch from

@@ -7,7 +7,9 @@
 //! auth) in the same process, at 1000 concurrent clients, with the auth
 //! service's Authorize RPC alone beside them (the hop each authenticated
 //! call makes).
-//! Figures are ratios against the reference measured in the same run.
+//! Figures are ratios against the reference measured in the same run. The
+//! whole mix of calls at N users is the load tool's (`make load`; `make
+//! bench` runs a short one after this).
 
 use std::time::{Duration, Instant};
 
@@ -102,18 +104,9 @@ async fn authenticated_vs_echo() -> anyhow::Result<()> {
     };
 
     // The echo: tonic with the health service alone, on its own port.
-    let (_reporter, health) = tonic_health::server::health_reporter();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tonic::transport::Server::builder()
-        .add_service(health)
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async {
-            let _ = stopped.await;
-        });
-    let server = tokio::spawn(server);
+    let server = reporunner_tests::load::EchoServer::start().await?;
     let echo = HealthClient::new(
-        tonic::transport::Channel::from_shared(format!("http://{addr}"))?
+        tonic::transport::Channel::from_shared(format!("http://{}", server.addr))?
             .connect()
             .await?,
     );
@@ -166,8 +159,7 @@ async fn authenticated_vs_echo() -> anyhow::Result<()> {
         "| authenticated call p99 latency | echo {echo_p99:?} | {auth_p99:?} | {:.2}x |",
         auth_p99.as_secs_f64() / echo_p99.as_secs_f64()
     );
-    let _ = shutdown.send(());
-    let _ = server.await;
+    server.stop().await;
     mesh.stop().await
 }
 

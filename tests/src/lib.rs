@@ -32,6 +32,8 @@ use reporunner_proto::{
     agents, index, orchestrator::v1::orchestrator_service_client::OrchestratorServiceClient,
 };
 use reporunner_server::CancellationToken;
+
+pub mod load;
 use tonic::transport::{Channel, Endpoint};
 
 /// Builds a [`Sandbox`].
