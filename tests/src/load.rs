@@ -287,6 +287,16 @@ impl Report {
                 peak_fds,
                 last.1.open_files,
             ));
+            // The curve, at most 13 points: flat or growing?
+            let step = (self.samples.len() / 12).max(1);
+            let curve: Vec<String> = self
+                .samples
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % step == 0 || *i == self.samples.len() - 1)
+                .map(|(_, (at, r))| format!("{:.0} s: {:.0} MiB", at, r.rss_kib as f64 / 1024.0))
+                .collect();
+            out.push_str(&format!("\nRSS over the run: {}.\n", curve.join(", ")));
         }
         out
     }

@@ -10,7 +10,7 @@ use reporunner_proto::{
     common::v1::{Principal, Tier},
 };
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr,
     EntityTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr, Statement, TransactionTrait, sea_query::Expr,
 };
 use sea_orm_migration::MigratorTrait;
@@ -224,7 +224,7 @@ impl AuthStore {
             source,
         };
         crate::files::prepare_private_sqlite(url).map_err(io_err)?;
-        let db = Database::connect(url).await?;
+        let db = reporunner_db::connect(url).await?;
         let store = Self { db };
         store.migrate().await?;
         if let Some(path) = crate::files::sqlite_path(url) {

@@ -19,7 +19,7 @@ use reporunner_proto::{
     },
 };
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, Database, DatabaseConnection, DbBackend,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbBackend,
     EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait,
     sea_query::Expr,
 };
@@ -211,7 +211,7 @@ impl RunStore {
             OrchestratorError::InvalidConfig(format!("cannot make the run database private: {e}"))
         };
         let path = private_sqlite::prepare(url).map_err(private)?;
-        let db = Database::connect(url).await?;
+        let db = reporunner_db::connect(url).await?;
         let store = Self {
             db,
             lease: Arc::new(Lease::default()),
