@@ -10,8 +10,8 @@ use reporunner_proto::{
     common::v1::{Principal, Tier},
 };
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr,
-    EntityTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr, Statement, TransactionTrait, sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, SqlErr, Statement, TransactionTrait, sea_query::Expr,
 };
 use sea_orm_migration::MigratorTrait;
 
