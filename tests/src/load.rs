@@ -293,7 +293,7 @@ impl Report {
                 .samples
                 .iter()
                 .enumerate()
-                .filter(|(i, _)| i % step == 0 || *i == self.samples.len() - 1)
+                .filter(|(i, _)| i.is_multiple_of(step) || *i == self.samples.len() - 1)
                 .map(|(_, (at, r))| format!("{:.0} s: {:.0} MiB", at, r.rss_kib as f64 / 1024.0))
                 .collect();
             out.push_str(&format!("\nRSS over the run: {}.\n", curve.join(", ")));
@@ -571,7 +571,7 @@ async fn one_call(
     match call {
         Call::GetRun => {
             // Mostly the newest run (a client polling it), else any.
-            let id = if roll % 2 == 0 {
+            let id = if roll.is_multiple_of(2) {
                 user.runs.last()
             } else {
                 user.runs.get(roll as usize % user.runs.len().max(1))
