@@ -223,8 +223,17 @@ async fn call_with_retries(
             Ok(member) => send(pool, &member, request).await,
             Err(status) => Err(status),
         };
+        // The server's pushback (gRFC A6): negative, do not retry; else
+        // wait that long instead of the backoff.
+        let pushback = outcome
+            .as_ref()
+            .ok()
+            .and_then(|response| pushback(response.headers()));
         let retry = match &outcome {
-            Ok(response) => trailers_only_code(response) == Some(tonic::Code::Unavailable),
+            Ok(response) => {
+                trailers_only_code(response) == Some(tonic::Code::Unavailable)
+                    && pushback.is_none_or(|ms| ms >= 0)
+            }
             Err(status) => status.code() == tonic::Code::Unavailable,
         };
         if !retry || attempt >= max_attempts {
@@ -242,7 +251,10 @@ async fn call_with_retries(
         metrics::counter!(CLIENT_RETRIES_TOTAL, "rpc" => path.trim_start_matches('/').to_owned())
             .increment(1);
         tracing::debug!(rpc = path, attempt, "retrying idempotent call");
-        backoff.next_backoff().await;
+        match pushback {
+            Some(ms) => tokio::time::sleep(Duration::from_millis(ms.unsigned_abs())).await,
+            None => backoff.next_backoff().await,
+        }
     }
 }
 
@@ -253,6 +265,17 @@ fn rebuild(parts: &http::request::Parts, bytes: Bytes) -> http::Request<Body> {
     *request.version_mut() = parts.version;
     *request.headers_mut() = parts.headers.clone();
     request
+}
+
+/// The `grpc-retry-pushback-ms` of a trailers-only response.
+fn pushback(headers: &http::HeaderMap) -> Option<i64> {
+    headers
+        .get(reporunner_error::RETRY_PUSHBACK)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 fn trailers_only_code(response: &http::Response<Body>) -> Option<tonic::Code> {

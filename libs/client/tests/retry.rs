@@ -28,13 +28,21 @@ use tonic::{Code, Request, Response, Status, Streaming};
 struct Fake {
     fail: bool,
     calls: Arc<AtomicUsize>,
+    /// The failure's `grpc-retry-pushback-ms`, if any.
+    pushback: Option<&'static str>,
 }
 
 impl Fake {
     fn answer<T: Default>(&self) -> Result<Response<T>, Status> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if self.fail {
-            Err(Status::unavailable("overloaded"))
+            let mut status = Status::unavailable("overloaded");
+            if let Some(ms) = self.pushback {
+                status
+                    .metadata_mut()
+                    .insert(reporunner_error::RETRY_PUSHBACK, ms.parse().expect("a pushback in ascii"));
+            }
+            Err(status)
         } else {
             Ok(Response::new(T::default()))
         }
@@ -88,10 +96,12 @@ async fn idempotent_calls_retry_onto_a_healthy_endpoint() {
     let bad = Fake {
         fail: true,
         calls: Arc::default(),
+        pushback: None,
     };
     let good = Fake {
         fail: false,
         calls: Arc::default(),
+        pushback: None,
     };
     let endpoints = vec![
         start(bad.clone(), &shutdown).await,
@@ -138,6 +148,7 @@ async fn non_idempotent_calls_are_sent_once() {
     let bad = Fake {
         fail: true,
         calls: Arc::default(),
+        pushback: None,
     };
     let endpoints = vec![start(bad.clone(), &shutdown).await];
     let channel = connect(source_service_server::SERVICE_NAME, &endpoints, &config()).unwrap();
@@ -158,6 +169,7 @@ async fn an_idempotent_call_gives_up_after_max_attempts() {
     let bad = Fake {
         fail: true,
         calls: Arc::default(),
+        pushback: None,
     };
     let endpoints = vec![start(bad.clone(), &shutdown).await];
     let channel = connect(env_detector_service_server::SERVICE_NAME, &endpoints, &config()).unwrap();
@@ -165,6 +177,47 @@ async fn an_idempotent_call_gives_up_after_max_attempts() {
     let status = client.detect(DetectRequest::default()).await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable);
     assert_eq!(bad.calls.load(Ordering::SeqCst), 3, "max_attempts = 3");
+    shutdown.cancel();
+}
+
+/// A server that says "do not retry" (a negative pushback: its shared
+/// database is down) is tried once; a positive pushback is waited out.
+#[tokio::test]
+async fn an_idempotent_call_honours_the_servers_pushback() {
+    let shutdown = CancellationToken::new();
+    let never = Fake {
+        fail: true,
+        calls: Arc::default(),
+        pushback: Some("-1"),
+    };
+    let endpoints = vec![start(never.clone(), &shutdown).await];
+    let channel = connect(env_detector_service_server::SERVICE_NAME, &endpoints, &config()).unwrap();
+    let status = EnvDetectorServiceClient::new(channel)
+        .detect(DetectRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    assert_eq!(never.calls.load(Ordering::SeqCst), 1, "pushback -1: no retry");
+
+    let later = Fake {
+        fail: true,
+        calls: Arc::default(),
+        pushback: Some("150"),
+    };
+    let endpoints = vec![start(later.clone(), &shutdown).await];
+    let channel = connect(env_detector_service_server::SERVICE_NAME, &endpoints, &config()).unwrap();
+    let started = std::time::Instant::now();
+    EnvDetectorServiceClient::new(channel)
+        .detect(DetectRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(later.calls.load(Ordering::SeqCst), 3, "max_attempts = 3");
+    // Two waits of 150 ms, not the 5-20 ms backoff.
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
     shutdown.cancel();
 }
 

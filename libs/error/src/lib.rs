@@ -37,6 +37,12 @@ pub enum ErrorKind {
     DeadlineExceeded,
     /// A dependency (another service, a database) is not reachable now.
     Unavailable,
+    /// The database every replica of the service shares is not reachable
+    /// now: UNAVAILABLE, with `grpc-retry-pushback-ms: -1` so that the
+    /// client stack does not retry at once on another replica (which would
+    /// wait on the same database and spend the caller's deadline); the
+    /// caller retries later.
+    StoreUnavailable,
     /// The operation is not supported by this deployment.
     Unimplemented,
     /// A defect or an unexpected condition on our side.
@@ -56,7 +62,7 @@ impl ErrorKind {
             Self::FailedPrecondition => Code::FailedPrecondition,
             Self::Aborted => Code::Aborted,
             Self::DeadlineExceeded => Code::DeadlineExceeded,
-            Self::Unavailable => Code::Unavailable,
+            Self::Unavailable | Self::StoreUnavailable => Code::Unavailable,
             Self::Unimplemented => Code::Unimplemented,
             Self::Internal => Code::Internal,
         }
@@ -75,6 +81,7 @@ impl ErrorKind {
             | Self::Aborted
             | Self::DeadlineExceeded
             | Self::Unavailable
+            | Self::StoreUnavailable
             | Self::Unimplemented => true,
             Self::Internal => false,
         }
@@ -95,6 +102,10 @@ pub trait ServiceError: std::error::Error {
 /// The metadata key that tells a client when to retry.
 pub const RETRY_AFTER: &str = "retry-after";
 
+/// gRPC's retry pushback (gRFC A6): milliseconds to wait before a retry, or
+/// a negative value for "do not retry".
+pub const RETRY_PUSHBACK: &str = "grpc-retry-pushback-ms";
+
 /// Converts a domain error into a status (see the crate docs for what is shown).
 pub fn to_status<E: ServiceError + ?Sized>(err: &E) -> Status {
     let kind = err.kind();
@@ -113,6 +124,11 @@ pub fn to_status<E: ServiceError + ?Sized>(err: &E) -> Status {
         if let Ok(value) = MetadataValue::try_from(secs.to_string()) {
             status.metadata_mut().insert(RETRY_AFTER, value);
         }
+    }
+    if kind == ErrorKind::StoreUnavailable {
+        status
+            .metadata_mut()
+            .insert(RETRY_PUSHBACK, MetadataValue::from_static("-1"));
     }
     status
 }
@@ -143,6 +159,7 @@ mod tests {
         BadName(String),
         Db(std::io::Error),
         Limited,
+        StoreDown,
     }
 
     impl std::fmt::Display for TestError {
@@ -151,6 +168,7 @@ mod tests {
                 Self::BadName(name) => write!(f, "name `{name}` has a slash"),
                 Self::Db(_) => write!(f, "database query failed at users.rs:42"),
                 Self::Limited => write!(f, "hourly limit of 10 reached"),
+                Self::StoreDown => write!(f, "the user database cannot be reached; retry"),
             }
         }
     }
@@ -159,7 +177,7 @@ mod tests {
         fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
             match self {
                 Self::Db(e) => Some(e),
-                Self::BadName(_) | Self::Limited => None,
+                Self::BadName(_) | Self::Limited | Self::StoreDown => None,
             }
         }
     }
@@ -172,6 +190,7 @@ mod tests {
                 Self::Limited => ErrorKind::ResourceExhausted {
                     retry_after: Some(Duration::from_millis(1500)),
                 },
+                Self::StoreDown => ErrorKind::StoreUnavailable,
             }
         }
     }
@@ -196,6 +215,22 @@ mod tests {
         let status = TestError::Limited.to_status();
         assert_eq!(status.code(), Code::ResourceExhausted);
         assert_eq!(status.metadata().get(RETRY_AFTER).unwrap(), "2");
+    }
+
+    #[test]
+    fn a_shared_store_down_is_unavailable_without_a_retry_elsewhere() {
+        let status = TestError::StoreDown.to_status();
+        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(status.message(), "the user database cannot be reached; retry");
+        assert_eq!(status.metadata().get(RETRY_PUSHBACK).unwrap(), "-1");
+        // Any other kind carries no pushback.
+        assert!(
+            TestError::Limited
+                .to_status()
+                .metadata()
+                .get(RETRY_PUSHBACK)
+                .is_none()
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::{convert::Infallible, net::SocketAddr, time::Duration};
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::{StreamExt as _, wrappers::TcpListenerStream};
 use tokio_util::sync::CancellationToken;
 use tonic::{
     body::Body,
@@ -16,6 +16,7 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::Service;
 
 use crate::{
+    cut::Cuttable,
     decode::DecodeErrorLayer,
     metrics::GrpcMetricsLayer,
     tls::{Acceptor, TlsConfig, TlsError},
@@ -308,17 +309,23 @@ impl GrpcServer {
             .layer(GrpcMetricsLayer)
             .layer(DecodeErrorLayer)
             .add_routes(routes);
-        let server = async move {
-            match acceptor {
-                Some(acceptor) => {
-                    router
-                        .serve_with_incoming_shutdown(acceptor.incoming(listener), stop)
-                        .await
-                }
-                None => {
-                    router
-                        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)
-                        .await
+        // Cancelled once the stop timeout passed: every connection is cut.
+        let cut = CancellationToken::new();
+        let server = {
+            let cut = cut.clone();
+            async move {
+                match acceptor {
+                    Some(acceptor) => {
+                        let incoming = acceptor
+                            .incoming(listener)
+                            .map(move |io| io.map(|io| Cuttable::new(io, &cut)));
+                        router.serve_with_incoming_shutdown(incoming, stop).await
+                    }
+                    None => {
+                        let incoming = TcpListenerStream::new(listener)
+                            .map(move |io| io.map(|io| Cuttable::new(io, &cut)));
+                        router.serve_with_incoming_shutdown(incoming, stop).await
+                    }
                 }
             }
         };
@@ -326,6 +333,7 @@ impl GrpcServer {
             result = server => result?,
             _ = async { stopping.cancelled().await; tokio::time::sleep(stop_timeout).await } => {
                 tracing::warn!(?addr, ?stop_timeout, "in-flight calls did not finish in time; closing");
+                cut.cancel();
             }
         }
         Ok(())

@@ -20,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+mod cut;
 pub mod decode;
 mod grpc;
 pub mod local;

@@ -54,8 +54,9 @@ pub enum AuthError {
     /// delay doubles with each failure (other addresses are not affected).
     #[error("too many failed logins for this account from your address; retry in {} s", retry_after.as_secs().max(1))]
     RetryTooSoon { retry_after: Duration },
-    /// The database failed.
-    #[error("database error")]
+    /// The database failed, or cannot be reached now (then the caller is
+    /// told so, and to retry).
+    #[error("{}", db_message(.0))]
     Db(#[from] sea_orm::DbErr),
     /// A file (the signing key) could not be read or written.
     #[error("cannot access {}", path.display())]
@@ -91,10 +92,19 @@ impl ServiceError for AuthError {
                     retry_after: Some(*retry_after),
                 }
             }
+            Self::Db(err) if reporunner_db::is_unavailable(err) => ErrorKind::StoreUnavailable,
             Self::Db(_) | Self::Io { .. } | Self::Hash(_) | Self::Jwt(_) | Self::Task(_) => {
                 ErrorKind::Internal
             }
         }
+    }
+}
+
+fn db_message(err: &sea_orm::DbErr) -> String {
+    if reporunner_db::is_unavailable(err) {
+        reporunner_db::unavailable_message("user")
+    } else {
+        "database error".to_owned()
     }
 }
 
@@ -133,6 +143,20 @@ mod tests {
         let status = AuthError::Db(sea_orm::DbErr::Custom("relation users at 10.0.0.3".into())).to_status();
         assert_eq!(status.code(), Code::Internal);
         assert!(!status.message().contains("10.0.0.3"));
+    }
+
+    #[test]
+    fn an_unreachable_database_is_unavailable_and_says_to_retry() {
+        let err = AuthError::Db(sea_orm::DbErr::ConnectionAcquire(
+            sea_orm::ConnAcquireErr::Timeout,
+        ));
+        let status = err.to_status();
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(
+            status.message().contains("user database") && status.message().contains("retry"),
+            "{}",
+            status.message()
+        );
     }
 
     #[test]

@@ -61,7 +61,9 @@ pub enum OrchestratorError {
     NotReady(String),
     #[error("invalid orchestrator settings: {0}")]
     InvalidConfig(String),
-    #[error("run store: {0}")]
+    /// The run store failed, or cannot be reached now (then the caller is
+    /// told so, and to retry).
+    #[error("{}", store_message(.0))]
     Store(#[from] sea_orm::DbErr),
     #[error("run store holds undecodable data: {0}")]
     Corrupt(String),
@@ -69,10 +71,27 @@ pub enum OrchestratorError {
 
 pub type Result<T, E = OrchestratorError> = std::result::Result<T, E>;
 
+fn store_message(err: &sea_orm::DbErr) -> String {
+    if reporunner_db::is_unavailable(err) {
+        reporunner_db::unavailable_message("run")
+    } else {
+        format!("run store: {err}")
+    }
+}
+
 impl OrchestratorError {
     /// Classifies a failed agent call by its status code.
     pub fn from_agent(agent: &'static str, status: Status) -> Self {
         let detail = status.message().to_owned();
+        // A status the transport made, not one the agent sent (those carry
+        // no source): the connection to its replica broke mid-call, so the
+        // replica went away.
+        if std::error::Error::source(&status).is_some() && status.code() != Code::DeadlineExceeded {
+            return Self::AgentUnavailable {
+                agent,
+                detail: format!("the connection to it broke: {detail}"),
+            };
+        }
         match status.code() {
             Code::Unavailable => Self::AgentUnavailable { agent, detail },
             Code::DeadlineExceeded | Code::Cancelled => Self::AgentDeadline { agent, detail },
@@ -142,6 +161,7 @@ impl ServiceError for OrchestratorError {
             Self::Auth(status) | Self::Indexer(status) => auth_kind(status),
             Self::PermissionDenied(_) => ErrorKind::PermissionDenied,
             Self::NotReady(_) => ErrorKind::FailedPrecondition,
+            Self::Store(err) if reporunner_db::is_unavailable(err) => ErrorKind::StoreUnavailable,
             Self::InvalidConfig(_) | Self::Store(_) | Self::Corrupt(_) => ErrorKind::Internal,
         }
     }
@@ -175,5 +195,42 @@ mod tests {
         let status = err.to_status();
         assert_eq!(status.code(), Code::Internal);
         assert!(!status.message().contains("secret"));
+    }
+
+    #[test]
+    fn an_unreachable_store_is_unavailable_and_says_to_retry() {
+        let err = OrchestratorError::Store(sea_orm::DbErr::ConnectionAcquire(
+            sea_orm::ConnAcquireErr::Timeout,
+        ));
+        let status = err.to_status();
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(
+            status.message().contains("run database") && status.message().contains("retry"),
+            "{}",
+            status.message()
+        );
+    }
+
+    #[test]
+    fn a_call_cut_in_transit_is_the_agent_unavailable_not_its_answer() {
+        let cut = Status::from_error(Box::new(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "connection reset",
+        )));
+        assert!(
+            matches!(
+                OrchestratorError::from_agent("dependency", cut),
+                OrchestratorError::AgentUnavailable {
+                    agent: "dependency",
+                    ..
+                }
+            ),
+            "a broken connection means the replica went away"
+        );
+        let answered = Status::internal("the install crashed");
+        assert!(matches!(
+            OrchestratorError::from_agent("dependency", answered),
+            OrchestratorError::AgentFailed { .. }
+        ));
     }
 }

@@ -85,9 +85,28 @@ pub struct RunContext {
     /// Components given up on (name, why) while others came up: the run
     /// ends DEGRADED instead of RUNNING.
     pub down: Vec<(String, String)>,
+    /// The agent whose replica went away during the last failed step (see
+    /// [`RunContext::note`]): the step is taken again, not healed.
+    pub lost: Arc<Mutex<Option<&'static str>>>,
 }
 
 impl RunContext {
+    /// Keeps in mind that a step failed because the agent's replica could
+    /// not be reached or went away mid-call, so that the engine takes the
+    /// step again (on another replica) instead of healing it.
+    pub(crate) fn note(&self, err: &crate::OrchestratorError) {
+        if let crate::OrchestratorError::AgentUnavailable { agent, .. } = err
+            && let Ok(mut lost) = self.lost.lock()
+        {
+            *lost = Some(agent);
+        }
+    }
+
+    /// The agent [`RunContext::note`] kept, forgotten once read.
+    pub(crate) fn take_lost(&self) -> Option<&'static str> {
+        self.lost.lock().ok().and_then(|mut lost| lost.take())
+    }
+
     /// Whether the user asked to skip `agent`.
     pub(crate) fn skips(&self, agent: &str) -> bool {
         self.skip_agents.iter().any(|a| a == agent)

@@ -35,6 +35,10 @@ use crate::{
     store::{RunChange, is_terminal},
 };
 
+/// How many times one run takes a step again because its agent's replica
+/// went away (see [`RunContext::note`]).
+const MAX_RETAKES: u32 = 3;
+
 /// Drives runs: one task per run, bounded by a semaphore.
 #[derive(Clone, Debug)]
 pub struct Engine {
@@ -105,6 +109,7 @@ impl Engine {
     /// the list at the step its patch needs.
     async fn walk(&self, ctx: &mut RunContext, steps: &[Step]) -> Flow {
         let mut at = 0;
+        let mut retaken = 0;
         while let Some(&step) = steps.get(at) {
             if ctx.cancel.is_cancelled() {
                 return Err(Halt::Taken);
@@ -120,6 +125,22 @@ impl Engine {
                     } else {
                         1
                     };
+                }
+                // The agent's replica went away mid-step (or none could
+                // be reached): the step again, on whichever replica serves.
+                Err(Halt::Failed(message)) if retaken < MAX_RETAKES && ctx.take_lost().is_some() => {
+                    retaken += 1;
+                    let reason = message.lines().next().unwrap_or(&message).to_owned();
+                    self.notice(
+                        &ctx.run_id,
+                        format!(
+                            "{} failed because its {} agent could not be reached ({reason}); taking it again ({retaken} of {MAX_RETAKES})",
+                            step.name(),
+                            step.agent()
+                        ),
+                    )
+                    .await?;
+                    at = self.resume_at(ctx, steps, step).await?;
                 }
                 Err(Halt::Failed(message)) if step.healable() || ctx.has_failure() => {
                     let component = ctx.failing_component();
@@ -338,6 +359,7 @@ impl Engine {
         match result {
             Ok(value) => Ok(value),
             Err(err) => {
+                ctx.note(&err);
                 let message = failure_message(step, &err);
                 Err(self
                     .step_failed(&ctx.run_id, step, message, started.elapsed())

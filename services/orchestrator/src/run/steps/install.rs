@@ -82,6 +82,7 @@ impl Call {
                 Ok(None) => return Ok(Said::Ended),
                 Err(status) => {
                     let err = engine.clients.dependency.failed(status);
+                    ctx.note(&err);
                     let message = failure_message(step, &err);
                     return Err(engine
                         .step_failed(&ctx.run_id, step, message, since.elapsed())
@@ -148,6 +149,7 @@ pub(crate) async fn install(engine: &Engine, ctx: &RunContext, component: &Compo
     let stream = match engine.clients.dependency.install(request).await {
         Ok(stream) => stream,
         Err(err) => {
+            ctx.note(&err);
             let message = failure_message(Step::Install, &err);
             // The agent refused this component (a toolchain it does not
             // install): the failure is the component's, so that the others

@@ -183,6 +183,7 @@ pub(crate) async fn provision(engine: &Engine, ctx: &mut RunContext, components:
         let response = match response {
             Ok(response) => response,
             Err(err) => {
+                ctx.note(&err);
                 let message = redact(&failure_message(Step::Provision, &err));
                 return Err(engine
                     .step_failed(&run_id, Step::Provision, message, started.elapsed())

@@ -77,6 +77,7 @@ async fn setup_command(
     let status = match engine.clients.runner.start(request).await {
         Ok(status) => status,
         Err(err) => {
+            ctx.note(&err);
             let message = failure_message(Step::Setup, &err);
             return Err(engine
                 .step_failed(&run_id, Step::Setup, message, started.elapsed())

@@ -61,6 +61,7 @@ pub(crate) async fn run(engine: &Engine, ctx: &mut RunContext) -> Flow {
         let status = match engine.clients.runner.start(request).await {
             Ok(status) => status,
             Err(err) => {
+                ctx.note(&err);
                 let message = failure_message(Step::Start, &err);
                 ctx.failed(Failure {
                     phase: Phase::Start as i32,

@@ -203,12 +203,10 @@ async fn run_one(
     };
     // Dropping the call (cancellation) ends the tests at the tester.
     let response = crate::run::until_cancel(&ctx.cancel, async {
-        engine
-            .clients
-            .tester
-            .run_tests(request)
-            .await
-            .map_err(|err| Halt::Failed(failure_message(Step::Test, &err)))
+        engine.clients.tester.run_tests(request).await.map_err(|err| {
+            ctx.note(&err);
+            Halt::Failed(failure_message(Step::Test, &err))
+        })
     })
     .await;
     let response = match response {
