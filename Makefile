@@ -5,7 +5,7 @@ VENV ?= .venv
 PYTHON ?= python3
 CARGO ?= cargo
 
-.PHONY: all run fmt lint test test-rust test-python test-manifests proto-lint bench bench-reference clean-venv models tools realworld
+.PHONY: all run fmt lint test test-rust test-python test-manifests proto-lint bench bench-reference clean-venv models tools realworld load fuzz
 
 all: lint test
 
@@ -107,3 +107,16 @@ $(MINILM)/model.safetensors:
 
 clean-venv:
 	rm -rf $(VENV)
+
+## fuzz: each fuzz target of fuzz/ in turn for SECONDS seconds (cargo-fuzz on nightly:
+## `cargo install cargo-fuzz`); new inputs go to fuzz/corpus/<target>/, crashes to
+## fuzz/artifacts/<target>/ (see fuzz/README.md). `make test` replays the corpora on stable.
+SECONDS ?= 60
+FUZZ_TMPDIR ?= $(if $(wildcard /dev/shm),/dev/shm,/tmp)
+fuzz:
+	@command -v cargo-fuzz >/dev/null || { echo "cargo-fuzz not found: cargo install cargo-fuzz"; exit 1; }
+	cd fuzz && for target in $$($(CARGO) +nightly fuzz list); do \
+		echo "== $$target: $(SECONDS) s"; \
+		TMPDIR=$(FUZZ_TMPDIR) $(CARGO) +nightly fuzz run "$$target" -- \
+			-max_total_time=$(SECONDS) -rss_limit_mb=2048 -timeout=60 -print_final_stats=1 || exit 1; \
+	done

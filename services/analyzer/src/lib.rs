@@ -15,6 +15,9 @@ mod detect;
 mod draft;
 pub mod error;
 pub mod export;
+/// Entry points of the fuzz targets (`fuzz/`); not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grpc;
 pub mod index;
 
@@ -76,15 +79,8 @@ impl Analyzer for RepoAnalyzer {
     }
 }
 
-/// Analyzes the workspace at `path` synchronously (no runtime needed).
-///
-/// Fails only when `path` is not an existing absolute directory; everything
-/// wrong inside the workspace becomes a warning in the plan.
-pub fn analyze_dir(
-    path: &Path,
-    environment: Option<&Environment>,
-    config: &AnalyzerConfig,
-) -> Result<RunPlan> {
+/// Fails unless `path` is an existing absolute directory.
+fn check_workspace(path: &Path) -> Result<()> {
     let shown = path.display().to_string();
     if shown.is_empty() {
         return Err(AnalyzerError::InvalidPath(shown, "the path is empty"));
@@ -99,6 +95,19 @@ pub fn analyze_dir(
     if !meta.is_dir() {
         return Err(AnalyzerError::NotADirectory(shown));
     }
+    Ok(())
+}
+
+/// Analyzes the workspace at `path` synchronously (no runtime needed).
+///
+/// Fails only when `path` is not an existing absolute directory; everything
+/// wrong inside the workspace becomes a warning in the plan.
+pub fn analyze_dir(
+    path: &Path,
+    environment: Option<&Environment>,
+    config: &AnalyzerConfig,
+) -> Result<RunPlan> {
+    check_workspace(path)?;
     let started = Instant::now();
     let deadline = started + config.time_budget();
     let index = index::RepoIndex::build(path, config, deadline);

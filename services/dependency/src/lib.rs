@@ -27,6 +27,9 @@
 pub mod config;
 pub mod error;
 pub mod exec;
+/// Entry points of the fuzz targets (`fuzz/`); not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grpc;
 pub mod metrics;
 pub mod native;

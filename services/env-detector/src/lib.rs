@@ -8,6 +8,9 @@
 pub mod config;
 mod detector;
 pub mod error;
+/// Entry points of the fuzz targets (`fuzz/`); not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grpc;
 pub mod host;
 pub mod platform;

@@ -13,6 +13,9 @@
 
 pub mod config;
 pub mod error;
+/// Entry points of the fuzz targets (`fuzz/`); not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grpc;
 pub mod metrics;
 pub mod probe;

@@ -28,6 +28,9 @@ pub mod config;
 pub mod error;
 pub mod files;
 pub mod fusion;
+/// Entry points of the fuzz targets (`fuzz/`); not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grpc;
 pub mod manifest;
 pub mod metrics;
@@ -150,6 +153,24 @@ fn validate_id(what: &str, id: &str) -> Result<()> {
             id.chars().take(MAX_ID_BYTES).collect::<String>()
         )))
     }
+}
+
+/// The checks of an IndexRepo request made before the workspace is looked
+/// at; returns the workspace path.
+fn check_index_request(request: &IndexRepoRequest) -> Result<PathBuf> {
+    validate_id("owner_id", &request.owner_id)?;
+    validate_id("workspace_id", &request.workspace_id)?;
+    let path = request.workspace_path.trim();
+    if path.is_empty() {
+        return Err(IndexError::InvalidRequest("workspace_path is empty".into()));
+    }
+    let root = PathBuf::from(path);
+    if !root.is_absolute() {
+        return Err(IndexError::InvalidRequest(format!(
+            "workspace_path `{path}` must be absolute"
+        )));
+    }
+    Ok(root)
 }
 
 fn wants_vectors(modes: &[i32]) -> bool {
@@ -306,6 +327,22 @@ impl LocalIndexer {
             vectors,
         });
         Ok(true)
+    }
+
+    /// The modes of an IndexRepo request, checked; the name of the model
+    /// it embeds with when it wants vectors.
+    fn vector_model(&self, request: &IndexRepoRequest) -> Result<Option<String>> {
+        for &mode in &request.modes {
+            if IndexMode::try_from(mode).is_err() {
+                return Err(IndexError::InvalidRequest(format!("unknown mode {mode}")));
+            }
+        }
+        if !wants_vectors(&request.modes) {
+            return Ok(None);
+        }
+        let name = self.config.model_name(&request.model).to_owned();
+        models::validate_name(&name)?;
+        Ok(Some(name))
     }
 
     fn validate_search(&self, request: &SearchRequest) -> Result<(usize, Filters)> {
@@ -778,18 +815,8 @@ fn to_hit(hit: TextHit, score: f64, terms: &[String]) -> SearchHit {
 
 impl Indexer for LocalIndexer {
     async fn index_repo(&self, request: IndexRepoRequest) -> Result<ProgressStream> {
-        validate_id("owner_id", &request.owner_id)?;
-        validate_id("workspace_id", &request.workspace_id)?;
+        let root = check_index_request(&request)?;
         let path = request.workspace_path.trim();
-        if path.is_empty() {
-            return Err(IndexError::InvalidRequest("workspace_path is empty".into()));
-        }
-        let root = PathBuf::from(path);
-        if !root.is_absolute() {
-            return Err(IndexError::InvalidRequest(format!(
-                "workspace_path `{path}` must be absolute"
-            )));
-        }
         let meta = tokio::fs::metadata(&root)
             .await
             .map_err(|_| IndexError::NotFound(format!("workspace_path {path} does not exist")))?;
@@ -812,17 +839,9 @@ impl Indexer for LocalIndexer {
                 "workspace_path {path} is not a directory"
             )));
         }
-        for &mode in &request.modes {
-            if IndexMode::try_from(mode).is_err() {
-                return Err(IndexError::InvalidRequest(format!("unknown mode {mode}")));
-            }
-        }
-        let embedder = if wants_vectors(&request.modes) {
-            let name = self.config.model_name(&request.model).to_owned();
-            models::validate_name(&name)?;
-            Some(self.embedder(&name).await?)
-        } else {
-            None
+        let embedder = match self.vector_model(&request)? {
+            Some(name) => Some(self.embedder(&name).await?),
+            None => None,
         };
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         let pass = Pass {

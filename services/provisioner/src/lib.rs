@@ -18,6 +18,9 @@
 pub mod config;
 pub mod env;
 pub mod error;
+/// Entry points of the fuzz targets (`fuzz/`); not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grpc;
 pub mod host;
 pub mod metrics;
@@ -486,6 +489,39 @@ fn validate_run_dir(run_dir: &str) -> Result<Option<&Path>> {
     Ok(Some(path))
 }
 
+/// The checks of a Provision request made before any state is read: the
+/// run id, its directory and the service's variable names.
+fn check_provision(request: &ProvisionRequest) -> Result<(Option<&Path>, &BackingService)> {
+    env::validate_run_id(&request.run_id)?;
+    let run_dir = validate_run_dir(&request.run_dir)?;
+    let service = request
+        .service
+        .as_ref()
+        .ok_or_else(|| ProvisionError::InvalidRequest("service is missing".into()))?;
+    env::validate_env_names(&service.env_vars)?;
+    Ok((run_dir, service))
+}
+
+/// The checks of a Release request.
+fn check_release(run_id: &str, resource_ids: &[String]) -> Result<()> {
+    env::validate_run_id(run_id)?;
+    if resource_ids.len() > MAX_RELEASE_IDS {
+        return Err(ProvisionError::InvalidRequest(format!(
+            "at most {MAX_RELEASE_IDS} resource_ids"
+        )));
+    }
+    if let Some(bad) = resource_ids
+        .iter()
+        .find(|id| id.is_empty() || id.len() > MAX_RESOURCE_ID)
+    {
+        return Err(ProvisionError::InvalidRequest(format!(
+            "resource id `{}` must be 1 to {MAX_RESOURCE_ID} characters",
+            bad.chars().take(MAX_RESOURCE_ID).collect::<String>()
+        )));
+    }
+    Ok(())
+}
+
 fn mode_label(mode: ProvisionMode) -> &'static str {
     match mode {
         ProvisionMode::Unspecified => "none",
@@ -520,12 +556,7 @@ fn not_supplied(what: &str, binary: &str) -> ProvisionError {
 
 impl Provisioner for LocalProvisioner {
     async fn provision(&self, request: ProvisionRequest) -> Result<ProvisionResponse> {
-        env::validate_run_id(&request.run_id)?;
-        let run_dir = validate_run_dir(&request.run_dir)?;
-        let service = request
-            .service
-            .ok_or_else(|| ProvisionError::InvalidRequest("service is missing".into()))?;
-        env::validate_env_names(&service.env_vars)?;
+        let (run_dir, service) = check_provision(&request)?;
         let kind = BackingServiceKind::try_from(service.kind).unwrap_or(BackingServiceKind::Unspecified);
         let span = tracing::info_span!("provision", run_id = %request.run_id, kind = kind_name(kind));
         async {
@@ -551,9 +582,9 @@ impl Provisioner for LocalProvisioner {
                     )));
                 }
                 match kind {
-                    BackingServiceKind::Postgresql => self.provision_postgres(&mut state, &service, run_dir).await,
-                    BackingServiceKind::Redis => self.provision_redis(&mut state, &service, run_dir).await,
-                    BackingServiceKind::Mysql => self.provision_mysql(&mut state, &service, run_dir).await,
+                    BackingServiceKind::Postgresql => self.provision_postgres(&mut state, service, run_dir).await,
+                    BackingServiceKind::Redis => self.provision_redis(&mut state, service, run_dir).await,
+                    BackingServiceKind::Mysql => self.provision_mysql(&mut state, service, run_dir).await,
                     BackingServiceKind::Unspecified | BackingServiceKind::Mongodb | BackingServiceKind::Rabbitmq => {
                         Err(ProvisionError::InvalidRequest("unsupported kind".into()))
                     }
@@ -579,21 +610,7 @@ impl Provisioner for LocalProvisioner {
     }
 
     async fn release(&self, run_id: &str, resource_ids: &[String]) -> Result<Vec<String>> {
-        env::validate_run_id(run_id)?;
-        if resource_ids.len() > MAX_RELEASE_IDS {
-            return Err(ProvisionError::InvalidRequest(format!(
-                "at most {MAX_RELEASE_IDS} resource_ids"
-            )));
-        }
-        if let Some(bad) = resource_ids
-            .iter()
-            .find(|id| id.is_empty() || id.len() > MAX_RESOURCE_ID)
-        {
-            return Err(ProvisionError::InvalidRequest(format!(
-                "resource id `{}` must be 1 to {MAX_RESOURCE_ID} characters",
-                bad.chars().take(MAX_RESOURCE_ID).collect::<String>()
-            )));
-        }
+        check_release(run_id, resource_ids)?;
         let span = tracing::info_span!("release", run_id = %run_id);
         async {
             let _guard = self.lock.lock().await;

@@ -16,6 +16,9 @@
 pub mod advisor;
 pub mod config;
 pub mod error;
+/// Entry points of the fuzz targets (`fuzz/`); not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grpc;
 pub mod metrics;
 pub mod rules;

@@ -8,11 +8,14 @@ use std::{
     fs,
     io::{self, BufReader, Read},
     path::Path,
+    time::{Instant, SystemTime},
 };
 
 use reporunner_proto::agents::source::v1::ArchiveFormat;
 
 use crate::{
+    config::Limits,
+    digest::{TreeSummary, scan},
     error::{Result, SourceError},
     tree::{TreeWriter, parse_entry_path},
 };
@@ -35,6 +38,46 @@ pub fn sniff(path: &Path) -> Result<ArchiveFormat> {
                 .into(),
         ))
     }
+}
+
+/// Unpacks the upload spooled at `spool` (`Unspecified`: recognised by its
+/// first bytes) into `tree`, a fresh empty directory, removes the spool and
+/// scans the tree. Returns its summary and the newest file time of the
+/// archive's headers.
+pub(crate) fn unpack(
+    spool: &Path,
+    format: ArchiveFormat,
+    tree: &Path,
+    limits: Limits,
+    deadline: Instant,
+    compressed: u64,
+) -> Result<(TreeSummary, Option<SystemTime>)> {
+    let format = match format {
+        ArchiveFormat::Unspecified => sniff(spool)?,
+        known => known,
+    };
+    let expanded_cap = compressed
+        .max(1)
+        .saturating_mul(limits.max_compression_ratio.into());
+    let content_cap = limits.max_total_bytes.min(expanded_cap);
+    let header_cap = limits
+        .max_files
+        .saturating_mul(2)
+        .saturating_add(1024)
+        .saturating_mul(1024)
+        .min(expanded_cap);
+    let stream_cap = content_cap.saturating_add(header_cap).saturating_add(1 << 20);
+    let mut writer = TreeWriter::new(
+        tree.to_path_buf(),
+        "archive entry",
+        limits,
+        deadline,
+        Some(compressed),
+    );
+    extract(spool, format, &mut writer, limits.max_files, stream_cap)?;
+    fs::remove_file(spool).map_err(|e| SourceError::io("remove", spool, e))?;
+    let summary = scan(tree, &limits, deadline)?;
+    Ok((summary, writer.newest()))
 }
 
 /// Entries (of any type, skipped ones included) one archive may list.

@@ -10,6 +10,9 @@ pub mod config;
 pub mod digest;
 pub mod error;
 mod extract;
+/// Entry points of the fuzz targets (`fuzz/`); not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod git;
 pub mod grpc;
 pub mod local;

@@ -9,7 +9,7 @@ use std::{
 };
 
 use futures::{Stream, StreamExt};
-use reporunner_proto::{agents::source::v1::ArchiveFormat, common::v1::Workspace};
+use reporunner_proto::common::v1::Workspace;
 use tokio::{io::AsyncWriteExt, sync::Semaphore};
 
 use crate::{
@@ -284,36 +284,14 @@ impl Source {
         let compressed = self.receive(&header, chunks, &spool, &limits, deadline).await?;
         let root = self.root.clone();
         tokio::task::spawn_blocking(move || {
-            let format = match header.format {
-                ArchiveFormat::Unspecified => extract::sniff(&spool)?,
-                known => known,
-            };
-            let content_cap = limits.max_total_bytes.min(
-                compressed
-                    .max(1)
-                    .saturating_mul(limits.max_compression_ratio.into()),
-            );
-            let header_cap = limits
-                .max_files
-                .saturating_mul(2)
-                .saturating_add(1024)
-                .saturating_mul(1024)
-                .min(
-                    compressed
-                        .max(1)
-                        .saturating_mul(limits.max_compression_ratio.into()),
-                );
-            let stream_cap = content_cap.saturating_add(header_cap).saturating_add(1 << 20);
-            let mut writer = TreeWriter::new(
-                staging.path().to_path_buf(),
-                "archive entry",
+            let (summary, newest) = extract::unpack(
+                &spool,
+                header.format,
+                staging.path(),
                 limits,
                 deadline,
-                Some(compressed),
-            );
-            extract::extract(&spool, format, &mut writer, limits.max_files, stream_cap)?;
-            fs::remove_file(&spool).map_err(|e| SourceError::io("remove", &spool, e))?;
-            let summary = scan(staging.path(), &limits, deadline)?;
+                compressed,
+            )?;
             let origin = format!("upload:{}", header.file_name);
             finish(
                 staging,
@@ -321,7 +299,7 @@ impl Source {
                 &header.owner_id,
                 &summary,
                 (origin, String::new()),
-                writer.newest(),
+                newest,
             )
         })
         .await?

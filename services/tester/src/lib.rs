@@ -22,6 +22,9 @@
 pub mod command;
 pub mod config;
 pub mod error;
+/// Entry points of the fuzz targets (`fuzz/`); not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grpc;
 pub mod metrics;
 pub mod parse;
@@ -330,31 +333,38 @@ fn outcome_label(outcome: TestOutcome) -> &'static str {
     }
 }
 
+/// The checks of a request that need no file system; returns its test command.
+fn check_spec(spec: &TestSpec) -> Result<&reporunner_proto::common::v1::Command> {
+    let component = &spec.component;
+    process::check_segment("run_id", &spec.run_id).map_err(TesterError::InvalidArgument)?;
+    process::check_segment("component name", &component.name).map_err(TesterError::InvalidArgument)?;
+    let test = component
+        .test
+        .as_ref()
+        .filter(|t| !t.run.trim().is_empty())
+        .ok_or_else(|| {
+            TesterError::InvalidArgument(format!(
+                "component {} has no test command; nothing to run",
+                component.name
+            ))
+        })?;
+    if test.run.contains('\0') {
+        return Err(TesterError::InvalidArgument(
+            "the test command contains a NUL byte".into(),
+        ));
+    }
+    if !spec.workspace_path.is_absolute() {
+        return Err(TesterError::InvalidArgument(
+            "workspace_path must be absolute".into(),
+        ));
+    }
+    Ok(test)
+}
+
 impl LocalTester {
     async fn prepare(&self, spec: &TestSpec) -> Result<(LaunchSpec, command::Kind)> {
         let component = &spec.component;
-        process::check_segment("run_id", &spec.run_id).map_err(TesterError::InvalidArgument)?;
-        process::check_segment("component name", &component.name).map_err(TesterError::InvalidArgument)?;
-        let test = component
-            .test
-            .as_ref()
-            .filter(|t| !t.run.trim().is_empty())
-            .ok_or_else(|| {
-                TesterError::InvalidArgument(format!(
-                    "component {} has no test command; nothing to run",
-                    component.name
-                ))
-            })?;
-        if test.run.contains('\0') {
-            return Err(TesterError::InvalidArgument(
-                "the test command contains a NUL byte".into(),
-            ));
-        }
-        if !spec.workspace_path.is_absolute() {
-            return Err(TesterError::InvalidArgument(
-                "workspace_path must be absolute".into(),
-            ));
-        }
+        let test = check_spec(spec)?;
         let workspace = tokio::fs::canonicalize(&spec.workspace_path)
             .await
             .ok()

@@ -59,21 +59,40 @@ pub fn requirement_name(line: &str) -> Option<String> {
     {
         return None;
     }
-    // pep508_rs 0.9 panics (an `expect` in its name parser) on a name that
-    // ends in a separator, e.g. `U.`; such a line names no distribution.
-    let name_end = line
+    // Only the name, its extras and its version go to pep508_rs: the name is
+    // all that is read here, and its marker and URL parsers are not needed.
+    let head = line.split([';', '@']).next().unwrap_or(line).trim_end();
+    // pep508_rs 0.9 panics (an `expect` in its name and extras parsers) on a
+    // name or an extra that ends in a separator, e.g. `U.` or `x[a_]`. Such a
+    // line names no distribution; such extras are not PEP 508 (the fuzz
+    // target `manifests` found them: fuzz/regressions/manifests/).
+    let name_end = head
         .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
-        .unwrap_or(line.len());
-    if line[..name_end].ends_with(['-', '_', '.']) {
+        .unwrap_or(head.len());
+    if head[..name_end].ends_with(['-', '_', '.']) {
         return None;
     }
-    if let Ok(req) = pep508_rs::Requirement::<pep508_rs::VerbatimUrl>::from_str(line) {
+    if !extra_ends_in_separator(&head[name_end..])
+        && let Ok(req) = pep508_rs::Requirement::<pep508_rs::VerbatimUrl>::from_str(head)
+    {
         return Some(normalize(req.name.as_ref()));
     }
     let re = NAME_RE.as_ref()?;
     re.captures(line)
         .and_then(|c| c.get(1))
         .map(|m| normalize(m.as_str()))
+}
+
+/// Whether the extras (`[a, b]`) at the start of `rest` hold one that ends
+/// in a separator.
+fn extra_ends_in_separator(rest: &str) -> bool {
+    let Some(extras) = rest.trim_start().strip_prefix('[') else {
+        return false;
+    };
+    let extras = extras.split(']').next().unwrap_or(extras);
+    extras
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .any(|extra| extra.ends_with(['-', '_', '.']))
 }
 
 /// uv workspaces: (roots that are only a workspace, member directories).
@@ -1573,6 +1592,26 @@ mod tests {
             assert_eq!(requirement_name(line), None, "{line}");
         }
         assert_eq!(requirement_name("U.S>=1").as_deref(), Some("u-s"));
+    }
+
+    #[test]
+    fn an_extra_ending_in_a_separator_is_no_panic() {
+        // The fuzz target `manifests` found that pep508_rs panics on these
+        // too; the name still reads.
+        for line in [
+            "flask[async_]",
+            "requests[socks, security-] >= 2",
+            "x[a.,b]",
+            "y [z-]",
+        ] {
+            let name = line.split(['[', ' ']).next().map(normalize);
+            assert_eq!(requirement_name(line), name, "{line}");
+        }
+        // Markers and URLs are not parsed: the name is read before them.
+        assert_eq!(
+            requirement_name("pkg[a] @ https://example.com/p.whl ; extra == 'b_'").as_deref(),
+            Some("pkg")
+        );
     }
 
     #[test]

@@ -1,0 +1,11 @@
+//! Replays this crate's fuzz corpora (`fuzz/corpus/<target>/`, and
+//! `fuzz/regressions/<target>/`) through the functions the fuzz targets
+//! call, so that every `make test` runs them on the stable toolchain.
+
+#[path = "../../../fuzz/replay.rs"]
+mod replay;
+
+#[test]
+fn health_request_corpus_is_checked() {
+    replay::replay("health_request", reporunner_health::fuzzing::validate_request);
+}
