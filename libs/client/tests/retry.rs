@@ -38,9 +38,10 @@ impl Fake {
         if self.fail {
             let mut status = Status::unavailable("overloaded");
             if let Some(ms) = self.pushback {
-                status
-                    .metadata_mut()
-                    .insert(reporunner_error::RETRY_PUSHBACK, ms.parse().expect("a pushback in ascii"));
+                status.metadata_mut().insert(
+                    reporunner_error::RETRY_PUSHBACK,
+                    ms.parse().expect("a pushback in ascii"),
+                );
             }
             Err(status)
         } else {

@@ -2,6 +2,10 @@
 //! and talk to them from the command line.
 #![forbid(unsafe_code)]
 
+/// See the workspace's `mimalloc` entry for why not the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
 use anyhow::Context as _;

@@ -8,6 +8,10 @@ use std::time::Duration;
 use clap::Parser;
 use reporunner_tests::load::{LoadConfig, run};
 
+/// As `reporunner serve` allocates (see the workspace's `mimalloc` entry).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(about = "N concurrent users for T seconds through the orchestrator, against a bare tonic echo")]
 struct Args {
