@@ -12,7 +12,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{create, events, get};
+use common::{create, events, until, until_over};
 use reporunner_node::ServiceName;
 use reporunner_proto::{
     auth::v1::{LoginRequest, RegisterRequest, auth_service_client::AuthServiceClient},
@@ -328,39 +328,22 @@ async fn killing_one_of_two_replicas_of_each_agent_mid_run_the_run_still_succeed
     mesh.nodes(ServiceName::Tester)[1].set_serving(false).await;
     let mut client = mesh.orchestrator();
     let created = create(&mesh, &mut client, "test-pytest-slow", RunGoal::Test, &[]).await;
-    let started = Instant::now();
-    loop {
-        let run = get(&mesh, &mut client, &created.id).await;
-        if run.state() == RunState::Testing {
-            break;
-        }
-        assert!(
-            !matches!(
-                run.state(),
-                RunState::Failed | RunState::Succeeded | RunState::Stopped | RunState::Interrupted
-            ),
-            "the run ended before its tests ran: {run:?}"
-        );
-        assert!(started.elapsed() < Duration::from_secs(600), "{run:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let testing = until(&mesh, &mut client, &created.id, |run| {
+        run.state() == RunState::Testing
+    })
+    .await;
+    assert_eq!(
+        testing.state(),
+        RunState::Testing,
+        "the run ended before its tests ran: {testing:?}"
+    );
     // The 8-s test is running on tester replica 0.
     tokio::time::sleep(Duration::from_secs(2)).await;
     mesh.nodes(ServiceName::Tester)[1].set_serving(true).await;
     for agent in &agents {
         mesh.nodes(*agent)[0].stop().await.unwrap();
     }
-    let run = loop {
-        let run = get(&mesh, &mut client, &created.id).await;
-        if matches!(
-            run.state(),
-            RunState::Failed | RunState::Succeeded | RunState::Stopped | RunState::Interrupted
-        ) {
-            break run;
-        }
-        assert!(started.elapsed() < Duration::from_secs(600), "{run:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let run = until_over(&mesh, &mut client, &created.id).await;
     assert_eq!(run.state(), RunState::Succeeded, "{}", run.error);
     assert_eq!(run.test_results.len(), 1, "{:?}", run.test_results);
     let counts = run.test_results[0].counts.as_ref().unwrap();

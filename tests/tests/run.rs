@@ -27,7 +27,7 @@ use tonic::transport::{Channel, Endpoint};
 /// shared cores.
 mod common;
 
-use common::{create, create_start, events, every_service, fixture, get, http_get};
+use common::{create, create_start, events, every_service, fixture, get, http_get, until_over};
 
 const UP_WITHIN: Duration = Duration::from_secs(420);
 
@@ -525,21 +525,6 @@ async fn a_run_interrupted_at_a_takeover_shows_its_components_stopped() {
     );
     node.stop().await.unwrap();
     mesh.stop().await.unwrap();
-}
-
-async fn until_over(mesh: &Sandbox, client: &mut OrchestratorServiceClient<Channel>, id: &str) -> Run {
-    let started = Instant::now();
-    loop {
-        let run = get(mesh, client, id).await;
-        if matches!(
-            run.state(),
-            RunState::Failed | RunState::Stopped | RunState::Interrupted | RunState::Succeeded
-        ) {
-            return run;
-        }
-        assert!(started.elapsed() < UP_WITHIN, "{run:?}");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,47 +5,11 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
-use common::{create, events, every_service, get};
+use common::{create, events, every_service, until, until_over};
 use reporunner_proto::{
     agents::tester::v1::{TestCounts, TestOutcome},
-    orchestrator::v1::{
-        ComponentHealth, Run, RunGoal, RunState, StopRunRequest, TestResult,
-        orchestrator_service_client::OrchestratorServiceClient, run_event,
-    },
+    orchestrator::v1::{ComponentHealth, Run, RunGoal, RunState, StopRunRequest, TestResult, run_event},
 };
-use reporunner_tests::Sandbox;
-use tonic::transport::Channel;
-
-/// Installs (pip, npm, cargo) on a cold cache on 2 shared cores.
-const OVER_WITHIN: Duration = Duration::from_secs(600);
-
-/// Polls until `done` says so (or the run is over), within [`OVER_WITHIN`].
-async fn until(
-    mesh: &Sandbox,
-    client: &mut OrchestratorServiceClient<Channel>,
-    id: &str,
-    done: impl Fn(&Run) -> bool,
-) -> Run {
-    let started = Instant::now();
-    loop {
-        let run = get(mesh, client, id).await;
-        let over = matches!(
-            run.state(),
-            RunState::Failed | RunState::Stopped | RunState::Interrupted | RunState::Succeeded
-        );
-        if over || done(&run) {
-            return run;
-        }
-        assert!(started.elapsed() < OVER_WITHIN, "{run:?}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-async fn until_over(mesh: &Sandbox, client: &mut OrchestratorServiceClient<Channel>, id: &str) -> Run {
-    until(mesh, client, id, |_| false).await
-}
 
 fn counts(passed: u32, failed: u32, skipped: u32, errors: u32) -> Option<TestCounts> {
     Some(TestCounts {

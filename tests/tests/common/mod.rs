@@ -6,13 +6,13 @@ use std::{
     io::{Read as _, Write as _},
     net::TcpStream,
     path::Path,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use futures::StreamExt as _;
 use reporunner_node::ServiceName;
 use reporunner_proto::orchestrator::v1::{
-    CreateRunRequest, GetRunRequest, RepoSource, Run, RunEvent, RunGoal, WatchRunRequest,
+    CreateRunRequest, GetRunRequest, RepoSource, Run, RunEvent, RunGoal, RunState, WatchRunRequest,
     orchestrator_service_client::OrchestratorServiceClient, repo_source::Source,
 };
 use reporunner_tests::{Sandbox, SandboxBuilder};
@@ -119,4 +119,34 @@ pub fn http_get(url: &str) -> String {
     let mut answer = String::new();
     let _ = stream.read_to_string(&mut answer);
     answer
+}
+
+/// Installs (pip, npm, cargo) on a cold cache on 2 shared cores.
+const OVER_WITHIN: Duration = Duration::from_secs(600);
+
+/// Polls until `done` says so (or the run is over), within [`OVER_WITHIN`].
+pub async fn until(
+    mesh: &Sandbox,
+    client: &mut OrchestratorServiceClient<Channel>,
+    id: &str,
+    done: impl Fn(&Run) -> bool,
+) -> Run {
+    let started = Instant::now();
+    loop {
+        let run = get(mesh, client, id).await;
+        let over = matches!(
+            run.state(),
+            RunState::Failed | RunState::Stopped | RunState::Interrupted | RunState::Succeeded
+        );
+        if over || done(&run) {
+            return run;
+        }
+        assert!(started.elapsed() < OVER_WITHIN, "{run:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Polls until the run is over (FAILED, STOPPED, INTERRUPTED, SUCCEEDED).
+pub async fn until_over(mesh: &Sandbox, client: &mut OrchestratorServiceClient<Channel>, id: &str) -> Run {
+    until(mesh, client, id, |_| false).await
 }
