@@ -618,6 +618,7 @@ async fn the_control_socket_serves_its_owner_and_refuses_everyone_else() {
         CancellationToken::new(),
         reporunner_node::NodeOptions {
             control_socket: Some(socket),
+            ..Default::default()
         },
     ))
     .await

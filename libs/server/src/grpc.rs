@@ -92,6 +92,7 @@ pub struct GrpcServer {
         std::sync::Arc<dyn crate::local::LocalCaller>,
     )>,
     reflection: bool,
+    gateway: Option<std::sync::Arc<reporunner_gateway::Gateway>>,
 }
 
 impl Default for GrpcServer {
@@ -119,6 +120,7 @@ impl GrpcServer {
             health_listener: None,
             local_socket: None,
             reflection: true,
+            gateway: None,
         }
     }
 
@@ -179,6 +181,14 @@ impl GrpcServer {
     /// outside the mesh have no business discovering.
     pub fn without_reflection(mut self) -> Self {
         self.reflection = false;
+        self
+    }
+
+    /// Also answers HTTP/1.1 and HTTP/2 requests that are not gRPC with
+    /// `gateway` (`reporunner_gateway`): HTTP/JSON calls of the services it
+    /// exposes, `/openapi.json` and the dashboard's files.
+    pub fn gateway(mut self, gateway: std::sync::Arc<reporunner_gateway::Gateway>) -> Self {
+        self.gateway = Some(gateway);
         self
     }
 
@@ -275,6 +285,7 @@ impl GrpcServer {
             (Some(_), Some(_)) => "mtls",
         };
         let local_socket = self.local_socket.take();
+        let gateway = self.gateway.take();
         let (routes, health) = self.routes()?;
         if let Some((listener, caller)) = local_socket {
             let socket =
@@ -304,8 +315,12 @@ impl GrpcServer {
         let router = Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(20)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            // Browsers and curl speak HTTP/1.1 to the gateway.
+            .accept_http1(gateway.is_some())
             .trace_fn(crate::trace::server_span)
-            // Metrics outermost, so they count the rewritten code.
+            // The gateway first: its calls go through the whole gRPC stack.
+            .layer(reporunner_gateway::GatewayLayer::new(gateway))
+            // Metrics outermost of the gRPC stack, so they count the rewritten code.
             .layer(GrpcMetricsLayer)
             .layer(DecodeErrorLayer)
             .add_routes(routes);

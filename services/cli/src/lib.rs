@@ -6,6 +6,7 @@
 pub mod account;
 pub mod analyze;
 pub mod credentials;
+pub mod dashboard;
 pub mod errors;
 pub mod output;
 pub mod owner;

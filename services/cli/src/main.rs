@@ -539,6 +539,7 @@ async fn serve(globals: &Globals, args: ServeArgs) -> anyhow::Result<()> {
     };
     let options = reporunner_node::NodeOptions {
         control_socket: owned.as_ref().map(|o| o.bind_socket()).transpose()?,
+        dashboard: reporunner::dashboard::assets(),
     };
     let node = reporunner_node::start_node_with(&settings, &services, listener, shutdown, options).await?;
     if let Some(owned) = &mut owned {

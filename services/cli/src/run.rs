@@ -206,6 +206,7 @@ impl Connection {
             CancellationToken::new(),
             NodeOptions {
                 control_socket: Some(socket),
+                ..NodeOptions::default()
             },
         ))
         .await?;

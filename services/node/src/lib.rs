@@ -9,6 +9,6 @@ pub mod node;
 pub mod services;
 pub mod settings;
 
-pub use node::{Node, NodeOptions, start_node, start_node_with};
+pub use node::{NOT_OVER_HTTP, Node, NodeOptions, start_node, start_node_with};
 pub use services::{ServiceName, open_auth};
 pub use settings::Settings;

@@ -109,7 +109,17 @@ pub struct NodeOptions {
     /// services are served on it too, calls without a token as the local
     /// owner ([`reporunner_auth::LOCAL_OWNER`]). Needs auth in the node.
     pub control_socket: Option<tokio::net::UnixListener>,
+    /// The dashboard's files, served on the public listener with
+    /// `http.dashboard` (the `reporunner` binary embeds them).
+    pub dashboard: Option<reporunner_gateway::Assets>,
 }
+
+/// Public methods only services call (the orchestrator's authentication
+/// layer): not exposed over HTTP/JSON.
+pub const NOT_OVER_HTTP: [&str; 2] = [
+    "/reporunner.auth.v1.AuthService/Authorize",
+    "/reporunner.auth.v1.AuthService/ConsumeQuota",
+];
 
 /// [`start_node_with`] without options.
 pub async fn start_node(
@@ -218,6 +228,15 @@ pub async fn start_node_with(
         None => (agents, None),
     };
     let mut front = front.tls(settings.tls.clone());
+    if hosts_public && settings.http.enabled {
+        let dashboard = options.dashboard.filter(|_| settings.http.dashboard);
+        let gateway = reporunner_gateway::Gateway::new(
+            front.health().services().iter().copied(),
+            &NOT_OVER_HTTP,
+            dashboard,
+        );
+        front = front.gateway(Arc::new(gateway));
+    }
     if let Some(socket) = options.control_socket {
         let auth = auth
             .clone()

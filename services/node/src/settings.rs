@@ -74,6 +74,29 @@ pub struct Settings {
     pub auth: AuthConfig,
     /// The single admin, created on first start when none exists.
     pub admin: AdminBootstrap,
+    /// HTTP on the public listener (`listen`): HTTP/JSON of the public RPCs,
+    /// `/openapi.json` and the dashboard.
+    pub http: HttpSettings,
+}
+
+/// What the public listener answers besides gRPC.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSettings {
+    /// HTTP/JSON and `/openapi.json` (`REPORUNNER_HTTP__ENABLED`); off leaves
+    /// the listener gRPC only.
+    pub enabled: bool,
+    /// The web dashboard, when the binary carries it (`REPORUNNER_HTTP__DASHBOARD`).
+    pub dashboard: bool,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            dashboard: true,
+        }
+    }
 }
 
 /// How the single admin is created on first start. The password is read from
@@ -147,6 +170,7 @@ impl Default for Settings {
             orchestrator: OrchestratorConfig::default(),
             auth: AuthConfig::default(),
             admin: AdminBootstrap::default(),
+            http: HttpSettings::default(),
         }
     }
 }
