@@ -56,7 +56,8 @@ pub fn document(methods: &[MethodDescriptor]) -> Value {
                 "content": {
                     "text/event-stream": {
                         "schema": { "type": "string" },
-                        "itemSchema": ref_to(output.full_name()),
+                        // OpenAPI 3.2's `itemSchema`, as an extension of 3.1.
+                        "x-event-data": ref_to(output.full_name()),
                     }
                 }
             })

@@ -1,0 +1,210 @@
+"""HTTP/JSON only, from outside the process: the real `reporunner serve` on a free port, called with
+nothing but Python's standard library (and schemathesis against its OpenAPI document).
+
+- the OpenAPI 3.1 document at /openapi.json passes openapi-spec-validator;
+- schemathesis, with a bounded number of examples per operation, finds no 5xx and no answer that
+  breaks the document;
+- a whole run over HTTP: log in, create, watch it as server-sent events until the app is up, read
+  its logs, open the app, stop it.
+"""
+
+import json
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
+BINARY = pathlib.Path(os.environ.get("REPORUNNER_BIN") or TARGET / "debug" / "reporunner")
+ADMIN_PASSWORD = "plover-quince-47-ravine"
+USER_PASSWORD = "correct-horse-battery-staple-41"
+AUTH = "reporunner.auth.v1.AuthService"
+ORCHESTRATOR = "reporunner.orchestrator.v1.OrchestratorService"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    port = free_port()
+    data_dir = tmp_path_factory.mktemp("data")
+    repos = tmp_path_factory.mktemp("repos")
+    app = repos / "web"
+    shutil.copytree(ROOT / "tests" / "fixtures" / "plugin-node-app", app)
+    log_path = tmp_path_factory.mktemp("log") / "serve.log"
+    log_file = open(log_path, "w+")
+    env = dict(os.environ)
+    env["REPORUNNER_ENV_DETECTOR__REGISTRIES"] = "[]"
+    env["REPORUNNER_ADMIN__USERNAME"] = "admin"
+    env["REPORUNNER_ADMIN__PASSWORD"] = ADMIN_PASSWORD
+    env["REPORUNNER_SOURCE__ALLOWED_LOCAL_ROOTS"] = json.dumps([str(repos)])
+    proc = subprocess.Popen(
+        [str(BINARY), "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", str(data_dir)],
+        env=env, stdout=subprocess.DEVNULL, stderr=log_file, text=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"{base}/openapi.json", timeout=2).read()
+            break
+        except OSError:
+            if proc.poll() is not None:
+                log_file.seek(0)
+                pytest.fail(f"reporunner serve exited: {log_file.read()}")
+            time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("reporunner serve did not answer HTTP within 30 s")
+    yield {"base": base, "app": app, "log": log_path}
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("reporunner serve did not stop within 15 s of SIGTERM")
+    log_file.close()
+    assert proc.returncode == 0, log_path.read_text()
+
+
+def call(server, method, body, token=None, timeout=30):
+    """POSTs `body` as JSON to /<method>: (HTTP status, headers, JSON body)."""
+    headers = {"content-type": "application/json"}
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(f"{server['base']}/{method}", data=json.dumps(body).encode(),
+                                     headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as reply:
+            return reply.status, reply.headers, json.loads(reply.read())
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers, json.loads(err.read())
+
+
+def events(server, method, body, token, timeout=300):
+    """Yields (event name, data) of a server stream, read as server-sent events as they come."""
+    request = urllib.request.Request(
+        f"{server['base']}/{method}", data=json.dumps(body).encode(), method="POST",
+        headers={"content-type": "application/json", "accept": "text/event-stream",
+                 "authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=timeout) as reply:
+        assert reply.headers["content-type"] == "text/event-stream"
+        name, data = "message", []
+        for raw in reply:
+            line = raw.decode().rstrip("\n")
+            if line.startswith(":"):
+                continue
+            if line.startswith("event: "):
+                name = line[len("event: "):]
+            elif line.startswith("data: "):
+                data.append(line[len("data: "):])
+            elif line == "" and data:
+                yield name, json.loads("".join(data))
+                name, data = "message", []
+
+
+def login(server, username, password):
+    status, _, body = call(server, f"{AUTH}/Login", {"username": username, "password": password})
+    assert status == 200, body
+    return body["tokens"]["accessToken"]
+
+
+def test_the_openapi_document_is_valid_openapi_3_1(server):
+    from openapi_spec_validator import validate
+
+    with urllib.request.urlopen(f"{server['base']}/openapi.json", timeout=10) as reply:
+        assert reply.headers["content-type"] == "application/json"
+        document = json.loads(reply.read())
+    validate(document)
+    assert document["openapi"] == "3.1.0"
+    paths = set(document["paths"])
+    assert f"/{ORCHESTRATOR}/CreateRun" in paths and f"/{AUTH}/Login" in paths
+    assert "/reporunner.auth.v1.AdminService/BlockUser" in paths
+    assert f"/{AUTH}/Authorize" not in paths, "only services call Authorize"
+    assert not any(p.startswith("/reporunner.agents.") for p in paths), "agents are not public"
+
+
+def test_schemathesis_finds_no_server_error_and_no_answer_off_the_document(server, tmp_path):
+    # A Free user: generated CreateRun calls can reach nothing on the host.
+    status, _, body = call(server, f"{AUTH}/Register", {"username": "fuzzer", "password": USER_PASSWORD})
+    assert status == 200, body
+    token = login(server, "fuzzer", USER_PASSWORD)
+    schemathesis = shutil.which("schemathesis") or str(pathlib.Path(sys.executable).parent / "schemathesis")
+    out = subprocess.run(
+        [schemathesis, "run", f"{server['base']}/openapi.json",
+         "--header", f"Authorization: Bearer {token}",
+         "--checks", "not_a_server_error,response_schema_conformance,content_type_conformance,"
+                     "response_headers_conformance",
+         "--phases", "coverage,fuzzing", "--max-examples", "25", "--workers", "2",
+         "--request-timeout", "30", "--no-color", "--generation-database", "none",
+         "--report", "junit", "--report-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout[-8000:] + out.stderr[-2000:]
+    assert "24 passed" in out.stdout or " passed" in out.stdout, out.stdout[-4000:]
+
+
+def test_a_whole_run_over_http_json_only(server):
+    token = login(server, "admin", ADMIN_PASSWORD)
+
+    # No token: the gRPC code as an HTTP status, with the service's message.
+    status, _, body = call(server, f"{ORCHESTRATOR}/ListRuns", {})
+    assert status == 401 and body["code"] == "unauthenticated", body
+
+    status, _, body = call(server, f"{ORCHESTRATOR}/CreateRun",
+                           {"source": {"localPath": str(server["app"])}, "goal": "RUN_GOAL_START"}, token)
+    assert status == 200, body
+    run_id = body["run"]["id"]
+
+    # Watch, streamed: the steps, the state reaching RUNNING and the app's URL, as they happen.
+    states, steps, url = [], [], None
+    for name, data in events(server, f"{ORCHESTRATOR}/WatchRun", {"runId": run_id, "withoutLogs": True}, token):
+        assert name == "message", (name, data)
+        event = data["event"]
+        if "state" in event:
+            states.append(event["state"])
+        if "step" in event:
+            steps.append((event["step"]["step"], event["step"]["status"]))
+        if "url" in event:
+            url = event["url"]
+        if event.get("state") in ("RUN_STATE_RUNNING", "RUN_STATE_FAILED", "RUN_STATE_DEGRADED"):
+            break
+    assert states[-1] == "RUN_STATE_RUNNING", (states, steps, server["log"].read_text()[-3000:])
+    assert "RUN_STATE_STARTING" in states, states
+    assert any(status == "STEP_STATUS_FINISHED" for _, status in steps), steps
+    deadline = time.time() + 30
+    while url is None and time.time() < deadline:
+        status, _, body = call(server, f"{ORCHESTRATOR}/GetRun", {"runId": run_id}, token)
+        url = (body["run"].get("components") or [{}])[0].get("url")
+        time.sleep(0.2)
+    assert url, body
+
+    # The app answers at its URL.
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        assert reply.read().decode().startswith("licence checked: ")
+
+    # Its logs, streamed: the app's own line is there.
+    streamed = list(events(server, f"{ORCHESTRATOR}/GetRunLogs", {"runId": run_id}, token, timeout=30))
+    assert streamed[-1] == ("end", {}), streamed[-3:]
+    lines = [data["line"] for name, data in streamed[:-1]]
+    assert any("listening on" in line.get("text", "") for line in lines), lines[-20:]
+    sources = {line.get("source") for line in lines}
+    assert len(sources) >= 1, sources
+
+    status, _, body = call(server, f"{ORCHESTRATOR}/StopRun", {"runId": run_id}, token)
+    assert status == 200, body
+    status, _, body = call(server, f"{ORCHESTRATOR}/GetRun", {"runId": run_id}, token)
+    assert body["run"]["state"] == "RUN_STATE_STOPPED", body
+    # Stopped means gone: the app no longer answers.
+    with pytest.raises(OSError):
+        urllib.request.urlopen(url, timeout=5).read()
