@@ -6,7 +6,7 @@
 #   docker run -p 50051:50051 -p 9464:9464 reporunner:0.1.0
 #
 # Stages: chef (cargo-chef from crates.io) -> planner (the dependency recipe)
-# -> builder (dependencies cooked in their own cached layer, then the
+# -> dashboard (npm) -> builder (dependencies cooked in their own cached layer, then the
 # workspace) -> probe (grpc-health-probe, a Go module, for HEALTHCHECK) ->
 # runtime (Debian slim, non-root).
 
@@ -24,6 +24,17 @@ FROM chef AS planner
 COPY . .
 RUN cargo chef prepare --recipe-path recipe.json
 
+FROM node:20-${DEBIAN_RELEASE}-slim AS dashboard
+# The web dashboard (npm packages from the registry, TypeScript clients
+# generated from proto/ by buf), embedded into the binary by its build script.
+WORKDIR /src/dashboard
+COPY dashboard/package.json dashboard/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY buf.yaml /src/
+COPY proto/ /src/proto/
+COPY dashboard/ ./
+RUN npm run build
+
 FROM chef AS builder
 # onig (tokenizers) and LMDB (heed) compile C; protox needs no protoc.
 # Unpinned apt packages (DL3008): Debian stable drops superseded versions, so
@@ -37,6 +48,7 @@ COPY --from=planner /src/recipe.json recipe.json
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo chef cook --release --locked --recipe-path recipe.json -p reporunner
 COPY . .
+COPY --from=dashboard /src/dashboard/dist dashboard/dist
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked -p reporunner \
  && install -m 0755 target/release/reporunner /usr/local/bin/reporunner

@@ -5,13 +5,18 @@ VENV ?= .venv
 PYTHON ?= python3
 CARGO ?= cargo
 
-.PHONY: all run fmt lint test test-rust test-python test-manifests proto-lint bench bench-reference clean-venv models tools realworld load fuzz
+.PHONY: all run fmt lint test test-rust test-python test-manifests proto-lint bench bench-reference clean-venv models tools realworld load fuzz dashboard
 
 all: lint test
 
-## run: build and start every service in one process (embedded mode)
-run:
+## run: build and start every service in one process (embedded mode), with the dashboard
+run: dashboard
 	$(CARGO) run --release -p reporunner -- serve
+
+## dashboard: the web dashboard (dashboard/: TypeScript, npm packages from the registry, clients
+## generated from proto/) built into dashboard/dist, which the reporunner binary embeds at build time
+dashboard:
+	cd dashboard && npm ci --no-audit --no-fund --loglevel=error && npm run build
 
 fmt:
 	$(CARGO) fmt --all
@@ -34,7 +39,7 @@ tools:
 	tests/tools.sh
 
 test: tools
-	$(MAKE) proto-lint test-rust test-python
+	$(MAKE) proto-lint dashboard test-rust test-python
 
 test-rust: models
 	$(CARGO) nextest run --workspace --no-fail-fast

@@ -2,7 +2,8 @@
 # Installs what `make test` needs and a fresh machine may lack, from the
 # package registries: cargo-nextest (crates.io), buf (npm), and the system
 # tools the tests drive (apt): bubblewrap and prlimit for the sandbox, git for
-# the source agent, promtool for the alert rules, tmux for the terminal tests.
+# the source agent, promtool for the alert rules, tmux for the terminal tests,
+# chromium for the dashboard's browser test (playwright-core drives it).
 # Idempotent: what is there already is left alone. `make test` and `.ci/run`
 # both call it.
 set -euo pipefail
@@ -18,7 +19,7 @@ if ! command -v buf >/dev/null 2>&1; then
 fi
 
 missing=()
-for tool in bwrap:bubblewrap prlimit:util-linux git:git promtool:prometheus tmux:tmux; do
+for tool in bwrap:bubblewrap prlimit:util-linux git:git promtool:prometheus tmux:tmux chromium:chromium; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool##*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then

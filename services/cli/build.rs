@@ -24,15 +24,13 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
     let dist = manifest_dir.join("../../dashboard/dist");
-    println!("cargo:rerun-if-changed={}", dist.display());
     let mut files = Vec::new();
     if dist.join("index.html").is_file() {
+        // A directory is scanned whole: any file of the build changing reruns this.
+        println!("cargo:rerun-if-changed={}", dist.display());
         let dist = dist.canonicalize()?;
         walk(&dist, &mut files)?;
         files.sort();
-        for file in &files {
-            println!("cargo:rerun-if-changed={}", file.display());
-        }
         let mut code = String::from("pub static FILES: &[(&str, &[u8])] = &[\n");
         for file in &files {
             let name = file.strip_prefix(&dist)?.to_string_lossy().replace('\\', "/");
@@ -45,6 +43,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         code.push_str("];\n");
         std::fs::write(PathBuf::from(env::var("OUT_DIR")?).join("dashboard.rs"), code)?;
     } else {
+        // A path that does not exist would rerun this on every build: watch
+        // the dashboard's directory for the build to appear instead.
+        println!("cargo:rerun-if-changed={}", manifest_dir.join("../../dashboard").display());
         std::fs::write(
             PathBuf::from(env::var("OUT_DIR")?).join("dashboard.rs"),
             "pub static FILES: &[(&str, &[u8])] = &[];\n",

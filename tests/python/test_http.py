@@ -9,10 +9,8 @@ nothing but Python's standard library (and schemathesis against its OpenAPI docu
 """
 
 import json
-import os
 import pathlib
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -21,75 +19,25 @@ import urllib.request
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
-BINARY = pathlib.Path(os.environ.get("REPORUNNER_BIN") or TARGET / "debug" / "reporunner")
-ADMIN_PASSWORD = "plover-quince-47-ravine"
+from serve import ADMIN_PASSWORD, ROOT, post, serve
+
 USER_PASSWORD = "correct-horse-battery-staple-41"
 AUTH = "reporunner.auth.v1.AuthService"
 ORCHESTRATOR = "reporunner.orchestrator.v1.OrchestratorService"
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    port = free_port()
-    data_dir = tmp_path_factory.mktemp("data")
     repos = tmp_path_factory.mktemp("repos")
     app = repos / "web"
     shutil.copytree(ROOT / "tests" / "fixtures" / "plugin-node-app", app)
-    log_path = tmp_path_factory.mktemp("log") / "serve.log"
-    log_file = open(log_path, "w+")
-    env = dict(os.environ)
-    env["REPORUNNER_ENV_DETECTOR__REGISTRIES"] = "[]"
-    env["REPORUNNER_ADMIN__USERNAME"] = "admin"
-    env["REPORUNNER_ADMIN__PASSWORD"] = ADMIN_PASSWORD
-    env["REPORUNNER_SOURCE__ALLOWED_LOCAL_ROOTS"] = json.dumps([str(repos)])
-    proc = subprocess.Popen(
-        [str(BINARY), "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", str(data_dir)],
-        env=env, stdout=subprocess.DEVNULL, stderr=log_file, text=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(f"{base}/openapi.json", timeout=2).read()
-            break
-        except OSError:
-            if proc.poll() is not None:
-                log_file.seek(0)
-                pytest.fail(f"reporunner serve exited: {log_file.read()}")
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail("reporunner serve did not answer HTTP within 30 s")
-    yield {"base": base, "app": app, "log": log_path}
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        pytest.fail("reporunner serve did not stop within 15 s of SIGTERM")
-    log_file.close()
-    assert proc.returncode == 0, log_path.read_text()
+    with serve(tmp_path_factory, [repos]) as running:
+        yield {**running, "app": app}
 
 
 def call(server, method, body, token=None, timeout=30):
     """POSTs `body` as JSON to /<method>: (HTTP status, headers, JSON body)."""
-    headers = {"content-type": "application/json"}
-    if token:
-        headers["authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(f"{server['base']}/{method}", data=json.dumps(body).encode(),
-                                     headers=headers, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as reply:
-            return reply.status, reply.headers, json.loads(reply.read())
-    except urllib.error.HTTPError as err:
-        return err.code, err.headers, json.loads(err.read())
+    return post(server["base"], method, body, token, timeout)
 
 
 def events(server, method, body, token, timeout=300):

@@ -497,7 +497,9 @@ def test_the_dockerfile_lints_clean_and_keeps_its_promises():
     assert result.returncode == 0, result.stdout + result.stderr
     text = (ROOT / "Dockerfile").read_text()
     stages = re.findall(r"^FROM\s+\S+\s+AS\s+(\S+)", text, flags=re.M | re.I)
-    assert stages == ["chef", "planner", "builder", "probe", "runtime"]
+    assert stages == ["chef", "planner", "dashboard", "builder", "probe", "runtime"]
+    builder = text.split("AS builder", 1)[1].split("AS probe", 1)[0]
+    assert "COPY --from=dashboard /src/dashboard/dist dashboard/dist" in builder, "the binary embeds the dashboard"
     assert "cargo chef cook" in text.split("COPY . .")[1], "dependencies are cooked before the sources come in"
     runtime = text.split("AS runtime", 1)[1]
     assert re.search(r"^USER 10001:10001$", runtime, flags=re.M)

@@ -1,0 +1,82 @@
+"""The real `reporunner serve` on a free loopback port, for the suites that drive it over HTTP."""
+
+import contextlib
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
+# Not REPORUNNER_BIN: every REPORUNNER_* variable is configuration to the server.
+BINARY = pathlib.Path(os.environ.get("REPO_RUNNER_BINARY") or TARGET / "debug" / "reporunner")
+ADMIN_PASSWORD = "plover-quince-47-ravine"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve(tmp_path_factory, allowed_roots):
+    """Yields {"base": "http://127.0.0.1:<port>", "log": path} of a server whose admin is `admin`
+    (ADMIN_PASSWORD) and whose runs may read local paths under `allowed_roots`; stops it after."""
+    port = free_port()
+    data_dir = tmp_path_factory.mktemp("data")
+    log_path = tmp_path_factory.mktemp("log") / "serve.log"
+    log_file = open(log_path, "w+")
+    env = dict(os.environ)
+    env["REPORUNNER_ENV_DETECTOR__REGISTRIES"] = "[]"
+    env["REPORUNNER_ADMIN__USERNAME"] = "admin"
+    env["REPORUNNER_ADMIN__PASSWORD"] = ADMIN_PASSWORD
+    env["REPORUNNER_SOURCE__ALLOWED_LOCAL_ROOTS"] = json.dumps([str(r) for r in allowed_roots])
+    proc = subprocess.Popen(
+        [str(BINARY), "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", str(data_dir)],
+        env=env, stdout=subprocess.DEVNULL, stderr=log_file, text=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"{base}/openapi.json", timeout=2).read()
+            break
+        except OSError:
+            if proc.poll() is not None:
+                log_file.seek(0)
+                pytest.fail(f"reporunner serve exited: {log_file.read()}")
+            time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("reporunner serve did not answer HTTP within 30 s")
+    try:
+        yield {"base": base, "log": log_path}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail("reporunner serve did not stop within 15 s of SIGTERM")
+        log_file.close()
+    assert proc.returncode == 0, log_path.read_text()[-5000:]
+
+
+def post(base, method, body, token=None, timeout=30):
+    """POSTs `body` as JSON to <base>/<method>: (HTTP status, headers, JSON body)."""
+    headers = {"content-type": "application/json"}
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(f"{base}/{method}", data=json.dumps(body).encode(), headers=headers,
+                                     method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as reply:
+            return reply.status, reply.headers, json.loads(reply.read())
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers, json.loads(err.read())
