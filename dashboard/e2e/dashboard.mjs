@@ -106,6 +106,17 @@ try {
   const free = await open("free");
   await login(free.page, env("FREE_USER"), env("FREE_PASSWORD"));
   await free.page.getByRole("heading", { name: "Your runs" }).waitFor();
+  if (process.env.ARCHIVE_PATH) {
+    step("the Free user starts an analysis of an uploaded archive");
+    await free.page.getByRole("link", { name: "New run" }).first().click();
+    await free.page.getByRole("radio", { name: /Upload an archive/ }).check();
+    await free.page.getByLabel(/^Archive/).setInputFiles(process.env.ARCHIVE_PATH);
+    await free.page.getByLabel("Goal").selectOption({ label: "Analyze only" });
+    await free.page.getByRole("button", { name: "Start run" }).click();
+    await free.page.waitForURL(/\/runs\/[0-9a-f-]{36}$/);
+    await free.page.getByRole("heading", { name: /Run of uploaded web\.zip/ }).waitFor();
+    await free.page.locator(".badge", { hasText: /^succeeded$/ }).first().waitFor({ timeout: 120_000 });
+  }
   await free.page.getByRole("link", { name: "Usage" }).click();
   const chart = free.page.getByRole("img", { name: /Your quota in the last hour/ });
   await chart.waitFor();

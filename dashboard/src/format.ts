@@ -43,6 +43,7 @@ export function sourceLabel(source?: RepoSource): string {
   const s = source?.source;
   if (!s || !s.case) return "—";
   const ref = source?.ref ? ` @ ${source.ref}` : "";
+  if (s.case === "archive") return `uploaded ${s.value.fileName || "archive"}`;
   return `${s.value}${ref}`;
 }
 

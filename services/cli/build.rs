@@ -45,7 +45,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         // A path that does not exist would rerun this on every build: watch
         // the dashboard's directory for the build to appear instead.
-        println!("cargo:rerun-if-changed={}", manifest_dir.join("../../dashboard").display());
+        println!(
+            "cargo:rerun-if-changed={}",
+            manifest_dir.join("../../dashboard").display()
+        );
         std::fs::write(
             PathBuf::from(env::var("OUT_DIR")?).join("dashboard.rs"),
             "pub static FILES: &[(&str, &[u8])] = &[];\n",

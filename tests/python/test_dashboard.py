@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import urllib.request
+import zipfile
 
 import pytest
 
@@ -39,7 +40,12 @@ def test_the_dashboard_drives_a_run_shows_usage_and_lets_the_admin_block_a_user(
     status, _, body = post(server["base"], "reporunner.auth.v1.AuthService/Register",
                            {"username": "freda", "password": FREE_PASSWORD})
     assert status == 200, body
-    env = dict(os.environ, BASE=server["base"], ADMIN_USER="admin", ADMIN_PASSWORD=ADMIN_PASSWORD,
+    archive = tmp_path / "web.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as packed:
+        for path in sorted(server["app"].rglob("*")):
+            if path.is_file():
+                packed.write(path, path.relative_to(server["app"]))
+    env = dict(os.environ, BASE=server["base"], ARCHIVE_PATH=str(archive), ADMIN_USER="admin", ADMIN_PASSWORD=ADMIN_PASSWORD,
                FREE_USER="freda", FREE_PASSWORD=FREE_PASSWORD, APP_PATH=str(server["app"]),
                CHROMIUM=CHROMIUM, SHOTS=str(tmp_path / "shots"))
     out = subprocess.run(["node", "e2e/dashboard.mjs"], cwd=ROOT / "dashboard", env=env, capture_output=True,

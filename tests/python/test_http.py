@@ -156,3 +156,40 @@ def test_a_whole_run_over_http_json_only(server):
     # Stopped means gone: the app no longer answers.
     with pytest.raises(OSError):
         urllib.request.urlopen(url, timeout=5).read()
+
+
+def test_a_run_from_an_uploaded_archive(server):
+    import base64
+    import io
+    import zipfile
+
+    token = login(server, "admin", ADMIN_PASSWORD)
+    packed = io.BytesIO()
+    with zipfile.ZipFile(packed, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(server["app"].rglob("*")):
+            if path.is_file():
+                archive.write(path, path.relative_to(server["app"]))
+    content = base64.b64encode(packed.getvalue()).decode()
+
+    for bad, named in (({"content": content}, "format"), ({"format": "ARCHIVE_FORMAT_ZIP"}, "empty")):
+        status, _, body = call(server, f"{ORCHESTRATOR}/CreateRun",
+                               {"source": {"archive": bad}, "goal": "RUN_GOAL_ANALYZE"}, token)
+        assert status == 400 and named in body["message"], body
+
+    status, _, body = call(server, f"{ORCHESTRATOR}/CreateRun", {
+        "source": {"archive": {"content": content, "format": "ARCHIVE_FORMAT_ZIP", "fileName": "web.zip"}},
+        "goal": "RUN_GOAL_ANALYZE"}, token)
+    assert status == 200, body
+    run_id = body["run"]["id"]
+    # The run keeps the archive's name and format, never its bytes.
+    assert body["run"]["source"]["archive"] == {"format": "ARCHIVE_FORMAT_ZIP", "fileName": "web.zip"}, body
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        status, _, body = call(server, f"{ORCHESTRATOR}/GetRun", {"runId": run_id}, token)
+        if body["run"]["state"] in ("RUN_STATE_SUCCEEDED", "RUN_STATE_FAILED"):
+            break
+        time.sleep(0.3)
+    assert body["run"]["state"] == "RUN_STATE_SUCCEEDED", body
+    assert body["run"]["workspace"]["fileCount"] == "4", body["run"]["workspace"]  # uint64: a string
+    assert body["run"]["workspace"]["origin"] == "upload:web.zip", body["run"]["workspace"]
+    assert [c["name"] for c in body["run"]["plan"]["components"]] == ["plugin-node-app"], body["run"]["plan"]

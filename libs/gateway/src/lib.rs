@@ -62,6 +62,9 @@ use crate::{codec::DynamicCodec, protocol::*};
 
 /// The largest request body the gateway reads (the gRPC default too).
 pub const MAX_REQUEST_BYTES: usize = 4 << 20;
+/// The largest body of a method whose request can carry bytes (an uploaded
+/// archive: 32 MiB as base64, with room for the rest of the message).
+pub const MAX_UPLOAD_REQUEST_BYTES: usize = 48 << 20;
 /// The deadline of a unary call that names none (`connect-timeout-ms`).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// The longest deadline a caller may ask for.
@@ -83,7 +86,8 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
 /// What the gateway exposes: built once per server.
 #[derive(Debug)]
 pub struct Gateway {
-    methods: HashMap<String, MethodDescriptor>,
+    /// Each exposed method and the largest request body it reads.
+    methods: HashMap<String, (MethodDescriptor, usize)>,
     openapi: Bytes,
     assets: Option<Assets>,
 }
@@ -114,13 +118,28 @@ impl Gateway {
         let listed: Vec<MethodDescriptor> = methods.values().cloned().collect();
         let openapi = Bytes::from(openapi::document(&listed).to_string());
         Self {
-            methods: methods.into_iter().collect(),
+            methods: methods
+                .into_iter()
+                .map(|(path, method)| {
+                    let limit = if carries_bytes(&method.input(), &mut Vec::new()) {
+                        MAX_UPLOAD_REQUEST_BYTES
+                    } else {
+                        MAX_REQUEST_BYTES
+                    };
+                    (path, (method, limit))
+                })
+                .collect(),
             openapi,
             assets,
         }
     }
 
     /// The exposed methods' paths, sorted.
+    /// The largest request body `path` reads, when it is exposed.
+    pub fn max_body(&self, path: &str) -> Option<usize> {
+        self.methods.get(path).map(|(_, limit)| *limit)
+    }
+
     pub fn paths(&self) -> Vec<&str> {
         let mut paths: Vec<&str> = self.methods.keys().map(String::as_str).collect();
         paths.sort_unstable();
@@ -131,6 +150,19 @@ impl Gateway {
     pub fn openapi_json(&self) -> &Bytes {
         &self.openapi
     }
+}
+
+/// Whether `message` or any message in it has a `bytes` field.
+fn carries_bytes(message: &MessageDescriptor, seen: &mut Vec<String>) -> bool {
+    if seen.iter().any(|name| name == message.full_name()) {
+        return false;
+    }
+    seen.push(message.full_name().to_owned());
+    message.fields().any(|field| match field.kind() {
+        prost_reflect::Kind::Bytes => true,
+        prost_reflect::Kind::Message(inner) => carries_bytes(&inner, seen),
+        _ => false,
+    })
 }
 
 /// Puts the gateway in front of a server's services; with `None`, requests
@@ -324,8 +356,8 @@ impl Gateway {
         B::Error: Into<StdError> + Send,
     {
         let path = request.uri().path().to_owned();
-        if let Some(method) = self.methods.get(&path) {
-            return self.rpc(method.clone(), request, inner).await;
+        if let Some((method, limit)) = self.methods.get(&path) {
+            return self.rpc(method.clone(), *limit, request, inner).await;
         }
         let read = request.method() == Method::GET || request.method() == Method::HEAD;
         if path == "/openapi.json" {
@@ -357,7 +389,13 @@ impl Gateway {
         )))
     }
 
-    async fn rpc<S, B>(&self, method: MethodDescriptor, request: Request<Body>, inner: S) -> Response<Body>
+    async fn rpc<S, B>(
+        &self,
+        method: MethodDescriptor,
+        max_body: usize,
+        request: Request<Body>,
+        inner: S,
+    ) -> Response<Body>
     where
         S: Service<Request<Body>, Response = Response<B>, Error = Infallible> + Send + 'static,
         S::Future: Send + 'static,
@@ -401,13 +439,13 @@ impl Gateway {
             Err(status) => return failure(&status),
         };
         let (parts, body) = request.into_parts();
-        let bytes = match Limited::new(body, MAX_REQUEST_BYTES).collect().await {
+        let bytes = match Limited::new(body, max_body).collect().await {
             Ok(collected) => collected.to_bytes(),
             Err(err) if err.is::<LengthLimitError>() => {
                 return refusal(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     &Status::resource_exhausted(format!(
-                        "the request body is larger than {MAX_REQUEST_BYTES} bytes"
+                        "the request body is larger than the {max_body} bytes {path} takes"
                     )),
                 );
             }
@@ -620,4 +658,37 @@ fn envelopes(
         };
         Some((Ok(Frame::data(bytes)), more.then_some(source)))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_methods_whose_request_can_carry_bytes_read_large_bodies() {
+        let gateway = Gateway::new(
+            [
+                "reporunner.orchestrator.v1.OrchestratorService",
+                "reporunner.auth.v1.AuthService",
+            ],
+            &[],
+            None,
+        );
+        assert_eq!(
+            gateway.max_body("/reporunner.orchestrator.v1.OrchestratorService/CreateRun"),
+            Some(MAX_UPLOAD_REQUEST_BYTES)
+        );
+        assert_eq!(
+            gateway.max_body("/reporunner.orchestrator.v1.OrchestratorService/GetRun"),
+            Some(MAX_REQUEST_BYTES)
+        );
+        assert_eq!(
+            gateway.max_body("/reporunner.auth.v1.AuthService/Login"),
+            Some(MAX_REQUEST_BYTES)
+        );
+        assert_eq!(
+            gateway.max_body("/reporunner.agents.source.v1.SourceService/Fetch"),
+            None
+        );
+    }
 }

@@ -1267,6 +1267,7 @@ fn source_label(source: Option<&RepoSource>) -> String {
         Some(repo_source::Source::GitUrl(url)) => url.clone(),
         Some(repo_source::Source::LocalPath(path)) => path.clone(),
         Some(repo_source::Source::WorkspaceId(id)) => id.clone(),
+        Some(repo_source::Source::Archive(archive)) => format!("uploaded {}", archive.file_name),
         None => String::new(),
     };
     if source.r#ref.is_empty() {

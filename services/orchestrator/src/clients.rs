@@ -38,7 +38,10 @@ use reporunner_proto::{
             LogsRequest, LogsResponse, ProcessStatus, StartRequest, StatusRequest, StopRequest,
             runner_service_client::RunnerServiceClient,
         },
-        source::v1::{FetchRequest, FetchResponse, source_service_client::SourceServiceClient},
+        source::v1::{
+            FetchRequest, FetchResponse, UploadArchiveHeader, UploadArchiveRequest,
+            source_service_client::SourceServiceClient, upload_archive_request,
+        },
         tester::v1::{RunTestsRequest, RunTestsResponse, tester_service_client::TesterServiceClient},
     },
     common::v1::RunPlan,
@@ -176,6 +179,9 @@ typed_client!(
     TesterClient
 );
 
+/// The size of each chunk of an uploaded archive sent to the source agent.
+const UPLOAD_CHUNK: usize = 1 << 20;
+
 impl SourceClient {
     pub async fn fetch(&self, request: FetchRequest) -> Result<FetchResponse> {
         SourceServiceClient::new(self.transport()?)
@@ -183,6 +189,31 @@ impl SourceClient {
             .await
             .map(tonic::Response::into_inner)
             .map_err(|status| self.failed(status))
+    }
+
+    /// Sends an archive to be extracted as a workspace: `header`, then the
+    /// content in chunks. The same answer as a fetch.
+    pub async fn upload(
+        &self,
+        header: UploadArchiveHeader,
+        content: impl AsRef<[u8]>,
+    ) -> Result<FetchResponse> {
+        let content = content.as_ref();
+        let mut parts = vec![UploadArchiveRequest {
+            part: Some(upload_archive_request::Part::Header(header)),
+        }];
+        parts.extend(content.chunks(UPLOAD_CHUNK).map(|chunk| UploadArchiveRequest {
+            part: Some(upload_archive_request::Part::Chunk(chunk.to_vec())),
+        }));
+        let reply = SourceServiceClient::new(self.transport()?)
+            .upload_archive(self.request(tokio_stream::iter(parts)))
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| self.failed(status))?;
+        Ok(FetchResponse {
+            workspace: reply.workspace,
+            reused: reply.reused,
+        })
     }
 }
 

@@ -26,8 +26,11 @@ impl<O: Orchestrator> OrchestratorGrpc<O> {
         Self { inner }
     }
 
+    /// The tonic server; a CreateRun may carry an uploaded archive, so its
+    /// messages may be that much larger than tonic's 4 MiB default.
     pub fn into_server(self) -> OrchestratorServiceServer<Self> {
         OrchestratorServiceServer::new(self)
+            .max_decoding_message_size(crate::service::MAX_UPLOAD_BYTES + (1 << 20))
     }
 }
 

@@ -5,13 +5,13 @@ use reporunner_client::Transport;
 use reporunner_proto::{
     agents::{
         env_detector::v1::{DetectRequest, env_detector_service_client::EnvDetectorServiceClient},
-        source::v1::FetchLimits,
+        source::v1::{ArchiveFormat, FetchLimits},
     },
     auth::v1::UsageKind,
     common::v1::{Environment, IndexMode, LogLine, Platform, Principal, Recommendations, Tier, Workspace},
     orchestrator::v1::{
         CreateRunRequest, GetRunLogsRequest, IndexWorkspaceRequest, ListRunsRequest, Run, RunEvent, RunGoal,
-        RunState, SearchRequest, SearchResponse, repo_source, run_event,
+        RunState, SearchRequest, SearchResponse, UploadedArchive, repo_source, run_event,
     },
 };
 use reporunner_tier::{policy::ModeChoice, tier_label};
@@ -221,6 +221,9 @@ pub struct OrchestratorImpl {
 const REPLAY_BATCH: u64 = 256;
 /// The longest accepted git URL or local path, in bytes.
 const MAX_SOURCE_LEN: usize = 4096;
+
+/// The largest archive a CreateRun may carry (`source.archive`).
+pub const MAX_UPLOAD_BYTES: usize = 32 << 20;
 
 impl OrchestratorImpl {
     /// Validates `config` and takes over the runs no live replica holds
@@ -461,6 +464,43 @@ fn validate_git_url(url: &str) -> Result<()> {
     }
 }
 
+/// An uploaded archive: not empty, within [`MAX_UPLOAD_BYTES`] and the
+/// caller's workspace size, and of a known format.
+fn validate_archive(archive: &UploadedArchive, max_workspace_bytes: u64) -> Result<()> {
+    let size = archive.content.len();
+    if size == 0 {
+        return Err(OrchestratorError::InvalidArgument(
+            "source.archive.content is empty: send the archive's bytes".into(),
+        ));
+    }
+    let limit = (MAX_UPLOAD_BYTES as u64).min(if max_workspace_bytes == 0 {
+        u64::MAX
+    } else {
+        max_workspace_bytes
+    });
+    if size as u64 > limit {
+        return Err(OrchestratorError::InvalidArgument(format!(
+            "source.archive is {size} bytes, more than the {limit} an upload may have; \
+             push the repository somewhere git can reach and give its git_url"
+        )));
+    }
+    match ArchiveFormat::try_from(archive.format) {
+        Ok(ArchiveFormat::Tar | ArchiveFormat::TarGz | ArchiveFormat::Zip) => {}
+        _ => {
+            return Err(OrchestratorError::InvalidArgument(format!(
+                "source.archive.format {} is not tar, tar.gz or zip",
+                archive.format
+            )));
+        }
+    }
+    if archive.file_name.len() > MAX_SOURCE_LEN || archive.file_name.contains('\0') {
+        return Err(OrchestratorError::InvalidArgument(
+            "source.archive.file_name is too long or holds a NUL byte".into(),
+        ));
+    }
+    Ok(())
+}
+
 fn validate_local_path(path: &str) -> Result<()> {
     if path.is_empty() || path.len() > MAX_SOURCE_LEN || path.contains('\0') {
         return Err(OrchestratorError::InvalidArgument(
@@ -565,7 +605,7 @@ impl Orchestrator for OrchestratorImpl {
         }
         let source = request.source.clone().ok_or_else(|| {
             OrchestratorError::InvalidArgument(
-                "a run needs a source: git_url, local_path or workspace_id".into(),
+                "a run needs a source: git_url, local_path, workspace_id or archive".into(),
             )
         })?;
         let workspace = match &source.source {
@@ -575,6 +615,10 @@ impl Orchestrator for OrchestratorImpl {
             }
             Some(repo_source::Source::LocalPath(path)) => {
                 validate_local_path(path)?;
+                None
+            }
+            Some(repo_source::Source::Archive(archive)) => {
+                validate_archive(archive, caller.policy.max_workspace_bytes)?;
                 None
             }
             Some(repo_source::Source::WorkspaceId(id)) => {
@@ -590,7 +634,7 @@ impl Orchestrator for OrchestratorImpl {
             }
             None => {
                 return Err(OrchestratorError::InvalidArgument(
-                    "a run needs a source: git_url, local_path or workspace_id".into(),
+                    "a run needs a source: git_url, local_path, workspace_id or archive".into(),
                 ));
             }
         };
@@ -637,10 +681,16 @@ impl Orchestrator for OrchestratorImpl {
             .consume(caller, UsageKind::RunCreated, "CreateRun")
             .await
             .map_err(|s| OrchestratorError::Auth(Box::new(s)))?;
+        // An uploaded archive stays in memory for the fetch step only; the
+        // run keeps its name and format.
+        let mut kept = source.clone();
+        if let Some(repo_source::Source::Archive(archive)) = &mut kept.source {
+            archive.content = Default::default();
+        }
         let new = NewRun {
             owner_id: owner_id.clone(),
             goal,
-            source: source.clone(),
+            source: kept,
             workspace: workspace.clone(),
         };
         let run = match self.store.create_run(new, limit).await? {
