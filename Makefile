@@ -62,6 +62,10 @@ bench: models
 	$(CARGO) bench -p reporunner-dependency --bench install
 	$(CARGO) bench -p reporunner-tests --bench run
 	$(CARGO) bench -p reporunner-indexer --bench index
+	$(MAKE) dashboard
+	$(CARGO) build --release -p reporunner
+	BINARY="$$($(CARGO) metadata --format-version 1 --no-deps | $(PYTHON) -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')/release/reporunner" \
+		node dashboard/e2e/bench.mjs
 
 ## realworld: the practice corpus (tests/realworld/corpus.toml), each repository cold (a fresh data dir),
 ## sandboxed, with this checkout's release build; ONLY=owner/name,... for some. The trees are unpacked at

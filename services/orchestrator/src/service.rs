@@ -1072,6 +1072,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_uploaded_archive_is_bounded_by_the_upload_limit_and_the_tier() {
+        let archive = |size: usize, format: ArchiveFormat| UploadedArchive {
+            content: vec![0; size],
+            format: format as i32,
+            file_name: "app.zip".into(),
+        };
+        assert!(validate_archive(&archive(10, ArchiveFormat::Zip), 1 << 30).is_ok());
+        let err = validate_archive(&archive(0, ArchiveFormat::Zip), 1 << 30).unwrap_err();
+        assert!(err.to_string().contains("empty"), "{err}");
+        let err = validate_archive(&archive(10, ArchiveFormat::Unspecified), 1 << 30).unwrap_err();
+        assert!(err.to_string().contains("not tar, tar.gz or zip"), "{err}");
+        // The tier's workspace size, when it is smaller than the upload limit.
+        let err = validate_archive(&archive(2048, ArchiveFormat::TarGz), 1024).unwrap_err();
+        assert!(err.to_string().contains("more than the 1024"), "{err}");
+        let err = validate_archive(&archive(MAX_UPLOAD_BYTES + 1, ArchiveFormat::Tar), u64::MAX).unwrap_err();
+        assert!(err.to_string().contains(&format!("more than the {MAX_UPLOAD_BYTES}")), "{err}");
+    }
+
+    #[test]
     fn vector_modes_only_when_recommended() {
         let mut rec = Recommendations::default();
         assert_eq!(host_index_modes(&rec), vec![IndexMode::Text]);
