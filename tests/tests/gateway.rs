@@ -465,3 +465,58 @@ async fn the_openapi_document_lists_every_exposed_method_and_no_internal_one() {
     }
     mesh.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn failed_logins_over_http_are_throttled_by_the_callers_address() {
+    let mesh = Sandbox::builder()
+        .settings(|s| s.auth.login_failures_per_address_per_hour = 3)
+        .with(ServiceName::Auth)
+        .start()
+        .await
+        .unwrap();
+    let auth = mesh.addr(ServiceName::Auth).unwrap();
+    let (status, _, body) = post(
+        auth,
+        &format!("{AUTH}/Register"),
+        None,
+        json!({ "username": "http-erin", "password": PASSWORD }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // Two callers on two loopback addresses.
+    let from = |ip: [u8; 4]| {
+        reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from(ip))
+            .http1_only()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap()
+    };
+    let login = |client: reqwest::Client, username: &'static str, password: &'static str| async move {
+        client
+            .post(format!("http://{auth}/{AUTH}/Login"))
+            .header("content-type", "application/json")
+            .body(json!({ "username": username, "password": password }).to_string())
+            .send()
+            .await
+            .unwrap()
+    };
+    let guesser = from([127, 0, 0, 2]);
+    // Unknown accounts: only the address's bucket fills.
+    for ghost in ["ghost-1", "ghost-2", "ghost-3"] {
+        let answer = login(guesser.clone(), ghost, "wrong-password-123").await;
+        assert_eq!(answer.status(), 401);
+    }
+    // The right password from the guesser's address: refused until the hour passes.
+    let answer = login(guesser, "http-erin", PASSWORD).await;
+    assert_eq!(answer.status(), 429);
+    assert!(
+        answer.headers().contains_key("retry-after"),
+        "{:?}",
+        answer.headers()
+    );
+    // From another address the owner logs in: the gateway passed each caller's own address on.
+    let answer = login(from([127, 0, 0, 1]), "http-erin", PASSWORD).await;
+    assert_eq!(answer.status(), 200);
+    mesh.stop().await.unwrap();
+}

@@ -153,9 +153,15 @@ mod tests {
             ("assets/app-1a2b.js".to_owned(), Bytes::from(script.clone())),
         ]);
         let plain = get(&assets, "/assets/app-1a2b.js", None).unwrap();
-        assert_eq!(plain.headers()[header::CONTENT_TYPE], "text/javascript; charset=utf-8");
+        assert_eq!(
+            plain.headers()[header::CONTENT_TYPE],
+            "text/javascript; charset=utf-8"
+        );
         assert!(plain.headers().get(header::CONTENT_ENCODING).is_none());
-        assert_eq!(plain.headers()[header::CACHE_CONTROL], "public, max-age=31536000, immutable");
+        assert_eq!(
+            plain.headers()[header::CACHE_CONTROL],
+            "public, max-age=31536000, immutable"
+        );
         let packed = get(&assets, "/assets/app-1a2b.js", Some("br, gzip;q=0.8")).unwrap();
         assert_eq!(packed.headers()[header::CONTENT_ENCODING], "gzip");
         assert_eq!(packed.headers()[header::VARY], "accept-encoding");

@@ -75,7 +75,10 @@ pub const KEEPALIVE_EVERY: Duration = Duration::from_secs(15);
 /// The request headers a call carries on as gRPC metadata; no other
 /// header reaches the services.
 const FORWARDED: [header::HeaderName; 2] = [header::AUTHORIZATION, header::USER_AGENT];
-const FORWARDED_TRACE: [&str; 2] = ["traceparent", "tracestate"];
+/// Trace context, and the client address a reverse proxy adds (auth believes
+/// it only from `auth.trusted_proxies`; the TCP peer goes with the call's
+/// extensions).
+const FORWARDED_TRACE: [&str; 3] = ["traceparent", "tracestate", "x-forwarded-for"];
 
 /// Headers on every answer of the gateway. The policy allows the dashboard's
 /// own files only: no inline script or style, no other origin, no framing.

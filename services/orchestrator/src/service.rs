@@ -1087,7 +1087,11 @@ mod tests {
         let err = validate_archive(&archive(2048, ArchiveFormat::TarGz), 1024).unwrap_err();
         assert!(err.to_string().contains("more than the 1024"), "{err}");
         let err = validate_archive(&archive(MAX_UPLOAD_BYTES + 1, ArchiveFormat::Tar), u64::MAX).unwrap_err();
-        assert!(err.to_string().contains(&format!("more than the {MAX_UPLOAD_BYTES}")), "{err}");
+        assert!(
+            err.to_string()
+                .contains(&format!("more than the {MAX_UPLOAD_BYTES}")),
+            "{err}"
+        );
     }
 
     #[test]
