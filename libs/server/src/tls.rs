@@ -197,7 +197,9 @@ impl Paths {
             _ => builder.with_no_client_auth(),
         };
         let mut config = builder.with_single_cert(certs, key)?;
-        config.alpn_protocols = vec![b"h2".to_vec()];
+        // h2 for gRPC (and browsers); http/1.1 for HTTP/JSON clients that
+        // offer only it (the gateway answers both).
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(config)
     }
 }
