@@ -1,5 +1,5 @@
 import { useEffect, useState } from "preact/hooks";
-import { message, orchestrator } from "../api";
+import { auth, message, orchestrator } from "../api";
 import { capital, modeLabel, sourceLabel, tierLabel } from "../format";
 import type { TierPolicy } from "../gen/reporunner/auth/v1/auth_pb";
 import { IndexMode } from "../gen/reporunner/common/v1/tier_pb";
@@ -13,6 +13,7 @@ export function Search() {
   const [runs, setRuns] = useState<Run[]>([]);
   const [allowed, setAllowed] = useState<IndexMode[] | null>(null);
   const [tiers, setTiers] = useState<TierPolicy[]>([]);
+  const [mine, setMine] = useState<IndexMode[]>([]);
   const [hits, setHits] = useState<SearchHit[] | null>(null);
   const [note, setNote] = useState("");
   const [error, setError] = useState("");
@@ -31,12 +32,18 @@ export function Search() {
     policies()
       .then(setTiers)
       .catch(() => {});
+    auth
+      .whoAmI({})
+      .then((me) => setMine(me.policy?.indexModes ?? []))
+      .catch(() => {});
   }, []);
 
   const offered = (mode: IndexMode) => allowed?.includes(mode) ?? mode === IndexMode.TEXT;
   const why = (mode: IndexMode) => {
+    // The tier has it, so the host does not: the env-detector does not recommend vectors here.
+    if (mine.includes(mode)) return "is not offered by this server's host";
     const tier = lowestTierWith(tiers, mode);
-    return tier === null ? "not offered on this server" : `needs the ${tierLabel(tier)} tier`;
+    return tier === null ? "is not offered on this server" : `needs the ${tierLabel(tier)} tier`;
   };
 
   return (
@@ -82,7 +89,7 @@ export function Search() {
           {MODES.map((mode) => (
             <option key={mode} value={mode} disabled={!offered(mode)}>
               {modeLabel(mode)}
-              {!offered(mode) ? ` — unavailable: ${why(mode)}` : ""}
+              {!offered(mode) ? ` — unavailable: ${why(mode).replace(/^is /, "")}` : ""}
             </option>
           ))}
         </select>
