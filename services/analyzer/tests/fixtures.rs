@@ -465,6 +465,12 @@ fn cargo_workspace_server_is_an_example() {
 }
 
 #[test]
+fn a_rust_version_inherited_from_the_workspace_is_the_runtime_minimum() {
+    let c = only(&plan("rust-workspace-inherited-msrv")).clone();
+    assert_eq!(runtime(&c), ("rust", ">=1.99"));
+}
+
+#[test]
 fn actix_default_run_bin_among_several() {
     let c = only(&plan("rust-actix-bins")).clone();
     assert_eq!(start(&c), "cargo run");

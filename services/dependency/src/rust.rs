@@ -68,6 +68,23 @@ pub(crate) async fn install(job: &Job, sink: &mut LogSink, report: &mut Report) 
         }
     };
     report.tool = version.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+    let minimum = job
+        .component
+        .runtime
+        .as_ref()
+        .and_then(|r| r.version_constraint.strip_prefix(">="))
+        .map(str::trim);
+    if let Some(minimum) = minimum
+        && let Some(host) = version.split_whitespace().nth(1)
+        && older_than(host, minimum)
+    {
+        // Refused before anything is fetched or built: toolchains are never
+        // downloaded, and cargo would only say so after resolving.
+        return Err(Failure::new(format!(
+            "Cargo.toml's rust-version is {minimum}, and this host's Rust is {host}, older than it allows \
+             (Rust toolchains are never downloaded; install a Rust that satisfies it)"
+        )));
+    }
     if names_line_tables_only(&version) {
         // Built to run, not to step through in a debugger: line tables
         // only (a panic's backtrace keeps its files and lines). A tenth
@@ -95,6 +112,23 @@ pub(crate) async fn install(job: &Job, sink: &mut LogSink, report: &mut Report) 
         sqlx::after_build(job, sink, report, &checked).await?;
     }
     Ok(())
+}
+
+/// Whether the release `host` (`1.95.0`, `1.97.0-nightly`) is older than
+/// `minimum` (a rust-version: `1.96`, `1.80.1`); an unreadable one is not.
+fn older_than(host: &str, minimum: &str) -> bool {
+    let numbers = |v: &str| -> Option<Vec<u64>> {
+        let release = v.split(['-', '+']).next()?;
+        let parts: Option<Vec<u64>> = release.split('.').map(|p| p.parse().ok()).collect();
+        parts.filter(|p| !p.is_empty() && p.len() <= 3).map(|mut p| {
+            p.resize(3, 0);
+            p
+        })
+    };
+    match (numbers(host), numbers(minimum)) {
+        (Some(host), Some(minimum)) => host < minimum,
+        _ => false,
+    }
 }
 
 /// Whether this cargo (`cargo 1.95.0 (…)`) knows the debug level
@@ -168,7 +202,19 @@ async fn rustup_default(
 
 #[cfg(test)]
 mod tests {
-    use super::{names_line_tables_only, test_build_line};
+    use super::{names_line_tables_only, older_than, test_build_line};
+
+    #[test]
+    fn a_host_rust_older_than_the_rust_version_is_named() {
+        assert!(older_than("1.95.0", "1.96"));
+        assert!(older_than("1.95.0", "1.95.1"));
+        assert!(!older_than("1.95.0", "1.95"));
+        assert!(!older_than("1.96.0", "1.96"));
+        assert!(!older_than("1.97.0-nightly", "1.96"));
+        assert!(older_than("1.80.0-beta.2", "1.81"));
+        assert!(!older_than("1.95.0", "stable"), "not a version: no refusal");
+        assert!(!older_than("1.95.0", "1.2.3.4"));
+    }
 
     #[test]
     fn line_tables_only_is_named_from_cargo_1_71_on() {

@@ -320,3 +320,38 @@ async fn an_old_setup_py_is_built_with_the_setuptools_it_needs() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[1]");
 }
+
+/// ripgrep 15.2 asks for rustc 1.96 through `[workspace.package]`: a host
+/// Rust older than a workspace's rust-version is refused before cargo
+/// resolves or builds anything, naming both versions.
+#[tokio::test]
+async fn a_rust_version_above_the_hosts_rust_is_refused_before_building() {
+    let mut agent = agent().await;
+    let workspace = fixture("rust-workspace-inherited-msrv");
+    let (lines, result) = install(
+        &mut agent,
+        request(
+            workspace.path(),
+            component("rust", "rust", ">=1.99", "cargo"),
+            None,
+        ),
+    )
+    .await;
+    assert!(!result.success, "{result:?}");
+    let text: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
+    let said = text
+        .iter()
+        .copied()
+        .chain(result.log_tail.iter().map(String::as_str))
+        .any(|l| l.contains("rust-version is 1.99") && l.contains("this host's Rust is 1."));
+    assert!(said, "{result:?}\n{text:?}");
+    assert!(
+        !text.iter().any(|l| l.starts_with("$ ") && l.contains("cargo")),
+        "cargo never ran: {text:?}"
+    );
+    assert!(
+        !std::path::Path::new(&result.environment_path)
+            .join("debug")
+            .exists()
+    );
+}

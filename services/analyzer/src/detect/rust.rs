@@ -395,7 +395,23 @@ fn toolchain(s: &mut Scan<'_>) {
         }
         break;
     }
-    if let Some(v) = s.facts.pkgs.iter().find_map(|p| p.rust_version.clone()) {
+    // A package's own rust-version, else the workspace's (`[workspace.package]`,
+    // which members take with `rust-version.workspace = true`).
+    let workspace_version = s
+        .facts
+        .doc
+        .get("workspace")
+        .and_then(|w| w.get("package"))
+        .and_then(|p| p.get("rust-version"))
+        .and_then(|v| v.as_str())
+        .map(str::to_owned);
+    if let Some(v) = s
+        .facts
+        .pkgs
+        .iter()
+        .find_map(|p| p.rust_version.clone())
+        .or(workspace_version)
+    {
         s.d.set_runtime(
             ev(
                 "runtime",
