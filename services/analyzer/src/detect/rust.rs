@@ -361,6 +361,20 @@ fn cargo_test(s: &mut Scan<'_>) {
     d.offer(ev("test", &f.manifest, 0, "cargo test", weight::MANIFEST));
 }
 
+/// A rust-version's numbers (`1.88` is `[1, 88, 0]`), for ordering; `None`
+/// when it is not one.
+fn release_numbers(version: &str) -> Option<[u64; 3]> {
+    let mut numbers = [0; 3];
+    let mut parts = version.trim().split('.');
+    for slot in &mut numbers {
+        match parts.next() {
+            Some(part) => *slot = part.parse().ok()?,
+            None => break,
+        }
+    }
+    parts.next().is_none().then_some(numbers)
+}
+
 /// rust-toolchain(.toml), then the packages' rust-version.
 fn toolchain(s: &mut Scan<'_>) {
     for f in ["rust-toolchain.toml", "rust-toolchain"] {
@@ -395,8 +409,9 @@ fn toolchain(s: &mut Scan<'_>) {
         }
         break;
     }
-    // A package's own rust-version, else the workspace's (`[workspace.package]`,
-    // which members take with `rust-version.workspace = true`).
+    // The newest rust-version of the packages and of the workspace
+    // (`[workspace.package]`, which members take with
+    // `rust-version.workspace = true`): a build of the workspace needs it.
     let workspace_version = s
         .facts
         .doc
@@ -405,13 +420,16 @@ fn toolchain(s: &mut Scan<'_>) {
         .and_then(|p| p.get("rust-version"))
         .and_then(|v| v.as_str())
         .map(str::to_owned);
-    if let Some(v) = s
+    let newest = s
         .facts
         .pkgs
         .iter()
-        .find_map(|p| p.rust_version.clone())
-        .or(workspace_version)
-    {
+        .filter_map(|p| p.rust_version.clone())
+        .chain(workspace_version)
+        .filter_map(|v| release_numbers(&v).map(|n| (n, v)))
+        .max_by(|a, b| a.0.cmp(&b.0))
+        .map(|(_, v)| v);
+    if let Some(v) = newest {
         s.d.set_runtime(
             ev(
                 "runtime",
