@@ -26,26 +26,37 @@ def free_port():
 
 
 @contextlib.contextmanager
-def serve(tmp_path_factory, allowed_roots):
-    """Yields {"base": "http://127.0.0.1:<port>", "log": path} of a server whose admin is `admin`
-    (ADMIN_PASSWORD) and whose runs may read local paths under `allowed_roots`; stops it after."""
+def serve(tmp_path_factory, allowed_roots=(), config=None, metrics=False):
+    """Yields {"base": "http://127.0.0.1:<port>", "addr": "127.0.0.1:<port>", "data": dir, "log": path} (and
+    "metrics", the /metrics URL, with `metrics`) of a server whose admin is `admin` (ADMIN_PASSWORD), whose
+    runs may read local paths under `allowed_roots`, with the settings file `config` if given; stops it
+    after, and fails unless it stopped cleanly within 15 s of SIGTERM."""
     port = free_port()
     data_dir = tmp_path_factory.mktemp("data")
     log_path = tmp_path_factory.mktemp("log") / "serve.log"
+    # A file, not a pipe: a pipe nobody reads fills up and stalls the server.
     log_file = open(log_path, "w+")
     env = dict(os.environ)
+    # Hermetic: no registry probes from the env-detector.
     env["REPORUNNER_ENV_DETECTOR__REGISTRIES"] = "[]"
     env["REPORUNNER_ADMIN__USERNAME"] = "admin"
     env["REPORUNNER_ADMIN__PASSWORD"] = ADMIN_PASSWORD
-    env["REPORUNNER_SOURCE__ALLOWED_LOCAL_ROOTS"] = json.dumps([str(r) for r in allowed_roots])
-    proc = subprocess.Popen(
-        [str(BINARY), "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", str(data_dir)],
-        env=env, stdout=subprocess.DEVNULL, stderr=log_file, text=True)
-    base = f"http://127.0.0.1:{port}"
+    if allowed_roots:
+        env["REPORUNNER_SOURCE__ALLOWED_LOCAL_ROOTS"] = json.dumps([str(r) for r in allowed_roots])
+    args = [str(BINARY)]
+    if config:
+        args += ["--config", str(config)]
+    args += ["serve", "--listen", f"127.0.0.1:{port}", "--data-dir", str(data_dir)]
+    running = {"base": f"http://127.0.0.1:{port}", "addr": f"127.0.0.1:{port}", "data": data_dir, "log": log_path}
+    if metrics:
+        metrics_port = free_port()
+        args += ["--metrics-listen", f"127.0.0.1:{metrics_port}"]
+        running["metrics"] = f"http://127.0.0.1:{metrics_port}/metrics"
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=log_file, text=True)
     deadline = time.time() + 30
     while time.time() < deadline:
         try:
-            urllib.request.urlopen(f"{base}/openapi.json", timeout=2).read()
+            urllib.request.urlopen(f"{running['base']}/openapi.json", timeout=2).read()
             break
         except OSError:
             if proc.poll() is not None:
@@ -56,7 +67,7 @@ def serve(tmp_path_factory, allowed_roots):
         proc.kill()
         pytest.fail("reporunner serve did not answer HTTP within 30 s")
     try:
-        yield {"base": base, "log": log_path}
+        yield running
     finally:
         proc.terminate()
         try:

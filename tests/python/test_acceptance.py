@@ -12,7 +12,6 @@ import json
 import os
 import pathlib
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,9 +20,8 @@ import urllib.request
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
-BINARY = pathlib.Path(os.environ.get("REPORUNNER_BIN") or TARGET / "debug" / "reporunner")
+from serve import ADMIN_PASSWORD, BINARY, ROOT, free_port, serve
+
 GRPCURL = shutil.which("grpcurl") or str(pathlib.Path(sys.executable).parent / "grpcurl")
 
 # The public services of `serve`: only these are on its listener.
@@ -42,69 +40,18 @@ AGENTS = [
 ]
 
 
-ADMIN_PASSWORD = "plover-quince-47-ravine"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    grpc_port, metrics_port = free_port(), free_port()
-    data_dir = tmp_path_factory.mktemp("data")
-    # A file, not a pipe: a pipe nobody reads fills up and stalls the server.
-    log_file = open(tmp_path_factory.mktemp("log") / "serve.log", "w+")
-    env = dict(os.environ)
-    # Hermetic: no registry probes from the env-detector.
-    env["REPORUNNER_ENV_DETECTOR__REGISTRIES"] = "[]"
-    env["REPORUNNER_ADMIN__USERNAME"] = "admin"
-    env["REPORUNNER_ADMIN__PASSWORD"] = ADMIN_PASSWORD
-    proc = subprocess.Popen(
-        [
-            str(BINARY), "serve",
-            "--listen", f"127.0.0.1:{grpc_port}",
-            "--metrics-listen", f"127.0.0.1:{metrics_port}",
-            "--data-dir", str(data_dir),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=log_file,
-        text=True,
-    )
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", grpc_port), timeout=0.5).close()
-            break
-        except OSError:
-            if proc.poll() is not None:
-                log_file.seek(0)
-                pytest.fail(f"reporunner serve exited: {log_file.read()}")
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        pytest.fail("reporunner serve did not listen within 30 s")
-    addr = f"127.0.0.1:{grpc_port}"
-    login = json.loads(grpcurl("-d", json.dumps({"username": "admin", "password": ADMIN_PASSWORD}), addr,
-                               "reporunner.auth.v1.AuthService/Login"))
-    bearer = f"authorization: Bearer {login['tokens']['accessToken']}"
-    yield {"grpc": addr, "metrics": f"http://127.0.0.1:{metrics_port}/metrics", "bearer": bearer,
-           "token": login["tokens"]["accessToken"]}
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        pytest.fail("reporunner serve did not stop within 15 s of SIGTERM")
-    log_file.seek(0)
-    log = log_file.read()
-    log_file.close()
-    assert proc.returncode == 0, log
+    with serve(tmp_path_factory, metrics=True) as running:
+        addr = running["addr"]
+        login = json.loads(grpcurl("-d", json.dumps({"username": "admin", "password": ADMIN_PASSWORD}), addr,
+                                   "reporunner.auth.v1.AuthService/Login"))
+        token = login["tokens"]["accessToken"]
+        yield {"grpc": addr, "metrics": running["metrics"], "bearer": f"authorization: Bearer {token}",
+               "token": token}
+    log = running["log"].read_text()
     assert ADMIN_PASSWORD not in log, "the admin password must never be logged"
-    assert (data_dir / "auth.db").exists() or any(data_dir.iterdir()), "auth state lives in the data dir"
+    assert (running["data"] / "auth.db").exists() or any(running["data"].iterdir()), "auth state lives in the data dir"
 
 
 def grpcurl(*args):

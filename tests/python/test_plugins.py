@@ -9,21 +9,17 @@ the config of a real `reporunner serve`, called at the hooks of real runs.
 """
 
 import importlib
-import os
 import pathlib
 import shutil
-import socket
-import subprocess
 import time
 import urllib.request
 
 import pytest
 
-from test_acceptance import BINARY, free_port
+from serve import ADMIN_PASSWORD, free_port, serve
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "tests" / "fixtures" / "plugin-node-app"
-ADMIN_PASSWORD = "cobalt-heron-58-meadow"
 USER_PASSWORD = "saffron-delta-71-quarry"
 
 # The default tier table, with plugins denied to Free.
@@ -85,43 +81,15 @@ def mesh(tmp_path_factory, stubs):
         example_plugin.serve(example_plugin.slow_servicer(recorder, 30), slow_port),
     ]
 
-    data_dir = tmp_path_factory.mktemp("data")
     config = tmp_path_factory.mktemp("config") / "reporunner.toml"
     config.write_text(config_text(repos, licence_port, slow_port))
-    grpc_port = free_port()
-    log_path = tmp_path_factory.mktemp("log") / "serve.log"
-    log_file = open(log_path, "w+")
-    env = dict(os.environ)
-    env["REPORUNNER_ENV_DETECTOR__REGISTRIES"] = "[]"
-    env["REPORUNNER_ADMIN__USERNAME"] = "admin"
-    env["REPORUNNER_ADMIN__PASSWORD"] = ADMIN_PASSWORD
-    proc = subprocess.Popen(
-        [str(BINARY), "--config", str(config), "serve", "--listen", f"127.0.0.1:{grpc_port}",
-         "--data-dir", str(data_dir)],
-        env=env, stdout=subprocess.DEVNULL, stderr=log_file, text=True)
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", grpc_port), timeout=0.5).close()
-            break
-        except OSError:
-            if proc.poll() is not None:
-                log_file.seek(0)
-                pytest.fail(f"reporunner serve exited: {log_file.read()}")
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        pytest.fail("reporunner serve did not listen within 30 s")
-    yield {"addr": f"127.0.0.1:{grpc_port}", "recorder": recorder, "with": with_licence, "without": without,
-           "log": log_path}
-    proc.terminate()
     try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    for server in plugins:
-        server.stop(0)
-    log_file.close()
+        with serve(tmp_path_factory, config=config) as running:
+            yield {"addr": running["addr"], "recorder": recorder, "with": with_licence, "without": without,
+                   "log": running["log"]}
+    finally:
+        for server in plugins:
+            server.stop(0)
 
 
 def modules():
