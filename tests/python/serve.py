@@ -1,14 +1,17 @@
 """The real `reporunner serve` on a free loopback port, for the suites that drive it over HTTP."""
 
 import contextlib
+import io
 import json
 import os
+import shutil
 import pathlib
 import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
+import zipfile
 
 import pytest
 
@@ -91,3 +94,26 @@ def post(base, method, body, token=None, timeout=30):
             return reply.status, reply.headers, json.loads(reply.read())
     except urllib.error.HTTPError as err:
         return err.code, err.headers, json.loads(err.read())
+
+
+@contextlib.contextmanager
+def serve_app(tmp_path_factory):
+    """serve() with one app allowed: a copy of the fixture plugin-node-app (a Node web app with no
+    dependencies) at "app"."""
+    repos = tmp_path_factory.mktemp("repos")
+    app = repos / "web"
+    shutil.copytree(ROOT / "tests" / "fixtures" / "plugin-node-app", app)
+    with serve(tmp_path_factory, [repos]) as running:
+        yield {**running, "app": app}
+
+
+def zip_tree(root, extra=()):
+    """The files under `root` as zip bytes, relative to it, then the (name, bytes) pairs of `extra`."""
+    packed = io.BytesIO()
+    with zipfile.ZipFile(packed, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(root.rglob("*")):
+            if path.is_file():
+                archive.write(path, path.relative_to(root))
+        for name, data in extra:
+            archive.writestr(name, data)
+    return packed.getvalue()

@@ -7,11 +7,10 @@ import os
 import shutil
 import subprocess
 import urllib.request
-import zipfile
 
 import pytest
 
-from serve import ADMIN_PASSWORD, ROOT, post, serve
+from serve import ADMIN_PASSWORD, ROOT, post, serve_app, zip_tree
 
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 FREE_PASSWORD = "correct-horse-battery-staple-41"
@@ -19,11 +18,8 @@ FREE_PASSWORD = "correct-horse-battery-staple-41"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    repos = tmp_path_factory.mktemp("repos")
-    app = repos / "web"
-    shutil.copytree(ROOT / "tests" / "fixtures" / "plugin-node-app", app)
-    with serve(tmp_path_factory, [repos]) as running:
-        yield {**running, "app": app}
+    with serve_app(tmp_path_factory) as running:
+        yield running
 
 
 def test_the_dashboard_drives_a_run_shows_usage_and_lets_the_admin_block_a_user(server, tmp_path):
@@ -41,10 +37,7 @@ def test_the_dashboard_drives_a_run_shows_usage_and_lets_the_admin_block_a_user(
                            {"username": "freda", "password": FREE_PASSWORD})
     assert status == 200, body
     archive = tmp_path / "web.zip"
-    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as packed:
-        for path in sorted(server["app"].rglob("*")):
-            if path.is_file():
-                packed.write(path, path.relative_to(server["app"]))
+    archive.write_bytes(zip_tree(server["app"]))
     env = dict(os.environ, BASE=server["base"], ARCHIVE_PATH=str(archive), ADMIN_USER="admin", ADMIN_PASSWORD=ADMIN_PASSWORD,
                FREE_USER="freda", FREE_PASSWORD=FREE_PASSWORD, APP_PATH=str(server["app"]),
                CHROMIUM=CHROMIUM, SHOTS=str(tmp_path / "shots"))

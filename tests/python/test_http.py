@@ -8,6 +8,7 @@ nothing but Python's standard library (and schemathesis against its OpenAPI docu
   its logs, open the app, stop it.
 """
 
+import base64
 import json
 import pathlib
 import shutil
@@ -19,7 +20,7 @@ import urllib.request
 
 import pytest
 
-from serve import ADMIN_PASSWORD, ROOT, post, serve
+from serve import ADMIN_PASSWORD, post, serve_app, zip_tree
 
 USER_PASSWORD = "correct-horse-battery-staple-41"
 AUTH = "reporunner.auth.v1.AuthService"
@@ -28,11 +29,8 @@ ORCHESTRATOR = "reporunner.orchestrator.v1.OrchestratorService"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    repos = tmp_path_factory.mktemp("repos")
-    app = repos / "web"
-    shutil.copytree(ROOT / "tests" / "fixtures" / "plugin-node-app", app)
-    with serve(tmp_path_factory, [repos]) as running:
-        yield {**running, "app": app}
+    with serve_app(tmp_path_factory) as running:
+        yield running
 
 
 def call(server, method, body, token=None, timeout=30):
@@ -159,17 +157,8 @@ def test_a_whole_run_over_http_json_only(server):
 
 
 def test_a_run_from_an_uploaded_archive(server):
-    import base64
-    import io
-    import zipfile
-
     token = login(server, "admin", ADMIN_PASSWORD)
-    packed = io.BytesIO()
-    with zipfile.ZipFile(packed, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path in sorted(server["app"].rglob("*")):
-            if path.is_file():
-                archive.write(path, path.relative_to(server["app"]))
-    content = base64.b64encode(packed.getvalue()).decode()
+    content = base64.b64encode(zip_tree(server["app"])).decode()
 
     for bad, named in (({"content": content}, "format"), ({"format": "ARCHIVE_FORMAT_ZIP"}, "empty")):
         status, _, body = call(server, f"{ORCHESTRATOR}/CreateRun",
@@ -193,3 +182,31 @@ def test_a_run_from_an_uploaded_archive(server):
     assert body["run"]["workspace"]["fileCount"] == "4", body["run"]["workspace"]  # uint64: a string
     assert body["run"]["workspace"]["origin"] == "upload:web.zip", body["run"]["workspace"]
     assert [c["name"] for c in body["run"]["plan"]["components"]] == ["plugin-node-app"], body["run"]["plan"]
+
+
+def test_an_uploaded_archive_that_escapes_its_directory_is_refused_and_writes_nothing_outside(server, tmp_path):
+    # The upload is extracted by the source agent with the same checks as any archive: a Free user's zip
+    # with a `../` entry ends the run FAILED naming the entry, and nothing lands outside the workspace.
+    status, _, body = call(server, f"{AUTH}/Register", {"username": "uploader", "password": USER_PASSWORD})
+    assert status == 200, body
+    token = login(server, "uploader", USER_PASSWORD)
+    escape = "../../../../../../../../../../tmp/reporunner-escape-probe.txt"
+    content = base64.b64encode(zip_tree(server["app"], [(escape, b"escaped")])).decode()
+    status, _, body = call(server, f"{ORCHESTRATOR}/CreateRun", {
+        "source": {"archive": {"content": content, "format": "ARCHIVE_FORMAT_ZIP", "fileName": "evil.zip"}},
+        "goal": "RUN_GOAL_ANALYZE"}, token)
+    assert status == 200, body
+    run_id = body["run"]["id"]
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        status, _, body = call(server, f"{ORCHESTRATOR}/GetRun", {"runId": run_id}, token)
+        if body["run"]["state"] in ("RUN_STATE_SUCCEEDED", "RUN_STATE_FAILED"):
+            break
+        time.sleep(0.3)
+    assert body["run"]["state"] == "RUN_STATE_FAILED", body
+    assert "reporunner-escape-probe.txt" in body["run"]["error"], body["run"]["error"]
+    assert not pathlib.Path("/tmp/reporunner-escape-probe.txt").exists()
+    # Without a token the same call is refused before anything is read.
+    status, _, body = call(server, f"{ORCHESTRATOR}/CreateRun", {
+        "source": {"archive": {"content": content, "format": "ARCHIVE_FORMAT_ZIP"}}, "goal": "RUN_GOAL_ANALYZE"})
+    assert status == 401 and body["code"] == "unauthenticated", body

@@ -92,10 +92,6 @@ impl Assets {
         Self { files }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.files.is_empty()
-    }
-
     /// The answer to `GET path`, or `None` when it names no file (a 404).
     pub(crate) fn answer(&self, path: &str, headers: &HeaderMap) -> Option<Response<Body>> {
         let (path, asset) = match self.files.get_key_value(path) {

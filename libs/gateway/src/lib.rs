@@ -137,16 +137,9 @@ impl Gateway {
         }
     }
 
-    /// The exposed methods' paths, sorted.
     /// The largest request body `path` reads, when it is exposed.
     pub fn max_body(&self, path: &str) -> Option<usize> {
         self.methods.get(path).map(|(_, limit)| *limit)
-    }
-
-    pub fn paths(&self) -> Vec<&str> {
-        let mut paths: Vec<&str> = self.methods.keys().map(String::as_str).collect();
-        paths.sort_unstable();
-        paths
     }
 
     /// The OpenAPI document, as served at `/openapi.json`.
