@@ -60,15 +60,92 @@ pub fn unavailable_message(store: &str) -> String {
     format!("the {store} database cannot be reached right now; retry in a few seconds")
 }
 
-/// Connects to `url` (`sqlite://...` or `postgres://...`). SQLite gets WAL
-/// mode, `synchronous = NORMAL` and [`SQLITE_BUSY_TIMEOUT`] on every pooled
-/// connection (see the README for what that trades).
-pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
+/// Connections a SQLite store reads through, beside its one writer.
+pub const SQLITE_READERS: u32 = 4;
+
+/// A store's database: where it reads and where it writes.
+///
+/// On PostgreSQL both are the same pool. A SQLite file gets one writer
+/// connection, so that writers queue in the pool (first come, first served)
+/// instead of contending for SQLite's lock, and [`SQLITE_READERS`] read-only
+/// connections, so that in WAL mode reads go on while a write transaction is
+/// open. (sea-orm gives SQLite a single connection by default, through which
+/// every read waited for every write.) An in-memory SQLite database is one
+/// connection: a second would be another database.
+#[derive(Clone, Debug)]
+pub struct Db {
+    write: DatabaseConnection,
+    read: DatabaseConnection,
+}
+
+impl Db {
+    /// Connects to `url` (`sqlite://...` or `postgres://...`); see [`connect`].
+    pub async fn connect(url: &str) -> Result<Self, DbErr> {
+        let write = connect(url).await?;
+        if !is_sqlite_file(url) {
+            return Ok(Self::from_connection(write));
+        }
+        let mut options = sqlite_options(url);
+        options.max_connections(SQLITE_READERS);
+        options.map_sqlx_sqlite_opts(|sqlite| {
+            sqlite
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(SQLITE_BUSY_TIMEOUT)
+                .read_only(true)
+        });
+        let read = Database::connect(options).await?;
+        Ok(Self { write, read })
+    }
+
+    /// One connection (or pool) for reads and writes alike.
+    pub fn from_connection(db: DatabaseConnection) -> Self {
+        Self {
+            read: db.clone(),
+            write: db,
+        }
+    }
+
+    /// Where writes and transactions go (and migrations).
+    pub fn write(&self) -> &DatabaseConnection {
+        &self.write
+    }
+
+    /// Where single-statement reads go. It may not see a transaction that
+    /// has not committed yet: reads that must, use the transaction.
+    pub fn read(&self) -> &DatabaseConnection {
+        &self.read
+    }
+
+    /// Closes both pools.
+    pub async fn close(&self) -> Result<(), DbErr> {
+        self.read.close_by_ref().await?;
+        self.write.close_by_ref().await
+    }
+}
+
+/// Whether `url` names a SQLite file (not an in-memory database).
+fn is_sqlite_file(url: &str) -> bool {
+    url.starts_with("sqlite:") && !url.contains(":memory:") && !url.contains("mode=memory")
+}
+
+fn sqlite_options(url: &str) -> ConnectOptions {
     let mut options = ConnectOptions::new(url.to_owned());
     options.sqlx_logging(false);
+    options
+}
+
+/// Connects to `url` (`sqlite://...` or `postgres://...`). SQLite gets WAL
+/// mode, `synchronous = NORMAL` and [`SQLITE_BUSY_TIMEOUT`] on every pooled
+/// connection (see the README for what that trades), and one connection:
+/// the writer of a [`Db`].
+pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
+    let mut options = sqlite_options(url);
     if !url.starts_with("sqlite:") {
         options.acquire_timeout(ACQUIRE_TIMEOUT);
         options.connect_timeout(ACQUIRE_TIMEOUT);
+    } else {
+        options.max_connections(1);
     }
     options.map_sqlx_sqlite_opts(|sqlite| {
         sqlite
@@ -83,7 +160,7 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
 mod tests {
     use std::time::Instant;
 
-    use sea_orm::{ConnectionTrait, Statement};
+    use sea_orm::{ConnectionTrait, Statement, TransactionTrait};
 
     use super::*;
 
@@ -111,6 +188,85 @@ mod tests {
         // NORMAL is 1 (FULL, SQLite's default, is 2).
         assert_eq!(pragma(&db, "synchronous").await, "1");
         assert_eq!(pragma(&db, "busy_timeout").await, "10000");
+    }
+
+    #[tokio::test]
+    async fn sqlite_reads_go_on_while_a_write_transaction_is_open() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("store.db").display());
+        let db = Db::connect(&url).await.expect("SQLite opens");
+        let backend = db.write().get_database_backend();
+        db.write()
+            .execute_raw(Statement::from_string(backend, "CREATE TABLE t (n INTEGER)"))
+            .await
+            .expect("a table");
+        db.write()
+            .execute_raw(Statement::from_string(backend, "INSERT INTO t VALUES (1)"))
+            .await
+            .expect("a row");
+        let txn = db.write().begin().await.expect("a transaction");
+        txn.execute_raw(Statement::from_string(backend, "INSERT INTO t VALUES (2)"))
+            .await
+            .expect("a write in the transaction");
+        // The writer's connection is held by the open transaction; a read
+        // must not wait for it.
+        let read = tokio::time::timeout(
+            Duration::from_secs(5),
+            db.read()
+                .query_one_raw(Statement::from_string(backend, "SELECT COUNT(*) FROM t")),
+        )
+        .await
+        .expect("the read does not wait for the write transaction")
+        .expect("the read answers")
+        .expect("one row");
+        assert_eq!(
+            read.try_get_by_index::<i64>(0).expect("a count"),
+            1,
+            "uncommitted rows unseen"
+        );
+        txn.commit().await.expect("the commit");
+        let after = db
+            .read()
+            .query_one_raw(Statement::from_string(backend, "SELECT COUNT(*) FROM t"))
+            .await
+            .expect("the read answers")
+            .expect("one row");
+        assert_eq!(
+            after.try_get_by_index::<i64>(0).expect("a count"),
+            2,
+            "committed rows seen"
+        );
+        // The readers cannot write.
+        let err = db
+            .read()
+            .execute_raw(Statement::from_string(backend, "INSERT INTO t VALUES (3)"))
+            .await
+            .expect_err("a reader refuses writes");
+        assert!(err.to_string().contains("readonly"), "{err}");
+        // Several reads at once, each on its own connection.
+        let reads = (0..SQLITE_READERS).map(|_| {
+            db.read()
+                .query_one_raw(Statement::from_string(backend, "SELECT COUNT(*) FROM t"))
+        });
+        for row in futures::future::join_all(reads).await {
+            assert!(row.expect("a read").is_some());
+        }
+        db.close().await.expect("closes");
+    }
+
+    #[tokio::test]
+    async fn an_in_memory_sqlite_database_is_one_connection_for_reads_and_writes() {
+        let db = Db::connect("sqlite::memory:").await.expect("SQLite opens");
+        let backend = db.write().get_database_backend();
+        db.write()
+            .execute_raw(Statement::from_string(backend, "CREATE TABLE t (n INTEGER)"))
+            .await
+            .expect("a table");
+        // A second connection would be another, empty, database.
+        db.read()
+            .query_one_raw(Statement::from_string(backend, "SELECT COUNT(*) FROM t"))
+            .await
+            .expect("the reader sees the writer's table");
     }
 
     #[tokio::test]

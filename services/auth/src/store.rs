@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use reporunner_db::Db;
 use reporunner_proto::{
     auth::v1::UsageKind,
     common::v1::{Principal, Tier},
@@ -169,7 +170,7 @@ pub struct UsageCount {
 /// The auth service's database.
 #[derive(Clone, Debug)]
 pub struct AuthStore {
-    db: DatabaseConnection,
+    db: Db,
 }
 
 fn new_id() -> String {
@@ -224,7 +225,7 @@ impl AuthStore {
             source,
         };
         crate::files::prepare_private_sqlite(url).map_err(io_err)?;
-        let db = reporunner_db::connect(url).await?;
+        let db = Db::connect(url).await?;
         let store = Self { db };
         store.migrate().await?;
         if let Some(path) = crate::files::sqlite_path(url) {
@@ -235,16 +236,19 @@ impl AuthStore {
 
     /// Wraps an open connection; call [`AuthStore::migrate`] before use.
     pub fn from_connection(db: DatabaseConnection) -> Self {
-        Self { db }
+        Self {
+            db: Db::from_connection(db),
+        }
     }
 
     /// Applies pending migrations.
     pub async fn migrate(&self) -> Result<()> {
-        Migrator::up(&self.db, None).await?;
+        Migrator::up(self.db.write(), None).await?;
         Ok(())
     }
 
-    pub fn connection(&self) -> &DatabaseConnection {
+    /// The database, where it reads and where it writes.
+    pub fn db(&self) -> &Db {
         &self.db
     }
 
@@ -269,7 +273,10 @@ impl AuthStore {
             created_at: Set(now),
             updated_at: Set(now),
         };
-        match users::Entity::insert(model).exec_with_returning(&self.db).await {
+        match users::Entity::insert(model)
+            .exec_with_returning(self.db.write())
+            .await
+        {
             Ok(m) => m.try_into(),
             Err(e) => match is_unique_violation(&e) {
                 Some(msg) if msg.contains("admin_singleton") || msg.contains("users_one_admin") => {
@@ -283,7 +290,7 @@ impl AuthStore {
 
     pub async fn find_user(&self, id: &str) -> Result<Option<UserRecord>> {
         users::Entity::find_by_id(id.to_owned())
-            .one(&self.db)
+            .one(self.db.read())
             .await?
             .map(TryInto::try_into)
             .transpose()
@@ -292,7 +299,7 @@ impl AuthStore {
     pub async fn find_user_by_username(&self, username: &str) -> Result<Option<UserRecord>> {
         users::Entity::find()
             .filter(users::Column::Username.eq(username.trim()))
-            .one(&self.db)
+            .one(self.db.read())
             .await?
             .map(TryInto::try_into)
             .transpose()
@@ -302,7 +309,7 @@ impl AuthStore {
     pub async fn find_admin(&self) -> Result<Option<UserRecord>> {
         users::Entity::find()
             .filter(users::Column::AdminSingleton.eq(1))
-            .one(&self.db)
+            .one(self.db.read())
             .await?
             .map(TryInto::try_into)
             .transpose()
@@ -324,7 +331,7 @@ impl AuthStore {
             .col_expr(users::Column::Blocked, Expr::value(blocked))
             .col_expr(users::Column::UpdatedAt, Expr::value(now_ms()))
             .filter(users::Column::Id.eq(id))
-            .exec(&self.db)
+            .exec(self.db.write())
             .await?;
         self.require_user(id).await
     }
@@ -350,7 +357,7 @@ impl AuthStore {
             .col_expr(users::Column::UpdatedAt, Expr::value(now_ms()))
             .filter(users::Column::Id.eq(id))
             .filter(users::Column::AdminSingleton.is_null())
-            .exec(&self.db)
+            .exec(self.db.write())
             .await?;
         self.require_user(id).await
     }
@@ -362,7 +369,7 @@ impl AuthStore {
     pub async fn hand_over_admin(&self, from: &str, new: NewUser) -> Result<UserRecord> {
         let username = new.username.trim().to_owned();
         validate_username(&username)?;
-        let txn = self.db.begin().await?;
+        let txn = self.db.write().begin().await?;
         let demoted = users::Entity::update_many()
             .col_expr(users::Column::Tier, Expr::value(tier_name(Tier::Premium)))
             .col_expr(users::Column::AdminSingleton, Expr::value(Option::<i32>::None))
@@ -408,7 +415,7 @@ impl AuthStore {
         if user.is_admin() {
             return Err(AuthError::AdminProtected("deleted"));
         }
-        let txn = self.db.begin().await?;
+        let txn = self.db.write().begin().await?;
         refresh_tokens::Entity::delete_many()
             .filter(refresh_tokens::Column::UserId.eq(id))
             .exec(&txn)
@@ -443,7 +450,7 @@ impl AuthStore {
         if let Some(after) = after {
             query = query.filter(users::Column::Username.gt(after));
         }
-        let mut rows = query.limit(size + 1).all(&self.db).await?;
+        let mut rows = query.limit(size + 1).all(self.db.read()).await?;
         let more = rows.len() as u64 > size;
         rows.truncate(usize::try_from(size).unwrap_or(usize::MAX));
         let next = match (more, rows.last()) {
@@ -467,14 +474,14 @@ impl AuthStore {
         expires_at_ms: i64,
     ) -> Result<String> {
         let id = new_id();
-        insert_refresh_token(&self.db, &id, user_id, token_hash, expires_at_ms).await?;
+        insert_refresh_token(self.db.write(), &id, user_id, token_hash, expires_at_ms).await?;
         Ok(id)
     }
 
     pub async fn find_refresh_token(&self, token_hash: &str) -> Result<Option<RefreshTokenRecord>> {
         Ok(refresh_tokens::Entity::find()
             .filter(refresh_tokens::Column::TokenHash.eq(token_hash))
-            .one(&self.db)
+            .one(self.db.read())
             .await?
             .map(Into::into))
     }
@@ -504,7 +511,7 @@ impl AuthStore {
         if old.expires_at_ms <= now {
             return Err(AuthError::InvalidToken);
         }
-        let txn = self.db.begin().await?;
+        let txn = self.db.write().begin().await?;
         let new_id = new_id();
         let spent = refresh_tokens::Entity::update_many()
             .col_expr(refresh_tokens::Column::RevokedAt, Expr::value(now))
@@ -537,7 +544,7 @@ impl AuthStore {
             .col_expr(refresh_tokens::Column::RevokedAt, Expr::value(now_ms()))
             .filter(refresh_tokens::Column::Id.eq(token.id.as_str()))
             .filter(refresh_tokens::Column::RevokedAt.is_null())
-            .exec(&self.db)
+            .exec(self.db.write())
             .await?;
         Ok((revoked.rows_affected == 1).then_some(token.user_id))
     }
@@ -548,7 +555,7 @@ impl AuthStore {
             .col_expr(refresh_tokens::Column::RevokedAt, Expr::value(now_ms()))
             .filter(refresh_tokens::Column::UserId.eq(user_id))
             .filter(refresh_tokens::Column::RevokedAt.is_null())
-            .exec(&self.db)
+            .exec(self.db.write())
             .await?;
         Ok(revoked.rows_affected)
     }
@@ -574,7 +581,7 @@ impl AuthStore {
             return Err(AuthError::InvalidArgument("name a usage kind".into()));
         }
         let window = window_ms(window);
-        let txn = self.db.begin().await?;
+        let txn = self.db.write().begin().await?;
         lock_user(&txn, user_id).await?;
         // Read the clock after the lock: waiting for it may take a while.
         let now = now_ms();
@@ -635,7 +642,7 @@ impl AuthStore {
             .filter(quota_events::Column::UserId.eq(user_id))
             .group_by(quota_events::Column::Kind)
             .into_tuple::<(String, Option<i64>, i64)>()
-            .all(&self.db)
+            .all(self.db.read())
             .await?;
         let mut counts: Vec<UsageCount> = rows
             .into_iter()
@@ -668,7 +675,7 @@ impl AuthStore {
             at: Set(now_ms()),
             address: Set(Some(address.to_owned())),
         })
-        .exec_without_returning(&self.db)
+        .exec_without_returning(self.db.write())
         .await?;
         Ok(())
     }
@@ -681,7 +688,7 @@ impl AuthStore {
             .filter(login_failures::Column::Username.eq(username.trim()))
             .filter(login_failures::Column::At.gt(now_ms() - window_ms(window)))
             .into_tuple::<i64>()
-            .one(&self.db)
+            .one(self.db.read())
             .await?
             .unwrap_or(0);
         Ok(u64::try_from(n).unwrap_or(0))
@@ -695,7 +702,7 @@ impl AuthStore {
             .filter(login_failures::Column::Address.eq(address))
             .filter(login_failures::Column::At.gt(now_ms() - window_ms(window)))
             .into_tuple::<i64>()
-            .one(&self.db)
+            .one(self.db.read())
             .await?
             .unwrap_or(0);
         Ok(u64::try_from(n).unwrap_or(0))
@@ -721,7 +728,7 @@ impl AuthStore {
     ) -> Result<LoginReservation> {
         let username = username.trim();
         let window = window_ms(window);
-        let txn = self.db.begin().await?;
+        let txn = self.db.write().begin().await?;
         lock_address(&txn, "login", address).await?;
         // SQLite: this write takes the database's write lock first thing, so
         // a concurrent reservation waits instead of reading a stale count.
@@ -791,7 +798,7 @@ impl AuthStore {
         login_failures::Entity::update_many()
             .col_expr(login_failures::Column::UserId, Expr::value(user_id))
             .filter(login_failures::Column::Id.eq(id))
-            .exec(&self.db)
+            .exec(self.db.write())
             .await?;
         Ok(())
     }
@@ -803,7 +810,7 @@ impl AuthStore {
         login_failures::Entity::delete_many()
             .filter(login_failures::Column::Username.eq(username.trim()))
             .filter(login_failures::Column::Address.eq(address))
-            .exec(&self.db)
+            .exec(self.db.write())
             .await?;
         Ok(())
     }
@@ -812,7 +819,7 @@ impl AuthStore {
     pub async fn clear_login_failures(&self, username: &str) -> Result<()> {
         login_failures::Entity::delete_many()
             .filter(login_failures::Column::Username.eq(username.trim()))
-            .exec(&self.db)
+            .exec(self.db.write())
             .await?;
         Ok(())
     }
@@ -830,7 +837,7 @@ impl AuthStore {
         window: Duration,
     ) -> Result<Option<Duration>> {
         let window = window_ms(window);
-        let txn = self.db.begin().await?;
+        let txn = self.db.write().begin().await?;
         lock_address(&txn, "register", address).await?;
         let now = now_ms();
         registration_attempts::Entity::insert(registration_attempts::ActiveModel {
@@ -887,7 +894,7 @@ impl AuthStore {
             action: Set(record.action.clone()),
             detail: Set(record.detail.clone()),
         })
-        .exec_without_returning(&self.db)
+        .exec_without_returning(self.db.write())
         .await?;
         Ok(record)
     }
@@ -919,7 +926,7 @@ impl AuthStore {
                     ),
             );
         }
-        let mut rows = query.limit(size + 1).all(&self.db).await?;
+        let mut rows = query.limit(size + 1).all(self.db.read()).await?;
         let more = rows.len() as u64 > size;
         rows.truncate(usize::try_from(size).unwrap_or(usize::MAX));
         let next = match (more, rows.last()) {

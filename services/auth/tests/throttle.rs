@@ -451,7 +451,8 @@ mod file_modes {
         // SQLite creates -wal and -shm with the database's mode (the test
         // runs under the usual umask, which would give 0644 otherwise).
         store
-            .connection()
+            .db()
+            .write()
             .execute_unprepared("PRAGMA journal_mode=WAL")
             .await
             .unwrap();
@@ -467,7 +468,7 @@ mod file_modes {
         let data_dir = tmp.path().join("data");
         // Closed, not dropped: a pooled connection still mapping the WAL
         // index would take a SIGBUS when it is truncated below.
-        open(&data_dir).await.connection().close_by_ref().await.unwrap();
+        open(&data_dir).await.db().close().await.unwrap();
         for companion in ["auth.db-wal", "auth.db-shm"] {
             std::fs::write(data_dir.join(companion), b"").unwrap();
         }

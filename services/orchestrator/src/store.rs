@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use prost::Message as _;
+use reporunner_db::Db;
 use reporunner_proto::{
     common::v1::{RunPlan, Workspace},
     orchestrator::v1::{
@@ -19,8 +20,8 @@ use reporunner_proto::{
     },
 };
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait, sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait, sea_query::Expr,
 };
 use sea_orm_migration::MigratorTrait;
 
@@ -196,7 +197,7 @@ pub const MAX_CLAIMS: u64 = 1_000;
 /// The orchestrator's database of runs and run events.
 #[derive(Clone, Debug)]
 pub struct RunStore {
-    db: DatabaseConnection,
+    db: Db,
     lease: Arc<Lease>,
 }
 
@@ -210,19 +211,20 @@ impl RunStore {
             OrchestratorError::InvalidConfig(format!("cannot make the run database private: {e}"))
         };
         let path = private_sqlite::prepare(url).map_err(private)?;
-        let db = reporunner_db::connect(url).await?;
+        let db = Db::connect(url).await?;
         let store = Self {
             db,
             lease: Arc::new(Lease::default()),
         };
-        Migrator::up(&store.db, None).await?;
+        Migrator::up(store.db.write(), None).await?;
         if let Some(path) = path {
             private_sqlite::tighten(&path).map_err(private)?;
         }
         Ok(store)
     }
 
-    pub fn connection(&self) -> &DatabaseConnection {
+    /// The database, where it reads and where it writes.
+    pub fn db(&self) -> &Db {
         &self.db
     }
 
@@ -252,7 +254,7 @@ impl RunStore {
             .filter(runs::Column::Id.is_in(run_ids.iter().map(String::as_str)))
             .filter(runs::Column::LeaseOwner.eq(self.lease.replica.as_str()))
             .filter(runs::Column::State.is_not_in(terminal_names()))
-            .exec(&self.db)
+            .exec(self.db.write())
             .await?
             .rows_affected)
     }
@@ -269,7 +271,7 @@ impl RunStore {
             .filter(runs::Column::LeaseOwner.is_not_null())
             .filter(runs::Column::LeaseOwner.ne(self.lease.replica.as_str()))
             .into_tuple::<String>()
-            .all(&self.db)
+            .all(self.db.read())
             .await?)
     }
 
@@ -298,7 +300,7 @@ impl RunStore {
             .order_by_asc(runs::Column::CreatedAt)
             .limit(MAX_CLAIMS)
             .into_tuple::<String>()
-            .all(&self.db)
+            .all(self.db.read())
             .await?;
         let until = self.lease.until(now);
         let mut claimed = Vec::with_capacity(candidates.len());
@@ -308,7 +310,7 @@ impl RunStore {
                 .col_expr(runs::Column::LeaseUntil, Expr::value(until))
                 .filter(runs::Column::Id.eq(id.as_str()))
                 .filter(unheld())
-                .exec(&self.db)
+                .exec(self.db.write())
                 .await?
                 .rows_affected;
             if taken == 1 {
@@ -323,7 +325,7 @@ impl RunStore {
     pub async fn create_run(&self, new: NewRun, limit: u32) -> Result<Created> {
         let id = uuid::Uuid::new_v4().to_string();
         let now = now_ms();
-        let txn = self.db.begin().await?;
+        let txn = self.db.write().begin().await?;
         if txn.get_database_backend() == DbBackend::Postgres {
             // Serialises creations per owner across replicas, so that two
             // concurrent creations cannot both pass the limit.
@@ -381,7 +383,7 @@ impl RunStore {
 
     /// The run `id`, whoever owns it.
     pub async fn get_run(&self, id: &str) -> Result<Option<Run>> {
-        find_run(&self.db, id).await
+        find_run(self.db.read(), id).await
     }
 
     /// Runs of `owner_id` that are not over.
@@ -389,7 +391,7 @@ impl RunStore {
         Ok(runs::Entity::find()
             .filter(runs::Column::OwnerId.eq(owner_id))
             .filter(runs::Column::State.is_not_in(terminal_names()))
-            .count(&self.db)
+            .count(self.db.read())
             .await?)
     }
 
@@ -401,7 +403,7 @@ impl RunStore {
             .filter(runs::Column::WorkspaceId.eq(workspace_id))
             .filter(runs::Column::Workspace.is_not_null())
             .order_by_desc(runs::Column::CreatedAt)
-            .one(&self.db)
+            .one(self.db.read())
             .await?;
         match row.and_then(|r| r.workspace) {
             Some(bytes) => Ok(Some(Workspace::decode(bytes.as_slice())?)),
@@ -442,7 +444,7 @@ impl RunStore {
                 ),
             );
         }
-        let mut rows = query.limit(size + 1).all(&self.db).await?;
+        let mut rows = query.limit(size + 1).all(self.db.read()).await?;
         let more = rows.len() as u64 > size;
         rows.truncate(usize::try_from(size).unwrap_or(usize::MAX));
         let next = match (more, rows.last()) {
@@ -463,7 +465,7 @@ impl RunStore {
         event: run_event::Event,
     ) -> Result<Option<(Run, RunEvent)>> {
         let now = now_ms();
-        let txn = self.db.begin().await?;
+        let txn = self.db.write().begin().await?;
         let mut update = runs::Entity::update_many()
             .col_expr(runs::Column::UpdatedAt, Expr::value(now))
             .filter(runs::Column::Id.eq(run_id))
@@ -537,7 +539,7 @@ impl RunStore {
             .filter(run_events::Column::Sequence.gt(after))
             .order_by_asc(run_events::Column::Sequence)
             .limit(limit)
-            .all(&self.db)
+            .all(self.db.read())
             .await?
             .into_iter()
             .map(|row| Ok(RunEvent::decode(row.event.as_slice())?))
@@ -546,7 +548,9 @@ impl RunStore {
 
     /// The components (processes) of run `id`; empty when it has none or is unknown.
     pub async fn components(&self, id: &str) -> Result<Vec<RunComponent>> {
-        let row = runs::Entity::find_by_id(id.to_owned()).one(&self.db).await?;
+        let row = runs::Entity::find_by_id(id.to_owned())
+            .one(self.db.read())
+            .await?;
         decode_components(row.and_then(|r| r.components))
     }
 }

@@ -346,7 +346,8 @@ async fn a_run_is_taken_over_only_when_its_lease_expired_or_at_its_owners_restar
 
     // A run from before leases (no owner) goes to the first replica that
     // sweeps.
-    a.connection()
+    a.db()
+        .write()
         .execute_unprepared(&format!(
             "UPDATE runs SET lease_owner = NULL, lease_until = 0 WHERE id = '{}'",
             held.id
@@ -476,12 +477,14 @@ async fn the_default_sqlite_store_is_private() {
     assert_eq!(mode(&db), 0o600);
     // SQLite gives -wal and -shm the database's mode.
     store
-        .connection()
+        .db()
+        .write()
         .execute_unprepared("PRAGMA journal_mode=WAL")
         .await
         .unwrap();
     store
-        .connection()
+        .db()
+        .write()
         .execute_unprepared("CREATE TABLE t (x INTEGER)")
         .await
         .unwrap();
