@@ -21,7 +21,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use reporunner_client::ServiceChannel;
+use reporunner_client::Transport;
 use reporunner_proto::{
     auth::v1::{
         AuthorizeRequest, ConsumeQuotaRequest, ListTierPoliciesRequest, TierPolicy, UsageKind,
@@ -60,14 +60,17 @@ type TierTable = Arc<Vec<TierPolicy>>;
 /// tier-restricted features.
 #[derive(Clone, Debug)]
 pub struct Authorizer {
-    client: AuthServiceClient<ServiceChannel>,
+    client: AuthServiceClient<Transport>,
     tiers: Arc<Mutex<Option<(Instant, TierTable)>>>,
 }
 
 impl Authorizer {
-    pub fn new(auth: ServiceChannel) -> Self {
+    /// Asks the auth service over `auth`: a channel to its endpoints, or
+    /// the auth server of this process ([`Transport::in_process`]) when the
+    /// node hosts both, which spares every call a socket round trip.
+    pub fn new(auth: impl Into<Transport>) -> Self {
         Self {
-            client: AuthServiceClient::new(auth),
+            client: AuthServiceClient::new(auth.into()),
             tiers: Arc::default(),
         }
     }

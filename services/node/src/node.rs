@@ -189,6 +189,7 @@ pub async fn start_node_with(
         auth: OnceLock::new(),
         provision_dir: OnceLock::new(),
         local: Default::default(),
+        local_auth: OnceLock::new(),
     };
 
     let stop_timeout = settings.stop_timeout;

@@ -265,6 +265,9 @@ pub(crate) struct Wiring<'a> {
     /// The agents built so far, behind their mesh check, for this node's own
     /// callers to call in process.
     pub(crate) local: Mutex<Vec<(ServiceName, Transport)>>,
+    /// The auth server built in this node, for its orchestrator to call in
+    /// process (the same trust boundary: one process).
+    pub(crate) local_auth: OnceLock<Transport>,
 }
 
 impl Wiring<'_> {
@@ -388,8 +391,14 @@ fn build_auth<'a>(w: &'a Wiring<'a>, server: GrpcServer) -> BoxFuture<'a, anyhow
         let auth = start_auth(w.settings).await?;
         // Built once per node: the table holds each service once.
         let _ = w.auth.set(auth.clone());
+        let served = AuthGrpc::new(auth.clone()).into_server();
+        let _ = w
+            .local_auth
+            .set(Transport::in_process(reporunner_server::served_in_process(
+                served.clone(),
+            )));
         Ok(server
-            .add_service(AuthGrpc::new(auth.clone()).into_server())
+            .add_service(served)
             .add_service(AdminGrpc::new(auth).into_server()))
     })
 }
@@ -553,7 +562,11 @@ fn build_orchestrator<'a>(
         // refuses START and TEST naming the missing endpoint.
         let optional = |service| w.optional_transport(service, &me);
         let env_detector = required(ServiceName::EnvDetector)?;
-        let auth = w.channel(ServiceName::Auth, None)?;
+        // In process when this node hosts auth: no socket per authorization.
+        let auth: Transport = match w.local_auth.get() {
+            Some(local) => local.clone(),
+            None => w.channel(ServiceName::Auth, None)?.into(),
+        };
         let layer = METERED
             .iter()
             .fold(AuthLayer::new(Authorizer::new(auth.clone())), |layer, path| {
