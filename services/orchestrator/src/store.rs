@@ -199,6 +199,38 @@ pub const MAX_CLAIMS: u64 = 1_000;
 pub struct RunStore {
     db: Db,
     lease: Arc<Lease>,
+    finished: Arc<FinishedRuns>,
+}
+
+/// How many finished runs a store keeps in memory.
+pub const FINISHED_RUNS_CACHED: usize = 4_096;
+
+/// Finished runs as last read, most recently used first. A run that is over
+/// never changes again (every write to a run is conditioned on its state
+/// not being terminal, on any replica), so a cached one is never stale, and
+/// reading it again (a client polling a run it watched end, the dashboard's
+/// run page, a WatchRun replay) costs no database round trip.
+#[derive(Debug)]
+struct FinishedRuns(std::sync::Mutex<lru::LruCache<String, Run>>);
+
+impl FinishedRuns {
+    fn new(capacity: usize) -> Self {
+        let capacity = std::num::NonZeroUsize::new(capacity).unwrap_or(std::num::NonZeroUsize::MIN);
+        Self(std::sync::Mutex::new(lru::LruCache::new(capacity)))
+    }
+
+    fn get(&self, id: &str) -> Option<Run> {
+        self.0.lock().ok()?.get(id).cloned()
+    }
+
+    /// Keeps `run` when it is over.
+    fn offer(&self, run: &Run) {
+        if is_terminal(run.state())
+            && let Ok(mut cache) = self.0.lock()
+        {
+            cache.put(run.id.clone(), run.clone());
+        }
+    }
 }
 
 impl RunStore {
@@ -215,6 +247,7 @@ impl RunStore {
         let store = Self {
             db,
             lease: Arc::new(Lease::default()),
+            finished: Arc::new(FinishedRuns::new(FINISHED_RUNS_CACHED)),
         };
         Migrator::up(store.db.write(), None).await?;
         if let Some(path) = path {
@@ -383,7 +416,14 @@ impl RunStore {
 
     /// The run `id`, whoever owns it.
     pub async fn get_run(&self, id: &str) -> Result<Option<Run>> {
-        find_run(self.db.read(), id).await
+        if let Some(run) = self.finished.get(id) {
+            return Ok(Some(run));
+        }
+        let run = find_run(self.db.read(), id).await?;
+        if let Some(run) = &run {
+            self.finished.offer(run);
+        }
+        Ok(run)
     }
 
     /// Runs of `owner_id` that are not over.
@@ -516,6 +556,7 @@ impl RunStore {
             .await?
             .ok_or_else(|| OrchestratorError::Corrupt(format!("run {run_id} vanished while updated")))?;
         txn.commit().await?;
+        self.finished.offer(&run);
         Ok(Some((run, event)))
     }
 

@@ -48,6 +48,7 @@ on_both_databases!(
     of_replicas_sweeping_at_once_exactly_one_takes_each_run,
     runs_round_trip_their_messages,
     components_are_kept_with_the_run,
+    a_finished_run_is_read_from_memory_and_an_unfinished_one_from_the_database,
 );
 
 fn new_run(owner: &str) -> NewRun {
@@ -160,6 +161,65 @@ async fn nothing_is_written_after_a_terminal_state(db: TestDb) {
             .await
             .unwrap()
             .is_none()
+    );
+}
+
+async fn a_finished_run_is_read_from_memory_and_an_unfinished_one_from_the_database(db: TestDb) {
+    let store = RunStore::connect(&db.url).await.unwrap();
+    let open = create(&store, "alice").await;
+    let done = create(&store, "alice").await;
+    store
+        .transition(&done.id, RunState::Succeeded, RunChange::default())
+        .await
+        .unwrap()
+        .unwrap();
+    let other = RunStore::connect(&db.url).await.unwrap();
+    let finished_elsewhere = create(&other, "bob").await;
+    other
+        .transition(&finished_elsewhere.id, RunState::Failed, RunChange::default())
+        .await
+        .unwrap()
+        .unwrap();
+    // Read once by this store, which keeps it from then on.
+    assert_eq!(
+        store
+            .get_run(&finished_elsewhere.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state(),
+        RunState::Failed
+    );
+    // What another replica changes in an unfinished run is seen at once.
+    other
+        .transition(&open.id, RunState::Running, RunChange::default())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store.get_run(&open.id).await.unwrap().unwrap().state(),
+        RunState::Running
+    );
+    // With the database closed, the finished runs still answer (the one this
+    // store finished, and the one another finished and this one read); the
+    // unfinished run needs the database.
+    store.db().close().await.unwrap();
+    assert_eq!(
+        store.get_run(&done.id).await.unwrap().unwrap().state(),
+        RunState::Succeeded
+    );
+    assert_eq!(
+        store
+            .get_run(&finished_elsewhere.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .owner_id,
+        "bob"
+    );
+    assert!(
+        store.get_run(&open.id).await.is_err(),
+        "an unfinished run is read again"
     );
 }
 
