@@ -287,15 +287,19 @@ impl GrpcServer {
         let local_socket = self.local_socket.take();
         let gateway = self.gateway.take();
         let (routes, health) = self.routes()?;
-        if let Some((listener, caller)) = local_socket {
+        // The control socket stops accepting when the port does, and `serve`
+        // returns only once its calls in flight are answered (or the stop
+        // timeout passed): a caller's StopRun must not lose its answer to the
+        // process exiting.
+        let control_socket = local_socket.map(|(listener, caller)| {
             let socket =
-                crate::local::serve_control_socket(listener, routes.clone(), caller, stopped.clone());
+                crate::local::serve_control_socket(listener, routes.clone(), caller, stopping.clone());
             tokio::spawn(async move {
                 if let Err(err) = socket.await {
                     tracing::warn!(%err, "the control socket failed");
                 }
-            });
-        }
+            })
+        });
         health.set_all(true).await;
         tracing::info!(?addr, services = ?health.services(), tls, "grpc server listening");
 
@@ -344,13 +348,25 @@ impl GrpcServer {
                 }
             }
         };
-        tokio::select! {
-            result = server => result?,
+        let served = tokio::select! {
+            result = server => result,
             _ = async { stopping.cancelled().await; tokio::time::sleep(stop_timeout).await } => {
                 tracing::warn!(?addr, ?stop_timeout, "in-flight calls did not finish in time; closing");
                 cut.cancel();
+                Ok(())
             }
+        };
+        stopping.cancel();
+        if let Some(mut socket) = control_socket
+            && tokio::time::timeout(stop_timeout, &mut socket).await.is_err()
+        {
+            tracing::warn!(
+                ?stop_timeout,
+                "control socket calls did not finish in time; closing"
+            );
+            socket.abort();
         }
+        served?;
         Ok(())
     }
 }
