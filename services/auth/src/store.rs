@@ -588,18 +588,7 @@ impl AuthStore {
         lock_user(&txn, user_id).await?;
         // Read the clock after the lock: waiting for it may take a while.
         let now = now_ms();
-        let (count, oldest) = quota_events::Entity::find()
-            .select_only()
-            .column_as(Expr::cust("COUNT(*)"), "n")
-            .column_as(Expr::cust("MIN(at)"), "oldest")
-            .filter(quota_events::Column::UserId.eq(user_id))
-            .filter(quota_events::Column::Kind.eq(usage_kind_name(kind)))
-            .filter(quota_events::Column::At.gt(now - window))
-            .into_tuple::<(i64, Option<i64>)>()
-            .one(&txn)
-            .await?
-            .unwrap_or((0, None));
-        let count = u32::try_from(count).unwrap_or(u32::MAX);
+        let (count, oldest) = window_count(&txn, user_id, usage_kind_name(kind), now - window).await?;
         let resets_at_ms = oldest.unwrap_or(now).saturating_add(window);
         if count >= limit {
             txn.rollback().await?;
@@ -672,18 +661,7 @@ impl AuthStore {
             .await?
             .rows_affected()
             == 1;
-        let (count, oldest) = quota_events::Entity::find()
-            .select_only()
-            .column_as(Expr::cust("COUNT(*)"), "n")
-            .column_as(Expr::cust("MIN(at)"), "oldest")
-            .filter(quota_events::Column::UserId.eq(user_id))
-            .filter(quota_events::Column::Kind.eq(kind))
-            .filter(quota_events::Column::At.gt(now - window))
-            .into_tuple::<(i64, Option<i64>)>()
-            .one(self.db.read())
-            .await?
-            .unwrap_or((0, None));
-        let count = u32::try_from(count).unwrap_or(u32::MAX);
+        let (count, oldest) = window_count(self.db.read(), user_id, kind, now - window).await?;
         let resets_at_ms = oldest.unwrap_or(now).saturating_add(window);
         if inserted {
             return Ok(QuotaOutcome {
@@ -1081,6 +1059,27 @@ async fn lock_address<C: ConnectionTrait>(txn: &C, scope: &str, address: &str) -
         .await?;
     }
     Ok(())
+}
+
+/// How many `kind` events `user_id` has after `since`, and the oldest one's time.
+async fn window_count<C: ConnectionTrait>(
+    db: &C,
+    user_id: &str,
+    kind: &str,
+    since: i64,
+) -> Result<(u32, Option<i64>)> {
+    let (count, oldest) = quota_events::Entity::find()
+        .select_only()
+        .column_as(Expr::cust("COUNT(*)"), "n")
+        .column_as(Expr::cust("MIN(at)"), "oldest")
+        .filter(quota_events::Column::UserId.eq(user_id))
+        .filter(quota_events::Column::Kind.eq(kind))
+        .filter(quota_events::Column::At.gt(since))
+        .into_tuple::<(i64, Option<i64>)>()
+        .one(db)
+        .await?
+        .unwrap_or((0, None));
+    Ok((u32::try_from(count).unwrap_or(u32::MAX), oldest))
 }
 
 /// Takes the user's row lock inside `txn`, or fails with `UserNotFound`.
