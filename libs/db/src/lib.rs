@@ -190,66 +190,58 @@ mod tests {
         assert_eq!(pragma(&db, "busy_timeout").await, "10000");
     }
 
+    async fn exec(db: &impl ConnectionTrait, sql: &str) -> Result<(), DbErr> {
+        db.execute_raw(Statement::from_string(db.get_database_backend(), sql))
+            .await
+            .map(drop)
+    }
+
+    async fn rows(db: &DatabaseConnection) -> Result<i64, DbErr> {
+        let row = db
+            .query_one_raw(Statement::from_string(
+                db.get_database_backend(),
+                "SELECT COUNT(*) FROM t",
+            ))
+            .await?
+            .expect("one row");
+        row.try_get_by_index::<i64>(0)
+    }
+
     #[tokio::test]
     async fn sqlite_reads_go_on_while_a_write_transaction_is_open() {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("store.db").display());
         let db = Db::connect(&url).await.expect("SQLite opens");
-        let backend = db.write().get_database_backend();
-        db.write()
-            .execute_raw(Statement::from_string(backend, "CREATE TABLE t (n INTEGER)"))
+        exec(db.write(), "CREATE TABLE t (n INTEGER)")
             .await
             .expect("a table");
-        db.write()
-            .execute_raw(Statement::from_string(backend, "INSERT INTO t VALUES (1)"))
-            .await
-            .expect("a row");
+        exec(db.write(), "INSERT INTO t VALUES (1)").await.expect("a row");
         let txn = db.write().begin().await.expect("a transaction");
-        txn.execute_raw(Statement::from_string(backend, "INSERT INTO t VALUES (2)"))
+        exec(&txn, "INSERT INTO t VALUES (2)")
             .await
             .expect("a write in the transaction");
         // The writer's connection is held by the open transaction; a read
         // must not wait for it.
-        let read = tokio::time::timeout(
-            Duration::from_secs(5),
-            db.read()
-                .query_one_raw(Statement::from_string(backend, "SELECT COUNT(*) FROM t")),
-        )
-        .await
-        .expect("the read does not wait for the write transaction")
-        .expect("the read answers")
-        .expect("one row");
-        assert_eq!(
-            read.try_get_by_index::<i64>(0).expect("a count"),
-            1,
-            "uncommitted rows unseen"
-        );
-        txn.commit().await.expect("the commit");
-        let after = db
-            .read()
-            .query_one_raw(Statement::from_string(backend, "SELECT COUNT(*) FROM t"))
+        let read = tokio::time::timeout(Duration::from_secs(5), rows(db.read()))
             .await
-            .expect("the read answers")
-            .expect("one row");
+            .expect("the read does not wait for the write transaction")
+            .expect("the read answers");
+        assert_eq!(read, 1, "uncommitted rows unseen");
+        txn.commit().await.expect("the commit");
         assert_eq!(
-            after.try_get_by_index::<i64>(0).expect("a count"),
+            rows(db.read()).await.expect("the read answers"),
             2,
             "committed rows seen"
         );
         // The readers cannot write.
-        let err = db
-            .read()
-            .execute_raw(Statement::from_string(backend, "INSERT INTO t VALUES (3)"))
+        let err = exec(db.read(), "INSERT INTO t VALUES (3)")
             .await
             .expect_err("a reader refuses writes");
         assert!(err.to_string().contains("readonly"), "{err}");
         // Several reads at once, each on its own connection.
-        let reads = (0..SQLITE_READERS).map(|_| {
-            db.read()
-                .query_one_raw(Statement::from_string(backend, "SELECT COUNT(*) FROM t"))
-        });
-        for row in futures::future::join_all(reads).await {
-            assert!(row.expect("a read").is_some());
+        let reads = (0..SQLITE_READERS).map(|_| rows(db.read()));
+        for count in futures::future::join_all(reads).await {
+            assert_eq!(count.expect("a read"), 2);
         }
         db.close().await.expect("closes");
     }
@@ -257,16 +249,14 @@ mod tests {
     #[tokio::test]
     async fn an_in_memory_sqlite_database_is_one_connection_for_reads_and_writes() {
         let db = Db::connect("sqlite::memory:").await.expect("SQLite opens");
-        let backend = db.write().get_database_backend();
-        db.write()
-            .execute_raw(Statement::from_string(backend, "CREATE TABLE t (n INTEGER)"))
+        exec(db.write(), "CREATE TABLE t (n INTEGER)")
             .await
             .expect("a table");
         // A second connection would be another, empty, database.
-        db.read()
-            .query_one_raw(Statement::from_string(backend, "SELECT COUNT(*) FROM t"))
-            .await
-            .expect("the reader sees the writer's table");
+        assert_eq!(
+            rows(db.read()).await.expect("the reader sees the writer's table"),
+            0
+        );
     }
 
     #[tokio::test]

@@ -171,3 +171,21 @@ pub fn write(dir: &Path, files: &[(&str, &str)]) {
         std::fs::write(path, text).unwrap();
     }
 }
+
+/// A refusal before the tool ran: the install failed, a line of its stream
+/// or of its log tail contains every one of `says`, and no `$ <tool> ...`
+/// command line was streamed. Panics naming what was missing.
+pub fn assert_refused_before(lines: &[LogLine], result: &InstallResult, tool: &str, says: &[&str]) {
+    assert!(!result.success, "{result:?}");
+    let text: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
+    let said = text
+        .iter()
+        .copied()
+        .chain(result.log_tail.iter().map(String::as_str))
+        .any(|l| says.iter().all(|s| l.contains(s)));
+    assert!(said, "no line says {says:?}: {result:?}\n{text:?}");
+    assert!(
+        !text.iter().any(|l| l.starts_with("$ ") && l.contains(tool)),
+        "{tool} never ran: {text:?}"
+    );
+}
