@@ -454,6 +454,19 @@ fn rust_axum_binary_with_toolchain_and_sqlx_postgres() {
     assert_eq!(c.kind, K::Web as i32);
 }
 
+/// A command-line tool whose web server is an optional dependency behind a
+/// `serve` feature (mdBook): started bare it prints its usage and exits, so
+/// it is a program (not started, tests still run), not a web component.
+#[test]
+fn a_server_framework_behind_a_feature_does_not_make_a_cli_a_web_app() {
+    let c = only(&plan("rust-cli-optional-server")).clone();
+    assert_eq!(c.kind(), K::Cli, "{c:#?}");
+    assert_eq!(c.port, 0, "{c:#?}");
+    assert_eq!(test_cmd(&c), "cargo test");
+    // The same framework as a plain dependency still makes a web app.
+    assert_eq!(only(&plan("rust-axum")).kind(), K::Web);
+}
+
 #[test]
 fn cargo_workspace_server_is_an_example() {
     let c = only(&plan("rust-workspace-example")).clone();

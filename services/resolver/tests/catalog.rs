@@ -1022,6 +1022,63 @@ fn cases() -> Vec<Case> {
             0.7,
             || vec![replace(S::Start, "gunicorn app:app")],
         ),
+        c(
+            "start_usage_clap",
+            P::Start,
+            2,
+            |c, _| {
+                c.language = "rust".into();
+                c.package_manager = "cargo".into();
+                c.start = command("cargo run");
+            },
+            &[],
+            "start.printed_usage",
+            0.75,
+            || vec![replace(S::Start, "cargo run -- serve")],
+        ),
+        c(
+            "start_usage_no_serve",
+            P::Start,
+            2,
+            |c, _| c.start = command("python convert.py"),
+            &[],
+            "start.printed_usage",
+            0.6,
+            none,
+        ),
+        c(
+            "uv_git_unreachable",
+            P::Install,
+            1,
+            python,
+            &[],
+            "net.host_unreachable",
+            0.8,
+            none,
+        ),
+        c(
+            "npm_enotfound",
+            P::Install,
+            1,
+            node,
+            &[],
+            "net.host_unreachable",
+            0.8,
+            none,
+        ),
+        c(
+            "fonts_unreachable",
+            P::Build,
+            1,
+            |c, f| {
+                node(c, f);
+                c.build = command("npm run build");
+            },
+            &[],
+            "net.host_unreachable",
+            0.8,
+            none,
+        ),
     ]
 }
 
@@ -1241,6 +1298,37 @@ async fn an_empty_request_is_refused_and_a_huge_log_is_bounded() {
     let response = resolver.diagnose(request_).await.unwrap();
     assert_eq!(response.diagnoses[0].cause, "port.in_use");
     assert!(started.elapsed() < std::time::Duration::from_secs(2));
+}
+
+/// An unreachable host names the host, in the summary the run ends with;
+/// a registry's outage and a git dependency's bad ref are not that class.
+#[tokio::test]
+async fn an_unreachable_host_is_named_and_a_registry_outage_or_a_bad_ref_is_not_one() {
+    let resolver = resolver().await;
+    for (log, host) in [
+        ("uv_git_unreachable", "github.com"),
+        ("npm_enotfound", "download.cypress.io"),
+        ("fonts_unreachable", "fonts.googleapis.com"),
+    ] {
+        let response = resolver.diagnose(request(&case(log))).await.unwrap();
+        let d = &response.diagnoses[0];
+        assert!(
+            d.summary
+                .contains(&format!("needs {host}, which this host cannot reach")),
+            "{log}: {}",
+            d.summary
+        );
+    }
+    for log in ["npm_registry_down", "git_dep_bad_ref"] {
+        let mut case = case("npm_enotfound");
+        case.log = log;
+        let response = resolver.diagnose(request(&case)).await.unwrap();
+        assert!(
+            response.diagnoses.iter().all(|d| !d.cause.starts_with("net.")),
+            "{log}: {:?}",
+            response.diagnoses
+        );
+    }
 }
 
 #[tokio::test]

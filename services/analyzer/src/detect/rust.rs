@@ -42,6 +42,9 @@ struct Pkg {
     name: String,
     dir: String,
     deps: Vec<String>,
+    /// The `optional = true` ones among `deps`: features of the program
+    /// (mdBook's `serve` subcommand), not what it is.
+    optional_deps: Vec<String>,
     bins: Vec<(String, String)>,
     examples: Vec<(String, String)>,
     default_run: Option<String>,
@@ -68,7 +71,7 @@ fn parse_pkg(idx: &RepoIndex, dir: &str) -> Option<(Pkg, toml::Table)> {
         .and_then(|v| v.as_str())
         .unwrap_or_default()
         .to_owned();
-    let (deps, sqlx_features) = dependencies(&doc);
+    let (deps, optional_deps, sqlx_features) = dependencies(&doc);
     let bins = find_bins(idx, dir, &doc, package.is_some(), &name);
     let examples = find_examples(idx, dir, &doc);
     let package_str = |key: &str| {
@@ -84,6 +87,7 @@ fn parse_pkg(idx: &RepoIndex, dir: &str) -> Option<(Pkg, toml::Table)> {
             name,
             dir: dir.to_owned(),
             deps,
+            optional_deps,
             bins,
             examples,
             default_run,
@@ -94,14 +98,19 @@ fn parse_pkg(idx: &RepoIndex, dir: &str) -> Option<(Pkg, toml::Table)> {
     ))
 }
 
-/// Dependency names and their `crate/feature` features.
-fn dependencies(doc: &toml::Table) -> (Vec<String>, Vec<String>) {
+/// Dependency names, the optional ones among them, and their
+/// `crate/feature` features.
+fn dependencies(doc: &toml::Table) -> (Vec<String>, Vec<String>, Vec<String>) {
     let mut deps = Vec::new();
+    let mut optional = Vec::new();
     let mut features = Vec::new();
     for key in ["dependencies", "dev-dependencies"] {
         if let Some(t) = doc.get(key).and_then(|v| v.as_table()) {
             for (k, v) in t.iter().take(500) {
                 deps.push(k.clone());
+                if v.get("optional").and_then(toml::Value::as_bool) == Some(true) {
+                    optional.push(k.clone());
+                }
                 if let Some(list) = v.get("features").and_then(|f| f.as_array()) {
                     for feat in list.iter().filter_map(|f| f.as_str()) {
                         features.push(format!("{k}/{feat}"));
@@ -110,7 +119,7 @@ fn dependencies(doc: &toml::Table) -> (Vec<String>, Vec<String>) {
             }
         }
     }
-    (deps, features)
+    (deps, optional, features)
 }
 
 /// src/main.rs, `[[bin]]` targets and src/bin/: (name, file).
@@ -541,7 +550,13 @@ fn package_flag(p: &Pkg, multi: bool) -> String {
 /// package-named bin, then the simplest-looking name in the shallowest package.
 fn bin_candidates(idx: &RepoIndex, p: &Pkg, multi: bool, choice: &mut Choice) {
     let pkg_flag = package_flag(p, multi);
-    let is_server_pkg = p.deps.iter().any(|d| SERVERS.contains(&d.as_str()));
+    // A server framework the package can be built without is behind a
+    // feature (a `serve` subcommand of a command-line tool): it makes a bin
+    // a server only when the bin's own source serves.
+    let is_server_pkg = p
+        .deps
+        .iter()
+        .any(|d| SERVERS.contains(&d.as_str()) && !p.optional_deps.contains(d));
     for (bin, file) in &p.bins {
         let text = idx.read_source(file).unwrap_or_default();
         let server = is_server_source(&text) || (is_server_pkg && text.contains("main"));

@@ -1,5 +1,6 @@
 //! Builds that need a compiler or system library, Java, Go, wrapper scripts
-//! that are not executable, and start commands that exit at once.
+//! that are not executable, and start commands that exit at once (or print
+//! their usage: a command-line program started without its subcommand).
 
 use reporunner_proto::{agents::resolver::v1::Phase, common::v1::CommandSlot};
 
@@ -95,12 +96,110 @@ pub(super) fn rules() -> Vec<Rule> {
 }
 
 pub(super) fn situations() -> Vec<Situation> {
-    vec![Situation {
-        cause: "start.exited_immediately",
-        rank: 10,
-        confidence: 0.7,
-        check: exited_immediately,
-    }]
+    vec![
+        Situation {
+            cause: "start.exited_immediately",
+            rank: 10,
+            confidence: 0.7,
+            check: exited_immediately,
+        },
+        Situation {
+            cause: "start.printed_usage",
+            rank: 12,
+            confidence: 0.75,
+            check: printed_usage,
+        },
+    ]
+}
+
+/// Subcommands that start a long-running server, most likely first.
+const SERVE_SUBCOMMANDS: &[&str] = &["serve", "server", "runserver", "web", "start", "run", "up"];
+
+lazy_regex!(USAGE_LINE, r"^\s*(?i:usage):\s+\S+");
+lazy_regex!(
+    COMMANDS_HEADER,
+    r"^\s*(?i:commands|subcommands|available commands|available subcommands|positional arguments):?\s*$"
+);
+lazy_regex!(
+    COMMAND_ENTRY,
+    r"^\s{1,8}(?P<name>[a-z][a-z0-9_-]{0,30})(?:\s{2,}\S.*|\s*)$"
+);
+lazy_regex!(BRACED, r"\{(?P<names>[a-z][a-z0-9_-]*(?:,[a-z][a-z0-9_-]*)+)\}");
+
+/// The subcommands a usage text lists: argparse's `{a,b}` and the entries
+/// under a `Commands:` header (clap, click, cobra), in order.
+fn usage_subcommands(lines: &[&str]) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut in_section = false;
+    for line in lines {
+        if let Some(caps) = BRACED.captures(line) {
+            names.extend(caps["names"].split(',').map(str::to_owned));
+        }
+        if COMMANDS_HEADER.is_match(line) {
+            in_section = true;
+            continue;
+        }
+        if in_section {
+            match COMMAND_ENTRY.captures(line) {
+                Some(caps) => names.push(caps["name"].to_owned()),
+                None if line.trim().is_empty() => {}
+                None => in_section = false,
+            }
+        }
+    }
+    names.dedup();
+    names
+}
+
+/// The start command with `sub` appended, as an argument of the program
+/// (after `--` for `cargo run`).
+fn with_subcommand(run: &str, sub: &str) -> String {
+    let run = run.trim_end();
+    let cargo = run.starts_with("cargo run") && !run.split_whitespace().any(|w| w == "--");
+    if cargo {
+        format!("{run} -- {sub}")
+    } else {
+        format!("{run} {sub}")
+    }
+}
+
+/// The start command ended at once printing its usage: a command-line
+/// program that wants a subcommand or arguments. When its usage lists a
+/// subcommand that serves (`serve`, `runserver`, ...), start with it.
+fn printed_usage(ctx: &Context<'_>) -> Option<Finding> {
+    let short = ctx.lines.iter().filter(|l| !l.trim().is_empty()).count() <= 60;
+    if ctx.phase != Phase::Start || !short || !ctx.lines.iter().any(|l| USAGE_LINE.is_match(l)) {
+        return None;
+    }
+    let current = ctx.command(CommandSlot::Start).map(|c| c.run.trim().to_owned());
+    let listed = usage_subcommands(&ctx.lines);
+    let serving = SERVE_SUBCOMMANDS
+        .iter()
+        .find(|sub| listed.iter().any(|l| l == *sub))
+        .copied();
+    let summary = format!(
+        "the start command printed its usage and exited with status {}: it is a command-line program \
+         that wants a subcommand or arguments, not a server",
+        ctx.exit_code
+    );
+    match (current, serving) {
+        (Some(run), Some(sub)) if !run.split_whitespace().any(|w| w == sub) => Some(
+            Finding::new(format!("{summary}; its usage lists `{sub}`")).patch(ctx.replace(
+                CommandSlot::Start,
+                &with_subcommand(&run, sub),
+                format!("the program's usage lists the `{sub}` subcommand"),
+            )),
+        ),
+        // Exit 0 is `start.exited_immediately`'s, with the plan's other
+        // candidates; a usage that offers nothing to serve adds nothing.
+        _ if ctx.exit_code == 0 => None,
+        _ => Some(
+            Finding::new(format!(
+                "{summary}, and its usage lists no subcommand that serves"
+            ))
+            .confidence(0.6),
+        ),
+    }
 }
 
 lazy_regex!(
@@ -282,6 +381,56 @@ fn exited_immediately(ctx: &Context<'_>) -> Option<Finding> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usage_texts_list_their_subcommands() {
+        let clap = [
+            "Creates a book from markdown files",
+            "",
+            "Usage: mdbook [COMMAND]",
+            "",
+            "Commands:",
+            "  init         Creates the boilerplate structure and files for a new book",
+            "  build        Builds a book from its markdown files",
+            "  serve        Serves a book at http://localhost:3000, and rebuilds it on changes",
+            "  help         Print this message or the help of the given subcommand(s)",
+            "",
+            "Options:",
+            "  -h, --help     Print help",
+        ];
+        assert_eq!(usage_subcommands(&clap), ["init", "build", "serve", "help"]);
+        let argparse = [
+            "usage: tool [-h] {sync,serve} ...",
+            "tool: error: the following arguments are required: command",
+        ];
+        assert_eq!(usage_subcommands(&argparse), ["sync", "serve"]);
+        let click = [
+            "Usage: app [OPTIONS] COMMAND [ARGS]...",
+            "",
+            "Options:",
+            "  --help  Show this message and exit.",
+            "",
+            "Commands:",
+            "  init-db",
+            "  run      Run the development server.",
+        ];
+        assert_eq!(usage_subcommands(&click), ["init-db", "run"]);
+        assert!(usage_subcommands(&["Usage: cat [OPTION]... [FILE]..."]).is_empty());
+    }
+
+    #[test]
+    fn a_subcommand_goes_to_the_program_not_to_cargo() {
+        assert_eq!(with_subcommand("cargo run", "serve"), "cargo run -- serve");
+        assert_eq!(with_subcommand("cargo run --", "serve"), "cargo run -- serve");
+        assert_eq!(
+            with_subcommand("cargo run -- --port 8080", "serve"),
+            "cargo run -- --port 8080 serve"
+        );
+        assert_eq!(
+            with_subcommand("python manage.py", "runserver"),
+            "python manage.py runserver"
+        );
+    }
 
     #[test]
     fn evidence_details_become_commands() {

@@ -9,6 +9,7 @@
 mod db;
 mod env;
 mod misc;
+mod net;
 mod node;
 mod ports;
 mod python;
@@ -382,6 +383,7 @@ pub static CATALOG: LazyLock<Catalog> = LazyLock::new(|| {
         env::rules(),
         ports::rules(),
         misc::rules(),
+        net::rules(),
     ]
     .into_iter()
     .flatten()
