@@ -178,8 +178,8 @@ fn printed_usage(ctx: &Context<'_>) -> Option<Finding> {
         .find(|sub| listed.iter().any(|l| l == *sub))
         .copied();
     let summary = format!(
-        "the start command printed its usage and exited with status {}: it is a command-line program \
-         that wants a subcommand or arguments, not a server",
+        "the start command printed its usage and exited with status {}: the program wants a subcommand \
+         or other arguments to run as a server",
         ctx.exit_code
     );
     match (current, serving) {
