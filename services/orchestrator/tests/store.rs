@@ -13,8 +13,8 @@ use reporunner_orchestrator::{
 use reporunner_proto::{
     common::v1::{Command, Component, RunPlan, Workspace},
     orchestrator::v1::{
-        ComponentHealth, RepoSource, Run, RunGoal, RunState, Step, StepEvent, StepStatus, repo_source,
-        run_event,
+        ComponentHealth, RepoSource, Run, RunEvent, RunGoal, RunState, Step, StepEvent, StepStatus,
+        repo_source, run_event,
     },
 };
 use sea_orm::ConnectionTrait as _;
@@ -79,6 +79,16 @@ async fn create(store: &RunStore, owner: &str) -> Run {
     }
 }
 
+/// Moves run `id` to `state` with no other change; the run must not have
+/// ended yet.
+async fn move_to(store: &RunStore, id: &str, state: RunState) -> (Run, RunEvent) {
+    store
+        .transition(id, state, RunChange::default())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
 /// A step event that names itself in its detail.
 fn step(name: &str) -> run_event::Event {
     run_event::Event::Step(StepEvent {
@@ -128,11 +138,7 @@ async fn sequences_are_gap_free_under_concurrent_writers(db: TestDb) {
 async fn nothing_is_written_after_a_terminal_state(db: TestDb) {
     let store = RunStore::connect(&db.url).await.unwrap();
     let run = create(&store, "alice").await;
-    let (stopped, event) = store
-        .transition(&run.id, RunState::Stopped, RunChange::default())
-        .await
-        .unwrap()
-        .unwrap();
+    let (stopped, event) = move_to(&store, &run.id, RunState::Stopped).await;
     assert_eq!(stopped.state(), RunState::Stopped);
     assert_eq!(event.sequence, 2);
     assert!(
@@ -168,18 +174,10 @@ async fn a_finished_run_is_read_from_memory_and_an_unfinished_one_from_the_datab
     let store = RunStore::connect(&db.url).await.unwrap();
     let open = create(&store, "alice").await;
     let done = create(&store, "alice").await;
-    store
-        .transition(&done.id, RunState::Succeeded, RunChange::default())
-        .await
-        .unwrap()
-        .unwrap();
+    move_to(&store, &done.id, RunState::Succeeded).await;
     let other = RunStore::connect(&db.url).await.unwrap();
     let finished_elsewhere = create(&other, "bob").await;
-    other
-        .transition(&finished_elsewhere.id, RunState::Failed, RunChange::default())
-        .await
-        .unwrap()
-        .unwrap();
+    move_to(&other, &finished_elsewhere.id, RunState::Failed).await;
     // Read once by this store, which keeps it from then on.
     assert_eq!(
         store
@@ -191,11 +189,7 @@ async fn a_finished_run_is_read_from_memory_and_an_unfinished_one_from_the_datab
         RunState::Failed
     );
     // What another replica changes in an unfinished run is seen at once.
-    other
-        .transition(&open.id, RunState::Running, RunChange::default())
-        .await
-        .unwrap()
-        .unwrap();
+    move_to(&other, &open.id, RunState::Running).await;
     assert_eq!(
         store.get_run(&open.id).await.unwrap().unwrap().state(),
         RunState::Running
@@ -246,11 +240,7 @@ async fn the_concurrent_run_limit_holds_under_concurrent_creations(db: TestDb) {
         Created::Run(..)
     ));
     let (runs, _) = store.list_runs(Some("alice"), &[], 10, "").await.unwrap();
-    store
-        .transition(&runs[0].id, RunState::Failed, RunChange::default())
-        .await
-        .unwrap()
-        .unwrap();
+    move_to(&store, &runs[0].id, RunState::Failed).await;
     assert!(matches!(
         store.create_run(new_run("alice"), 2).await.unwrap(),
         Created::Run(..)
@@ -268,11 +258,7 @@ async fn listing_pages_newest_first_by_owner_and_state(db: TestDb) {
     for _ in 0..2 {
         create(&store, "bob").await;
     }
-    store
-        .transition(&alice[1], RunState::Succeeded, RunChange::default())
-        .await
-        .unwrap()
-        .unwrap();
+    move_to(&store, &alice[1], RunState::Succeeded).await;
 
     let mut seen = Vec::new();
     let mut token = String::new();
@@ -364,10 +350,7 @@ async fn a_run_is_taken_over_only_when_its_lease_expired_or_at_its_owners_restar
     let b = replica(&db, "b", long).await;
     let held = create(&a, "alice").await;
     let done = create(&a, "alice").await;
-    a.transition(&done.id, RunState::Succeeded, RunChange::default())
-        .await
-        .unwrap()
-        .unwrap();
+    move_to(&a, &done.id, RunState::Succeeded).await;
     // A live replica's run is nobody else's, not even at their start-up.
     assert!(b.claim_unheld(false).await.unwrap().is_empty());
     assert!(b.claim_unheld(true).await.unwrap().is_empty());
@@ -499,11 +482,7 @@ async fn components_are_kept_with_the_run(db: TestDb) {
         .unwrap();
     assert_eq!(run.components, vec![web.status()]);
     assert_eq!(run.components[0].url, "http://127.0.0.1:4242");
-    store
-        .transition(&starting.id, RunState::Starting, RunChange::default())
-        .await
-        .unwrap()
-        .unwrap();
+    move_to(&store, &starting.id, RunState::Starting).await;
     assert_eq!(store.components(&running.id).await.unwrap(), vec![web.clone()]);
     assert!(store.components(&starting.id).await.unwrap().is_empty());
 
